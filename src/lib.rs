@@ -1,0 +1,26 @@
+//! Placement Center: a replicated, strongly consistent metadata store for
+//! message-queue brokers, speaking the etcd v3 API.
+//!
+//! The modules, from the top of the stack down (a module uses only those below it):
+//!
+//! - [`server`]: wires config, runtime, Raft and the gRPC services; owns shutdown.
+//! - [`api`]: tonic services (etcd `KV`); the one place errors become `tonic::Status`.
+//! - [`raft`]: openraft over the storage engine: log store, state-machine store,
+//!   the `raft.v1` network and service, forwarding to the leader, ReadIndex.
+//! - [`state`]: the deterministic state machine (MVCC key space, txn). Pure: no I/O,
+//!   no clock, no randomness.
+//! - [`storage`]: the `Engine` trait, RocksDB and the in-memory `SimDisk`.
+//! - [`runtime`]: the seams — clock, named tasks with shutdown, randomness, and the
+//!   engine factory — in a production (tokio, RocksDB) and a simulation (madsim,
+//!   SimDisk) flavour.
+//! - [`config`]: one serde tree from TOML file, `PLACEMENT_*` env and flags.
+//! - [`proto`]: generated protobuf messages and gRPC stubs.
+
+pub mod api;
+pub mod config;
+pub mod proto;
+pub mod raft;
+pub mod runtime;
+pub mod server;
+pub mod state;
+pub mod storage;

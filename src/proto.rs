@@ -1,0 +1,22 @@
+//! Generated protobuf messages and gRPC stubs (see build.rs and proto/).
+//! The module nesting mirrors the protobuf packages, which the generated
+//! code relies on for cross-package references.
+#![allow(clippy::all, missing_docs)]
+
+/// etcd's `mvccpb`: KeyValue and Event.
+pub mod mvccpb {
+    tonic::include_proto!("mvccpb");
+}
+
+/// etcd's `etcdserverpb`: the client API.
+pub mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+}
+
+/// Node-to-node traffic.
+pub mod raft {
+    /// Version 1 of the `raft` package.
+    pub mod v1 {
+        tonic::include_proto!("raft.v1");
+    }
+}

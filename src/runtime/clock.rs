@@ -1,0 +1,31 @@
+//! Time. Monotonic time drives timeouts and (later) lease expiry; wall time is
+//! for display only. Under madsim, tokio's time is madsim's virtual time.
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use tokio::time::error::Elapsed;
+pub use tokio::time::Instant;
+
+/// Monotonic now.
+pub fn now() -> Instant {
+    Instant::now()
+}
+
+/// Waits for `duration` of (possibly virtual) time.
+pub async fn sleep(duration: Duration) {
+    tokio::time::sleep(duration).await
+}
+
+/// Runs `future` for at most `duration`.
+pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Output, Elapsed> {
+    tokio::time::timeout(duration, future).await
+}
+
+/// Milliseconds since the UNIX epoch, for display and logs only.
+pub fn wall_clock_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,19 @@
+//! The storage engine factory: RocksDB in production, SimDisk under madsim.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::storage::{Engine, StorageError};
+
+/// Opens the persistent engine at `dir` with the given column families.
+#[cfg(not(madsim))]
+pub fn open_engine(dir: &Path, column_families: &[&'static str]) -> Result<Arc<dyn Engine>, StorageError> {
+    Ok(Arc::new(crate::storage::rocksdb::RocksEngine::open(dir, column_families)?))
+}
+
+/// Under simulation there is no real disk: each node gets a SimDisk that the
+/// simulation harness keeps across restarts, registered per data directory.
+#[cfg(madsim)]
+pub fn open_engine(dir: &Path, column_families: &[&'static str]) -> Result<Arc<dyn Engine>, StorageError> {
+    Ok(crate::storage::sim_disk::SimDisk::registered(dir, column_families))
+}

@@ -1,0 +1,28 @@
+//! The seams: everything that touches time, tasks, randomness or the disk goes
+//! through here, so that the same server code runs on tokio + RocksDB in
+//! production and on madsim + SimDisk in simulation. `cfg(madsim)` may appear in
+//! this module (and build.rs, and the one line of storage/mod.rs declaring
+//! RocksDB) and nowhere else.
+
+mod async_rt;
+mod clock;
+mod disk;
+mod tasks;
+
+pub use async_rt::PlacementRuntime;
+pub use clock::{now, sleep, timeout, wall_clock_millis, Elapsed, Instant};
+pub use disk::open_engine;
+pub use tasks::{spawn_detached, Shutdown, TaskGroup};
+
+/// A random number generator seeded from the runtime: OS entropy in
+/// production, the simulation's seed under madsim.
+pub fn rng() -> impl rand::Rng {
+    #[cfg(not(madsim))]
+    {
+        rand::thread_rng()
+    }
+    #[cfg(madsim)]
+    {
+        madsim::rand::thread_rng()
+    }
+}

@@ -1,0 +1,228 @@
+//! The state machine against a deliberately naive model: a map of key to
+//! (value, create, mod, version) and a revision counter, driven by random
+//! command sequences on a small key set (contention is where bugs are).
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use crate::proto::etcdserverpb::request_op::Request;
+use crate::proto::etcdserverpb::{Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(u8, u8),
+    Delete(u8),
+    DeleteRange(u8, u8),
+    /// if version(key) == v then put(key, val) else get(key)
+    Cas(u8, i64, u8),
+}
+
+fn key(k: u8) -> Vec<u8> {
+    vec![b'a' + k]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..4u8, any::<u8>()).prop_map(|(k, v)| Op::Put(k, v)),
+        (0..4u8).prop_map(Op::Delete),
+        (0..4u8, 0..5u8).prop_map(|(a, b)| Op::DeleteRange(a, b)),
+        (0..4u8, 0..3i64, any::<u8>()).prop_map(|(k, ver, v)| Op::Cas(k, ver, v)),
+    ]
+}
+
+fn command(op: &Op) -> Command {
+    let request = match op {
+        Op::Put(k, v) => command::Request::Put(PutRequest { key: key(*k), value: vec![*v], ..Default::default() }),
+        Op::Delete(k) => command::Request::DeleteRange(DeleteRangeRequest { key: key(*k), ..Default::default() }),
+        Op::DeleteRange(a, b) => {
+            command::Request::DeleteRange(DeleteRangeRequest { key: key(*a), range_end: key(*b), ..Default::default() })
+        }
+        Op::Cas(k, ver, v) => command::Request::Txn(TxnRequest {
+            compare: vec![Compare {
+                result: CompareResult::Equal as i32,
+                target: CompareTarget::Version as i32,
+                key: key(*k),
+                target_union: Some(TargetUnion::Version(*ver)),
+                range_end: Vec::new(),
+            }],
+            success: vec![RequestOp {
+                request: Some(Request::RequestPut(PutRequest { key: key(*k), value: vec![*v], ..Default::default() })),
+            }],
+            failure: vec![RequestOp {
+                request: Some(Request::RequestRange(RangeRequest { key: key(*k), ..Default::default() })),
+            }],
+        }),
+    };
+    Command { request: Some(request) }
+}
+
+#[derive(Default, Debug)]
+struct Model {
+    revision: i64,
+    keys: BTreeMap<Vec<u8>, (Vec<u8>, i64, i64, i64)>,
+}
+
+impl Model {
+    fn put(&mut self, k: Vec<u8>, v: u8) {
+        self.revision += 1;
+        let (create, version) = match self.keys.get(&k) {
+            Some((_, c, _, ver)) => (*c, ver + 1),
+            None => (self.revision, 1),
+        };
+        self.keys.insert(k, (vec![v], create, self.revision, version));
+    }
+
+    /// Returns (succeeded, deleted) for the op, the model's view of the result.
+    fn apply(&mut self, op: &Op) -> (bool, i64) {
+        match op {
+            Op::Put(k, v) => {
+                self.put(key(*k), *v);
+                (true, 0)
+            }
+            Op::Delete(k) => self.delete(|x| x == key(*k).as_slice()),
+            Op::DeleteRange(a, b) => {
+                let (a, b) = (key(*a), key(*b));
+                self.delete(|x| x >= a.as_slice() && x < b.as_slice())
+            }
+            Op::Cas(k, ver, v) => {
+                let current = self.keys.get(&key(*k)).map_or(0, |e| e.3);
+                if current == *ver {
+                    self.put(key(*k), *v);
+                    (true, 0)
+                } else {
+                    (false, 0)
+                }
+            }
+        }
+    }
+
+    fn delete(&mut self, inside: impl Fn(&[u8]) -> bool) -> (bool, i64) {
+        let doomed: Vec<Vec<u8>> = self.keys.keys().filter(|k| inside(k)).cloned().collect();
+        if !doomed.is_empty() {
+            self.revision += 1;
+        }
+        for k in &doomed {
+            self.keys.remove(k);
+        }
+        (true, doomed.len() as i64)
+    }
+}
+
+proptest! {
+    #[test]
+    fn state_machine_matches_the_model(ops in proptest::collection::vec(op(), 1..60)) {
+        let mut state = KvState::new();
+        let mut model = Model { revision: 1, ..Default::default() };
+        for op in &ops {
+            let applied = state.apply(&command(op)).expect("valid command");
+            let (succeeded, deleted) = model.apply(op);
+            prop_assert_eq!(applied.result.revision, model.revision, "revision after {:?}", op);
+            match applied.result.response {
+                Some(Response::Txn(t)) => prop_assert_eq!(t.succeeded, succeeded),
+                Some(Response::DeleteRange(d)) => prop_assert_eq!(d.deleted, deleted),
+                _ => {}
+            }
+        }
+        let all = state.range(&RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() }).unwrap();
+        let got: Vec<_> = all.kvs.iter().map(|kv| (kv.key.clone(), (kv.value.clone(), kv.create_revision, kv.mod_revision, kv.version))).collect();
+        let want: Vec<_> = model.keys.clone().into_iter().collect();
+        prop_assert_eq!(got, want);
+        prop_assert_eq!(all.count, model.keys.len() as i64);
+    }
+
+    #[test]
+    fn replaying_a_log_gives_the_same_hash(ops in proptest::collection::vec(op(), 1..40)) {
+        let mut a = KvState::new();
+        let mut b = KvState::new();
+        for op in &ops {
+            a.apply(&command(op)).unwrap();
+            b.apply(&command(op)).unwrap();
+        }
+        prop_assert_eq!(a.hash(), b.hash());
+        let restored = KvState::restore(a.revision(), a.records().cloned());
+        prop_assert_eq!(restored.hash(), a.hash());
+    }
+}
+
+#[test]
+fn invalid_commands_are_refused_without_changing_state() {
+    let mut state = KvState::new();
+    let cases: Vec<(Command, StateError)> = vec![
+        (Command { request: None }, StateError::EmptyCommand),
+        (command(&Op::Put(0, 1)).with_key(Vec::new()), StateError::EmptyKey),
+        (
+            Command {
+                request: Some(command::Request::Txn(TxnRequest {
+                    success: vec![RequestOp { request: Some(Request::RequestPut(PutRequest { key: key(0), ..Default::default() })) }; MAX_TXN_OPS + 1],
+                    ..Default::default()
+                })),
+            },
+            StateError::TooManyOps,
+        ),
+        (
+            Command {
+                request: Some(command::Request::Txn(TxnRequest {
+                    success: vec![RequestOp { request: Some(Request::RequestPut(PutRequest { key: key(0), ..Default::default() })) }; 2],
+                    ..Default::default()
+                })),
+            },
+            StateError::DuplicateKey,
+        ),
+        (
+            Command { request: Some(command::Request::Put(PutRequest { key: key(0), lease: 7, ..Default::default() })) },
+            StateError::LeaseNotFound,
+        ),
+        (
+            Command { request: Some(command::Request::Put(PutRequest { key: key(0), ignore_value: true, ..Default::default() })) },
+            StateError::KeyNotFound,
+        ),
+    ];
+    for (cmd, want) in cases {
+        assert_eq!(state.apply(&cmd).unwrap_err(), want);
+        assert_eq!(state, KvState::new());
+    }
+}
+
+#[test]
+fn reads_at_other_revisions_are_refused_like_etcd() {
+    let mut state = KvState::new();
+    state.apply(&command(&Op::Put(0, 1))).unwrap();
+    state.apply(&command(&Op::Put(0, 2))).unwrap();
+    let at = |revision| state.range(&RangeRequest { key: key(0), revision, ..Default::default() });
+    assert_eq!(at(3).unwrap().kvs[0].value, vec![2]);
+    assert_eq!(at(4).unwrap_err(), StateError::FutureRevision);
+    assert_eq!(at(2).unwrap_err(), StateError::Compacted);
+}
+
+#[test]
+fn range_honours_limit_count_keys_only_and_sort() {
+    let mut state = KvState::new();
+    for k in 0..4 {
+        state.apply(&command(&Op::Put(k, k))).unwrap();
+    }
+    let all = |mut r: RangeRequest| {
+        r.key = key(0);
+        r.range_end = key(9);
+        state.range(&r).unwrap()
+    };
+    let limited = all(RangeRequest { limit: 2, ..Default::default() });
+    assert_eq!((limited.kvs.len(), limited.more, limited.count), (2, true, 4));
+    let keys_only = all(RangeRequest { keys_only: true, ..Default::default() });
+    assert!(keys_only.kvs.iter().all(|kv| kv.value.is_empty()));
+    let count_only = all(RangeRequest { count_only: true, ..Default::default() });
+    assert_eq!((count_only.kvs.len(), count_only.count), (0, 4));
+    let desc = all(RangeRequest { sort_order: 2, ..Default::default() });
+    assert_eq!(desc.kvs[0].key, key(3));
+}
+
+impl Command {
+    fn with_key(mut self, k: Vec<u8>) -> Self {
+        if let Some(command::Request::Put(p)) = &mut self.request {
+            p.key = k;
+        }
+        self
+    }
+}

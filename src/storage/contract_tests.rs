@@ -1,0 +1,97 @@
+//! One contract, run against every engine.
+
+use super::sim_disk::SimDisk;
+use super::{Engine, WriteBatch};
+
+const CF: &str = "data";
+const OTHER: &str = "other";
+
+fn engines() -> Vec<(&'static str, Box<dyn Engine>, Option<tempfile::TempDir>)> {
+    let mut out: Vec<(&'static str, Box<dyn Engine>, Option<tempfile::TempDir>)> =
+        vec![("simdisk", Box::new(SimDisk::new()), None)];
+    #[cfg(not(madsim))]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let rocks = super::rocksdb::RocksEngine::open(dir.path(), &[CF, OTHER]).unwrap();
+        out.push(("rocksdb", Box::new(rocks), Some(dir)));
+    }
+    out
+}
+
+fn batch(ops: &[(&'static str, &str, Option<&str>)]) -> WriteBatch {
+    let mut b = WriteBatch::new();
+    for (cf, key, value) in ops {
+        match value {
+            Some(v) => b.put(cf, key.as_bytes(), v.as_bytes()),
+            None => b.delete(cf, key.as_bytes()),
+        }
+    }
+    b
+}
+
+fn keys(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<String> {
+    pairs.into_iter().map(|(k, _)| String::from_utf8(k).unwrap()).collect()
+}
+
+#[test]
+fn get_returns_what_was_written_and_none_after_delete() {
+    for (name, e, _dir) in engines() {
+        e.write(batch(&[(CF, "k", Some("v1"))]), false).unwrap();
+        assert_eq!(e.get(CF, b"k").unwrap(), Some(b"v1".to_vec()), "{name}");
+        assert_eq!(e.get(OTHER, b"k").unwrap(), None, "{name}: column families are separate");
+        e.write(batch(&[(CF, "k", None)]), true).unwrap();
+        assert_eq!(e.get(CF, b"k").unwrap(), None, "{name}");
+    }
+}
+
+#[test]
+fn scan_is_ordered_bounded_and_limited() {
+    for (name, e, _dir) in engines() {
+        e.write(batch(&[(CF, "b", Some("")), (CF, "a", Some("")), (CF, "d", Some("")), (CF, "c", Some(""))]), true)
+            .unwrap();
+        assert_eq!(keys(e.scan(CF, b"", None, usize::MAX).unwrap()), ["a", "b", "c", "d"], "{name}");
+        assert_eq!(keys(e.scan(CF, b"b", Some(b"d"), usize::MAX).unwrap()), ["b", "c"], "{name}");
+        assert_eq!(keys(e.scan(CF, b"a", None, 2).unwrap()), ["a", "b"], "{name}");
+        assert_eq!(e.last(CF).unwrap().map(|(k, _)| k), Some(b"d".to_vec()), "{name}");
+        assert_eq!(e.last(OTHER).unwrap(), None, "{name}");
+    }
+}
+
+#[test]
+fn batch_is_atomic_and_ordered_with_range_delete() {
+    for (name, e, _dir) in engines() {
+        e.write(batch(&[(CF, "a", Some("1")), (CF, "b", Some("1")), (CF, "c", Some("1"))]), true).unwrap();
+        let mut b = WriteBatch::new();
+        b.delete_range(CF, b"a".to_vec(), b"c".to_vec());
+        b.put(CF, b"b".to_vec(), b"2".to_vec());
+        e.write(b, true).unwrap();
+        assert_eq!(e.get(CF, b"a").unwrap(), None, "{name}");
+        assert_eq!(e.get(CF, b"b").unwrap(), Some(b"2".to_vec()), "{name}: later op wins");
+        assert_eq!(e.get(CF, b"c").unwrap(), Some(b"1".to_vec()), "{name}: range end is exclusive");
+    }
+}
+
+#[test]
+fn export_then_import_replaces_the_column_family() {
+    for (name, e, _dir) in engines() {
+        e.write(batch(&[(CF, "x", Some("1")), (CF, "y", Some("2"))]), true).unwrap();
+        let exported = e.export(CF).unwrap();
+        e.write(batch(&[(CF, "z", Some("3"))]), true).unwrap();
+        e.import(CF, exported.clone()).unwrap();
+        assert_eq!(e.export(CF).unwrap(), exported, "{name}");
+        e.import(CF, Vec::new()).unwrap();
+        assert!(e.export(CF).unwrap().is_empty(), "{name}");
+    }
+}
+
+#[cfg(not(madsim))]
+#[test]
+fn rocksdb_keeps_synced_data_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let e = super::rocksdb::RocksEngine::open(dir.path(), &[CF]).unwrap();
+        e.write(batch(&[(CF, "k", Some("v"))]), true).unwrap();
+    }
+    let e = super::rocksdb::RocksEngine::open(dir.path(), &[CF]).unwrap();
+    assert_eq!(e.get(CF, b"k").unwrap(), Some(b"v".to_vec()));
+}

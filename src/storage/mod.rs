@@ -1,0 +1,118 @@
+//! The disk seam: an ordered key-value engine with column families and atomic,
+//! optionally synced write batches. It knows nothing of Raft or of what keys
+//! mean; `raft/` owns the layout.
+//!
+//! Durability contract (both engines): a batch written with `sync = true` is on
+//! stable storage, together with every batch written before it, when `write`
+//! returns. A batch written without sync survives a process crash but may be
+//! lost, as a suffix of unsynced batches, on power loss.
+
+#[cfg(not(madsim))]
+pub mod rocksdb;
+pub mod sim_disk;
+
+#[cfg(test)]
+mod contract_tests;
+
+use std::time::Duration;
+
+/// Errors of the storage layer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The device or engine failed to read or write (EIO and the like).
+    #[error("storage I/O error: {0}")]
+    Io(String),
+    /// A column family the engine was not opened with.
+    #[error("unknown column family {0:?}")]
+    UnknownColumnFamily(String),
+}
+
+/// One change inside a [`WriteBatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Set `key` to `value`.
+    Put { cf: &'static str, key: Vec<u8>, value: Vec<u8> },
+    /// Remove `key`.
+    Delete { cf: &'static str, key: Vec<u8> },
+    /// Remove every key in `[start, end)`.
+    DeleteRange { cf: &'static str, start: Vec<u8>, end: Vec<u8> },
+}
+
+/// Changes applied all together or not at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    /// The changes, applied in order.
+    pub ops: Vec<WriteOp>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a put.
+    pub fn put(&mut self, cf: &'static str, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push(WriteOp::Put { cf, key: key.into(), value: value.into() });
+    }
+
+    /// Adds a delete.
+    pub fn delete(&mut self, cf: &'static str, key: impl Into<Vec<u8>>) {
+        self.ops.push(WriteOp::Delete { cf, key: key.into() });
+    }
+
+    /// Adds a range delete of `[start, end)`.
+    pub fn delete_range(&mut self, cf: &'static str, start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) {
+        self.ops.push(WriteOp::DeleteRange { cf, start: start.into(), end: end.into() });
+    }
+
+    /// Whether the batch has no change.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// A key and its value, as returned by scans.
+pub type Pair = (Vec<u8>, Vec<u8>);
+
+/// An ordered, persistent key-value engine.
+pub trait Engine: Send + Sync + 'static {
+    /// The value of `key`, if any.
+    fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Applies `batch` atomically; with `sync`, durably (see the module contract).
+    fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StorageError>;
+
+    /// Up to `limit` pairs with `start <= key < end` (no `end`: to the last key),
+    /// in ascending key order.
+    fn scan(&self, cf: &'static str, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<Pair>, StorageError>;
+
+    /// The pair with the greatest key, if the column family is not empty.
+    fn last(&self, cf: &'static str) -> Result<Option<Pair>, StorageError>;
+
+    /// Every pair of a column family, read from one point-in-time view.
+    fn export(&self, cf: &'static str) -> Result<Vec<Pair>, StorageError> {
+        self.scan(cf, &[], None, usize::MAX)
+    }
+
+    /// Replaces the whole content of a column family, atomically and durably.
+    fn import(&self, cf: &'static str, pairs: Vec<Pair>) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::new();
+        if let Some((last, _)) = self.last(cf)? {
+            let mut end = last;
+            end.push(0);
+            batch.delete_range(cf, Vec::new(), end);
+        }
+        for (key, value) in pairs {
+            batch.put(cf, key, value);
+        }
+        self.write(batch, true)
+    }
+
+    /// Extra latency a simulated disk wants the caller to wait before an I/O;
+    /// zero for real engines (their latency is real).
+    fn injected_latency(&self) -> Duration {
+        Duration::ZERO
+    }
+}

@@ -1,0 +1,87 @@
+//! The production engine: RocksDB, one column family per `cf` name.
+
+use std::path::Path;
+
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, WriteOptions, DB};
+
+use super::{Engine, Pair, StorageError, WriteBatch, WriteOp};
+
+/// RocksDB behind the [`Engine`] trait.
+pub struct RocksEngine {
+    /// The open database; column families are created on open when missing.
+    db: DB,
+}
+
+fn io(err: rocksdb::Error) -> StorageError {
+    StorageError::Io(err.into_string())
+}
+
+impl RocksEngine {
+    /// Opens (or creates) the database at `dir` with `column_families`.
+    pub fn open(dir: &Path, column_families: &[&'static str]) -> Result<Self, StorageError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let cfs = column_families.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(io)?;
+        Ok(Self { db })
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StorageError> {
+        self.db.cf_handle(name).ok_or_else(|| StorageError::UnknownColumnFamily(name.to_string()))
+    }
+}
+
+impl Engine for RocksEngine {
+    fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.db.get_cf(self.cf(cf)?, key).map_err(io)
+    }
+
+    fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StorageError> {
+        let mut wb = rocksdb::WriteBatch::default();
+        for op in batch.ops {
+            match op {
+                WriteOp::Put { cf, key, value } => wb.put_cf(self.cf(cf)?, key, value),
+                WriteOp::Delete { cf, key } => wb.delete_cf(self.cf(cf)?, key),
+                WriteOp::DeleteRange { cf, start, end } => wb.delete_range_cf(self.cf(cf)?, start, end),
+            }
+        }
+        let mut opts = WriteOptions::default();
+        opts.set_sync(sync);
+        self.db.write_opt(wb, &opts).map_err(io)
+    }
+
+    fn scan(&self, cf: &'static str, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<Pair>, StorageError> {
+        let mut read = ReadOptions::default();
+        if let Some(end) = end {
+            read.set_iterate_upper_bound(end.to_vec());
+        }
+        let iter = self.db.iterator_cf_opt(self.cf(cf)?, read, IteratorMode::From(start, Direction::Forward));
+        let mut out = Vec::new();
+        for item in iter.take(limit) {
+            let (k, v) = item.map_err(io)?;
+            out.push((k.into_vec(), v.into_vec()));
+        }
+        Ok(out)
+    }
+
+    fn last(&self, cf: &'static str) -> Result<Option<Pair>, StorageError> {
+        match self.db.iterator_cf(self.cf(cf)?, IteratorMode::End).next() {
+            None => Ok(None),
+            Some(item) => {
+                let (k, v) = item.map_err(io)?;
+                Ok(Some((k.into_vec(), v.into_vec())))
+            }
+        }
+    }
+
+    fn export(&self, cf: &'static str) -> Result<Vec<Pair>, StorageError> {
+        let snapshot = self.db.snapshot();
+        let mut out = Vec::new();
+        for item in snapshot.iterator_cf(self.cf(cf)?, IteratorMode::Start) {
+            let (k, v) = item.map_err(io)?;
+            out.push((k.into_vec(), v.into_vec()));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,245 @@
+//! `SimDisk`: an in-memory engine that models RocksDB's point-in-time recovery,
+//! for simulation and tests.
+//!
+//! - A synced batch is durable, and so is every batch written before it (the WAL
+//!   is sequential: syncing it makes all of it durable).
+//! - [`SimDisk::crash`] (the process dies, the OS survives): unsynced batches are
+//!   in the page cache and survive.
+//! - [`SimDisk::power_loss`]: a random prefix of the unsynced batches survives,
+//!   the rest is lost.
+//! - Injected faults: EIO on write and on sync, and latency.
+//!
+//! A SimDisk lives outside the node using it, so it survives kill and restart.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rand::Rng;
+
+use super::{Engine, Pair, StorageError, WriteBatch, WriteOp};
+
+type Tree = BTreeMap<Vec<u8>, Vec<u8>>;
+type Trees = BTreeMap<&'static str, Tree>;
+
+/// Faults a test or the nemesis can inject.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiskFaults {
+    /// Every unsynced write fails with EIO.
+    pub fail_writes: bool,
+    /// Every synced write fails with EIO (nothing of it is applied).
+    pub fail_syncs: bool,
+    /// Latency callers are asked to wait before each I/O.
+    pub latency: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// What survives a power loss.
+    durable: Trees,
+    /// Batches written since the last sync, oldest first.
+    unsynced: Vec<WriteBatch>,
+    /// What reads see: `durable` with `unsynced` applied.
+    live: Trees,
+    faults: DiskFaults,
+}
+
+/// An in-memory [`Engine`] with RocksDB's crash semantics.
+#[derive(Debug, Default)]
+pub struct SimDisk {
+    inner: Mutex<Inner>,
+}
+
+fn apply(trees: &mut Trees, batch: &WriteBatch) {
+    for op in &batch.ops {
+        match op {
+            WriteOp::Put { cf, key, value } => {
+                trees.entry(cf).or_default().insert(key.clone(), value.clone());
+            }
+            WriteOp::Delete { cf, key } => {
+                trees.entry(cf).or_default().remove(key);
+            }
+            WriteOp::DeleteRange { cf, start, end } => {
+                let tree = trees.entry(cf).or_default();
+                if start < end {
+                    let doomed: Vec<Vec<u8>> = tree.range(start.clone()..end.clone()).map(|(k, _)| k.clone()).collect();
+                    for key in doomed {
+                        tree.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+}
+
+static REGISTRY: Mutex<BTreeMap<PathBuf, Arc<SimDisk>>> = Mutex::new(BTreeMap::new());
+
+impl SimDisk {
+    /// An empty disk.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The disk registered for `dir`, created empty on first use. The simulation
+    /// harness uses this so that a restarted node finds its disk again.
+    pub fn registered(dir: &Path, _column_families: &[&'static str]) -> Arc<SimDisk> {
+        let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+        registry.entry(dir.to_path_buf()).or_default().clone()
+    }
+
+    /// Forgets every registered disk (between simulation runs).
+    pub fn clear_registry() {
+        REGISTRY.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the injected faults.
+    pub fn set_faults(&self, faults: DiskFaults) {
+        self.lock().faults = faults;
+    }
+
+    /// The process died: unsynced data is in the OS page cache and survives.
+    pub fn crash(&self) {
+        let mut inner = self.lock();
+        let unsynced = std::mem::take(&mut inner.unsynced);
+        for batch in &unsynced {
+            apply(&mut inner.durable, batch);
+        }
+    }
+
+    /// The machine lost power: a random prefix of the unsynced batches survives.
+    /// Returns how many batches were lost.
+    pub fn power_loss(&self, rng: &mut impl Rng) -> usize {
+        let mut inner = self.lock();
+        let unsynced = std::mem::take(&mut inner.unsynced);
+        let kept = rng.gen_range(0..=unsynced.len());
+        for batch in &unsynced[..kept] {
+            apply(&mut inner.durable, batch);
+        }
+        inner.live = inner.durable.clone();
+        unsynced.len() - kept
+    }
+
+    /// Number of batches that a power loss could lose right now.
+    pub fn unsynced_batches(&self) -> usize {
+        self.lock().unsynced.len()
+    }
+}
+
+impl Engine for SimDisk {
+    fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.lock().live.get(cf).and_then(|t| t.get(key)).cloned())
+    }
+
+    fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StorageError> {
+        let mut inner = self.lock();
+        if (sync && inner.faults.fail_syncs) || (!sync && inner.faults.fail_writes) {
+            return Err(StorageError::Io("injected EIO".to_string()));
+        }
+        apply(&mut inner.live, &batch);
+        if sync {
+            let unsynced = std::mem::take(&mut inner.unsynced);
+            for earlier in &unsynced {
+                apply(&mut inner.durable, earlier);
+            }
+            apply(&mut inner.durable, &batch);
+        } else {
+            inner.unsynced.push(batch);
+        }
+        Ok(())
+    }
+
+    fn scan(&self, cf: &'static str, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<Pair>, StorageError> {
+        let inner = self.lock();
+        let Some(tree) = inner.live.get(cf) else { return Ok(Vec::new()) };
+        let out = tree
+            .range(start.to_vec()..)
+            .take_while(|(k, _)| end.is_none_or(|end| k.as_slice() < end))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(out)
+    }
+
+    fn last(&self, cf: &'static str) -> Result<Option<Pair>, StorageError> {
+        let inner = self.lock();
+        Ok(inner.live.get(cf).and_then(|t| t.last_key_value()).map(|(k, v)| (k.clone(), v.clone())))
+    }
+
+    fn injected_latency(&self) -> Duration {
+        self.lock().faults.latency
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    fn put(disk: &SimDisk, key: &str, sync: bool) {
+        let mut batch = WriteBatch::new();
+        batch.put("cf", key.as_bytes(), b"v".to_vec());
+        disk.write(batch, sync).unwrap();
+    }
+
+    fn has(disk: &SimDisk, key: &str) -> bool {
+        disk.get("cf", key.as_bytes()).unwrap().is_some()
+    }
+
+    #[test]
+    fn crash_keeps_unsynced_batches() {
+        let disk = SimDisk::new();
+        put(&disk, "a", false);
+        disk.crash();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        // After the crash made them durable, a power loss has nothing to lose.
+        assert_eq!(disk.power_loss(&mut rng), 0);
+        assert!(has(&disk, "a"));
+    }
+
+    #[test]
+    fn power_loss_keeps_synced_and_a_prefix_of_unsynced() {
+        for seed in 0..50 {
+            let disk = SimDisk::new();
+            put(&disk, "synced", true);
+            for i in 0..5 {
+                put(&disk, &format!("u{i}"), false);
+            }
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let lost = disk.power_loss(&mut rng);
+            assert!(has(&disk, "synced"));
+            let kept: Vec<bool> = (0..5).map(|i| has(&disk, &format!("u{i}"))).collect();
+            // a prefix survives: no kept batch after a lost one
+            assert!(kept.windows(2).all(|w| w[0] || !w[1]), "not a prefix: {kept:?}");
+            assert_eq!(kept.iter().filter(|k| !**k).count(), lost);
+        }
+    }
+
+    #[test]
+    fn sync_makes_earlier_unsynced_batches_durable() {
+        let disk = SimDisk::new();
+        put(&disk, "a", false);
+        put(&disk, "b", true);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        assert_eq!(disk.power_loss(&mut rng), 0);
+        assert!(has(&disk, "a") && has(&disk, "b"));
+    }
+
+    #[test]
+    fn injected_eio_fails_the_write_and_applies_nothing() {
+        let disk = SimDisk::new();
+        disk.set_faults(DiskFaults { fail_syncs: true, ..Default::default() });
+        let mut batch = WriteBatch::new();
+        batch.put("cf", b"a".to_vec(), b"v".to_vec());
+        assert!(matches!(disk.write(batch, true), Err(StorageError::Io(_))));
+        assert!(!has(&disk, "a"));
+        // unsynced writes still work
+        put(&disk, "b", false);
+        assert!(has(&disk, "b"));
+    }
+}
