@@ -1,1 +1,13 @@
+//! Raft: openraft over the storage engine, its gRPC network and service, and
+//! the node handle the API uses (propose, forward to leader, ReadIndex).
 
+pub mod codec;
+pub mod log_store;
+pub mod state_store;
+pub mod types;
+
+#[cfg(all(test, not(madsim)))]
+mod storage_suite;
+
+/// Every column family the Raft layer keeps in the engine.
+pub const COLUMN_FAMILIES: [&str; 4] = [log_store::CF_LOG, log_store::CF_META, state_store::CF_KV, state_store::CF_SM];

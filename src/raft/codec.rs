@@ -1,0 +1,278 @@
+//! Conversions between openraft's types and their protobuf form, used both on
+//! the wire (raft.v1) and on disk (log entries, vote, applied state).
+//!
+//! Decoding is total: bytes from a peer or from disk that do not describe a
+//! valid value become a [`DecodeError`], never a panic.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use openraft::{CommittedLeaderId, EntryPayload};
+use prost::Message;
+
+use super::types::{Entry, LogId, Member, Membership, NodeId, SnapshotMeta, StoredMembership, Vote};
+use crate::proto::raft::v1 as pb;
+
+/// Bytes that do not decode to what they should be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot decode {what}: {reason}")]
+pub struct DecodeError {
+    /// What was being decoded.
+    pub what: &'static str,
+    /// Why it failed.
+    pub reason: String,
+}
+
+impl DecodeError {
+    fn missing(what: &'static str, field: &str) -> Self {
+        Self { what, reason: format!("missing field {field}") }
+    }
+}
+
+/// Decodes a protobuf message, naming it in the error.
+pub fn decode<M: Message + Default>(what: &'static str, bytes: &[u8]) -> Result<M, DecodeError> {
+    M::decode(bytes).map_err(|e| DecodeError { what, reason: e.to_string() })
+}
+
+pub fn log_id_to_pb(id: &LogId) -> pb::LogId {
+    pb::LogId {
+        leader_id: Some(pb::LeaderId { term: id.leader_id.term, node_id: id.leader_id.node_id }),
+        index: id.index,
+    }
+}
+
+pub fn log_id_from_pb(id: &pb::LogId) -> Result<LogId, DecodeError> {
+    let leader = id.leader_id.as_ref().ok_or_else(|| DecodeError::missing("LogId", "leader_id"))?;
+    Ok(LogId::new(CommittedLeaderId::new(leader.term, leader.node_id), id.index))
+}
+
+pub fn opt_log_id_from_pb(id: &Option<pb::LogId>) -> Result<Option<LogId>, DecodeError> {
+    id.as_ref().map(log_id_from_pb).transpose()
+}
+
+pub fn vote_to_pb(v: &Vote) -> pb::Vote {
+    pb::Vote { term: v.leader_id.term, node_id: v.leader_id.node_id, committed: v.committed }
+}
+
+pub fn vote_from_pb(v: &pb::Vote) -> Vote {
+    if v.committed {
+        Vote::new_committed(v.term, v.node_id)
+    } else {
+        Vote::new(v.term, v.node_id)
+    }
+}
+
+fn required_vote(v: &Option<pb::Vote>, what: &'static str) -> Result<Vote, DecodeError> {
+    v.as_ref().map(vote_from_pb).ok_or_else(|| DecodeError::missing(what, "vote"))
+}
+
+pub fn member_to_pb(m: &Member) -> pb::Node {
+    pb::Node { name: m.name.clone(), peer_addr: m.peer_addr.clone(), client_addr: m.client_addr.clone() }
+}
+
+pub fn member_from_pb(n: &pb::Node) -> Member {
+    Member { name: n.name.clone(), peer_addr: n.peer_addr.clone(), client_addr: n.client_addr.clone() }
+}
+
+pub fn membership_to_pb(m: &Membership) -> pb::Membership {
+    pb::Membership {
+        configs: m.get_joint_config().iter().map(|set| pb::NodeIdSet { ids: set.iter().copied().collect() }).collect(),
+        nodes: m.nodes().map(|(id, node)| (*id, member_to_pb(node))).collect(),
+    }
+}
+
+pub fn membership_from_pb(m: &pb::Membership) -> Result<Membership, DecodeError> {
+    let configs: Vec<BTreeSet<NodeId>> = m.configs.iter().map(|set| set.ids.iter().copied().collect()).collect();
+    let nodes: BTreeMap<NodeId, Member> = m.nodes.iter().map(|(id, n)| (*id, member_from_pb(n))).collect();
+    // openraft requires every voter to have a node record.
+    for id in configs.iter().flatten() {
+        if !nodes.contains_key(id) {
+            return Err(DecodeError { what: "Membership", reason: format!("voter {id} has no node record") });
+        }
+    }
+    Ok(Membership::new(configs, nodes))
+}
+
+pub fn stored_membership_to_pb(m: &StoredMembership) -> pb::StoredMembership {
+    pb::StoredMembership { log_id: m.log_id().as_ref().map(log_id_to_pb), membership: Some(membership_to_pb(m.membership())) }
+}
+
+pub fn stored_membership_from_pb(m: &pb::StoredMembership) -> Result<StoredMembership, DecodeError> {
+    let membership = m.membership.as_ref().ok_or_else(|| DecodeError::missing("StoredMembership", "membership"))?;
+    Ok(StoredMembership::new(opt_log_id_from_pb(&m.log_id)?, membership_from_pb(membership)?))
+}
+
+pub fn entry_to_pb(e: &Entry) -> pb::Entry {
+    let payload = match &e.payload {
+        EntryPayload::Blank => pb::entry::Payload::Blank(true),
+        EntryPayload::Normal(cmd) => pb::entry::Payload::Normal(cmd.clone()),
+        EntryPayload::Membership(m) => pb::entry::Payload::Membership(membership_to_pb(m)),
+    };
+    pb::Entry { log_id: Some(log_id_to_pb(&e.log_id)), payload: Some(payload) }
+}
+
+pub fn entry_from_pb(e: pb::Entry) -> Result<Entry, DecodeError> {
+    let log_id = log_id_from_pb(e.log_id.as_ref().ok_or_else(|| DecodeError::missing("Entry", "log_id"))?)?;
+    let payload = match e.payload.ok_or_else(|| DecodeError::missing("Entry", "payload"))? {
+        pb::entry::Payload::Blank(_) => EntryPayload::Blank,
+        pb::entry::Payload::Normal(cmd) => EntryPayload::Normal(cmd),
+        pb::entry::Payload::Membership(m) => EntryPayload::Membership(membership_from_pb(&m)?),
+    };
+    Ok(Entry { log_id, payload })
+}
+
+pub fn snapshot_meta_to_pb(m: &SnapshotMeta) -> pb::SnapshotMeta {
+    pb::SnapshotMeta {
+        last_log_id: m.last_log_id.as_ref().map(log_id_to_pb),
+        last_membership: Some(stored_membership_to_pb(&m.last_membership)),
+        snapshot_id: m.snapshot_id.clone(),
+    }
+}
+
+pub fn snapshot_meta_from_pb(m: &pb::SnapshotMeta) -> Result<SnapshotMeta, DecodeError> {
+    let membership = m.last_membership.as_ref().ok_or_else(|| DecodeError::missing("SnapshotMeta", "last_membership"))?;
+    Ok(SnapshotMeta {
+        last_log_id: opt_log_id_from_pb(&m.last_log_id)?,
+        last_membership: stored_membership_from_pb(membership)?,
+        snapshot_id: m.snapshot_id.clone(),
+    })
+}
+
+// ---- RPC messages ----
+
+type AppendReq = openraft::raft::AppendEntriesRequest<super::types::TypeConfig>;
+type AppendResp = openraft::raft::AppendEntriesResponse<NodeId>;
+type VoteReq = openraft::raft::VoteRequest<NodeId>;
+type VoteResp = openraft::raft::VoteResponse<NodeId>;
+type SnapReq = openraft::raft::InstallSnapshotRequest<super::types::TypeConfig>;
+
+pub fn append_req_to_pb(r: &AppendReq) -> pb::AppendEntriesRequest {
+    pb::AppendEntriesRequest {
+        vote: Some(vote_to_pb(&r.vote)),
+        prev_log_id: r.prev_log_id.as_ref().map(log_id_to_pb),
+        entries: r.entries.iter().map(entry_to_pb).collect(),
+        leader_commit: r.leader_commit.as_ref().map(log_id_to_pb),
+    }
+}
+
+pub fn append_req_from_pb(r: pb::AppendEntriesRequest) -> Result<AppendReq, DecodeError> {
+    Ok(AppendReq {
+        vote: required_vote(&r.vote, "AppendEntriesRequest")?,
+        prev_log_id: opt_log_id_from_pb(&r.prev_log_id)?,
+        leader_commit: opt_log_id_from_pb(&r.leader_commit)?,
+        entries: r.entries.into_iter().map(entry_from_pb).collect::<Result<_, _>>()?,
+    })
+}
+
+pub fn append_resp_to_pb(r: &AppendResp) -> pb::AppendEntriesResponse {
+    use pb::append_entries_response::Kind;
+    let mut out = pb::AppendEntriesResponse::default();
+    match r {
+        AppendResp::Success => out.set_kind(Kind::Success),
+        AppendResp::PartialSuccess(matching) => {
+            out.set_kind(Kind::PartialSuccess);
+            out.matching = matching.as_ref().map(log_id_to_pb);
+        }
+        AppendResp::Conflict => out.set_kind(Kind::Conflict),
+        AppendResp::HigherVote(v) => {
+            out.set_kind(Kind::HigherVote);
+            out.higher_vote = Some(vote_to_pb(v));
+        }
+    }
+    out
+}
+
+pub fn append_resp_from_pb(r: &pb::AppendEntriesResponse) -> Result<AppendResp, DecodeError> {
+    use pb::append_entries_response::Kind;
+    let kind = Kind::try_from(r.kind).map_err(|_| DecodeError { what: "AppendEntriesResponse", reason: format!("unknown kind {}", r.kind) })?;
+    Ok(match kind {
+        Kind::Success => AppendResp::Success,
+        Kind::PartialSuccess => AppendResp::PartialSuccess(opt_log_id_from_pb(&r.matching)?),
+        Kind::Conflict => AppendResp::Conflict,
+        Kind::HigherVote => AppendResp::HigherVote(required_vote(&r.higher_vote, "AppendEntriesResponse")?),
+    })
+}
+
+pub fn vote_req_to_pb(r: &VoteReq) -> pb::VoteRequest {
+    pb::VoteRequest { vote: Some(vote_to_pb(&r.vote)), last_log_id: r.last_log_id.as_ref().map(log_id_to_pb) }
+}
+
+pub fn vote_req_from_pb(r: &pb::VoteRequest) -> Result<VoteReq, DecodeError> {
+    Ok(VoteReq { vote: required_vote(&r.vote, "VoteRequest")?, last_log_id: opt_log_id_from_pb(&r.last_log_id)? })
+}
+
+pub fn vote_resp_to_pb(r: &VoteResp) -> pb::VoteResponse {
+    pb::VoteResponse {
+        vote: Some(vote_to_pb(&r.vote)),
+        vote_granted: r.vote_granted,
+        last_log_id: r.last_log_id.as_ref().map(log_id_to_pb),
+    }
+}
+
+pub fn vote_resp_from_pb(r: &pb::VoteResponse) -> Result<VoteResp, DecodeError> {
+    Ok(VoteResp {
+        vote: required_vote(&r.vote, "VoteResponse")?,
+        vote_granted: r.vote_granted,
+        last_log_id: opt_log_id_from_pb(&r.last_log_id)?,
+    })
+}
+
+pub fn snapshot_req_to_pb(r: &SnapReq) -> pb::InstallSnapshotRequest {
+    pb::InstallSnapshotRequest {
+        vote: Some(vote_to_pb(&r.vote)),
+        meta: Some(snapshot_meta_to_pb(&r.meta)),
+        offset: r.offset,
+        data: r.data.clone(),
+        done: r.done,
+    }
+}
+
+pub fn snapshot_req_from_pb(r: pb::InstallSnapshotRequest) -> Result<SnapReq, DecodeError> {
+    let meta = r.meta.as_ref().ok_or_else(|| DecodeError::missing("InstallSnapshotRequest", "meta"))?;
+    Ok(SnapReq {
+        vote: required_vote(&r.vote, "InstallSnapshotRequest")?,
+        meta: snapshot_meta_from_pb(meta)?,
+        offset: r.offset,
+        data: r.data,
+        done: r.done,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::etcdserverpb::PutRequest;
+
+    fn member(id: u64) -> Member {
+        Member { name: format!("n{id}"), peer_addr: format!("127.0.0.1:{}", 2380 + id), client_addr: String::new() }
+    }
+
+    #[test]
+    fn entries_round_trip_through_bytes() {
+        let membership = Membership::new(vec![[1, 2].into()], [(1, member(1)), (2, member(2))].into_iter().collect::<BTreeMap<_, _>>());
+        let log_id = LogId::new(CommittedLeaderId::new(3, 2), 9);
+        let cmd = pb::Command { request: Some(pb::command::Request::Put(PutRequest { key: b"k".to_vec(), ..Default::default() })) };
+        for payload in [EntryPayload::Blank, EntryPayload::Normal(cmd), EntryPayload::Membership(membership)] {
+            let entry = Entry { log_id, payload };
+            let bytes = entry_to_pb(&entry).encode_to_vec();
+            let back = entry_from_pb(decode("Entry", &bytes).unwrap()).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{entry:?}"));
+        }
+    }
+
+    #[test]
+    fn garbage_and_incomplete_messages_are_errors_not_panics() {
+        assert!(decode::<pb::Entry>("Entry", &[0xff, 0xff, 0xff]).is_err());
+        assert!(entry_from_pb(pb::Entry::default()).is_err());
+        let voter_without_node = pb::Membership { configs: vec![pb::NodeIdSet { ids: vec![7] }], nodes: Default::default() };
+        assert!(membership_from_pb(&voter_without_node).is_err());
+        assert!(append_req_from_pb(pb::AppendEntriesRequest::default()).is_err());
+        assert!(append_resp_from_pb(&pb::AppendEntriesResponse { kind: 42, ..Default::default() }).is_err());
+    }
+
+    #[test]
+    fn votes_round_trip() {
+        for vote in [Vote::new(4, 2), Vote::new_committed(5, 3), Vote::default()] {
+            assert_eq!(vote_from_pb(&vote_to_pb(&vote)), vote);
+        }
+    }
+}

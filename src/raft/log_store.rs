@@ -1,0 +1,194 @@
+//! The Raft log and vote, kept in the storage engine.
+//!
+//! Layout: column family `raft_log` maps the big-endian log index to a
+//! protobuf `raft.v1.Entry`; `raft_meta` holds the vote, the committed log id
+//! and the last purged log id.
+//!
+//! Durability (openraft's storage contract): `append` calls back only after the
+//! entries are fsynced, and `save_vote` returns only after the vote is fsynced,
+//! so no reply that depends on them is sent before they are durable.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{ErrorSubject, ErrorVerb, OptionalSend};
+use prost::Message;
+
+use super::codec::{self, decode};
+use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::proto::raft::v1 as pb;
+use crate::storage::{Engine, WriteBatch};
+
+/// Column family of log entries.
+pub const CF_LOG: &str = "raft_log";
+/// Column family of the vote and log bookkeeping.
+pub const CF_META: &str = "raft_meta";
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+pub(super) fn read_err(subject: ErrorSubject<u64>, e: impl std::error::Error + 'static) -> StorageError {
+    StorageError::from_io_error(subject, ErrorVerb::Read, std::io::Error::other(e.to_string()))
+}
+
+pub(super) fn write_err(subject: ErrorSubject<u64>, e: impl std::error::Error + 'static) -> StorageError {
+    StorageError::from_io_error(subject, ErrorVerb::Write, std::io::Error::other(e.to_string()))
+}
+
+/// The log store; clones share the engine (one is the log reader).
+#[derive(Clone)]
+pub struct LogStore {
+    /// Where entries and the vote live.
+    engine: Arc<dyn Engine>,
+}
+
+impl LogStore {
+    /// A log store over `engine` (opened with [`CF_LOG`] and [`CF_META`]).
+    pub fn new(engine: Arc<dyn Engine>) -> Self {
+        Self { engine }
+    }
+
+    async fn disk_latency(&self) {
+        let latency = self.engine.injected_latency();
+        if !latency.is_zero() {
+            crate::runtime::sleep(latency).await;
+        }
+    }
+
+    fn read_log_id(&self, key: &[u8]) -> Result<Option<LogId>, StorageError> {
+        let Some(bytes) = self.engine.get(CF_META, key).map_err(|e| read_err(ErrorSubject::Store, e))? else {
+            return Ok(None);
+        };
+        let id: pb::LogId = decode("LogId", &bytes).map_err(|e| read_err(ErrorSubject::Store, e))?;
+        codec::log_id_from_pb(&id).map(Some).map_err(|e| read_err(ErrorSubject::Store, e))
+    }
+
+    fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
+        let Some((_, bytes)) = self.engine.last(CF_LOG).map_err(|e| read_err(ErrorSubject::Logs, e))? else {
+            return Ok(None);
+        };
+        let entry = decode::<pb::Entry>("Entry", &bytes).and_then(codec::entry_from_pb).map_err(|e| read_err(ErrorSubject::Logs, e))?;
+        Ok(Some(entry.log_id))
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(i) => i.checked_add(1),
+            Bound::Excluded(i) => Some(*i),
+            Bound::Unbounded => None,
+        };
+        let end_key = end.map(index_key);
+        let pairs = self
+            .engine
+            .scan(CF_LOG, &index_key(start), end_key.as_ref().map(|k| k.as_slice()), usize::MAX)
+            .map_err(|e| read_err(ErrorSubject::Logs, e))?;
+        pairs
+            .into_iter()
+            .map(|(_, bytes)| decode::<pb::Entry>("Entry", &bytes).and_then(codec::entry_from_pb))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| read_err(ErrorSubject::Logs, e))
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id = self.read_log_id(KEY_LAST_PURGED)?;
+        let last_log_id = self.last_entry_log_id()?.or(last_purged_log_id);
+        Ok(LogState { last_purged_log_id, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        self.disk_latency().await;
+        let mut batch = WriteBatch::new();
+        batch.put(CF_META, KEY_VOTE, codec::vote_to_pb(vote).encode_to_vec());
+        // Synced: a vote granted must survive any crash.
+        self.engine.write(batch, true).map_err(|e| write_err(ErrorSubject::Vote, e))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        let Some(bytes) = self.engine.get(CF_META, KEY_VOTE).map_err(|e| read_err(ErrorSubject::Vote, e))? else {
+            return Ok(None);
+        };
+        let vote: pb::Vote = decode("Vote", &bytes).map_err(|e| read_err(ErrorSubject::Vote, e))?;
+        Ok(Some(codec::vote_from_pb(&vote)))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::new();
+        match committed {
+            Some(id) => batch.put(CF_META, KEY_COMMITTED, codec::log_id_to_pb(&id).encode_to_vec()),
+            None => batch.delete(CF_META, KEY_COMMITTED),
+        }
+        // Not synced: losing it only means re-learning the commit index from the leader.
+        self.engine.write(batch, false).map_err(|e| write_err(ErrorSubject::Store, e))
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        self.read_log_id(KEY_COMMITTED)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        self.disk_latency().await;
+        let mut batch = WriteBatch::new();
+        for entry in entries {
+            batch.put(CF_LOG, index_key(entry.log_id.index), codec::entry_to_pb(&entry).encode_to_vec());
+        }
+        // Synced before the callback: an entry is acknowledged only once durable.
+        let result = self.engine.write(batch, true);
+        match result {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(write_err(ErrorSubject::Logs, e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::new();
+        batch.delete_range(CF_LOG, index_key(log_id.index).to_vec(), index_key(u64::MAX).to_vec());
+        batch.delete(CF_LOG, index_key(u64::MAX));
+        // Synced: a truncated suffix must not come back after a crash while newer
+        // entries from another leader are appended in its place.
+        self.engine.write(batch, true).map_err(|e| write_err(ErrorSubject::Logs, e))
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::new();
+        // Record the purge point first in the same batch: the log state stays
+        // correct whatever prefix of the deletion survives.
+        batch.put(CF_META, KEY_LAST_PURGED, codec::log_id_to_pb(&log_id).encode_to_vec());
+        batch.delete_range(CF_LOG, index_key(0).to_vec(), index_key(log_id.index + 1).to_vec());
+        self.engine.write(batch, false).map_err(|e| write_err(ErrorSubject::Logs, e))
+    }
+}
