@@ -1,0 +1,312 @@
+//! One configuration tree. Sources, lowest precedence first: built-in defaults,
+//! a TOML file, `PLACEMENT_*` environment variables, command-line flags (the
+//! binary maps env and flags onto [`Overrides`]). [`Config::validate`] runs at
+//! startup and names what is wrong.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {cause}")]
+    Read { path: PathBuf, cause: std::io::Error },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {cause}")]
+    Parse { path: PathBuf, cause: String },
+    /// A value or a combination of values is not allowed.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Another member of the initial cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// host:port of its raft.v1 service.
+    pub peer_addr: String,
+    /// host:port of its client API (shown to clients; may be empty).
+    #[serde(default)]
+    pub client_addr: String,
+}
+
+/// The whole configuration of one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This node's id (etcd's member id); non-zero, unique in the cluster.
+    pub node_id: u64,
+    /// Human-readable member name; defaults to `node<id>`.
+    pub name: String,
+    /// Where clients (etcdctl, brokers) connect. Default 127.0.0.1:2379, etcd's.
+    pub client_addr: String,
+    /// Where peers connect for Raft traffic. Default 127.0.0.1:2380, etcd's.
+    pub peer_addr: String,
+    /// Directory of this node's data; created when missing.
+    pub data_dir: PathBuf,
+    /// The members a new cluster starts with, by node id. Empty: a single-node
+    /// cluster of this node alone.
+    pub initial_members: BTreeMap<u64, MemberConfig>,
+    /// Leader heartbeat period, milliseconds (etcd: 100).
+    pub heartbeat_interval_ms: u64,
+    /// Smallest election timeout, milliseconds (etcd: 1000); the largest is twice it.
+    pub election_timeout_ms: u64,
+    /// How long a client request may wait for the cluster, milliseconds.
+    pub request_timeout_ms: u64,
+    /// Largest client request accepted, bytes (etcd: 1.5 MiB).
+    pub max_request_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_id: 1,
+            name: String::new(),
+            client_addr: "127.0.0.1:2379".to_string(),
+            peer_addr: "127.0.0.1:2380".to_string(),
+            data_dir: PathBuf::from("default.placement"),
+            initial_members: BTreeMap::new(),
+            heartbeat_interval_ms: 100,
+            election_timeout_ms: 1000,
+            request_timeout_ms: 5000,
+            max_request_bytes: 1536 * 1024,
+        }
+    }
+}
+
+/// Values from env or flags that override the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub node_id: Option<u64>,
+    pub name: Option<String>,
+    pub client_addr: Option<String>,
+    pub peer_addr: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    /// `ID=PEER_ADDR[@CLIENT_ADDR],...`
+    pub initial_cluster: Option<String>,
+    pub heartbeat_interval_ms: Option<u64>,
+    pub election_timeout_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
+    pub max_request_bytes: Option<usize>,
+}
+
+/// Parses `ID=PEER_ADDR[@CLIENT_ADDR]` items separated by commas.
+pub fn parse_initial_cluster(spec: &str) -> Result<BTreeMap<u64, MemberConfig>, ConfigError> {
+    let mut members = BTreeMap::new();
+    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let bad = || ConfigError::Invalid(format!("initial cluster item {item:?} is not ID=PEER_ADDR[@CLIENT_ADDR]"));
+        let (id, addrs) = item.split_once('=').ok_or_else(bad)?;
+        let id: u64 = id.trim().parse().map_err(|_| bad())?;
+        let (peer, client) = addrs.split_once('@').unwrap_or((addrs, ""));
+        let member = MemberConfig { peer_addr: peer.trim().to_string(), client_addr: client.trim().to_string() };
+        if members.insert(id, member).is_some() {
+            return Err(ConfigError::Invalid(format!("node id {id} appears twice in the initial cluster")));
+        }
+    }
+    Ok(members)
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then the overrides. Not yet validated.
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            None => Config::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read { path: path.to_path_buf(), cause })?;
+                Self::from_toml(&text).map_err(|cause| ConfigError::Parse { path: path.to_path_buf(), cause })?
+            }
+        };
+        let o = overrides;
+        if let Some(v) = o.node_id {
+            config.node_id = v;
+        }
+        if let Some(v) = o.name {
+            config.name = v;
+        }
+        if let Some(v) = o.client_addr {
+            config.client_addr = v;
+        }
+        if let Some(v) = o.peer_addr {
+            config.peer_addr = v;
+        }
+        if let Some(v) = o.data_dir {
+            config.data_dir = v;
+        }
+        if let Some(spec) = o.initial_cluster {
+            config.initial_members = parse_initial_cluster(&spec)?;
+        }
+        if let Some(v) = o.heartbeat_interval_ms {
+            config.heartbeat_interval_ms = v;
+        }
+        if let Some(v) = o.election_timeout_ms {
+            config.election_timeout_ms = v;
+        }
+        if let Some(v) = o.request_timeout_ms {
+            config.request_timeout_ms = v;
+        }
+        if let Some(v) = o.max_request_bytes {
+            config.max_request_bytes = v;
+        }
+        Ok(config)
+    }
+
+    /// Parses a TOML document.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The member name, defaulted from the id.
+    pub fn member_name(&self) -> String {
+        if self.name.is_empty() {
+            format!("node{}", self.node_id)
+        } else {
+            self.name.clone()
+        }
+    }
+
+    /// The initial members, this node alone when none are configured.
+    pub fn effective_members(&self) -> BTreeMap<u64, MemberConfig> {
+        if self.initial_members.is_empty() {
+            let me = MemberConfig { peer_addr: self.peer_addr.clone(), client_addr: self.client_addr.clone() };
+            return [(self.node_id, me)].into_iter().collect();
+        }
+        self.initial_members.clone()
+    }
+
+    /// Heartbeat period.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    /// Election timeout range.
+    pub fn election_timeout(&self) -> (Duration, Duration) {
+        (Duration::from_millis(self.election_timeout_ms), Duration::from_millis(self.election_timeout_ms * 2))
+    }
+
+    /// Client request deadline.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// Rejects what cannot work, naming the problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        if self.node_id == 0 {
+            return invalid("node_id must be at least 1".into());
+        }
+        for (what, addr) in [("client_addr", &self.client_addr), ("peer_addr", &self.peer_addr)] {
+            if addr.parse::<SocketAddr>().is_err() {
+                return invalid(format!("{what} {addr:?} is not an IP:PORT address"));
+            }
+        }
+        if self.client_addr == self.peer_addr {
+            return invalid(format!("client_addr and peer_addr are both {}", self.client_addr));
+        }
+        if !self.initial_members.is_empty() {
+            let Some(me) = self.initial_members.get(&self.node_id) else {
+                let ids: Vec<String> = self.initial_members.keys().map(u64::to_string).collect();
+                return invalid(format!("node_id {} is not among the initial members ({})", self.node_id, ids.join(", ")));
+            };
+            if me.peer_addr != self.peer_addr {
+                return invalid(format!(
+                    "initial member {} has peer address {} but this node's peer_addr is {}",
+                    self.node_id, me.peer_addr, self.peer_addr
+                ));
+            }
+            let mut seen = BTreeMap::new();
+            for (id, m) in &self.initial_members {
+                if *id == 0 {
+                    return invalid("initial member id 0 is not allowed".into());
+                }
+                if m.peer_addr.parse::<SocketAddr>().is_err() {
+                    return invalid(format!("initial member {id} peer address {:?} is not an IP:PORT address", m.peer_addr));
+                }
+                if let Some(other) = seen.insert(m.peer_addr.clone(), *id) {
+                    return invalid(format!("initial members {other} and {id} share peer address {}", m.peer_addr));
+                }
+            }
+        }
+        if self.heartbeat_interval_ms == 0 || self.heartbeat_interval_ms >= self.election_timeout_ms {
+            return invalid(format!(
+                "heartbeat_interval_ms ({}) must be positive and below election_timeout_ms ({})",
+                self.heartbeat_interval_ms, self.election_timeout_ms
+            ));
+        }
+        if self.request_timeout_ms == 0 {
+            return invalid("request_timeout_ms must be positive".into());
+        }
+        if self.max_request_bytes == 0 || self.max_request_bytes > 64 * 1024 * 1024 {
+            return invalid(format!("max_request_bytes ({}) must be between 1 and 64 MiB", self.max_request_bytes));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn three() -> Config {
+        Config {
+            node_id: 2,
+            peer_addr: "127.0.0.1:2382".into(),
+            client_addr: "127.0.0.1:2381".into(),
+            initial_members: parse_initial_cluster("1=127.0.0.1:2380,2=127.0.0.1:2382@127.0.0.1:2381,3=127.0.0.1:2384").unwrap(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_a_valid_single_node_on_etcd_ports() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.client_addr, "127.0.0.1:2379");
+        assert_eq!(c.effective_members().len(), 1);
+    }
+
+    #[test]
+    fn file_then_overrides_take_precedence() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "node_id = 3\nclient_addr = \"127.0.0.1:3000\"\n[initial_members.3]\npeer_addr = \"127.0.0.1:2380\"\n").unwrap();
+        let c = Config::load(Some(&path), Overrides { client_addr: Some("127.0.0.1:4000".into()), ..Default::default() }).unwrap();
+        assert_eq!((c.node_id, c.client_addr.as_str()), (3, "127.0.0.1:4000"));
+        assert_eq!(c.initial_members[&3].peer_addr, "127.0.0.1:2380");
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_configs_are_rejected_with_the_reason() {
+        let cases: Vec<(Box<dyn Fn(&mut Config)>, &str)> = vec![
+            (Box::new(|c| c.node_id = 0), "node_id must be at least 1"),
+            (Box::new(|c| c.node_id = 7), "node_id 7 is not among the initial members (1, 2, 3)"),
+            (Box::new(|c| c.client_addr = "nowhere".into()), "client_addr \"nowhere\" is not an IP:PORT"),
+            (Box::new(|c| c.client_addr = c.peer_addr.clone()), "client_addr and peer_addr are both"),
+            (Box::new(|c| c.peer_addr = "127.0.0.1:9999".into()), "initial member 2 has peer address 127.0.0.1:2382"),
+            (Box::new(|c| c.heartbeat_interval_ms = 5000), "heartbeat_interval_ms (5000) must be positive and below"),
+            (Box::new(|c| c.max_request_bytes = 0), "max_request_bytes (0)"),
+            (Box::new(|c| c.initial_members.get_mut(&3).unwrap().peer_addr = "127.0.0.1:2380".into()), "share peer address"),
+        ];
+        for (mutate, want) in cases {
+            let mut c = three();
+            c.validate().unwrap();
+            mutate(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} should contain {want:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_cluster_specs_are_errors() {
+        assert!(Config::from_toml("node_idd = 1").unwrap_err().contains("unknown field"));
+        assert!(parse_initial_cluster("1=a,1=b").is_err());
+        assert!(parse_initial_cluster("x=127.0.0.1:1").is_err());
+        assert!(parse_initial_cluster("127.0.0.1:1").is_err());
+    }
+}

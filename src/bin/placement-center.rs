@@ -1,1 +1,91 @@
-fn main(){}
+//! The Placement Center server. With no arguments: a single-node cluster with
+//! data in ./default.placement, clients on 127.0.0.1:2379, peers on 127.0.0.1:2380.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use placement_center::config::{Config, Overrides};
+
+/// Flags; each also reads a PLACEMENT_* environment variable (flags win).
+#[derive(Parser, Debug)]
+#[command(name = "placement-center", version, about = "Replicated metadata service, etcd v3 compatible")]
+struct Args {
+    /// TOML config file (lowest precedence).
+    #[arg(long, env = "PLACEMENT_CONFIG")]
+    config: Option<PathBuf>,
+    /// This node's id, non-zero.
+    #[arg(long, env = "PLACEMENT_NODE_ID")]
+    node_id: Option<u64>,
+    /// Member name.
+    #[arg(long, env = "PLACEMENT_NAME")]
+    name: Option<String>,
+    /// Client API address, IP:PORT.
+    #[arg(long, env = "PLACEMENT_CLIENT_ADDR")]
+    client_addr: Option<String>,
+    /// Peer (Raft) address, IP:PORT.
+    #[arg(long, env = "PLACEMENT_PEER_ADDR")]
+    peer_addr: Option<String>,
+    /// Data directory.
+    #[arg(long, env = "PLACEMENT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Initial members: ID=PEER_ADDR[@CLIENT_ADDR],...
+    #[arg(long, env = "PLACEMENT_INITIAL_CLUSTER")]
+    initial_cluster: Option<String>,
+    /// Leader heartbeat period in milliseconds.
+    #[arg(long, env = "PLACEMENT_HEARTBEAT_INTERVAL_MS")]
+    heartbeat_interval_ms: Option<u64>,
+    /// Election timeout in milliseconds.
+    #[arg(long, env = "PLACEMENT_ELECTION_TIMEOUT_MS")]
+    election_timeout_ms: Option<u64>,
+    /// Client request timeout in milliseconds.
+    #[arg(long, env = "PLACEMENT_REQUEST_TIMEOUT_MS")]
+    request_timeout_ms: Option<u64>,
+    /// Largest client request in bytes.
+    #[arg(long, env = "PLACEMENT_MAX_REQUEST_BYTES")]
+    max_request_bytes: Option<usize>,
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(e) => {
+                tracing::warn!(cause = %e, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,openraft=warn".into()))
+        .init();
+    let args = Args::parse();
+    let overrides = Overrides {
+        node_id: args.node_id,
+        name: args.name,
+        client_addr: args.client_addr,
+        peer_addr: args.peer_addr,
+        data_dir: args.data_dir,
+        initial_cluster: args.initial_cluster,
+        heartbeat_interval_ms: args.heartbeat_interval_ms,
+        election_timeout_ms: args.election_timeout_ms,
+        request_timeout_ms: args.request_timeout_ms,
+        max_request_bytes: args.max_request_bytes,
+    };
+    let config = Config::load(args.config.as_deref(), overrides)?;
+    placement_center::server::run(config, shutdown_signal()).await?;
+    Ok(())
+}

@@ -276,3 +276,38 @@ mod tests {
         }
     }
 }
+
+/// A state-machine refusal as carried back to a follower that forwarded a write.
+pub fn refusal_to_pb(e: &crate::state::StateError) -> pb::Refusal {
+    use crate::state::StateError as E;
+    match e {
+        E::EmptyKey => pb::Refusal::EmptyKey,
+        E::TooManyOps => pb::Refusal::TooManyOps,
+        E::DuplicateKey => pb::Refusal::DuplicateKey,
+        E::FutureRevision => pb::Refusal::FutureRevision,
+        E::Compacted => pb::Refusal::Compacted,
+        E::KeyNotFound => pb::Refusal::KeyNotFound,
+        E::ValueProvided => pb::Refusal::ValueProvided,
+        E::LeaseProvided => pb::Refusal::LeaseProvided,
+        E::LeaseNotFound => pb::Refusal::LeaseNotFound,
+        E::EmptyCommand => pb::Refusal::EmptyCommand,
+    }
+}
+
+/// The inverse of [`refusal_to_pb`]; `None` for "not refused" or an unknown code.
+pub fn refusal_from_pb(code: i32) -> Option<crate::state::StateError> {
+    use crate::state::StateError as E;
+    Some(match pb::Refusal::try_from(code).ok()? {
+        pb::Refusal::NotRefused => return None,
+        pb::Refusal::EmptyKey => E::EmptyKey,
+        pb::Refusal::TooManyOps => E::TooManyOps,
+        pb::Refusal::DuplicateKey => E::DuplicateKey,
+        pb::Refusal::FutureRevision => E::FutureRevision,
+        pb::Refusal::Compacted => E::Compacted,
+        pb::Refusal::KeyNotFound => E::KeyNotFound,
+        pb::Refusal::ValueProvided => E::ValueProvided,
+        pb::Refusal::LeaseProvided => E::LeaseProvided,
+        pb::Refusal::LeaseNotFound => E::LeaseNotFound,
+        pb::Refusal::EmptyCommand => E::EmptyCommand,
+    })
+}

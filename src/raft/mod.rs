@@ -11,3 +11,9 @@ mod storage_suite;
 
 /// Every column family the Raft layer keeps in the engine.
 pub const COLUMN_FAMILIES: [&str; 4] = [log_store::CF_LOG, log_store::CF_META, state_store::CF_KV, state_store::CF_SM];
+pub mod network;
+pub mod node;
+pub mod service;
+
+pub use node::{NodeError, NodeOptions, RaftNode};
+pub use types::{Member, NodeId};

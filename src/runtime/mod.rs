@@ -7,11 +7,13 @@
 mod async_rt;
 mod clock;
 mod disk;
+mod net;
 mod tasks;
 
 pub use async_rt::PlacementRuntime;
 pub use clock::{now, sleep, timeout, wall_clock_millis, Elapsed, Instant};
 pub use disk::open_engine;
+pub use net::{serve, Listener};
 pub use tasks::{spawn_detached, Shutdown, TaskGroup};
 
 /// A random number generator seeded from the runtime: OS entropy in

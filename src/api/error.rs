@@ -1,0 +1,91 @@
+//! The one place errors become `tonic::Status`, with etcd's codes and messages
+//! (clients such as clientv3 match on the message text).
+
+use tonic::{Code, Status};
+
+use crate::raft::NodeError;
+use crate::state::StateError;
+
+/// Errors of the API layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The request is larger than `max_request_bytes`.
+    #[error("request is too large")]
+    RequestTooLarge,
+    /// The state machine refused the request.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Raft could not serve the request.
+    #[error(transparent)]
+    Node(NodeError),
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::Refused(refused) => ApiError::State(refused),
+            other => ApiError::Node(other),
+        }
+    }
+}
+
+fn state_status(e: &StateError) -> Status {
+    let (code, msg) = match e {
+        StateError::EmptyKey => (Code::InvalidArgument, "etcdserver: key is not provided"),
+        StateError::TooManyOps => (Code::InvalidArgument, "etcdserver: too many operations in txn request"),
+        StateError::DuplicateKey => (Code::InvalidArgument, "etcdserver: duplicate key given in txn request"),
+        StateError::FutureRevision => (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision"),
+        StateError::Compacted => (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted"),
+        StateError::KeyNotFound => (Code::InvalidArgument, "etcdserver: key not found"),
+        StateError::ValueProvided => (Code::InvalidArgument, "etcdserver: value is provided"),
+        StateError::LeaseProvided => (Code::InvalidArgument, "etcdserver: lease is provided"),
+        StateError::LeaseNotFound => (Code::NotFound, "etcdserver: requested lease not found"),
+        StateError::EmptyCommand => (Code::InvalidArgument, "etcdserver: request is empty"),
+    };
+    Status::new(code, msg)
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::RequestTooLarge => Status::invalid_argument("etcdserver: request is too large"),
+            ApiError::State(refused) => state_status(&refused),
+            ApiError::Node(node) => match node {
+                NodeError::NoLeader => Status::unavailable("etcdserver: no leader"),
+                NodeError::Timeout => Status::unavailable("etcdserver: request timed out"),
+                NodeError::Stopped => Status::unavailable("etcdserver: server stopped"),
+                NodeError::LeaderUnreachable(_) => {
+                    Status::unavailable("etcdserver: request timed out, possibly due to connection lost")
+                }
+                NodeError::Refused(refused) => state_status(&refused),
+                other => {
+                    tracing::error!(cause = %other, "request failed inside raft");
+                    Status::internal(format!("etcdserver: {other}"))
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_carry_etcds_exact_codes_and_messages() {
+        let cases: Vec<(ApiError, Code, &str)> = vec![
+            (StateError::EmptyKey.into(), Code::InvalidArgument, "etcdserver: key is not provided"),
+            (StateError::TooManyOps.into(), Code::InvalidArgument, "etcdserver: too many operations in txn request"),
+            (StateError::Compacted.into(), Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted"),
+            (StateError::FutureRevision.into(), Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision"),
+            (ApiError::RequestTooLarge, Code::InvalidArgument, "etcdserver: request is too large"),
+            (NodeError::Timeout.into(), Code::Unavailable, "etcdserver: request timed out"),
+            (NodeError::Refused(StateError::LeaseNotFound).into(), Code::NotFound, "etcdserver: requested lease not found"),
+        ];
+        for (err, code, msg) in cases {
+            let status = Status::from(err);
+            assert_eq!((status.code(), status.message()), (code, msg));
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The client side of raft.v1: openraft's `RaftNetwork` over tonic, plus the
+//! calls a follower makes to its leader. Every RPC has a timeout (a clogged
+//! link delays, it does not fail by itself).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse};
+use tonic::transport::{Channel, Endpoint};
+
+use super::codec;
+use super::types::{Member, NodeId, TypeConfig};
+use crate::proto::raft::v1 as pb;
+use crate::proto::raft::v1::raft_client::RaftClient;
+
+/// A lazily connecting client to a peer's raft.v1 service.
+pub fn connect(peer_addr: &str, connect_timeout: Duration) -> Result<RaftClient<Channel>, tonic::transport::Error> {
+    let endpoint = Endpoint::from_shared(format!("http://{peer_addr}"))?.connect_timeout(connect_timeout);
+    Ok(RaftClient::new(endpoint.connect_lazy()).max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX))
+}
+
+/// Clients to peers by address, connected on first use and reused.
+#[derive(Default)]
+pub struct PeerClients {
+    clients: Mutex<BTreeMap<String, RaftClient<Channel>>>,
+}
+
+impl PeerClients {
+    /// The client for `peer_addr`.
+    pub fn get(&self, peer_addr: &str, connect_timeout: Duration) -> Result<RaftClient<Channel>, tonic::transport::Error> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = clients.get(peer_addr) {
+            return Ok(client.clone());
+        }
+        let client = connect(peer_addr, connect_timeout)?;
+        clients.insert(peer_addr.to_string(), client.clone());
+        Ok(client)
+    }
+}
+
+/// openraft's network factory.
+pub struct Network {
+    /// How long a connection attempt may take.
+    pub connect_timeout: Duration,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerNetwork {
+        PeerNetwork { target, client: connect(&node.peer_addr, self.connect_timeout).map_err(|e| e.to_string()) }
+    }
+}
+
+/// The connection to one peer.
+pub struct PeerNetwork {
+    /// The peer's node id, for error reports.
+    target: NodeId,
+    /// The client, or why the peer address is unusable.
+    client: Result<RaftClient<Channel>, String>,
+}
+
+type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, Member, RaftError<NodeId, E>>;
+
+fn unreachable<E: std::error::Error>(msg: impl ToString) -> RPCError<NodeId, Member, E> {
+    RPCError::Unreachable(Unreachable::new(&std::io::Error::other(msg.to_string())))
+}
+
+fn network<E: std::error::Error>(err: impl std::error::Error + 'static) -> RPCError<NodeId, Member, E> {
+    RPCError::Network(NetworkError::new(&err))
+}
+
+impl PeerNetwork {
+    fn client<E: std::error::Error>(&self) -> Result<RaftClient<Channel>, RPCError<NodeId, Member, E>> {
+        self.client.clone().map_err(unreachable)
+    }
+
+    /// Sends one RPC with a deadline and maps transport failures.
+    async fn call<T, E, F>(&self, ttl: Duration, fut: F) -> Result<T, RPCError<NodeId, Member, E>>
+    where
+        E: std::error::Error,
+        F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        match crate::runtime::timeout(ttl, fut).await {
+            Err(_) => Err(unreachable(format!("rpc to node {} timed out after {ttl:?}", self.target))),
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => Err(unreachable(status)),
+            Ok(Err(status)) => Err(network(status)),
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerNetwork {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        let mut client = self.client()?;
+        let resp = self.call(option.hard_ttl(), client.append_entries(codec::append_req_to_pb(&rpc))).await?;
+        codec::append_resp_from_pb(&resp).map_err(network)
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        let mut client = self.client()?;
+        let resp = self.call(option.hard_ttl(), client.install_snapshot(codec::snapshot_req_to_pb(&rpc))).await?;
+        let vote = resp.vote.as_ref().ok_or_else(|| {
+            RPCError::RemoteError(RemoteError::new(self.target, RaftError::Fatal(openraft::error::Fatal::Panicked)))
+        })?;
+        Ok(InstallSnapshotResponse { vote: codec::vote_from_pb(vote) })
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RpcErr> {
+        let mut client = self.client()?;
+        let resp = self.call(option.hard_ttl(), client.vote(codec::vote_req_to_pb(&rpc))).await?;
+        codec::vote_resp_from_pb(&resp).map_err(network)
+    }
+}
+
+/// Metadata key a leader-only call carries back when the callee is not the leader.
+pub const NOT_LEADER_METADATA: &str = "pc-not-leader";
+
+/// What a follower learns from a leader-only call.
+pub enum LeaderCall<T> {
+    /// The callee answered.
+    Done(T),
+    /// The callee is not (or no longer) the leader: nothing happened there.
+    NotLeader,
+    /// The call failed; for a write the outcome is unknown.
+    Failed(tonic::Status),
+}
+
+/// Classifies a leader-only call's result.
+pub fn leader_call<T>(result: Result<tonic::Response<T>, tonic::Status>) -> LeaderCall<T> {
+    match result {
+        Ok(resp) => LeaderCall::Done(resp.into_inner()),
+        Err(status) if status.metadata().contains_key(NOT_LEADER_METADATA) => LeaderCall::NotLeader,
+        Err(status) => LeaderCall::Failed(status),
+    }
+}
+
+/// The Forward response as the follower's result type.
+pub fn forward_result(resp: pb::ForwardResponse) -> Result<pb::CommandResult, crate::state::StateError> {
+    match codec::refusal_from_pb(resp.refused) {
+        Some(refused) => Err(refused),
+        None => Ok(resp.result.unwrap_or_default()),
+    }
+}

@@ -1,0 +1,270 @@
+//! The node handle the API uses: propose a write (here or at the leader) and
+//! make a read linearizable (ReadIndex, here or through the leader).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::Config;
+
+use super::log_store::LogStore;
+use super::network::{leader_call, LeaderCall, Network, PeerClients};
+use super::state_store::{SharedState, StateMachineStore};
+use super::types::{Member, NodeId, Raft};
+use crate::proto::raft::v1 as pb;
+use crate::runtime;
+use crate::state::StateError;
+use crate::storage::Engine;
+
+/// Errors of the Raft layer, as the API sees them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// No leader is known (election in progress or no quorum).
+    #[error("no leader")]
+    NoLeader,
+    /// The request did not finish in time; a write may or may not have happened.
+    #[error("request timed out")]
+    Timeout,
+    /// This node is shutting down or has stopped.
+    #[error("server stopped")]
+    Stopped,
+    /// The state machine refused the command.
+    #[error(transparent)]
+    Refused(#[from] StateError),
+    /// The leader could not be asked; a write may or may not have happened.
+    #[error("leader unreachable: {0}")]
+    LeaderUnreachable(String),
+    /// Raft could not start or hit a fatal storage error.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// Tuning of the Raft node.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// This node's id.
+    pub id: NodeId,
+    /// Members the cluster starts with (used only on a node with an empty log).
+    pub initial_members: BTreeMap<NodeId, Member>,
+    /// Leader heartbeat period.
+    pub heartbeat_interval: Duration,
+    /// Election timeout range.
+    pub election_timeout: (Duration, Duration),
+    /// How long a client request may wait for Raft before it times out.
+    pub request_timeout: Duration,
+}
+
+/// A running Raft node.
+pub struct RaftNode {
+    /// This node's id.
+    pub id: NodeId,
+    /// The openraft handle.
+    pub raft: Raft,
+    /// The applied key space.
+    state: SharedState,
+    /// Derived from the initial membership; equal on every member.
+    cluster_id: u64,
+    /// Deadline for client requests.
+    request_timeout: Duration,
+    /// Clients to peers for forwarding and ReadIndex.
+    peers: PeerClients,
+}
+
+/// etcd-style cluster id: a digest of the initial members' ids and peer addresses.
+pub fn cluster_id(members: &BTreeMap<NodeId, Member>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (id, m) in members {
+        for b in id.to_be_bytes().iter().chain(m.peer_addr.as_bytes()) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+impl RaftNode {
+    /// Starts Raft on `engine`; bootstraps the initial membership when the log is empty.
+    pub async fn start(opts: NodeOptions, engine: Arc<dyn Engine>) -> Result<Arc<Self>, NodeError> {
+        let config = Config {
+            cluster_name: "placement-center".to_string(),
+            heartbeat_interval: opts.heartbeat_interval.as_millis() as u64,
+            election_timeout_min: opts.election_timeout.0.as_millis() as u64,
+            election_timeout_max: opts.election_timeout.1.as_millis() as u64,
+            install_snapshot_timeout: 10_000,
+            snapshot_max_chunk_size: 1024 * 1024,
+            ..Default::default()
+        };
+        let config = Arc::new(config.validate().map_err(|e| NodeError::Raft(e.to_string()))?);
+        let sm = StateMachineStore::open(engine.clone()).map_err(|e| NodeError::Raft(e.to_string()))?;
+        let state = sm.shared_state();
+        let network = Network { connect_timeout: opts.heartbeat_interval * 5 };
+        let raft = Raft::new(opts.id, config, network, LogStore::new(engine), sm)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        if !raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))? {
+            // Every initial member proposes the same membership at log index 0,
+            // so whichever of them starts first, they agree.
+            if let Err(e) = raft.initialize(opts.initial_members.clone()).await {
+                tracing::info!(cause = %e, "not initializing the cluster");
+            }
+        }
+        Ok(Arc::new(Self {
+            id: opts.id,
+            raft,
+            state,
+            cluster_id: cluster_id(&opts.initial_members),
+            request_timeout: opts.request_timeout,
+            peers: PeerClients::default(),
+        }))
+    }
+
+    /// The applied key space (read it only after [`RaftNode::read_barrier`]
+    /// for a linearizable read).
+    pub fn state(&self) -> &SharedState {
+        &self.state
+    }
+
+    /// The cluster id for response headers.
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// The current Raft term.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    fn pause() -> Duration {
+        Duration::from_millis(20)
+    }
+
+    /// Applies `command` through the leader and returns its result.
+    pub async fn propose(&self, command: pb::Command) -> Result<pb::CommandResult, NodeError> {
+        runtime::timeout(self.request_timeout, self.propose_until_done(command))
+            .await
+            .unwrap_or(Err(NodeError::Timeout))
+    }
+
+    async fn propose_until_done(&self, command: pb::Command) -> Result<pb::CommandResult, NodeError> {
+        loop {
+            match self.raft.client_write(command.clone()).await {
+                Ok(resp) => return resp.data.map_err(NodeError::Refused),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
+                    let Some(leader) = fwd.leader_node else {
+                        runtime::sleep(Self::pause()).await;
+                        continue;
+                    };
+                    let mut client = self.peer(&leader.peer_addr)?;
+                    match leader_call(client.forward(command.clone()).await) {
+                        LeaderCall::Done(resp) => return super::network::forward_result(resp).map_err(NodeError::Refused),
+                        // Nothing happened there: safe to try again.
+                        LeaderCall::NotLeader => runtime::sleep(Self::pause()).await,
+                        // The write may have happened: never retry it blindly.
+                        LeaderCall::Failed(status) => return Err(NodeError::LeaderUnreachable(status.message().to_string())),
+                    }
+                }
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => return Err(NodeError::Raft(e.to_string())),
+                Err(RaftError::Fatal(_)) => return Err(NodeError::Stopped),
+            }
+        }
+    }
+
+    /// Applies `command` only if this node leads (the Forward RPC's handler).
+    pub async fn propose_as_leader(&self, command: pb::Command) -> Result<Option<pb::CommandResult>, NodeError> {
+        let attempt = async {
+            match self.raft.client_write(command).await {
+                Ok(resp) => Ok(Some(resp.data?)),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Ok(None),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => Err(NodeError::Raft(e.to_string())),
+                Err(RaftError::Fatal(_)) => Err(NodeError::Stopped),
+            }
+        };
+        runtime::timeout(self.request_timeout, attempt).await.unwrap_or(Err(NodeError::Timeout))
+    }
+
+    /// Waits until this node has applied everything committed when the call
+    /// began, as confirmed by a leader holding a quorum (ReadIndex). A read of
+    /// the local state after this returns is linearizable.
+    pub async fn read_barrier(&self) -> Result<(), NodeError> {
+        runtime::timeout(self.request_timeout, async {
+            let index = self.read_index_until_done().await?;
+            self.wait_applied(index).await
+        })
+        .await
+        .unwrap_or(Err(NodeError::Timeout))
+    }
+
+    async fn read_index_until_done(&self) -> Result<u64, NodeError> {
+        loop {
+            match self.leader_read_index().await? {
+                Some(index) => return Ok(index),
+                None => match self.leader().and_then(|id| self.member(id)) {
+                    Some(leader) if leader_is_remote(self.id, &leader) => {
+                        let mut client = self.peer(&leader.1.peer_addr)?;
+                        match leader_call(client.read_index(pb::ReadIndexRequest {}).await) {
+                            LeaderCall::Done(resp) => return Ok(resp.index),
+                            LeaderCall::NotLeader => runtime::sleep(Self::pause()).await,
+                            LeaderCall::Failed(_) => runtime::sleep(Self::pause()).await,
+                        }
+                    }
+                    _ => runtime::sleep(Self::pause()).await,
+                },
+            }
+        }
+    }
+
+    /// The read index if this node is the leader and confirms it with a quorum;
+    /// `None` if it is not the leader.
+    pub async fn leader_read_index(&self) -> Result<Option<u64>, NodeError> {
+        match self.raft.get_read_log_id().await {
+            Ok((read_log_id, _)) => Ok(Some(read_log_id.map_or(0, |id| id.index))),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => Ok(None),
+            // Leadership could not be confirmed right now: let the caller retry.
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => Ok(None),
+            Err(RaftError::Fatal(_)) => Err(NodeError::Stopped),
+        }
+    }
+
+    async fn wait_applied(&self, index: u64) -> Result<(), NodeError> {
+        if index == 0 {
+            return Ok(());
+        }
+        self.raft
+            .wait(Some(self.request_timeout))
+            .applied_index_at_least(Some(index), "read barrier")
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                openraft::metrics::WaitError::Timeout(..) => NodeError::Timeout,
+                openraft::metrics::WaitError::ShuttingDown => NodeError::Stopped,
+            })
+    }
+
+    /// The member record of `id` in the current membership.
+    pub fn member(&self, id: NodeId) -> Option<(NodeId, Member)> {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics.membership_config.membership().get_node(&id).map(|m| (id, m.clone()))
+    }
+
+    fn peer(&self, peer_addr: &str) -> Result<crate::proto::raft::v1::raft_client::RaftClient<tonic::transport::Channel>, NodeError> {
+        self.peers.get(peer_addr, Duration::from_secs(1)).map_err(|e| NodeError::LeaderUnreachable(e.to_string()))
+    }
+
+    /// Stops Raft.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(cause = %e, "raft shutdown");
+        }
+    }
+}
+
+fn leader_is_remote(me: NodeId, leader: &(NodeId, Member)) -> bool {
+    leader.0 != me
+}

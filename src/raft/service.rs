@@ -1,0 +1,91 @@
+//! The server side of raft.v1: hands peers' Raft RPCs to openraft, and serves
+//! the leader-only calls followers make (Forward, ReadIndex).
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::codec;
+use super::network::NOT_LEADER_METADATA;
+use super::node::{NodeError, RaftNode};
+use crate::proto::raft::v1 as pb;
+use crate::proto::raft::v1::raft_server::Raft as RaftRpc;
+
+/// The raft.v1 service of one node.
+pub struct RaftService {
+    /// The node whose Raft answers.
+    node: Arc<RaftNode>,
+}
+
+impl RaftService {
+    /// The service for `node`.
+    pub fn new(node: Arc<RaftNode>) -> Self {
+        Self { node }
+    }
+}
+
+fn bad_message(e: codec::DecodeError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn raft_failure(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+fn not_leader() -> Status {
+    let mut status = Status::unavailable("not the leader");
+    status.metadata_mut().insert(NOT_LEADER_METADATA, tonic::metadata::MetadataValue::from_static("1"));
+    status
+}
+
+/// Peer-facing errors; the follower maps them back (see network::leader_call).
+fn node_failure(e: NodeError) -> Status {
+    match e {
+        NodeError::Timeout => Status::deadline_exceeded(e.to_string()),
+        NodeError::Stopped | NodeError::NoLeader => Status::unavailable(e.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn vote(&self, req: Request<pb::VoteRequest>) -> Result<Response<pb::VoteResponse>, Status> {
+        let rpc = codec::vote_req_from_pb(req.get_ref()).map_err(bad_message)?;
+        let resp = self.node.raft.vote(rpc).await.map_err(raft_failure)?;
+        Ok(Response::new(codec::vote_resp_to_pb(&resp)))
+    }
+
+    async fn append_entries(&self, req: Request<pb::AppendEntriesRequest>) -> Result<Response<pb::AppendEntriesResponse>, Status> {
+        let rpc = codec::append_req_from_pb(req.into_inner()).map_err(bad_message)?;
+        let resp = self.node.raft.append_entries(rpc).await.map_err(raft_failure)?;
+        Ok(Response::new(codec::append_resp_to_pb(&resp)))
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<pb::InstallSnapshotRequest>,
+    ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
+        let rpc = codec::snapshot_req_from_pb(req.into_inner()).map_err(bad_message)?;
+        let resp = self.node.raft.install_snapshot(rpc).await.map_err(raft_failure)?;
+        Ok(Response::new(pb::InstallSnapshotResponse { vote: Some(codec::vote_to_pb(&resp.vote)) }))
+    }
+
+    async fn forward(&self, req: Request<pb::Command>) -> Result<Response<pb::ForwardResponse>, Status> {
+        match self.node.propose_as_leader(req.into_inner()).await {
+            Ok(Some(result)) => Ok(Response::new(pb::ForwardResponse { result: Some(result), refused: 0 })),
+            Ok(None) => Err(not_leader()),
+            Err(NodeError::Refused(refused)) => {
+                Ok(Response::new(pb::ForwardResponse { result: None, refused: codec::refusal_to_pb(&refused) as i32 }))
+            }
+            Err(e) => Err(node_failure(e)),
+        }
+    }
+
+    async fn read_index(&self, _req: Request<pb::ReadIndexRequest>) -> Result<Response<pb::ReadIndexResponse>, Status> {
+        match self.node.leader_read_index().await {
+            Ok(Some(index)) => Ok(Response::new(pb::ReadIndexResponse { index })),
+            Ok(None) => Err(not_leader()),
+            Err(e) => Err(node_failure(e)),
+        }
+    }
+}
