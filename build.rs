@@ -4,9 +4,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = ["proto/etcd/kv.proto", "proto/etcd/rpc.proto", "proto/raft.proto"];
-    tonic_build::configure()
-        .btree_map(["."])
-        .compile_protos(&protos, &["proto"])?;
+    tonic_build::configure().btree_map(["."]).compile_protos(&protos, &["proto"])?;
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -118,7 +118,8 @@ impl Config {
         let mut config = match file {
             None => Config::default(),
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read { path: path.to_path_buf(), cause })?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|cause| ConfigError::Read { path: path.to_path_buf(), cause })?;
                 Self::from_toml(&text).map_err(|cause| ConfigError::Parse { path: path.to_path_buf(), cause })?
             }
         };
@@ -211,7 +212,11 @@ impl Config {
         if !self.initial_members.is_empty() {
             let Some(me) = self.initial_members.get(&self.node_id) else {
                 let ids: Vec<String> = self.initial_members.keys().map(u64::to_string).collect();
-                return invalid(format!("node_id {} is not among the initial members ({})", self.node_id, ids.join(", ")));
+                return invalid(format!(
+                    "node_id {} is not among the initial members ({})",
+                    self.node_id,
+                    ids.join(", ")
+                ));
             };
             if me.peer_addr != self.peer_addr {
                 return invalid(format!(
@@ -225,7 +230,10 @@ impl Config {
                     return invalid("initial member id 0 is not allowed".into());
                 }
                 if m.peer_addr.parse::<SocketAddr>().is_err() {
-                    return invalid(format!("initial member {id} peer address {:?} is not an IP:PORT address", m.peer_addr));
+                    return invalid(format!(
+                        "initial member {id} peer address {:?} is not an IP:PORT address",
+                        m.peer_addr
+                    ));
                 }
                 if let Some(other) = seen.insert(m.peer_addr.clone(), *id) {
                     return invalid(format!("initial members {other} and {id} share peer address {}", m.peer_addr));
@@ -257,7 +265,8 @@ mod tests {
             node_id: 2,
             peer_addr: "127.0.0.1:2382".into(),
             client_addr: "127.0.0.1:2381".into(),
-            initial_members: parse_initial_cluster("1=127.0.0.1:2380,2=127.0.0.1:2382@127.0.0.1:2381,3=127.0.0.1:2384").unwrap(),
+            initial_members: parse_initial_cluster("1=127.0.0.1:2380,2=127.0.0.1:2382@127.0.0.1:2381,3=127.0.0.1:2384")
+                .unwrap(),
             ..Default::default()
         }
     }
@@ -274,8 +283,14 @@ mod tests {
     fn file_then_overrides_take_precedence() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.toml");
-        std::fs::write(&path, "node_id = 3\nclient_addr = \"127.0.0.1:3000\"\n[initial_members.3]\npeer_addr = \"127.0.0.1:2380\"\n").unwrap();
-        let c = Config::load(Some(&path), Overrides { client_addr: Some("127.0.0.1:4000".into()), ..Default::default() }).unwrap();
+        std::fs::write(
+            &path,
+            "node_id = 3\nclient_addr = \"127.0.0.1:3000\"\n[initial_members.3]\npeer_addr = \"127.0.0.1:2380\"\n",
+        )
+        .unwrap();
+        let c =
+            Config::load(Some(&path), Overrides { client_addr: Some("127.0.0.1:4000".into()), ..Default::default() })
+                .unwrap();
         assert_eq!((c.node_id, c.client_addr.as_str()), (3, "127.0.0.1:4000"));
         assert_eq!(c.initial_members[&3].peer_addr, "127.0.0.1:2380");
         c.validate().unwrap();
@@ -283,7 +298,8 @@ mod tests {
 
     #[test]
     fn bad_configs_are_rejected_with_the_reason() {
-        let cases: Vec<(Box<dyn Fn(&mut Config)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut Config)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|c| c.node_id = 0), "node_id must be at least 1"),
             (Box::new(|c| c.node_id = 7), "node_id 7 is not among the initial members (1, 2, 3)"),
             (Box::new(|c| c.client_addr = "nowhere".into()), "client_addr \"nowhere\" is not an IP:PORT"),
@@ -291,7 +307,10 @@ mod tests {
             (Box::new(|c| c.peer_addr = "127.0.0.1:9999".into()), "initial member 2 has peer address 127.0.0.1:2382"),
             (Box::new(|c| c.heartbeat_interval_ms = 5000), "heartbeat_interval_ms (5000) must be positive and below"),
             (Box::new(|c| c.max_request_bytes = 0), "max_request_bytes (0)"),
-            (Box::new(|c| c.initial_members.get_mut(&3).unwrap().peer_addr = "127.0.0.1:2380".into()), "share peer address"),
+            (
+                Box::new(|c| c.initial_members.get_mut(&3).unwrap().peer_addr = "127.0.0.1:2380".into()),
+                "share peer address",
+            ),
         ];
         for (mutate, want) in cases {
             let mut c = three();

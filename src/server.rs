@@ -43,7 +43,9 @@ pub struct Listeners {
 impl Listeners {
     /// Binds the addresses of `config`.
     pub async fn bind(config: &Config) -> Result<Self, ServerError> {
-        let bind = |addr: String| async move { Listener::bind(&addr).await.map_err(|cause| ServerError::Bind { addr, cause }) };
+        let bind = |addr: String| async move {
+            Listener::bind(&addr).await.map_err(|cause| ServerError::Bind { addr, cause })
+        };
         Ok(Self { client: bind(config.client_addr.clone()).await?, peer: bind(config.peer_addr.clone()).await? })
     }
 }
@@ -66,10 +68,16 @@ impl Server {
     /// Starts a node on already-bound listeners.
     pub async fn start(config: Config, listeners: Listeners) -> Result<Self, ServerError> {
         config.validate()?;
-        let client_addr = listeners.client.local_addr().map_err(|cause| ServerError::Bind { addr: config.client_addr.clone(), cause })?;
-        let peer_addr = listeners.peer.local_addr().map_err(|cause| ServerError::Bind { addr: config.peer_addr.clone(), cause })?;
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| ServerError::Storage { dir: config.data_dir.display().to_string(), cause: StorageError::Io(e.to_string()) })?;
+        let client_addr = listeners
+            .client
+            .local_addr()
+            .map_err(|cause| ServerError::Bind { addr: config.client_addr.clone(), cause })?;
+        let peer_addr =
+            listeners.peer.local_addr().map_err(|cause| ServerError::Bind { addr: config.peer_addr.clone(), cause })?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::Storage {
+            dir: config.data_dir.display().to_string(),
+            cause: StorageError::Io(e.to_string()),
+        })?;
         let db_dir = config.data_dir.join("db");
         let engine = runtime::open_engine(&db_dir, &COLUMN_FAMILIES)
             .map_err(|cause| ServerError::Storage { dir: db_dir.display().to_string(), cause })?;
@@ -93,9 +101,8 @@ impl Server {
         // Peers must reach Raft before it can elect: serve raft.v1 right away.
         let node = RaftNode::start(opts, engine).await?;
         let peer_tasks = TaskGroup::new();
-        let peer_router = tonic::transport::Server::builder().add_service(
-            RaftServer::new(RaftService::new(node.clone())).max_decoding_message_size(64 * 1024 * 1024),
-        );
+        let peer_router = tonic::transport::Server::builder()
+            .add_service(RaftServer::new(RaftService::new(node.clone())).max_decoding_message_size(64 * 1024 * 1024));
         let mut stop = peer_tasks.shutdown_signal();
         peer_tasks.spawn("peer-grpc", async move {
             if let Err(e) = runtime::serve(peer_router, listeners.peer, async move { stop.wait().await }).await {

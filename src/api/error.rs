@@ -78,10 +78,18 @@ mod tests {
             (StateError::EmptyKey.into(), Code::InvalidArgument, "etcdserver: key is not provided"),
             (StateError::TooManyOps.into(), Code::InvalidArgument, "etcdserver: too many operations in txn request"),
             (StateError::Compacted.into(), Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted"),
-            (StateError::FutureRevision.into(), Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision"),
+            (
+                StateError::FutureRevision.into(),
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision is a future revision",
+            ),
             (ApiError::RequestTooLarge, Code::InvalidArgument, "etcdserver: request is too large"),
             (NodeError::Timeout.into(), Code::Unavailable, "etcdserver: request timed out"),
-            (NodeError::Refused(StateError::LeaseNotFound).into(), Code::NotFound, "etcdserver: requested lease not found"),
+            (
+                NodeError::Refused(StateError::LeaseNotFound).into(),
+                Code::NotFound,
+                "etcdserver: requested lease not found",
+            ),
         ];
         for (err, code, msg) in cases {
             let status = Status::from(err);

@@ -14,8 +14,8 @@ use super::ApiError;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::response_op::Response as Op;
 use crate::proto::etcdserverpb::{
-    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest,
-    TxnResponse,
+    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
+    TxnRequest, TxnResponse,
 };
 use crate::proto::raft::v1::{command, command_result, Command, CommandResult};
 use crate::raft::state_store::read_state;
@@ -37,7 +37,12 @@ impl KvService {
     }
 
     fn header(&self, revision: i64) -> ResponseHeader {
-        ResponseHeader { cluster_id: self.node.cluster_id(), member_id: self.node.id, revision, raft_term: self.node.term() }
+        ResponseHeader {
+            cluster_id: self.node.cluster_id(),
+            member_id: self.node.id,
+            revision,
+            raft_term: self.node.term(),
+        }
     }
 
     fn check_size(&self, req: &impl Message) -> Result<(), ApiError> {
@@ -56,12 +61,12 @@ impl KvService {
 
     /// Fills the header of every response nested in a txn, as etcd does.
     fn fill_txn_headers(&self, txn: &mut TxnResponse, header: &ResponseHeader) {
-        txn.header = Some(header.clone());
+        txn.header = Some(*header);
         for op in &mut txn.responses {
             match &mut op.response {
-                Some(Op::ResponseRange(r)) => r.header = Some(header.clone()),
-                Some(Op::ResponsePut(r)) => r.header = Some(header.clone()),
-                Some(Op::ResponseDeleteRange(r)) => r.header = Some(header.clone()),
+                Some(Op::ResponseRange(r)) => r.header = Some(*header),
+                Some(Op::ResponsePut(r)) => r.header = Some(*header),
+                Some(Op::ResponseDeleteRange(r)) => r.header = Some(*header),
                 Some(Op::ResponseTxn(t)) => self.fill_txn_headers(t, header),
                 None => {}
             }

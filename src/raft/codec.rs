@@ -93,7 +93,10 @@ pub fn membership_from_pb(m: &pb::Membership) -> Result<Membership, DecodeError>
 }
 
 pub fn stored_membership_to_pb(m: &StoredMembership) -> pb::StoredMembership {
-    pb::StoredMembership { log_id: m.log_id().as_ref().map(log_id_to_pb), membership: Some(membership_to_pb(m.membership())) }
+    pb::StoredMembership {
+        log_id: m.log_id().as_ref().map(log_id_to_pb),
+        membership: Some(membership_to_pb(m.membership())),
+    }
 }
 
 pub fn stored_membership_from_pb(m: &pb::StoredMembership) -> Result<StoredMembership, DecodeError> {
@@ -129,7 +132,8 @@ pub fn snapshot_meta_to_pb(m: &SnapshotMeta) -> pb::SnapshotMeta {
 }
 
 pub fn snapshot_meta_from_pb(m: &pb::SnapshotMeta) -> Result<SnapshotMeta, DecodeError> {
-    let membership = m.last_membership.as_ref().ok_or_else(|| DecodeError::missing("SnapshotMeta", "last_membership"))?;
+    let membership =
+        m.last_membership.as_ref().ok_or_else(|| DecodeError::missing("SnapshotMeta", "last_membership"))?;
     Ok(SnapshotMeta {
         last_log_id: opt_log_id_from_pb(&m.last_log_id)?,
         last_membership: stored_membership_from_pb(membership)?,
@@ -183,7 +187,8 @@ pub fn append_resp_to_pb(r: &AppendResp) -> pb::AppendEntriesResponse {
 
 pub fn append_resp_from_pb(r: &pb::AppendEntriesResponse) -> Result<AppendResp, DecodeError> {
     use pb::append_entries_response::Kind;
-    let kind = Kind::try_from(r.kind).map_err(|_| DecodeError { what: "AppendEntriesResponse", reason: format!("unknown kind {}", r.kind) })?;
+    let kind = Kind::try_from(r.kind)
+        .map_err(|_| DecodeError { what: "AppendEntriesResponse", reason: format!("unknown kind {}", r.kind) })?;
     Ok(match kind {
         Kind::Success => AppendResp::Success,
         Kind::PartialSuccess => AppendResp::PartialSuccess(opt_log_id_from_pb(&r.matching)?),
@@ -237,46 +242,6 @@ pub fn snapshot_req_from_pb(r: pb::InstallSnapshotRequest) -> Result<SnapReq, De
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::proto::etcdserverpb::PutRequest;
-
-    fn member(id: u64) -> Member {
-        Member { name: format!("n{id}"), peer_addr: format!("127.0.0.1:{}", 2380 + id), client_addr: String::new() }
-    }
-
-    #[test]
-    fn entries_round_trip_through_bytes() {
-        let membership = Membership::new(vec![[1, 2].into()], [(1, member(1)), (2, member(2))].into_iter().collect::<BTreeMap<_, _>>());
-        let log_id = LogId::new(CommittedLeaderId::new(3, 2), 9);
-        let cmd = pb::Command { request: Some(pb::command::Request::Put(PutRequest { key: b"k".to_vec(), ..Default::default() })) };
-        for payload in [EntryPayload::Blank, EntryPayload::Normal(cmd), EntryPayload::Membership(membership)] {
-            let entry = Entry { log_id, payload };
-            let bytes = entry_to_pb(&entry).encode_to_vec();
-            let back = entry_from_pb(decode("Entry", &bytes).unwrap()).unwrap();
-            assert_eq!(format!("{back:?}"), format!("{entry:?}"));
-        }
-    }
-
-    #[test]
-    fn garbage_and_incomplete_messages_are_errors_not_panics() {
-        assert!(decode::<pb::Entry>("Entry", &[0xff, 0xff, 0xff]).is_err());
-        assert!(entry_from_pb(pb::Entry::default()).is_err());
-        let voter_without_node = pb::Membership { configs: vec![pb::NodeIdSet { ids: vec![7] }], nodes: Default::default() };
-        assert!(membership_from_pb(&voter_without_node).is_err());
-        assert!(append_req_from_pb(pb::AppendEntriesRequest::default()).is_err());
-        assert!(append_resp_from_pb(&pb::AppendEntriesResponse { kind: 42, ..Default::default() }).is_err());
-    }
-
-    #[test]
-    fn votes_round_trip() {
-        for vote in [Vote::new(4, 2), Vote::new_committed(5, 3), Vote::default()] {
-            assert_eq!(vote_from_pb(&vote_to_pb(&vote)), vote);
-        }
-    }
-}
-
 /// A state-machine refusal as carried back to a follower that forwarded a write.
 pub fn refusal_to_pb(e: &crate::state::StateError) -> pb::Refusal {
     use crate::state::StateError as E;
@@ -310,4 +275,50 @@ pub fn refusal_from_pb(code: i32) -> Option<crate::state::StateError> {
         pb::Refusal::LeaseNotFound => E::LeaseNotFound,
         pb::Refusal::EmptyCommand => E::EmptyCommand,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::etcdserverpb::PutRequest;
+
+    fn member(id: u64) -> Member {
+        Member { name: format!("n{id}"), peer_addr: format!("127.0.0.1:{}", 2380 + id), client_addr: String::new() }
+    }
+
+    #[test]
+    fn entries_round_trip_through_bytes() {
+        let membership = Membership::new(
+            vec![[1, 2].into()],
+            [(1, member(1)), (2, member(2))].into_iter().collect::<BTreeMap<_, _>>(),
+        );
+        let log_id = LogId::new(CommittedLeaderId::new(3, 2), 9);
+        let cmd = pb::Command {
+            request: Some(pb::command::Request::Put(PutRequest { key: b"k".to_vec(), ..Default::default() })),
+        };
+        for payload in [EntryPayload::Blank, EntryPayload::Normal(cmd), EntryPayload::Membership(membership)] {
+            let entry = Entry { log_id, payload };
+            let bytes = entry_to_pb(&entry).encode_to_vec();
+            let back = entry_from_pb(decode("Entry", &bytes).unwrap()).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{entry:?}"));
+        }
+    }
+
+    #[test]
+    fn garbage_and_incomplete_messages_are_errors_not_panics() {
+        assert!(decode::<pb::Entry>("Entry", &[0xff, 0xff, 0xff]).is_err());
+        assert!(entry_from_pb(pb::Entry::default()).is_err());
+        let voter_without_node =
+            pb::Membership { configs: vec![pb::NodeIdSet { ids: vec![7] }], nodes: Default::default() };
+        assert!(membership_from_pb(&voter_without_node).is_err());
+        assert!(append_req_from_pb(pb::AppendEntriesRequest::default()).is_err());
+        assert!(append_resp_from_pb(&pb::AppendEntriesResponse { kind: 42, ..Default::default() }).is_err());
+    }
+
+    #[test]
+    fn votes_round_trip() {
+        for vote in [Vote::new(4, 2), Vote::new_committed(5, 3), Vote::default()] {
+            assert_eq!(vote_from_pb(&vote_to_pb(&vote)), vote);
+        }
+    }
 }

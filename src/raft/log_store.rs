@@ -74,7 +74,9 @@ impl LogStore {
         let Some((_, bytes)) = self.engine.last(CF_LOG).map_err(|e| read_err(ErrorSubject::Logs, e))? else {
             return Ok(None);
         };
-        let entry = decode::<pb::Entry>("Entry", &bytes).and_then(codec::entry_from_pb).map_err(|e| read_err(ErrorSubject::Logs, e))?;
+        let entry = decode::<pb::Entry>("Entry", &bytes)
+            .and_then(codec::entry_from_pb)
+            .map_err(|e| read_err(ErrorSubject::Logs, e))?;
         Ok(Some(entry.log_id))
     }
 }

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
 use tonic::transport::{Channel, Endpoint};
 
 use super::codec;
@@ -19,7 +22,9 @@ use crate::proto::raft::v1::raft_client::RaftClient;
 /// A lazily connecting client to a peer's raft.v1 service.
 pub fn connect(peer_addr: &str, connect_timeout: Duration) -> Result<RaftClient<Channel>, tonic::transport::Error> {
     let endpoint = Endpoint::from_shared(format!("http://{peer_addr}"))?.connect_timeout(connect_timeout);
-    Ok(RaftClient::new(endpoint.connect_lazy()).max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX))
+    Ok(RaftClient::new(endpoint.connect_lazy())
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX))
 }
 
 /// Clients to peers by address, connected on first use and reused.
@@ -30,7 +35,11 @@ pub struct PeerClients {
 
 impl PeerClients {
     /// The client for `peer_addr`.
-    pub fn get(&self, peer_addr: &str, connect_timeout: Duration) -> Result<RaftClient<Channel>, tonic::transport::Error> {
+    pub fn get(
+        &self,
+        peer_addr: &str,
+        connect_timeout: Duration,
+    ) -> Result<RaftClient<Channel>, tonic::transport::Error> {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(client) = clients.get(peer_addr) {
             return Ok(client.clone());

@@ -163,14 +163,20 @@ impl RaftNode {
                     };
                     let mut client = self.peer(&leader.peer_addr)?;
                     match leader_call(client.forward(command.clone()).await) {
-                        LeaderCall::Done(resp) => return super::network::forward_result(resp).map_err(NodeError::Refused),
+                        LeaderCall::Done(resp) => {
+                            return super::network::forward_result(resp).map_err(NodeError::Refused)
+                        }
                         // Nothing happened there: safe to try again.
                         LeaderCall::NotLeader => runtime::sleep(Self::pause()).await,
                         // The write may have happened: never retry it blindly.
-                        LeaderCall::Failed(status) => return Err(NodeError::LeaderUnreachable(status.message().to_string())),
+                        LeaderCall::Failed(status) => {
+                            return Err(NodeError::LeaderUnreachable(status.message().to_string()))
+                        }
                     }
                 }
-                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => return Err(NodeError::Raft(e.to_string())),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                    return Err(NodeError::Raft(e.to_string()))
+                }
                 Err(RaftError::Fatal(_)) => return Err(NodeError::Stopped),
             }
         }
@@ -182,7 +188,9 @@ impl RaftNode {
             match self.raft.client_write(command).await {
                 Ok(resp) => Ok(Some(resp.data?)),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Ok(None),
-                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => Err(NodeError::Raft(e.to_string())),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                    Err(NodeError::Raft(e.to_string()))
+                }
                 Err(RaftError::Fatal(_)) => Err(NodeError::Stopped),
             }
         };
@@ -253,7 +261,10 @@ impl RaftNode {
         metrics.membership_config.membership().get_node(&id).map(|m| (id, m.clone()))
     }
 
-    fn peer(&self, peer_addr: &str) -> Result<crate::proto::raft::v1::raft_client::RaftClient<tonic::transport::Channel>, NodeError> {
+    fn peer(
+        &self,
+        peer_addr: &str,
+    ) -> Result<crate::proto::raft::v1::raft_client::RaftClient<tonic::transport::Channel>, NodeError> {
         self.peers.get(peer_addr, Duration::from_secs(1)).map_err(|e| NodeError::LeaderUnreachable(e.to_string()))
     }
 

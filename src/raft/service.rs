@@ -55,7 +55,10 @@ impl RaftRpc for RaftService {
         Ok(Response::new(codec::vote_resp_to_pb(&resp)))
     }
 
-    async fn append_entries(&self, req: Request<pb::AppendEntriesRequest>) -> Result<Response<pb::AppendEntriesResponse>, Status> {
+    async fn append_entries(
+        &self,
+        req: Request<pb::AppendEntriesRequest>,
+    ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
         let rpc = codec::append_req_from_pb(req.into_inner()).map_err(bad_message)?;
         let resp = self.node.raft.append_entries(rpc).await.map_err(raft_failure)?;
         Ok(Response::new(codec::append_resp_to_pb(&resp)))

@@ -71,7 +71,9 @@ impl StateMachineStore {
     pub fn open(engine: Arc<dyn Engine>) -> Result<Self, StorageError> {
         let get = |key: &[u8]| engine.get(CF_SM, key).map_err(sm_err);
         let last_applied = match get(KEY_APPLIED)? {
-            Some(b) => Some(decode::<pb::LogId>("LogId", &b).and_then(|id| codec::log_id_from_pb(&id)).map_err(sm_err)?),
+            Some(b) => {
+                Some(decode::<pb::LogId>("LogId", &b).and_then(|id| codec::log_id_from_pb(&id)).map_err(sm_err)?)
+            }
             None => None,
         };
         let membership = match get(KEY_MEMBERSHIP)? {
@@ -81,7 +83,9 @@ impl StateMachineStore {
             None => StoredMembership::default(),
         };
         let revision = match get(KEY_REVISION)? {
-            Some(b) => i64::from_be_bytes(b.as_slice().try_into().map_err(|_| sm_err(std::io::Error::other("revision is not 8 bytes")))?),
+            Some(b) => i64::from_be_bytes(
+                b.as_slice().try_into().map_err(|_| sm_err(std::io::Error::other("revision is not 8 bytes")))?,
+            ),
             None => 1,
         };
         let kvs = engine
@@ -182,7 +186,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         let decoded: pb::StateSnapshot = decode("StateSnapshot", &data).map_err(sm_err)?;
         let mut batch = WriteBatch::new();

@@ -43,13 +43,21 @@ impl Listener {
 
 /// Serves `router` on `listener` until `shutdown` completes.
 #[cfg(not(madsim))]
-pub async fn serve(router: Router, listener: Listener, shutdown: impl Future<Output = ()>) -> Result<(), tonic::transport::Error> {
+pub async fn serve(
+    router: Router,
+    listener: Listener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener.0);
     router.serve_with_incoming_shutdown(incoming, shutdown).await
 }
 
 /// Serves `router` on `listener` until `shutdown` completes.
 #[cfg(madsim)]
-pub async fn serve(router: Router, listener: Listener, shutdown: impl Future<Output = ()>) -> Result<(), tonic::transport::Error> {
+pub async fn serve(
+    router: Router,
+    listener: Listener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
     router.serve_with_shutdown(listener.0, shutdown).await
 }

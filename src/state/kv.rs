@@ -5,7 +5,9 @@ use std::ops::Bound;
 
 use super::{Change, StateError, Write};
 use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
-use crate::proto::etcdserverpb::{DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse};
+use crate::proto::etcdserverpb::{
+    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+};
 use crate::proto::mvccpb::KeyValue;
 
 /// The keys a request names, decoded from etcd's `key` + `range_end` convention.
@@ -77,7 +79,11 @@ pub(super) fn validate_range(req: &RangeRequest) -> Result<(), StateError> {
     require_key(&req.key)
 }
 
-pub(super) fn put(keys: &mut BTreeMap<Vec<u8>, KeyValue>, write: &mut Write, req: &PutRequest) -> Result<PutResponse, StateError> {
+pub(super) fn put(
+    keys: &mut BTreeMap<Vec<u8>, KeyValue>,
+    write: &mut Write,
+    req: &PutRequest,
+) -> Result<PutResponse, StateError> {
     let prev = keys.get(&req.key);
     if (req.ignore_value || req.ignore_lease) && prev.is_none() {
         return Err(StateError::KeyNotFound);
@@ -106,7 +112,11 @@ pub(super) fn put(keys: &mut BTreeMap<Vec<u8>, KeyValue>, write: &mut Write, req
     Ok(PutResponse { header: None, prev_kv })
 }
 
-pub(super) fn delete(keys: &mut BTreeMap<Vec<u8>, KeyValue>, write: &mut Write, req: &DeleteRangeRequest) -> DeleteRangeResponse {
+pub(super) fn delete(
+    keys: &mut BTreeMap<Vec<u8>, KeyValue>,
+    write: &mut Write,
+    req: &DeleteRangeRequest,
+) -> DeleteRangeResponse {
     let doomed: Vec<KeyValue> = KeyRange::new(&req.key, &req.range_end).select(keys).into_iter().cloned().collect();
     for kv in &doomed {
         keys.remove(&kv.key);

@@ -163,7 +163,9 @@ impl KvState {
         let response = match &command.request {
             None => return Err(StateError::EmptyCommand),
             Some(command::Request::Put(put)) => Response::Put(kv::put(&mut self.keys, &mut write, put)?),
-            Some(command::Request::DeleteRange(del)) => Response::DeleteRange(kv::delete(&mut self.keys, &mut write, del)),
+            Some(command::Request::DeleteRange(del)) => {
+                Response::DeleteRange(kv::delete(&mut self.keys, &mut write, del))
+            }
             Some(command::Request::Txn(req)) => {
                 // A txn either applies whole or, on error, not at all.
                 let mut scratch = self.clone();
@@ -206,4 +208,3 @@ impl Write {
         Self { revision, changes: Vec::new() }
     }
 }
-

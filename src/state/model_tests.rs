@@ -156,7 +156,12 @@ fn invalid_commands_are_refused_without_changing_state() {
         (
             Command {
                 request: Some(command::Request::Txn(TxnRequest {
-                    success: vec![RequestOp { request: Some(Request::RequestPut(PutRequest { key: key(0), ..Default::default() })) }; MAX_TXN_OPS + 1],
+                    success: vec![
+                        RequestOp {
+                            request: Some(Request::RequestPut(PutRequest { key: key(0), ..Default::default() }))
+                        };
+                        MAX_TXN_OPS + 1
+                    ],
                     ..Default::default()
                 })),
             },
@@ -165,18 +170,31 @@ fn invalid_commands_are_refused_without_changing_state() {
         (
             Command {
                 request: Some(command::Request::Txn(TxnRequest {
-                    success: vec![RequestOp { request: Some(Request::RequestPut(PutRequest { key: key(0), ..Default::default() })) }; 2],
+                    success: vec![
+                        RequestOp {
+                            request: Some(Request::RequestPut(PutRequest { key: key(0), ..Default::default() }))
+                        };
+                        2
+                    ],
                     ..Default::default()
                 })),
             },
             StateError::DuplicateKey,
         ),
         (
-            Command { request: Some(command::Request::Put(PutRequest { key: key(0), lease: 7, ..Default::default() })) },
+            Command {
+                request: Some(command::Request::Put(PutRequest { key: key(0), lease: 7, ..Default::default() })),
+            },
             StateError::LeaseNotFound,
         ),
         (
-            Command { request: Some(command::Request::Put(PutRequest { key: key(0), ignore_value: true, ..Default::default() })) },
+            Command {
+                request: Some(command::Request::Put(PutRequest {
+                    key: key(0),
+                    ignore_value: true,
+                    ..Default::default()
+                })),
+            },
             StateError::KeyNotFound,
         ),
     ];

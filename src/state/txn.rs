@@ -95,7 +95,9 @@ pub(super) fn apply(state: &mut KvState, write: &mut Write, txn: &TxnRequest) ->
                 Response::ResponseRange(kv::range(&state.keys, r))
             }
             Some(Request::RequestPut(p)) => Response::ResponsePut(kv::put(&mut state.keys, write, p)?),
-            Some(Request::RequestDeleteRange(d)) => Response::ResponseDeleteRange(kv::delete(&mut state.keys, write, d)),
+            Some(Request::RequestDeleteRange(d)) => {
+                Response::ResponseDeleteRange(kv::delete(&mut state.keys, write, d))
+            }
             Some(Request::RequestTxn(t)) => Response::ResponseTxn(apply(state, write, t)?),
         };
         responses.push(ResponseOp { response: Some(response) });

@@ -86,7 +86,8 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Up to `limit` pairs with `start <= key < end` (no `end`: to the last key),
     /// in ascending key order.
-    fn scan(&self, cf: &'static str, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<Pair>, StorageError>;
+    fn scan(&self, cf: &'static str, start: &[u8], end: Option<&[u8]>, limit: usize)
+        -> Result<Vec<Pair>, StorageError>;
 
     /// The pair with the greatest key, if the column family is not empty.
     fn last(&self, cf: &'static str) -> Result<Option<Pair>, StorageError>;

@@ -51,7 +51,13 @@ impl Engine for RocksEngine {
         self.db.write_opt(wb, &opts).map_err(io)
     }
 
-    fn scan(&self, cf: &'static str, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<Pair>, StorageError> {
+    fn scan(
+        &self,
+        cf: &'static str,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Pair>, StorageError> {
         let mut read = ReadOptions::default();
         if let Some(end) = end {
             read.set_iterate_upper_bound(end.to_vec());

@@ -153,7 +153,13 @@ impl Engine for SimDisk {
         Ok(())
     }
 
-    fn scan(&self, cf: &'static str, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<Pair>, StorageError> {
+    fn scan(
+        &self,
+        cf: &'static str,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Pair>, StorageError> {
         let inner = self.lock();
         let Some(tree) = inner.live.get(cf) else { return Ok(Vec::new()) };
         let out = tree

@@ -1,0 +1,139 @@
+//! A real cluster on loopback for tests.
+
+use std::time::Duration;
+
+use placement_center::config::{Config, MemberConfig};
+use placement_center::proto::etcdserverpb::kv_client::KvClient;
+use placement_center::proto::etcdserverpb::{PutRequest, RangeRequest};
+use placement_center::runtime::{self, Listener};
+use placement_center::server::{Listeners, Server};
+use tonic::transport::Channel;
+
+/// N nodes, each with its own data dir; nodes can be stopped and restarted.
+pub struct Cluster {
+    /// Each node's config (addresses fixed at first start, reused on restart).
+    pub configs: Vec<Config>,
+    /// Running nodes; `None` while stopped.
+    pub nodes: Vec<Option<Server>>,
+    /// Holds the data dirs for the cluster's lifetime.
+    _dir: tempfile::TempDir,
+}
+
+/// Timings tolerant of a loaded 2-core CI machine.
+fn test_config(id: u64) -> Config {
+    Config {
+        node_id: id,
+        heartbeat_interval_ms: 100,
+        election_timeout_ms: 800,
+        request_timeout_ms: 10_000,
+        ..Config::default()
+    }
+}
+
+impl Cluster {
+    /// Starts `n` nodes and waits for a leader.
+    pub async fn start(n: u64) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let mut listeners = Vec::new();
+        for _ in 0..n {
+            let client = Listener::bind("127.0.0.1:0").await.unwrap();
+            let peer = Listener::bind("127.0.0.1:0").await.unwrap();
+            listeners.push(Listeners { client, peer });
+        }
+        let members: std::collections::BTreeMap<u64, MemberConfig> = listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let member = MemberConfig {
+                    peer_addr: l.peer.local_addr().unwrap().to_string(),
+                    client_addr: l.client.local_addr().unwrap().to_string(),
+                };
+                (i as u64 + 1, member)
+            })
+            .collect();
+        let mut configs = Vec::new();
+        let mut nodes = Vec::new();
+        for (i, l) in listeners.into_iter().enumerate() {
+            let id = i as u64 + 1;
+            let mut config = test_config(id);
+            config.peer_addr = members[&id].peer_addr.clone();
+            config.client_addr = members[&id].client_addr.clone();
+            config.data_dir = dir.path().join(format!("node{id}"));
+            config.initial_members = members.clone();
+            nodes.push(Some(Server::start(config.clone(), l).await.unwrap()));
+            configs.push(config);
+        }
+        let cluster = Cluster { configs, nodes, _dir: dir };
+        cluster.wait_leader().await;
+        cluster
+    }
+
+    /// Index of the leader all running nodes agree on, waiting up to 30 s.
+    pub async fn wait_leader(&self) -> usize {
+        for _ in 0..300 {
+            let leaders: Vec<Option<u64>> = self.nodes.iter().flatten().map(|s| s.node.leader()).collect();
+            if let Some(Some(leader)) = leaders.first() {
+                let running = |id: u64| self.nodes[id as usize - 1].is_some();
+                if leaders.iter().all(|l| *l == Some(*leader)) && running(*leader) {
+                    return *leader as usize - 1;
+                }
+            }
+            runtime::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no agreed leader within 30 s");
+    }
+
+    /// Index of some running node other than the leader.
+    pub async fn follower(&self) -> usize {
+        let leader = self.wait_leader().await;
+        (0..self.nodes.len()).find(|i| *i != leader && self.nodes[*i].is_some()).expect("a running follower")
+    }
+
+    /// The client address of node `i`.
+    pub fn client_addr(&self, i: usize) -> String {
+        self.configs[i].client_addr.clone()
+    }
+
+    /// A KV client to node `i`.
+    pub async fn kv(&self, i: usize) -> KvClient<Channel> {
+        KvClient::connect(format!("http://{}", self.client_addr(i))).await.unwrap()
+    }
+
+    /// Stops node `i` (graceful: the process would exit).
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(server) = self.nodes[i].take() {
+            server.shutdown().await;
+        }
+    }
+
+    /// Restarts node `i` on its old addresses and data dir.
+    pub async fn restart(&mut self, i: usize) {
+        let config = self.configs[i].clone();
+        let listeners = Listeners::bind(&config).await.unwrap();
+        self.nodes[i] = Some(Server::start(config, listeners).await.unwrap());
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(mut self) {
+        for i in 0..self.nodes.len() {
+            self.stop(i).await;
+        }
+    }
+}
+
+/// Puts `key` = `value` through `client`, returning the revision.
+pub async fn put(client: &mut KvClient<Channel>, key: &str, value: &str) -> i64 {
+    let req = PutRequest { key: key.into(), value: value.into(), ..Default::default() };
+    client.put(req).await.unwrap().into_inner().header.unwrap().revision
+}
+
+/// Reads `key` through `client`, linearizably unless `serializable`.
+pub async fn get(
+    client: &mut KvClient<Channel>,
+    key: &str,
+    serializable: bool,
+) -> Result<Option<String>, tonic::Status> {
+    let req = RangeRequest { key: key.into(), serializable, ..Default::default() };
+    let resp = client.range(req).await?.into_inner();
+    Ok(resp.kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
+}

@@ -1,0 +1,108 @@
+//! Replication, failover and recovery on a 3-node cluster.
+
+use std::time::Duration;
+
+use placement_center::runtime;
+
+use crate::cluster::{get, put, Cluster};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_to_follower_is_readable_linearizably_from_every_node() {
+    let cluster = Cluster::start(3).await;
+    let follower = cluster.follower().await;
+    let mut client = cluster.kv(follower).await;
+    let revision = put(&mut client, "/mq/topics/a", "v1").await;
+    assert!(revision >= 2);
+    for i in 0..3 {
+        let mut c = cluster.kv(i).await;
+        assert_eq!(get(&mut c, "/mq/topics/a", false).await.unwrap().as_deref(), Some("v1"), "node {i}");
+    }
+    // Headers name the member that answered and agree on the cluster.
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let mut c = cluster.kv(i).await;
+        let req =
+            placement_center::proto::etcdserverpb::RangeRequest { key: "/mq/topics/a".into(), ..Default::default() };
+        let header = c.range(req).await.unwrap().into_inner().header.unwrap();
+        assert_eq!(header.member_id, i as u64 + 1);
+        assert!(header.raft_term >= 1);
+        assert_eq!(header.revision, revision);
+        ids.push(header.cluster_id);
+    }
+    assert!(ids.iter().all(|id| *id == ids[0]));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_leader_elects_a_new_one_and_loses_no_acknowledged_write() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    let mut client = cluster.kv(leader).await;
+    for i in 0..20 {
+        put(&mut client, &format!("k{i}"), &format!("v{i}")).await;
+    }
+    cluster.stop(leader).await;
+    let new_leader = cluster.wait_leader().await;
+    assert_ne!(new_leader, leader);
+    let mut client = cluster.kv(new_leader).await;
+    for i in 0..20 {
+        assert_eq!(get(&mut client, &format!("k{i}"), false).await.unwrap(), Some(format!("v{i}")));
+    }
+    // The survivors still make progress.
+    put(&mut client, "after", "failover").await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_node_catches_up_from_its_data_dir() {
+    let mut cluster = Cluster::start(3).await;
+    let follower = cluster.follower().await;
+    let leader = cluster.wait_leader().await;
+    let mut client = cluster.kv(leader).await;
+    put(&mut client, "before", "1").await;
+    cluster.stop(follower).await;
+    for i in 0..10 {
+        put(&mut client, &format!("during{i}"), "2").await;
+    }
+    cluster.restart(follower).await;
+    // Serializable reads show the restarted node's own applied state: wait for it to catch up.
+    let mut restarted = cluster.kv(follower).await;
+    let mut caught_up = false;
+    for _ in 0..100 {
+        if get(&mut restarted, "during9", true).await.unwrap().is_some() {
+            caught_up = true;
+            break;
+        }
+        runtime::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(caught_up, "restarted node did not catch up in 10 s");
+    assert_eq!(get(&mut restarted, "before", true).await.unwrap().as_deref(), Some("1"));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serializable_read_is_served_locally_without_a_quorum() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    let mut client = cluster.kv(leader).await;
+    put(&mut client, "k", "v").await;
+    let survivor = cluster.follower().await;
+    // Let the survivor apply the write before cutting it off.
+    let mut local = cluster.kv(survivor).await;
+    for _ in 0..50 {
+        if get(&mut local, "k", true).await.unwrap().is_some() {
+            break;
+        }
+        runtime::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 0..3 {
+        if i != survivor {
+            cluster.stop(i).await;
+        }
+    }
+    assert_eq!(get(&mut local, "k", true).await.unwrap().as_deref(), Some("v"));
+    // A linearizable read cannot be confirmed without a quorum.
+    let err = get(&mut local, "k", false).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    cluster.shutdown().await;
+}
