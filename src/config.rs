@@ -51,7 +51,8 @@ pub struct Config {
     /// Directory of this node's data; created when missing.
     pub data_dir: PathBuf,
     /// The members a new cluster starts with, by node id. Empty: a single-node
-    /// cluster of this node alone.
+    /// cluster of this node alone. (TOML keys are strings: `[initial_members.2]`.)
+    #[serde(with = "id_keys")]
     pub initial_members: BTreeMap<u64, MemberConfig>,
     /// Leader heartbeat period, milliseconds (etcd: 100).
     pub heartbeat_interval_ms: u64,
@@ -77,6 +78,33 @@ impl Default for Config {
             request_timeout_ms: 5000,
             max_request_bytes: 1536 * 1024,
         }
+    }
+}
+
+/// TOML table keys are strings; node ids are numbers.
+mod id_keys {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::MemberConfig;
+
+    pub fn serialize<S: Serializer>(map: &BTreeMap<u64, MemberConfig>, s: S) -> Result<S::Ok, S::Error> {
+        let by_name: BTreeMap<String, &MemberConfig> = map.iter().map(|(id, m)| (id.to_string(), m)).collect();
+        by_name.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u64, MemberConfig>, D::Error> {
+        let by_name = BTreeMap::<String, MemberConfig>::deserialize(d)?;
+        by_name
+            .into_iter()
+            .map(|(key, m)| {
+                let id = key.parse::<u64>().map_err(|_| {
+                    serde::de::Error::custom(format!("initial member key {key:?} is not a node id (a number)"))
+                })?;
+                Ok((id, m))
+            })
+            .collect()
     }
 }
 
@@ -272,6 +300,16 @@ mod tests {
     }
 
     #[test]
+    fn example_cluster_configs_are_valid() {
+        for n in 1..=3 {
+            let path = format!("{}/examples/cluster/node{n}.toml", env!("CARGO_MANIFEST_DIR"));
+            let c = Config::load(Some(Path::new(&path)), Overrides::default()).unwrap();
+            c.validate().unwrap();
+            assert_eq!((c.node_id, c.initial_members.len()), (n, 3));
+        }
+    }
+
+    #[test]
     fn defaults_are_a_valid_single_node_on_etcd_ports() {
         let c = Config::default();
         c.validate().unwrap();
@@ -324,6 +362,9 @@ mod tests {
     #[test]
     fn unknown_fields_and_bad_cluster_specs_are_errors() {
         assert!(Config::from_toml("node_idd = 1").unwrap_err().contains("unknown field"));
+        assert!(Config::from_toml("[initial_members.x]\npeer_addr = \"127.0.0.1:1\"")
+            .unwrap_err()
+            .contains("not a node id"));
         assert!(parse_initial_cluster("1=a,1=b").is_err());
         assert!(parse_initial_cluster("x=127.0.0.1:1").is_err());
         assert!(parse_initial_cluster("127.0.0.1:1").is_err());

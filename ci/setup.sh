@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what building and testing need on a fresh Debian machine, and
+# exports the build settings. Source it: `. ci/setup.sh`.
+#   protobuf-compiler  protoc for build.rs
+#   libclang-dev       bindgen for librocksdb-sys
+#   librocksdb-dev     the system RocksDB 7.8 we link dynamically (no 30-min C++ build)
+#   etcd-client        etcdctl for the compatibility tests
+need=()
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+[ -e /usr/lib/x86_64-linux-gnu/librocksdb.so ] || [ -e /usr/lib/librocksdb.so ] || need+=(librocksdb-dev)
+ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need+=(libclang-dev)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "ci/setup.sh: installing ${need[*]}" >&2
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >&2
+fi
+libdir=/usr/lib/x86_64-linux-gnu
+[ -e "$libdir/librocksdb.so" ] || libdir=/usr/lib
+export ROCKSDB_LIB_DIR="$libdir" ROCKSDB_INCLUDE_DIR=/usr/include ROCKSDB_DYNAMIC=1
+export CARGO_PROFILE_DEV_DEBUG=0 CARGO_PROFILE_TEST_DEBUG=0
