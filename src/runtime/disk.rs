@@ -8,6 +8,7 @@ use crate::storage::{Engine, StorageError};
 /// Opens the persistent engine at `dir` with the given column families.
 #[cfg(not(madsim))]
 pub fn open_engine(dir: &Path, column_families: &[&'static str]) -> Result<Arc<dyn Engine>, StorageError> {
+    std::fs::create_dir_all(dir).map_err(|e| StorageError::Io(format!("create {}: {e}", dir.display())))?;
     Ok(Arc::new(crate::storage::rocksdb::RocksEngine::open(dir, column_families)?))
 }
 
