@@ -1,0 +1,151 @@
+//! N Placement Center nodes on madsim, each on its own simulated IP with its
+//! own SimDisk (which survives kill and restart), bootstrapped exactly as in
+//! production: a config with the initial members, `Server::start`.
+//!
+//! Addresses are in 192.0.2.0/24 (TEST-NET-1) of madsim's in-process network:
+//! no packet ever leaves the process.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use madsim::runtime::{Handle, NodeHandle};
+use placement_center::config::{Config, MemberConfig};
+use placement_center::raft::RaftNode;
+use placement_center::server::{Listeners, Server};
+use placement_center::storage::sim_disk::SimDisk;
+
+use crate::checker::raft_invariants::Sample;
+
+/// Running Raft nodes by node id, for sampling invariants (cleared per run).
+static RUNNING: Mutex<BTreeMap<u64, Arc<RaftNode>>> = Mutex::new(BTreeMap::new());
+
+fn running() -> std::sync::MutexGuard<'static, BTreeMap<u64, Arc<RaftNode>>> {
+    RUNNING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Simulated IP of node `id` (clients use ids from 100).
+pub fn ip(id: u64) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(192, 0, 2, id as u8))
+}
+
+/// One simulated node.
+pub struct SimNode {
+    /// Raft node id (1-based).
+    pub id: u64,
+    /// madsim's handle, for kill/restart and network faults.
+    pub handle: NodeHandle,
+    /// Its disk, kept by the harness across restarts.
+    pub disk: Arc<SimDisk>,
+    /// Where clients connect.
+    pub client_addr: String,
+}
+
+/// The simulated cluster.
+pub struct SimCluster {
+    /// The nodes, index = id - 1.
+    pub nodes: Vec<SimNode>,
+}
+
+impl SimCluster {
+    /// Creates and starts `n` nodes.
+    pub fn start(n: u64) -> SimCluster {
+        SimDisk::clear_registry();
+        running().clear();
+        let handle = Handle::current();
+        let members: BTreeMap<u64, MemberConfig> = (1..=n)
+            .map(|id| (id, MemberConfig { peer_addr: format!("{}:2380", ip(id)), client_addr: format!("{}:2379", ip(id)) }))
+            .collect();
+        let mut nodes = Vec::new();
+        for id in 1..=n {
+            let config = Config {
+                node_id: id,
+                client_addr: members[&id].client_addr.clone(),
+                peer_addr: members[&id].peer_addr.clone(),
+                data_dir: PathBuf::from(format!("/sim/node{id}")),
+                initial_members: members.clone(),
+                heartbeat_interval_ms: 100,
+                election_timeout_ms: 500,
+                request_timeout_ms: 3000,
+                ..Config::default()
+            };
+            let disk = SimDisk::registered(&config.data_dir.join("db"), &[]);
+            let node = handle
+                .create_node()
+                .name(format!("node{id}"))
+                .ip(ip(id))
+                .init(move || {
+                    let config = config.clone();
+                    async move {
+                        let listeners = Listeners::bind(&config).await.expect("bind simulated address");
+                        match Server::start(config, listeners).await {
+                            Ok(server) => {
+                                running().insert(id, server.node.clone());
+                                // Runs until the node is killed.
+                                futures::future::pending::<()>().await;
+                            }
+                            Err(e) => tracing::warn!(node = id, cause = %e, "node did not start"),
+                        }
+                    }
+                })
+                .build();
+            nodes.push(SimNode { id, handle: node, disk, client_addr: format!("{}:2379", ip(id)) });
+        }
+        SimCluster { nodes }
+    }
+
+    /// Kills node `id` (its process dies; the disk keeps unsynced writes).
+    pub fn kill(&self, id: u64) {
+        running().remove(&id);
+        Handle::current().kill(self.nodes[id as usize - 1].handle.id());
+        self.nodes[id as usize - 1].disk.crash();
+    }
+
+    /// Kills node `id` with a power loss: a random suffix of unsynced writes is lost.
+    pub fn power_loss(&self, id: u64, rng: &mut impl rand::Rng) -> usize {
+        running().remove(&id);
+        Handle::current().kill(self.nodes[id as usize - 1].handle.id());
+        self.nodes[id as usize - 1].disk.power_loss(rng)
+    }
+
+    /// Restarts a killed node from its disk.
+    pub fn restart(&self, id: u64) {
+        Handle::current().restart(self.nodes[id as usize - 1].handle.id());
+    }
+
+    /// The current leader as the running nodes see it (the highest term wins).
+    pub fn leader(&self) -> Option<u64> {
+        let nodes = running();
+        nodes
+            .values()
+            .map(|n| n.raft.metrics().borrow().clone())
+            .filter(|m| m.current_leader == Some(m.id))
+            .max_by_key(|m| m.current_term)
+            .map(|m| m.id)
+    }
+
+    /// Whether node `id` is running with a live Raft (not stopped by a disk error).
+    pub fn is_healthy(&self, id: u64) -> bool {
+        running().get(&id).is_some_and(|n| n.raft.metrics().borrow().running_state.is_ok())
+    }
+
+    /// Samples every running node's Raft state.
+    pub fn sample(&self, at: Duration) -> Vec<Sample> {
+        running()
+            .values()
+            .map(|n| {
+                let m = n.raft.metrics().borrow().clone();
+                Sample {
+                    at,
+                    node: m.id,
+                    term: m.current_term,
+                    is_leader: m.current_leader == Some(m.id) && m.state.is_leader(),
+                    last_log: m.last_log_index.unwrap_or(0),
+                    applied: m.last_applied.map_or(0, |id| id.index),
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,249 @@
+//! Faults drawn from the seed: one at a time, each held for a random while and
+//! then healed, until the run's fault phase ends.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use madsim::net::NetSim;
+use placement_center::runtime::{self, Instant};
+use placement_center::storage::sim_disk::DiskFaults;
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use crate::cluster::SimCluster;
+
+/// A kind of fault the nemesis can inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// Split the cluster in two (a minority and a majority), both directions.
+    Partition,
+    /// Cut the current leader off from everyone.
+    IsolateLeader,
+    /// Two nodes cannot talk; a third talks to both.
+    Bridge,
+    /// One direction of one link drops everything.
+    OneWayClog,
+    /// Kill a node (process crash), restart it later.
+    Kill,
+    /// Kill the leader, restart it later.
+    KillLeader,
+    /// Power loss on a node: unsynced writes may be lost; restart later.
+    PowerLoss,
+    /// EIO on a node's disk writes and syncs; the node is restarted after.
+    DiskError,
+    /// A node's disk gets slow.
+    SlowDisk,
+    /// Random packet loss on every link.
+    PacketLoss,
+    /// Much higher network latency.
+    LatencySpike,
+}
+
+impl FaultKind {
+    /// Every kind.
+    pub const ALL: [FaultKind; 11] = [
+        FaultKind::Partition,
+        FaultKind::IsolateLeader,
+        FaultKind::Bridge,
+        FaultKind::OneWayClog,
+        FaultKind::Kill,
+        FaultKind::KillLeader,
+        FaultKind::PowerLoss,
+        FaultKind::DiskError,
+        FaultKind::SlowDisk,
+        FaultKind::PacketLoss,
+        FaultKind::LatencySpike,
+    ];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Partition => "partition",
+            FaultKind::IsolateLeader => "isolate-leader",
+            FaultKind::Bridge => "bridge",
+            FaultKind::OneWayClog => "one-way-clog",
+            FaultKind::Kill => "kill",
+            FaultKind::KillLeader => "kill-leader",
+            FaultKind::PowerLoss => "power-loss",
+            FaultKind::DiskError => "disk-error",
+            FaultKind::SlowDisk => "slow-disk",
+            FaultKind::PacketLoss => "packet-loss",
+            FaultKind::LatencySpike => "latency-spike",
+        }
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for FaultKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        FaultKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+            format!("unknown fault {s:?}; known: {}", names.join(", "))
+        })
+    }
+}
+
+/// What the nemesis did, for the report and the trace hash.
+#[derive(Debug, Default)]
+pub struct NemesisLog {
+    /// Each event with its virtual time.
+    pub events: Vec<String>,
+    /// How many times each fault kind was injected.
+    pub counts: BTreeMap<FaultKind, u32>,
+}
+
+impl NemesisLog {
+    fn note(&mut self, start: Instant, what: String) {
+        self.events.push(format!("[{:>8.3}s] {what}", (runtime::now() - start).as_secs_f64()));
+    }
+}
+
+fn millis(rng: &mut impl Rng, range: std::ops::Range<u64>) -> Duration {
+    Duration::from_millis(rng.gen_range(range))
+}
+
+/// Injects faults of `kinds` until `until`, logging each.
+pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, until: Instant, log: &mut NemesisLog) {
+    if kinds.is_empty() {
+        runtime::sleep(until.saturating_duration_since(runtime::now())).await;
+        return;
+    }
+    let n = cluster.nodes.len() as u64;
+    let net = NetSim::current();
+    let sim_id = |id: u64| cluster.nodes[id as usize - 1].handle.id();
+    while runtime::now() < until {
+        let (kind, hold, pause) = {
+            let mut rng = runtime::rng();
+            (*kinds.choose(&mut rng).expect("kinds is not empty"), millis(&mut rng, 500..4000), millis(&mut rng, 200..2000))
+        };
+        runtime::sleep(pause).await;
+        if runtime::now() >= until {
+            break;
+        }
+        let random_node = || runtime::rng().gen_range(1..=n);
+        *log.counts.entry(kind).or_default() += 1;
+        match kind {
+            FaultKind::Partition => {
+                let mut ids: Vec<u64> = (1..=n).collect();
+                ids.shuffle(&mut runtime::rng());
+                let minority_size = runtime::rng().gen_range(1..=(n as usize - 1) / 2);
+                let (minority, majority) = ids.split_at(minority_size);
+                log.note(start, format!("partition {minority:?} | {majority:?} for {hold:?}"));
+                let links: Vec<(u64, u64)> = minority.iter().flat_map(|a| majority.iter().map(move |b| (*a, *b))).collect();
+                for (a, b) in &links {
+                    net.clog_link(sim_id(*a), sim_id(*b));
+                    net.clog_link(sim_id(*b), sim_id(*a));
+                }
+                runtime::sleep(hold).await;
+                for (a, b) in &links {
+                    net.unclog_link(sim_id(*a), sim_id(*b));
+                    net.unclog_link(sim_id(*b), sim_id(*a));
+                }
+                log.note(start, "healed partition".into());
+            }
+            FaultKind::IsolateLeader => {
+                let Some(leader) = cluster.leader() else { continue };
+                log.note(start, format!("isolate leader {leader} for {hold:?}"));
+                net.clog_node(sim_id(leader));
+                runtime::sleep(hold).await;
+                net.unclog_node(sim_id(leader));
+                log.note(start, format!("unisolated {leader}"));
+            }
+            FaultKind::Bridge => {
+                let mut ids: Vec<u64> = (1..=n).collect();
+                ids.shuffle(&mut runtime::rng());
+                let (bridge, rest) = ids.split_first().expect("nodes");
+                let (left, right) = rest.split_at(rest.len() / 2);
+                log.note(start, format!("bridge {bridge} between {left:?} and {right:?} for {hold:?}"));
+                let links: Vec<(u64, u64)> = left.iter().flat_map(|a| right.iter().map(move |b| (*a, *b))).collect();
+                for (a, b) in &links {
+                    net.clog_link(sim_id(*a), sim_id(*b));
+                    net.clog_link(sim_id(*b), sim_id(*a));
+                }
+                runtime::sleep(hold).await;
+                for (a, b) in &links {
+                    net.unclog_link(sim_id(*a), sim_id(*b));
+                    net.unclog_link(sim_id(*b), sim_id(*a));
+                }
+                log.note(start, "healed bridge".into());
+            }
+            FaultKind::OneWayClog => {
+                let from = random_node();
+                let to = (from % n) + 1;
+                log.note(start, format!("clog {from} -> {to} for {hold:?}"));
+                net.clog_link(sim_id(from), sim_id(to));
+                runtime::sleep(hold).await;
+                net.unclog_link(sim_id(from), sim_id(to));
+                log.note(start, format!("unclogged {from} -> {to}"));
+            }
+            FaultKind::Kill | FaultKind::KillLeader => {
+                let victim = if kind == FaultKind::KillLeader { cluster.leader() } else { Some(random_node()) };
+                let Some(victim) = victim else { continue };
+                log.note(start, format!("kill {victim}, restart after {hold:?}"));
+                cluster.kill(victim);
+                runtime::sleep(hold).await;
+                cluster.restart(victim);
+                log.note(start, format!("restarted {victim}"));
+            }
+            FaultKind::PowerLoss => {
+                let victim = random_node();
+                let lost = cluster.power_loss(victim, &mut runtime::rng());
+                log.note(start, format!("power loss on {victim} ({lost} unsynced batches lost), restart after {hold:?}"));
+                runtime::sleep(hold).await;
+                cluster.restart(victim);
+                log.note(start, format!("restarted {victim}"));
+            }
+            FaultKind::DiskError => {
+                let victim = random_node();
+                let disk = &cluster.nodes[victim as usize - 1].disk;
+                log.note(start, format!("disk EIO on {victim} for {hold:?}"));
+                disk.set_faults(DiskFaults { fail_writes: true, fail_syncs: true, ..Default::default() });
+                runtime::sleep(hold).await;
+                disk.set_faults(DiskFaults::default());
+                if !cluster.is_healthy(victim) {
+                    // A storage error stops Raft for good: the process is restarted.
+                    cluster.kill(victim);
+                    cluster.restart(victim);
+                    log.note(start, format!("disk healed; {victim} stopped on EIO and was restarted"));
+                } else {
+                    log.note(start, format!("disk healed on {victim}"));
+                }
+            }
+            FaultKind::SlowDisk => {
+                let victim = random_node();
+                let latency = millis(&mut runtime::rng(), 5..80);
+                let disk = &cluster.nodes[victim as usize - 1].disk;
+                log.note(start, format!("slow disk on {victim} ({latency:?} per I/O) for {hold:?}"));
+                disk.set_faults(DiskFaults { latency, ..Default::default() });
+                runtime::sleep(hold).await;
+                disk.set_faults(DiskFaults::default());
+                log.note(start, format!("disk fast again on {victim}"));
+            }
+            FaultKind::PacketLoss => {
+                let rate = runtime::rng().gen_range(0.02..0.2);
+                log.note(start, format!("packet loss {rate:.3} for {hold:?}"));
+                net.update_config(|c| c.packet_loss_rate = rate);
+                runtime::sleep(hold).await;
+                net.update_config(|c| c.packet_loss_rate = 0.0);
+                log.note(start, "packet loss healed".into());
+            }
+            FaultKind::LatencySpike => {
+                let high = millis(&mut runtime::rng(), 50..400);
+                log.note(start, format!("latency up to {high:?} for {hold:?}"));
+                net.update_config(|c| c.send_latency = Duration::from_millis(1)..high);
+                runtime::sleep(hold).await;
+                net.update_config(|c| c.send_latency = Duration::from_millis(1)..Duration::from_millis(10));
+                log.note(start, "latency healed".into());
+            }
+        }
+    }
+}
