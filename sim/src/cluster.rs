@@ -56,7 +56,9 @@ impl SimCluster {
         running().clear();
         let handle = Handle::current();
         let members: BTreeMap<u64, MemberConfig> = (1..=n)
-            .map(|id| (id, MemberConfig { peer_addr: format!("{}:2380", ip(id)), client_addr: format!("{}:2379", ip(id)) }))
+            .map(|id| {
+                (id, MemberConfig { peer_addr: format!("{}:2380", ip(id)), client_addr: format!("{}:2379", ip(id)) })
+            })
             .collect();
         let mut nodes = Vec::new();
         for id in 1..=n {

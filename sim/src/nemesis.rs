@@ -123,7 +123,11 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
     while runtime::now() < until {
         let (kind, hold, pause) = {
             let mut rng = runtime::rng();
-            (*kinds.choose(&mut rng).expect("kinds is not empty"), millis(&mut rng, 500..4000), millis(&mut rng, 200..2000))
+            (
+                *kinds.choose(&mut rng).expect("kinds is not empty"),
+                millis(&mut rng, 500..4000),
+                millis(&mut rng, 200..2000),
+            )
         };
         runtime::sleep(pause).await;
         if runtime::now() >= until {
@@ -138,7 +142,8 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
                 let minority_size = runtime::rng().gen_range(1..=(n as usize - 1) / 2);
                 let (minority, majority) = ids.split_at(minority_size);
                 log.note(start, format!("partition {minority:?} | {majority:?} for {hold:?}"));
-                let links: Vec<(u64, u64)> = minority.iter().flat_map(|a| majority.iter().map(move |b| (*a, *b))).collect();
+                let links: Vec<(u64, u64)> =
+                    minority.iter().flat_map(|a| majority.iter().map(move |b| (*a, *b))).collect();
                 for (a, b) in &links {
                     net.clog_link(sim_id(*a), sim_id(*b));
                     net.clog_link(sim_id(*b), sim_id(*a));
@@ -197,7 +202,10 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
             FaultKind::PowerLoss => {
                 let victim = random_node();
                 let lost = cluster.power_loss(victim, &mut runtime::rng());
-                log.note(start, format!("power loss on {victim} ({lost} unsynced batches lost), restart after {hold:?}"));
+                log.note(
+                    start,
+                    format!("power loss on {victim} ({lost} unsynced batches lost), restart after {hold:?}"),
+                );
                 runtime::sleep(hold).await;
                 cluster.restart(victim);
                 log.note(start, format!("restarted {victim}"));

@@ -12,7 +12,7 @@ use crate::checker::{self, raft_invariants};
 use crate::cluster::SimCluster;
 use crate::history::{Call, Outcome, TraceHash};
 use crate::nemesis::{self, FaultKind, NemesisLog};
-use crate::workload::{self, Client};
+use crate::workload;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -105,11 +105,15 @@ async fn run(opts: RunOptions) -> Report {
 
     // Converged: every node serves, there is one leader, and every node ends
     // with the same revision and the same keys.
-    if !wait_for(Duration::from_secs(30), || cluster.leader().is_some() && (1..=opts.nodes).all(|id| cluster.is_healthy(id))).await
+    if !wait_for(Duration::from_secs(30), || {
+        cluster.leader().is_some() && (1..=opts.nodes).all(|id| cluster.is_healthy(id))
+    })
+    .await
     {
-        violations.push("after heal the cluster did not recover a leader with every node running within 30 s".to_string());
+        violations
+            .push("after heal the cluster did not recover a leader with every node running within 30 s".to_string());
     }
-    final_reads(&cluster, &opts, start, &history).await;
+    final_reads(&cluster, start, &history).await;
     if let Some(problem) = convergence(&cluster).await {
         violations.push(problem);
     }
@@ -172,25 +176,51 @@ async fn heal(cluster: &SimCluster, start: Instant, log: &mut NemesisLog) {
     }
 }
 
-/// After heal, a linearizable read of every key (retried until answered), so
-/// that a lost acknowledged write shows up as a linearizability violation.
-async fn final_reads(cluster: &SimCluster, opts: &RunOptions, start: Instant, history: &workload::History) {
+/// After heal, one linearizable read of every key (retried until answered),
+/// recorded as a read of each key the history touched: a lost acknowledged
+/// write then shows up as a linearizability violation. The range read is
+/// atomic, so each key's projection of it is a valid read of that key.
+async fn final_reads(cluster: &SimCluster, start: Instant, history: &workload::History) {
     let handle = madsim::runtime::Handle::current();
     let node = handle.create_node().name("checker").ip(crate::cluster::ip(250)).build();
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.client_addr.clone()).collect();
-    let keys = opts.keys;
     let history = history.clone();
     let reader = node.spawn(async move {
-        let mut client = Client::new(u32::MAX, &addrs, start, history);
-        for k in 0..keys {
-            let key = format!("k{k}");
-            for attempt in 0..20 {
-                if matches!(client.run(attempt % addrs.len(), &key, Call::Get).await, Outcome::Read(_)) {
-                    break;
+        for attempt in 0..50 {
+            let addr = &addrs[attempt % addrs.len()];
+            let invoked = runtime::now();
+            let read = async {
+                let mut kv = KvClient::connect(format!("http://{addr}")).await.ok()?;
+                let req = RangeRequest { key: b"k".to_vec(), range_end: b"l".to_vec(), ..Default::default() };
+                runtime::timeout(Duration::from_secs(2), kv.range(req)).await.ok()?.ok()
+            };
+            if let Some(resp) = read.await {
+                let values: BTreeMap<String, String> = resp
+                    .into_inner()
+                    .kvs
+                    .into_iter()
+                    .map(|kv| {
+                        (String::from_utf8_lossy(&kv.key).into_owned(), String::from_utf8_lossy(&kv.value).into_owned())
+                    })
+                    .collect();
+                let completed = runtime::now();
+                let mut history = history.lock().unwrap_or_else(|e| e.into_inner());
+                let keys: std::collections::BTreeSet<String> = history.iter().map(|op| op.key.clone()).collect();
+                for key in keys {
+                    history.push(crate::history::Op {
+                        client: u32::MAX,
+                        outcome: Outcome::Read(values.get(&key).cloned()),
+                        key,
+                        call: Call::Get,
+                        invoked: invoked - start,
+                        completed: completed - start,
+                    });
                 }
-                runtime::sleep(Duration::from_millis(200)).await;
+                return;
             }
+            runtime::sleep(Duration::from_millis(200)).await;
         }
+        tracing::warn!("final read never succeeded");
     });
     let _ = reader.await;
 }
@@ -207,9 +237,23 @@ async fn convergence(cluster: &SimCluster) -> Option<String> {
             for addr in &addrs {
                 let state = async {
                     let mut kv = KvClient::connect(format!("http://{addr}")).await.ok()?;
-                    let req = RangeRequest { key: vec![0], range_end: vec![0], serializable: true, ..Default::default() };
+                    let req =
+                        RangeRequest { key: vec![0], range_end: vec![0], serializable: true, ..Default::default() };
                     let resp = runtime::timeout(Duration::from_secs(1), kv.range(req)).await.ok()?.ok()?.into_inner();
-                    let kvs: Vec<String> = resp.kvs.iter().map(|kv| format!("{:?}={:?}@{}/{}/{}", String::from_utf8_lossy(&kv.key), String::from_utf8_lossy(&kv.value), kv.create_revision, kv.mod_revision, kv.version)).collect();
+                    let kvs: Vec<String> = resp
+                        .kvs
+                        .iter()
+                        .map(|kv| {
+                            format!(
+                                "{:?}={:?}@{}/{}/{}",
+                                String::from_utf8_lossy(&kv.key),
+                                String::from_utf8_lossy(&kv.value),
+                                kv.create_revision,
+                                kv.mod_revision,
+                                kv.version
+                            )
+                        })
+                        .collect();
                     Some(format!("revision {} keys {}", resp.header.map_or(0, |h| h.revision), kvs.join(",")))
                 }
                 .await;
@@ -218,7 +262,8 @@ async fn convergence(cluster: &SimCluster) -> Option<String> {
             if states.iter().all(|s| *s == states[0] && s != "unreachable") {
                 return None;
             }
-            last = states.iter().enumerate().map(|(i, s)| format!("  node {}: {s}", i + 1)).collect::<Vec<_>>().join("\n");
+            last =
+                states.iter().enumerate().map(|(i, s)| format!("  node {}: {s}", i + 1)).collect::<Vec<_>>().join("\n");
             runtime::sleep(Duration::from_millis(200)).await;
         }
         Some(format!("nodes did not converge within 10 s after heal:\n{last}"))

@@ -9,7 +9,9 @@ use madsim::runtime::Handle;
 use placement_center::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use placement_center::proto::etcdserverpb::kv_client::KvClient;
 use placement_center::proto::etcdserverpb::request_op::Request;
-use placement_center::proto::etcdserverpb::{Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
+use placement_center::proto::etcdserverpb::{
+    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
 use placement_center::runtime::{self, Instant};
 use rand::Rng;
 use tonic::transport::{Channel, Endpoint};
@@ -21,6 +23,16 @@ pub type History = Arc<Mutex<Vec<Op>>>;
 
 /// How long a client waits for one RPC before it gives up (outcome unknown).
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Clients move to fresh keys every this many virtual seconds, so that each
+/// key's history (and the linearizability search over its unknown-outcome
+/// operations) stays small, as with Jepsen's independent keys.
+pub const KEY_GENERATION: Duration = Duration::from_secs(4);
+
+/// The key `index` of the generation current at `elapsed`.
+pub fn key_name(index: usize, elapsed: Duration) -> String {
+    format!("k{index}-{:04}", elapsed.as_secs() / KEY_GENERATION.as_secs())
+}
 
 /// One client's connections: a lazily connected channel per server.
 pub struct Client {
@@ -71,16 +83,21 @@ impl Client {
                 runtime::timeout(RPC_TIMEOUT, kv.put(req)).await.map(|r| r.map(|_| Outcome::Written))
             }
             Call::Get | Call::GetSerializable => {
-                let req = RangeRequest { key: key.into(), serializable: call == Call::GetSerializable, ..Default::default() };
+                let req =
+                    RangeRequest { key: key.into(), serializable: call == Call::GetSerializable, ..Default::default() };
                 runtime::timeout(RPC_TIMEOUT, kv.range(req)).await.map(|r| {
                     r.map(|resp| {
-                        Outcome::Read(resp.into_inner().kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
+                        Outcome::Read(
+                            resp.into_inner().kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned()),
+                        )
                     })
                 })
             }
             Call::Delete => {
                 let req = DeleteRangeRequest { key: key.into(), ..Default::default() };
-                runtime::timeout(RPC_TIMEOUT, kv.delete_range(req)).await.map(|r| r.map(|resp| Outcome::Deleted(resp.into_inner().deleted)))
+                runtime::timeout(RPC_TIMEOUT, kv.delete_range(req))
+                    .await
+                    .map(|r| r.map(|resp| Outcome::Deleted(resp.into_inner().deleted)))
             }
             Call::Cas { expected, new } => {
                 let req = TxnRequest {
@@ -100,18 +117,33 @@ impl Client {
                     }],
                     failure: Vec::new(),
                 };
-                runtime::timeout(RPC_TIMEOUT, kv.txn(req)).await.map(|r| r.map(|resp| Outcome::Swapped(resp.into_inner().succeeded)))
+                runtime::timeout(RPC_TIMEOUT, kv.txn(req))
+                    .await
+                    .map(|r| r.map(|resp| Outcome::Swapped(resp.into_inner().succeeded)))
             }
         };
+        if std::env::var_os("PLACEMENT_SIM_DEBUG").is_some() {
+            if let Ok(Err(status)) = &result {
+                eprintln!("client {} {key} {call:?}: {:?} {}", self.id, status.code(), status.message());
+            }
+        }
         let outcome = match result {
             Ok(Ok(outcome)) => outcome,
             // A refusal that says the request was not executed.
             Ok(Err(status))
                 if matches!(
                     status.code(),
-                    tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::OutOfRange | tonic::Code::FailedPrecondition
+                    tonic::Code::InvalidArgument
+                        | tonic::Code::NotFound
+                        | tonic::Code::OutOfRange
+                        | tonic::Code::FailedPrecondition
                 ) =>
             {
+                Outcome::Failed
+            }
+            // madsim's tonic says "transport error" only when it could not
+            // connect: the request was never sent, so it did not happen.
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable && status.message() == "transport error" => {
                 Outcome::Failed
             }
             // No answer: a write may or may not have happened; a read had no effect.
@@ -129,12 +161,18 @@ pub async fn client_loop(mut client: Client, keys: u32, until: Instant) {
     let servers = client.kvs.len();
     let mut seq = 0u64;
     let mut last_seen: Vec<Option<String>> = vec![None; keys as usize];
+    let mut generation = String::new();
     while runtime::now() < until {
         let (server, key_index, choice) = {
             let mut rng = runtime::rng();
             (rng.gen_range(0..servers), rng.gen_range(0..keys as usize), rng.gen_range(0..100))
         };
-        let key = format!("k{key_index}");
+        let key = key_name(key_index, runtime::now() - client.start);
+        let this_generation = key_name(0, runtime::now() - client.start);
+        if this_generation != generation {
+            generation = this_generation;
+            last_seen = vec![None; keys as usize];
+        }
         seq += 1;
         let value = format!("c{}-{}", client.id, seq);
         match choice {
@@ -163,7 +201,8 @@ pub async fn client_loop(mut client: Client, keys: u32, until: Instant) {
             }
             _ => {
                 let expected = last_seen[key_index].clone().unwrap_or_else(|| "none".to_string());
-                if client.run(server, &key, Call::Cas { expected, new: value.clone() }).await == Outcome::Swapped(true) {
+                if client.run(server, &key, Call::Cas { expected, new: value.clone() }).await == Outcome::Swapped(true)
+                {
                     last_seen[key_index] = Some(value);
                 }
             }
@@ -185,7 +224,8 @@ pub fn start_clients(
     let handle = Handle::current();
     (0..clients)
         .map(|i| {
-            let node = handle.create_node().name(format!("client{i}")).ip(crate::cluster::ip(100 + u64::from(i))).build();
+            let node =
+                handle.create_node().name(format!("client{i}")).ip(crate::cluster::ip(100 + u64::from(i))).build();
             let client = Client::new(i, addrs, start, history.clone());
             node.spawn(client_loop(client, keys, until))
         })

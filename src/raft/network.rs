@@ -146,11 +146,22 @@ pub enum LeaderCall<T> {
     Failed(tonic::Status),
 }
 
+/// Whether a failed call never reached the peer (the connection could not be
+/// made), so that nothing happened there. tonic reports this as Unavailable
+/// with a connect error; its simulated twin as "transport error".
+fn never_sent(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable
+        && (status.message() == "transport error" || status.message().contains("connect error"))
+}
+
 /// Classifies a leader-only call's result.
 pub fn leader_call<T>(result: Result<tonic::Response<T>, tonic::Status>) -> LeaderCall<T> {
     match result {
         Ok(resp) => LeaderCall::Done(resp.into_inner()),
-        Err(status) if status.metadata().contains_key(NOT_LEADER_METADATA) => LeaderCall::NotLeader,
+        // Nothing happened at the callee: as safe to retry as "not leader".
+        Err(status) if status.metadata().contains_key(NOT_LEADER_METADATA) || never_sent(&status) => {
+            LeaderCall::NotLeader
+        }
         Err(status) => LeaderCall::Failed(status),
     }
 }

@@ -116,11 +116,7 @@ mod sweep {
         let wall = started.elapsed().as_secs_f64();
         let faults: Vec<String> = counts.iter().map(|(k, n)| format!("{k}={n}")).collect();
         println!("faults injected: {}", faults.join(" "));
-        println!(
-            "{} passed, {} failed",
-            seeds.len() - failed.len(),
-            failed.len()
-        );
+        println!("{} passed, {} failed", seeds.len() - failed.len(), failed.len());
         println!(
             "summary: seeds={} failures={} virtual={:.0}s wall={:.1}s speed={:.0} virtual s/wall s{}",
             seeds.len(),

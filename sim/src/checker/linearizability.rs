@@ -45,11 +45,21 @@ pub struct Violation {
     pub key: String,
     /// The operation that could not be linearized and those concurrent with it.
     pub ops: Vec<Op>,
+    /// The search ran out of its step budget: not proven wrong, not proven right.
+    pub inconclusive: bool,
 }
 
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "history of key {:?} is not linearizable; first stuck at the first op below:", self.key)?;
+        if self.inconclusive {
+            writeln!(
+                f,
+                "linearizability of key {:?} is inconclusive: search exceeded {STEP_BUDGET} steps near:",
+                self.key
+            )?;
+        } else {
+            writeln!(f, "history of key {:?} is not linearizable; no order explains the first op below:", self.key)?;
+        }
         for op in &self.ops {
             writeln!(f, "  {op}")?;
         }
@@ -65,6 +75,12 @@ pub fn check(history: &[Op]) -> Vec<Violation> {
             by_key.entry(op.key.as_str()).or_default().push(op);
         }
     }
+    if std::env::var_os("PLACEMENT_SIM_DEBUG").is_some() {
+        for (key, ops) in &by_key {
+            let unknown = ops.iter().filter(|op| op.outcome == Outcome::Unknown).count();
+            eprintln!("key {key}: {} ops, {unknown} unknown", ops.len());
+        }
+    }
     by_key.into_iter().filter_map(|(key, ops)| check_key(key, &ops)).collect()
 }
 
@@ -74,7 +90,24 @@ enum Kind {
     Return,
 }
 
-/// Wing–Gong–Lowe on one key's operations.
+/// How many search steps one key may take before the check gives up (and
+/// reports it: an inconclusive check is a failure, never a pass).
+pub const STEP_BUDGET: u64 = 2_000_000;
+
+/// One level of the depth-first search: the ops that could be linearized next
+/// and which of them is being tried.
+struct Frame {
+    candidates: Vec<usize>,
+    next: usize,
+    /// The op chosen at this level and the state before it.
+    chosen: Option<(usize, State)>,
+}
+
+/// Wing–Gong–Lowe on one key's operations, as a depth-first search. At each
+/// level the candidates are the ops not yet linearized whose invocation comes
+/// before the first pending completion; ops with a known outcome are tried
+/// before ops with an unknown one (which rarely need to take effect), which
+/// keeps the search short without dropping any candidate.
 fn check_key(key: &str, ops: &[&Op]) -> Option<Violation> {
     // Events in time order; at equal times calls come first (no precedence).
     let mut events: Vec<(Duration, Kind, usize)> = Vec::new();
@@ -85,90 +118,104 @@ fn check_key(key: &str, ops: &[&Op]) -> Option<Violation> {
         }
     }
     events.sort_by_key(|(t, kind, i)| (*t, *kind == Kind::Return, *i));
-    let call_pos: Vec<usize> = {
-        let mut pos = vec![0; ops.len()];
-        for (p, (_, kind, i)) in events.iter().enumerate() {
-            if *kind == Kind::Call {
-                pos[*i] = p;
-            }
-        }
-        pos
-    };
     let must_linearize = ops.iter().filter(|op| op.outcome != Outcome::Unknown).count();
 
     let words = ops.len().div_ceil(64);
     let mut linearized = vec![0u64; words];
+    let is_set = |set: &[u64], i: usize| set[i / 64] & (1 << (i % 64)) != 0;
     let mut done_known = 0usize;
     let mut state: State = None;
     let mut cache: HashSet<(Vec<u64>, State)> = HashSet::new();
-    let mut stack: Vec<(usize, State)> = Vec::new();
-    let mut pos = 0usize;
-    let is_set = |set: &[u64], i: usize| set[i / 64] & (1 << (i % 64)) != 0;
-    // Where the search got stuck the furthest, for the report.
-    let mut furthest = 0usize;
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut steps: u64 = 0;
+    // The pending completion the search could not get past, furthest in time.
+    let mut stuck: Option<usize> = None;
 
-    loop {
+    let candidates = |linearized: &[u64]| -> (Vec<usize>, Option<usize>) {
+        let mut known = Vec::new();
+        let mut unknown = Vec::new();
+        let mut blocking = None;
+        for (_, kind, i) in &events {
+            if is_set(linearized, *i) {
+                continue;
+            }
+            match kind {
+                Kind::Call if ops[*i].outcome == Outcome::Unknown => unknown.push(*i),
+                Kind::Call => known.push(*i),
+                Kind::Return => {
+                    blocking = Some(*i);
+                    break;
+                }
+            }
+        }
+        known.extend(unknown);
+        (known, blocking)
+    };
+
+    'descend: loop {
         if done_known == must_linearize {
             return None;
         }
-        // Next event of an op not yet linearized.
-        while pos < events.len() && is_set(&linearized, events[pos].2) {
-            pos += 1;
-        }
-        if pos >= events.len() {
-            // Only unknown ops remain: they may never have happened.
-            return None;
-        }
-        let (_, kind, i) = events[pos];
-        match kind {
-            Kind::Call => {
-                let mut advanced = false;
-                if let Some(next) = step(&state, ops[i]) {
-                    let mut set = linearized.clone();
-                    set[i / 64] |= 1 << (i % 64);
-                    if cache.insert((set.clone(), next.clone())) {
-                        stack.push((i, state.clone()));
-                        linearized = set;
-                        state = next;
-                        if ops[i].outcome != Outcome::Unknown {
-                            done_known += 1;
-                        }
-                        pos = 0;
-                        advanced = true;
-                    }
-                }
-                if !advanced {
-                    pos += 1;
-                }
+        let (cands, blocking) = candidates(&linearized);
+        if let Some(b) = blocking {
+            if stuck.is_none_or(|s| ops[b].completed > ops[s].completed) {
+                stuck = Some(b);
             }
-            Kind::Return => {
-                furthest = furthest.max(pos);
-                let Some((j, previous)) = stack.pop() else {
-                    return Some(violation(key, ops, &events, furthest));
-                };
-                linearized[j / 64] &= !(1 << (j % 64));
-                if ops[j].outcome != Outcome::Unknown {
+        }
+        stack.push(Frame { candidates: cands, next: 0, chosen: None });
+        loop {
+            steps += 1;
+            if steps > STEP_BUDGET {
+                let mut v = violation(key, ops, stuck.unwrap_or(0));
+                v.inconclusive = true;
+                return Some(v);
+            }
+            let Some(frame) = stack.last_mut() else {
+                return Some(violation(key, ops, stuck.unwrap_or(0)));
+            };
+            // Undo what this level tried last.
+            if let Some((i, previous)) = frame.chosen.take() {
+                linearized[i / 64] &= !(1 << (i % 64));
+                if ops[i].outcome != Outcome::Unknown {
                     done_known -= 1;
                 }
                 state = previous;
-                pos = call_pos[j] + 1;
             }
+            while frame.next < frame.candidates.len() {
+                let i = frame.candidates[frame.next];
+                frame.next += 1;
+                let Some(after) = step(&state, ops[i]) else { continue };
+                let mut set = linearized.clone();
+                set[i / 64] |= 1 << (i % 64);
+                if !cache.insert((set.clone(), after.clone())) {
+                    continue;
+                }
+                frame.chosen = Some((i, std::mem::replace(&mut state, after)));
+                linearized = set;
+                if ops[i].outcome != Outcome::Unknown {
+                    done_known += 1;
+                }
+                continue 'descend;
+            }
+            // Nothing left to try at this level: back up one.
+            stack.pop();
         }
     }
 }
 
 /// The op whose completion could not be reached, and every op overlapping it.
-fn violation(key: &str, ops: &[&Op], events: &[(Duration, Kind, usize)], stuck_at: usize) -> Violation {
-    let stuck = ops[events[stuck_at].2];
+fn violation(key: &str, ops: &[&Op], stuck_at: usize) -> Violation {
+    let stuck = ops[stuck_at];
     let mut involved: Vec<Op> = vec![stuck.clone()];
     for op in ops {
-        let overlaps = op.invoked <= stuck.completed && (op.outcome == Outcome::Unknown || op.completed >= stuck.invoked);
+        let overlaps =
+            op.invoked <= stuck.completed && (op.outcome == Outcome::Unknown || op.completed >= stuck.invoked);
         if overlaps && *op != stuck {
             involved.push((*op).clone());
         }
     }
     involved[1..].sort_by_key(|op| op.invoked);
-    Violation { key: key.to_string(), ops: involved }
+    Violation { key: key.to_string(), ops: involved, inconclusive: false }
 }
 
 #[cfg(test)]
@@ -198,15 +245,32 @@ mod tests {
     #[test]
     fn linearizable_histories_are_accepted() {
         let cases: Vec<(&str, Vec<Op>)> = vec![
-            ("sequential", vec![put(1, "a", (0, 10)), get(2, Some("a"), (20, 30)), put(1, "b", (40, 50)), get(2, Some("b"), (60, 70))]),
-            ("concurrent read may see old or new", vec![put(1, "a", (0, 10)), put(1, "b", (20, 50)), get(2, Some("a"), (25, 30))]),
-            ("concurrent read may see new", vec![put(1, "a", (0, 10)), put(1, "b", (20, 50)), get(2, Some("b"), (25, 30))]),
+            (
+                "sequential",
+                vec![
+                    put(1, "a", (0, 10)),
+                    get(2, Some("a"), (20, 30)),
+                    put(1, "b", (40, 50)),
+                    get(2, Some("b"), (60, 70)),
+                ],
+            ),
+            (
+                "concurrent read may see old or new",
+                vec![put(1, "a", (0, 10)), put(1, "b", (20, 50)), get(2, Some("a"), (25, 30))],
+            ),
+            (
+                "concurrent read may see new",
+                vec![put(1, "a", (0, 10)), put(1, "b", (20, 50)), get(2, Some("b"), (25, 30))],
+            ),
             ("empty read before any write", vec![get(1, None, (0, 5)), put(2, "a", (10, 20))]),
             (
                 "delete then read none",
                 vec![put(1, "a", (0, 10)), op(1, Call::Delete, Outcome::Deleted(1), (20, 30)), get(2, None, (40, 50))],
             ),
-            ("cas succeeds once", vec![put(1, "a", (0, 10)), cas(1, "a", "b", true, (20, 30)), cas(2, "a", "c", false, (40, 50))]),
+            (
+                "cas succeeds once",
+                vec![put(1, "a", (0, 10)), cas(1, "a", "b", true, (20, 30)), cas(2, "a", "c", false, (40, 50))],
+            ),
             (
                 "unknown write that took effect",
                 vec![op(1, Call::Put("a".into()), Outcome::Unknown, (0, 10)), get(2, Some("a"), (100, 110))],
@@ -228,18 +292,26 @@ mod tests {
     #[test]
     fn non_linearizable_histories_are_rejected() {
         let cases: Vec<(&str, Vec<Op>)> = vec![
-            ("stale read after a completed write", vec![put(1, "a", (0, 10)), put(1, "b", (20, 30)), get(2, Some("a"), (40, 50))]),
+            (
+                "stale read after a completed write",
+                vec![put(1, "a", (0, 10)), put(1, "b", (20, 30)), get(2, Some("a"), (40, 50))],
+            ),
             ("lost acknowledged write", vec![put(1, "a", (0, 10)), get(2, None, (20, 30))]),
             ("read of a value never written", vec![put(1, "a", (0, 10)), get(2, Some("x"), (20, 30))]),
             (
                 "reads go back in time",
-                vec![put(1, "a", (0, 10)), put(1, "b", (20, 100)), get(2, Some("b"), (30, 40)), get(3, Some("a"), (50, 60))],
+                vec![
+                    put(1, "a", (0, 10)),
+                    put(1, "b", (20, 100)),
+                    get(2, Some("b"), (30, 40)),
+                    get(3, Some("a"), (50, 60)),
+                ],
             ),
-            ("two cas succeed on one value", vec![put(1, "a", (0, 10)), cas(1, "a", "b", true, (20, 30)), cas(2, "a", "c", true, (40, 50))]),
             (
-                "delete counted a missing key",
-                vec![op(1, Call::Delete, Outcome::Deleted(1), (0, 10))],
+                "two cas succeed on one value",
+                vec![put(1, "a", (0, 10)), cas(1, "a", "b", true, (20, 30)), cas(2, "a", "c", true, (40, 50))],
             ),
+            ("delete counted a missing key", vec![op(1, Call::Delete, Outcome::Deleted(1), (0, 10))]),
             (
                 "unknown write seen then unseen",
                 vec![

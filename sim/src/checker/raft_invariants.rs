@@ -30,7 +30,10 @@ pub fn check(samples: &[Sample]) -> Vec<String> {
         if s.is_leader {
             match leader_of_term.get(&s.term) {
                 Some(other) if other.node != s.node => {
-                    violations.push(format!("two leaders in term {}: node {} at {:?} and node {} at {:?}", s.term, other.node, other.at, s.node, s.at));
+                    violations.push(format!(
+                        "two leaders in term {}: node {} at {:?} and node {} at {:?}",
+                        s.term, other.node, other.at, s.node, s.at
+                    ));
                 }
                 Some(_) => {}
                 None => {
@@ -40,12 +43,18 @@ pub fn check(samples: &[Sample]) -> Vec<String> {
         }
         if let Some(prev) = last_term.get(&s.node) {
             if s.term < prev.term {
-                violations.push(format!("node {} term went back from {} at {:?} to {} at {:?}", s.node, prev.term, prev.at, s.term, s.at));
+                violations.push(format!(
+                    "node {} term went back from {} at {:?} to {} at {:?}",
+                    s.node, prev.term, prev.at, s.term, s.at
+                ));
             }
         }
         last_term.insert(s.node, s);
         if s.applied > s.last_log {
-            violations.push(format!("node {} applied {} beyond its last log {} at {:?}", s.node, s.applied, s.last_log, s.at));
+            violations.push(format!(
+                "node {} applied {} beyond its last log {} at {:?}",
+                s.node, s.applied, s.last_log, s.at
+            ));
         }
     }
     violations
