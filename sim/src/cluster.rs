@@ -133,16 +133,24 @@ impl SimCluster {
         running().get(&id).is_some_and(|n| n.raft.metrics().borrow().running_state.is_ok())
     }
 
-    /// Samples every running node's Raft state.
+    /// Samples every running node's Raft state. A node whose Raft stopped on a
+    /// storage error is left out: its metrics are its last in-memory state,
+    /// which the failed write never made durable (nor acted upon).
     pub fn sample(&self, at: Duration) -> Vec<Sample> {
         running()
             .values()
-            .map(|n| {
-                let m = n.raft.metrics().borrow().clone();
+            .map(|n| n.raft.metrics().borrow().clone())
+            .filter(|m| m.running_state.is_ok())
+            .inspect(|m| {
+                if std::env::var_os("PLACEMENT_SIM_DEBUG").is_some() && m.state.is_leader() {
+                    eprintln!("sample {at:?} node {} term {} vote {} state {:?} leader {:?} last_log {:?} applied {:?} membership {:?}", m.id, m.current_term, m.vote, m.state, m.current_leader, m.last_log_index, m.last_applied, m.membership_config.membership());
+                }
+            })
+            .map(|m| {
                 Sample {
                     at,
                     node: m.id,
-                    term: m.current_term,
+                    vote: (m.vote.leader_id.term, m.vote.leader_id.node_id, m.vote.committed),
                     is_leader: m.current_leader == Some(m.id) && m.state.is_leader(),
                     last_log: m.last_log_index.unwrap_or(0),
                     applied: m.last_applied.map_or(0, |id| id.index),

@@ -146,6 +146,10 @@ impl Client {
             Ok(Err(status)) if status.code() == tonic::Code::Unavailable && status.message() == "transport error" => {
                 Outcome::Failed
             }
+            // The server says nothing was proposed.
+            Ok(Err(status)) if status.metadata().contains_key(placement_center::api::error::NOT_APPLIED_METADATA) => {
+                Outcome::Failed
+            }
             // No answer: a write may or may not have happened; a read had no effect.
             _ if is_write => Outcome::Unknown,
             _ => Outcome::Failed,

@@ -6,6 +6,9 @@ use tonic::{Code, Status};
 use crate::raft::NodeError;
 use crate::state::StateError;
 
+/// Metadata key on an error whose request certainly had no effect.
+pub const NOT_APPLIED_METADATA: &str = "pc-not-applied";
+
 /// Errors of the API layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -55,6 +58,15 @@ impl From<ApiError> for Status {
                 NodeError::NoLeader => Status::unavailable("etcdserver: no leader"),
                 NodeError::Timeout => Status::unavailable("etcdserver: request timed out"),
                 NodeError::Stopped => Status::unavailable("etcdserver: server stopped"),
+                NodeError::StoppedBeforeProposing => {
+                    // etcd's message; the metadata tells clients that know it
+                    // that nothing happened, so retrying elsewhere is safe.
+                    let mut status = Status::unavailable("etcdserver: server stopped");
+                    status
+                        .metadata_mut()
+                        .insert(NOT_APPLIED_METADATA, tonic::metadata::MetadataValue::from_static("1"));
+                    status
+                }
                 NodeError::LeaderUnreachable(_) => {
                     Status::unavailable("etcdserver: request timed out, possibly due to connection lost")
                 }

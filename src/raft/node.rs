@@ -27,9 +27,12 @@ pub enum NodeError {
     /// The request did not finish in time; a write may or may not have happened.
     #[error("request timed out")]
     Timeout,
-    /// This node is shutting down or has stopped.
+    /// This node is shutting down or has stopped; a write may or may not have happened.
     #[error("server stopped")]
     Stopped,
+    /// This node's Raft had stopped before the request: nothing was proposed.
+    #[error("server stopped")]
+    StoppedBeforeProposing,
     /// The state machine refused the command.
     #[error(transparent)]
     Refused(#[from] StateError),
@@ -152,8 +155,16 @@ impl RaftNode {
             .unwrap_or(Err(NodeError::Timeout))
     }
 
+    /// Whether Raft has stopped (a fatal storage error, or shutdown).
+    fn raft_stopped(&self) -> bool {
+        self.raft.metrics().borrow().running_state.is_err()
+    }
+
     async fn propose_until_done(&self, command: pb::Command) -> Result<pb::CommandResult, NodeError> {
         loop {
+            if self.raft_stopped() {
+                return Err(NodeError::StoppedBeforeProposing);
+            }
             match self.raft.client_write(command.clone()).await {
                 Ok(resp) => return resp.data.map_err(NodeError::Refused),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
@@ -184,6 +195,10 @@ impl RaftNode {
 
     /// Applies `command` only if this node leads (the Forward RPC's handler).
     pub async fn propose_as_leader(&self, command: pb::Command) -> Result<Option<pb::CommandResult>, NodeError> {
+        if self.raft_stopped() {
+            // Nothing proposed: the follower may safely try the next leader.
+            return Ok(None);
+        }
         let attempt = async {
             match self.raft.client_write(command).await {
                 Ok(resp) => Ok(Some(resp.data?)),

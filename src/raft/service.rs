@@ -42,7 +42,9 @@ fn not_leader() -> Status {
 fn node_failure(e: NodeError) -> Status {
     match e {
         NodeError::Timeout => Status::deadline_exceeded(e.to_string()),
-        NodeError::Stopped | NodeError::NoLeader => Status::unavailable(e.to_string()),
+        NodeError::Stopped | NodeError::StoppedBeforeProposing | NodeError::NoLeader => {
+            Status::unavailable(e.to_string())
+        }
         other => Status::internal(other.to_string()),
     }
 }
