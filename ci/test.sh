@@ -15,8 +15,19 @@ cargo fmt --all -- --check
 step "clippy (tokio + RocksDB)"
 cargo clippy --all-targets -- -D warnings
 
-step "clippy (madsim flavour: must build without RocksDB)"
-RUSTFLAGS="--cfg madsim" cargo clippy --lib --target-dir target/sim -- -D warnings
+step "clippy (madsim flavour: must build without RocksDB) and the simulator"
+RUSTFLAGS="--cfg madsim" cargo clippy -p placement-center --lib --target-dir target/sim -- -D warnings
+RUSTFLAGS="--cfg madsim" cargo clippy -p placement-sim --all-targets --target-dir target/sim -- -D warnings
 
-step "tests"
+step "tests (tokio + RocksDB: units, openraft storage suite, 3-node clusters, etcdctl)"
 cargo nextest run --no-fail-fast
+
+step "simulator: checker unit tests, determinism across processes"
+RUSTFLAGS="--cfg madsim" cargo test -p placement-sim --profile sim --target-dir target/sim
+
+step "simulator: regression seeds"
+bash ci/sim.sh --regression
+
+step "simulator: sweeps with every fault (fixed seeds, so CI is reproducible)"
+bash ci/sim.sh --from 10000 --seeds 400 --duration 30 --nodes 3
+bash ci/sim.sh --from 20000 --seeds 150 --duration 30 --nodes 5

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Deterministic simulation of the cluster under faults (madsim).
+#   ci/sim.sh --seeds N --from S           sweep seeds S..S+N-1
+#   ci/sim.sh --seed S [--verbose]         replay one seed (same trace hash every time)
+#   ci/sim.sh --regression                 the seeds that once found a bug (sim/regression-seeds.txt)
+# Other flags: --nodes 3|5, --duration SECS (virtual), --faults LIST|all|none,
+#   --clients N, --keys N. Prints one line per seed, the faults injected, a
+#   summary with virtual seconds per wall second, and a replay command per failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. ci/setup.sh >/dev/null
+RUSTFLAGS="--cfg madsim" cargo build --quiet -p placement-sim --profile sim --target-dir target/sim
+bin=target/sim/sim/placement-sim
+if [ "${1:-}" = "--regression" ]; then
+    shift
+    status=0
+    # Each line: seed nodes [comment]
+    while read -r seed nodes _; do
+        case "$seed" in ''|'#'*) continue ;; esac
+        "$bin" --seed "$seed" --nodes "$nodes" "$@" || status=1
+    done < sim/regression-seeds.txt
+    exit $status
+fi
+exec "$bin" "$@"
