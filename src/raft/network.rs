@@ -50,17 +50,48 @@ impl PeerClients {
     }
 }
 
+/// Metadata keys every raft.v1 request carries: the sender's cluster and node.
+pub const CLUSTER_ID_METADATA: &str = "pc-cluster-id";
+/// See [`CLUSTER_ID_METADATA`].
+pub const FROM_METADATA: &str = "pc-from";
+
+/// Who is sending raft.v1 requests: peers refuse messages of another cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct Sender {
+    /// The sender's cluster id.
+    pub cluster_id: u64,
+    /// The sender's node id.
+    pub node_id: NodeId,
+}
+
+impl Sender {
+    /// Wraps `message` in a request carrying the sender's identity.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        let md = req.metadata_mut();
+        md.insert(CLUSTER_ID_METADATA, self.cluster_id.to_string().parse().expect("digits are valid metadata"));
+        md.insert(FROM_METADATA, self.node_id.to_string().parse().expect("digits are valid metadata"));
+        req
+    }
+}
+
 /// openraft's network factory.
 pub struct Network {
     /// How long a connection attempt may take.
     pub connect_timeout: Duration,
+    /// This node, as it introduces itself to peers.
+    pub sender: Sender,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerNetwork {
-        PeerNetwork { target, client: connect(&node.peer_addr, self.connect_timeout).map_err(|e| e.to_string()) }
+        PeerNetwork {
+            target,
+            sender: self.sender,
+            client: connect(&node.peer_addr, self.connect_timeout).map_err(|e| e.to_string()),
+        }
     }
 }
 
@@ -68,6 +99,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct PeerNetwork {
     /// The peer's node id, for error reports.
     target: NodeId,
+    /// This node's identity, sent with every request.
+    sender: Sender,
     /// The client, or why the peer address is unusable.
     client: Result<RaftClient<Channel>, String>,
 }
@@ -109,7 +142,9 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
         let mut client = self.client()?;
-        let resp = self.call(option.hard_ttl(), client.append_entries(codec::append_req_to_pb(&rpc))).await?;
+        let resp = self
+            .call(option.hard_ttl(), client.append_entries(self.sender.request(codec::append_req_to_pb(&rpc))))
+            .await?;
         codec::append_resp_from_pb(&resp).map_err(network)
     }
 
@@ -119,7 +154,9 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
         let mut client = self.client()?;
-        let resp = self.call(option.hard_ttl(), client.install_snapshot(codec::snapshot_req_to_pb(&rpc))).await?;
+        let resp = self
+            .call(option.hard_ttl(), client.install_snapshot(self.sender.request(codec::snapshot_req_to_pb(&rpc))))
+            .await?;
         let vote = resp.vote.as_ref().ok_or_else(|| {
             RPCError::RemoteError(RemoteError::new(self.target, RaftError::Fatal(openraft::error::Fatal::Panicked)))
         })?;
@@ -128,7 +165,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RpcErr> {
         let mut client = self.client()?;
-        let resp = self.call(option.hard_ttl(), client.vote(codec::vote_req_to_pb(&rpc))).await?;
+        let resp = self.call(option.hard_ttl(), client.vote(self.sender.request(codec::vote_req_to_pb(&rpc)))).await?;
         codec::vote_resp_from_pb(&resp).map_err(network)
     }
 }

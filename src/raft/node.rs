@@ -9,7 +9,7 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::Config;
 
 use super::log_store::LogStore;
-use super::network::{leader_call, LeaderCall, Network, PeerClients};
+use super::network::{leader_call, LeaderCall, Network, PeerClients, Sender};
 use super::state_store::{SharedState, StateMachineStore};
 use super::types::{Member, NodeId, Raft};
 use crate::proto::raft::v1 as pb;
@@ -102,7 +102,8 @@ impl RaftNode {
         let config = Arc::new(config.validate().map_err(|e| NodeError::Raft(e.to_string()))?);
         let sm = StateMachineStore::open(engine.clone()).map_err(|e| NodeError::Raft(e.to_string()))?;
         let state = sm.shared_state();
-        let network = Network { connect_timeout: opts.heartbeat_interval * 5 };
+        let sender = Sender { cluster_id: cluster_id(&opts.initial_members), node_id: opts.id };
+        let network = Network { connect_timeout: opts.heartbeat_interval * 5, sender };
         let raft = Raft::new(opts.id, config, network, LogStore::new(engine), sm)
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
@@ -127,6 +128,11 @@ impl RaftNode {
     /// for a linearizable read).
     pub fn state(&self) -> &SharedState {
         &self.state
+    }
+
+    /// This node's identity on raft.v1.
+    pub fn sender(&self) -> Sender {
+        Sender { cluster_id: self.cluster_id, node_id: self.id }
     }
 
     /// The cluster id for response headers.
@@ -173,7 +179,7 @@ impl RaftNode {
                         continue;
                     };
                     let mut client = self.peer(&leader.peer_addr)?;
-                    match leader_call(client.forward(command.clone()).await) {
+                    match leader_call(client.forward(self.sender().request(command.clone())).await) {
                         LeaderCall::Done(resp) => {
                             return super::network::forward_result(resp).map_err(NodeError::Refused)
                         }
@@ -231,7 +237,7 @@ impl RaftNode {
                 None => match self.leader().and_then(|id| self.member(id)) {
                     Some(leader) if leader_is_remote(self.id, &leader) => {
                         let mut client = self.peer(&leader.1.peer_addr)?;
-                        match leader_call(client.read_index(pb::ReadIndexRequest {}).await) {
+                        match leader_call(client.read_index(self.sender().request(pb::ReadIndexRequest {})).await) {
                             LeaderCall::Done(resp) => return Ok(resp.index),
                             LeaderCall::NotLeader => runtime::sleep(Self::pause()).await,
                             LeaderCall::Failed(_) => runtime::sleep(Self::pause()).await,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::codec;
-use super::network::NOT_LEADER_METADATA;
+use super::network::{CLUSTER_ID_METADATA, FROM_METADATA, NOT_LEADER_METADATA};
 use super::node::{NodeError, RaftNode};
 use crate::proto::raft::v1 as pb;
 use crate::proto::raft::v1::raft_server::Raft as RaftRpc;
@@ -21,6 +21,31 @@ impl RaftService {
     /// The service for `node`.
     pub fn new(node: Arc<RaftNode>) -> Self {
         Self { node }
+    }
+}
+
+impl RaftService {
+    /// Refuses requests that do not come from a member of this cluster: a node
+    /// of another cluster (or a stale one reusing an address) must not be able
+    /// to disturb elections or logs here.
+    fn check_sender<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let field =
+            |key: &str| req.metadata().get(key).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let ours = self.node.cluster_id();
+        match (field(CLUSTER_ID_METADATA), field(FROM_METADATA)) {
+            (Some(cluster), Some(from)) if cluster == ours => {
+                if self.node.member(from).is_none() {
+                    return Err(Status::failed_precondition(format!(
+                        "raft message from node {from}, which is not a member"
+                    )));
+                }
+                Ok(())
+            }
+            (Some(cluster), _) => Err(Status::failed_precondition(format!(
+                "raft message from cluster {cluster:x}, this is cluster {ours:x}"
+            ))),
+            _ => Err(Status::failed_precondition("raft message without cluster id and sender")),
+        }
     }
 }
 
@@ -52,6 +77,7 @@ fn node_failure(e: NodeError) -> Status {
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn vote(&self, req: Request<pb::VoteRequest>) -> Result<Response<pb::VoteResponse>, Status> {
+        self.check_sender(&req)?;
         let rpc = codec::vote_req_from_pb(req.get_ref()).map_err(bad_message)?;
         let resp = self.node.raft.vote(rpc).await.map_err(raft_failure)?;
         Ok(Response::new(codec::vote_resp_to_pb(&resp)))
@@ -70,12 +96,14 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<pb::InstallSnapshotRequest>,
     ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
+        self.check_sender(&req)?;
         let rpc = codec::snapshot_req_from_pb(req.into_inner()).map_err(bad_message)?;
         let resp = self.node.raft.install_snapshot(rpc).await.map_err(raft_failure)?;
         Ok(Response::new(pb::InstallSnapshotResponse { vote: Some(codec::vote_to_pb(&resp.vote)) }))
     }
 
     async fn forward(&self, req: Request<pb::Command>) -> Result<Response<pb::ForwardResponse>, Status> {
+        self.check_sender(&req)?;
         match self.node.propose_as_leader(req.into_inner()).await {
             Ok(Some(result)) => Ok(Response::new(pb::ForwardResponse { result: Some(result), refused: 0 })),
             Ok(None) => Err(not_leader()),
@@ -86,7 +114,8 @@ impl RaftRpc for RaftService {
         }
     }
 
-    async fn read_index(&self, _req: Request<pb::ReadIndexRequest>) -> Result<Response<pb::ReadIndexResponse>, Status> {
+    async fn read_index(&self, req: Request<pb::ReadIndexRequest>) -> Result<Response<pb::ReadIndexResponse>, Status> {
+        self.check_sender(&req)?;
         match self.node.leader_read_index().await {
             Ok(Some(index)) => Ok(Response::new(pb::ReadIndexResponse { index })),
             Ok(None) => Err(not_leader()),

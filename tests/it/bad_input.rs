@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use placement_center::proto::etcdserverpb::request_op::Request;
 use placement_center::proto::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
 use placement_center::proto::raft::v1 as raftpb;
+use placement_center::raft::network::Sender;
 use tonic::Code;
 
 use crate::cluster::{get, put, Cluster};
@@ -70,24 +71,54 @@ async fn garbage_bytes_on_either_port_do_not_hurt_the_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_raft_messages_from_a_peer_are_refused() {
+async fn raft_messages_from_strangers_or_malformed_are_refused() {
     let cluster = Cluster::start(3).await;
     let follower = cluster.follower().await;
+    let node = &cluster.nodes[follower].as_ref().unwrap().node;
     let addr = format!("http://{}", cluster.configs[follower].peer_addr);
     let mut raft = raftpb::raft_client::RaftClient::connect(addr).await.unwrap();
-    let status = raft.vote(raftpb::VoteRequest::default()).await.unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
-    assert_eq!(status.message(), "cannot decode VoteRequest: missing field vote");
-    let unknown_member = raftpb::AppendEntriesRequest {
-        vote: Some(raftpb::Vote { term: 1, node_id: 99, committed: true }),
+    let vote = || raftpb::VoteRequest {
+        vote: Some(raftpb::Vote { term: 99, node_id: 3, committed: false }),
+        last_log_id: None,
+    };
+
+    // No identity, another cluster, an unknown member: refused before Raft sees them.
+    let status = raft.vote(vote()).await.unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::FailedPrecondition, "raft message without cluster id and sender")
+    );
+    let foreign = Sender { cluster_id: node.cluster_id() ^ 1, node_id: 3 };
+    let status = raft.vote(foreign.request(vote())).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(status.message().starts_with("raft message from cluster"), "{status:?}");
+    let stranger = Sender { cluster_id: node.cluster_id(), node_id: 99 };
+    let status = raft.vote(stranger.request(vote())).await.unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::FailedPrecondition, "raft message from node 99, which is not a member")
+    );
+
+    // A member's malformed messages: clear decode errors.
+    let member = Sender { cluster_id: node.cluster_id(), node_id: if follower == 0 { 2 } else { 1 } };
+    let status = raft.vote(member.request(raftpb::VoteRequest::default())).await.unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::InvalidArgument, "cannot decode VoteRequest: missing field vote")
+    );
+    let no_payload = raftpb::AppendEntriesRequest {
+        vote: Some(raftpb::Vote { term: 1, node_id: 1, committed: true }),
         entries: vec![raftpb::Entry { log_id: None, payload: None }],
         ..Default::default()
     };
-    let status = raft.append_entries(unknown_member).await.unwrap_err();
+    let status = raft.append_entries(member.request(no_payload)).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     // A follower refuses to act as leader for forwarded calls.
-    let status = raft.read_index(raftpb::ReadIndexRequest {}).await.unwrap_err();
+    let status = raft.read_index(member.request(raftpb::ReadIndexRequest {})).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
+
+    // The term 99 vote from the stranger changed nothing: the cluster still works.
+    assert!(node.term() < 99);
     let mut kv = cluster.kv(follower).await;
     put(&mut kv, "k", "v").await;
     cluster.shutdown().await;
