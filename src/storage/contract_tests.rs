@@ -6,16 +6,18 @@ use super::{Engine, WriteBatch};
 const CF: &str = "data";
 const OTHER: &str = "other";
 
-fn engines() -> Vec<(&'static str, Box<dyn Engine>, Option<tempfile::TempDir>)> {
-    let mut out: Vec<(&'static str, Box<dyn Engine>, Option<tempfile::TempDir>)> =
-        vec![("simdisk", Box::new(SimDisk::new()), None)];
+type Named = (&'static str, Box<dyn Engine>, Option<tempfile::TempDir>);
+
+fn engines() -> Vec<Named> {
+    let simdisk: Named = ("simdisk", Box::new(SimDisk::new()), None);
     #[cfg(not(madsim))]
     {
         let dir = tempfile::tempdir().unwrap();
         let rocks = super::rocksdb::RocksEngine::open(dir.path(), &[CF, OTHER]).unwrap();
-        out.push(("rocksdb", Box::new(rocks), Some(dir)));
+        vec![simdisk, ("rocksdb", Box::new(rocks), Some(dir))]
     }
-    out
+    #[cfg(madsim)]
+    vec![simdisk]
 }
 
 fn batch(ops: &[(&'static str, &str, Option<&str>)]) -> WriteBatch {
