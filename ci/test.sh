@@ -16,7 +16,7 @@ step "clippy (tokio + RocksDB)"
 cargo clippy --all-targets -- -D warnings
 
 step "clippy (madsim flavour: must build without RocksDB) and the simulator"
-RUSTFLAGS="--cfg madsim" cargo clippy -p placement-center --lib --target-dir target/sim -- -D warnings
+RUSTFLAGS="--cfg madsim" cargo clippy -p placement-center --all-targets --target-dir target/sim -- -D warnings
 RUSTFLAGS="--cfg madsim" cargo clippy -p placement-sim --all-targets --target-dir target/sim -- -D warnings
 
 step "tests (tokio + RocksDB: units, openraft storage suite, 3-node clusters, etcdctl)"

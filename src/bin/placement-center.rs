@@ -45,28 +45,6 @@ struct Args {
     max_request_bytes: Option<usize>,
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(e) => {
-                tracing::warn!(cause = %e, "cannot listen for SIGTERM");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            biased;
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -88,6 +66,6 @@ async fn main() -> anyhow::Result<()> {
         max_request_bytes: args.max_request_bytes,
     };
     let config = Config::load(args.config.as_deref(), overrides)?;
-    placement_center::server::run(config, shutdown_signal()).await?;
+    placement_center::server::run(config, placement_center::runtime::shutdown_signal()).await?;
     Ok(())
 }

@@ -10,12 +10,14 @@ mod async_rt;
 mod clock;
 mod disk;
 mod net;
+mod signal;
 mod tasks;
 
 pub use async_rt::PlacementRuntime;
 pub use clock::{now, sleep, timeout, wall_clock_millis, Elapsed, Instant};
 pub use disk::open_engine;
 pub use net::{serve, Listener};
+pub use signal::shutdown_signal;
 pub use tasks::{spawn_detached, Shutdown, TaskGroup};
 
 /// A random number generator seeded from the runtime: OS entropy in
