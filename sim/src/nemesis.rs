@@ -111,6 +111,24 @@ fn millis(rng: &mut impl Rng, range: std::ops::Range<u64>) -> Duration {
     Duration::from_millis(rng.gen_range(range))
 }
 
+/// Cuts every link in `links` in both directions for `hold`, then restores them.
+async fn cut_both_ways(
+    net: &NetSim,
+    links: &[(u64, u64)],
+    sim_id: impl Fn(u64) -> madsim::task::NodeId,
+    hold: Duration,
+) {
+    for (a, b) in links {
+        net.clog_link(sim_id(*a), sim_id(*b));
+        net.clog_link(sim_id(*b), sim_id(*a));
+    }
+    runtime::sleep(hold).await;
+    for (a, b) in links {
+        net.unclog_link(sim_id(*a), sim_id(*b));
+        net.unclog_link(sim_id(*b), sim_id(*a));
+    }
+}
+
 /// Injects faults of `kinds` until `until`, logging each.
 pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, until: Instant, log: &mut NemesisLog) {
     if kinds.is_empty() {
@@ -144,15 +162,7 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
                 log.note(start, format!("partition {minority:?} | {majority:?} for {hold:?}"));
                 let links: Vec<(u64, u64)> =
                     minority.iter().flat_map(|a| majority.iter().map(move |b| (*a, *b))).collect();
-                for (a, b) in &links {
-                    net.clog_link(sim_id(*a), sim_id(*b));
-                    net.clog_link(sim_id(*b), sim_id(*a));
-                }
-                runtime::sleep(hold).await;
-                for (a, b) in &links {
-                    net.unclog_link(sim_id(*a), sim_id(*b));
-                    net.unclog_link(sim_id(*b), sim_id(*a));
-                }
+                cut_both_ways(&net, &links, sim_id, hold).await;
                 log.note(start, "healed partition".into());
             }
             FaultKind::IsolateLeader => {
@@ -170,15 +180,7 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
                 let (left, right) = rest.split_at(rest.len() / 2);
                 log.note(start, format!("bridge {bridge} between {left:?} and {right:?} for {hold:?}"));
                 let links: Vec<(u64, u64)> = left.iter().flat_map(|a| right.iter().map(move |b| (*a, *b))).collect();
-                for (a, b) in &links {
-                    net.clog_link(sim_id(*a), sim_id(*b));
-                    net.clog_link(sim_id(*b), sim_id(*a));
-                }
-                runtime::sleep(hold).await;
-                for (a, b) in &links {
-                    net.unclog_link(sim_id(*a), sim_id(*b));
-                    net.unclog_link(sim_id(*b), sim_id(*a));
-                }
+                cut_both_ways(&net, &links, sim_id, hold).await;
                 log.note(start, "healed bridge".into());
             }
             FaultKind::OneWayClog => {

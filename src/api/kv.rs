@@ -52,8 +52,10 @@ impl KvService {
         Ok(())
     }
 
+    /// Checks and proposes a write; the size limit applies to what is proposed.
     async fn write(&self, request: command::Request) -> Result<CommandResult, ApiError> {
         let command = Command { request: Some(request) };
+        self.check_size(&command)?;
         // Refuse before a Raft round trip what every replica would refuse.
         KvState::validate(&command)?;
         Ok(self.node.propose(command).await?)
@@ -95,9 +97,7 @@ impl Kv for KvService {
 
     #[instrument(skip_all)]
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let req = req.into_inner();
-        self.check_size(&req)?;
-        let result = self.write(command::Request::Put(req)).await?;
+        let result = self.write(command::Request::Put(req.into_inner())).await?;
         match result.response {
             Some(command_result::Response::Put(mut resp)) => {
                 resp.header = Some(self.header(result.revision));
@@ -109,9 +109,7 @@ impl Kv for KvService {
 
     #[instrument(skip_all)]
     async fn delete_range(&self, req: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
-        let req = req.into_inner();
-        self.check_size(&req)?;
-        let result = self.write(command::Request::DeleteRange(req)).await?;
+        let result = self.write(command::Request::DeleteRange(req.into_inner())).await?;
         match result.response {
             Some(command_result::Response::DeleteRange(mut resp)) => {
                 resp.header = Some(self.header(result.revision));
@@ -123,9 +121,7 @@ impl Kv for KvService {
 
     #[instrument(skip_all)]
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        let req = req.into_inner();
-        self.check_size(&req)?;
-        let result = self.write(command::Request::Txn(req)).await?;
+        let result = self.write(command::Request::Txn(req.into_inner())).await?;
         match result.response {
             Some(command_result::Response::Txn(mut resp)) => {
                 let header = self.header(result.revision);
