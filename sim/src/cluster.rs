@@ -53,6 +53,7 @@ impl SimCluster {
     /// Creates and starts `n` nodes.
     pub fn start(n: u64) -> SimCluster {
         SimDisk::clear_registry();
+        placement_center::runtime::reset_clocks();
         running().clear();
         let handle = Handle::current();
         let members: BTreeMap<u64, MemberConfig> = (1..=n)
@@ -80,7 +81,8 @@ impl SimCluster {
                 .ip(ip(id))
                 .init(move || {
                     let config = config.clone();
-                    async move {
+                    // The node's Raft timers run on its own skewable clock.
+                    placement_center::runtime::with_node_clock(id, async move {
                         let listeners = Listeners::bind(&config).await.expect("bind simulated address");
                         match Server::start(config, listeners).await {
                             Ok(server) => {
@@ -90,7 +92,7 @@ impl SimCluster {
                             }
                             Err(e) => tracing::warn!(node = id, cause = %e, "node did not start"),
                         }
-                    }
+                    })
                 })
                 .build();
             nodes.push(SimNode { id, handle: node, disk, client_addr: format!("{}:2379", ip(id)) });
@@ -142,7 +144,7 @@ impl SimCluster {
             .map(|n| n.raft.metrics().borrow().clone())
             .filter(|m| m.running_state.is_ok())
             .inspect(|m| {
-                if std::env::var_os("PLACEMENT_SIM_DEBUG").is_some() && m.state.is_leader() {
+                if std::env::var_os("PLACEMENT_SIM_DEBUG").is_some() {
                     eprintln!("sample {at:?} node {} term {} vote {} state {:?} leader {:?} last_log {:?} applied {:?} membership {:?}", m.id, m.current_term, m.vote, m.state, m.current_leader, m.last_log_index, m.last_applied, m.membership_config.membership());
                 }
             })

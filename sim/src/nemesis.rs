@@ -39,11 +39,13 @@ pub enum FaultKind {
     PacketLoss,
     /// Much higher network latency.
     LatencySpike,
+    /// A node's clock jumps forward and runs fast or slow (Raft timers only).
+    ClockSkew,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 11] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::Partition,
         FaultKind::IsolateLeader,
         FaultKind::Bridge,
@@ -55,6 +57,7 @@ impl FaultKind {
         FaultKind::SlowDisk,
         FaultKind::PacketLoss,
         FaultKind::LatencySpike,
+        FaultKind::ClockSkew,
     ];
 
     /// The name used on the command line.
@@ -71,6 +74,7 @@ impl FaultKind {
             FaultKind::SlowDisk => "slow-disk",
             FaultKind::PacketLoss => "packet-loss",
             FaultKind::LatencySpike => "latency-spike",
+            FaultKind::ClockSkew => "clock-skew",
         }
     }
 }
@@ -245,6 +249,21 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
                 runtime::sleep(hold).await;
                 net.update_config(|c| c.packet_loss_rate = 0.0);
                 log.note(start, "packet loss healed".into());
+            }
+            FaultKind::ClockSkew => {
+                let victim = random_node();
+                let (jump, rate) = {
+                    let mut rng = runtime::rng();
+                    (
+                        millis(&mut rng, 0..3000),
+                        if rng.gen_bool(0.5) { rng.gen_range(0.5..0.95) } else { rng.gen_range(1.05..2.0) },
+                    )
+                };
+                log.note(start, format!("clock of {victim} jumps {jump:?} and runs at {rate:.2}x for {hold:?}"));
+                runtime::skew_clock(victim, jump, rate);
+                runtime::sleep(hold).await;
+                runtime::skew_clock(victim, Duration::ZERO, 1.0);
+                log.note(start, format!("clock of {victim} back to true rate"));
             }
             FaultKind::LatencySpike => {
                 let high = millis(&mut runtime::rng(), 50..400);

@@ -6,7 +6,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use openraft::{AsyncRuntime, OptionalSend, TokioInstant};
+#[cfg(not(madsim))]
+use openraft::TokioInstant;
+use openraft::{AsyncRuntime, OptionalSend};
 
 /// The `AsyncRuntime` of Placement Center's Raft.
 #[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
@@ -106,7 +108,8 @@ impl AsyncRuntime for PlacementRuntime {
     type JoinError = tokio::task::JoinError;
     type JoinHandle<T: OptionalSend + 'static> = tokio::task::JoinHandle<T>;
     type Sleep = tokio::time::Sleep;
-    type Instant = TokioInstant;
+    // Each simulated node's Raft timers run on its own (skewable) clock.
+    type Instant = super::skew::SkewedInstant;
     type TimeoutError = tokio::time::error::Elapsed;
     type Timeout<R, T: Future<Output = R> + OptionalSend> = SimTimeout<T>;
     type ThreadLocalRng = madsim::rand::GlobalRng;
@@ -119,23 +122,27 @@ impl AsyncRuntime for PlacementRuntime {
         T: Future + OptionalSend + 'static,
         T::Output: OptionalSend + 'static,
     {
-        tokio::spawn(future)
+        // Raft's tasks keep the clock of the node that spawned them.
+        match super::skew::current_node() {
+            Some(node) => tokio::spawn(super::skew::scoped(node, future)),
+            None => tokio::spawn(future),
+        }
     }
 
     fn sleep(duration: Duration) -> Self::Sleep {
-        tokio::time::sleep(duration)
+        tokio::time::sleep(super::skew::global_duration(duration))
     }
 
     fn sleep_until(deadline: Self::Instant) -> Self::Sleep {
-        tokio::time::sleep_until(deadline.into_std())
+        tokio::time::sleep_until(deadline.to_global())
     }
 
     fn timeout<R, F: Future<Output = R> + OptionalSend>(duration: Duration, future: F) -> Self::Timeout<R, F> {
-        SimTimeout { future: Box::pin(future), sleep: Box::pin(tokio::time::sleep(duration)) }
+        SimTimeout { future: Box::pin(future), sleep: Box::pin(Self::sleep(duration)) }
     }
 
     fn timeout_at<R, F: Future<Output = R> + OptionalSend>(deadline: Self::Instant, future: F) -> Self::Timeout<R, F> {
-        SimTimeout { future: Box::pin(future), sleep: Box::pin(tokio::time::sleep_until(deadline.into_std())) }
+        SimTimeout { future: Box::pin(future), sleep: Box::pin(Self::sleep_until(deadline)) }
     }
 
     fn is_panic(join_error: &Self::JoinError) -> bool {

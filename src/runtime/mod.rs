@@ -11,6 +11,8 @@ mod clock;
 mod disk;
 mod net;
 mod signal;
+#[cfg(madsim)]
+mod skew;
 mod tasks;
 
 pub use async_rt::PlacementRuntime;
@@ -18,6 +20,8 @@ pub use clock::{now, sleep, timeout, wall_clock_millis, Elapsed, Instant};
 pub use disk::open_engine;
 pub use net::{serve, Listener};
 pub use signal::shutdown_signal;
+#[cfg(madsim)]
+pub use skew::{reset_clocks, skew_clock, with_node_clock, SkewedInstant};
 pub use tasks::{spawn_detached, Shutdown, TaskGroup};
 
 /// A random number generator seeded from the runtime: OS entropy in
