@@ -6,6 +6,8 @@
 # Other flags: --nodes 3|5, --duration SECS (virtual), --faults LIST|all|none,
 #   --clients N, --keys N. Prints one line per seed, the faults injected, a
 #   summary with virtual seconds per wall second, and a replay command per failure.
+# Diagnostics (stderr): PLACEMENT_SIM_DEBUG=1 prints Raft samples, per-key history sizes
+#   and client errors; PLACEMENT_SIM_DUMP_KEY=k1-0005 prints that key's whole history.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ci/setup.sh >/dev/null
@@ -14,11 +16,13 @@ bin=target/sim/sim/placement-sim
 if [ "${1:-}" = "--regression" ]; then
     shift
     status=0
-    # Each line: seed nodes [comment]
-    while read -r seed nodes _; do
+    # Each line: seed nodes faults comment; continuation lines start with a space.
+    old11=partition,isolate-leader,bridge,one-way-clog,kill,kill-leader,power-loss,disk-error,slow-disk,packet-loss,latency-spike
+    while read -r seed nodes faults _; do
         case "$seed" in ''|'#'*) continue ;; esac
-        "$bin" --seed "$seed" --nodes "$nodes" "$@" || status=1
-    done < sim/regression-seeds.txt
+        [ "$faults" = old11 ] && faults=$old11
+        "$bin" --seed "$seed" --nodes "$nodes" --faults "$faults" "$@" || status=1
+    done < <(grep -v '^ ' sim/regression-seeds.txt)
     exit $status
 fi
 exec "$bin" "$@"

@@ -119,6 +119,11 @@ async fn run(opts: RunOptions) -> Report {
     }
 
     let history = history.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Ok(key) = std::env::var("PLACEMENT_SIM_DUMP_KEY") {
+        for op in history.iter().filter(|op| op.key == key) {
+            eprintln!("  {op}");
+        }
+    }
     for v in checker::linearizability::check(&history) {
         violations.push(v.to_string());
     }

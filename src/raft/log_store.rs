@@ -144,8 +144,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some(id) => batch.put(CF_META, KEY_COMMITTED, codec::log_id_to_pb(&id).encode_to_vec()),
             None => batch.delete(CF_META, KEY_COMMITTED),
         }
-        // Not synced: losing it only means re-learning the commit index from the leader.
-        self.engine.write(batch, false).map_err(|e| write_err(ErrorSubject::Store, e))
+        // Synced. openraft saves the committed log id before it applies and
+        // answers, and a leader that restarts keeps leading its term with the
+        // committed index it reads back here; that index is its ReadIndex. An
+        // unsynced write lost on power loss let a restarted leader serve reads
+        // missing writes it had acknowledged (sim seed 20131, 5 nodes).
+        self.engine.write(batch, true).map_err(|e| write_err(ErrorSubject::Store, e))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
