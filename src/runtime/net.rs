@@ -48,7 +48,17 @@ pub async fn serve(
     listener: Listener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener.0);
+    use futures::StreamExt;
+    // tonic sets TCP_NODELAY only on sockets it accepts itself; without it
+    // small responses wait for the peer's delayed ACK (~40 ms per request).
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener.0).map(|stream| {
+        if let Ok(stream) = &stream {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(cause = %e, "cannot set TCP_NODELAY");
+            }
+        }
+        stream
+    });
     router.serve_with_incoming_shutdown(incoming, shutdown).await
 }
 
