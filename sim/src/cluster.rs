@@ -135,6 +135,23 @@ impl SimCluster {
         running().get(&id).is_some_and(|n| n.raft.metrics().borrow().running_state.is_ok())
     }
 
+    /// The raw log entries of node `id` with index in `from..=to`, read from its
+    /// disk (what survives a crash). Only called for indexes the node applied,
+    /// which are committed.
+    pub fn log_entries(&self, id: u64, from: u64, to: u64) -> Vec<(u64, Vec<u8>)> {
+        use placement_center::storage::Engine;
+        if from > to {
+            return Vec::new();
+        }
+        let disk = &self.nodes[id as usize - 1].disk;
+        let end = (to + 1).to_be_bytes();
+        disk.scan(placement_center::raft::log_store::CF_LOG, &from.to_be_bytes(), Some(&end), usize::MAX)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| Some((u64::from_be_bytes(k.as_slice().try_into().ok()?), v)))
+            .collect()
+    }
+
     /// Samples every running node's Raft state. A node whose Raft stopped on a
     /// storage error is left out: its metrics are its last in-memory state,
     /// which the failed write never made durable (nor acted upon).

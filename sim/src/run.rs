@@ -84,11 +84,25 @@ async fn run(opts: RunOptions) -> Report {
     let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
 
     let mut log = NemesisLog::default();
+    let mut committed = raft_invariants::CommittedLog::default();
+    let mut committed_violations = Vec::new();
     {
         let sampler = async {
+            // Per node, the highest committed index whose entry was compared.
+            let mut checked: BTreeMap<u64, u64> = BTreeMap::new();
             while sampling.load(std::sync::atomic::Ordering::Relaxed) {
                 let at = runtime::now() - start;
-                samples.lock().unwrap_or_else(|e| e.into_inner()).extend(cluster.sample(at));
+                let now = cluster.sample(at);
+                for s in &now {
+                    // A node's applied entries are committed. After a power loss
+                    // `applied` may go back; those entries are compared again.
+                    let from = checked.get(&s.node).map_or(1, |c| (c + 1).min(s.applied + 1));
+                    for (index, bytes) in cluster.log_entries(s.node, from, s.applied) {
+                        committed_violations.extend(committed.observe(s.node, at, index, &bytes));
+                    }
+                    checked.insert(s.node, s.applied);
+                }
+                samples.lock().unwrap_or_else(|e| e.into_inner()).extend(now);
                 runtime::sleep(Duration::from_millis(50)).await;
             }
         };
@@ -129,6 +143,10 @@ async fn run(opts: RunOptions) -> Report {
     }
     violations.extend(checker::check_serializable_reads(&history));
     violations.extend(raft_invariants::check(&samples.lock().unwrap_or_else(|e| e.into_inner())));
+    violations.extend(committed_violations);
+    if committed.is_empty() {
+        violations.push("no committed entry was ever compared: the committed-log check saw nothing".to_string());
+    }
 
     let mut trace = TraceHash::default();
     for op in &history {

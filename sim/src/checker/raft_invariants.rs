@@ -106,3 +106,53 @@ mod tests {
         assert_eq!(check(&[bad]).len(), 1, "applied beyond log");
     }
 }
+
+/// Committed entries never change: the first bytes seen at a committed index
+/// (on any node) must be what every node holds there ever after.
+#[derive(Debug, Default)]
+pub struct CommittedLog {
+    /// index -> (entry bytes, node that first showed it, when)
+    seen: BTreeMap<u64, (Vec<u8>, u64, Duration)>,
+}
+
+impl CommittedLog {
+    /// Records that `node` holds `bytes` at committed `index`; a violation if
+    /// they differ from what was seen there before.
+    pub fn observe(&mut self, node: u64, at: Duration, index: u64, bytes: &[u8]) -> Option<String> {
+        match self.seen.get(&index) {
+            None => {
+                self.seen.insert(index, (bytes.to_vec(), node, at));
+                None
+            }
+            Some((first, _, _)) if first == bytes => None,
+            Some((_, first_node, first_at)) => Some(format!(
+                "committed entry {index} changed: node {first_node} held one entry at {first_at:?}, node {node} another at {at:?}"
+            )),
+        }
+    }
+
+    /// How many committed indexes were checked.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Whether nothing was checked.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod committed_tests {
+    use super::*;
+
+    #[test]
+    fn a_committed_entry_that_changes_is_reported() {
+        let mut log = CommittedLog::default();
+        let t = Duration::from_millis(1);
+        assert!(log.observe(1, t, 5, b"a").is_none());
+        assert!(log.observe(2, t, 5, b"a").is_none(), "same entry on another node");
+        assert!(log.observe(1, t, 6, b"b").is_none());
+        assert!(log.observe(3, t, 5, b"x").is_some(), "different entry at a committed index");
+    }
+}
