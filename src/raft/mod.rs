@@ -9,7 +9,7 @@ pub mod log_store;
 pub mod state_store;
 pub mod types;
 
-#[cfg(all(test, not(madsim)))]
+#[cfg(test)]
 mod storage_suite;
 
 /// Every column family the Raft layer keeps in the engine.

@@ -6,18 +6,17 @@ use super::{Engine, WriteBatch};
 const CF: &str = "data";
 const OTHER: &str = "other";
 
-type Named = (&'static str, Box<dyn Engine>, Option<tempfile::TempDir>);
+type Named = (&'static str, std::sync::Arc<dyn Engine>, tempfile::TempDir);
 
+/// A bare SimDisk, and the engine the runtime opens for a data dir (RocksDB in
+/// production, a registered SimDisk under simulation).
 fn engines() -> Vec<Named> {
-    let simdisk: Named = ("simdisk", Box::new(SimDisk::new()), None);
-    #[cfg(not(madsim))]
-    {
-        let dir = tempfile::tempdir().unwrap();
-        let rocks = super::rocksdb::RocksEngine::open(dir.path(), &[CF, OTHER]).unwrap();
-        vec![simdisk, ("rocksdb", Box::new(rocks), Some(dir))]
-    }
-    #[cfg(madsim)]
-    vec![simdisk]
+    let dir = tempfile::tempdir().unwrap();
+    let persistent = crate::runtime::open_engine(dir.path(), &[CF, OTHER]).unwrap();
+    vec![
+        ("simdisk", std::sync::Arc::new(SimDisk::new()), tempfile::tempdir().unwrap()),
+        ("runtime engine", persistent, dir),
+    ]
 }
 
 fn batch(ops: &[(&'static str, &str, Option<&str>)]) -> WriteBatch {
@@ -86,14 +85,13 @@ fn export_then_import_replaces_the_column_family() {
     }
 }
 
-#[cfg(not(madsim))]
 #[test]
-fn rocksdb_keeps_synced_data_across_reopen() {
+fn runtime_engine_keeps_synced_data_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let e = super::rocksdb::RocksEngine::open(dir.path(), &[CF]).unwrap();
+        let e = crate::runtime::open_engine(dir.path(), &[CF]).unwrap();
         e.write(batch(&[(CF, "k", Some("v"))]), true).unwrap();
     }
-    let e = super::rocksdb::RocksEngine::open(dir.path(), &[CF]).unwrap();
+    let e = crate::runtime::open_engine(dir.path(), &[CF]).unwrap();
     assert_eq!(e.get(CF, b"k").unwrap(), Some(b"v".to_vec()));
 }
