@@ -158,6 +158,29 @@ impl Client {
     }
 }
 
+impl Client {
+    /// A linearizable range read covering `keys` (one generation), recorded
+    /// as one read per key: the read is atomic, so each key's projection of it
+    /// is a valid read of that key.
+    pub async fn run_range(&mut self, server: usize, keys: &[String]) {
+        let (Some(first), Some(last)) = (keys.iter().min(), keys.iter().max()) else { return };
+        let invoked = runtime::now();
+        let mut end = last.clone().into_bytes();
+        end.push(0);
+        let req = RangeRequest { key: first.clone().into_bytes(), range_end: end, ..Default::default() };
+        let Ok(Ok(resp)) = runtime::timeout(RPC_TIMEOUT, self.kvs[server].range(req)).await else { return };
+        let found: std::collections::BTreeMap<Vec<u8>, String> = resp
+            .into_inner()
+            .kvs
+            .into_iter()
+            .map(|kv| (kv.key, String::from_utf8_lossy(&kv.value).into_owned()))
+            .collect();
+        for key in keys {
+            self.record(key, Call::Get, invoked, Outcome::Read(found.get(key.as_bytes()).cloned()));
+        }
+    }
+}
+
 /// Runs one client until `until`: random operations on random keys, sent to
 /// random servers, retrying a put whose outcome is unknown once (as real
 /// clients do).
@@ -190,10 +213,15 @@ pub async fn client_loop(mut client: Client, keys: u32, until: Instant) {
                     last_seen[key_index] = Some(value);
                 }
             }
-            35..=59 => {
+            35..=54 => {
                 if let Outcome::Read(v) = client.run(server, &key, Call::Get).await {
                     last_seen[key_index] = v;
                 }
+            }
+            55..=59 => {
+                let elapsed = runtime::now() - client.start;
+                let keys: Vec<String> = (0..keys as usize).map(|i| key_name(i, elapsed)).collect();
+                client.run_range(server, &keys).await;
             }
             60..=69 => {
                 client.run(server, &key, Call::GetSerializable).await;
