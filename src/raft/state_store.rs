@@ -194,11 +194,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let data = snapshot.into_inner();
         let decoded: pb::StateSnapshot = decode("StateSnapshot", &data).map_err(sm_err)?;
         let mut batch = WriteBatch::new();
-        if let Some((last, _)) = self.engine.last(CF_KV).map_err(sm_err)? {
-            let mut end = last;
-            end.push(0);
-            batch.delete_range(CF_KV, Vec::new(), end);
-        }
+        self.engine.clear_into(CF_KV, &mut batch).map_err(sm_err)?;
         for kv in &decoded.kvs {
             batch.put(CF_KV, kv.key.clone(), kv.encode_to_vec());
         }

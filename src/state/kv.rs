@@ -107,6 +107,7 @@ pub(super) fn put(
         },
     };
     let prev_kv = if req.prev_kv { prev.cloned() } else { None };
+    write.previous.push((req.key.clone(), prev.cloned()));
     write.changes.push(Change::Put(record.clone()));
     keys.insert(req.key.clone(), record);
     Ok(PutResponse { header: None, prev_kv })
@@ -120,6 +121,7 @@ pub(super) fn delete(
     let doomed: Vec<KeyValue> = KeyRange::new(&req.key, &req.range_end).select(keys).into_iter().cloned().collect();
     for kv in &doomed {
         keys.remove(&kv.key);
+        write.previous.push((kv.key.clone(), Some(kv.clone())));
         write.changes.push(Change::Delete(kv.key.clone()));
     }
     DeleteRangeResponse {

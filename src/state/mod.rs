@@ -166,13 +166,15 @@ impl KvState {
             Some(command::Request::DeleteRange(del)) => {
                 Response::DeleteRange(kv::delete(&mut self.keys, &mut write, del))
             }
-            Some(command::Request::Txn(req)) => {
-                // A txn either applies whole or, on error, not at all.
-                let mut scratch = self.clone();
-                let resp = txn::apply(&mut scratch, &mut write, req)?;
-                *self = scratch;
-                Response::Txn(resp)
-            }
+            Some(command::Request::Txn(req)) => match txn::apply(self, &mut write, req) {
+                Ok(resp) => Response::Txn(resp),
+                Err(refused) => {
+                    // A txn either applies whole or, on error, not at all: undo
+                    // what it changed (the revision is only set below).
+                    write.undo(&mut self.keys);
+                    return Err(refused);
+                }
+            },
         };
         if !write.changes.is_empty() {
             self.revision = write.revision;
@@ -201,10 +203,24 @@ impl KvState {
 struct Write {
     revision: i64,
     changes: Vec<Change>,
+    /// Each changed key's record before the change, in order, so that a txn
+    /// failing midway can be undone without copying the key space.
+    previous: Vec<(Vec<u8>, Option<KeyValue>)>,
 }
 
 impl Write {
     fn new(revision: i64) -> Self {
-        Self { revision, changes: Vec::new() }
+        Self { revision, changes: Vec::new(), previous: Vec::new() }
+    }
+
+    /// Restores `keys` to how they were before this write.
+    fn undo(&mut self, keys: &mut BTreeMap<Vec<u8>, KeyValue>) {
+        for (key, previous) in self.previous.drain(..).rev() {
+            match previous {
+                Some(record) => keys.insert(key, record),
+                None => keys.remove(&key),
+            };
+        }
+        self.changes.clear();
     }
 }

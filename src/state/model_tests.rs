@@ -205,6 +205,37 @@ fn invalid_commands_are_refused_without_changing_state() {
 }
 
 #[test]
+fn a_txn_failing_midway_leaves_no_trace() {
+    let mut state = KvState::new();
+    state.apply(&command(&Op::Put(0, 1))).unwrap();
+    state.apply(&command(&Op::Put(1, 1))).unwrap();
+    let before = state.clone();
+    let op = |request| RequestOp { request: Some(request) };
+    // A put, a delete and a nested put succeed, then a put naming a missing
+    // lease fails: nothing of it may remain.
+    let txn = TxnRequest {
+        success: vec![
+            op(Request::RequestPut(PutRequest { key: key(0), value: vec![9], ..Default::default() })),
+            op(Request::RequestDeleteRange(DeleteRangeRequest { key: key(1), ..Default::default() })),
+            op(Request::RequestTxn(TxnRequest {
+                success: vec![op(Request::RequestPut(PutRequest {
+                    key: key(2),
+                    value: vec![9],
+                    ..Default::default()
+                }))],
+                ..Default::default()
+            })),
+            op(Request::RequestPut(PutRequest { key: key(3), lease: 5, ..Default::default() })),
+        ],
+        ..Default::default()
+    };
+    let refused = state.apply(&Command { request: Some(command::Request::Txn(txn)) }).unwrap_err();
+    assert_eq!(refused, StateError::LeaseNotFound);
+    assert_eq!(state, before);
+    assert_eq!(state.hash(), before.hash());
+}
+
+#[test]
 fn reads_at_other_revisions_are_refused_like_etcd() {
     let mut state = KvState::new();
     state.apply(&command(&Op::Put(0, 1))).unwrap();

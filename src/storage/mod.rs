@@ -97,14 +97,20 @@ pub trait Engine: Send + Sync + 'static {
         self.scan(cf, &[], None, usize::MAX)
     }
 
-    /// Replaces the whole content of a column family, atomically and durably.
-    fn import(&self, cf: &'static str, pairs: Vec<Pair>) -> Result<(), StorageError> {
-        let mut batch = WriteBatch::new();
+    /// Adds to `batch` the removal of every key the column family holds now.
+    fn clear_into(&self, cf: &'static str, batch: &mut WriteBatch) -> Result<(), StorageError> {
         if let Some((last, _)) = self.last(cf)? {
             let mut end = last;
             end.push(0);
             batch.delete_range(cf, Vec::new(), end);
         }
+        Ok(())
+    }
+
+    /// Replaces the whole content of a column family, atomically and durably.
+    fn import(&self, cf: &'static str, pairs: Vec<Pair>) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::new();
+        self.clear_into(cf, &mut batch)?;
         for (key, value) in pairs {
             batch.put(cf, key, value);
         }
