@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use madsim::runtime::{Handle, NodeHandle};
@@ -19,11 +19,14 @@ use placement_center::storage::sim_disk::SimDisk;
 
 use crate::checker::raft_invariants::Sample;
 
-/// Running Raft nodes by node id, for sampling invariants (cleared per run).
-static RUNNING: Mutex<BTreeMap<u64, Arc<RaftNode>>> = Mutex::new(BTreeMap::new());
+thread_local! {
+    /// Running Raft nodes by node id, for sampling invariants (cleared per run;
+    /// per thread because every seed's world has a thread of its own).
+    static RUNNING: std::cell::RefCell<BTreeMap<u64, Arc<RaftNode>>> = const { std::cell::RefCell::new(BTreeMap::new()) };
+}
 
-fn running() -> std::sync::MutexGuard<'static, BTreeMap<u64, Arc<RaftNode>>> {
-    RUNNING.lock().unwrap_or_else(|e| e.into_inner())
+fn running<R>(f: impl FnOnce(&mut BTreeMap<u64, Arc<RaftNode>>) -> R) -> R {
+    RUNNING.with(|r| f(&mut r.borrow_mut()))
 }
 
 /// Simulated IP of node `id` (clients use ids from 100).
@@ -54,7 +57,7 @@ impl SimCluster {
     pub fn start(n: u64) -> SimCluster {
         SimDisk::clear_registry();
         placement_center::runtime::reset_clocks();
-        running().clear();
+        running(|r| r.clear());
         let handle = Handle::current();
         let members: BTreeMap<u64, MemberConfig> = (1..=n)
             .map(|id| {
@@ -86,7 +89,7 @@ impl SimCluster {
                         let listeners = Listeners::bind(&config).await.expect("bind simulated address");
                         match Server::start(config, listeners).await {
                             Ok(server) => {
-                                running().insert(id, server.node.clone());
+                                running(|r| r.insert(id, server.node.clone()));
                                 // Runs until the node is killed.
                                 futures::future::pending::<()>().await;
                             }
@@ -102,14 +105,14 @@ impl SimCluster {
 
     /// Kills node `id` (its process dies; the disk keeps unsynced writes).
     pub fn kill(&self, id: u64) {
-        running().remove(&id);
+        running(|r| r.remove(&id));
         Handle::current().kill(self.nodes[id as usize - 1].handle.id());
         self.nodes[id as usize - 1].disk.crash();
     }
 
     /// Kills node `id` with a power loss: a random suffix of unsynced writes is lost.
     pub fn power_loss(&self, id: u64, rng: &mut impl rand::Rng) -> usize {
-        running().remove(&id);
+        running(|r| r.remove(&id));
         Handle::current().kill(self.nodes[id as usize - 1].handle.id());
         self.nodes[id as usize - 1].disk.power_loss(rng)
     }
@@ -121,18 +124,19 @@ impl SimCluster {
 
     /// The current leader as the running nodes see it (the highest term wins).
     pub fn leader(&self) -> Option<u64> {
-        let nodes = running();
-        nodes
-            .values()
-            .map(|n| n.raft.metrics().borrow().clone())
-            .filter(|m| m.current_leader == Some(m.id))
-            .max_by_key(|m| m.current_term)
-            .map(|m| m.id)
+        running(|nodes| {
+            nodes
+                .values()
+                .map(|n| n.raft.metrics().borrow().clone())
+                .filter(|m| m.current_leader == Some(m.id))
+                .max_by_key(|m| m.current_term)
+                .map(|m| m.id)
+        })
     }
 
     /// Whether node `id` is running with a live Raft (not stopped by a disk error).
     pub fn is_healthy(&self, id: u64) -> bool {
-        running().get(&id).is_some_and(|n| n.raft.metrics().borrow().running_state.is_ok())
+        running(|r| r.get(&id).is_some_and(|n| n.raft.metrics().borrow().running_state.is_ok()))
     }
 
     /// The raw log entries of node `id` with index in `from..=to`, read from its
@@ -156,9 +160,9 @@ impl SimCluster {
     /// storage error is left out: its metrics are its last in-memory state,
     /// which the failed write never made durable (nor acted upon).
     pub fn sample(&self, at: Duration) -> Vec<Sample> {
-        running()
-            .values()
-            .map(|n| n.raft.metrics().borrow().clone())
+        let metrics: Vec<_> = running(|r| r.values().map(|n| n.raft.metrics().borrow().clone()).collect());
+        metrics
+            .into_iter()
             .filter(|m| m.running_state.is_ok())
             .inspect(|m| {
                 if std::env::var_os("PLACEMENT_SIM_DEBUG").is_some() {

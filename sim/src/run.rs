@@ -52,8 +52,29 @@ pub struct Report {
     pub virtual_time: Duration,
 }
 
-/// Runs one seed in a fresh simulated world.
+/// Runs one seed in a fresh simulated world, on a thread of its own.
+///
+/// std's `HashMap` keys are drawn once per thread (madsim makes that draw
+/// depend on the seed): a second seed on the same thread would inherit the
+/// first one's keys, and a seed found failing in a sweep would replay
+/// differently alone. A fresh thread per seed makes every run equal to
+/// `--seed S`.
 pub fn run_seed(opts: &RunOptions) -> Report {
+    let opts = opts.clone();
+    let seed = opts.seed;
+    // Outside the simulation: the harness's own thread, not the server's.
+    #[allow(clippy::disallowed_methods)]
+    let thread = std::thread::Builder::new().name(format!("seed-{seed}")).spawn(move || run_seed_here(&opts));
+    match thread.map(|t| t.join()) {
+        Ok(Ok(report)) => report,
+        Ok(Err(_)) => Report { seed, violations: vec!["the seed's thread panicked".into()], ..Default::default() },
+        Err(e) => {
+            Report { seed, violations: vec![format!("could not start the seed's thread: {e}")], ..Default::default() }
+        }
+    }
+}
+
+fn run_seed_here(opts: &RunOptions) -> Report {
     let mut rt = madsim::runtime::Runtime::with_seed_and_config(opts.seed, madsim::Config::default());
     rt.set_time_limit(opts.duration + Duration::from_secs(300));
     let opts2 = opts.clone();

@@ -7,9 +7,9 @@
 //! goes back. openraft's `Instant` for the simulation ([`SkewedInstant`]) reads
 //! it, and sleeps convert local deadlines back to global ones.
 
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::ops::{Add, AddAssign, Sub, SubAssign};
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant as StdInstant};
 
 tokio::task_local! {
@@ -36,11 +36,25 @@ impl Segment {
     }
 }
 
-static SEGMENTS: Mutex<BTreeMap<u64, Segment>> = Mutex::new(BTreeMap::new());
-static BASE: OnceLock<StdInstant> = OnceLock::new();
+// A simulated world runs on one thread, and the harness gives every seed a
+// thread of its own: per-thread state keeps concurrent or successive runs
+// from seeing each other's clocks.
+thread_local! {
+    /// Each node's current clock segment.
+    static SEGMENTS: RefCell<BTreeMap<u64, Segment>> = const { RefCell::new(BTreeMap::new()) };
+    /// Global time zero of this world: its first reading.
+    static BASE: Cell<Option<StdInstant>> = const { Cell::new(None) };
+}
 
 fn base() -> StdInstant {
-    *BASE.get_or_init(StdInstant::now)
+    BASE.with(|b| match b.get() {
+        Some(base) => base,
+        None => {
+            let base = StdInstant::now();
+            b.set(Some(base));
+            base
+        }
+    })
 }
 
 fn global_now() -> Duration {
@@ -49,7 +63,7 @@ fn global_now() -> Duration {
 
 fn segment() -> Segment {
     let Ok(node) = NODE_CLOCK.try_with(|n| *n) else { return Segment::IDENTITY };
-    SEGMENTS.lock().unwrap_or_else(|e| e.into_inner()).get(&node).copied().unwrap_or(Segment::IDENTITY)
+    SEGMENTS.with(|s| s.borrow().get(&node).copied().unwrap_or(Segment::IDENTITY))
 }
 
 /// Runs `future` (and every Raft task it spawns) on node `node`'s clock.
@@ -72,14 +86,17 @@ pub(crate) fn scoped<F: std::future::Future>(node: u64, future: F) -> impl std::
 pub fn skew_clock(node: u64, jump: Duration, rate: f64) {
     let rate = rate.clamp(0.1, 10.0);
     let now = global_now();
-    let mut segments = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
-    let current = segments.get(&node).copied().unwrap_or(Segment::IDENTITY);
-    segments.insert(node, Segment { global0: now, local0: current.local(now) + jump, rate });
+    SEGMENTS.with(|s| {
+        let mut segments = s.borrow_mut();
+        let current = segments.get(&node).copied().unwrap_or(Segment::IDENTITY);
+        segments.insert(node, Segment { global0: now, local0: current.local(now) + jump, rate });
+    });
 }
 
-/// Forgets every skew (between simulation runs).
+/// Forgets every skew and the time base (at the start of a simulation run).
 pub fn reset_clocks() {
-    SEGMENTS.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    SEGMENTS.with(|s| s.borrow_mut().clear());
+    BASE.with(|b| b.set(None));
 }
 
 /// openraft's `Instant` in simulation: the local time of the reading task's node.

@@ -73,7 +73,11 @@ fn apply(trees: &mut Trees, batch: &WriteBatch) {
     }
 }
 
-static REGISTRY: Mutex<BTreeMap<PathBuf, Arc<SimDisk>>> = Mutex::new(BTreeMap::new());
+thread_local! {
+    /// Disks by data dir. Per thread: a simulated world runs on one thread,
+    /// and concurrent worlds (tests, parallel seeds) must not share disks.
+    static REGISTRY: std::cell::RefCell<BTreeMap<PathBuf, Arc<SimDisk>>> = const { std::cell::RefCell::new(BTreeMap::new()) };
+}
 
 impl SimDisk {
     /// An empty disk.
@@ -81,16 +85,15 @@ impl SimDisk {
         Self::default()
     }
 
-    /// The disk registered for `dir`, created empty on first use. The simulation
+    /// The disk registered for `dir` on this thread, created empty on first use. The simulation
     /// harness uses this so that a restarted node finds its disk again.
     pub fn registered(dir: &Path, _column_families: &[&'static str]) -> Arc<SimDisk> {
-        let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-        registry.entry(dir.to_path_buf()).or_default().clone()
+        REGISTRY.with(|r| r.borrow_mut().entry(dir.to_path_buf()).or_default().clone())
     }
 
     /// Forgets every registered disk (between simulation runs).
     pub fn clear_registry() {
-        REGISTRY.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        REGISTRY.with(|r| r.borrow_mut().clear());
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
