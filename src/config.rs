@@ -62,6 +62,14 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Largest client request accepted, bytes (etcd: 1.5 MiB).
     pub max_request_bytes: usize,
+    /// Auto-compaction keeps this many revisions of history (0: not by count).
+    /// The history lives in memory and on disk until compacted.
+    pub auto_compaction_retention_revisions: u64,
+    /// Auto-compaction keeps this many seconds of history (0: not by age).
+    pub auto_compaction_retention_secs: u64,
+    /// How often a watch created with `progress_notify` hears the revision
+    /// when nothing happened, milliseconds (etcd: 10 minutes).
+    pub watch_progress_notify_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -77,6 +85,9 @@ impl Default for Config {
             election_timeout_ms: 1000,
             request_timeout_ms: 5000,
             max_request_bytes: 1536 * 1024,
+            auto_compaction_retention_revisions: 10_000,
+            auto_compaction_retention_secs: 0,
+            watch_progress_notify_interval_ms: 600_000,
         }
     }
 }
@@ -223,9 +234,23 @@ impl Config {
         Duration::from_millis(self.request_timeout_ms)
     }
 
+    /// Shortest lease TTL in whole seconds: 1.5 election timeouts rounded up
+    /// (etcd's rule), so a lease outlives a leader election.
+    pub fn min_lease_ttl(&self) -> i64 {
+        (self.election_timeout_ms * 3).div_ceil(2000) as i64
+    }
+
+    /// Period of progress notifications to quiet watchers.
+    pub fn watch_progress_interval(&self) -> Duration {
+        Duration::from_millis(self.watch_progress_notify_interval_ms)
+    }
+
     /// Rejects what cannot work, naming the problem.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        if self.watch_progress_notify_interval_ms == 0 {
+            return invalid("watch_progress_notify_interval_ms must be positive".into());
+        }
         if self.node_id == 0 {
             return invalid("node_id must be at least 1".into());
         }

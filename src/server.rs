@@ -5,14 +5,20 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::api::KvService;
+use crate::api::{ApiContext, KvService, LeaseService, WatchService};
 use crate::config::{Config, ConfigError};
 use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::lease_server::LeaseServer;
+use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::raft::v1::raft_server::RaftServer;
+use crate::raft::compactor::AutoCompaction;
 use crate::raft::service::RaftService;
 use crate::raft::{Member, NodeError, NodeOptions, RaftNode, COLUMN_FAMILIES};
 use crate::runtime::{self, Listener, TaskGroup};
 use crate::storage::StorageError;
+
+/// How often the leader looks for expired leases (etcd: 500 ms).
+const LEASE_EXPIRY_PASS: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -113,9 +119,44 @@ impl Server {
         let client_tasks = TaskGroup::new();
         // gRPC framing allows some overhead above the request size limit, as in
         // etcd; the exact limit is checked (with etcd's message) per request.
-        let kv = KvServer::new(KvService::new(node.clone(), config.max_request_bytes))
-            .max_decoding_message_size(config.max_request_bytes + 512 * 1024);
-        let client_router = tonic::transport::Server::builder().add_service(kv);
+        let ctx = ApiContext::new(node.clone(), config.max_request_bytes, client_tasks.shutdown_signal());
+        let max_message = config.max_request_bytes + 512 * 1024;
+        let kv = KvServer::new(KvService::new(ctx.clone())).max_decoding_message_size(max_message);
+        let watch = WatchServer::new(WatchService::new(ctx.clone(), config.watch_progress_interval()))
+            .max_decoding_message_size(max_message);
+        let lease = LeaseServer::new(LeaseService::new(ctx.clone(), config.min_lease_ttl()))
+            .max_decoding_message_size(max_message);
+        let client_router = tonic::transport::Server::builder().add_service(kv).add_service(watch).add_service(lease);
+        // The leader's lease expiry and auto-compaction run on every node and
+        // act only while it leads.
+        let expiry_node = node.clone();
+        let mut stop = client_tasks.shutdown_signal();
+        client_tasks.spawn("lease-expiry", async move {
+            while !stop.is_requested() {
+                expiry_node.expire_leases().await;
+                tokio::select! {
+                    biased;
+                    _ = stop.wait() => return,
+                    _ = runtime::sleep(LEASE_EXPIRY_PASS) => {}
+                }
+            }
+        });
+        let compactor = AutoCompaction::new(&config);
+        if compactor.enabled() {
+            let compact_node = node.clone();
+            let mut stop = client_tasks.shutdown_signal();
+            client_tasks.spawn("auto-compaction", async move {
+                let mut compactor = compactor;
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = stop.wait() => return,
+                        _ = runtime::sleep(compactor.pass_interval()) => {}
+                    }
+                    compactor.pass(&compact_node).await;
+                }
+            });
+        }
         let mut stop = client_tasks.shutdown_signal();
         client_tasks.spawn("client-grpc", async move {
             if let Err(e) = runtime::serve(client_router, listeners.client, async move { stop.wait().await }).await {

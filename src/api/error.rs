@@ -45,6 +45,8 @@ fn state_status(e: &StateError) -> Status {
         StateError::LeaseProvided => (Code::InvalidArgument, "etcdserver: lease is provided"),
         StateError::LeaseNotFound => (Code::NotFound, "etcdserver: requested lease not found"),
         StateError::EmptyCommand => (Code::InvalidArgument, "etcdserver: request is empty"),
+        StateError::LeaseExists => (Code::FailedPrecondition, "etcdserver: lease already exists"),
+        StateError::LeaseTtlTooLarge => (Code::OutOfRange, "etcdserver: too large lease TTL"),
     };
     Status::new(code, msg)
 }

@@ -6,59 +6,29 @@
 
 use std::sync::Arc;
 
-use prost::Message;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
+use super::context::{unexpected, ApiContext};
 use super::ApiError;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::response_op::Response as Op;
 use crate::proto::etcdserverpb::{
-    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
-    TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
-use crate::proto::raft::v1::{command, command_result, Command, CommandResult};
+use crate::proto::raft::v1::{command, command_result};
 use crate::raft::state_store::read_state;
-use crate::raft::RaftNode;
-use crate::state::KvState;
 
 /// The KV service of one node.
 pub struct KvService {
-    /// The Raft node requests go through.
-    node: Arc<RaftNode>,
-    /// Requests larger than this are refused (etcd's --max-request-bytes).
-    max_request_bytes: usize,
+    ctx: Arc<ApiContext>,
 }
 
 impl KvService {
-    /// The service over `node`.
-    pub fn new(node: Arc<RaftNode>, max_request_bytes: usize) -> Self {
-        Self { node, max_request_bytes }
-    }
-
-    fn header(&self, revision: i64) -> ResponseHeader {
-        ResponseHeader {
-            cluster_id: self.node.cluster_id(),
-            member_id: self.node.id,
-            revision,
-            raft_term: self.node.term(),
-        }
-    }
-
-    fn check_size(&self, req: &impl Message) -> Result<(), ApiError> {
-        if req.encoded_len() > self.max_request_bytes {
-            return Err(ApiError::RequestTooLarge);
-        }
-        Ok(())
-    }
-
-    /// Checks and proposes a write; the size limit applies to what is proposed.
-    async fn write(&self, request: command::Request) -> Result<CommandResult, ApiError> {
-        let command = Command { request: Some(request) };
-        self.check_size(&command)?;
-        // Refuse before a Raft round trip what every replica would refuse.
-        KvState::validate(&command)?;
-        Ok(self.node.propose(command).await?)
+    /// The service over a node's context.
+    pub fn new(ctx: Arc<ApiContext>) -> Self {
+        Self { ctx }
     }
 
     /// Fills the header of every response nested in a txn, as etcd does.
@@ -76,31 +46,27 @@ impl KvService {
     }
 }
 
-fn unexpected(result: &CommandResult) -> Status {
-    Status::internal(format!("etcdserver: unexpected apply result {:?}", result.response))
-}
-
 #[tonic::async_trait]
 impl Kv for KvService {
     #[instrument(skip_all, fields(serializable = req.get_ref().serializable))]
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let req = req.into_inner();
-        self.check_size(&req)?;
+        self.ctx.check_size(&req)?;
         if !req.serializable {
-            self.node.read_barrier().await.map_err(ApiError::from)?;
+            self.ctx.node.read_barrier().await.map_err(ApiError::from)?;
         }
-        let state = read_state(self.node.state());
+        let state = read_state(self.ctx.node.state());
         let mut resp = state.range(&req).map_err(ApiError::from)?;
-        resp.header = Some(self.header(state.revision()));
+        resp.header = Some(self.ctx.header(state.revision()));
         Ok(Response::new(resp))
     }
 
     #[instrument(skip_all)]
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let result = self.write(command::Request::Put(req.into_inner())).await?;
+        let result = self.ctx.propose(command::Request::Put(req.into_inner())).await?;
         match result.response {
             Some(command_result::Response::Put(mut resp)) => {
-                resp.header = Some(self.header(result.revision));
+                resp.header = Some(self.ctx.header(result.revision));
                 Ok(Response::new(resp))
             }
             _ => Err(unexpected(&result)),
@@ -109,10 +75,10 @@ impl Kv for KvService {
 
     #[instrument(skip_all)]
     async fn delete_range(&self, req: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
-        let result = self.write(command::Request::DeleteRange(req.into_inner())).await?;
+        let result = self.ctx.propose(command::Request::DeleteRange(req.into_inner())).await?;
         match result.response {
             Some(command_result::Response::DeleteRange(mut resp)) => {
-                resp.header = Some(self.header(result.revision));
+                resp.header = Some(self.ctx.header(result.revision));
                 Ok(Response::new(resp))
             }
             _ => Err(unexpected(&result)),
@@ -121,11 +87,24 @@ impl Kv for KvService {
 
     #[instrument(skip_all)]
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        let result = self.write(command::Request::Txn(req.into_inner())).await?;
+        let result = self.ctx.propose(command::Request::Txn(req.into_inner())).await?;
         match result.response {
             Some(command_result::Response::Txn(mut resp)) => {
-                let header = self.header(result.revision);
+                let header = self.ctx.header(result.revision);
                 self.fill_txn_headers(&mut resp, &header);
+                Ok(Response::new(resp))
+            }
+            _ => Err(unexpected(&result)),
+        }
+    }
+
+    #[instrument(skip_all, fields(revision = req.get_ref().revision))]
+    async fn compact(&self, req: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
+        // Applied on every replica as part of the command: `physical` holds.
+        let result = self.ctx.propose(command::Request::Compaction(req.into_inner())).await?;
+        match result.response {
+            Some(command_result::Response::Compaction(mut resp)) => {
+                resp.header = Some(self.ctx.header(result.revision));
                 Ok(Response::new(resp))
             }
             _ => Err(unexpected(&result)),

@@ -256,6 +256,8 @@ pub fn refusal_to_pb(e: &crate::state::StateError) -> pb::Refusal {
         E::LeaseProvided => pb::Refusal::LeaseProvided,
         E::LeaseNotFound => pb::Refusal::LeaseNotFound,
         E::EmptyCommand => pb::Refusal::EmptyCommand,
+        E::LeaseExists => pb::Refusal::LeaseExists,
+        E::LeaseTtlTooLarge => pb::Refusal::LeaseTtlTooLarge,
     }
 }
 
@@ -274,6 +276,8 @@ pub fn refusal_from_pb(code: i32) -> Option<crate::state::StateError> {
         pb::Refusal::LeaseProvided => E::LeaseProvided,
         pb::Refusal::LeaseNotFound => E::LeaseNotFound,
         pb::Refusal::EmptyCommand => E::EmptyCommand,
+        pb::Refusal::LeaseExists => E::LeaseExists,
+        pb::Refusal::LeaseTtlTooLarge => E::LeaseTtlTooLarge,
     })
 }
 

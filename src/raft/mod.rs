@@ -5,6 +5,8 @@
 #![allow(clippy::result_large_err)]
 
 pub mod codec;
+pub mod compactor;
+pub mod lessor;
 pub mod log_store;
 pub mod state_store;
 pub mod types;
@@ -13,7 +15,14 @@ pub mod types;
 mod storage_suite;
 
 /// Every column family the Raft layer keeps in the engine.
-pub const COLUMN_FAMILIES: [&str; 4] = [log_store::CF_LOG, log_store::CF_META, state_store::CF_KV, state_store::CF_SM];
+pub const COLUMN_FAMILIES: [&str; 6] = [
+    log_store::CF_LOG,
+    log_store::CF_META,
+    state_store::CF_KV,
+    state_store::CF_SM,
+    state_store::CF_HISTORY,
+    state_store::CF_LEASE,
+];
 pub mod network;
 pub mod node;
 pub mod service;

@@ -183,6 +183,17 @@ pub enum LeaderCall<T> {
     Failed(tonic::Status),
 }
 
+impl<T> LeaderCall<T> {
+    /// Converts the answer, keeping the failure kinds.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> LeaderCall<U> {
+        match self {
+            LeaderCall::Done(t) => LeaderCall::Done(f(t)),
+            LeaderCall::NotLeader => LeaderCall::NotLeader,
+            LeaderCall::Failed(status) => LeaderCall::Failed(status),
+        }
+    }
+}
+
 /// Whether a failed call never reached the peer (the connection could not be
 /// made), so that nothing happened there. tonic reports this as Unavailable
 /// with a connect error; its simulated twin as "transport error".

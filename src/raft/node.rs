@@ -67,12 +67,16 @@ pub struct RaftNode {
     pub raft: Raft,
     /// The applied key space.
     state: SharedState,
+    /// The applied revision, changed after every apply that wrote.
+    applied_revision: tokio::sync::watch::Receiver<i64>,
     /// Derived from the initial membership; equal on every member.
     cluster_id: u64,
     /// Deadline for client requests.
     request_timeout: Duration,
     /// Clients to peers for forwarding and ReadIndex.
     peers: PeerClients,
+    /// Lease deadlines while this node leads (see `lessor`).
+    pub(super) leases: std::sync::Mutex<super::lessor::LeaderLeases>,
 }
 
 /// etcd-style cluster id: a digest of the initial members' ids and peer addresses.
@@ -102,6 +106,7 @@ impl RaftNode {
         let config = Arc::new(config.validate().map_err(|e| NodeError::Raft(e.to_string()))?);
         let sm = StateMachineStore::open(engine.clone()).map_err(|e| NodeError::Raft(e.to_string()))?;
         let state = sm.shared_state();
+        let applied_revision = sm.applied_revision();
         let sender = Sender { cluster_id: cluster_id(&opts.initial_members), node_id: opts.id };
         let network = Network { connect_timeout: opts.heartbeat_interval * 5, sender };
         let raft = Raft::new(opts.id, config, network, LogStore::new(engine), sm)
@@ -118,9 +123,11 @@ impl RaftNode {
             id: opts.id,
             raft,
             state,
+            applied_revision,
             cluster_id: cluster_id(&opts.initial_members),
             request_timeout: opts.request_timeout,
             peers: PeerClients::default(),
+            leases: Default::default(),
         }))
     }
 
@@ -128,6 +135,23 @@ impl RaftNode {
     /// for a linearizable read).
     pub fn state(&self) -> &SharedState {
         &self.state
+    }
+
+    /// Deadline for client requests.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// Follows the applied revision (watchers wait on it).
+    pub fn applied_revision(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.applied_revision.clone()
+    }
+
+    /// Whether this node is the leader as far as it knows (not a linearizable
+    /// check: a deposed leader may not know yet).
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        m.current_leader == Some(self.id) && m.state.is_leader()
     }
 
     /// This node's identity on raft.v1.
@@ -150,7 +174,7 @@ impl RaftNode {
         self.raft.metrics().borrow().current_leader
     }
 
-    fn pause() -> Duration {
+    pub(super) fn pause() -> Duration {
         Duration::from_millis(20)
     }
 
@@ -162,7 +186,7 @@ impl RaftNode {
     }
 
     /// Whether Raft has stopped (a fatal storage error, or shutdown).
-    fn raft_stopped(&self) -> bool {
+    pub(super) fn raft_stopped(&self) -> bool {
         self.raft.metrics().borrow().running_state.is_err()
     }
 
@@ -282,7 +306,7 @@ impl RaftNode {
         metrics.membership_config.membership().get_node(&id).map(|m| (id, m.clone()))
     }
 
-    fn peer(
+    pub(super) fn peer(
         &self,
         peer_addr: &str,
     ) -> Result<crate::proto::raft::v1::raft_client::RaftClient<tonic::transport::Channel>, NodeError> {
@@ -297,6 +321,6 @@ impl RaftNode {
     }
 }
 
-fn leader_is_remote(me: NodeId, leader: &(NodeId, Member)) -> bool {
+pub(super) fn leader_is_remote(me: NodeId, leader: &(NodeId, Member)) -> bool {
     leader.0 != me
 }

@@ -5,6 +5,10 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::proto::etcdserverpb::{
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+
 use super::codec;
 use super::network::{CLUSTER_ID_METADATA, FROM_METADATA, NOT_LEADER_METADATA};
 use super::node::{NodeError, RaftNode};
@@ -120,6 +124,35 @@ impl RaftRpc for RaftService {
             Ok(Some(index)) => Ok(Response::new(pb::ReadIndexResponse { index })),
             Ok(None) => Err(not_leader()),
             Err(e) => Err(node_failure(e)),
+        }
+    }
+
+    async fn lease_keep_alive(
+        &self,
+        req: Request<LeaseKeepAliveRequest>,
+    ) -> Result<Response<LeaseKeepAliveResponse>, Status> {
+        self.check_sender(&req)?;
+        let id = req.into_inner().id;
+        match self.node.renew_lease_locally(id) {
+            Some(ttl) => Ok(Response::new(LeaseKeepAliveResponse { header: None, id, ttl })),
+            None => Err(not_leader()),
+        }
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        self.check_sender(&req)?;
+        let id = req.into_inner().id;
+        match self.node.lease_ttl_locally(id) {
+            Some(ttl) => Ok(Response::new(LeaseTimeToLiveResponse {
+                id,
+                ttl: ttl.map_or(-1, |t| t.remaining),
+                granted_ttl: ttl.map_or(0, |t| t.granted),
+                ..Default::default()
+            })),
+            None => Err(not_leader()),
         }
     }
 }

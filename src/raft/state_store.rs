@@ -2,8 +2,10 @@
 //! [`KvState`](crate::state::KvState) and persists the result.
 //!
 //! Layout: column family `kv` maps a key to its protobuf `mvccpb.KeyValue`;
-//! `sm_meta` holds the last applied log id, the membership, the revision and
-//! the latest snapshot.
+//! `history` maps (revision, index) big-endian to the `mvccpb.Event` (with the
+//! replaced record); `lease` maps a lease id to its `LeaseRecord`; `sm_meta`
+//! holds the last applied log id, the membership, the revision, the compact
+//! revision and the latest snapshot.
 //!
 //! Atomicity: the key changes of applied entries, the new last-applied log id,
 //! membership and revision are written in ONE batch. A crash leaves the disk at
@@ -20,19 +22,24 @@ use prost::Message;
 use super::codec::{self, decode};
 use super::log_store::{read_err, write_err};
 use super::types::{ApplyResult, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
-use crate::proto::mvccpb::KeyValue;
+use crate::proto::mvccpb::{Event, KeyValue};
 use crate::proto::raft::v1 as pb;
-use crate::state::{Change, KvState};
+use crate::state::{Change, KvState, Persisted};
 use crate::storage::{Engine, WriteBatch};
 
 /// Column family of live keys.
 pub const CF_KV: &str = "kv";
 /// Column family of the state machine's bookkeeping.
 pub const CF_SM: &str = "sm_meta";
+/// Column family of the kept history (events by revision).
+pub const CF_HISTORY: &str = "history";
+/// Column family of granted leases.
+pub const CF_LEASE: &str = "lease";
 
 const KEY_APPLIED: &[u8] = b"applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
 const KEY_REVISION: &[u8] = b"revision";
+const KEY_COMPACT: &[u8] = b"compact_revision";
 const KEY_SNAPSHOT: &[u8] = b"snapshot";
 
 /// The key space as the API reads it; shared with the state-machine store.
@@ -60,6 +67,8 @@ pub struct StateMachineStore {
     membership: StoredMembership,
     /// Distinguishes snapshots built at the same log id.
     snapshot_seq: u64,
+    /// Publishes the applied revision to watchers.
+    revision_tx: tokio::sync::watch::Sender<i64>,
 }
 
 fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -82,25 +91,34 @@ impl StateMachineStore {
                 .map_err(sm_err)?,
             None => StoredMembership::default(),
         };
-        let revision = match get(KEY_REVISION)? {
-            Some(b) => i64::from_be_bytes(
-                b.as_slice().try_into().map_err(|_| sm_err(std::io::Error::other("revision is not 8 bytes")))?,
-            ),
-            None => 1,
+        let revision = get(KEY_REVISION)?.map(|b| be_i64("revision", &b)).transpose()?.unwrap_or(1);
+        let compact_revision = get(KEY_COMPACT)?.map(|b| be_i64("compact revision", &b)).transpose()?.unwrap_or(0);
+        let decode_all = |cf: &'static str| -> Result<Vec<Vec<u8>>, StorageError> {
+            Ok(engine.export(cf).map_err(sm_err)?.into_iter().map(|(_, v)| v).collect())
         };
-        let kvs = engine
-            .export(CF_KV)
-            .map_err(sm_err)?
-            .into_iter()
-            .map(|(_, v)| decode::<KeyValue>("KeyValue", &v))
+        let kvs = decode_all(CF_KV)?
+            .iter()
+            .map(|v| decode::<KeyValue>("KeyValue", v))
             .collect::<Result<Vec<_>, _>>()
             .map_err(sm_err)?;
+        let history = decode_all(CF_HISTORY)?
+            .iter()
+            .map(|v| decode::<Event>("Event", v))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sm_err)?;
+        let leases = decode_all(CF_LEASE)?
+            .iter()
+            .map(|v| decode::<pb::LeaseRecord>("LeaseRecord", v).map(|l| (l.id, l.ttl)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sm_err)?;
+        let persisted = Persisted { revision, kvs, compact_revision, history, leases };
         Ok(Self {
             engine,
-            state: Arc::new(RwLock::new(KvState::restore(revision, kvs))),
+            state: Arc::new(RwLock::new(KvState::restore(persisted))),
             last_applied,
             membership,
             snapshot_seq: 0,
+            revision_tx: tokio::sync::watch::Sender::new(revision),
         })
     }
 
@@ -109,13 +127,72 @@ impl StateMachineStore {
         self.state.clone()
     }
 
-    fn bookkeeping(&self, batch: &mut WriteBatch, revision: i64) {
+    fn bookkeeping(&self, batch: &mut WriteBatch, kv: &KvState) {
         if let Some(applied) = &self.last_applied {
             batch.put(CF_SM, KEY_APPLIED, codec::log_id_to_pb(applied).encode_to_vec());
         }
         batch.put(CF_SM, KEY_MEMBERSHIP, codec::stored_membership_to_pb(&self.membership).encode_to_vec());
-        batch.put(CF_SM, KEY_REVISION, revision.to_be_bytes().to_vec());
+        batch.put(CF_SM, KEY_REVISION, kv.revision().to_be_bytes().to_vec());
+        batch.put(CF_SM, KEY_COMPACT, kv.compact_revision().to_be_bytes().to_vec());
     }
+
+    /// A receiver of the applied revision, for watchers: it changes after
+    /// every apply that wrote something.
+    pub fn applied_revision(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.revision_tx.subscribe()
+    }
+}
+
+fn be_i64(what: &str, bytes: &[u8]) -> Result<i64, StorageError> {
+    let bytes: [u8; 8] =
+        bytes.try_into().map_err(|_| sm_err(std::io::Error::other(format!("{what} is not 8 bytes"))))?;
+    Ok(i64::from_be_bytes(bytes))
+}
+
+/// History key: revision then index within it, big-endian, so that the
+/// engine's order is revision order.
+fn history_key(revision: i64, index: u32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(12);
+    key.extend_from_slice(&(revision as u64).to_be_bytes());
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// Adds one applied command's changes to `batch`.
+fn persist_changes(batch: &mut WriteBatch, revision: i64, changes: Vec<Change>) {
+    let mut index = 0u32;
+    for change in changes {
+        match change {
+            Change::Key(event) => {
+                if let Some(kv) = &event.kv {
+                    if event.r#type == crate::proto::mvccpb::event::EventType::Put as i32 {
+                        batch.put(CF_KV, kv.key.clone(), kv.encode_to_vec());
+                    } else {
+                        batch.delete(CF_KV, kv.key.clone());
+                    }
+                }
+                batch.put(CF_HISTORY, history_key(revision, index), event.encode_to_vec());
+                index += 1;
+            }
+            Change::LeaseGranted { id, ttl } => {
+                batch.put(CF_LEASE, id.to_be_bytes().to_vec(), pb::LeaseRecord { id, ttl }.encode_to_vec())
+            }
+            Change::LeaseRevoked(id) => batch.delete(CF_LEASE, id.to_be_bytes().to_vec()),
+            Change::Compacted(below) => batch.delete_range(CF_HISTORY, history_key(0, 0), history_key(below, 0)),
+        }
+    }
+}
+
+fn snapshot_bytes(kv: &KvState) -> Vec<u8> {
+    let p = kv.persisted();
+    pb::StateSnapshot {
+        revision: p.revision,
+        kvs: p.kvs,
+        compact_revision: p.compact_revision,
+        history: p.history,
+        leases: p.leases.into_iter().map(|(id, ttl)| pb::LeaseRecord { id, ttl }).collect(),
+    }
+    .encode_to_vec()
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
@@ -144,15 +221,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
                 EntryPayload::Normal(cmd) => match kv.apply(&cmd) {
                     Ok(applied) => {
-                        for change in applied.changes {
-                            match change {
-                                Change::Put(record) => {
-                                    let value = record.encode_to_vec();
-                                    batch.put(CF_KV, record.key, value)
-                                }
-                                Change::Delete(key) => batch.delete(CF_KV, key),
-                            }
-                        }
+                        persist_changes(&mut batch, applied.result.revision, applied.changes);
                         results.push(Ok(applied.result));
                     }
                     // Refused deterministically on every replica; nothing to persist.
@@ -160,17 +229,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 },
             }
         }
-        self.bookkeeping(&mut batch, kv.revision());
+        self.bookkeeping(&mut batch, &kv);
+        let revision = kv.revision();
+        drop(kv);
         // One atomic batch: changes + last applied (see the module comment). Not
         // synced: the log is durable, a lost suffix is re-applied from it.
         self.engine.write(batch, false).map_err(|e| write_err(ErrorSubject::StateMachine, e))?;
+        // Watchers read the state once it is applied (and persisted).
+        self.revision_tx.send_if_modified(|r| std::mem::replace(r, revision) != revision);
         Ok(results)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.snapshot_seq += 1;
-        let kv = read_state(&self.state);
-        let data = pb::StateSnapshot { revision: kv.revision(), kvs: kv.records().cloned().collect() }.encode_to_vec();
+        let data = snapshot_bytes(&read_state(&self.state));
         let meta = SnapshotMeta {
             last_log_id: self.last_applied,
             last_membership: self.membership.clone(),
@@ -194,18 +266,41 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let data = snapshot.into_inner();
         let decoded: pb::StateSnapshot = decode("StateSnapshot", &data).map_err(sm_err)?;
         let mut batch = WriteBatch::new();
-        self.engine.clear_into(CF_KV, &mut batch).map_err(sm_err)?;
+        for cf in [CF_KV, CF_HISTORY, CF_LEASE] {
+            self.engine.clear_into(cf, &mut batch).map_err(sm_err)?;
+        }
         for kv in &decoded.kvs {
             batch.put(CF_KV, kv.key.clone(), kv.encode_to_vec());
         }
-        let new_state = KvState::restore(decoded.revision, decoded.kvs);
+        let mut index = 0u32;
+        let mut last_revision = None;
+        for event in &decoded.history {
+            let revision = event.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+            if last_revision != Some(revision) {
+                (index, last_revision) = (0, Some(revision));
+            }
+            batch.put(CF_HISTORY, history_key(revision, index), event.encode_to_vec());
+            index += 1;
+        }
+        for lease in &decoded.leases {
+            batch.put(CF_LEASE, lease.id.to_be_bytes().to_vec(), lease.encode_to_vec());
+        }
+        let new_state = KvState::restore(Persisted {
+            revision: decoded.revision,
+            kvs: decoded.kvs,
+            compact_revision: decoded.compact_revision,
+            history: decoded.history,
+            leases: decoded.leases.iter().map(|l| (l.id, l.ttl)).collect(),
+        });
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        self.bookkeeping(&mut batch, new_state.revision());
+        self.bookkeeping(&mut batch, &new_state);
         store_snapshot(&mut batch, meta, data);
         // Synced: the log before this point may be purged right after.
         self.engine.write(batch, true).map_err(|e| write_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
+        let revision = new_state.revision();
         *write_state(&self.state) = new_state;
+        self.revision_tx.send_replace(revision);
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use super::{Change, StateError, Write};
+use super::{KvState, StateError, Write};
 use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::proto::etcdserverpb::{
     DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
@@ -79,17 +79,12 @@ pub(super) fn validate_range(req: &RangeRequest) -> Result<(), StateError> {
     require_key(&req.key)
 }
 
-pub(super) fn put(
-    keys: &mut BTreeMap<Vec<u8>, KeyValue>,
-    write: &mut Write,
-    req: &PutRequest,
-) -> Result<PutResponse, StateError> {
-    let prev = keys.get(&req.key);
+pub(super) fn put(state: &mut KvState, write: &mut Write, req: &PutRequest) -> Result<PutResponse, StateError> {
+    let prev = state.keys.get(&req.key);
     if (req.ignore_value || req.ignore_lease) && prev.is_none() {
         return Err(StateError::KeyNotFound);
     }
-    // No lease service yet: only "no lease" exists.
-    if !req.ignore_lease && req.lease != 0 {
+    if !req.ignore_lease && req.lease != 0 && !state.leases.contains_key(&req.lease) {
         return Err(StateError::LeaseNotFound);
     }
     let record = KeyValue {
@@ -106,23 +101,15 @@ pub(super) fn put(
             _ => req.lease,
         },
     };
-    let prev_kv = if req.prev_kv { prev.cloned() } else { None };
-    write.previous.push((req.key.clone(), prev.cloned()));
-    write.changes.push(Change::Put(record.clone()));
-    keys.insert(req.key.clone(), record);
-    Ok(PutResponse { header: None, prev_kv })
+    let prev = state.set(write, &req.key, Some(record));
+    Ok(PutResponse { header: None, prev_kv: if req.prev_kv { prev } else { None } })
 }
 
-pub(super) fn delete(
-    keys: &mut BTreeMap<Vec<u8>, KeyValue>,
-    write: &mut Write,
-    req: &DeleteRangeRequest,
-) -> DeleteRangeResponse {
-    let doomed: Vec<KeyValue> = KeyRange::new(&req.key, &req.range_end).select(keys).into_iter().cloned().collect();
+pub(super) fn delete(state: &mut KvState, write: &mut Write, req: &DeleteRangeRequest) -> DeleteRangeResponse {
+    let doomed: Vec<KeyValue> =
+        KeyRange::new(&req.key, &req.range_end).select(&state.keys).into_iter().cloned().collect();
     for kv in &doomed {
-        keys.remove(&kv.key);
-        write.previous.push((kv.key.clone(), Some(kv.clone())));
-        write.changes.push(Change::Delete(kv.key.clone()));
+        state.set(write, &kv.key, None);
     }
     DeleteRangeResponse {
         header: None,

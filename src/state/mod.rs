@@ -6,20 +6,30 @@
 //!
 //! Revision rules (etcd's): every Put bumps the store revision; a DeleteRange
 //! bumps it only when it deleted something; a Txn bumps it once if any of its
-//! operations wrote, and all its writes share that revision.
+//! operations wrote, and all its writes share that revision. Lease grants and
+//! compactions do not bump it; a lease revoke that deletes keys does.
+//!
+//! History: every change is kept as an `mvccpb.Event` (with the record it
+//! replaced) by revision, from the compact revision on. Range reads at an
+//! older revision roll the live records back through newer events; watches
+//! replay events from any kept revision.
 
+mod history;
 mod kv;
+mod lease;
 mod txn;
 
 #[cfg(test)]
 mod model_tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub use kv::KeyRange;
+pub use lease::MAX_LEASE_TTL;
 
-use crate::proto::etcdserverpb::{RangeRequest, RangeResponse};
-use crate::proto::mvccpb::KeyValue;
+use crate::proto::etcdserverpb::{CompactionResponse, RangeRequest, RangeResponse};
+use crate::proto::mvccpb::event::EventType;
+use crate::proto::mvccpb::{Event, KeyValue};
 use crate::proto::raft::v1::command_result::Response;
 use crate::proto::raft::v1::{command, Command, CommandResult};
 
@@ -61,15 +71,26 @@ pub enum StateError {
     /// A log entry with no request in it.
     #[error("empty command")]
     EmptyCommand,
+    /// A lease grant for an id that exists.
+    #[error("lease already exists")]
+    LeaseExists,
+    /// A lease grant with a TTL above [`MAX_LEASE_TTL`].
+    #[error("too large lease TTL")]
+    LeaseTtlTooLarge,
 }
 
-/// A change to persist for one key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A change to persist, in the order applied.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Change {
-    /// The key now has this record.
-    Put(KeyValue),
-    /// The key no longer exists.
-    Delete(Vec<u8>),
+    /// A key changed: the event says how (its `kv` is the new record, or the
+    /// key and the deleting revision for a delete) and keeps the old record.
+    Key(Event),
+    /// A lease was granted with this TTL in seconds.
+    LeaseGranted { id: i64, ttl: i64 },
+    /// A lease was revoked (its keys are deleted by `Key` changes).
+    LeaseRevoked(i64),
+    /// History below this revision is gone.
+    Compacted(i64),
 }
 
 /// What applying a command produced.
@@ -77,8 +98,17 @@ pub enum Change {
 pub struct Applied {
     /// The response, without header (the API layer fills it).
     pub result: CommandResult,
-    /// Key changes, in order, to persist with the applied index.
+    /// Changes, in order, to persist with the applied index.
     pub changes: Vec<Change>,
+}
+
+/// A granted lease.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Lease {
+    /// TTL in seconds, as granted.
+    pub ttl: i64,
+    /// Keys whose record names this lease.
+    pub keys: BTreeSet<Vec<u8>>,
 }
 
 /// The key space.
@@ -88,18 +118,72 @@ pub struct KvState {
     revision: i64,
     /// Live keys and their records.
     keys: BTreeMap<Vec<u8>, KeyValue>,
+    /// History is kept for revisions >= this one (0: nothing compacted yet).
+    compact_revision: i64,
+    /// Every kept change by revision, in the order applied.
+    history: BTreeMap<i64, Vec<Event>>,
+    /// Granted leases by id.
+    leases: BTreeMap<i64, Lease>,
+}
+
+/// What [`KvState::restore`] rebuilds a state from.
+#[derive(Debug, Default)]
+pub struct Persisted {
+    /// The store revision.
+    pub revision: i64,
+    /// Live records.
+    pub kvs: Vec<KeyValue>,
+    /// History is kept from this revision on.
+    pub compact_revision: i64,
+    /// Kept events, in revision order.
+    pub history: Vec<Event>,
+    /// Granted leases: (id, ttl).
+    pub leases: Vec<(i64, i64)>,
 }
 
 impl KvState {
     /// An empty store at revision 1 (etcd's initial revision).
     pub fn new() -> Self {
-        Self { revision: 1, keys: BTreeMap::new() }
+        Self { revision: 1, ..Default::default() }
     }
 
-    /// A store restored from persisted records.
-    pub fn restore(revision: i64, kvs: impl IntoIterator<Item = KeyValue>) -> Self {
-        let keys = kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
-        Self { revision: revision.max(1), keys }
+    /// A store restored from what was persisted.
+    pub fn restore(p: Persisted) -> Self {
+        let mut leases: BTreeMap<i64, Lease> =
+            p.leases.into_iter().map(|(id, ttl)| (id, Lease { ttl, keys: BTreeSet::new() })).collect();
+        let mut keys = BTreeMap::new();
+        for kv in p.kvs {
+            if let Some(lease) = leases.get_mut(&kv.lease) {
+                lease.keys.insert(kv.key.clone());
+            }
+            keys.insert(kv.key.clone(), kv);
+        }
+        let mut history: BTreeMap<i64, Vec<Event>> = BTreeMap::new();
+        for event in p.history {
+            history.entry(history::event_revision(&event)).or_default().push(event);
+        }
+        Self { revision: p.revision.max(1), keys, compact_revision: p.compact_revision, history, leases }
+    }
+
+    /// Everything [`restore`](Self::restore) needs (for snapshots).
+    pub fn persisted(&self) -> Persisted {
+        Persisted {
+            revision: self.revision,
+            kvs: self.keys.values().cloned().collect(),
+            compact_revision: self.compact_revision,
+            history: self.history.values().flatten().cloned().collect(),
+            leases: self.leases.iter().map(|(id, l)| (*id, l.ttl)).collect(),
+        }
+    }
+
+    /// History is kept for revisions at or above this one.
+    pub fn compact_revision(&self) -> i64 {
+        self.compact_revision
+    }
+
+    /// The granted leases.
+    pub fn leases(&self) -> &BTreeMap<i64, Lease> {
+        &self.leases
     }
 
     /// The current revision.
@@ -132,8 +216,7 @@ impl KvState {
                 h = h.wrapping_mul(0x0100_0000_01b3);
             }
         };
-        feed(&self.revision.to_be_bytes());
-        for kv in self.keys.values() {
+        let mut feed_kv = |kv: &KeyValue| {
             feed(&(kv.key.len() as u64).to_be_bytes());
             feed(&kv.key);
             feed(&(kv.value.len() as u64).to_be_bytes());
@@ -141,7 +224,22 @@ impl KvState {
             for n in [kv.create_revision, kv.mod_revision, kv.version, kv.lease] {
                 feed(&n.to_be_bytes());
             }
+        };
+        for kv in self.keys.values() {
+            feed_kv(kv);
         }
+        for event in self.history.values().flatten() {
+            feed_kv(&KeyValue { version: i64::from(event.r#type), ..Default::default() });
+            event.kv.iter().chain(&event.prev_kv).for_each(&mut feed_kv);
+        }
+        for (id, lease) in &self.leases {
+            feed_kv(&KeyValue { create_revision: *id, mod_revision: lease.ttl, ..Default::default() });
+        }
+        feed_kv(&KeyValue {
+            mod_revision: self.revision,
+            create_revision: self.compact_revision,
+            ..Default::default()
+        });
         h
     }
 
@@ -153,6 +251,9 @@ impl KvState {
             Some(command::Request::Put(put)) => kv::validate_put(put),
             Some(command::Request::DeleteRange(del)) => kv::validate_delete(del),
             Some(command::Request::Txn(txn)) => txn::validate(txn),
+            Some(command::Request::Compaction(_)) => Ok(()),
+            Some(command::Request::LeaseGrant(grant)) => lease::validate_grant(grant),
+            Some(command::Request::LeaseRevoke(_)) => Ok(()),
         }
     }
 
@@ -162,65 +263,109 @@ impl KvState {
         let mut write = Write::new(self.revision + 1);
         let response = match &command.request {
             None => return Err(StateError::EmptyCommand),
-            Some(command::Request::Put(put)) => Response::Put(kv::put(&mut self.keys, &mut write, put)?),
-            Some(command::Request::DeleteRange(del)) => {
-                Response::DeleteRange(kv::delete(&mut self.keys, &mut write, del))
-            }
+            Some(command::Request::Put(put)) => Response::Put(kv::put(self, &mut write, put)?),
+            Some(command::Request::DeleteRange(del)) => Response::DeleteRange(kv::delete(self, &mut write, del)),
             Some(command::Request::Txn(req)) => match txn::apply(self, &mut write, req) {
                 Ok(resp) => Response::Txn(resp),
                 Err(refused) => {
                     // A txn either applies whole or, on error, not at all: undo
                     // what it changed (the revision is only set below).
-                    write.undo(&mut self.keys);
+                    self.undo(&mut write);
                     return Err(refused);
                 }
             },
+            Some(command::Request::Compaction(req)) => {
+                history::compact(self, &mut write, req.revision)?;
+                Response::Compaction(CompactionResponse { header: None })
+            }
+            Some(command::Request::LeaseGrant(req)) => Response::LeaseGrant(lease::grant(self, &mut write, req)?),
+            Some(command::Request::LeaseRevoke(req)) => Response::LeaseRevoke(lease::revoke(self, &mut write, req)?),
         };
-        if !write.changes.is_empty() {
+        if !write.events.is_empty() {
             self.revision = write.revision;
+            self.history.insert(write.revision, write.events.clone());
         }
-        Ok(Applied {
-            result: CommandResult { revision: self.revision, response: Some(response) },
-            changes: write.changes,
-        })
+        let mut changes: Vec<Change> = write.events.into_iter().map(Change::Key).collect();
+        changes.extend(write.other);
+        Ok(Applied { result: CommandResult { revision: self.revision, response: Some(response) }, changes })
     }
 
-    /// Serves a read at the current state.
+    /// Sets `key`'s record (None: deletes it) as part of `write`, keeping the
+    /// lease index and recording the event. Returns the old record.
+    fn set(&mut self, write: &mut Write, key: &[u8], record: Option<KeyValue>) -> Option<KeyValue> {
+        let event = match &record {
+            Some(kv) => Event { r#type: EventType::Put as i32, kv: Some(kv.clone()), prev_kv: None },
+            None => Event {
+                r#type: EventType::Delete as i32,
+                kv: Some(KeyValue { key: key.to_vec(), mod_revision: write.revision, ..Default::default() }),
+                prev_kv: None,
+            },
+        };
+        let prev = self.replace(key, record);
+        write.events.push(Event { prev_kv: prev.clone(), ..event });
+        prev
+    }
+
+    /// Sets `key`'s record without recording anything; keeps the lease index.
+    fn replace(&mut self, key: &[u8], record: Option<KeyValue>) -> Option<KeyValue> {
+        if let Some(kv) = &record {
+            if let Some(lease) = self.leases.get_mut(&kv.lease) {
+                lease.keys.insert(key.to_vec());
+            }
+        }
+        let prev = match record {
+            Some(kv) => self.keys.insert(key.to_vec(), kv),
+            None => self.keys.remove(key),
+        };
+        if let Some(old) = &prev {
+            let still_attached = self.keys.get(key).is_some_and(|kv| kv.lease == old.lease);
+            if !still_attached {
+                if let Some(lease) = self.leases.get_mut(&old.lease) {
+                    lease.keys.remove(key);
+                }
+            }
+        }
+        prev
+    }
+
+    /// Restores the state to how it was before `write` (a refused txn).
+    fn undo(&mut self, write: &mut Write) {
+        for event in write.events.drain(..).rev() {
+            let key = event.kv.map(|kv| kv.key).unwrap_or_default();
+            self.replace(&key, event.prev_kv);
+        }
+        write.other.clear();
+    }
+
+    /// Serves a read at the current state or, with `revision`, at a kept one.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, StateError> {
         kv::validate_range(req)?;
-        if req.revision > self.revision {
-            return Err(StateError::FutureRevision);
+        if req.revision <= 0 || req.revision == self.revision {
+            return Ok(kv::range(&self.keys, req));
         }
-        if req.revision > 0 && req.revision < self.revision {
-            // No history is kept: everything below the current revision is compacted.
-            return Err(StateError::Compacted);
-        }
-        Ok(kv::range(&self.keys, req))
+        let past = history::records_at(self, &KeyRange::new(&req.key, &req.range_end), req.revision, &[])?;
+        Ok(kv::range(&past, req))
+    }
+
+    /// The kept events from revision `from` on, by revision; `Err` carries the
+    /// compact revision when `from` is below it.
+    pub fn events_from(&self, from: i64) -> Result<impl Iterator<Item = (&i64, &Vec<Event>)>, i64> {
+        history::events_from(self, from)
     }
 }
 
 /// The writes of one command: they all get `revision`.
 struct Write {
     revision: i64,
-    changes: Vec<Change>,
-    /// Each changed key's record before the change, in order, so that a txn
+    /// Key changes in order; each keeps the record it replaced, so a txn
     /// failing midway can be undone without copying the key space.
-    previous: Vec<(Vec<u8>, Option<KeyValue>)>,
+    events: Vec<Event>,
+    /// Lease and compaction changes.
+    other: Vec<Change>,
 }
 
 impl Write {
     fn new(revision: i64) -> Self {
-        Self { revision, changes: Vec::new(), previous: Vec::new() }
-    }
-
-    /// Restores `keys` to how they were before this write.
-    fn undo(&mut self, keys: &mut BTreeMap<Vec<u8>, KeyValue>) {
-        for (key, previous) in self.previous.drain(..).rev() {
-            match previous {
-                Some(record) => keys.insert(key, record),
-                None => keys.remove(&key),
-            };
-        }
-        self.changes.clear();
+        Self { revision, events: Vec::new(), other: Vec::new() }
     }
 }

@@ -9,7 +9,10 @@ use proptest::prelude::*;
 use super::*;
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::proto::etcdserverpb::request_op::Request;
-use crate::proto::etcdserverpb::{Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
+use crate::proto::etcdserverpb::{
+    CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RangeRequest,
+    RequestOp, TxnRequest,
+};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -134,6 +137,23 @@ proptest! {
     }
 
     #[test]
+    fn a_read_at_any_kept_revision_sees_the_state_of_then(ops in proptest::collection::vec(op(), 1..40)) {
+        let all = |state: &KvState, revision| {
+            state.range(&RangeRequest { key: vec![0], range_end: vec![0], revision, ..Default::default() }).unwrap().kvs
+        };
+        let mut state = KvState::new();
+        let mut then = BTreeMap::new();
+        then.insert(1, Vec::new());
+        for op in &ops {
+            state.apply(&command(op)).expect("valid command");
+            then.insert(state.revision(), all(&state, 0));
+        }
+        for (revision, kvs) in &then {
+            prop_assert_eq!(&all(&state, *revision), kvs, "at revision {}", revision);
+        }
+    }
+
+    #[test]
     fn replaying_a_log_gives_the_same_hash(ops in proptest::collection::vec(op(), 1..40)) {
         let mut a = KvState::new();
         let mut b = KvState::new();
@@ -142,7 +162,7 @@ proptest! {
             b.apply(&command(op)).unwrap();
         }
         prop_assert_eq!(a.hash(), b.hash());
-        let restored = KvState::restore(a.revision(), a.records().cloned());
+        let restored = KvState::restore(a.persisted());
         prop_assert_eq!(restored.hash(), a.hash());
     }
 }
@@ -236,14 +256,98 @@ fn a_txn_failing_midway_leaves_no_trace() {
 }
 
 #[test]
-fn reads_at_other_revisions_are_refused_like_etcd() {
+fn reads_at_past_revisions_see_the_past_until_compacted() {
     let mut state = KvState::new();
-    state.apply(&command(&Op::Put(0, 1))).unwrap();
-    state.apply(&command(&Op::Put(0, 2))).unwrap();
-    let at = |revision| state.range(&RangeRequest { key: key(0), revision, ..Default::default() });
-    assert_eq!(at(3).unwrap().kvs[0].value, vec![2]);
-    assert_eq!(at(4).unwrap_err(), StateError::FutureRevision);
-    assert_eq!(at(2).unwrap_err(), StateError::Compacted);
+    state.apply(&command(&Op::Put(0, 1))).unwrap(); // revision 2
+    state.apply(&command(&Op::Put(0, 2))).unwrap(); // 3
+    state.apply(&command(&Op::DeleteRange(0, 1))).unwrap(); // 4
+    let at = |state: &KvState, revision| {
+        state
+            .range(&RangeRequest { key: key(0), revision, ..Default::default() })
+            .map(|r| r.kvs.iter().map(|kv| kv.value.clone()).collect::<Vec<_>>())
+    };
+    assert_eq!(at(&state, 1).unwrap(), Vec::<Vec<u8>>::new());
+    assert_eq!(at(&state, 2).unwrap(), vec![vec![1]]);
+    assert_eq!(at(&state, 3).unwrap(), vec![vec![2]]);
+    assert_eq!(at(&state, 4).unwrap(), Vec::<Vec<u8>>::new());
+    assert_eq!(at(&state, 5).unwrap_err(), StateError::FutureRevision);
+
+    let compact = |revision| Command {
+        request: Some(command::Request::Compaction(CompactionRequest { revision, physical: false })),
+    };
+    assert_eq!(state.apply(&compact(9)).unwrap_err(), StateError::FutureRevision);
+    state.apply(&compact(3)).unwrap();
+    assert_eq!(state.revision(), 4, "compaction does not bump the revision");
+    assert_eq!(at(&state, 2).unwrap_err(), StateError::Compacted);
+    assert_eq!(at(&state, 3).unwrap(), vec![vec![2]]);
+    assert_eq!(state.apply(&compact(3)).unwrap_err(), StateError::Compacted);
+    assert!(state.events_from(2).is_err());
+    let kept: Vec<i64> = state.events_from(3).unwrap().map(|(rev, _)| *rev).collect();
+    assert_eq!(kept, vec![3, 4]);
+    assert_eq!(KvState::restore(state.persisted()), state);
+}
+
+fn grant(id: i64, ttl: i64) -> Command {
+    Command { request: Some(command::Request::LeaseGrant(LeaseGrantRequest { id, ttl })) }
+}
+
+fn revoke(id: i64) -> Command {
+    Command { request: Some(command::Request::LeaseRevoke(LeaseRevokeRequest { id })) }
+}
+
+fn put_with_lease(k: u8, lease: i64) -> Command {
+    Command {
+        request: Some(command::Request::Put(PutRequest { key: key(k), value: vec![k], lease, ..Default::default() })),
+    }
+}
+
+#[test]
+fn revoking_a_lease_deletes_its_keys_at_one_revision() {
+    let mut state = KvState::new();
+    assert_eq!(state.apply(&put_with_lease(0, 7)).unwrap_err(), StateError::LeaseNotFound);
+    state.apply(&grant(7, 10)).unwrap();
+    assert_eq!(state.revision(), 1, "a grant does not bump the revision");
+    assert_eq!(state.apply(&grant(7, 10)).unwrap_err(), StateError::LeaseExists);
+    assert_eq!(state.apply(&grant(8, MAX_LEASE_TTL + 1)).unwrap_err(), StateError::LeaseTtlTooLarge);
+    state.apply(&put_with_lease(0, 7)).unwrap();
+    state.apply(&put_with_lease(1, 7)).unwrap();
+    state.apply(&put_with_lease(2, 0)).unwrap();
+    // Moving a key to no lease detaches it.
+    state.apply(&put_with_lease(1, 0)).unwrap();
+    state.apply(&put_with_lease(1, 7)).unwrap();
+    assert_eq!(state.leases()[&7].keys.len(), 2);
+    let before = state.revision();
+    let applied = state.apply(&revoke(7)).unwrap();
+    assert_eq!(applied.result.revision, before + 1);
+    let deleted: Vec<_> = state.events_from(before + 1).unwrap().flat_map(|(_, events)| events.clone()).collect();
+    assert_eq!(deleted.len(), 2);
+    assert!(deleted.iter().all(|e| e.r#type == EventType::Delete as i32));
+    assert_eq!(state.len(), 1, "the key without the lease stays");
+    assert!(state.leases().is_empty());
+    assert_eq!(state.apply(&revoke(7)).unwrap_err(), StateError::LeaseNotFound);
+    assert_eq!(KvState::restore(state.persisted()), state);
+}
+
+#[test]
+fn a_refused_txn_leaves_leases_and_history_untouched() {
+    let mut state = KvState::new();
+    state.apply(&grant(5, 10)).unwrap();
+    state.apply(&put_with_lease(0, 5)).unwrap();
+    let before = state.clone();
+    let txn = TxnRequest {
+        success: vec![
+            RequestOp {
+                request: Some(Request::RequestPut(PutRequest { key: key(0), value: vec![9], ..Default::default() })),
+            },
+            RequestOp {
+                request: Some(Request::RequestPut(PutRequest { key: key(1), lease: 99, ..Default::default() })),
+            },
+        ],
+        ..Default::default()
+    };
+    let refused = state.apply(&Command { request: Some(command::Request::Txn(txn)) }).unwrap_err();
+    assert_eq!(refused, StateError::LeaseNotFound);
+    assert_eq!(state, before);
 }
 
 #[test]

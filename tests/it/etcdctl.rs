@@ -98,3 +98,176 @@ async fn etcdctl_put_get_del_and_txn_work_against_a_follower() {
     assert!(stderr.contains("etcdserver: key is not provided"), "{stderr}");
     cluster.shutdown().await;
 }
+
+/// A running `etcdctl watch ...` whose output lines are read as they come.
+struct Watching {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Watching {
+    fn start(endpoint: &str, args: &[&str]) -> Watching {
+        let mut child = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={endpoint}"))
+            .arg("watch")
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("etcdctl must be installed");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        // A plain thread reads the child's pipe (this test runs on real tokio).
+        #[allow(clippy::disallowed_methods)]
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Watching { child, lines }
+    }
+
+    /// The next `n` lines, waiting up to 15 s for them.
+    fn next(&self, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                self.lines
+                    .recv_timeout(std::time::Duration::from_secs(15))
+                    .unwrap_or_else(|_| panic!("watch printed only {i} of {n} lines"))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_watch_follows_puts_and_deletes_from_now_or_from_a_revision() {
+    let cluster = Cluster::start(3).await;
+    let follower = cluster.follower().await;
+    let ep = cluster.client_addr(follower);
+    let leader_ep = cluster.client_addr(cluster.wait_leader().await);
+    let ep = ep.as_str();
+
+    ok(ep, &["put", "/mq/before", "0"]); // revision 2
+    let prefix = Watching::start(ep, &["--prefix", "/mq/"]);
+    let single = Watching::start(ep, &["--prev-kv", "/mq/a"]);
+    // Give both watches time to be created before the writes they must see.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    ok(&leader_ep, &["put", "/mq/a", "1"]); // 3
+    ok(&leader_ep, &["put", "/other", "x"]); // 4: outside both
+    ok(&leader_ep, &["put", "/mq/a", "2"]); // 5
+    ok(&leader_ep, &["del", "/mq/a"]); // 6
+    assert_eq!(prefix.next(9), ["PUT", "/mq/a", "1", "PUT", "/mq/a", "2", "DELETE", "/mq/a", ""]);
+    // With --prev-kv each event shows the record it replaced first.
+    let with_prev = ["PUT", "/mq/a", "1", "PUT", "/mq/a", "1", "/mq/a", "2", "DELETE", "/mq/a", "2", "/mq/a", ""];
+    assert_eq!(single.next(with_prev.len()), with_prev);
+
+    // From a past revision: the history replays, then new events follow.
+    let replay = Watching::start(ep, &["--rev", "2", "--prefix", "/mq/"]);
+    assert_eq!(replay.next(3), ["PUT", "/mq/before", "0"]);
+    assert_eq!(replay.next(6), ["PUT", "/mq/a", "1", "PUT", "/mq/a", "2"]);
+    assert_eq!(replay.next(3), ["DELETE", "/mq/a", ""]);
+    cluster.shutdown().await;
+}
+
+fn lease_id(granted: &str) -> String {
+    // "lease 694d7b8d8b0f2a0c granted with TTL(60s)"
+    granted.split_whitespace().nth(1).unwrap_or_else(|| panic!("no lease id in {granted:?}")).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_lease_grant_attach_keepalive_timetolive_list_and_revoke() {
+    let cluster = Cluster::start(3).await;
+    let follower = cluster.follower().await;
+    let ep = cluster.client_addr(follower);
+    let ep = ep.as_str();
+
+    let granted = ok(ep, &["lease", "grant", "60"]);
+    assert!(granted.ends_with(" granted with TTL(60s)\n"), "{granted}");
+    let id = lease_id(&granted);
+    assert_eq!(ok(ep, &["put", "--lease", &id, "/brokers/1", "up"]), "OK\n");
+    assert_eq!(ok(ep, &["put", "--lease", &id, "/brokers/2", "up"]), "OK\n");
+
+    let ttl = ok(ep, &["lease", "timetolive", &id, "--keys"]);
+    assert!(ttl.starts_with(&format!("lease {id} granted with TTL(60s), remaining(")), "{ttl}");
+    assert!(ttl.ends_with("attached keys([/brokers/1 /brokers/2])\n"), "{ttl}");
+    assert_eq!(ok(ep, &["lease", "keep-alive", "--once", &id]), format!("lease {id} keepalived with TTL(60)\n"));
+    let list = ok(ep, &["lease", "list"]);
+    assert_eq!(list, format!("found 1 leases\n{id}\n"));
+
+    // A TTL below the minimum is raised to it (2 s with a 1 s election timeout).
+    let short = ok(ep, &["lease", "grant", "1"]);
+    assert!(short.ends_with(" granted with TTL(2s)\n"), "{short}");
+
+    assert_eq!(ok(ep, &["lease", "revoke", &id]), format!("lease {id} revoked\n"));
+    assert_eq!(ok(ep, &["get", "--prefix", "/brokers/"]), "");
+    assert_eq!(ok(ep, &["lease", "timetolive", &id]), format!("lease {id} already expired\n"));
+    let (success, _, stderr) = etcdctl(ep, &["lease", "revoke", &id]);
+    assert!(!success);
+    assert!(stderr.contains("etcdserver: requested lease not found"), "{stderr}");
+    let (success, _, stderr) = etcdctl(ep, &["put", "--lease", "1234abcd", "/k", "v"]);
+    assert!(!success);
+    assert!(stderr.contains("etcdserver: requested lease not found"), "{stderr}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_without_keepalives_expires_and_takes_its_keys() {
+    let cluster = Cluster::start(3).await;
+    let ep = cluster.client_addr(cluster.follower().await);
+    let ep = ep.as_str();
+    let id = lease_id(&ok(ep, &["lease", "grant", "2"]));
+    ok(ep, &["put", "--lease", &id, "/alive", "1"]);
+    let deadline = placement_center::runtime::now() + std::time::Duration::from_secs(20);
+    while ok(ep, &["get", "/alive", "--print-value-only"]) == "1\n" {
+        assert!(placement_center::runtime::now() < deadline, "the key outlived its 2 s lease by far");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(ok(ep, &["lease", "timetolive", &id]), format!("lease {id} already expired\n"));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_get_rev_reads_the_past_until_compaction_removes_it() {
+    let cluster = Cluster::start(3).await;
+    let ep = cluster.client_addr(cluster.follower().await);
+    let ep = ep.as_str();
+    ok(ep, &["put", "k", "v1"]); // revision 2
+    ok(ep, &["put", "k", "v2"]); // 3
+    ok(ep, &["put", "k", "v3"]); // 4
+    assert_eq!(ok(ep, &["get", "k", "--rev", "2"]), "k\nv1\n");
+    assert_eq!(ok(ep, &["get", "k", "--rev", "3"]), "k\nv2\n");
+    assert_eq!(ok(ep, &["get", "k", "--rev", "1"]), "");
+    let (success, _, stderr) = etcdctl(ep, &["get", "k", "--rev", "9"]);
+    assert!(!success);
+    assert!(stderr.contains("etcdserver: mvcc: required revision is a future revision"), "{stderr}");
+
+    assert_eq!(ok(ep, &["compaction", "3"]), "compacted revision 3\n");
+    let (success, _, stderr) = etcdctl(ep, &["get", "k", "--rev", "2"]);
+    assert!(!success);
+    assert!(stderr.contains("etcdserver: mvcc: required revision has been compacted"), "{stderr}");
+    assert_eq!(ok(ep, &["get", "k", "--rev", "3"]), "k\nv2\n");
+    let (success, _, stderr) = etcdctl(ep, &["compaction", "3"]);
+    assert!(!success);
+    assert!(stderr.contains("etcdserver: mvcc: required revision has been compacted"), "{stderr}");
+
+    // A watch from a compacted revision is canceled with the compact revision.
+    let out = Command::new("timeout")
+        .args(["15", "etcdctl", &format!("--endpoints={ep}"), "watch", "k", "--rev", "2"])
+        .env("ETCDCTL_API", "3")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("watch was canceled (etcdserver: mvcc: required revision has been compacted)"), "{stderr}");
+    cluster.shutdown().await;
+}

@@ -1,0 +1,169 @@
+//! etcd's `Lease` service. Grant and revoke go through Raft; keepalives and
+//! time-to-live are answered by the leader, which alone keeps deadlines (see
+//! `raft::lessor`); a follower asks it.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use rand::Rng;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::instrument;
+
+use super::context::{receiver_stream, unexpected, ApiContext};
+use super::ApiError;
+use crate::proto::etcdserverpb::lease_server::Lease;
+use crate::proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest,
+    LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest,
+    LeaseTimeToLiveResponse,
+};
+use crate::proto::raft::v1::{command, command_result};
+use crate::raft::state_store::read_state;
+use crate::runtime;
+use crate::state::StateError;
+
+/// The Lease service of one node.
+pub struct LeaseService {
+    ctx: Arc<ApiContext>,
+    /// Shorter TTLs are raised to this (etcd: 1.5 election timeouts, in whole
+    /// seconds), so that a lease survives a leader election.
+    min_ttl: i64,
+}
+
+impl LeaseService {
+    /// The service; `min_ttl` in seconds.
+    pub fn new(ctx: Arc<ApiContext>, min_ttl: i64) -> Self {
+        Self { ctx, min_ttl }
+    }
+
+    fn current_revision(&self) -> i64 {
+        read_state(self.ctx.node.state()).revision()
+    }
+}
+
+type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    #[instrument(skip_all, fields(ttl = req.get_ref().ttl, id = req.get_ref().id))]
+    async fn lease_grant(&self, req: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
+        let req = req.into_inner();
+        let ttl = req.ttl.max(self.min_ttl);
+        // The proposer picks the id, so every replica applies the same one; a
+        // random pick that collides is retried with another.
+        let attempts = if req.id == 0 { 3 } else { 1 };
+        for attempt in 1..=attempts {
+            let id = if req.id == 0 { runtime::rng().gen_range(1..i64::MAX) } else { req.id };
+            match self.ctx.propose(command::Request::LeaseGrant(LeaseGrantRequest { ttl, id })).await {
+                Ok(result) => {
+                    return match result.response {
+                        Some(command_result::Response::LeaseGrant(mut resp)) => {
+                            resp.header = Some(self.ctx.header(result.revision));
+                            Ok(Response::new(resp))
+                        }
+                        _ => Err(unexpected(&result)),
+                    }
+                }
+                Err(ApiError::State(StateError::LeaseExists)) if attempt < attempts => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::State(StateError::LeaseExists).into())
+    }
+
+    #[instrument(skip_all, fields(id = req.get_ref().id))]
+    async fn lease_revoke(&self, req: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let result = self.ctx.propose(command::Request::LeaseRevoke(req.into_inner())).await?;
+        match result.response {
+            Some(command_result::Response::LeaseRevoke(mut resp)) => {
+                resp.header = Some(self.ctx.header(result.revision));
+                Ok(Response::new(resp))
+            }
+            _ => Err(unexpected(&result)),
+        }
+    }
+
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        req: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let (out, rx) = tokio::sync::mpsc::channel(16);
+        runtime::spawn_detached("lease-keepalive", keep_alive(self.ctx.clone(), req.into_inner(), out));
+        Ok(Response::new(Box::pin(receiver_stream(rx))))
+    }
+
+    #[instrument(skip_all, fields(id = req.get_ref().id))]
+    async fn lease_time_to_live(
+        &self,
+        req: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let req = req.into_inner();
+        let ttl = self.ctx.node.lease_ttl(req.id).await.map_err(ApiError::from)?;
+        let Some(ttl) = ttl else {
+            // etcd answers an unknown lease with TTL -1, not an error.
+            return Ok(Response::new(LeaseTimeToLiveResponse {
+                header: Some(self.ctx.header(self.current_revision())),
+                id: req.id,
+                ttl: -1,
+                ..Default::default()
+            }));
+        };
+        let keys = if req.keys {
+            self.ctx.node.read_barrier().await.map_err(ApiError::from)?;
+            let state = read_state(self.ctx.node.state());
+            state.leases().get(&req.id).map(|l| l.keys.iter().cloned().collect()).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(LeaseTimeToLiveResponse {
+            header: Some(self.ctx.header(self.current_revision())),
+            id: req.id,
+            ttl: ttl.remaining,
+            granted_ttl: ttl.granted,
+            keys,
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn lease_leases(&self, _req: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
+        self.ctx.node.read_barrier().await.map_err(ApiError::from)?;
+        let state = read_state(self.ctx.node.state());
+        let leases = state.leases().keys().map(|id| LeaseStatus { id: *id }).collect();
+        Ok(Response::new(LeaseLeasesResponse { header: Some(self.ctx.header(state.revision())), leases }))
+    }
+}
+
+/// Answers one keepalive stream, one response per request in order, until
+/// the client closes it, an error ends it, or the node shuts down.
+async fn keep_alive(
+    ctx: Arc<ApiContext>,
+    mut requests: Streaming<LeaseKeepAliveRequest>,
+    out: tokio::sync::mpsc::Sender<Result<LeaseKeepAliveResponse, Status>>,
+) {
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        let req = tokio::select! {
+            biased;
+            _ = shutdown.wait() => return,
+            req = requests.next() => req,
+        };
+        let answer = match req {
+            None => return,
+            Some(Err(status)) => Err(status),
+            Some(Ok(req)) => match ctx.node.renew_lease(req.id).await {
+                Ok(ttl) => {
+                    let revision = read_state(ctx.node.state()).revision();
+                    Ok(LeaseKeepAliveResponse { header: Some(ctx.header(revision)), id: req.id, ttl })
+                }
+                Err(e) => Err(ApiError::from(e).into()),
+            },
+        };
+        let failed = answer.is_err();
+        if out.send(answer).await.is_err() || failed {
+            return;
+        }
+    }
+}

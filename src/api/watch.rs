@@ -1,0 +1,291 @@
+//! etcd's `Watch` service: one bidirectional stream carries many watchers.
+//!
+//! Watchers pull from the replicated history rather than being pushed to:
+//! after each apply the node bumps its applied revision, and every stream's
+//! task reads the events from each of its watchers' next revision on. So
+//! events come in revision order, with no gap and no duplicate, every event
+//! of one revision (one txn) in one response; a slow client only slows its
+//! own stream (the bounded channel to it fills up), never apply; and a
+//! watcher that falls behind a compaction is canceled with the compact
+//! revision, as etcd does. Every node serves watches from its applied state.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::context::{receiver_stream, ApiContext};
+use crate::proto::etcdserverpb::watch_create_request::FilterType;
+use crate::proto::etcdserverpb::watch_request::RequestUnion;
+use crate::proto::etcdserverpb::watch_server::Watch;
+use crate::proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+use crate::proto::mvccpb::event::EventType;
+use crate::proto::mvccpb::Event;
+use crate::raft::state_store::read_state;
+use crate::runtime;
+use crate::state::KeyRange;
+
+/// Responses buffered for a client before its stream stops reading history.
+const STREAM_BUFFER: usize = 64;
+/// A response gathers whole revisions until it holds at least this many events.
+const EVENTS_PER_RESPONSE: usize = 1000;
+/// etcd's error for a watch id already used on the stream.
+const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+
+/// The Watch service of one node.
+pub struct WatchService {
+    ctx: Arc<ApiContext>,
+    /// How often a `progress_notify` watcher with nothing to report hears the revision.
+    progress_interval: Duration,
+}
+
+impl WatchService {
+    /// The service; `progress_interval` is etcd's 10 minutes by default.
+    pub fn new(ctx: Arc<ApiContext>, progress_interval: Duration) -> Self {
+        Self { ctx, progress_interval }
+    }
+}
+
+/// One watcher of a stream.
+struct Watcher {
+    range: KeyRange,
+    /// The next revision to look at: everything before it was delivered.
+    next: i64,
+    no_put: bool,
+    no_delete: bool,
+    prev_kv: bool,
+    progress_notify: bool,
+    /// Whether anything was sent since the last progress tick.
+    sent_since_tick: bool,
+}
+
+impl Watcher {
+    fn wants(&self, event: &Event) -> bool {
+        let is_put = event.r#type == EventType::Put as i32;
+        if (is_put && self.no_put) || (!is_put && self.no_delete) {
+            return false;
+        }
+        event.kv.as_ref().is_some_and(|kv| self.range.contains(&kv.key))
+    }
+}
+
+/// The state of one watch stream.
+struct WatchStream {
+    ctx: Arc<ApiContext>,
+    watchers: BTreeMap<i64, Watcher>,
+    /// The next id to hand out when the client names none.
+    next_auto_id: i64,
+    out: mpsc::Sender<Result<WatchResponse, Status>>,
+}
+
+type WatchResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = WatchResponseStream;
+
+    async fn watch(&self, req: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
+        let (out, rx) = mpsc::channel(STREAM_BUFFER);
+        let stream = WatchStream { ctx: self.ctx.clone(), watchers: BTreeMap::new(), next_auto_id: 0, out };
+        runtime::spawn_detached("watch-stream", stream.run(req.into_inner(), self.progress_interval));
+        Ok(Response::new(Box::pin(receiver_stream(rx))))
+    }
+}
+
+impl WatchStream {
+    async fn run(mut self, mut requests: Streaming<WatchRequest>, progress_interval: Duration) {
+        let mut applied = self.ctx.node.applied_revision();
+        let mut next_tick = runtime::now() + progress_interval;
+        let mut shutdown = self.ctx.shutdown.clone();
+        loop {
+            let tick = runtime::sleep(next_tick.saturating_duration_since(runtime::now()));
+            tokio::select! {
+                biased;
+                _ = shutdown.wait() => return,
+                req = requests.next() => match req {
+                    Some(Ok(req)) => {
+                        if self.handle(req).await.is_err() {
+                            return;
+                        }
+                    }
+                    // The client closed its side, or the connection broke.
+                    Some(Err(_)) | None => return,
+                },
+                changed = applied.changed() => {
+                    if changed.is_err() {
+                        return; // the node is gone
+                    }
+                    if self.deliver().await.is_err() {
+                        return;
+                    }
+                }
+                _ = tick => {
+                    next_tick = runtime::now() + progress_interval;
+                    if self.notify_progress().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send(&self, resp: WatchResponse) -> Result<(), ()> {
+        self.out.send(Ok(resp)).await.map_err(|_| ())
+    }
+
+    fn applied_revision(&self) -> i64 {
+        read_state(self.ctx.node.state()).revision()
+    }
+
+    async fn handle(&mut self, req: WatchRequest) -> Result<(), ()> {
+        match req.request_union {
+            Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
+            Some(RequestUnion::CancelRequest(cancel)) => {
+                if self.watchers.remove(&cancel.watch_id).is_some() {
+                    let header = Some(self.ctx.header(self.applied_revision()));
+                    self.send(WatchResponse {
+                        header,
+                        watch_id: cancel.watch_id,
+                        canceled: true,
+                        ..Default::default()
+                    })
+                    .await?;
+                }
+                Ok(())
+            }
+            Some(RequestUnion::ProgressRequest(_)) => {
+                // Bring every watcher up to date first: the revision in the
+                // progress response promises nothing older is still to come.
+                self.deliver().await?;
+                let header = Some(self.ctx.header(self.applied_revision()));
+                self.send(WatchResponse { header, watch_id: -1, ..Default::default() }).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn create(&mut self, create: WatchCreateRequest) -> Result<(), ()> {
+        let current = self.applied_revision();
+        let header = Some(self.ctx.header(current));
+        let id = if create.watch_id != 0 {
+            create.watch_id
+        } else {
+            while self.watchers.contains_key(&self.next_auto_id) {
+                self.next_auto_id += 1;
+            }
+            self.next_auto_id
+        };
+        if self.watchers.contains_key(&id) {
+            let refused = WatchResponse {
+                header,
+                watch_id: id,
+                created: true,
+                canceled: true,
+                cancel_reason: DUPLICATE_ID.to_string(),
+                ..Default::default()
+            };
+            return self.send(refused).await;
+        }
+        let filters: Vec<Option<FilterType>> = create.filters.iter().map(|f| FilterType::try_from(*f).ok()).collect();
+        let watcher = Watcher {
+            range: KeyRange::new(&create.key, &create.range_end),
+            next: if create.start_revision > 0 { create.start_revision } else { current + 1 },
+            no_put: filters.contains(&Some(FilterType::Noput)),
+            no_delete: filters.contains(&Some(FilterType::Nodelete)),
+            prev_kv: create.prev_kv,
+            progress_notify: create.progress_notify,
+            sent_since_tick: false,
+        };
+        self.watchers.insert(id, watcher);
+        self.send(WatchResponse { header, watch_id: id, created: true, ..Default::default() }).await?;
+        // A start revision in the past has events to replay right away.
+        self.deliver().await
+    }
+
+    /// Sends every watcher what happened since its next revision.
+    async fn deliver(&mut self) -> Result<(), ()> {
+        let ids: Vec<i64> = self.watchers.keys().copied().collect();
+        for id in ids {
+            while let Some(batch) = self.next_batch(id) {
+                self.send(batch).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The next response for watcher `id`, reading the history; `None` when
+    /// it is up to date. A watcher behind the compaction is canceled here.
+    fn next_batch(&mut self, id: i64) -> Option<WatchResponse> {
+        let ctx = self.ctx.clone();
+        let state = read_state(ctx.node.state());
+        let current = state.revision();
+        let watcher = self.watchers.get_mut(&id)?;
+        if watcher.next > current {
+            return None;
+        }
+        let Ok(events) = state.events_from(watcher.next) else {
+            let compact_revision = state.compact_revision();
+            drop(state);
+            self.watchers.remove(&id);
+            return Some(WatchResponse {
+                header: Some(ctx.header(current)),
+                watch_id: id,
+                canceled: true,
+                compact_revision,
+                ..Default::default()
+            });
+        };
+        let mut selected = Vec::new();
+        let mut last = watcher.next - 1;
+        for (revision, revision_events) in events {
+            selected.extend(revision_events.iter().filter(|e| watcher.wants(e)).map(|e| {
+                let mut e = e.clone();
+                if !watcher.prev_kv {
+                    e.prev_kv = None;
+                }
+                e
+            }));
+            last = *revision;
+            if selected.len() >= EVENTS_PER_RESPONSE {
+                break;
+            }
+        }
+        // Revisions without a kept event (none for this range, or no write)
+        // are passed over up to the current one.
+        watcher.next = if selected.len() >= EVENTS_PER_RESPONSE { last + 1 } else { current + 1 };
+        if selected.is_empty() {
+            return None;
+        }
+        watcher.sent_since_tick = true;
+        let header_revision = if selected.len() >= EVENTS_PER_RESPONSE { last } else { current };
+        Some(WatchResponse {
+            header: Some(ctx.header(header_revision)),
+            watch_id: id,
+            events: selected,
+            ..Default::default()
+        })
+    }
+
+    /// Tells each `progress_notify` watcher that heard nothing lately the revision.
+    async fn notify_progress(&mut self) -> Result<(), ()> {
+        self.deliver().await?;
+        let header = Some(self.ctx.header(self.applied_revision()));
+        let quiet: Vec<i64> = self
+            .watchers
+            .iter_mut()
+            .filter_map(|(id, w)| {
+                let quiet = w.progress_notify && !w.sent_since_tick;
+                w.sent_since_tick = false;
+                quiet.then_some(*id)
+            })
+            .collect();
+        for watch_id in quiet {
+            self.send(WatchResponse { header, watch_id, ..Default::default() }).await?;
+        }
+        Ok(())
+    }
+}

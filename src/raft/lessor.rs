@@ -1,0 +1,199 @@
+//! Lease deadlines: the leader's duty, like ReadIndex.
+//!
+//! Leases themselves (id, granted TTL, attached keys) are replicated state.
+//! Only *when* one expires is decided here, by the leader's monotonic clock:
+//! it proposes a revoke through Raft, so every replica deletes the keys at
+//! the same revision. Deadlines live in the leader's memory only; a new leader
+//! (or this node leading again in a new term) gives every lease a fresh TTL
+//! from its own clock, so an election never causes a revocation storm and a
+//! lease never expires earlier than its TTL after the last keepalive a leader
+//! acknowledged.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use openraft::AsyncRuntime;
+
+use super::network::{leader_call, LeaderCall};
+use super::node::{leader_is_remote, NodeError, RaftNode};
+use crate::proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseTimeToLiveRequest};
+use crate::proto::raft::v1 as pb;
+use crate::raft::state_store::read_state;
+use crate::runtime;
+
+/// The clock Raft's timers use (each simulated node's own, skewable one).
+type Instant = <crate::runtime::PlacementRuntime as AsyncRuntime>::Instant;
+
+/// Most revokes proposed per expiry pass.
+const MAX_REVOKES_PER_PASS: usize = 64;
+
+/// Deadlines of the leases, valid for one leadership term.
+#[derive(Default)]
+pub struct LeaderLeases {
+    /// The term the deadlines belong to (0: not leading).
+    term: u64,
+    /// Lease id → when it expires unless kept alive.
+    deadlines: BTreeMap<i64, Instant>,
+}
+
+/// What the leader knows of one lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTtl {
+    /// Seconds left (rounded up).
+    pub remaining: i64,
+    /// TTL as granted.
+    pub granted: i64,
+}
+
+fn now() -> Instant {
+    <Instant as openraft::Instant>::now()
+}
+
+fn ttl_duration(ttl: i64) -> Duration {
+    Duration::from_secs(ttl.max(0) as u64)
+}
+
+impl RaftNode {
+    /// Brings the deadlines in line with leadership and the applied leases;
+    /// returns the leases' granted TTLs, or `None` when this node does not lead.
+    fn sync_leases(&self, leases: &mut LeaderLeases) -> Option<BTreeMap<i64, i64>> {
+        let term = self.term();
+        if !self.is_leader() {
+            leases.term = 0;
+            leases.deadlines.clear();
+            return None;
+        }
+        let granted: BTreeMap<i64, i64> =
+            read_state(self.state()).leases().iter().map(|(id, lease)| (*id, lease.ttl)).collect();
+        let now = now();
+        if leases.term != term {
+            // A new leadership: every lease starts a full TTL from now.
+            leases.term = term;
+            leases.deadlines.clear();
+        }
+        leases.deadlines.retain(|id, _| granted.contains_key(id));
+        for (id, ttl) in &granted {
+            leases.deadlines.entry(*id).or_insert_with(|| now + ttl_duration(*ttl));
+        }
+        Some(granted)
+    }
+
+    fn lock_leases(&self) -> std::sync::MutexGuard<'_, LeaderLeases> {
+        self.leases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// On the leader: renews lease `id`. `Ok(None)`: this node does not lead;
+    /// `Ok(Some(0))`: no such lease (etcd answers a keepalive so).
+    pub fn renew_lease_locally(&self, id: i64) -> Option<i64> {
+        let mut leases = self.lock_leases();
+        let granted = self.sync_leases(&mut leases)?;
+        match granted.get(&id) {
+            Some(ttl) => {
+                leases.deadlines.insert(id, now() + ttl_duration(*ttl));
+                Some(*ttl)
+            }
+            None => Some(0),
+        }
+    }
+
+    /// On the leader: what is left of lease `id`. `None`: this node does not
+    /// lead; `Some(None)`: no such lease.
+    pub fn lease_ttl_locally(&self, id: i64) -> Option<Option<LeaseTtl>> {
+        let mut leases = self.lock_leases();
+        let granted = self.sync_leases(&mut leases)?;
+        let now = now();
+        Some(granted.get(&id).map(|ttl| {
+            let left =
+                leases.deadlines.get(&id).map_or(Duration::ZERO, |d| if *d > now { *d - now } else { Duration::ZERO });
+            LeaseTtl { remaining: left.as_secs() as i64 + i64::from(left.subsec_nanos() > 0), granted: *ttl }
+        }))
+    }
+
+    /// Renews lease `id` on whichever node leads; the new TTL, 0 if there is no such lease.
+    pub async fn renew_lease(&self, id: i64) -> Result<i64, NodeError> {
+        self.ask_leader(
+            || self.renew_lease_locally(id),
+            |mut client, sender| async move {
+                leader_call(client.lease_keep_alive(sender.request(LeaseKeepAliveRequest { id })).await)
+                    .map(|resp| resp.ttl)
+            },
+        )
+        .await
+    }
+
+    /// What the leader knows of lease `id` (`None`: no such lease).
+    pub async fn lease_ttl(&self, id: i64) -> Result<Option<LeaseTtl>, NodeError> {
+        self.ask_leader(
+            || self.lease_ttl_locally(id),
+            |mut client, sender| async move {
+                leader_call(client.lease_time_to_live(sender.request(LeaseTimeToLiveRequest { id, keys: false })).await)
+                    .map(|r| (r.ttl >= 0).then_some(LeaseTtl { remaining: r.ttl, granted: r.granted_ttl }))
+            },
+        )
+        .await
+    }
+
+    /// Answers locally when leading, else asks the leader; retries until
+    /// the request timeout while there is no reachable leader.
+    async fn ask_leader<T, Fut>(
+        &self,
+        local: impl Fn() -> Option<T>,
+        remote: impl Fn(
+            crate::proto::raft::v1::raft_client::RaftClient<tonic::transport::Channel>,
+            super::network::Sender,
+        ) -> Fut,
+    ) -> Result<T, NodeError>
+    where
+        Fut: std::future::Future<Output = LeaderCall<T>>,
+    {
+        let attempt = async {
+            loop {
+                if self.raft_stopped() {
+                    return Err(NodeError::Stopped);
+                }
+                if let Some(answer) = local() {
+                    return Ok(answer);
+                }
+                if let Some(leader) = self.leader().and_then(|id| self.member(id)) {
+                    if leader_is_remote(self.id, &leader) {
+                        let client = self.peer(&leader.1.peer_addr)?;
+                        if let LeaderCall::Done(answer) = remote(client, self.sender()).await {
+                            return Ok(answer);
+                        }
+                    }
+                }
+                runtime::sleep(Self::pause()).await;
+            }
+        };
+        runtime::timeout(self.request_timeout(), attempt).await.unwrap_or(Err(NodeError::Timeout))
+    }
+
+    /// One expiry pass on the leader: proposes a revoke for every lease past
+    /// its deadline. Returns how many were revoked.
+    pub async fn expire_leases(&self) -> usize {
+        let expired: Vec<i64> = {
+            let mut leases = self.lock_leases();
+            if self.sync_leases(&mut leases).is_none() {
+                return 0;
+            }
+            let now = now();
+            leases.deadlines.iter().filter(|(_, d)| **d <= now).map(|(id, _)| *id).take(MAX_REVOKES_PER_PASS).collect()
+        };
+        let mut revoked = 0;
+        for id in expired {
+            let command = pb::Command {
+                request: Some(pb::command::Request::LeaseRevoke(crate::proto::etcdserverpb::LeaseRevokeRequest { id })),
+            };
+            match self.propose_as_leader(command).await {
+                Ok(Some(_)) => revoked += 1,
+                Ok(None) => return revoked,      // no longer leading
+                Err(NodeError::Refused(_)) => {} // revoked meanwhile
+                Err(e) => {
+                    tracing::warn!(lease = id, cause = %e, "lease expiry not proposed");
+                    return revoked;
+                }
+            }
+        }
+        revoked
+    }
+}

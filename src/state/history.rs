@@ -1,0 +1,73 @@
+//! History: reads at past revisions, watch replay, compaction.
+//!
+//! Kept: every event of revision >= `compact_revision`. The state at a kept
+//! revision `r` is the live records rolled back through the events newer than
+//! `r`, each of which carries the record it replaced.
+
+use std::collections::BTreeMap;
+
+use super::{Change, KeyRange, KvState, StateError, Write};
+use crate::proto::mvccpb::{Event, KeyValue};
+
+/// The revision an event happened at.
+pub(super) fn event_revision(event: &Event) -> i64 {
+    event.kv.as_ref().map_or(0, |kv| kv.mod_revision)
+}
+
+fn check_kept(state: &KvState, revision: i64) -> Result<(), StateError> {
+    if revision > state.revision {
+        return Err(StateError::FutureRevision);
+    }
+    if revision < state.compact_revision {
+        return Err(StateError::Compacted);
+    }
+    Ok(())
+}
+
+/// The records inside `range` as they were at `revision`. `pending` are
+/// events already applied to the live records but not yet in the history
+/// (earlier writes of the txn being applied).
+pub(super) fn records_at(
+    state: &KvState,
+    range: &KeyRange,
+    revision: i64,
+    pending: &[Event],
+) -> Result<BTreeMap<Vec<u8>, KeyValue>, StateError> {
+    check_kept(state, revision)?;
+    let mut records: BTreeMap<Vec<u8>, KeyValue> =
+        range.select(&state.keys).into_iter().map(|kv| (kv.key.clone(), kv.clone())).collect();
+    let newer = state.history.range(revision + 1..).rev().flat_map(|(_, events)| events.iter().rev());
+    for event in pending.iter().rev().chain(newer) {
+        let Some(key) = event.kv.as_ref().map(|kv| &kv.key) else { continue };
+        if !range.contains(key) {
+            continue;
+        }
+        match &event.prev_kv {
+            Some(prev) => records.insert(key.clone(), prev.clone()),
+            None => records.remove(key),
+        };
+    }
+    Ok(records)
+}
+
+/// Drops the history below `revision`.
+pub(super) fn compact(state: &mut KvState, write: &mut Write, revision: i64) -> Result<(), StateError> {
+    if revision > state.revision {
+        return Err(StateError::FutureRevision);
+    }
+    if revision <= state.compact_revision {
+        return Err(StateError::Compacted);
+    }
+    state.compact_revision = revision;
+    state.history = state.history.split_off(&revision);
+    write.other.push(Change::Compacted(revision));
+    Ok(())
+}
+
+/// Kept events from `from` on; `Err(compact_revision)` if `from` is compacted.
+pub(super) fn events_from(state: &KvState, from: i64) -> Result<impl Iterator<Item = (&i64, &Vec<Event>)>, i64> {
+    if from < state.compact_revision {
+        return Err(state.compact_revision);
+    }
+    Ok(state.history.range(from..))
+}
