@@ -5,3 +5,4 @@ mod bad_input;
 mod cluster;
 mod etcdctl;
 mod replication;
+mod watch;
