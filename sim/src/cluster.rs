@@ -75,6 +75,10 @@ impl SimCluster {
                 heartbeat_interval_ms: 100,
                 election_timeout_ms: 500,
                 request_timeout_ms: 3000,
+                // Small enough that compaction happens in a 30 s run and
+                // watchers resuming after a partition may find it.
+                auto_compaction_retention_revisions: 100,
+                watch_progress_notify_interval_ms: 1000,
                 ..Config::default()
             };
             let disk = SimDisk::registered(&config.data_dir.join("db"), &[]);
@@ -180,5 +184,17 @@ impl SimCluster {
                 }
             })
             .collect()
+    }
+
+    /// Node `id`'s applied events from revision `from` on (empty if it is not
+    /// running or `from` is compacted there). Applied events are committed.
+    pub fn applied_events(&self, id: u64, from: i64) -> Vec<(i64, Vec<placement_center::proto::mvccpb::Event>)> {
+        let Some(node) = running(|r| r.get(&id).cloned()) else { return Vec::new() };
+        let state = placement_center::raft::state_store::read_state(node.state());
+        let events = match state.events_from(from) {
+            Ok(events) => events.map(|(rev, events)| (*rev, events.clone())).collect(),
+            Err(_) => Vec::new(),
+        };
+        events
     }
 }

@@ -19,4 +19,6 @@ pub mod nemesis;
 #[cfg(madsim)]
 pub mod run;
 #[cfg(madsim)]
+pub mod watchers;
+#[cfg(madsim)]
 pub mod workload;

@@ -103,6 +103,9 @@ pub struct NemesisLog {
     pub events: Vec<String>,
     /// How many times each fault kind was injected.
     pub counts: BTreeMap<FaultKind, u32>,
+    /// Times (since the start) when some node's clock was skewed: leases may
+    /// end early then, by design.
+    pub skewed: Vec<(Duration, Duration)>,
 }
 
 impl NemesisLog {
@@ -261,8 +264,11 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
                 };
                 log.note(start, format!("clock of {victim} jumps {jump:?} and runs at {rate:.2}x for {hold:?}"));
                 runtime::skew_clock(victim, jump, rate);
+                let skewed_from = runtime::now() - start;
                 runtime::sleep(hold).await;
                 runtime::skew_clock(victim, Duration::ZERO, 1.0);
+                // A clock that ran fast keeps the deadlines it set: excuse a TTL more.
+                log.skewed.push((skewed_from, runtime::now() - start + Duration::from_secs(10)));
                 log.note(start, format!("clock of {victim} back to true rate"));
             }
             FaultKind::LatencySpike => {

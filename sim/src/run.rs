@@ -12,7 +12,12 @@ use crate::checker::{self, raft_invariants};
 use crate::cluster::SimCluster;
 use crate::history::{Call, Outcome, TraceHash};
 use crate::nemesis::{self, FaultKind, NemesisLog};
-use crate::workload;
+use crate::{watchers, workload};
+
+/// Watch clients per run.
+const WATCHERS: u32 = 2;
+/// Lease clients per run.
+const LEASE_CLIENTS: u32 = 1;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -50,6 +55,16 @@ pub struct Report {
     pub violations: Vec<String>,
     /// Virtual time the run took.
     pub virtual_time: Duration,
+    /// Watch events received (all watchers, all sessions).
+    pub watch_events: usize,
+    /// Watch sessions (streams) opened.
+    pub watch_sessions: usize,
+    /// Sessions canceled because their start revision was compacted.
+    pub watch_compacted: usize,
+    /// Lease keepalives acknowledged.
+    pub lease_acks: usize,
+    /// Leases granted (episodes of the lease clients).
+    pub leases: usize,
 }
 
 /// Runs one seed in a fresh simulated world, on a thread of its own.
@@ -99,6 +114,13 @@ async fn run(opts: RunOptions) -> Report {
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.client_addr.clone()).collect();
     let until = runtime::now() + opts.duration;
     let clients = workload::start_clients(opts.clients, opts.keys, &addrs, start, until, &history);
+    let sessions = Arc::new(Mutex::new(Vec::new()));
+    let episodes = Arc::new(Mutex::new(Vec::new()));
+    let mut others = watchers::start_watchers(WATCHERS, &addrs, until, &sessions);
+    others.extend(watchers::start_lease_clients(LEASE_CLIENTS, &addrs, start, until, &episodes));
+    // What happened, by revision, from the replicas' applied history.
+    let mut truth = checker::watch::Truth { from: 1, ..Default::default() };
+    let mut truth_cursor: BTreeMap<u64, i64> = BTreeMap::new();
 
     // Sample Raft invariants throughout.
     let samples = Arc::new(Mutex::new(Vec::new()));
@@ -123,6 +145,9 @@ async fn run(opts: RunOptions) -> Report {
                     }
                     checked.insert(s.node, s.applied);
                 }
+                for s in &now {
+                    collect_truth(&cluster, s.node, &mut truth, &mut truth_cursor, &mut committed_violations);
+                }
                 samples.lock().unwrap_or_else(|e| e.into_inner()).extend(now);
                 runtime::sleep(Duration::from_millis(50)).await;
             }
@@ -130,7 +155,7 @@ async fn run(opts: RunOptions) -> Report {
         let faults = async {
             nemesis::run(&cluster, &opts.faults, start, until, &mut log).await;
             heal(&cluster, start, &mut log).await;
-            for client in clients {
+            for client in clients.into_iter().chain(others) {
                 let _ = client.await;
             }
             sampling.store(false, std::sync::atomic::Ordering::Relaxed);
@@ -152,6 +177,12 @@ async fn run(opts: RunOptions) -> Report {
     if let Some(problem) = convergence(&cluster).await {
         violations.push(problem);
     }
+    if let Some(problem) = leases_expire(&cluster).await {
+        violations.push(problem);
+    }
+    for id in 1..=opts.nodes {
+        collect_truth(&cluster, id, &mut truth, &mut truth_cursor, &mut committed_violations);
+    }
 
     let history = history.lock().unwrap_or_else(|e| e.into_inner()).clone();
     if let Ok(key) = std::env::var("PLACEMENT_SIM_DUMP_KEY") {
@@ -165,6 +196,17 @@ async fn run(opts: RunOptions) -> Report {
     violations.extend(checker::check_serializable_reads(&history));
     violations.extend(raft_invariants::check(&samples.lock().unwrap_or_else(|e| e.into_inner())));
     violations.extend(committed_violations);
+    let sessions = sessions.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let watched = |key: &str| key.as_bytes() >= watchers::WATCHED.0 && key.as_bytes() < watchers::WATCHED.1;
+    violations.extend(checker::watch::check(&sessions, &truth, watched).into_iter().map(|v| v.to_string()));
+    let episodes = episodes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut excused = log.skewed.clone();
+    excused.extend(leader_changes(&samples.lock().unwrap_or_else(|e| e.into_inner())));
+    violations.extend(checker::lease::check(&episodes, &excused).into_iter().map(|v| v.to_string()));
+    let events_seen: usize = sessions.iter().flat_map(|s| &s.responses).map(Vec::len).sum();
+    if events_seen == 0 {
+        violations.push("the watchers saw no event: the watch check checked nothing".to_string());
+    }
     if committed.is_empty() {
         violations.push("no committed entry was ever compared: the committed-log check saw nothing".to_string());
     }
@@ -176,6 +218,12 @@ async fn run(opts: RunOptions) -> Report {
     for event in &log.events {
         trace.feed_display(event);
     }
+    for session in &sessions {
+        trace.feed_display(&format!("{session:?}"));
+    }
+    for episode in &episodes {
+        trace.feed_display(&format!("{episode:?}"));
+    }
     Report {
         seed: opts.seed,
         ops: history.len(),
@@ -185,6 +233,11 @@ async fn run(opts: RunOptions) -> Report {
         nemesis_log: log.events,
         violations,
         virtual_time: runtime::now() - start,
+        watch_events: events_seen,
+        watch_sessions: sessions.len(),
+        watch_compacted: sessions.iter().filter(|s| s.compacted.is_some()).count(),
+        lease_acks: episodes.iter().map(|e| e.acks.len()).sum(),
+        leases: episodes.len(),
     }
 }
 
@@ -313,4 +366,84 @@ async fn convergence(cluster: &SimCluster) -> Option<String> {
         Some(format!("nodes did not converge within 10 s after heal:\n{last}"))
     });
     check.await.unwrap_or_else(|e| Some(format!("convergence check failed: {e}")))
+}
+
+/// Adds node `id`'s newly applied events to `truth`; replicas must agree on
+/// every revision they both applied.
+fn collect_truth(
+    cluster: &SimCluster,
+    id: u64,
+    truth: &mut checker::watch::Truth,
+    cursor: &mut BTreeMap<u64, i64>,
+    violations: &mut Vec<String>,
+) {
+    let from = cursor.get(&id).map_or(1, |c| c + 1);
+    for (revision, events) in cluster.applied_events(id, from) {
+        let events: Vec<_> = events.iter().map(watchers::watch_event).collect();
+        match truth.events.get(&revision) {
+            Some(known) if *known != events => violations
+                .push(format!("node {id} applied {events:?} at revision {revision}, another replica {known:?}")),
+            Some(_) => {}
+            None => {
+                truth.events.insert(revision, events);
+            }
+        }
+        cursor.insert(id, revision);
+    }
+}
+
+/// When the leader changed, as sampled: a lease may end early around then
+/// (keepalives acknowledged by a deposed leader do not count).
+fn leader_changes(samples: &[raft_invariants::Sample]) -> Vec<(Duration, Duration)> {
+    let mut term = 0;
+    let mut changes = Vec::new();
+    for s in samples {
+        if s.vote.0 > term {
+            term = s.vote.0;
+            changes.push((s.at.saturating_sub(Duration::from_millis(200)), s.at));
+        }
+    }
+    changes
+}
+
+/// After heal, every lease (their clients stopped keeping them alive) must be
+/// gone within its TTL plus an election and an expiry pass, with its keys.
+async fn leases_expire(cluster: &SimCluster) -> Option<String> {
+    use placement_center::proto::etcdserverpb::lease_client::LeaseClient;
+    use placement_center::proto::etcdserverpb::LeaseLeasesRequest;
+    runtime::sleep(Duration::from_secs(watchers::LEASE_TTL as u64 + 2)).await;
+    let handle = madsim::runtime::Handle::current();
+    let node = handle.create_node().name("lease-checker").ip(crate::cluster::ip(252)).build();
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.client_addr.clone()).collect();
+    let check = node.spawn(async move {
+        for attempt in 0..30 {
+            let addr = &addrs[attempt % addrs.len()];
+            let found = async {
+                let mut leases = LeaseClient::connect(format!("http://{addr}")).await.ok()?;
+                let mut kv = KvClient::connect(format!("http://{addr}")).await.ok()?;
+                let list = runtime::timeout(Duration::from_secs(2), leases.lease_leases(LeaseLeasesRequest {}))
+                    .await
+                    .ok()?
+                    .ok()?
+                    .into_inner();
+                let prefix = watchers::LEASE_KEY_PREFIX.as_bytes();
+                let mut end = prefix.to_vec();
+                *end.last_mut()? += 1;
+                let req = RangeRequest { key: prefix.to_vec(), range_end: end, ..Default::default() };
+                let keys = runtime::timeout(Duration::from_secs(2), kv.range(req)).await.ok()?.ok()?.into_inner();
+                Some((list.leases.len(), keys.kvs.len()))
+            };
+            match found.await {
+                Some((0, 0)) => return None,
+                Some((leases, keys)) => {
+                    return Some(format!(
+                        "after heal and a TTL, {leases} leases and {keys} leased keys are still there"
+                    ))
+                }
+                None => runtime::sleep(Duration::from_millis(500)).await,
+            }
+        }
+        Some("after heal no node answered the lease check".to_string())
+    });
+    check.await.unwrap_or_else(|_| Some("the lease check panicked".to_string()))
 }

@@ -82,14 +82,33 @@ impl RaftNode {
         self.leases.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// On the leader: renews lease `id`. `Ok(None)`: this node does not lead;
-    /// `Ok(Some(0))`: no such lease (etcd answers a keepalive so).
-    pub fn renew_lease_locally(&self, id: i64) -> Option<i64> {
+    /// On the leader: renews lease `id` once a quorum confirmed this node
+    /// still leads. `Ok(None)`: it does not; `Ok(Some(0))`: no such lease
+    /// (etcd answers a keepalive so).
+    ///
+    /// Why the quorum check: a leader cut off from the others still believes
+    /// it leads; acknowledging keepalives then would promise a lease that the
+    /// real leader (which never saw them) expires. After the check, any newer
+    /// leader was elected after this point and gives the lease a full TTL
+    /// from its election, so the acknowledged TTL holds.
+    pub async fn renew_lease_as_leader(&self, id: i64) -> Result<Option<i64>, NodeError> {
+        if !self.is_leader() || self.leader_read_index().await?.is_none() {
+            return Ok(None);
+        }
+        Ok(self.renew_lease_locally(id))
+    }
+
+    fn renew_lease_locally(&self, id: i64) -> Option<i64> {
         let mut leases = self.lock_leases();
         let granted = self.sync_leases(&mut leases)?;
+        let now = now();
         match granted.get(&id) {
+            // Past its deadline the lease is as good as revoked: the expiry
+            // pass may have proposed the revoke already, and renewing it now
+            // would acknowledge a TTL that the revoke is about to break.
+            Some(_) if leases.deadlines.get(&id).is_some_and(|d| *d <= now) => Some(0),
             Some(ttl) => {
-                leases.deadlines.insert(id, now() + ttl_duration(*ttl));
+                leases.deadlines.insert(id, now + ttl_duration(*ttl));
                 Some(*ttl)
             }
             None => Some(0),
@@ -112,7 +131,7 @@ impl RaftNode {
     /// Renews lease `id` on whichever node leads; the new TTL, 0 if there is no such lease.
     pub async fn renew_lease(&self, id: i64) -> Result<i64, NodeError> {
         self.ask_leader(
-            || self.renew_lease_locally(id),
+            || self.renew_lease_as_leader(id),
             |mut client, sender| async move {
                 leader_call(client.lease_keep_alive(sender.request(LeaseKeepAliveRequest { id })).await)
                     .map(|resp| resp.ttl)
@@ -124,7 +143,7 @@ impl RaftNode {
     /// What the leader knows of lease `id` (`None`: no such lease).
     pub async fn lease_ttl(&self, id: i64) -> Result<Option<LeaseTtl>, NodeError> {
         self.ask_leader(
-            || self.lease_ttl_locally(id),
+            || async move { Ok(self.lease_ttl_locally(id)) },
             |mut client, sender| async move {
                 leader_call(client.lease_time_to_live(sender.request(LeaseTimeToLiveRequest { id, keys: false })).await)
                     .map(|r| (r.ttl >= 0).then_some(LeaseTtl { remaining: r.ttl, granted: r.granted_ttl }))
@@ -135,15 +154,16 @@ impl RaftNode {
 
     /// Answers locally when leading, else asks the leader; retries until
     /// the request timeout while there is no reachable leader.
-    async fn ask_leader<T, Fut>(
-        &self,
-        local: impl Fn() -> Option<T>,
+    async fn ask_leader<'a, T, Local, Fut>(
+        &'a self,
+        local: impl Fn() -> Local,
         remote: impl Fn(
             crate::proto::raft::v1::raft_client::RaftClient<tonic::transport::Channel>,
             super::network::Sender,
         ) -> Fut,
     ) -> Result<T, NodeError>
     where
+        Local: std::future::Future<Output = Result<Option<T>, NodeError>> + 'a,
         Fut: std::future::Future<Output = LeaderCall<T>>,
     {
         let attempt = async {
@@ -151,7 +171,7 @@ impl RaftNode {
                 if self.raft_stopped() {
                     return Err(NodeError::Stopped);
                 }
-                if let Some(answer) = local() {
+                if let Some(answer) = local().await? {
                     return Ok(answer);
                 }
                 if let Some(leader) = self.leader().and_then(|id| self.member(id)) {

@@ -133,9 +133,10 @@ impl RaftRpc for RaftService {
     ) -> Result<Response<LeaseKeepAliveResponse>, Status> {
         self.check_sender(&req)?;
         let id = req.into_inner().id;
-        match self.node.renew_lease_locally(id) {
-            Some(ttl) => Ok(Response::new(LeaseKeepAliveResponse { header: None, id, ttl })),
-            None => Err(not_leader()),
+        match self.node.renew_lease_as_leader(id).await {
+            Ok(Some(ttl)) => Ok(Response::new(LeaseKeepAliveResponse { header: None, id, ttl })),
+            Ok(None) => Err(not_leader()),
+            Err(e) => Err(node_failure(e)),
         }
     }
 

@@ -26,7 +26,7 @@ impl Stream {
     async fn open(cluster: &Cluster, node: usize) -> Stream {
         let mut client = WatchClient::connect(format!("http://{}", cluster.client_addr(node))).await.unwrap();
         let (requests, rx) = mpsc::channel(16);
-        let responses = client.watch(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+        let responses = client.watch(placement_center::api::context::receiver_stream(rx)).await.unwrap().into_inner();
         Stream { requests, responses }
     }
 

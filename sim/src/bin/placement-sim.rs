@@ -102,9 +102,14 @@ mod sweep {
         let wall = started.elapsed();
         let status = if report.violations.is_empty() { "ok" } else { "FAIL" };
         println!(
-            "seed {seed:>6} {status:<4} ops={} unknown={} virtual={:.1}s trace={:016x}",
+            "seed {seed:>6} {status:<4} ops={} unknown={} watch={}/{}/{} leases={}/{} virtual={:.1}s trace={:016x}",
             report.ops,
             report.unknown,
+            report.watch_events,
+            report.watch_sessions,
+            report.watch_compacted,
+            report.leases,
+            report.lease_acks,
             report.virtual_time.as_secs_f64(),
             report.trace_hash
         );
