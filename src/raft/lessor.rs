@@ -12,8 +12,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use openraft::AsyncRuntime;
-
 use super::network::{leader_call, LeaderCall};
 use super::node::{leader_is_remote, NodeError, RaftNode};
 use crate::proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseTimeToLiveRequest};
@@ -21,8 +19,9 @@ use crate::proto::raft::v1 as pb;
 use crate::raft::state_store::read_state;
 use crate::runtime;
 
-/// The clock Raft's timers use (each simulated node's own, skewable one).
-type Instant = <crate::runtime::PlacementRuntime as AsyncRuntime>::Instant;
+/// The leader's own clock (each simulated node's own, skewable one), read the
+/// same way by every task of the node.
+type Instant = runtime::NodeInstant;
 
 /// Most revokes proposed per expiry pass.
 const MAX_REVOKES_PER_PASS: usize = 64;
@@ -45,10 +44,6 @@ pub struct LeaseTtl {
     pub granted: i64,
 }
 
-fn now() -> Instant {
-    <Instant as openraft::Instant>::now()
-}
-
 fn ttl_duration(ttl: i64) -> Duration {
     Duration::from_secs(ttl.max(0) as u64)
 }
@@ -65,7 +60,7 @@ impl RaftNode {
         }
         let granted: BTreeMap<i64, i64> =
             read_state(self.state()).leases().iter().map(|(id, lease)| (*id, lease.ttl)).collect();
-        let now = now();
+        let now = runtime::node_now(self.id);
         if leases.term != term {
             // A new leadership: every lease starts a full TTL from now.
             leases.term = term;
@@ -101,7 +96,7 @@ impl RaftNode {
     fn renew_lease_locally(&self, id: i64) -> Option<i64> {
         let mut leases = self.lock_leases();
         let granted = self.sync_leases(&mut leases)?;
-        let now = now();
+        let now = runtime::node_now(self.id);
         match granted.get(&id) {
             // Past its deadline the lease is as good as revoked: the expiry
             // pass may have proposed the revoke already, and renewing it now
@@ -120,7 +115,7 @@ impl RaftNode {
     pub fn lease_ttl_locally(&self, id: i64) -> Option<Option<LeaseTtl>> {
         let mut leases = self.lock_leases();
         let granted = self.sync_leases(&mut leases)?;
-        let now = now();
+        let now = runtime::node_now(self.id);
         Some(granted.get(&id).map(|ttl| {
             let left =
                 leases.deadlines.get(&id).map_or(Duration::ZERO, |d| if *d > now { *d - now } else { Duration::ZERO });
@@ -196,7 +191,7 @@ impl RaftNode {
             if self.sync_leases(&mut leases).is_none() {
                 return 0;
             }
-            let now = now();
+            let now = runtime::node_now(self.id);
             leases.deadlines.iter().filter(|(_, d)| **d <= now).map(|(id, _)| *id).take(MAX_REVOKES_PER_PASS).collect()
         };
         let mut revoked = 0;

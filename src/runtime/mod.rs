@@ -24,6 +24,27 @@ pub use signal::shutdown_signal;
 pub use skew::{reset_clocks, skew_clock, with_node_clock, SkewedInstant};
 pub use tasks::{spawn_detached, Shutdown, TaskGroup};
 
+/// A node's own monotonic clock, for decisions a node makes by its clock
+/// alone (lease deadlines). In simulation each node's clock can be skewed.
+#[cfg(not(madsim))]
+pub type NodeInstant = tokio::time::Instant;
+/// See the production definition.
+#[cfg(madsim)]
+pub type NodeInstant = SkewedInstant;
+
+/// Now on node `node`'s clock (see [`NodeInstant`]).
+pub fn node_now(node: u64) -> NodeInstant {
+    #[cfg(not(madsim))]
+    {
+        let _ = node;
+        tokio::time::Instant::now()
+    }
+    #[cfg(madsim)]
+    {
+        skew::now_on(node)
+    }
+}
+
 /// A random number generator seeded from the runtime: OS entropy in
 /// production, the simulation's seed under madsim.
 pub fn rng() -> impl rand::Rng {

@@ -66,6 +66,12 @@ fn segment() -> Segment {
     SEGMENTS.with(|s| s.borrow().get(&node).copied().unwrap_or(Segment::IDENTITY))
 }
 
+/// Node `node`'s local time now, whichever task asks.
+pub fn now_on(node: u64) -> SkewedInstant {
+    let segment = SEGMENTS.with(|s| s.borrow().get(&node).copied().unwrap_or(Segment::IDENTITY));
+    SkewedInstant(segment.local(global_now()))
+}
+
 /// Runs `future` (and every Raft task it spawns) on node `node`'s clock.
 pub fn with_node_clock<F: std::future::Future>(node: u64, future: F) -> impl std::future::Future<Output = F::Output> {
     NODE_CLOCK.scope(node, future)
