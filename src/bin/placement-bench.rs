@@ -20,6 +20,9 @@ enum Op {
     Get,
     /// Serializable get of a random key.
     GetSerializable,
+    /// `--watchers` watch one prefix while `--clients` put `--requests` keys
+    /// under it: events delivered per second and delivery latency.
+    WatchFanout,
 }
 
 /// Flags.
@@ -41,6 +44,9 @@ struct Args {
     /// Value size in bytes.
     #[arg(long, default_value_t = 256)]
     value_size: usize,
+    /// Watchers of the prefix (watch-fanout), spread over the endpoints.
+    #[arg(long, default_value_t = 100)]
+    watchers: usize,
     /// Operation to run.
     #[arg(value_enum, default_value = "put")]
     op: Op,
@@ -56,6 +62,7 @@ async fn client_loop(endpoint: String, args: std::sync::Arc<Args>, requests: usi
         let key = format!("/bench/{:08}", runtime::rng().gen_range(0..args.key_space)).into_bytes();
         let start = runtime::now();
         match args.op {
+            Op::WatchFanout => anyhow::bail!("watch-fanout has its own loop"),
             Op::Put => {
                 kv.put(PutRequest { key, value: value.clone(), ..Default::default() }).await?;
             }
@@ -69,10 +76,111 @@ async fn client_loop(endpoint: String, args: std::sync::Arc<Args>, requests: usi
     Ok(hist)
 }
 
+/// Watch fan-out: every watcher must see every put; the value carries the
+/// time it was sent, so each delivery's latency is measured.
+async fn watch_fanout(args: std::sync::Arc<Args>, endpoints: &[String]) -> anyhow::Result<()> {
+    use placement_center::api::context::receiver_stream;
+    use placement_center::proto::etcdserverpb::watch_client::WatchClient;
+    use placement_center::proto::etcdserverpb::watch_request::RequestUnion;
+    use placement_center::proto::etcdserverpb::{WatchCreateRequest, WatchRequest};
+
+    let started = runtime::now();
+    let puts = (args.requests / args.clients.max(1)) * args.clients.max(1);
+    let mut channels = Vec::new();
+    for endpoint in endpoints {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))?.connect().await?;
+        channels.push(channel);
+    }
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel(args.watchers.max(1));
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(args.watchers.max(1));
+    for i in 0..args.watchers {
+        let mut client = WatchClient::new(channels[i % channels.len()].clone());
+        let (done_tx, ready_tx) = (done_tx.clone(), ready_tx.clone());
+        runtime::spawn_detached("bench-watcher", async move {
+            let result = async {
+                let (tx, rx) = tokio::sync::mpsc::channel(1);
+                let create = WatchCreateRequest {
+                    key: b"/fanout/".to_vec(),
+                    range_end: b"/fanout0".to_vec(),
+                    ..Default::default()
+                };
+                tx.send(WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }).await?;
+                let mut stream = client.watch(receiver_stream(rx)).await?.into_inner();
+                let created = stream.message().await?.context("watch stream closed")?;
+                anyhow::ensure!(created.created, "first watch response is not `created`");
+                ready_tx.send(()).await?;
+                let mut hist = Histogram::<u64>::new(3)?;
+                while (hist.len() as usize) < puts {
+                    let resp = stream.message().await?.context("watch stream closed early")?;
+                    let now = started.elapsed().as_micros() as u64;
+                    for e in resp.events {
+                        let sent: u64 = String::from_utf8_lossy(&e.kv.unwrap_or_default().value).parse().unwrap_or(now);
+                        hist.record(now.saturating_sub(sent).max(1))?;
+                    }
+                }
+                drop(tx);
+                Ok::<_, anyhow::Error>(hist)
+            }
+            .await;
+            let _ = done_tx.send(result).await;
+        });
+    }
+    drop((done_tx, ready_tx));
+    for _ in 0..args.watchers {
+        ready_rx.recv().await.context("a watcher failed to start")?;
+    }
+    let writes_started = runtime::now();
+    let (wtx, mut wrx) = tokio::sync::mpsc::channel(args.clients.max(1));
+    for c in 0..args.clients.max(1) {
+        let endpoint = endpoints[c % endpoints.len()].clone();
+        let wtx = wtx.clone();
+        let per_client = puts / args.clients.max(1);
+        runtime::spawn_detached("bench-writer", async move {
+            let result = async {
+                let mut kv = KvClient::connect(format!("http://{endpoint}")).await?;
+                for n in 0..per_client {
+                    let key = format!("/fanout/{c}/{n}").into_bytes();
+                    let value = started.elapsed().as_micros().to_string().into_bytes();
+                    kv.put(PutRequest { key, value, ..Default::default() }).await?;
+                }
+                Ok::<_, anyhow::Error>(())
+            }
+            .await;
+            let _ = wtx.send(result).await;
+        });
+    }
+    drop(wtx);
+    while let Some(result) = wrx.recv().await {
+        result?;
+    }
+    let mut total = Histogram::<u64>::new(3)?;
+    while let Some(result) = done_rx.recv().await {
+        total.add(result?)?;
+    }
+    let elapsed = writes_started.elapsed();
+    let ms = |us: u64| Duration::from_micros(us).as_secs_f64() * 1000.0;
+    println!(
+        "op=WatchFanout watchers={} puts={} events={} elapsed={:.2}s delivered={:.0} events/s latency_ms p50={:.2} p90={:.2} p99={:.2} max={:.2}",
+        args.watchers,
+        puts,
+        total.len(),
+        elapsed.as_secs_f64(),
+        total.len() as f64 / elapsed.as_secs_f64(),
+        ms(total.value_at_quantile(0.5)),
+        ms(total.value_at_quantile(0.9)),
+        ms(total.value_at_quantile(0.99)),
+        ms(total.max()),
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = std::sync::Arc::new(Args::parse());
     let endpoints: Vec<String> = args.endpoints.split(',').map(|s| s.trim().to_string()).collect();
+    if matches!(args.op, Op::WatchFanout) {
+        return watch_fanout(args.clone(), &endpoints).await;
+    }
     let per_client = args.requests / args.clients.max(1);
     let started = runtime::now();
     let (tx, mut rx) = tokio::sync::mpsc::channel(args.clients.max(1));
