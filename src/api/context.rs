@@ -6,7 +6,12 @@ use std::sync::Arc;
 use prost::Message;
 
 use super::ApiError;
-use crate::proto::etcdserverpb::ResponseHeader;
+use crate::proto::etcdserverpb::response_op::Response as Op;
+use crate::proto::etcdserverpb::{
+    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse, ResponseHeader,
+    TxnResponse,
+};
+use crate::proto::raft::v1::command_result::Response as Applied;
 use crate::proto::raft::v1::{command, Command, CommandResult};
 use crate::raft::RaftNode;
 use crate::runtime::Shutdown;
@@ -57,9 +62,73 @@ impl ApiContext {
     }
 }
 
-/// An apply result of another kind than the request's: a bug, never a client error.
-pub fn unexpected(result: &CommandResult) -> tonic::Status {
-    tonic::Status::internal(format!("etcdserver: unexpected apply result {:?}", result.response))
+impl ApiContext {
+    /// Proposes a write and answers with its response, header filled in.
+    pub async fn write<T: WriteResponse>(&self, request: command::Request) -> Result<tonic::Response<T>, ApiError> {
+        let CommandResult { revision, response } = self.propose(request).await?;
+        match response.map(T::pick) {
+            Some(Ok(mut resp)) => {
+                resp.set_header(self.header(revision));
+                Ok(tonic::Response::new(resp))
+            }
+            Some(Err(other)) => Err(ApiError::UnexpectedResult(format!("{other:?}"))),
+            None => Err(ApiError::UnexpectedResult("none".to_string())),
+        }
+    }
+}
+
+/// A response to a write, as carried in the apply result.
+pub trait WriteResponse: Sized {
+    /// This kind of response out of an apply result (or the result back).
+    fn pick(applied: Applied) -> Result<Self, Applied>;
+    /// Sets the header (and those of nested responses, as etcd does).
+    fn set_header(&mut self, header: ResponseHeader);
+}
+
+macro_rules! write_response {
+    ($($variant:ident => $ty:ty),* $(,)?) => {$(
+        impl WriteResponse for $ty {
+            fn pick(applied: Applied) -> Result<Self, Applied> {
+                match applied {
+                    Applied::$variant(resp) => Ok(resp),
+                    other => Err(other),
+                }
+            }
+            fn set_header(&mut self, header: ResponseHeader) {
+                self.header = Some(header);
+            }
+        }
+    )*};
+}
+
+write_response!(
+    Put => PutResponse,
+    DeleteRange => DeleteRangeResponse,
+    Compaction => CompactionResponse,
+    LeaseGrant => LeaseGrantResponse,
+    LeaseRevoke => LeaseRevokeResponse,
+);
+
+impl WriteResponse for TxnResponse {
+    fn pick(applied: Applied) -> Result<Self, Applied> {
+        match applied {
+            Applied::Txn(resp) => Ok(resp),
+            other => Err(other),
+        }
+    }
+
+    fn set_header(&mut self, header: ResponseHeader) {
+        self.header = Some(header);
+        for op in &mut self.responses {
+            match &mut op.response {
+                Some(Op::ResponseRange(r)) => r.header = Some(header),
+                Some(Op::ResponsePut(r)) => r.header = Some(header),
+                Some(Op::ResponseDeleteRange(r)) => r.header = Some(header),
+                Some(Op::ResponseTxn(t)) => t.set_header(header),
+                None => {}
+            }
+        }
+    }
 }
 
 /// The items of `rx` as a stream (a gRPC streaming response).

@@ -22,6 +22,10 @@ pub enum ApiError {
     /// Raft could not serve the request.
     #[error(transparent)]
     Node(NodeError),
+    /// The apply result is of another kind than the request: a bug, never
+    /// the client's fault.
+    #[error("unexpected apply result {0}")]
+    UnexpectedResult(String),
 }
 
 impl From<NodeError> for ApiError {
@@ -56,6 +60,7 @@ impl From<ApiError> for Status {
         match e {
             ApiError::RequestTooLarge => Status::invalid_argument("etcdserver: request is too large"),
             ApiError::State(refused) => state_status(&refused),
+            ApiError::UnexpectedResult(what) => Status::internal(format!("etcdserver: unexpected apply result {what}")),
             ApiError::Node(node) => match node {
                 NodeError::NoLeader => Status::unavailable("etcdserver: no leader"),
                 NodeError::Timeout => Status::unavailable("etcdserver: request timed out"),

@@ -9,15 +9,14 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use super::context::{unexpected, ApiContext};
+use super::context::ApiContext;
 use super::ApiError;
 use crate::proto::etcdserverpb::kv_server::Kv;
-use crate::proto::etcdserverpb::response_op::Response as Op;
 use crate::proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
-use crate::proto::raft::v1::{command, command_result};
+use crate::proto::raft::v1::command;
 use crate::raft::state_store::read_state;
 
 /// The KV service of one node.
@@ -29,20 +28,6 @@ impl KvService {
     /// The service over a node's context.
     pub fn new(ctx: Arc<ApiContext>) -> Self {
         Self { ctx }
-    }
-
-    /// Fills the header of every response nested in a txn, as etcd does.
-    fn fill_txn_headers(&self, txn: &mut TxnResponse, header: &ResponseHeader) {
-        txn.header = Some(*header);
-        for op in &mut txn.responses {
-            match &mut op.response {
-                Some(Op::ResponseRange(r)) => r.header = Some(*header),
-                Some(Op::ResponsePut(r)) => r.header = Some(*header),
-                Some(Op::ResponseDeleteRange(r)) => r.header = Some(*header),
-                Some(Op::ResponseTxn(t)) => self.fill_txn_headers(t, header),
-                None => {}
-            }
-        }
     }
 }
 
@@ -63,51 +48,22 @@ impl Kv for KvService {
 
     #[instrument(skip_all)]
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let result = self.ctx.propose(command::Request::Put(req.into_inner())).await?;
-        match result.response {
-            Some(command_result::Response::Put(mut resp)) => {
-                resp.header = Some(self.ctx.header(result.revision));
-                Ok(Response::new(resp))
-            }
-            _ => Err(unexpected(&result)),
-        }
+        self.ctx.write(command::Request::Put(req.into_inner())).await.map_err(Into::into)
     }
 
     #[instrument(skip_all)]
     async fn delete_range(&self, req: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
-        let result = self.ctx.propose(command::Request::DeleteRange(req.into_inner())).await?;
-        match result.response {
-            Some(command_result::Response::DeleteRange(mut resp)) => {
-                resp.header = Some(self.ctx.header(result.revision));
-                Ok(Response::new(resp))
-            }
-            _ => Err(unexpected(&result)),
-        }
+        self.ctx.write(command::Request::DeleteRange(req.into_inner())).await.map_err(Into::into)
     }
 
     #[instrument(skip_all)]
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        let result = self.ctx.propose(command::Request::Txn(req.into_inner())).await?;
-        match result.response {
-            Some(command_result::Response::Txn(mut resp)) => {
-                let header = self.ctx.header(result.revision);
-                self.fill_txn_headers(&mut resp, &header);
-                Ok(Response::new(resp))
-            }
-            _ => Err(unexpected(&result)),
-        }
+        self.ctx.write(command::Request::Txn(req.into_inner())).await.map_err(Into::into)
     }
 
     #[instrument(skip_all, fields(revision = req.get_ref().revision))]
     async fn compact(&self, req: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
         // Applied on every replica as part of the command: `physical` holds.
-        let result = self.ctx.propose(command::Request::Compaction(req.into_inner())).await?;
-        match result.response {
-            Some(command_result::Response::Compaction(mut resp)) => {
-                resp.header = Some(self.ctx.header(result.revision));
-                Ok(Response::new(resp))
-            }
-            _ => Err(unexpected(&result)),
-        }
+        self.ctx.write(command::Request::Compaction(req.into_inner())).await.map_err(Into::into)
     }
 }

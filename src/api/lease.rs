@@ -10,7 +10,7 @@ use rand::Rng;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
-use super::context::{receiver_stream, unexpected, ApiContext};
+use super::context::{receiver_stream, ApiContext};
 use super::ApiError;
 use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::{
@@ -18,7 +18,7 @@ use crate::proto::etcdserverpb::{
     LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest,
     LeaseTimeToLiveResponse,
 };
-use crate::proto::raft::v1::{command, command_result};
+use crate::proto::raft::v1::command;
 use crate::raft::state_store::read_state;
 use crate::runtime;
 use crate::state::StateError;
@@ -55,18 +55,9 @@ impl Lease for LeaseService {
         let attempts = if req.id == 0 { 3 } else { 1 };
         for attempt in 1..=attempts {
             let id = if req.id == 0 { runtime::rng().gen_range(1..i64::MAX) } else { req.id };
-            match self.ctx.propose(command::Request::LeaseGrant(LeaseGrantRequest { ttl, id })).await {
-                Ok(result) => {
-                    return match result.response {
-                        Some(command_result::Response::LeaseGrant(mut resp)) => {
-                            resp.header = Some(self.ctx.header(result.revision));
-                            Ok(Response::new(resp))
-                        }
-                        _ => Err(unexpected(&result)),
-                    }
-                }
+            match self.ctx.write(command::Request::LeaseGrant(LeaseGrantRequest { ttl, id })).await {
                 Err(ApiError::State(StateError::LeaseExists)) if attempt < attempts => continue,
-                Err(e) => return Err(e.into()),
+                answer => return answer.map_err(Into::into),
             }
         }
         Err(ApiError::State(StateError::LeaseExists).into())
@@ -74,14 +65,7 @@ impl Lease for LeaseService {
 
     #[instrument(skip_all, fields(id = req.get_ref().id))]
     async fn lease_revoke(&self, req: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
-        let result = self.ctx.propose(command::Request::LeaseRevoke(req.into_inner())).await?;
-        match result.response {
-            Some(command_result::Response::LeaseRevoke(mut resp)) => {
-                resp.header = Some(self.ctx.header(result.revision));
-                Ok(Response::new(resp))
-            }
-            _ => Err(unexpected(&result)),
-        }
+        self.ctx.write(command::Request::LeaseRevoke(req.into_inner())).await.map_err(Into::into)
     }
 
     type LeaseKeepAliveStream = KeepAliveStream;

@@ -91,7 +91,7 @@ async fn watch_fanout(args: std::sync::Arc<Args>, endpoints: &[String]) -> anyho
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))?.connect().await?;
         channels.push(channel);
     }
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel(args.watchers.max(1));
+    let (done_tx, done_rx) = tokio::sync::mpsc::channel(args.watchers.max(1));
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(args.watchers.max(1));
     for i in 0..args.watchers {
         let mut client = WatchClient::new(channels[i % channels.len()].clone());
@@ -153,25 +153,39 @@ async fn watch_fanout(args: std::sync::Arc<Args>, endpoints: &[String]) -> anyho
     while let Some(result) = wrx.recv().await {
         result?;
     }
-    let mut total = Histogram::<u64>::new(3)?;
-    while let Some(result) = done_rx.recv().await {
-        total.add(result?)?;
-    }
+    let total = merged(done_rx).await?;
     let elapsed = writes_started.elapsed();
-    let ms = |us: u64| Duration::from_micros(us).as_secs_f64() * 1000.0;
     println!(
-        "op=WatchFanout watchers={} puts={} events={} elapsed={:.2}s delivered={:.0} events/s latency_ms p50={:.2} p90={:.2} p99={:.2} max={:.2}",
+        "op=WatchFanout watchers={} puts={} events={} elapsed={:.2}s delivered={:.0} events/s {}",
         args.watchers,
         puts,
         total.len(),
         elapsed.as_secs_f64(),
         total.len() as f64 / elapsed.as_secs_f64(),
-        ms(total.value_at_quantile(0.5)),
-        ms(total.value_at_quantile(0.9)),
-        ms(total.value_at_quantile(0.99)),
-        ms(total.max()),
+        latencies(&total),
     );
     Ok(())
+}
+
+/// Every task's histogram, merged (the first failure wins).
+async fn merged(mut rx: tokio::sync::mpsc::Receiver<anyhow::Result<Histogram<u64>>>) -> anyhow::Result<Histogram<u64>> {
+    let mut total = Histogram::<u64>::new(3)?;
+    while let Some(result) = rx.recv().await {
+        total.add(result?)?;
+    }
+    Ok(total)
+}
+
+/// Latency percentiles of a histogram of microseconds, in milliseconds.
+fn latencies(h: &Histogram<u64>) -> String {
+    let ms = |us: u64| Duration::from_micros(us).as_secs_f64() * 1000.0;
+    format!(
+        "latency_ms p50={:.2} p90={:.2} p99={:.2} max={:.2}",
+        ms(h.value_at_quantile(0.5)),
+        ms(h.value_at_quantile(0.9)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.max())
+    )
 }
 
 #[tokio::main]
@@ -183,7 +197,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let per_client = args.requests / args.clients.max(1);
     let started = runtime::now();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(args.clients.max(1));
+    let (tx, rx) = tokio::sync::mpsc::channel(args.clients.max(1));
     for i in 0..args.clients {
         let endpoint = endpoints[i % endpoints.len()].clone();
         let tx = tx.clone();
@@ -193,23 +207,16 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     drop(tx);
-    let mut total = Histogram::<u64>::new(3)?;
-    while let Some(result) = rx.recv().await {
-        total.add(result?)?;
-    }
+    let total = merged(rx).await?;
     let elapsed = started.elapsed();
-    let ms = |us: u64| Duration::from_micros(us).as_secs_f64() * 1000.0;
     println!(
-        "op={:?} clients={} requests={} elapsed={:.2}s throughput={:.0}/s latency_ms p50={:.2} p90={:.2} p99={:.2} max={:.2}",
+        "op={:?} clients={} requests={} elapsed={:.2}s throughput={:.0}/s {}",
         args.op,
         args.clients,
         total.len(),
         elapsed.as_secs_f64(),
         total.len() as f64 / elapsed.as_secs_f64(),
-        ms(total.value_at_quantile(0.5)),
-        ms(total.value_at_quantile(0.9)),
-        ms(total.value_at_quantile(0.99)),
-        ms(total.max()),
+        latencies(&total),
     );
     Ok(())
 }
