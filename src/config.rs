@@ -67,6 +67,12 @@ pub struct Config {
     pub auto_compaction_retention_revisions: u64,
     /// Auto-compaction keeps this many seconds of history (0: not by age).
     pub auto_compaction_retention_secs: u64,
+    /// A snapshot of the state machine is taken after this many applied
+    /// entries since the last one; the log behind it is then purged.
+    pub snapshot_after_entries: u64,
+    /// Log entries kept behind a snapshot, so that a briefly lagging follower
+    /// catches up from the log rather than by snapshot.
+    pub log_kept_after_snapshot: u64,
     /// How often a watch created with `progress_notify` hears the revision
     /// when nothing happened, milliseconds (etcd: 10 minutes).
     pub watch_progress_notify_interval_ms: u64,
@@ -88,6 +94,8 @@ impl Default for Config {
             auto_compaction_retention_revisions: 10_000,
             auto_compaction_retention_secs: 0,
             watch_progress_notify_interval_ms: 600_000,
+            snapshot_after_entries: 10_000,
+            log_kept_after_snapshot: 1_000,
         }
     }
 }
@@ -248,6 +256,9 @@ impl Config {
     /// Rejects what cannot work, naming the problem.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        if self.snapshot_after_entries == 0 {
+            return invalid("snapshot_after_entries must be positive".into());
+        }
         if self.watch_progress_notify_interval_ms == 0 {
             return invalid("watch_progress_notify_interval_ms must be positive".into());
         }

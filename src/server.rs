@@ -102,6 +102,8 @@ impl Server {
             heartbeat_interval: config.heartbeat_interval(),
             election_timeout: config.election_timeout(),
             request_timeout: config.request_timeout(),
+            snapshot_after_entries: config.snapshot_after_entries,
+            log_kept_after_snapshot: config.log_kept_after_snapshot,
         };
 
         // Peers must reach Raft before it can elect: serve raft.v1 right away.

@@ -79,6 +79,10 @@ impl SimCluster {
                 // watchers resuming after a partition may find it.
                 auto_compaction_retention_revisions: 100,
                 watch_progress_notify_interval_ms: 1000,
+                // Snapshots and log purges happen several times a run, and a
+                // node that was away long enough catches up by InstallSnapshot.
+                snapshot_after_entries: 200,
+                log_kept_after_snapshot: 50,
                 ..Config::default()
             };
             let disk = SimDisk::registered(&config.data_dir.join("db"), &[]);

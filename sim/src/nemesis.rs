@@ -41,11 +41,14 @@ pub enum FaultKind {
     LatencySpike,
     /// A node's clock jumps forward and runs fast or slow (Raft timers only).
     ClockSkew,
+    /// A follower is cut off long enough for the leader to snapshot and purge
+    /// the log past it: it must catch up by InstallSnapshot.
+    LagBehind,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 12] = [
+    pub const ALL: [FaultKind; 13] = [
         FaultKind::Partition,
         FaultKind::IsolateLeader,
         FaultKind::Bridge,
@@ -58,6 +61,7 @@ impl FaultKind {
         FaultKind::PacketLoss,
         FaultKind::LatencySpike,
         FaultKind::ClockSkew,
+        FaultKind::LagBehind,
     ];
 
     /// The name used on the command line.
@@ -75,6 +79,7 @@ impl FaultKind {
             FaultKind::PacketLoss => "packet-loss",
             FaultKind::LatencySpike => "latency-spike",
             FaultKind::ClockSkew => "clock-skew",
+            FaultKind::LagBehind => "lag-behind",
         }
     }
 }
@@ -171,6 +176,16 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
                     minority.iter().flat_map(|a| majority.iter().map(move |b| (*a, *b))).collect();
                 cut_both_ways(&net, &links, sim_id, hold).await;
                 log.note(start, "healed partition".into());
+            }
+            FaultKind::LagBehind => {
+                let Some(leader) = cluster.leader() else { continue };
+                let follower = (leader % n) + 1;
+                let away = millis(&mut runtime::rng(), 6000..12_000);
+                log.note(start, format!("cut off follower {follower} for {away:?}"));
+                net.clog_node(sim_id(follower));
+                runtime::sleep(away).await;
+                net.unclog_node(sim_id(follower));
+                log.note(start, format!("reconnected {follower}"));
             }
             FaultKind::IsolateLeader => {
                 let Some(leader) = cluster.leader() else { continue };

@@ -57,6 +57,11 @@ pub struct NodeOptions {
     pub election_timeout: (Duration, Duration),
     /// How long a client request may wait for Raft before it times out.
     pub request_timeout: Duration,
+    /// A snapshot is taken after this many applied entries since the last.
+    pub snapshot_after_entries: u64,
+    /// Entries kept behind a snapshot when the log is purged (a follower that
+    /// lags less than this catches up from the log, more: by snapshot).
+    pub log_kept_after_snapshot: u64,
 }
 
 /// A running Raft node.
@@ -101,6 +106,8 @@ impl RaftNode {
             election_timeout_max: opts.election_timeout.1.as_millis() as u64,
             install_snapshot_timeout: 10_000,
             snapshot_max_chunk_size: 1024 * 1024,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(opts.snapshot_after_entries),
+            max_in_snapshot_log_to_keep: opts.log_kept_after_snapshot,
             ..Default::default()
         };
         let config = Arc::new(config.validate().map_err(|e| NodeError::Raft(e.to_string()))?);

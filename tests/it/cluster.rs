@@ -33,6 +33,11 @@ fn test_config(id: u64) -> Config {
 impl Cluster {
     /// Starts `n` nodes and waits for a leader.
     pub async fn start(n: u64) -> Cluster {
+        Self::start_with(n, |_| {}).await
+    }
+
+    /// Starts `n` nodes, each config adjusted by `tune`, and waits for a leader.
+    pub async fn start_with(n: u64, tune: impl Fn(&mut Config)) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let mut listeners = Vec::new();
         for _ in 0..n {
@@ -56,6 +61,7 @@ impl Cluster {
         for (i, l) in listeners.into_iter().enumerate() {
             let id = i as u64 + 1;
             let mut config = test_config(id);
+            tune(&mut config);
             config.peer_addr = members[&id].peer_addr.clone();
             config.client_addr = members[&id].client_addr.clone();
             config.data_dir = dir.path().join(format!("node{id}"));

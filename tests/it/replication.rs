@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use placement_center::proto::etcdserverpb::RangeRequest;
 use placement_center::runtime;
 
 use crate::cluster::{get, put, Cluster};
@@ -77,6 +78,45 @@ async fn restarted_node_catches_up_from_its_data_dir() {
     }
     assert!(caught_up, "restarted node did not catch up in 10 s");
     assert_eq!(get(&mut restarted, "before", true).await.unwrap().as_deref(), Some("1"));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_the_purged_log_catches_up_by_snapshot_with_its_history() {
+    let mut cluster = Cluster::start_with(3, |c| {
+        c.snapshot_after_entries = 20;
+        c.log_kept_after_snapshot = 5;
+    })
+    .await;
+    let follower = cluster.follower().await;
+    let leader = cluster.wait_leader().await;
+    let mut client = cluster.kv(leader).await;
+    let first = put(&mut client, "k", "0").await;
+    let raft_of = |cluster: &Cluster, i: usize| cluster.nodes[i].as_ref().unwrap().node.raft.metrics().borrow().clone();
+    let stopped_at = raft_of(&cluster, follower).last_log_index.unwrap_or(0);
+    cluster.stop(follower).await;
+    // Far more entries than a snapshot interval plus the kept tail: the
+    // leader purges past the stopped node.
+    for i in 1..100 {
+        put(&mut client, "k", &i.to_string()).await;
+    }
+    let purged = raft_of(&cluster, leader).purged.map_or(0, |id| id.index);
+    assert!(purged > stopped_at, "the leader kept its log (purged to {purged}, follower at {stopped_at})");
+    cluster.restart(follower).await;
+    let mut restarted = cluster.kv(follower).await;
+    let mut caught_up = false;
+    for _ in 0..100 {
+        if get(&mut restarted, "k", true).await.unwrap().as_deref() == Some("99") {
+            caught_up = true;
+            break;
+        }
+        runtime::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(caught_up, "the node did not catch up in 10 s");
+    // The snapshot carried the history: a read in the past on that node.
+    let past = RangeRequest { key: b"k".to_vec(), revision: first + 50, serializable: true, ..Default::default() };
+    let resp = restarted.range(past).await.unwrap().into_inner();
+    assert_eq!(resp.kvs[0].value, b"50".to_vec());
     cluster.shutdown().await;
 }
 
