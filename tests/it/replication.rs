@@ -100,7 +100,15 @@ async fn a_node_behind_the_purged_log_catches_up_by_snapshot_with_its_history() 
     for i in 1..100 {
         put(&mut client, "k", &i.to_string()).await;
     }
-    let purged = raft_of(&cluster, leader).purged.map_or(0, |id| id.index);
+    // Snapshots are built and the log purged in the background: wait for it.
+    let mut purged = 0;
+    for _ in 0..100 {
+        purged = raft_of(&cluster, leader).purged.map_or(0, |id| id.index);
+        if purged > stopped_at {
+            break;
+        }
+        runtime::sleep(Duration::from_millis(100)).await;
+    }
     assert!(purged > stopped_at, "the leader kept its log (purged to {purged}, follower at {stopped_at})");
     cluster.restart(follower).await;
     let mut restarted = cluster.kv(follower).await;
