@@ -5,10 +5,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::api::{ApiContext, KvService, LeaseService, WatchService};
+use crate::api::{ApiContext, ClusterService, KvService, LeaseService, MaintenanceService, WatchService};
 use crate::config::{Config, ConfigError};
+use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
+use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::raft::v1::raft_server::RaftServer;
 use crate::raft::compactor::AutoCompaction;
@@ -128,7 +130,12 @@ impl Server {
             .max_decoding_message_size(max_message);
         let lease = LeaseServer::new(LeaseService::new(ctx.clone(), config.min_lease_ttl()))
             .max_decoding_message_size(max_message);
-        let client_router = tonic::transport::Server::builder().add_service(kv).add_service(watch).add_service(lease);
+        let client_router = tonic::transport::Server::builder()
+            .add_service(kv)
+            .add_service(watch)
+            .add_service(lease)
+            .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
+            .add_service(MaintenanceServer::new(MaintenanceService::new(ctx.clone())));
         // The leader's lease expiry and auto-compaction run on every node and
         // act only while it leads.
         let expiry_node = node.clone();

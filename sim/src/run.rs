@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use placement_center::proto::etcdserverpb::cluster_client::ClusterClient;
 use placement_center::proto::etcdserverpb::kv_client::KvClient;
-use placement_center::proto::etcdserverpb::RangeRequest;
+use placement_center::proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use placement_center::proto::etcdserverpb::{MemberListRequest, RangeRequest, StatusRequest};
 use placement_center::runtime::{self, Instant};
 
 use crate::checker::{self, raft_invariants};
@@ -351,7 +353,31 @@ async fn convergence(cluster: &SimCluster) -> Option<String> {
                             )
                         })
                         .collect();
-                    Some(format!("revision {} keys {}", resp.header.map_or(0, |h| h.revision), kvs.join(",")))
+                    // Every node agrees on who leads and on the members (Maintenance.Status, Cluster.MemberList).
+                    let channel =
+                        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).ok()?.connect_lazy();
+                    let mut maintenance = MaintenanceClient::new(channel.clone());
+                    let status = runtime::timeout(Duration::from_secs(1), maintenance.status(StatusRequest {}))
+                        .await
+                        .ok()?
+                        .ok()?
+                        .into_inner();
+                    let mut cluster = ClusterClient::new(channel);
+                    let list = MemberListRequest { linearizable: false };
+                    let members = runtime::timeout(Duration::from_secs(1), cluster.member_list(list))
+                        .await
+                        .ok()?
+                        .ok()?
+                        .into_inner();
+                    let ids: Vec<u64> = members.members.iter().map(|m| m.id).collect();
+                    Some(format!(
+                        "revision {} leader {} term {} members {ids:?} errors {:?} keys {}",
+                        resp.header.map_or(0, |h| h.revision),
+                        status.leader,
+                        status.raft_term,
+                        status.errors,
+                        kvs.join(",")
+                    ))
                 }
                 .await;
                 states.push(state.unwrap_or_else(|| "unreachable".into()));

@@ -1,14 +1,18 @@
 //! The gRPC services clients talk to. Every error a client sees is made in
 //! [`error`], with etcd's exact codes and messages.
 
+pub mod cluster;
 pub mod context;
 pub mod error;
 pub mod kv;
 pub mod lease;
+pub mod maintenance;
 pub mod watch;
 
+pub use cluster::ClusterService;
 pub use context::ApiContext;
 pub use error::ApiError;
 pub use kv::KvService;
 pub use lease::LeaseService;
+pub use maintenance::MaintenanceService;
 pub use watch::WatchService;

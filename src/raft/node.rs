@@ -80,6 +80,8 @@ pub struct RaftNode {
     request_timeout: Duration,
     /// Clients to peers for forwarding and ReadIndex.
     peers: PeerClients,
+    /// The storage engine (for size reports).
+    engine: Arc<dyn Engine>,
     /// Lease deadlines while this node leads (see `lessor`).
     pub(super) leases: std::sync::Mutex<super::lessor::LeaderLeases>,
 }
@@ -111,6 +113,7 @@ impl RaftNode {
             ..Default::default()
         };
         let config = Arc::new(config.validate().map_err(|e| NodeError::Raft(e.to_string()))?);
+        let engine_for_status = engine.clone();
         let sm = StateMachineStore::open(engine.clone()).map_err(|e| NodeError::Raft(e.to_string()))?;
         let state = sm.shared_state();
         let applied_revision = sm.applied_revision();
@@ -135,6 +138,7 @@ impl RaftNode {
             request_timeout: opts.request_timeout,
             peers: PeerClients::default(),
             leases: Default::default(),
+            engine: engine_for_status,
         }))
     }
 
@@ -147,6 +151,11 @@ impl RaftNode {
     /// Deadline for client requests.
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
+    }
+
+    /// Bytes the storage engine holds.
+    pub fn storage_bytes(&self) -> Result<u64, NodeError> {
+        self.engine.size_bytes().map_err(|e| NodeError::Raft(e.to_string()))
     }
 
     /// Follows the applied revision (watchers wait on it).

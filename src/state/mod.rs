@@ -196,6 +196,19 @@ impl KvState {
         self.keys.values()
     }
 
+    /// Bytes of live keys and values and of the kept history.
+    pub fn size_bytes(&self) -> u64 {
+        let kv = |kv: &KeyValue| (kv.key.len() + kv.value.len()) as u64;
+        let live: u64 = self.keys.values().map(kv).sum();
+        let history: u64 = self
+            .history
+            .values()
+            .flatten()
+            .map(|e| e.kv.as_ref().map_or(0, kv) + e.prev_kv.as_ref().map_or(0, kv))
+            .sum();
+        live + history
+    }
+
     /// Number of live keys.
     pub fn len(&self) -> usize {
         self.keys.len()

@@ -117,6 +117,9 @@ pub trait Engine: Send + Sync + 'static {
         self.write(batch, true)
     }
 
+    /// Bytes the engine holds (files and memory tables), for status reports.
+    fn size_bytes(&self) -> Result<u64, StorageError>;
+
     /// Extra latency a simulated disk wants the caller to wait before an I/O;
     /// zero for real engines (their latency is real).
     fn injected_latency(&self) -> Duration {

@@ -10,6 +10,8 @@ use super::{Engine, Pair, StorageError, WriteBatch, WriteOp};
 pub struct RocksEngine {
     /// The open database; column families are created on open when missing.
     db: DB,
+    /// The column families it was opened with (for size reports).
+    column_families: Vec<&'static str>,
 }
 
 fn io(err: rocksdb::Error) -> StorageError {
@@ -24,7 +26,7 @@ impl RocksEngine {
         opts.create_missing_column_families(true);
         let cfs = column_families.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(io)?;
-        Ok(Self { db })
+        Ok(Self { db, column_families: column_families.to_vec() })
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StorageError> {
@@ -33,6 +35,17 @@ impl RocksEngine {
 }
 
 impl Engine for RocksEngine {
+    fn size_bytes(&self) -> Result<u64, StorageError> {
+        let mut total = 0;
+        for name in self.column_families.iter() {
+            let cf = self.cf(name)?;
+            for property in ["rocksdb.total-sst-files-size", "rocksdb.cur-size-all-mem-tables"] {
+                total += self.db.property_int_value_cf(cf, property).map_err(io)?.unwrap_or(0);
+            }
+        }
+        Ok(total)
+    }
+
     fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.db.get_cf(self.cf(cf)?, key).map_err(io)
     }

@@ -134,6 +134,11 @@ impl SimDisk {
 }
 
 impl Engine for SimDisk {
+    fn size_bytes(&self) -> Result<u64, StorageError> {
+        let inner = self.lock();
+        Ok(inner.live.values().flat_map(|tree| tree.iter()).map(|(k, v)| (k.len() + v.len()) as u64).sum())
+    }
+
     fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.lock().live.get(cf).and_then(|t| t.get(key)).cloned())
     }

@@ -272,3 +272,56 @@ async fn etcdctl_get_rev_reads_the_past_until_compaction_removes_it() {
     assert!(stderr.contains("watch was canceled (etcdserver: mvcc: required revision has been compacted)"), "{stderr}");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_member_list_and_endpoint_status_and_health_describe_the_cluster() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    let follower = cluster.follower().await;
+    let ep = cluster.client_addr(follower);
+
+    // "ID, started, name, peer URLs, client URLs, learner", ids in hex.
+    let members = ok(&ep, &["member", "list"]);
+    let lines: Vec<&str> = members.lines().collect();
+    assert_eq!(lines.len(), 3, "{members}");
+    for (i, line) in lines.iter().enumerate() {
+        let want = format!(
+            "{:x}, started, node{}, http://{}, http://{}, false",
+            i + 1,
+            i + 1,
+            cluster.configs[i].peer_addr,
+            cluster.configs[i].client_addr
+        );
+        assert_eq!(*line, want);
+    }
+
+    // "endpoint, ID, version, db size, is leader, is learner, raft term,
+    // raft index, raft applied index, errors".
+    ok(&ep, &["put", "k", "v"]);
+    let all: Vec<String> = (0..3).map(|i| cluster.client_addr(i)).collect();
+    let status = ok(&all.join(","), &["endpoint", "status"]);
+    let rows: Vec<Vec<&str>> = status.lines().map(|l| l.split(", ").collect()).collect();
+    assert_eq!(rows.len(), 3, "{status}");
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row[0], all[i]);
+        assert_eq!(row[1], format!("{:x}", i + 1));
+        assert_eq!(row[2], "3.5.0");
+        assert_eq!(row[4], if i == leader { "true" } else { "false" }, "{status}");
+        assert_eq!(row[5], "false");
+        let (index, applied): (u64, u64) = (row[7].parse().unwrap(), row[8].parse().unwrap());
+        assert!(index >= 2 && applied >= 1, "{status}");
+    }
+    // etcdctl 3.4 prints health to stderr.
+    let (success, stdout, stderr) = etcdctl(&all.join(","), &["endpoint", "health"]);
+    let health = format!("{stdout}{stderr}");
+    assert!(success, "{health}");
+    assert_eq!(
+        health.lines().filter(|l| l.contains(" is healthy: successfully committed proposal")).count(),
+        3,
+        "{health}"
+    );
+    let (success, _, stderr) = etcdctl(&ep, &["member", "remove", "2"]);
+    assert!(!success);
+    assert!(stderr.contains("Unimplemented") || stderr.contains("unknown method"), "{stderr}");
+    cluster.shutdown().await;
+}
