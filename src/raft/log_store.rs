@@ -30,7 +30,7 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
-fn index_key(index: u64) -> [u8; 8] {
+pub(super) fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
 
@@ -101,11 +101,22 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .engine
             .scan(CF_LOG, &index_key(start), end_key.as_ref().map(|k| k.as_slice()), usize::MAX)
             .map_err(|e| read_err(ErrorSubject::Logs, e))?;
-        pairs
+        let entries = pairs
             .into_iter()
             .map(|(_, bytes)| decode::<pb::Entry>("Entry", &bytes).and_then(codec::entry_from_pb))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| read_err(ErrorSubject::Logs, e))
+            .map_err(|e| read_err(ErrorSubject::Logs, e))?;
+        // Only the run of consecutive entries from `start`: replication sends
+        // what this returns right after the entry at `start - 1`. A purge
+        // racing with the read can remove the head of the range; returning
+        // the rest would hand a follower a log with a hole. Empty makes the
+        // leader notice the purge and send a snapshot instead.
+        Ok(entries
+            .into_iter()
+            .enumerate()
+            .take_while(|(i, e)| e.log_id.index == start + *i as u64)
+            .map(|(_, e)| e)
+            .collect())
     }
 }
 
