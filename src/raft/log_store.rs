@@ -101,16 +101,20 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .engine
             .scan(CF_LOG, &index_key(start), end_key.as_ref().map(|k| k.as_slice()), usize::MAX)
             .map_err(|e| read_err(ErrorSubject::Logs, e))?;
-        let entries = pairs
+        pairs
             .into_iter()
             .map(|(_, bytes)| decode::<pb::Entry>("Entry", &bytes).and_then(codec::entry_from_pb))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| read_err(ErrorSubject::Logs, e))?;
-        // Only the run of consecutive entries from `start`: replication sends
-        // what this returns right after the entry at `start - 1`. A purge
-        // racing with the read can remove the head of the range; returning
-        // the rest would hand a follower a log with a hole. Empty makes the
-        // leader notice the purge and send a snapshot instead.
+            .map_err(|e| read_err(ErrorSubject::Logs, e))
+    }
+
+    /// What replication sends after the entry at `start - 1`: only the run of
+    /// consecutive entries from `start`. A purge racing with the read can
+    /// remove the head of the range; returning the rest would hand a follower
+    /// a log with a hole. Empty instead makes openraft treat the round as a
+    /// heartbeat, notice the purge and send a snapshot.
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+        let entries = self.try_get_log_entries(start..end).await?;
         Ok(entries
             .into_iter()
             .enumerate()
