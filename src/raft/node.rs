@@ -13,7 +13,6 @@ use super::network::{leader_call, LeaderCall, Network, PeerClients, Sender};
 use super::state_store::{SharedState, StateMachineStore};
 use super::types::{Member, NodeId, Raft};
 use crate::proto::raft::v1 as pb;
-use crate::proto::raft::v1::raft_client::RaftClient;
 use crate::runtime;
 use crate::state::StateError;
 use crate::storage::Engine;
@@ -167,8 +166,7 @@ impl RaftNode {
     /// Whether this node is the leader as far as it knows (not a linearizable
     /// check: a deposed leader may not know yet).
     pub fn is_leader(&self) -> bool {
-        let m = self.raft.metrics();
-        let m = m.borrow();
+        let m = self.raft.metrics().borrow().clone();
         m.current_leader == Some(self.id) && m.state.is_leader()
     }
 
@@ -192,7 +190,7 @@ impl RaftNode {
         self.raft.metrics().borrow().current_leader
     }
 
-    fn pause() -> Duration {
+    pub(super) fn pause() -> Duration {
         Duration::from_millis(20)
     }
 
@@ -204,7 +202,7 @@ impl RaftNode {
     }
 
     /// Whether Raft has stopped (a fatal storage error, or shutdown).
-    fn raft_stopped(&self) -> bool {
+    pub(super) fn raft_stopped(&self) -> bool {
         self.raft.metrics().borrow().running_state.is_err()
     }
 
@@ -273,43 +271,21 @@ impl RaftNode {
     }
 
     async fn read_index_until_done(&self) -> Result<u64, NodeError> {
-        self.until_leader_answers(
-            || self.leader_read_index(),
-            |mut client, sender| async move {
-                leader_call(client.read_index(sender.request(pb::ReadIndexRequest {})).await).map(|r| r.index)
-            },
-        )
-        .await
-    }
-
-    /// Answers with `local` when this node leads (it returns `None` when not),
-    /// else asks the leader with `remote`; retries while there is no leader or
-    /// it cannot be reached. The caller bounds the wait.
-    pub(super) async fn until_leader_answers<'a, T, Local, Remote>(
-        &'a self,
-        local: impl Fn() -> Local,
-        remote: impl Fn(RaftClient<tonic::transport::Channel>, Sender) -> Remote,
-    ) -> Result<T, NodeError>
-    where
-        Local: std::future::Future<Output = Result<Option<T>, NodeError>> + 'a,
-        Remote: std::future::Future<Output = LeaderCall<T>>,
-    {
         loop {
-            if self.raft_stopped() {
-                return Err(NodeError::Stopped);
-            }
-            if let Some(answer) = local().await? {
-                return Ok(answer);
-            }
-            if let Some(leader) = self.leader().and_then(|id| self.member(id)) {
-                if leader_is_remote(self.id, &leader) {
-                    let client = self.peer(&leader.1.peer_addr)?;
-                    if let LeaderCall::Done(answer) = remote(client, self.sender()).await {
-                        return Ok(answer);
+            match self.leader_read_index().await? {
+                Some(index) => return Ok(index),
+                None => match self.leader().and_then(|id| self.member(id)) {
+                    Some(leader) if leader_is_remote(self.id, &leader) => {
+                        let mut client = self.peer(&leader.1.peer_addr)?;
+                        match leader_call(client.read_index(self.sender().request(pb::ReadIndexRequest {})).await) {
+                            LeaderCall::Done(resp) => return Ok(resp.index),
+                            LeaderCall::NotLeader => runtime::sleep(Self::pause()).await,
+                            LeaderCall::Failed(_) => runtime::sleep(Self::pause()).await,
+                        }
                     }
-                }
+                    _ => runtime::sleep(Self::pause()).await,
+                },
             }
-            runtime::sleep(Self::pause()).await;
         }
     }
 
@@ -346,7 +322,10 @@ impl RaftNode {
         metrics.membership_config.membership().get_node(&id).map(|m| (id, m.clone()))
     }
 
-    fn peer(&self, peer_addr: &str) -> Result<RaftClient<tonic::transport::Channel>, NodeError> {
+    pub(super) fn peer(
+        &self,
+        peer_addr: &str,
+    ) -> Result<crate::proto::raft::v1::raft_client::RaftClient<tonic::transport::Channel>, NodeError> {
         self.peers.get(peer_addr, Duration::from_secs(1)).map_err(|e| NodeError::LeaderUnreachable(e.to_string()))
     }
 
@@ -358,6 +337,6 @@ impl RaftNode {
     }
 }
 
-fn leader_is_remote(me: NodeId, leader: &(NodeId, Member)) -> bool {
+pub(super) fn leader_is_remote(me: NodeId, leader: &(NodeId, Member)) -> bool {
     leader.0 != me
 }
