@@ -12,10 +12,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::network::{leader_call, LeaderCall};
-use super::node::{leader_is_remote, NodeError, RaftNode};
+use super::network::{leader_call, LeaderCall, Sender};
+use super::node::{NodeError, RaftNode};
 use crate::proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseTimeToLiveRequest};
 use crate::proto::raft::v1 as pb;
+use crate::proto::raft::v1::raft_client::RaftClient;
 use crate::raft::state_store::read_state;
 use crate::runtime;
 
@@ -125,7 +126,7 @@ impl RaftNode {
 
     /// Renews lease `id` on whichever node leads; the new TTL, 0 if there is no such lease.
     pub async fn renew_lease(&self, id: i64) -> Result<i64, NodeError> {
-        self.ask_leader(
+        self.ask_leader_in_time(
             || self.renew_lease_as_leader(id),
             |mut client, sender| async move {
                 leader_call(client.lease_keep_alive(sender.request(LeaseKeepAliveRequest { id })).await)
@@ -137,7 +138,7 @@ impl RaftNode {
 
     /// What the leader knows of lease `id` (`None`: no such lease).
     pub async fn lease_ttl(&self, id: i64) -> Result<Option<LeaseTtl>, NodeError> {
-        self.ask_leader(
+        self.ask_leader_in_time(
             || async move { Ok(self.lease_ttl_locally(id)) },
             |mut client, sender| async move {
                 leader_call(client.lease_time_to_live(sender.request(LeaseTimeToLiveRequest { id, keys: false })).await)
@@ -147,40 +148,19 @@ impl RaftNode {
         .await
     }
 
-    /// Answers locally when leading, else asks the leader; retries until
-    /// the request timeout while there is no reachable leader.
-    async fn ask_leader<'a, T, Local, Fut>(
+    /// [`RaftNode::until_leader_answers`] within the request timeout.
+    async fn ask_leader_in_time<'a, T, Local, Remote>(
         &'a self,
         local: impl Fn() -> Local,
-        remote: impl Fn(
-            crate::proto::raft::v1::raft_client::RaftClient<tonic::transport::Channel>,
-            super::network::Sender,
-        ) -> Fut,
+        remote: impl Fn(RaftClient<tonic::transport::Channel>, Sender) -> Remote,
     ) -> Result<T, NodeError>
     where
         Local: std::future::Future<Output = Result<Option<T>, NodeError>> + 'a,
-        Fut: std::future::Future<Output = LeaderCall<T>>,
+        Remote: std::future::Future<Output = LeaderCall<T>>,
     {
-        let attempt = async {
-            loop {
-                if self.raft_stopped() {
-                    return Err(NodeError::Stopped);
-                }
-                if let Some(answer) = local().await? {
-                    return Ok(answer);
-                }
-                if let Some(leader) = self.leader().and_then(|id| self.member(id)) {
-                    if leader_is_remote(self.id, &leader) {
-                        let client = self.peer(&leader.1.peer_addr)?;
-                        if let LeaderCall::Done(answer) = remote(client, self.sender()).await {
-                            return Ok(answer);
-                        }
-                    }
-                }
-                runtime::sleep(Self::pause()).await;
-            }
-        };
-        runtime::timeout(self.request_timeout(), attempt).await.unwrap_or(Err(NodeError::Timeout))
+        runtime::timeout(self.request_timeout(), self.until_leader_answers(local, remote))
+            .await
+            .unwrap_or(Err(NodeError::Timeout))
     }
 
     /// One expiry pass on the leader: proposes a revoke for every lease past

@@ -13,6 +13,7 @@ use super::network::{leader_call, LeaderCall, Network, PeerClients, Sender};
 use super::state_store::{SharedState, StateMachineStore};
 use super::types::{Member, NodeId, Raft};
 use crate::proto::raft::v1 as pb;
+use crate::proto::raft::v1::raft_client::RaftClient;
 use crate::runtime;
 use crate::state::StateError;
 use crate::storage::Engine;
@@ -166,7 +167,8 @@ impl RaftNode {
     /// Whether this node is the leader as far as it knows (not a linearizable
     /// check: a deposed leader may not know yet).
     pub fn is_leader(&self) -> bool {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics();
+        let m = m.borrow();
         m.current_leader == Some(self.id) && m.state.is_leader()
     }
 
@@ -190,7 +192,7 @@ impl RaftNode {
         self.raft.metrics().borrow().current_leader
     }
 
-    pub(super) fn pause() -> Duration {
+    fn pause() -> Duration {
         Duration::from_millis(20)
     }
 
@@ -202,7 +204,7 @@ impl RaftNode {
     }
 
     /// Whether Raft has stopped (a fatal storage error, or shutdown).
-    pub(super) fn raft_stopped(&self) -> bool {
+    fn raft_stopped(&self) -> bool {
         self.raft.metrics().borrow().running_state.is_err()
     }
 
@@ -271,21 +273,43 @@ impl RaftNode {
     }
 
     async fn read_index_until_done(&self) -> Result<u64, NodeError> {
+        self.until_leader_answers(
+            || self.leader_read_index(),
+            |mut client, sender| async move {
+                leader_call(client.read_index(sender.request(pb::ReadIndexRequest {})).await).map(|r| r.index)
+            },
+        )
+        .await
+    }
+
+    /// Answers with `local` when this node leads (it returns `None` when not),
+    /// else asks the leader with `remote`; retries while there is no leader or
+    /// it cannot be reached. The caller bounds the wait.
+    pub(super) async fn until_leader_answers<'a, T, Local, Remote>(
+        &'a self,
+        local: impl Fn() -> Local,
+        remote: impl Fn(RaftClient<tonic::transport::Channel>, Sender) -> Remote,
+    ) -> Result<T, NodeError>
+    where
+        Local: std::future::Future<Output = Result<Option<T>, NodeError>> + 'a,
+        Remote: std::future::Future<Output = LeaderCall<T>>,
+    {
         loop {
-            match self.leader_read_index().await? {
-                Some(index) => return Ok(index),
-                None => match self.leader().and_then(|id| self.member(id)) {
-                    Some(leader) if leader_is_remote(self.id, &leader) => {
-                        let mut client = self.peer(&leader.1.peer_addr)?;
-                        match leader_call(client.read_index(self.sender().request(pb::ReadIndexRequest {})).await) {
-                            LeaderCall::Done(resp) => return Ok(resp.index),
-                            LeaderCall::NotLeader => runtime::sleep(Self::pause()).await,
-                            LeaderCall::Failed(_) => runtime::sleep(Self::pause()).await,
-                        }
-                    }
-                    _ => runtime::sleep(Self::pause()).await,
-                },
+            if self.raft_stopped() {
+                return Err(NodeError::Stopped);
             }
+            if let Some(answer) = local().await? {
+                return Ok(answer);
+            }
+            if let Some(leader) = self.leader().and_then(|id| self.member(id)) {
+                if leader_is_remote(self.id, &leader) {
+                    let client = self.peer(&leader.1.peer_addr)?;
+                    if let LeaderCall::Done(answer) = remote(client, self.sender()).await {
+                        return Ok(answer);
+                    }
+                }
+            }
+            runtime::sleep(Self::pause()).await;
         }
     }
 
@@ -322,10 +346,7 @@ impl RaftNode {
         metrics.membership_config.membership().get_node(&id).map(|m| (id, m.clone()))
     }
 
-    pub(super) fn peer(
-        &self,
-        peer_addr: &str,
-    ) -> Result<crate::proto::raft::v1::raft_client::RaftClient<tonic::transport::Channel>, NodeError> {
+    fn peer(&self, peer_addr: &str) -> Result<RaftClient<tonic::transport::Channel>, NodeError> {
         self.peers.get(peer_addr, Duration::from_secs(1)).map_err(|e| NodeError::LeaderUnreachable(e.to_string()))
     }
 
@@ -337,6 +358,6 @@ impl RaftNode {
     }
 }
 
-pub(super) fn leader_is_remote(me: NodeId, leader: &(NodeId, Member)) -> bool {
+fn leader_is_remote(me: NodeId, leader: &(NodeId, Member)) -> bool {
     leader.0 != me
 }

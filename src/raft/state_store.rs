@@ -93,24 +93,12 @@ impl StateMachineStore {
         };
         let revision = get(KEY_REVISION)?.map(|b| be_i64("revision", &b)).transpose()?.unwrap_or(1);
         let compact_revision = get(KEY_COMPACT)?.map(|b| be_i64("compact revision", &b)).transpose()?.unwrap_or(0);
-        let decode_all = |cf: &'static str| -> Result<Vec<Vec<u8>>, StorageError> {
-            Ok(engine.export(cf).map_err(sm_err)?.into_iter().map(|(_, v)| v).collect())
-        };
-        let kvs = decode_all(CF_KV)?
-            .iter()
-            .map(|v| decode::<KeyValue>("KeyValue", v))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sm_err)?;
-        let history = decode_all(CF_HISTORY)?
-            .iter()
-            .map(|v| decode::<Event>("Event", v))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sm_err)?;
-        let leases = decode_all(CF_LEASE)?
-            .iter()
-            .map(|v| decode::<pb::LeaseRecord>("LeaseRecord", v).map(|l| (l.id, l.ttl)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sm_err)?;
+        let kvs = decode_cf::<KeyValue>(&engine, CF_KV, "KeyValue")?;
+        let history = decode_cf::<Event>(&engine, CF_HISTORY, "Event")?;
+        let leases = decode_cf::<pb::LeaseRecord>(&engine, CF_LEASE, "LeaseRecord")?
+            .into_iter()
+            .map(|l| (l.id, l.ttl))
+            .collect();
         let persisted = Persisted { revision, kvs, compact_revision, history, leases };
         Ok(Self {
             engine,
@@ -141,6 +129,15 @@ impl StateMachineStore {
     pub fn applied_revision(&self) -> tokio::sync::watch::Receiver<i64> {
         self.revision_tx.subscribe()
     }
+}
+
+/// Every value of column family `cf`, decoded as `what`.
+fn decode_cf<M: Message + Default>(
+    engine: &Arc<dyn Engine>,
+    cf: &'static str,
+    what: &'static str,
+) -> Result<Vec<M>, StorageError> {
+    engine.export(cf).map_err(sm_err)?.iter().map(|(_, v)| decode::<M>(what, v).map_err(sm_err)).collect()
 }
 
 fn be_i64(what: &str, bytes: &[u8]) -> Result<i64, StorageError> {
@@ -174,13 +171,15 @@ fn persist_changes(batch: &mut WriteBatch, revision: i64, changes: Vec<Change>) 
                 batch.put(CF_HISTORY, history_key(revision, index), event.encode_to_vec());
                 index += 1;
             }
-            Change::LeaseGranted { id, ttl } => {
-                batch.put(CF_LEASE, id.to_be_bytes().to_vec(), pb::LeaseRecord { id, ttl }.encode_to_vec())
-            }
+            Change::LeaseGranted { id, ttl } => put_lease(batch, id, ttl),
             Change::LeaseRevoked(id) => batch.delete(CF_LEASE, id.to_be_bytes().to_vec()),
             Change::Compacted(below) => batch.delete_range(CF_HISTORY, history_key(0, 0), history_key(below, 0)),
         }
     }
+}
+
+fn put_lease(batch: &mut WriteBatch, id: i64, ttl: i64) {
+    batch.put(CF_LEASE, id.to_be_bytes().to_vec(), pb::LeaseRecord { id, ttl }.encode_to_vec());
 }
 
 fn snapshot_bytes(kv: &KvState) -> Vec<u8> {
@@ -269,22 +268,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         for cf in [CF_KV, CF_HISTORY, CF_LEASE] {
             self.engine.clear_into(cf, &mut batch).map_err(sm_err)?;
         }
-        for kv in &decoded.kvs {
-            batch.put(CF_KV, kv.key.clone(), kv.encode_to_vec());
-        }
-        let mut index = 0u32;
-        let mut last_revision = None;
-        for event in &decoded.history {
-            let revision = event.kv.as_ref().map_or(0, |kv| kv.mod_revision);
-            if last_revision != Some(revision) {
-                (index, last_revision) = (0, Some(revision));
-            }
-            batch.put(CF_HISTORY, history_key(revision, index), event.encode_to_vec());
-            index += 1;
-        }
-        for lease in &decoded.leases {
-            batch.put(CF_LEASE, lease.id.to_be_bytes().to_vec(), lease.encode_to_vec());
-        }
         let new_state = KvState::restore(Persisted {
             revision: decoded.revision,
             kvs: decoded.kvs,
@@ -292,6 +275,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             history: decoded.history,
             leases: decoded.leases.iter().map(|l| (l.id, l.ttl)).collect(),
         });
+        // Written as apply writes them, from the restored state.
+        for kv in new_state.records() {
+            batch.put(CF_KV, kv.key.clone(), kv.encode_to_vec());
+        }
+        for (revision, events) in new_state.events_from(0).into_iter().flatten() {
+            for (index, event) in events.iter().enumerate() {
+                batch.put(CF_HISTORY, history_key(*revision, index as u32), event.encode_to_vec());
+            }
+        }
+        for (id, lease) in new_state.leases() {
+            put_lease(&mut batch, *id, lease.ttl);
+        }
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.bookkeeping(&mut batch, &new_state);

@@ -353,10 +353,16 @@ impl KvState {
     /// Serves a read at the current state or, with `revision`, at a kept one.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, StateError> {
         kv::validate_range(req)?;
+        self.range_with_pending(req, &[])
+    }
+
+    /// A read at the current or a kept revision; `pending` are writes already
+    /// applied to the live records but not yet in the history (a txn's own).
+    fn range_with_pending(&self, req: &RangeRequest, pending: &[Event]) -> Result<RangeResponse, StateError> {
         if req.revision <= 0 || req.revision == self.revision {
             return Ok(kv::range(&self.keys, req));
         }
-        let past = history::records_at(self, &KeyRange::new(&req.key, &req.range_end), req.revision, &[])?;
+        let past = history::records_at(self, &KeyRange::new(&req.key, &req.range_end), req.revision, pending)?;
         Ok(kv::range(&past, req))
     }
 

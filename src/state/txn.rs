@@ -3,7 +3,7 @@
 use std::cmp::Ordering;
 
 use super::kv::{self, KeyRange};
-use super::{history, KvState, StateError, Write, MAX_TXN_OPS};
+use super::{KvState, StateError, Write, MAX_TXN_OPS};
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::proto::etcdserverpb::request_op::Request;
 use crate::proto::etcdserverpb::response_op::Response;
@@ -85,15 +85,7 @@ pub(super) fn apply(state: &mut KvState, write: &mut Write, txn: &TxnRequest) ->
         let response = match &op.request {
             None => return Err(StateError::EmptyCommand),
             // Reads inside a txn see the txn's earlier writes.
-            Some(Request::RequestRange(r)) => {
-                if r.revision <= 0 || r.revision == state.revision {
-                    Response::ResponseRange(kv::range(&state.keys, r))
-                } else {
-                    let range = KeyRange::new(&r.key, &r.range_end);
-                    let past = history::records_at(state, &range, r.revision, &write.events)?;
-                    Response::ResponseRange(kv::range(&past, r))
-                }
-            }
+            Some(Request::RequestRange(r)) => Response::ResponseRange(state.range_with_pending(r, &write.events)?),
             Some(Request::RequestPut(p)) => Response::ResponsePut(kv::put(state, write, p)?),
             Some(Request::RequestDeleteRange(d)) => Response::ResponseDeleteRange(kv::delete(state, write, d)),
             Some(Request::RequestTxn(t)) => Response::ResponseTxn(apply(state, write, t)?),
