@@ -279,7 +279,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         for kv in new_state.records() {
             batch.put(CF_KV, kv.key.clone(), kv.encode_to_vec());
         }
-        for (revision, events) in new_state.events_from(0).into_iter().flatten() {
+        for (revision, events) in new_state.kept_history() {
             for (index, event) in events.iter().enumerate() {
                 batch.put(CF_HISTORY, history_key(*revision, index as u32), event.encode_to_vec());
             }

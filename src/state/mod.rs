@@ -371,6 +371,11 @@ impl KvState {
     pub fn events_from(&self, from: i64) -> Result<impl Iterator<Item = (&i64, &Vec<Event>)>, i64> {
         history::events_from(self, from)
     }
+
+    /// All kept history, by revision: everything after the compact revision.
+    pub fn kept_history(&self) -> impl Iterator<Item = (&i64, &Vec<Event>)> {
+        self.history.iter()
+    }
 }
 
 /// The writes of one command: they all get `revision`.
