@@ -93,7 +93,7 @@ fn an_installed_snapshot_of_a_compacted_state_keeps_its_history_across_a_reopen(
     requests.push(Request::Compaction(CompactionRequest { revision: 5, physical: false }));
     let entries = requests.into_iter().enumerate().map(|(i, request)| Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), i as u64 + 1),
-        payload: EntryPayload::Normal(Command { request: Some(request), ..Default::default() }),
+        payload: EntryPayload::Normal(Command { request: Some(request) }),
     });
 
     futures::executor::block_on(async {
