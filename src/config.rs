@@ -54,6 +54,13 @@ pub struct Config {
     /// cluster of this node alone. (TOML keys are strings: `[initial_members.2]`.)
     #[serde(with = "id_keys")]
     pub initial_members: BTreeMap<u64, MemberConfig>,
+    /// Client addresses (HOST:PORT) of members of an existing cluster to join.
+    /// A node with an empty data dir asks one of them to add it as a learner,
+    /// catches up, then asks to be promoted to voter. Excludes `initial_members`;
+    /// ignored once the node has joined (its data dir knows the cluster).
+    pub join: Vec<String>,
+    /// After joining, stay a learner (promote with `etcdctl member promote`).
+    pub join_as_learner: bool,
     /// Leader heartbeat period, milliseconds (etcd: 100).
     pub heartbeat_interval_ms: u64,
     /// Smallest election timeout, milliseconds (etcd: 1000); the largest is twice it.
@@ -87,6 +94,8 @@ impl Default for Config {
             peer_addr: "127.0.0.1:2380".to_string(),
             data_dir: PathBuf::from("default.placement"),
             initial_members: BTreeMap::new(),
+            join: Vec::new(),
+            join_as_learner: false,
             heartbeat_interval_ms: 100,
             election_timeout_ms: 1000,
             request_timeout_ms: 5000,
@@ -137,6 +146,9 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `ID=PEER_ADDR[@CLIENT_ADDR],...`
     pub initial_cluster: Option<String>,
+    /// `CLIENT_ADDR,...` of members to join.
+    pub join: Option<String>,
+    pub join_as_learner: bool,
     pub heartbeat_interval_ms: Option<u64>,
     pub election_timeout_ms: Option<u64>,
     pub request_timeout_ms: Option<u64>,
@@ -188,6 +200,12 @@ impl Config {
         }
         if let Some(spec) = o.initial_cluster {
             config.initial_members = parse_initial_cluster(&spec)?;
+        }
+        if let Some(spec) = o.join {
+            config.join = spec.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+        }
+        if o.join_as_learner {
+            config.join_as_learner = true;
         }
         if let Some(v) = o.heartbeat_interval_ms {
             config.heartbeat_interval_ms = v;
@@ -256,6 +274,14 @@ impl Config {
     /// Rejects what cannot work, naming the problem.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        if !self.join.is_empty() && !self.initial_members.is_empty() {
+            return invalid(
+                "join and initial_members exclude each other: a node either starts a cluster or joins one".into(),
+            );
+        }
+        if let Some(bad) = self.join.iter().find(|a| !crate::raft::membership::valid_addr(a)) {
+            return invalid(format!("join address {bad:?} is not HOST:PORT"));
+        }
         if self.snapshot_after_entries == 0 {
             return invalid("snapshot_after_entries must be positive".into());
         }
@@ -384,6 +410,14 @@ mod tests {
             (
                 Box::new(|c| c.initial_members.get_mut(&3).unwrap().peer_addr = "127.0.0.1:2380".into()),
                 "share peer address",
+            ),
+            (Box::new(|c| c.join = vec!["127.0.0.1:2379".into()]), "join and initial_members exclude each other"),
+            (
+                Box::new(|c| {
+                    c.initial_members.clear();
+                    c.join = vec!["http://127.0.0.1:2379".into()];
+                }),
+                "join address \"http://127.0.0.1:2379\" is not HOST:PORT",
             ),
         ];
         for (mutate, want) in cases {

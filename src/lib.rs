@@ -17,7 +17,9 @@
 //! - [`proto`]: generated protobuf messages and gRPC stubs.
 
 pub mod api;
+pub mod backup;
 pub mod config;
+pub mod join;
 pub mod proto;
 pub mod raft;
 pub mod runtime;

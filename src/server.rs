@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::api::{ApiContext, ClusterService, KvService, LeaseService, MaintenanceService, WatchService};
 use crate::config::{Config, ConfigError};
+use crate::join::Identity;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
@@ -14,6 +15,7 @@ use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::raft::v1::raft_server::RaftServer;
 use crate::raft::compactor::AutoCompaction;
+use crate::raft::node::cluster_id;
 use crate::raft::service::RaftService;
 use crate::raft::{Member, NodeError, NodeOptions, RaftNode, COLUMN_FAMILIES};
 use crate::runtime::{self, Listener, TaskGroup};
@@ -38,6 +40,12 @@ pub enum ServerError {
     /// Raft did not start.
     #[error(transparent)]
     Raft(#[from] NodeError),
+    /// The data dir belongs to another node, or joining failed.
+    #[error("{0}")]
+    Identity(String),
+    /// The cluster removed this member: it stopped serving.
+    #[error("this member (id {0:x}) was removed from the cluster; it stopped serving. Start a new member with an empty data dir to take its place")]
+    Removed(u64),
 }
 
 /// The two listening sockets of a node.
@@ -90,16 +98,13 @@ impl Server {
         let engine = runtime::open_engine(&db_dir, &COLUMN_FAMILIES)
             .map_err(|cause| ServerError::Storage { dir: db_dir.display().to_string(), cause })?;
 
-        let initial_members = config
-            .effective_members()
-            .into_iter()
-            .map(|(id, m)| {
-                let name = if id == config.node_id { config.member_name() } else { format!("node{id}") };
-                (id, Member { name, peer_addr: m.peer_addr, client_addr: m.client_addr })
-            })
-            .collect();
+        let identity = Self::identity(&config, engine.as_ref()).await?;
+        let initial_members =
+            if identity.joined { std::collections::BTreeMap::new() } else { Self::initial_members(&config) };
+        let name = if config.name.is_empty() { format!("node{}", identity.node_id) } else { config.name.clone() };
         let opts = NodeOptions {
-            id: config.node_id,
+            id: identity.node_id,
+            cluster_id: identity.cluster_id,
             initial_members,
             heartbeat_interval: config.heartbeat_interval(),
             election_timeout: config.election_timeout(),
@@ -150,6 +155,19 @@ impl Server {
                 }
             }
         });
+        // A joined (or operator-added) member publishes its name and client
+        // address and gets promoted once caught up.
+        let promote = identity.joined && !config.join_as_learner;
+        client_tasks.spawn(
+            "settle-membership",
+            crate::join::settle(
+                node.clone(),
+                name,
+                config.client_addr.clone(),
+                promote,
+                client_tasks.shutdown_signal(),
+            ),
+        );
         let compactor = AutoCompaction::new(&config);
         if compactor.enabled() {
             let compact_node = node.clone();
@@ -172,13 +190,74 @@ impl Server {
                 tracing::error!(cause = %e, "client server failed");
             }
         });
-        tracing::info!(node_id = config.node_id, %client_addr, %peer_addr, data_dir = %config.data_dir.display(), "node started");
+        tracing::info!(node_id = identity.node_id, %client_addr, %peer_addr, data_dir = %config.data_dir.display(), "node started");
         Ok(Self { node, client_addr, peer_addr, client_tasks, peer_tasks })
     }
 
-    /// Stops the node: client API first, then Raft, then the peer API.
+    /// Who this node is: as stored in its data dir, else by joining (when
+    /// `join` is set), else from the initial members. Stored on first start.
+    async fn identity(config: &Config, engine: &dyn crate::storage::Engine) -> Result<Identity, ServerError> {
+        let storage = |cause| ServerError::Storage { dir: config.data_dir.display().to_string(), cause };
+        if let Some(stored) = Identity::load(engine).map_err(storage)? {
+            if !stored.joined && stored.node_id != config.node_id {
+                return Err(ServerError::Identity(format!(
+                    "data dir {} belongs to node {}, not to node_id {}",
+                    config.data_dir.display(),
+                    stored.node_id,
+                    config.node_id
+                )));
+            }
+            return Ok(stored);
+        }
+        let identity = if config.join.is_empty() {
+            let members = Self::initial_members(config);
+            Identity { cluster_id: cluster_id(&members), node_id: config.node_id, joined: false }
+        } else {
+            let (cluster_id, node_id) = crate::join::ask_to_join(&config.join, &config.peer_addr)
+                .await
+                .map_err(|e| ServerError::Identity(e.to_string()))?;
+            tracing::info!(node_id, cluster_id, "joined: added to the cluster as a learner");
+            Identity { cluster_id, node_id, joined: true }
+        };
+        identity.store(engine).map_err(storage)?;
+        Ok(identity)
+    }
+
+    fn initial_members(config: &Config) -> std::collections::BTreeMap<u64, Member> {
+        config
+            .effective_members()
+            .into_iter()
+            .map(|(id, m)| {
+                let name = if id == config.node_id { config.member_name() } else { format!("node{id}") };
+                (id, Member { name, peer_addr: m.peer_addr, client_addr: m.client_addr })
+            })
+            .collect()
+    }
+
+    /// Whether the cluster removed this member (it should stop; `run` does).
+    pub fn removed(&self) -> bool {
+        self.node.removed()
+    }
+
+    /// Stops the node: client API first, then (if it leads) leadership goes
+    /// to the most caught-up voter, then Raft, then the peer API.
     pub async fn shutdown(self) {
+        self.stop(true).await
+    }
+
+    /// Stops the node without handing over leadership (what a crash does to
+    /// the cluster; test teardown, where the other nodes stop too).
+    pub async fn shutdown_without_handover(self) {
+        self.stop(false).await
+    }
+
+    async fn stop(self, hand_over: bool) {
         self.client_tasks.shutdown().await;
+        if hand_over {
+            if let Err(e) = self.node.hand_over_leadership().await {
+                tracing::warn!(cause = %e, "leadership not handed over before shutdown");
+            }
+        }
         self.node.shutdown().await;
         self.peer_tasks.shutdown().await;
         tracing::info!(node_id = self.node.id, "node stopped");
@@ -190,8 +269,29 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     config.validate()?;
     let listeners = Listeners::bind(&config).await?;
     let server = Server::start(config, listeners).await?;
-    shutdown.await;
+    let removed = {
+        let node = server.node.clone();
+        async move {
+            let mut metrics = node.raft.metrics();
+            while !node.removed() {
+                if metrics.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    };
+    let was_removed = tokio::select! {
+        _ = shutdown => false,
+        _ = removed => true,
+    };
+    let id = server.node.id;
+    if was_removed {
+        tracing::error!(node_id = id, "this member was removed from the cluster: stopping");
+    }
     tracing::info!("shutting down");
     server.shutdown().await;
+    if was_removed {
+        return Err(ServerError::Removed(id));
+    }
     Ok(())
 }

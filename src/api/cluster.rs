@@ -1,6 +1,6 @@
-//! etcd's `Cluster` service (read side): the members as Raft's membership
-//! has them. Changing membership (add, promote, remove) is not served yet:
-//! those calls answer gRPC Unimplemented.
+//! etcd's `Cluster` service: the members as Raft's membership has them, and
+//! member changes (add, promote, remove, update), which the leader checks and
+//! makes (see `raft::membership`).
 
 use std::sync::Arc;
 
@@ -10,7 +10,12 @@ use tracing::instrument;
 use super::context::ApiContext;
 use super::ApiError;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
-use crate::proto::etcdserverpb::{Member, MemberListRequest, MemberListResponse};
+use crate::proto::etcdserverpb::ResponseHeader;
+use crate::proto::etcdserverpb::{
+    Member, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse, MemberPromoteRequest,
+    MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
+};
+use crate::raft::membership::MemberChange;
 use crate::raft::state_store::read_state;
 
 /// The Cluster service of one node.
@@ -36,18 +41,104 @@ pub fn member(id: u64, m: &crate::raft::Member, learner: bool) -> Member {
     }
 }
 
+/// The one peer address of a member change request, from its URL
+/// (`http://host:port`); etcd's error when there is not exactly one.
+fn peer_addr(urls: &[String]) -> Result<String, Status> {
+    let bad = || Status::invalid_argument("etcdserver: given member URLs are invalid");
+    let [url] = urls else { return Err(bad()) };
+    let addr = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")).ok_or_else(bad)?;
+    let addr = addr.trim_end_matches('/');
+    if !crate::raft::membership::valid_addr(addr) {
+        return Err(bad());
+    }
+    Ok(addr.to_string())
+}
+
+impl ClusterService {
+    /// Makes `change` through the leader.
+    async fn change(&self, change: MemberChange) -> Result<u64, Status> {
+        Ok(self.ctx.node.change_members(change).await.map_err(ApiError::from)?)
+    }
+
+    /// The header and every member, as this node sees them after it has
+    /// caught up with the leader (so a change just made is included).
+    async fn members(&self, after_change: bool) -> Result<(ResponseHeader, Vec<Member>), Status> {
+        if after_change {
+            self.ctx.node.read_barrier().await.map_err(ApiError::from)?;
+        }
+        let members = {
+            let metrics = self.ctx.node.raft.metrics();
+            let metrics = metrics.borrow();
+            let membership = metrics.membership_config.membership();
+            let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+            membership.nodes().map(|(id, m)| member(*id, m, !voters.contains(id))).collect()
+        };
+        let revision = read_state(self.ctx.node.state()).revision();
+        Ok((self.ctx.header(revision), members))
+    }
+}
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     #[instrument(skip_all)]
     async fn member_list(&self, req: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
-        if req.into_inner().linearizable {
-            self.ctx.node.read_barrier().await.map_err(ApiError::from)?;
+        let (header, members) = self.members(req.into_inner().linearizable).await?;
+        Ok(Response::new(MemberListResponse { header: Some(header), members }))
+    }
+
+    #[instrument(skip_all)]
+    async fn member_add(&self, req: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
+        let req = req.into_inner();
+        let peer_addr = peer_addr(&req.peer_ur_ls)?;
+        // etcd: a member's name and client URLs are empty until it starts.
+        let new = crate::raft::Member { name: String::new(), peer_addr, client_addr: String::new() };
+        let id = self.change(MemberChange::Add { member: new, learner: req.is_learner }).await?;
+        let (header, members) = self.members(true).await?;
+        let added = members.iter().find(|m| m.id == id).cloned();
+        Ok(Response::new(MemberAddResponse { header: Some(header), member: added, members }))
+    }
+
+    #[instrument(skip_all)]
+    async fn member_remove(&self, req: Request<MemberRemoveRequest>) -> Result<Response<MemberRemoveResponse>, Status> {
+        self.change(MemberChange::Remove(req.into_inner().id)).await?;
+        let (header, members) = self.members(true).await?;
+        Ok(Response::new(MemberRemoveResponse { header: Some(header), members }))
+    }
+
+    #[instrument(skip_all)]
+    async fn member_update(&self, req: Request<MemberUpdateRequest>) -> Result<Response<MemberUpdateResponse>, Status> {
+        let req = req.into_inner();
+        let peer_addr = peer_addr(&req.peer_ur_ls)?;
+        let change = MemberChange::Update { id: req.id, peer_addr: Some(peer_addr), name: None, client_addr: None };
+        self.change(change).await?;
+        let (header, members) = self.members(true).await?;
+        Ok(Response::new(MemberUpdateResponse { header: Some(header), members }))
+    }
+
+    #[instrument(skip_all)]
+    async fn member_promote(
+        &self,
+        req: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        self.change(MemberChange::Promote(req.into_inner().id)).await?;
+        let (header, members) = self.members(true).await?;
+        Ok(Response::new(MemberPromoteResponse { header: Some(header), members }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_change_takes_exactly_one_http_peer_url() {
+        let urls = |u: &[&str]| u.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(peer_addr(&urls(&["http://127.0.0.1:2480"])).unwrap(), "127.0.0.1:2480");
+        assert_eq!(peer_addr(&urls(&["https://10.0.0.1:2380/"])).unwrap(), "10.0.0.1:2380");
+        for bad in [&[][..], &["127.0.0.1:2480"], &["http://127.0.0.1"], &["http://a:1", "http://b:2"]] {
+            let status = peer_addr(&urls(bad)).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{bad:?}");
+            assert_eq!(status.message(), "etcdserver: given member URLs are invalid");
         }
-        let metrics = self.ctx.node.raft.metrics().borrow().clone();
-        let membership = metrics.membership_config.membership();
-        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
-        let members = membership.nodes().map(|(id, m)| member(*id, m, !voters.contains(id))).collect();
-        let revision = read_state(self.ctx.node.state()).revision();
-        Ok(Response::new(MemberListResponse { header: Some(self.ctx.header(revision)), members }))
     }
 }

@@ -17,6 +17,9 @@ use crate::raft::RaftNode;
 use crate::runtime::Shutdown;
 use crate::state::KvState;
 
+/// A server-streaming response, as the generated service traits want it.
+pub type ResponseStream<T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send>>;
+
 /// Shared by the services of one node.
 pub struct ApiContext {
     /// The Raft node requests go through.

@@ -3,6 +3,7 @@
 
 use tonic::{Code, Status};
 
+use crate::raft::membership::MemberError;
 use crate::raft::NodeError;
 use crate::state::StateError;
 
@@ -55,6 +56,25 @@ fn state_status(e: &StateError) -> Status {
     Status::new(code, msg)
 }
 
+fn member_status(e: MemberError) -> Status {
+    let (code, msg) = match e {
+        MemberError::NotFound => (Code::NotFound, "etcdserver: member not found"),
+        MemberError::PeerAddrExists => (Code::FailedPrecondition, "etcdserver: Peer URLs already exists"),
+        MemberError::NotLearner => (Code::FailedPrecondition, "etcdserver: can only promote a learner member"),
+        MemberError::LearnerNotReady => {
+            (Code::FailedPrecondition, "etcdserver: can only promote a learner member which is in sync with leader")
+        }
+        MemberError::LastVoter => (Code::FailedPrecondition, "etcdserver: cannot remove the last voting member"),
+        MemberError::NotEnoughStarted => {
+            (Code::FailedPrecondition, "etcdserver: re-configuration failed due to not enough started members")
+        }
+        MemberError::TooManyLearners => (Code::FailedPrecondition, "etcdserver: too many learner members in cluster"),
+        MemberError::ChangeInProgress => (Code::Unavailable, "etcdserver: another membership change is in progress"),
+        MemberError::BadAddress => (Code::InvalidArgument, "etcdserver: given member URLs are invalid"),
+    };
+    Status::new(code, msg)
+}
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         match e {
@@ -78,6 +98,9 @@ impl From<ApiError> for Status {
                     Status::unavailable("etcdserver: request timed out, possibly due to connection lost")
                 }
                 NodeError::Refused(refused) => state_status(&refused),
+                NodeError::Member(refused) => member_status(refused),
+                NodeError::NotLeader => Status::failed_precondition("etcdserver: not leader"),
+                NodeError::BadTransferee => Status::failed_precondition("etcdserver: bad leader transferee"),
                 other => {
                     tracing::error!(cause = %other, "request failed inside raft");
                     Status::internal(format!("etcdserver: {other}"))
@@ -103,6 +126,12 @@ mod tests {
                 "etcdserver: mvcc: required revision is a future revision",
             ),
             (ApiError::RequestTooLarge, Code::InvalidArgument, "etcdserver: request is too large"),
+            (NodeError::Member(MemberError::NotFound).into(), Code::NotFound, "etcdserver: member not found"),
+            (
+                NodeError::Member(MemberError::LearnerNotReady).into(),
+                Code::FailedPrecondition,
+                "etcdserver: can only promote a learner member which is in sync with leader",
+            ),
             (NodeError::Timeout.into(), Code::Unavailable, "etcdserver: request timed out"),
             (
                 NodeError::Refused(StateError::LeaseNotFound).into(),

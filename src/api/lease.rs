@@ -2,10 +2,9 @@
 //! time-to-live are answered by the leader, which alone keeps deadlines (see
 //! `raft::lessor`); a follower asks it.
 
-use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use rand::Rng;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
@@ -42,7 +41,7 @@ impl LeaseService {
     }
 }
 
-type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
+type KeepAliveStream = super::context::ResponseStream<LeaseKeepAliveResponse>;
 
 #[tonic::async_trait]
 impl Lease for LeaseService {

@@ -1,4 +1,6 @@
-//! etcd's `Maintenance` service: Status, what `etcdctl endpoint status` shows.
+//! etcd's `Maintenance` service: Status (what `etcdctl endpoint status`
+//! shows), Hash and HashKV (compare members), Defragment, and Snapshot (a
+//! consistent backup, see `backup`).
 
 use std::sync::Arc;
 
@@ -6,9 +8,21 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::context::ApiContext;
+use super::ApiError;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
-use crate::proto::etcdserverpb::{StatusRequest, StatusResponse};
-use crate::raft::state_store::read_state;
+use crate::proto::etcdserverpb::{
+    DefragmentRequest, DefragmentResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
+    MoveLeaderResponse, RangeRequest, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+};
+use crate::raft::state_store::{read_state, snapshot_bytes};
+
+/// Bytes of backup per Snapshot stream message (etcd sends 32 KiB).
+const SNAPSHOT_CHUNK: usize = 32 * 1024;
+
+/// Folds a 64-bit digest into etcd's 32-bit hash field.
+fn fold(h: u64) -> u32 {
+    (h >> 32) as u32 ^ h as u32
+}
 
 /// The etcd API version we speak: clients that check the server version
 /// (clientv3, etcdctl) accept 3.5.
@@ -62,5 +76,83 @@ impl Maintenance for MaintenanceService {
             db_size_in_use: in_use as i64,
             is_learner: learner,
         }))
+    }
+
+    #[instrument(skip_all)]
+    async fn defragment(&self, _req: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+        let node = self.ctx.node.clone();
+        node.defragment().await.map_err(ApiError::from)?;
+        let revision = read_state(node.state()).revision();
+        Ok(Response::new(DefragmentResponse { header: Some(self.ctx.header(revision)) }))
+    }
+
+    /// A digest of this member's whole state machine (keys, history, leases)
+    /// at its applied index: equal on members that applied the same entries.
+    #[instrument(skip_all)]
+    async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        let (revision, hash) = {
+            let state = read_state(self.ctx.node.state());
+            (state.revision(), state.hash())
+        };
+        Ok(Response::new(HashResponse { header: Some(self.ctx.header(revision)), hash: fold(hash) }))
+    }
+
+    /// A digest of the keys as of `revision` (0: now): members agree on it for
+    /// any revision they all keep, whatever else they applied since.
+    #[instrument(skip_all)]
+    async fn hash_kv(&self, req: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        let asked = req.into_inner().revision;
+        let state = read_state(self.ctx.node.state());
+        let current = state.revision();
+        let at = if asked <= 0 { current } else { asked };
+        let all = RangeRequest { key: vec![0], range_end: vec![0], revision: at, ..Default::default() };
+        let kvs = state.range(&all).map_err(ApiError::from)?.kvs;
+        let mut hasher = crc32fast::Hasher::new();
+        for kv in &kvs {
+            hasher.update(&prost::Message::encode_to_vec(kv));
+        }
+        let compact_revision = state.compact_revision();
+        drop(state);
+        Ok(Response::new(HashKvResponse {
+            header: Some(self.ctx.header(current)),
+            hash: hasher.finalize(),
+            compact_revision,
+            hash_revision: at,
+        }))
+    }
+
+    type SnapshotStream = super::context::ResponseStream<SnapshotResponse>;
+
+    /// A backup of the state machine as of now, in 32 KiB messages; the first
+    /// header's revision is the revision of the backup.
+    #[instrument(skip_all)]
+    async fn snapshot(&self, _req: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+        let (revision, file) = {
+            let state = read_state(self.ctx.node.state());
+            (state.revision(), crate::backup::encode(&snapshot_bytes(&state)))
+        };
+        let header = self.ctx.header(revision);
+        let total = file.len();
+        let messages: Vec<Result<SnapshotResponse, Status>> = file
+            .chunks(SNAPSHOT_CHUNK)
+            .scan(0usize, |sent, chunk| {
+                *sent += chunk.len();
+                Some(Ok(SnapshotResponse {
+                    header: Some(header),
+                    remaining_bytes: (total - *sent) as u64,
+                    blob: chunk.to_vec(),
+                    version: ETCD_VERSION.to_string(),
+                }))
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(messages))))
+    }
+
+    #[instrument(skip_all)]
+    async fn move_leader(&self, req: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+        let target = req.into_inner().target_id;
+        self.ctx.node.transfer_leadership(target).await.map_err(ApiError::from)?;
+        let revision = read_state(self.ctx.node.state()).revision();
+        Ok(Response::new(MoveLeaderResponse { header: Some(self.ctx.header(revision)) }))
     }
 }

@@ -10,11 +10,11 @@
 //! revision, as etcd does. Every node serves watches from its applied state.
 
 use std::collections::BTreeMap;
-use std::pin::Pin;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -82,7 +82,7 @@ struct WatchStream {
     out: mpsc::Sender<Result<WatchResponse, Status>>,
 }
 
-type WatchResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
+type WatchResponseStream = super::context::ResponseStream<WatchResponse>;
 
 #[tonic::async_trait]
 impl Watch for WatchService {

@@ -31,6 +31,12 @@ struct Args {
     /// Initial members: ID=PEER_ADDR[@CLIENT_ADDR],...
     #[arg(long, env = "PLACEMENT_INITIAL_CLUSTER")]
     initial_cluster: Option<String>,
+    /// Join an existing cluster through any member's client address: CLIENT_ADDR,...
+    #[arg(long, env = "PLACEMENT_JOIN")]
+    join: Option<String>,
+    /// After joining, stay a learner until promoted.
+    #[arg(long, env = "PLACEMENT_JOIN_AS_LEARNER")]
+    join_as_learner: bool,
     /// Leader heartbeat period in milliseconds.
     #[arg(long, env = "PLACEMENT_HEARTBEAT_INTERVAL_MS")]
     heartbeat_interval_ms: Option<u64>,
@@ -60,6 +66,8 @@ async fn main() -> anyhow::Result<()> {
         peer_addr: args.peer_addr,
         data_dir: args.data_dir,
         initial_cluster: args.initial_cluster,
+        join: args.join,
+        join_as_learner: args.join_as_learner,
         heartbeat_interval_ms: args.heartbeat_interval_ms,
         election_timeout_ms: args.election_timeout_ms,
         request_timeout_ms: args.request_timeout_ms,

@@ -8,6 +8,7 @@ pub mod codec;
 pub mod compactor;
 pub mod lessor;
 pub mod log_store;
+pub mod membership;
 pub mod state_store;
 pub mod types;
 
@@ -26,6 +27,7 @@ pub const COLUMN_FAMILIES: [&str; 6] = [
 pub mod network;
 pub mod node;
 pub mod service;
+pub mod transfer;
 
 pub use node::{NodeError, NodeOptions, RaftNode};
 pub use types::{Member, NodeId};

@@ -75,12 +75,22 @@ impl Sender {
     }
 }
 
+/// Peers that refused this node's Raft messages because it is not a member
+/// of their membership: how a removed node that never received its removal
+/// learns of it (see `RaftNode::removed`).
+pub type Disowned = std::sync::Arc<Mutex<std::collections::BTreeSet<NodeId>>>;
+
+/// The message of a peer's refusal to a non-member (see `RaftService`).
+pub const NOT_A_MEMBER: &str = "which is not a member";
+
 /// openraft's network factory.
 pub struct Network {
     /// How long a connection attempt may take.
     pub connect_timeout: Duration,
     /// This node, as it introduces itself to peers.
     pub sender: Sender,
+    /// Shared with the node.
+    pub disowned: Disowned,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -90,6 +100,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         PeerNetwork {
             target,
             sender: self.sender,
+            disowned: self.disowned.clone(),
             client: connect(&node.peer_addr, self.connect_timeout).map_err(|e| e.to_string()),
         }
     }
@@ -101,6 +112,8 @@ pub struct PeerNetwork {
     target: NodeId,
     /// This node's identity, sent with every request.
     sender: Sender,
+    /// Peers that said this node is not a member.
+    disowned: Disowned,
     /// The client, or why the peer address is unusable.
     client: Result<RaftClient<Channel>, String>,
 }
@@ -126,7 +139,17 @@ impl PeerNetwork {
         E: std::error::Error,
         F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        match crate::runtime::timeout(ttl, fut).await {
+        let result = crate::runtime::timeout(ttl, fut).await;
+        let disowned = matches!(&result, Ok(Err(s)) if s.code() == tonic::Code::FailedPrecondition && s.message().contains(NOT_A_MEMBER));
+        if disowned || matches!(result, Ok(Ok(_))) {
+            let mut set = self.disowned.lock().unwrap_or_else(|e| e.into_inner());
+            if disowned {
+                set.insert(self.target);
+            } else {
+                set.remove(&self.target);
+            }
+        }
+        match result {
             Err(_) => Err(unreachable(format!("rpc to node {} timed out after {ttl:?}", self.target))),
             Ok(Err(status)) if status.code() == tonic::Code::Unavailable => Err(unreachable(status)),
             Ok(Err(status)) => Err(network(status)),
@@ -197,7 +220,7 @@ impl<T> LeaderCall<T> {
 /// Whether a failed call never reached the peer (the connection could not be
 /// made), so that nothing happened there. tonic reports this as Unavailable
 /// with a connect error; its simulated twin as "transport error".
-fn never_sent(status: &tonic::Status) -> bool {
+pub(super) fn never_sent(status: &tonic::Status) -> bool {
     status.code() == tonic::Code::Unavailable
         && (status.message() == "transport error" || status.message().contains("connect error"))
 }

@@ -40,6 +40,15 @@ pub enum NodeError {
     /// The leader could not be asked; a write may or may not have happened.
     #[error("leader unreachable: {0}")]
     LeaderUnreachable(String),
+    /// Only the leader can do this (etcd's ErrNotLeader).
+    #[error("not leader")]
+    NotLeader,
+    /// Leadership can only go to a voter (etcd's ErrBadLeaderTransferee).
+    #[error("bad leader transferee")]
+    BadTransferee,
+    /// The leader refused a member change.
+    #[error(transparent)]
+    Member(#[from] super::membership::MemberError),
     /// Raft could not start or hit a fatal storage error.
     #[error("raft: {0}")]
     Raft(String),
@@ -50,7 +59,10 @@ pub enum NodeError {
 pub struct NodeOptions {
     /// This node's id.
     pub id: NodeId,
-    /// Members the cluster starts with (used only on a node with an empty log).
+    /// The cluster this node belongs to (see `join::Identity`).
+    pub cluster_id: u64,
+    /// Members the cluster starts with (used only on a node with an empty
+    /// log); empty for a node that joins an existing cluster.
     pub initial_members: BTreeMap<NodeId, Member>,
     /// Leader heartbeat period.
     pub heartbeat_interval: Duration,
@@ -83,6 +95,12 @@ pub struct RaftNode {
     peers: PeerClients,
     /// The storage engine (for size reports).
     engine: Arc<dyn Engine>,
+    /// Election timeout range (the longest is the followers' leader lease).
+    election_timeout: (Duration, Duration),
+    /// Peers that refused our Raft messages as from a non-member.
+    disowned: super::network::Disowned,
+    /// Set while this leader hands over leadership (see `transfer`).
+    pub(super) transferring: std::sync::atomic::AtomicBool,
     /// Lease deadlines while this node leads (see `lessor`).
     pub(super) leases: std::sync::Mutex<super::lessor::LeaderLeases>,
 }
@@ -118,12 +136,14 @@ impl RaftNode {
         let sm = StateMachineStore::open(engine.clone()).map_err(|e| NodeError::Raft(e.to_string()))?;
         let state = sm.shared_state();
         let applied_revision = sm.applied_revision();
-        let sender = Sender { cluster_id: cluster_id(&opts.initial_members), node_id: opts.id };
-        let network = Network { connect_timeout: opts.heartbeat_interval * 5, sender };
+        let sender = Sender { cluster_id: opts.cluster_id, node_id: opts.id };
+        let disowned = super::network::Disowned::default();
+        let network = Network { connect_timeout: opts.heartbeat_interval * 5, sender, disowned: disowned.clone() };
         let raft = Raft::new(opts.id, config, network, LogStore::new(engine), sm)
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
-        if !raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))? {
+        let empty_log = !raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;
+        if empty_log && !opts.initial_members.is_empty() {
             // Every initial member proposes the same membership at log index 0,
             // so whichever of them starts first, they agree.
             if let Err(e) = raft.initialize(opts.initial_members.clone()).await {
@@ -135,10 +155,13 @@ impl RaftNode {
             raft,
             state,
             applied_revision,
-            cluster_id: cluster_id(&opts.initial_members),
+            cluster_id: opts.cluster_id,
             request_timeout: opts.request_timeout,
             peers: PeerClients::default(),
             leases: Default::default(),
+            election_timeout: opts.election_timeout,
+            disowned,
+            transferring: Default::default(),
             engine: engine_for_status,
         }))
     }
@@ -152,6 +175,21 @@ impl RaftNode {
     /// Deadline for client requests.
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
+    }
+
+    /// The election timeout range.
+    pub fn election_timeout(&self) -> (Duration, Duration) {
+        self.election_timeout
+    }
+
+    /// Compacts the storage engine's files (etcd's defragment), off the
+    /// async threads.
+    pub async fn defragment(&self) -> Result<(), NodeError> {
+        let engine = self.engine.clone();
+        runtime::blocking(move || engine.defragment())
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?
+            .map_err(|e| NodeError::Raft(e.to_string()))
     }
 
     /// Bytes the storage engine holds.
@@ -204,7 +242,7 @@ impl RaftNode {
     }
 
     /// Whether Raft has stopped (a fatal storage error, or shutdown).
-    fn raft_stopped(&self) -> bool {
+    pub(super) fn raft_stopped(&self) -> bool {
         self.raft.metrics().borrow().running_state.is_err()
     }
 
@@ -212,6 +250,10 @@ impl RaftNode {
         loop {
             if self.raft_stopped() {
                 return Err(NodeError::StoppedBeforeProposing);
+            }
+            if self.transferring() {
+                runtime::sleep(Self::pause()).await;
+                continue;
             }
             match self.raft.client_write(command.clone()).await {
                 Ok(resp) => return resp.data.map_err(NodeError::Refused),
@@ -243,7 +285,7 @@ impl RaftNode {
 
     /// Applies `command` only if this node leads (the Forward RPC's handler).
     pub async fn propose_as_leader(&self, command: pb::Command) -> Result<Option<pb::CommandResult>, NodeError> {
-        if self.raft_stopped() {
+        if self.raft_stopped() || self.transferring() {
             // Nothing proposed: the follower may safely try the next leader.
             return Ok(None);
         }
@@ -316,6 +358,9 @@ impl RaftNode {
     /// The read index if this node is the leader and confirms it with a quorum;
     /// `None` if it is not the leader.
     pub async fn leader_read_index(&self) -> Result<Option<u64>, NodeError> {
+        if self.transferring() {
+            return Ok(None);
+        }
         match self.raft.get_read_log_id().await {
             Ok((read_log_id, _)) => Ok(Some(read_log_id.map_or(0, |id| id.index))),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => Ok(None),
@@ -342,11 +387,42 @@ impl RaftNode {
 
     /// The member record of `id` in the current membership.
     pub fn member(&self, id: NodeId) -> Option<(NodeId, Member)> {
-        let metrics = self.raft.metrics().borrow().clone();
-        metrics.membership_config.membership().get_node(&id).map(|m| (id, m.clone()))
+        self.raft.metrics().borrow().membership_config.membership().get_node(&id).map(|m| (id, m.clone()))
     }
 
-    fn peer(&self, peer_addr: &str) -> Result<RaftClient<tonic::transport::Channel>, NodeError> {
+    /// Whether this node has any membership yet (a node that is joining has
+    /// none until the leader's first message).
+    pub fn knows_members(&self) -> bool {
+        self.raft.metrics().borrow().membership_config.membership().nodes().next().is_some()
+    }
+
+    /// Whether this node is a voter of the current membership.
+    pub fn is_voter(&self) -> bool {
+        self.raft.metrics().borrow().membership_config.membership().voter_ids().any(|id| id == self.id)
+    }
+
+    /// Whether this node was removed from the cluster: it has a membership
+    /// and is not in it, or a quorum of the voters it knows refused its
+    /// messages as from a non-member (a removed voter is no longer sent the
+    /// entry that removed it). A quorum, because a lagging peer may not yet
+    /// know a member that was just added, but a quorum has the entry.
+    pub fn removed(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        if membership.nodes().next().is_none() {
+            return false;
+        }
+        if membership.get_node(&self.id).is_none() {
+            return true;
+        }
+        let disowned = self.disowned.lock().unwrap_or_else(|e| e.into_inner());
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let refusing = voters.iter().filter(|v| disowned.contains(v)).count();
+        refusing > voters.len() / 2
+    }
+
+    pub(super) fn peer(&self, peer_addr: &str) -> Result<RaftClient<tonic::transport::Channel>, NodeError> {
         self.peers.get(peer_addr, Duration::from_secs(1)).map_err(|e| NodeError::LeaderUnreachable(e.to_string()))
     }
 

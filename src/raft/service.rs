@@ -10,6 +10,7 @@ use crate::proto::etcdserverpb::{
 };
 
 use super::codec;
+use super::membership::MemberChange;
 use super::network::{CLUSTER_ID_METADATA, FROM_METADATA, NOT_LEADER_METADATA};
 use super::node::{NodeError, RaftNode};
 use crate::proto::raft::v1 as pb;
@@ -38,9 +39,10 @@ impl RaftService {
         let ours = self.node.cluster_id();
         match (field(CLUSTER_ID_METADATA), field(FROM_METADATA)) {
             (Some(cluster), Some(from)) if cluster == ours => {
-                if self.node.member(from).is_none() {
+                if self.node.member(from).is_none() && self.node.knows_members() {
                     return Err(Status::failed_precondition(format!(
-                        "raft message from node {from}, which is not a member"
+                        "raft message from node {from}, {}",
+                        super::network::NOT_A_MEMBER
                     )));
                 }
                 Ok(())
@@ -155,5 +157,28 @@ impl RaftRpc for RaftService {
             })),
             None => Err(not_leader()),
         }
+    }
+
+    async fn change_members(
+        &self,
+        req: Request<pb::MemberChange>,
+    ) -> Result<Response<pb::MemberChangeResponse>, Status> {
+        self.check_sender(&req)?;
+        let change = MemberChange::from_pb(req.into_inner())
+            .ok_or_else(|| Status::invalid_argument("member change without a change"))?;
+        match self.node.change_members_as_leader(change).await {
+            Ok(Some(id)) => Ok(Response::new(pb::MemberChangeResponse { refusal: 0, id })),
+            Ok(None) => Err(not_leader()),
+            Err(NodeError::Member(refused)) => {
+                Ok(Response::new(pb::MemberChangeResponse { refusal: refused.to_pb() as i32, id: 0 }))
+            }
+            Err(e) => Err(node_failure(e)),
+        }
+    }
+
+    async fn campaign(&self, req: Request<pb::CampaignRequest>) -> Result<Response<pb::CampaignResponse>, Status> {
+        self.check_sender(&req)?;
+        self.node.campaign().await.map_err(node_failure)?;
+        Ok(Response::new(pb::CampaignResponse {}))
     }
 }

@@ -182,7 +182,8 @@ fn put_lease(batch: &mut WriteBatch, id: i64, ttl: i64) {
     batch.put(CF_LEASE, id.to_be_bytes().to_vec(), pb::LeaseRecord { id, ttl }.encode_to_vec());
 }
 
-fn snapshot_bytes(kv: &KvState) -> Vec<u8> {
+/// The state machine as a raft.v1 `StateSnapshot` message.
+pub fn snapshot_bytes(kv: &KvState) -> Vec<u8> {
     let p = kv.persisted();
     pb::StateSnapshot {
         revision: p.revision,

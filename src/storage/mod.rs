@@ -120,6 +120,12 @@ pub trait Engine: Send + Sync + 'static {
     /// Bytes the engine holds (files and memory tables), for status reports.
     fn size_bytes(&self) -> Result<u64, StorageError>;
 
+    /// Rewrites the files to drop deleted data (etcd's defragment). Engines
+    /// that keep nothing deleted do nothing.
+    fn defragment(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
     /// Extra latency a simulated disk wants the caller to wait before an I/O;
     /// zero for real engines (their latency is real).
     fn injected_latency(&self) -> Duration {

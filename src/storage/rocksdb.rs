@@ -46,6 +46,13 @@ impl Engine for RocksEngine {
         Ok(total)
     }
 
+    fn defragment(&self) -> Result<(), StorageError> {
+        for name in self.column_families.iter() {
+            self.db.compact_range_cf(self.cf(name)?, None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
+    }
+
     fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.db.get_cf(self.cf(cf)?, key).map_err(io)
     }

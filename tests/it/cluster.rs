@@ -16,11 +16,11 @@ pub struct Cluster {
     /// Running nodes; `None` while stopped.
     pub nodes: Vec<Option<Server>>,
     /// Holds the data dirs for the cluster's lifetime.
-    _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
 /// Timings tolerant of a loaded 2-core CI machine.
-fn test_config(id: u64) -> Config {
+pub fn test_config(id: u64) -> Config {
     Config {
         node_id: id,
         heartbeat_interval_ms: 100,
@@ -69,7 +69,7 @@ impl Cluster {
             nodes.push(Some(Server::start(config.clone(), l).await.unwrap()));
             configs.push(config);
         }
-        let cluster = Cluster { configs, nodes, _dir: dir };
+        let cluster = Cluster { configs, nodes, dir };
         cluster.wait_leader().await;
         cluster
     }
@@ -119,10 +119,37 @@ impl Cluster {
         self.nodes[i] = Some(Server::start(config, listeners).await.unwrap());
     }
 
-    /// Stops every node.
+    /// Starts a new node that joins the cluster through node 0's client
+    /// address (`tune` adjusts its config); returns its index.
+    pub async fn join(&mut self, tune: impl Fn(&mut Config)) -> usize {
+        let client = Listener::bind("127.0.0.1:0").await.unwrap();
+        let peer = Listener::bind("127.0.0.1:0").await.unwrap();
+        let i = self.nodes.len();
+        let mut config = test_config(0);
+        config.node_id = 1;
+        config.client_addr = client.local_addr().unwrap().to_string();
+        config.peer_addr = peer.local_addr().unwrap().to_string();
+        config.data_dir = self.dir.path().join(format!("joined{i}"));
+        config.join = vec![self.client_addr(0)];
+        let bound_peer = config.peer_addr.clone();
+        tune(&mut config);
+        let peer = if config.peer_addr == bound_peer {
+            peer
+        } else {
+            drop(peer);
+            Listener::bind(&config.peer_addr).await.unwrap()
+        };
+        let server = Server::start(config.clone(), Listeners { client, peer }).await.unwrap();
+        self.nodes.push(Some(server));
+        self.configs.push(config);
+        i
+    }
+
+    /// Stops every node (teardown: no leadership hand-over, which would
+    /// only wait for nodes that are stopping too).
     pub async fn shutdown(mut self) {
-        for i in 0..self.nodes.len() {
-            self.stop(i).await;
+        for server in self.nodes.iter_mut().filter_map(Option::take) {
+            server.shutdown_without_handover().await;
         }
     }
 }

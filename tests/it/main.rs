@@ -4,5 +4,6 @@
 mod bad_input;
 mod cluster;
 mod etcdctl;
+mod membership;
 mod replication;
 mod watch;

@@ -1,0 +1,181 @@
+//! Who this node is in which cluster, kept in its data dir, and how a new
+//! node joins an existing cluster.
+//!
+//! A node that starts a cluster derives the cluster id from the initial
+//! members. A node started with `join` and an empty data dir asks a member
+//! (through the etcd Cluster API, as `etcdctl member add` would) to add it as
+//! a learner, or finds itself already added by an operator; it learns its id
+//! and the cluster id there. Either way the identity is stored on first start
+//! and wins afterwards. A joined node never bootstraps a membership of its
+//! own: it waits for the leader. Once it has caught up, [`settle`] publishes
+//! its name and client address and has it promoted to voter.
+
+use std::time::Duration;
+
+use crate::proto::etcdserverpb::cluster_client::ClusterClient;
+use crate::proto::etcdserverpb::{MemberAddRequest, MemberListRequest};
+use crate::raft::membership::{MemberChange, MemberError};
+use crate::raft::state_store::CF_SM;
+use crate::raft::{NodeError, NodeId, RaftNode};
+use crate::runtime::{self, Shutdown};
+use crate::storage::{Engine, StorageError, WriteBatch};
+
+const KEY_IDENTITY: &[u8] = b"identity";
+
+/// How long a joining node keeps trying the members it was given.
+const JOIN_DEADLINE: Duration = Duration::from_secs(60);
+
+/// This node's place, as stored in its data dir.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    pub cluster_id: u64,
+    pub node_id: NodeId,
+    /// Joined an existing cluster (never bootstraps a membership).
+    pub joined: bool,
+}
+
+impl Identity {
+    fn to_bytes(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(17);
+        out.extend_from_slice(&self.cluster_id.to_be_bytes());
+        out.extend_from_slice(&self.node_id.to_be_bytes());
+        out.push(u8::from(self.joined));
+        out
+    }
+
+    fn from_bytes(b: &[u8]) -> Option<Self> {
+        let (cluster, rest) = b.split_first_chunk::<8>()?;
+        let (node, rest) = rest.split_first_chunk::<8>()?;
+        let [joined] = rest else { return None };
+        Some(Self {
+            cluster_id: u64::from_be_bytes(*cluster),
+            node_id: u64::from_be_bytes(*node),
+            joined: *joined == 1,
+        })
+    }
+
+    /// The stored identity, if this data dir has one.
+    pub fn load(engine: &dyn Engine) -> Result<Option<Self>, StorageError> {
+        match engine.get(CF_SM, KEY_IDENTITY)? {
+            None => Ok(None),
+            Some(b) => Self::from_bytes(&b)
+                .map(Some)
+                .ok_or_else(|| StorageError::Io(format!("stored identity is {} bytes, not 17", b.len()))),
+        }
+    }
+
+    /// Stores it durably.
+    pub fn store(self, engine: &dyn Engine) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::new();
+        batch.put(CF_SM, KEY_IDENTITY.to_vec(), self.to_bytes());
+        engine.write(batch, true)
+    }
+}
+
+/// Why joining failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot join through {addrs}: {cause}")]
+pub struct JoinError {
+    addrs: String,
+    cause: String,
+}
+
+/// Asks the members at `addrs` (client addresses) to add the node whose
+/// peer address is `peer_addr` as a learner, or finds it already added.
+/// Returns (cluster id, node id).
+pub async fn ask_to_join(addrs: &[String], peer_addr: &str) -> Result<(u64, NodeId), JoinError> {
+    let peer_url = format!("http://{peer_addr}");
+    let mut last_error = String::from("no member answered");
+    let attempt = async {
+        loop {
+            for addr in addrs {
+                match try_join(addr, &peer_url).await {
+                    Ok(found) => return found,
+                    Err(status) => {
+                        tracing::warn!(member = %addr, cause = %status.message(), "join attempt failed, retrying");
+                        last_error = format!("{}: {}", addr, status.message());
+                    }
+                }
+            }
+            runtime::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    match runtime::timeout(JOIN_DEADLINE, attempt).await {
+        Ok(found) => Ok(found),
+        Err(_) => Err(JoinError { addrs: addrs.join(","), cause: last_error }),
+    }
+}
+
+async fn try_join(addr: &str, peer_url: &str) -> Result<(u64, NodeId), tonic::Status> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10));
+    let channel = endpoint.connect().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut client = ClusterClient::new(channel);
+    let list = client.member_list(MemberListRequest { linearizable: true }).await?.into_inner();
+    let cluster_id = list.header.map(|h| h.cluster_id).unwrap_or(0);
+    if let Some(me) = list.members.iter().find(|m| m.peer_ur_ls.iter().any(|u| u == peer_url)) {
+        return Ok((cluster_id, me.id));
+    }
+    let added = client
+        .member_add(MemberAddRequest { peer_ur_ls: vec![peer_url.to_string()], is_learner: true })
+        .await?
+        .into_inner();
+    let id = added.member.map(|m| m.id).ok_or_else(|| tonic::Status::internal("member add answered no member"))?;
+    Ok((cluster_id, id))
+}
+
+/// Runs until this node is a published member: its name and client address
+/// are in the membership and, unless it stays a learner, it is a voter.
+/// Harmless on a node that already is (the initial members).
+pub async fn settle(
+    node: std::sync::Arc<RaftNode>,
+    name: String,
+    client_addr: String,
+    promote: bool,
+    mut stop: Shutdown,
+) {
+    let pause = Duration::from_millis(500);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.wait() => return,
+            _ = runtime::sleep(pause) => {}
+        }
+        let Some((_, me)) = node.member(node.id) else { continue };
+        if me.name != name || me.client_addr != client_addr {
+            let change = MemberChange::Update {
+                id: node.id,
+                peer_addr: None,
+                name: Some(name.clone()),
+                client_addr: Some(client_addr.clone()),
+            };
+            if let Err(e) = node.change_members(change).await {
+                tracing::info!(cause = %e, "publishing this member's name and address: will retry");
+            }
+            continue;
+        }
+        if !promote || node.is_voter() {
+            return;
+        }
+        match node.change_members(MemberChange::Promote(node.id)).await {
+            Ok(_) => tracing::info!("promoted to voter"),
+            Err(NodeError::Member(MemberError::LearnerNotReady)) => {}
+            Err(e) => tracing::info!(cause = %e, "promotion: will retry"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_identity_reads_back_and_garbage_does_not() {
+        let id = Identity { cluster_id: 0xdead_beef, node_id: 42, joined: true };
+        assert_eq!(Identity::from_bytes(&id.to_bytes()), Some(id));
+        assert_eq!(Identity::from_bytes(&[1, 2, 3]), None);
+        assert_eq!(Identity::from_bytes(&[0; 18]), None);
+    }
+}
