@@ -142,6 +142,11 @@ impl SimCluster {
         })
     }
 
+    /// The running Raft node `id`, if it runs.
+    pub fn node(&self, id: u64) -> Option<Arc<RaftNode>> {
+        running(|r| r.get(&id).cloned())
+    }
+
     /// Whether node `id` is running with a live Raft (not stopped by a disk error).
     pub fn is_healthy(&self, id: u64) -> bool {
         running(|r| r.get(&id).is_some_and(|n| n.raft.metrics().borrow().running_state.is_ok()))

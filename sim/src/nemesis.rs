@@ -44,11 +44,14 @@ pub enum FaultKind {
     /// A follower is cut off long enough for the leader to snapshot and purge
     /// the log past it: it must catch up by InstallSnapshot.
     LagBehind,
+    /// The leader hands leadership to a random other voter (etcd's
+    /// MoveLeader): writes, reads and heartbeats pause during the transfer.
+    MoveLeader,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 13] = [
+    pub const ALL: [FaultKind; 14] = [
         FaultKind::Partition,
         FaultKind::IsolateLeader,
         FaultKind::Bridge,
@@ -62,6 +65,7 @@ impl FaultKind {
         FaultKind::LatencySpike,
         FaultKind::ClockSkew,
         FaultKind::LagBehind,
+        FaultKind::MoveLeader,
     ];
 
     /// The name used on the command line.
@@ -80,6 +84,7 @@ impl FaultKind {
             FaultKind::LatencySpike => "latency-spike",
             FaultKind::ClockSkew => "clock-skew",
             FaultKind::LagBehind => "lag-behind",
+            FaultKind::MoveLeader => "move-leader",
         }
     }
 }
@@ -186,6 +191,22 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
                 runtime::sleep(away).await;
                 net.unclog_node(sim_id(follower));
                 log.note(start, format!("reconnected {follower}"));
+            }
+            FaultKind::MoveLeader => {
+                let Some(leader) = cluster.leader() else { continue };
+                let target = (leader + runtime::rng().gen_range(0..n - 1)) % n + 1;
+                let Some(node) = cluster.node(leader) else { continue };
+                log.note(start, format!("move leader {leader} -> {target}"));
+                // On the leader's own simulated node, as its API would run it.
+                let task = cluster.nodes[leader as usize - 1]
+                    .handle
+                    .spawn(async move { node.transfer_leadership(target).await.map_err(|e| e.to_string()) });
+                let outcome = match task.await {
+                    Ok(Ok(())) => "done".to_string(),
+                    Ok(Err(e)) => format!("failed: {e}"),
+                    Err(_) => "interrupted (node killed)".to_string(),
+                };
+                log.note(start, format!("move leader {leader} -> {target}: {outcome}"));
             }
             FaultKind::IsolateLeader => {
                 let Some(leader) = cluster.leader() else { continue };
