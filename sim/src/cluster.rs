@@ -44,6 +44,8 @@ pub struct SimNode {
     pub disk: Arc<SimDisk>,
     /// Where clients connect.
     pub client_addr: String,
+    /// Its config, read at every (re)start: a replaced node restarts with `join`.
+    config: Arc<std::sync::Mutex<Config>>,
 }
 
 /// The simulated cluster.
@@ -86,12 +88,14 @@ impl SimCluster {
                 ..Config::default()
             };
             let disk = SimDisk::registered(&config.data_dir.join("db"), &[]);
+            let config = Arc::new(std::sync::Mutex::new(config));
+            let shared = config.clone();
             let node = handle
                 .create_node()
                 .name(format!("node{id}"))
                 .ip(ip(id))
                 .init(move || {
-                    let config = config.clone();
+                    let config = shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
                     // The node's Raft timers run on its own skewable clock.
                     placement_center::runtime::with_node_clock(id, async move {
                         let listeners = Listeners::bind(&config).await.expect("bind simulated address");
@@ -106,7 +110,7 @@ impl SimCluster {
                     })
                 })
                 .build();
-            nodes.push(SimNode { id, handle: node, disk, client_addr: format!("{}:2379", ip(id)) });
+            nodes.push(SimNode { id, handle: node, disk, client_addr: format!("{}:2379", ip(id)), config });
         }
         SimCluster { nodes }
     }
@@ -130,16 +134,39 @@ impl SimCluster {
         Handle::current().restart(self.nodes[id as usize - 1].handle.id());
     }
 
-    /// The current leader as the running nodes see it (the highest term wins).
+    /// The slot of the current leader as the running nodes see it (the
+    /// highest term wins). Slots are 1..=n; a replaced node keeps its slot
+    /// (address, disk) but has a new member id.
     pub fn leader(&self) -> Option<u64> {
         running(|nodes| {
             nodes
-                .values()
-                .map(|n| n.raft.metrics().borrow().clone())
-                .filter(|m| m.current_leader == Some(m.id))
-                .max_by_key(|m| m.current_term)
-                .map(|m| m.id)
+                .iter()
+                .map(|(slot, n)| (*slot, n.raft.metrics().borrow().clone()))
+                .filter(|(_, m)| m.current_leader == Some(m.id) && m.state.is_leader())
+                .max_by_key(|(_, m)| m.current_term)
+                .map(|(slot, _)| slot)
         })
+    }
+
+    /// Replaces the node in `slot` by a new member: kills it, wipes its disk
+    /// and restarts it with an empty data dir that joins through `via` (a
+    /// client address). The caller removed the old member first.
+    pub fn replace(&self, slot: u64, via: String) {
+        let node = &self.nodes[slot as usize - 1];
+        running(|r| r.remove(&slot));
+        Handle::current().kill(node.handle.id());
+        node.disk.wipe();
+        {
+            let mut config = node.config.lock().unwrap_or_else(|e| e.into_inner());
+            config.initial_members.clear();
+            config.join = vec![via];
+        }
+        Handle::current().restart(node.handle.id());
+    }
+
+    /// Whether the node in `slot` runs and is a voter.
+    pub fn is_voter(&self, slot: u64) -> bool {
+        running(|r| r.get(&slot).is_some_and(|n| n.is_voter()))
     }
 
     /// The running Raft node `id`, if it runs.
@@ -173,19 +200,21 @@ impl SimCluster {
     /// storage error is left out: its metrics are its last in-memory state,
     /// which the failed write never made durable (nor acted upon).
     pub fn sample(&self, at: Duration) -> Vec<Sample> {
-        let metrics: Vec<_> = running(|r| r.values().map(|n| n.raft.metrics().borrow().clone()).collect());
+        let metrics: Vec<_> =
+            running(|r| r.iter().map(|(slot, n)| (*slot, n.raft.metrics().borrow().clone())).collect());
         metrics
             .into_iter()
-            .filter(|m| m.running_state.is_ok())
-            .inspect(|m| {
+            .filter(|(_, m)| m.running_state.is_ok())
+            .inspect(|(_, m)| {
                 if std::env::var_os("PLACEMENT_SIM_DEBUG").is_some() {
                     eprintln!("sample {at:?} node {} term {} vote {} state {:?} leader {:?} last_log {:?} applied {:?} membership {:?}", m.id, m.current_term, m.vote, m.state, m.current_leader, m.last_log_index, m.last_applied, m.membership_config.membership());
                 }
             })
-            .map(|m| {
+            .map(|(slot, m)| {
                 Sample {
                     at,
                     node: m.id,
+                    slot,
                     vote: (m.vote.leader_id.term, m.vote.leader_id.node_id, m.vote.committed),
                     is_leader: m.current_leader == Some(m.id) && m.state.is_leader(),
                     last_log: m.last_log_index.unwrap_or(0),

@@ -12,6 +12,8 @@ use placement_center::storage::sim_disk::DiskFaults;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
+use placement_center::raft::membership::MemberChange;
+
 use crate::cluster::SimCluster;
 
 /// A kind of fault the nemesis can inject.
@@ -47,11 +49,15 @@ pub enum FaultKind {
     /// The leader hands leadership to a random other voter (etcd's
     /// MoveLeader): writes, reads and heartbeats pause during the transfer.
     MoveLeader,
+    /// A follower is removed from the cluster, its data dir wiped, and it
+    /// comes back as a new member: joins as a learner, catches up (by
+    /// snapshot once the log was purged), is promoted.
+    Replace,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 14] = [
+    pub const ALL: [FaultKind; 15] = [
         FaultKind::Partition,
         FaultKind::IsolateLeader,
         FaultKind::Bridge,
@@ -66,6 +72,7 @@ impl FaultKind {
         FaultKind::ClockSkew,
         FaultKind::LagBehind,
         FaultKind::MoveLeader,
+        FaultKind::Replace,
     ];
 
     /// The name used on the command line.
@@ -85,6 +92,7 @@ impl FaultKind {
             FaultKind::ClockSkew => "clock-skew",
             FaultKind::LagBehind => "lag-behind",
             FaultKind::MoveLeader => "move-leader",
+            FaultKind::Replace => "replace",
         }
     }
 }
@@ -207,6 +215,26 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
                     Err(_) => "interrupted (node killed)".to_string(),
                 };
                 log.note(start, format!("move leader {leader} -> {target}: {outcome}"));
+            }
+            FaultKind::Replace => {
+                let Some(leader) = cluster.leader() else { continue };
+                let victim = (leader + runtime::rng().gen_range(0..n - 1)) % n + 1;
+                let (Some(leader_node), Some(victim_node)) = (cluster.node(leader), cluster.node(victim)) else {
+                    continue;
+                };
+                let old_id = victim_node.id;
+                log.note(start, format!("replace {victim}: remove member {old_id:x}"));
+                let task = cluster.nodes[leader as usize - 1].handle.spawn(async move {
+                    leader_node.change_members(MemberChange::Remove(old_id)).await.map_err(|e| e.to_string())
+                });
+                match task.await {
+                    Ok(Ok(_)) => {
+                        cluster.replace(victim, cluster.nodes[leader as usize - 1].client_addr.clone());
+                        log.note(start, format!("{victim} wiped and restarted to join as a new member"));
+                    }
+                    Ok(Err(e)) => log.note(start, format!("replace {victim}: remove refused or failed: {e}")),
+                    Err(_) => log.note(start, format!("replace {victim}: interrupted (leader killed)")),
+                }
             }
             FaultKind::IsolateLeader => {
                 let Some(leader) = cluster.leader() else { continue };

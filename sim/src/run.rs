@@ -141,14 +141,14 @@ async fn run(opts: RunOptions) -> Report {
                 for s in &now {
                     // A node's applied entries are committed. After a power loss
                     // `applied` may go back; those entries are compared again.
-                    let from = checked.get(&s.node).map_or(1, |c| (c + 1).min(s.applied + 1));
-                    for (index, bytes) in cluster.log_entries(s.node, from, s.applied) {
+                    let from = checked.get(&s.slot).map_or(1, |c| (c + 1).min(s.applied + 1));
+                    for (index, bytes) in cluster.log_entries(s.slot, from, s.applied) {
                         committed_violations.extend(committed.observe(s.node, at, index, &bytes));
                     }
-                    checked.insert(s.node, s.applied);
+                    checked.insert(s.slot, s.applied);
                 }
                 for s in &now {
-                    collect_truth(&cluster, s.node, &mut truth, &mut truth_cursor, &mut committed_violations);
+                    collect_truth(&cluster, s.slot, &mut truth, &mut truth_cursor, &mut committed_violations);
                 }
                 samples.lock().unwrap_or_else(|e| e.into_inner()).extend(now);
                 runtime::sleep(Duration::from_millis(50)).await;
@@ -165,15 +165,18 @@ async fn run(opts: RunOptions) -> Report {
         futures::join!(sampler, faults);
     }
 
-    // Converged: every node serves, there is one leader, and every node ends
-    // with the same revision and the same keys.
+    // Converged: every node serves as a voter (a replaced node has joined and
+    // been promoted), there is one leader, and every node ends with the same
+    // revision and the same keys.
     if !wait_for(Duration::from_secs(30), || {
-        cluster.leader().is_some() && (1..=opts.nodes).all(|id| cluster.is_healthy(id))
+        cluster.leader().is_some() && (1..=opts.nodes).all(|id| cluster.is_healthy(id) && cluster.is_voter(id))
     })
     .await
     {
-        violations
-            .push("after heal the cluster did not recover a leader with every node running within 30 s".to_string());
+        let voters: Vec<u64> = (1..=opts.nodes).filter(|id| cluster.is_voter(*id)).collect();
+        violations.push(format!(
+            "after heal the cluster did not recover a leader with every node running as a voter within 30 s (voters: {voters:?})"
+        ));
     }
     final_reads(&cluster, start, &history).await;
     if let Some(problem) = convergence(&cluster).await {

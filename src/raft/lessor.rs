@@ -149,7 +149,7 @@ impl RaftNode {
     }
 
     /// [`RaftNode::until_leader_answers`] within the request timeout.
-    async fn ask_leader_in_time<'a, T, Local, Remote>(
+    pub(super) async fn ask_leader_in_time<'a, T, Local, Remote>(
         &'a self,
         local: impl Fn() -> Local,
         remote: impl Fn(RaftClient<tonic::transport::Channel>, Sender) -> Remote,

@@ -184,31 +184,29 @@ impl RaftNode {
     /// added or changed. A retried change that had in fact happened is
     /// refused the second time (e.g. an Add with PeerAddrExists), never done twice.
     pub async fn change_members(&self, change: MemberChange) -> Result<NodeId, NodeError> {
-        let attempt = self.until_leader_answers(
-            || {
-                let change = change.clone();
-                async move {
-                    match self.change_members_as_leader(change).await {
-                        Ok(Some(id)) => Ok(Some(Ok(id))),
-                        Ok(None) => Ok(None),
-                        Err(NodeError::Member(refused)) => Ok(Some(Err(refused))),
-                        Err(e) => Err(e),
+        let answer = self
+            .ask_leader_in_time(
+                || {
+                    let change = change.clone();
+                    async move {
+                        match self.change_members_as_leader(change).await {
+                            Ok(Some(id)) => Ok(Some(Ok(id))),
+                            Ok(None) => Ok(None),
+                            Err(NodeError::Member(refused)) => Ok(Some(Err(refused))),
+                            Err(e) => Err(e),
+                        }
                     }
-                }
-            },
-            |mut client, sender| {
-                let msg = change.to_pb();
-                async move {
-                    leader_call(client.change_members(sender.request(msg)).await)
-                        .map(|r| MemberError::from_pb(r.refusal).map_or(Ok(r.id), Err))
-                }
-            },
-        );
-        match crate::runtime::timeout(self.request_timeout(), attempt).await {
-            Err(_) => Err(NodeError::Timeout),
-            Ok(Err(e)) => Err(e),
-            Ok(Ok(answer)) => answer.map_err(NodeError::Member),
-        }
+                },
+                |mut client, sender| {
+                    let msg = change.to_pb();
+                    async move {
+                        leader_call(client.change_members(sender.request(msg)).await)
+                            .map(|r| MemberError::from_pb(r.refusal).map_or(Ok(r.id), Err))
+                    }
+                },
+            )
+            .await?;
+        answer.map_err(NodeError::Member)
     }
 
     /// Makes `change` if this node leads (`None` if it does not).

@@ -105,6 +105,14 @@ impl SimDisk {
         self.lock().faults = faults;
     }
 
+    /// The disk is replaced by an empty one (an operator wiped the data dir).
+    pub fn wipe(&self) {
+        let mut inner = self.lock();
+        let faults = inner.faults.clone();
+        *inner = Inner::default();
+        inner.faults = faults;
+    }
+
     /// The process died: unsynced data is in the OS page cache and survives.
     pub fn crash(&self) {
         let mut inner = self.lock();

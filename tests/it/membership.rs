@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use placement_center::runtime;
 
-use crate::cluster::{get, put, Cluster};
+use crate::cluster::{get, put, release, Cluster};
 use crate::etcdctl::{etcdctl, ok};
 
 /// Waits up to 60 s for `done` to hold of etcdctl's member list (via node 0).
@@ -80,7 +80,7 @@ async fn etcdctl_member_add_learner_then_promote_and_bad_changes_are_refused() {
     // An operator adds a learner, then starts it.
     let peer = runtime::Listener::bind("127.0.0.1:0").await.unwrap();
     let peer_addr = peer.local_addr().unwrap().to_string();
-    drop(peer);
+    release(peer);
     let out = ok(ep, &["member", "add", "n4", "--learner", &format!("--peer-urls=http://{peer_addr}")]);
     assert!(out.contains("added to cluster"), "{out}");
     assert!(out.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""), "{out}");

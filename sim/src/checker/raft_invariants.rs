@@ -19,8 +19,11 @@ use std::time::Duration;
 pub struct Sample {
     /// Virtual time of the sample.
     pub at: Duration,
-    /// The node sampled.
+    /// The node sampled (its member id).
     pub node: u64,
+    /// The harness slot it runs in (its address and disk; a replaced node
+    /// keeps the slot with a new member id).
+    pub slot: u64,
     /// Its vote: (term, node voted for, committed).
     pub vote: (u64, u64, bool),
     /// Whether it is leader (under its committed vote).
@@ -79,7 +82,7 @@ mod tests {
     use super::*;
 
     fn s(at: u64, node: u64, vote: (u64, u64, bool), is_leader: bool) -> Sample {
-        Sample { at: Duration::from_millis(at), node, vote, is_leader, last_log: 10, applied: 5 }
+        Sample { at: Duration::from_millis(at), node, slot: node, vote, is_leader, last_log: 10, applied: 5 }
     }
 
     #[test]
