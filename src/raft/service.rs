@@ -34,12 +34,24 @@ impl RaftService {
     /// of another cluster (or a stale one reusing an address) must not be able
     /// to disturb elections or logs here.
     fn check_sender<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        self.check_sender_in(req, true)
+    }
+
+    /// Replication from a leader of this cluster is accepted even when this
+    /// node does not know the leader as a member yet: a follower that lagged
+    /// while the leader was added and elected learns of it only from the
+    /// leader's own entries (or snapshot). Only the cluster id is checked.
+    fn check_leader_cluster<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        self.check_sender_in(req, false)
+    }
+
+    fn check_sender_in<T>(&self, req: &Request<T>, must_be_member: bool) -> Result<(), Status> {
         let field =
             |key: &str| req.metadata().get(key).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         let ours = self.node.cluster_id();
         match (field(CLUSTER_ID_METADATA), field(FROM_METADATA)) {
             (Some(cluster), Some(from)) if cluster == ours => {
-                if self.node.member(from).is_none() && self.node.knows_members() {
+                if must_be_member && self.node.member(from).is_none() && self.node.knows_members() {
                     return Err(Status::failed_precondition(format!(
                         "raft message from node {from}, {}",
                         super::network::NOT_A_MEMBER
@@ -93,6 +105,7 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<pb::AppendEntriesRequest>,
     ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
+        self.check_leader_cluster(&req)?;
         let rpc = codec::append_req_from_pb(req.into_inner()).map_err(bad_message)?;
         let resp = self.node.raft.append_entries(rpc).await.map_err(raft_failure)?;
         Ok(Response::new(codec::append_resp_to_pb(&resp)))
@@ -102,7 +115,7 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<pb::InstallSnapshotRequest>,
     ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
-        self.check_sender(&req)?;
+        self.check_leader_cluster(&req)?;
         let rpc = codec::snapshot_req_from_pb(req.into_inner()).map_err(bad_message)?;
         let resp = self.node.raft.install_snapshot(rpc).await.map_err(raft_failure)?;
         Ok(Response::new(pb::InstallSnapshotResponse { vote: Some(codec::vote_to_pb(&resp.vote)) }))

@@ -92,6 +92,15 @@ async fn raft_messages_from_strangers_or_malformed_are_refused() {
     let status = raft.vote(foreign.request(vote())).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert!(status.message().starts_with("raft message from cluster"), "{status:?}");
+    // Replication from another cluster too (a node whose address another
+    // cluster still lists must not take its log).
+    let append = raftpb::AppendEntriesRequest {
+        vote: Some(raftpb::Vote { term: 99, node_id: 3, committed: true }),
+        ..Default::default()
+    };
+    let status = raft.append_entries(foreign.request(append)).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(status.message().starts_with("raft message from cluster"), "{status:?}");
     let stranger = Sender { cluster_id: node.cluster_id(), node_id: 99 };
     let status = raft.vote(stranger.request(vote())).await.unwrap_err();
     assert_eq!(
