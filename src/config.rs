@@ -48,6 +48,9 @@ pub struct Config {
     pub client_addr: String,
     /// Where peers connect for Raft traffic. Default 127.0.0.1:2380, etcd's.
     pub peer_addr: String,
+    /// HTTP endpoint for /metrics (Prometheus), /livez, /readyz and /health.
+    /// Default 127.0.0.1:2381; empty: none.
+    pub metrics_addr: String,
     /// Directory of this node's data; created when missing.
     pub data_dir: PathBuf,
     /// The members a new cluster starts with, by node id. Empty: a single-node
@@ -92,6 +95,7 @@ impl Default for Config {
             name: String::new(),
             client_addr: "127.0.0.1:2379".to_string(),
             peer_addr: "127.0.0.1:2380".to_string(),
+            metrics_addr: "127.0.0.1:2381".to_string(),
             data_dir: PathBuf::from("default.placement"),
             initial_members: BTreeMap::new(),
             join: Vec::new(),
@@ -143,6 +147,7 @@ pub struct Overrides {
     pub name: Option<String>,
     pub client_addr: Option<String>,
     pub peer_addr: Option<String>,
+    pub metrics_addr: Option<String>,
     pub data_dir: Option<PathBuf>,
     /// `ID=PEER_ADDR[@CLIENT_ADDR],...`
     pub initial_cluster: Option<String>,
@@ -194,6 +199,9 @@ impl Config {
         }
         if let Some(v) = o.peer_addr {
             config.peer_addr = v;
+        }
+        if let Some(v) = o.metrics_addr {
+            config.metrics_addr = v;
         }
         if let Some(v) = o.data_dir {
             config.data_dir = v;
@@ -299,6 +307,18 @@ impl Config {
         if self.client_addr == self.peer_addr {
             return invalid(format!("client_addr and peer_addr are both {}", self.client_addr));
         }
+        if !self.metrics_addr.is_empty() {
+            if self.metrics_addr.parse::<SocketAddr>().is_err() {
+                return invalid(format!(
+                    "metrics_addr {:?} is not an IP:PORT address (or empty for none)",
+                    self.metrics_addr
+                ));
+            }
+            let port_zero = self.metrics_addr.ends_with(":0");
+            if !port_zero && (self.metrics_addr == self.client_addr || self.metrics_addr == self.peer_addr) {
+                return invalid(format!("metrics_addr {} is also the client or peer address", self.metrics_addr));
+            }
+        }
         if !self.initial_members.is_empty() {
             let Some(me) = self.initial_members.get(&self.node_id) else {
                 let ids: Vec<String> = self.initial_members.keys().map(u64::to_string).collect();
@@ -355,6 +375,7 @@ mod tests {
             node_id: 2,
             peer_addr: "127.0.0.1:2382".into(),
             client_addr: "127.0.0.1:2381".into(),
+            metrics_addr: "127.0.0.1:2383".into(),
             initial_members: parse_initial_cluster("1=127.0.0.1:2380,2=127.0.0.1:2382@127.0.0.1:2381,3=127.0.0.1:2384")
                 .unwrap(),
             ..Default::default()
@@ -404,6 +425,8 @@ mod tests {
             (Box::new(|c| c.node_id = 7), "node_id 7 is not among the initial members (1, 2, 3)"),
             (Box::new(|c| c.client_addr = "nowhere".into()), "client_addr \"nowhere\" is not an IP:PORT"),
             (Box::new(|c| c.client_addr = c.peer_addr.clone()), "client_addr and peer_addr are both"),
+            (Box::new(|c| c.metrics_addr = "metrics".into()), "metrics_addr \"metrics\" is not an IP:PORT"),
+            (Box::new(|c| c.metrics_addr = c.client_addr.clone()), "is also the client or peer address"),
             (Box::new(|c| c.peer_addr = "127.0.0.1:9999".into()), "initial member 2 has peer address 127.0.0.1:2382"),
             (Box::new(|c| c.heartbeat_interval_ms = 5000), "heartbeat_interval_ms (5000) must be positive and below"),
             (Box::new(|c| c.max_request_bytes = 0), "max_request_bytes (0)"),

@@ -20,6 +20,7 @@ pub mod api;
 pub mod backup;
 pub mod config;
 pub mod join;
+pub mod metrics;
 pub mod proto;
 pub mod raft;
 pub mod runtime;

@@ -20,3 +20,14 @@ pub mod raft {
         tonic::include_proto!("raft.v1");
     }
 }
+
+/// The standard gRPC health checking protocol.
+pub mod grpc {
+    /// `grpc.health`.
+    pub mod health {
+        /// `grpc.health.v1`.
+        pub mod v1 {
+            tonic::include_proto!("grpc.health.v1");
+        }
+    }
+}

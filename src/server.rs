@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::api::health::{count_leader_changes, http_answer, HealthService};
 use crate::api::{ApiContext, ClusterService, KvService, LeaseService, MaintenanceService, WatchService};
 use crate::config::{Config, ConfigError};
 use crate::join::Identity;
@@ -13,6 +14,7 @@ use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
+use crate::proto::grpc::health::v1::health_server::HealthServer;
 use crate::proto::raft::v1::raft_server::RaftServer;
 use crate::raft::compactor::AutoCompaction;
 use crate::raft::node::cluster_id;
@@ -48,12 +50,14 @@ pub enum ServerError {
     Removed(u64),
 }
 
-/// The two listening sockets of a node.
+/// The listening sockets of a node.
 pub struct Listeners {
     /// For clients (etcd API).
     pub client: Listener,
     /// For peers (raft.v1).
     pub peer: Listener,
+    /// For /metrics and the HTTP probes, if served.
+    pub metrics: Option<Listener>,
 }
 
 impl Listeners {
@@ -62,7 +66,15 @@ impl Listeners {
         let bind = |addr: String| async move {
             Listener::bind(&addr).await.map_err(|cause| ServerError::Bind { addr, cause })
         };
-        Ok(Self { client: bind(config.client_addr.clone()).await?, peer: bind(config.peer_addr.clone()).await? })
+        let metrics = match config.metrics_addr.as_str() {
+            "" => None,
+            addr => Some(bind(addr.to_string()).await?),
+        };
+        Ok(Self {
+            client: bind(config.client_addr.clone()).await?,
+            peer: bind(config.peer_addr.clone()).await?,
+            metrics,
+        })
     }
 }
 
@@ -74,6 +86,8 @@ pub struct Server {
     pub client_addr: SocketAddr,
     /// Where peers connect.
     pub peer_addr: SocketAddr,
+    /// Where /metrics and the probes are served, if they are.
+    pub metrics_addr: Option<SocketAddr>,
     /// The client-facing server: stopped first, so no request starts during shutdown.
     client_tasks: TaskGroup,
     /// The peer-facing server: stopped last, so peers can finish with us.
@@ -140,7 +154,22 @@ impl Server {
             .add_service(watch)
             .add_service(lease)
             .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
-            .add_service(MaintenanceServer::new(MaintenanceService::new(ctx.clone())));
+            .add_service(MaintenanceServer::new(MaintenanceService::new(ctx.clone())))
+            .add_service(HealthServer::new(HealthService::new(ctx.clone())));
+        client_tasks.spawn("leader-changes", count_leader_changes(node.clone(), client_tasks.shutdown_signal()));
+        let mut metrics_addr = None;
+        if let Some(listener) = listeners.metrics {
+            metrics_addr = Some(
+                listener
+                    .local_addr()
+                    .map_err(|cause| ServerError::Bind { addr: config.metrics_addr.clone(), cause })?,
+            );
+            let http_node = node.clone();
+            let handler: runtime::HttpHandler = Arc::new(move |path: &str| http_answer(&http_node, path));
+            let mut stop = client_tasks.shutdown_signal();
+            client_tasks
+                .spawn("metrics-http", runtime::serve_http(listener, handler, async move { stop.wait().await }));
+        }
         // The leader's lease expiry and auto-compaction run on every node and
         // act only while it leads.
         let expiry_node = node.clone();
@@ -191,7 +220,7 @@ impl Server {
             }
         });
         tracing::info!(node_id = identity.node_id, %client_addr, %peer_addr, data_dir = %config.data_dir.display(), "node started");
-        Ok(Self { node, client_addr, peer_addr, client_tasks, peer_tasks })
+        Ok(Self { node, client_addr, peer_addr, metrics_addr, client_tasks, peer_tasks })
     }
 
     /// Who this node is: as stored in its data dir, else by joining (when

@@ -74,6 +74,7 @@ impl SimCluster {
                 peer_addr: members[&id].peer_addr.clone(),
                 data_dir: PathBuf::from(format!("/sim/node{id}")),
                 initial_members: members.clone(),
+                metrics_addr: String::new(),
                 heartbeat_interval_ms: 100,
                 election_timeout_ms: 500,
                 request_timeout_ms: 3000,

@@ -82,37 +82,54 @@ impl ClusterService {
 impl Cluster for ClusterService {
     #[instrument(skip_all)]
     async fn member_list(&self, req: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
-        let (header, members) = self.members(req.into_inner().linearizable).await?;
-        Ok(Response::new(MemberListResponse { header: Some(header), members }))
+        self.ctx
+            .observe("Cluster/MemberList", async move {
+                let (header, members) = self.members(req.into_inner().linearizable).await?;
+                Ok(Response::new(MemberListResponse { header: Some(header), members }))
+            })
+            .await
     }
 
     #[instrument(skip_all)]
     async fn member_add(&self, req: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
-        let req = req.into_inner();
-        let peer_addr = peer_addr(&req.peer_ur_ls)?;
-        // etcd: a member's name and client URLs are empty until it starts.
-        let new = crate::raft::Member { name: String::new(), peer_addr, client_addr: String::new() };
-        let id = self.change(MemberChange::Add { member: new, learner: req.is_learner }).await?;
-        let (header, members) = self.members(true).await?;
-        let added = members.iter().find(|m| m.id == id).cloned();
-        Ok(Response::new(MemberAddResponse { header: Some(header), member: added, members }))
+        self.ctx
+            .observe("Cluster/MemberAdd", async move {
+                let req = req.into_inner();
+                let peer_addr = peer_addr(&req.peer_ur_ls)?;
+                // etcd: a member's name and client URLs are empty until it starts.
+                let new = crate::raft::Member { name: String::new(), peer_addr, client_addr: String::new() };
+                let id = self.change(MemberChange::Add { member: new, learner: req.is_learner }).await?;
+                let (header, members) = self.members(true).await?;
+                let added = members.iter().find(|m| m.id == id).cloned();
+                Ok(Response::new(MemberAddResponse { header: Some(header), member: added, members }))
+            })
+            .await
     }
 
     #[instrument(skip_all)]
     async fn member_remove(&self, req: Request<MemberRemoveRequest>) -> Result<Response<MemberRemoveResponse>, Status> {
-        self.change(MemberChange::Remove(req.into_inner().id)).await?;
-        let (header, members) = self.members(true).await?;
-        Ok(Response::new(MemberRemoveResponse { header: Some(header), members }))
+        self.ctx
+            .observe("Cluster/MemberRemove", async move {
+                self.change(MemberChange::Remove(req.into_inner().id)).await?;
+                let (header, members) = self.members(true).await?;
+                Ok(Response::new(MemberRemoveResponse { header: Some(header), members }))
+            })
+            .await
     }
 
     #[instrument(skip_all)]
     async fn member_update(&self, req: Request<MemberUpdateRequest>) -> Result<Response<MemberUpdateResponse>, Status> {
-        let req = req.into_inner();
-        let peer_addr = peer_addr(&req.peer_ur_ls)?;
-        let change = MemberChange::Update { id: req.id, peer_addr: Some(peer_addr), name: None, client_addr: None };
-        self.change(change).await?;
-        let (header, members) = self.members(true).await?;
-        Ok(Response::new(MemberUpdateResponse { header: Some(header), members }))
+        self.ctx
+            .observe("Cluster/MemberUpdate", async move {
+                let req = req.into_inner();
+                let peer_addr = peer_addr(&req.peer_ur_ls)?;
+                let change =
+                    MemberChange::Update { id: req.id, peer_addr: Some(peer_addr), name: None, client_addr: None };
+                self.change(change).await?;
+                let (header, members) = self.members(true).await?;
+                Ok(Response::new(MemberUpdateResponse { header: Some(header), members }))
+            })
+            .await
     }
 
     #[instrument(skip_all)]
@@ -120,9 +137,13 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        self.change(MemberChange::Promote(req.into_inner().id)).await?;
-        let (header, members) = self.members(true).await?;
-        Ok(Response::new(MemberPromoteResponse { header: Some(header), members }))
+        self.ctx
+            .observe("Cluster/MemberPromote", async move {
+                self.change(MemberChange::Promote(req.into_inner().id)).await?;
+                let (header, members) = self.members(true).await?;
+                Ok(Response::new(MemberPromoteResponse { header: Some(header), members }))
+            })
+            .await
     }
 }
 

@@ -37,6 +37,19 @@ impl ApiContext {
         Arc::new(Self { node, max_request_bytes, shutdown })
     }
 
+    /// Runs one gRPC call's `work`, counting it and its latency under `method`.
+    pub async fn observe<T>(
+        &self,
+        method: &'static str,
+        work: impl std::future::Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<T, tonic::Status> {
+        let started = crate::runtime::now();
+        let result = work.await;
+        let code = result.as_ref().err().map_or("OK", |s| crate::metrics::code_name(s.code()));
+        self.node.metrics().request(method, code, crate::runtime::now() - started);
+        result
+    }
+
     /// A response header at `revision`.
     pub fn header(&self, revision: i64) -> ResponseHeader {
         ResponseHeader {

@@ -35,35 +35,55 @@ impl KvService {
 impl Kv for KvService {
     #[instrument(skip_all, fields(serializable = req.get_ref().serializable))]
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
-        let req = req.into_inner();
-        self.ctx.check_size(&req)?;
-        if !req.serializable {
-            self.ctx.node.read_barrier().await.map_err(ApiError::from)?;
-        }
-        let state = read_state(self.ctx.node.state());
-        let mut resp = state.range(&req).map_err(ApiError::from)?;
-        resp.header = Some(self.ctx.header(state.revision()));
-        Ok(Response::new(resp))
+        self.ctx
+            .observe("KV/Range", async move {
+                let req = req.into_inner();
+                self.ctx.check_size(&req)?;
+                if !req.serializable {
+                    self.ctx.node.read_barrier().await.map_err(ApiError::from)?;
+                }
+                let state = read_state(self.ctx.node.state());
+                let mut resp = state.range(&req).map_err(ApiError::from)?;
+                resp.header = Some(self.ctx.header(state.revision()));
+                Ok(Response::new(resp))
+            })
+            .await
     }
 
     #[instrument(skip_all)]
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        self.ctx.write(command::Request::Put(req.into_inner())).await.map_err(Into::into)
+        self.ctx
+            .observe("KV/Put", async move {
+                self.ctx.write(command::Request::Put(req.into_inner())).await.map_err(Into::into)
+            })
+            .await
     }
 
     #[instrument(skip_all)]
     async fn delete_range(&self, req: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
-        self.ctx.write(command::Request::DeleteRange(req.into_inner())).await.map_err(Into::into)
+        self.ctx
+            .observe("KV/DeleteRange", async move {
+                self.ctx.write(command::Request::DeleteRange(req.into_inner())).await.map_err(Into::into)
+            })
+            .await
     }
 
     #[instrument(skip_all)]
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        self.ctx.write(command::Request::Txn(req.into_inner())).await.map_err(Into::into)
+        self.ctx
+            .observe("KV/Txn", async move {
+                self.ctx.write(command::Request::Txn(req.into_inner())).await.map_err(Into::into)
+            })
+            .await
     }
 
     #[instrument(skip_all, fields(revision = req.get_ref().revision))]
     async fn compact(&self, req: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
-        // Applied on every replica as part of the command: `physical` holds.
-        self.ctx.write(command::Request::Compaction(req.into_inner())).await.map_err(Into::into)
+        self.ctx
+            .observe("KV/Compact", async move {
+                // Applied on every replica as part of the command: `physical` holds.
+                self.ctx.write(command::Request::Compaction(req.into_inner())).await.map_err(Into::into)
+            })
+            .await
     }
 }

@@ -47,24 +47,32 @@ type KeepAliveStream = super::context::ResponseStream<LeaseKeepAliveResponse>;
 impl Lease for LeaseService {
     #[instrument(skip_all, fields(ttl = req.get_ref().ttl, id = req.get_ref().id))]
     async fn lease_grant(&self, req: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
-        let req = req.into_inner();
-        let ttl = req.ttl.max(self.min_ttl);
-        // The proposer picks the id, so every replica applies the same one; a
-        // random pick that collides is retried with another.
-        let attempts = if req.id == 0 { 3 } else { 1 };
-        for attempt in 1..=attempts {
-            let id = if req.id == 0 { runtime::rng().gen_range(1..i64::MAX) } else { req.id };
-            match self.ctx.write(command::Request::LeaseGrant(LeaseGrantRequest { ttl, id })).await {
-                Err(ApiError::State(StateError::LeaseExists)) if attempt < attempts => continue,
-                answer => return answer.map_err(Into::into),
-            }
-        }
-        Err(ApiError::State(StateError::LeaseExists).into())
+        self.ctx
+            .observe("Lease/LeaseGrant", async move {
+                let req = req.into_inner();
+                let ttl = req.ttl.max(self.min_ttl);
+                // The proposer picks the id, so every replica applies the same one; a
+                // random pick that collides is retried with another.
+                let attempts = if req.id == 0 { 3 } else { 1 };
+                for attempt in 1..=attempts {
+                    let id = if req.id == 0 { runtime::rng().gen_range(1..i64::MAX) } else { req.id };
+                    match self.ctx.write(command::Request::LeaseGrant(LeaseGrantRequest { ttl, id })).await {
+                        Err(ApiError::State(StateError::LeaseExists)) if attempt < attempts => continue,
+                        answer => return answer.map_err(Into::into),
+                    }
+                }
+                Err(ApiError::State(StateError::LeaseExists).into())
+            })
+            .await
     }
 
     #[instrument(skip_all, fields(id = req.get_ref().id))]
     async fn lease_revoke(&self, req: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
-        self.ctx.write(command::Request::LeaseRevoke(req.into_inner())).await.map_err(Into::into)
+        self.ctx
+            .observe("Lease/LeaseRevoke", async move {
+                self.ctx.write(command::Request::LeaseRevoke(req.into_inner())).await.map_err(Into::into)
+            })
+            .await
     }
 
     type LeaseKeepAliveStream = KeepAliveStream;
@@ -73,9 +81,14 @@ impl Lease for LeaseService {
         &self,
         req: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        let (out, rx) = tokio::sync::mpsc::channel(16);
-        runtime::spawn_detached("lease-keepalive", keep_alive(self.ctx.clone(), req.into_inner(), out));
-        Ok(Response::new(Box::pin(receiver_stream(rx))))
+        self.ctx
+            .observe("Lease/LeaseKeepAlive", async move {
+                let (out, rx) = tokio::sync::mpsc::channel(16);
+                runtime::spawn_detached("lease-keepalive", keep_alive(self.ctx.clone(), req.into_inner(), out));
+                let stream: Self::LeaseKeepAliveStream = Box::pin(receiver_stream(rx));
+                Ok(Response::new(stream))
+            })
+            .await
     }
 
     #[instrument(skip_all, fields(id = req.get_ref().id))]
@@ -83,39 +96,47 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        let req = req.into_inner();
-        let ttl = self.ctx.node.lease_ttl(req.id).await.map_err(ApiError::from)?;
-        let Some(ttl) = ttl else {
-            // etcd answers an unknown lease with TTL -1, not an error.
-            return Ok(Response::new(LeaseTimeToLiveResponse {
-                header: Some(self.ctx.header(self.current_revision())),
-                id: req.id,
-                ttl: -1,
-                ..Default::default()
-            }));
-        };
-        let keys = if req.keys {
-            self.ctx.node.read_barrier().await.map_err(ApiError::from)?;
-            let state = read_state(self.ctx.node.state());
-            state.leases().get(&req.id).map(|l| l.keys.iter().cloned().collect()).unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        Ok(Response::new(LeaseTimeToLiveResponse {
-            header: Some(self.ctx.header(self.current_revision())),
-            id: req.id,
-            ttl: ttl.remaining,
-            granted_ttl: ttl.granted,
-            keys,
-        }))
+        self.ctx
+            .observe("Lease/LeaseTimeToLive", async move {
+                let req = req.into_inner();
+                let ttl = self.ctx.node.lease_ttl(req.id).await.map_err(ApiError::from)?;
+                let Some(ttl) = ttl else {
+                    // etcd answers an unknown lease with TTL -1, not an error.
+                    return Ok(Response::new(LeaseTimeToLiveResponse {
+                        header: Some(self.ctx.header(self.current_revision())),
+                        id: req.id,
+                        ttl: -1,
+                        ..Default::default()
+                    }));
+                };
+                let keys = if req.keys {
+                    self.ctx.node.read_barrier().await.map_err(ApiError::from)?;
+                    let state = read_state(self.ctx.node.state());
+                    state.leases().get(&req.id).map(|l| l.keys.iter().cloned().collect()).unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                Ok(Response::new(LeaseTimeToLiveResponse {
+                    header: Some(self.ctx.header(self.current_revision())),
+                    id: req.id,
+                    ttl: ttl.remaining,
+                    granted_ttl: ttl.granted,
+                    keys,
+                }))
+            })
+            .await
     }
 
     #[instrument(skip_all)]
     async fn lease_leases(&self, _req: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
-        self.ctx.node.read_barrier().await.map_err(ApiError::from)?;
-        let state = read_state(self.ctx.node.state());
-        let leases = state.leases().keys().map(|id| LeaseStatus { id: *id }).collect();
-        Ok(Response::new(LeaseLeasesResponse { header: Some(self.ctx.header(state.revision())), leases }))
+        self.ctx
+            .observe("Lease/LeaseLeases", async move {
+                self.ctx.node.read_barrier().await.map_err(ApiError::from)?;
+                let state = read_state(self.ctx.node.state());
+                let leases = state.leases().keys().map(|id| LeaseStatus { id: *id }).collect();
+                Ok(Response::new(LeaseLeasesResponse { header: Some(self.ctx.header(state.revision())), leases }))
+            })
+            .await
     }
 }
 

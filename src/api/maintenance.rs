@@ -44,81 +44,97 @@ impl MaintenanceService {
 impl Maintenance for MaintenanceService {
     #[instrument(skip_all)]
     async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        let node = &self.ctx.node;
-        let metrics = node.raft.metrics().borrow().clone();
-        let mut errors = Vec::new();
-        if let Err(e) = &metrics.running_state {
-            errors.push(format!("raft stopped: {e}"));
-        }
-        if metrics.current_leader.is_none() {
-            errors.push("etcdserver: no leader".to_string());
-        }
-        let db_size = node.storage_bytes().unwrap_or_else(|e| {
-            errors.push(format!("storage size unknown: {e}"));
-            0
-        });
-        let (revision, in_use) = {
-            let state = read_state(node.state());
-            (state.revision(), state.size_bytes())
-        };
-        let learner = !metrics.membership_config.membership().voter_ids().any(|id| id == node.id);
-        Ok(Response::new(StatusResponse {
-            header: Some(self.ctx.header(revision)),
-            version: ETCD_VERSION.to_string(),
-            db_size: db_size as i64,
-            leader: metrics.current_leader.unwrap_or(0),
-            // openraft's metrics carry no commit index: the last log index
-            // is this member's Raft index (committed or not).
-            raft_index: metrics.last_log_index.unwrap_or(0),
-            raft_term: metrics.current_term,
-            raft_applied_index: metrics.last_applied.map_or(0, |id| id.index),
-            errors,
-            db_size_in_use: in_use as i64,
-            is_learner: learner,
-        }))
+        self.ctx
+            .observe("Maintenance/Status", async move {
+                let node = &self.ctx.node;
+                let metrics = node.raft.metrics().borrow().clone();
+                let mut errors = Vec::new();
+                if let Err(e) = &metrics.running_state {
+                    errors.push(format!("raft stopped: {e}"));
+                }
+                if metrics.current_leader.is_none() {
+                    errors.push("etcdserver: no leader".to_string());
+                }
+                let db_size = node.storage_bytes().unwrap_or_else(|e| {
+                    errors.push(format!("storage size unknown: {e}"));
+                    0
+                });
+                let (revision, in_use) = {
+                    let state = read_state(node.state());
+                    (state.revision(), state.size_bytes())
+                };
+                let learner = !metrics.membership_config.membership().voter_ids().any(|id| id == node.id);
+                Ok(Response::new(StatusResponse {
+                    header: Some(self.ctx.header(revision)),
+                    version: ETCD_VERSION.to_string(),
+                    db_size: db_size as i64,
+                    leader: metrics.current_leader.unwrap_or(0),
+                    // openraft's metrics carry no commit index: the last log index
+                    // is this member's Raft index (committed or not).
+                    raft_index: metrics.last_log_index.unwrap_or(0),
+                    raft_term: metrics.current_term,
+                    raft_applied_index: metrics.last_applied.map_or(0, |id| id.index),
+                    errors,
+                    db_size_in_use: in_use as i64,
+                    is_learner: learner,
+                }))
+            })
+            .await
     }
 
     #[instrument(skip_all)]
     async fn defragment(&self, _req: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
-        let node = self.ctx.node.clone();
-        node.defragment().await.map_err(ApiError::from)?;
-        let revision = read_state(node.state()).revision();
-        Ok(Response::new(DefragmentResponse { header: Some(self.ctx.header(revision)) }))
+        self.ctx
+            .observe("Maintenance/Defragment", async move {
+                let node = self.ctx.node.clone();
+                node.defragment().await.map_err(ApiError::from)?;
+                let revision = read_state(node.state()).revision();
+                Ok(Response::new(DefragmentResponse { header: Some(self.ctx.header(revision)) }))
+            })
+            .await
     }
 
     /// A digest of this member's whole state machine (keys, history, leases)
     /// at its applied index: equal on members that applied the same entries.
     #[instrument(skip_all)]
     async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        let (revision, hash) = {
-            let state = read_state(self.ctx.node.state());
-            (state.revision(), state.hash())
-        };
-        Ok(Response::new(HashResponse { header: Some(self.ctx.header(revision)), hash: fold(hash) }))
+        self.ctx
+            .observe("Maintenance/Hash", async move {
+                let (revision, hash) = {
+                    let state = read_state(self.ctx.node.state());
+                    (state.revision(), state.hash())
+                };
+                Ok(Response::new(HashResponse { header: Some(self.ctx.header(revision)), hash: fold(hash) }))
+            })
+            .await
     }
 
     /// A digest of the keys as of `revision` (0: now): members agree on it for
     /// any revision they all keep, whatever else they applied since.
     #[instrument(skip_all)]
     async fn hash_kv(&self, req: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        let asked = req.into_inner().revision;
-        let state = read_state(self.ctx.node.state());
-        let current = state.revision();
-        let at = if asked <= 0 { current } else { asked };
-        let all = RangeRequest { key: vec![0], range_end: vec![0], revision: at, ..Default::default() };
-        let kvs = state.range(&all).map_err(ApiError::from)?.kvs;
-        let mut hasher = crc32fast::Hasher::new();
-        for kv in &kvs {
-            hasher.update(&prost::Message::encode_to_vec(kv));
-        }
-        let compact_revision = state.compact_revision();
-        drop(state);
-        Ok(Response::new(HashKvResponse {
-            header: Some(self.ctx.header(current)),
-            hash: hasher.finalize(),
-            compact_revision,
-            hash_revision: at,
-        }))
+        self.ctx
+            .observe("Maintenance/HashKV", async move {
+                let asked = req.into_inner().revision;
+                let state = read_state(self.ctx.node.state());
+                let current = state.revision();
+                let at = if asked <= 0 { current } else { asked };
+                let all = RangeRequest { key: vec![0], range_end: vec![0], revision: at, ..Default::default() };
+                let kvs = state.range(&all).map_err(ApiError::from)?.kvs;
+                let mut hasher = crc32fast::Hasher::new();
+                for kv in &kvs {
+                    hasher.update(&prost::Message::encode_to_vec(kv));
+                }
+                let compact_revision = state.compact_revision();
+                drop(state);
+                Ok(Response::new(HashKvResponse {
+                    header: Some(self.ctx.header(current)),
+                    hash: hasher.finalize(),
+                    compact_revision,
+                    hash_revision: at,
+                }))
+            })
+            .await
     }
 
     type SnapshotStream = super::context::ResponseStream<SnapshotResponse>;
@@ -127,32 +143,41 @@ impl Maintenance for MaintenanceService {
     /// header's revision is the revision of the backup.
     #[instrument(skip_all)]
     async fn snapshot(&self, _req: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
-        let (revision, file) = {
-            let state = read_state(self.ctx.node.state());
-            (state.revision(), crate::backup::encode(&snapshot_bytes(&state)))
-        };
-        let header = self.ctx.header(revision);
-        let total = file.len();
-        let messages: Vec<Result<SnapshotResponse, Status>> = file
-            .chunks(SNAPSHOT_CHUNK)
-            .scan(0usize, |sent, chunk| {
-                *sent += chunk.len();
-                Some(Ok(SnapshotResponse {
-                    header: Some(header),
-                    remaining_bytes: (total - *sent) as u64,
-                    blob: chunk.to_vec(),
-                    version: ETCD_VERSION.to_string(),
-                }))
+        self.ctx
+            .observe("Maintenance/Snapshot", async move {
+                let (revision, file) = {
+                    let state = read_state(self.ctx.node.state());
+                    (state.revision(), crate::backup::encode(&snapshot_bytes(&state)))
+                };
+                let header = self.ctx.header(revision);
+                let total = file.len();
+                let messages: Vec<Result<SnapshotResponse, Status>> = file
+                    .chunks(SNAPSHOT_CHUNK)
+                    .scan(0usize, |sent, chunk| {
+                        *sent += chunk.len();
+                        Some(Ok(SnapshotResponse {
+                            header: Some(header),
+                            remaining_bytes: (total - *sent) as u64,
+                            blob: chunk.to_vec(),
+                            version: ETCD_VERSION.to_string(),
+                        }))
+                    })
+                    .collect();
+                let stream: Self::SnapshotStream = Box::pin(futures::stream::iter(messages));
+                Ok(Response::new(stream))
             })
-            .collect();
-        Ok(Response::new(Box::pin(futures::stream::iter(messages))))
+            .await
     }
 
     #[instrument(skip_all)]
     async fn move_leader(&self, req: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
-        let target = req.into_inner().target_id;
-        self.ctx.node.transfer_leadership(target).await.map_err(ApiError::from)?;
-        let revision = read_state(self.ctx.node.state()).revision();
-        Ok(Response::new(MoveLeaderResponse { header: Some(self.ctx.header(revision)) }))
+        self.ctx
+            .observe("Maintenance/MoveLeader", async move {
+                let target = req.into_inner().target_id;
+                self.ctx.node.transfer_leadership(target).await.map_err(ApiError::from)?;
+                let revision = read_state(self.ctx.node.state()).revision();
+                Ok(Response::new(MoveLeaderResponse { header: Some(self.ctx.header(revision)) }))
+            })
+            .await
     }
 }

@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod context;
 pub mod error;
+pub mod health;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;

@@ -89,14 +89,35 @@ impl Watch for WatchService {
     type WatchStream = WatchResponseStream;
 
     async fn watch(&self, req: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
-        let (out, rx) = mpsc::channel(STREAM_BUFFER);
-        let stream = WatchStream { ctx: self.ctx.clone(), watchers: BTreeMap::new(), next_auto_id: 0, out };
-        runtime::spawn_detached("watch-stream", stream.run(req.into_inner(), self.progress_interval));
-        Ok(Response::new(Box::pin(receiver_stream(rx))))
+        self.ctx
+            .observe("Watch/Watch", async move {
+                let (out, rx) = mpsc::channel(STREAM_BUFFER);
+                let stream = WatchStream { ctx: self.ctx.clone(), watchers: BTreeMap::new(), next_auto_id: 0, out };
+                runtime::spawn_detached("watch-stream", stream.run(req.into_inner(), self.progress_interval));
+                let stream: Self::WatchStream = Box::pin(receiver_stream(rx));
+                Ok(Response::new(stream))
+            })
+            .await
+    }
+}
+
+impl Drop for WatchStream {
+    fn drop(&mut self) {
+        let open = self.watchers.len() as u64;
+        self.ctx.node.metrics().watchers.fetch_sub(open, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 impl WatchStream {
+    /// Forgets watcher `id`; whether it existed.
+    fn remove(&mut self, id: i64) -> bool {
+        let existed = self.watchers.remove(&id).is_some();
+        if existed {
+            self.ctx.node.metrics().watchers.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        existed
+    }
+
     async fn run(mut self, mut requests: Streaming<WatchRequest>, progress_interval: Duration) {
         let mut applied = self.ctx.node.applied_revision();
         let mut next_tick = runtime::now() + progress_interval;
@@ -145,7 +166,7 @@ impl WatchStream {
         match req.request_union {
             Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
             Some(RequestUnion::CancelRequest(cancel)) => {
-                if self.watchers.remove(&cancel.watch_id).is_some() {
+                if self.remove(cancel.watch_id) {
                     let header = Some(self.ctx.header(self.applied_revision()));
                     self.send(WatchResponse {
                         header,
@@ -201,6 +222,7 @@ impl WatchStream {
             sent_since_tick: false,
         };
         self.watchers.insert(id, watcher);
+        self.ctx.node.metrics().watchers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.send(WatchResponse { header, watch_id: id, created: true, ..Default::default() }).await?;
         // A start revision in the past has events to replay right away.
         self.deliver().await
@@ -230,7 +252,7 @@ impl WatchStream {
         let Ok(events) = state.events_from(watcher.next) else {
             let compact_revision = state.compact_revision();
             drop(state);
-            self.watchers.remove(&id);
+            self.remove(id);
             return Some(WatchResponse {
                 header: Some(ctx.header(current)),
                 watch_id: id,

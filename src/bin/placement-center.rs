@@ -25,6 +25,9 @@ struct Args {
     /// Peer (Raft) address, IP:PORT.
     #[arg(long, env = "PLACEMENT_PEER_ADDR")]
     peer_addr: Option<String>,
+    /// HTTP address for /metrics, /livez, /readyz, /health, IP:PORT ("" for none).
+    #[arg(long, env = "PLACEMENT_METRICS_ADDR")]
+    metrics_addr: Option<String>,
     /// Data directory.
     #[arg(long, env = "PLACEMENT_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -64,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
         name: args.name,
         client_addr: args.client_addr,
         peer_addr: args.peer_addr,
+        metrics_addr: args.metrics_addr,
         data_dir: args.data_dir,
         initial_cluster: args.initial_cluster,
         join: args.join,

@@ -97,6 +97,8 @@ pub struct RaftNode {
     engine: Arc<dyn Engine>,
     /// Election timeout range (the longest is the followers' leader lease).
     election_timeout: (Duration, Duration),
+    /// What this node measures (see `/metrics`).
+    metrics: Arc<crate::metrics::Metrics>,
     /// Peers that refused our Raft messages as from a non-member.
     disowned: super::network::Disowned,
     /// Set while this leader hands over leadership (see `transfer`).
@@ -132,8 +134,11 @@ impl RaftNode {
             ..Default::default()
         };
         let config = Arc::new(config.validate().map_err(|e| NodeError::Raft(e.to_string()))?);
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let engine: Arc<dyn Engine> = Arc::new(crate::storage::Timed::new(engine, metrics.clone()));
         let engine_for_status = engine.clone();
-        let sm = StateMachineStore::open(engine.clone()).map_err(|e| NodeError::Raft(e.to_string()))?;
+        let mut sm = StateMachineStore::open(engine.clone()).map_err(|e| NodeError::Raft(e.to_string()))?;
+        sm.set_metrics(metrics.clone());
         let state = sm.shared_state();
         let applied_revision = sm.applied_revision();
         let sender = Sender { cluster_id: opts.cluster_id, node_id: opts.id };
@@ -160,6 +165,7 @@ impl RaftNode {
             peers: PeerClients::default(),
             leases: Default::default(),
             election_timeout: opts.election_timeout,
+            metrics,
             disowned,
             transferring: Default::default(),
             engine: engine_for_status,
@@ -175,6 +181,11 @@ impl RaftNode {
     /// Deadline for client requests.
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
+    }
+
+    /// What this node measures.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     /// The election timeout range.

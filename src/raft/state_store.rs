@@ -69,6 +69,8 @@ pub struct StateMachineStore {
     snapshot_seq: u64,
     /// Publishes the applied revision to watchers.
     revision_tx: tokio::sync::watch::Sender<i64>,
+    /// Where apply durations go.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -76,6 +78,11 @@ fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
 }
 
 impl StateMachineStore {
+    /// Records apply durations into `metrics`.
+    pub fn set_metrics(&mut self, metrics: Arc<crate::metrics::Metrics>) {
+        self.metrics = Some(metrics);
+    }
+
     /// Loads the persisted state machine (empty on a fresh engine).
     pub fn open(engine: Arc<dyn Engine>) -> Result<Self, StorageError> {
         let get = |key: &[u8]| engine.get(CF_SM, key).map_err(sm_err);
@@ -107,6 +114,7 @@ impl StateMachineStore {
             membership,
             snapshot_seq: 0,
             revision_tx: tokio::sync::watch::Sender::new(revision),
+            metrics: None,
         })
     }
 
@@ -207,6 +215,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = crate::runtime::now();
         let mut batch = WriteBatch::new();
         let mut results = Vec::new();
         let state = self.state.clone();
@@ -237,6 +246,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.engine.write(batch, false).map_err(|e| write_err(ErrorSubject::StateMachine, e))?;
         // Watchers read the state once it is applied (and persisted).
         self.revision_tx.send_if_modified(|r| std::mem::replace(r, revision) != revision);
+        if let Some(metrics) = &self.metrics {
+            metrics.apply.observe(crate::runtime::now() - started);
+        }
         Ok(results)
     }
 

@@ -71,3 +71,78 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     router.serve_with_shutdown(listener.0, shutdown).await
 }
+
+/// What an HTTP endpoint answers for a GET of a path: (status, content type, body).
+pub type HttpHandler = std::sync::Arc<dyn Fn(&str) -> (u16, &'static str, String) + Send + Sync>;
+
+/// Serves plain HTTP/1.1 GETs on `listener` (metrics and probes: one request
+/// per connection, no keep-alive) until `shutdown` completes.
+#[cfg(not(madsim))]
+pub async fn serve_http(listener: Listener, handler: HttpHandler, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => return,
+            accepted = listener.0.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), http_exchange(stream, handler));
+                    if let Ok(Err(e)) = answer.await {
+                        tracing::debug!(cause = %e, "http request failed");
+                    }
+                });
+            }
+        }
+    }
+}
+
+#[cfg(not(madsim))]
+async fn http_exchange(mut stream: tokio::net::TcpStream, handler: HttpHandler) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        request.extend_from_slice(&buf[..n]);
+        if request.len() > 16 * 1024 {
+            break;
+        }
+    }
+    let head = String::from_utf8_lossy(&request);
+    let mut words = head.lines().next().unwrap_or_default().split_whitespace();
+    let (method, target) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+    let path = target.split('?').next().unwrap_or_default();
+    let (status, content_type, body) = match method {
+        "GET" | "HEAD" => handler(path),
+        _ => (405, "text/plain; charset=utf-8", "only GET is served\n".to_string()),
+    };
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        503 => "Service Unavailable",
+        _ => "",
+    };
+    let mut response = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if method != "HEAD" {
+        response.extend_from_slice(body.as_bytes());
+    }
+    stream.write_all(&response).await?;
+    stream.shutdown().await
+}
+
+/// The simulation serves no HTTP (metrics and probes are for operators):
+/// waits for `shutdown`.
+#[cfg(madsim)]
+pub async fn serve_http(_listener: Listener, _handler: HttpHandler, shutdown: impl Future<Output = ()>) {
+    shutdown.await
+}

@@ -191,6 +191,11 @@ impl KvState {
         self.revision
     }
 
+    /// How many live keys there are.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
     /// Every live record, in key order.
     pub fn records(&self) -> impl Iterator<Item = &KeyValue> {
         self.keys.values()

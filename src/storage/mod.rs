@@ -14,6 +14,7 @@ pub mod sim_disk;
 #[cfg(test)]
 mod contract_tests;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Errors of the storage layer.
@@ -130,5 +131,68 @@ pub trait Engine: Send + Sync + 'static {
     /// zero for real engines (their latency is real).
     fn injected_latency(&self) -> Duration {
         Duration::ZERO
+    }
+}
+
+/// An engine that times its synced writes into a node's metrics.
+pub struct Timed {
+    inner: Arc<dyn Engine>,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Timed {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Engine>, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        Self { inner, metrics }
+    }
+}
+
+impl Engine for Timed {
+    fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.get(cf, key)
+    }
+
+    fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StorageError> {
+        if !sync {
+            return self.inner.write(batch, false);
+        }
+        let started = crate::runtime::now();
+        let result = self.inner.write(batch, true);
+        self.metrics.disk_sync.observe(crate::runtime::now() - started);
+        result
+    }
+
+    fn scan(
+        &self,
+        cf: &'static str,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Pair>, StorageError> {
+        self.inner.scan(cf, start, end, limit)
+    }
+
+    fn last(&self, cf: &'static str) -> Result<Option<Pair>, StorageError> {
+        self.inner.last(cf)
+    }
+
+    fn export(&self, cf: &'static str) -> Result<Vec<Pair>, StorageError> {
+        self.inner.export(cf)
+    }
+
+    fn clear_into(&self, cf: &'static str, batch: &mut WriteBatch) -> Result<(), StorageError> {
+        self.inner.clear_into(cf, batch)
+    }
+
+    fn size_bytes(&self) -> Result<u64, StorageError> {
+        self.inner.size_bytes()
+    }
+
+    fn defragment(&self) -> Result<(), StorageError> {
+        self.inner.defragment()
+    }
+
+    fn injected_latency(&self) -> Duration {
+        self.inner.injected_latency()
     }
 }

@@ -26,6 +26,7 @@ pub fn test_config(id: u64) -> Config {
         heartbeat_interval_ms: 100,
         election_timeout_ms: 800,
         request_timeout_ms: 10_000,
+        metrics_addr: String::new(),
         ..Config::default()
     }
 }
@@ -43,7 +44,7 @@ impl Cluster {
         for _ in 0..n {
             let client = Listener::bind("127.0.0.1:0").await.unwrap();
             let peer = Listener::bind("127.0.0.1:0").await.unwrap();
-            listeners.push(Listeners { client, peer });
+            listeners.push(Listeners { client, peer, metrics: None });
         }
         let members: std::collections::BTreeMap<u64, MemberConfig> = listeners
             .iter()
@@ -139,7 +140,7 @@ impl Cluster {
             release(peer);
             Listener::bind(&config.peer_addr).await.unwrap()
         };
-        let server = Server::start(config.clone(), Listeners { client, peer }).await.unwrap();
+        let server = Server::start(config.clone(), Listeners { client, peer, metrics: None }).await.unwrap();
         self.nodes.push(Some(server));
         self.configs.push(config);
         i

@@ -4,6 +4,7 @@
 mod bad_input;
 mod cluster;
 mod etcdctl;
+mod health;
 mod membership;
 mod replication;
 mod watch;

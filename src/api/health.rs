@@ -1,0 +1,174 @@
+//! Health: the gRPC health service (`grpc.health.v1`) and the answers of the
+//! HTTP endpoints `/livez`, `/readyz`, `/health` and `/metrics`.
+//!
+//! Live: the process runs and its Raft has not stopped. Ready (serving): live,
+//! a member of the cluster, and a leader is known, so requests can be served.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+
+use super::context::ApiContext;
+use crate::metrics::NodeGauges;
+use crate::proto::grpc::health::v1::health_check_response::ServingStatus;
+use crate::proto::grpc::health::v1::health_server::Health;
+use crate::proto::grpc::health::v1::{HealthCheckRequest, HealthCheckResponse};
+use crate::raft::state_store::read_state;
+use crate::raft::RaftNode;
+use crate::runtime;
+
+/// Services a health check may name; "" is the server as a whole.
+const KNOWN_SERVICES: [&str; 6] = [
+    "",
+    "etcdserverpb.KV",
+    "etcdserverpb.Watch",
+    "etcdserverpb.Lease",
+    "etcdserverpb.Cluster",
+    "etcdserverpb.Maintenance",
+];
+
+/// Why this node is not live, if it is not.
+pub fn not_live(node: &RaftNode) -> Option<String> {
+    node.raft.metrics().borrow().running_state.as_ref().err().map(|e| format!("raft stopped: {e}"))
+}
+
+/// Why this node is not ready to serve, if it is not.
+pub fn not_ready(node: &RaftNode) -> Option<String> {
+    if let Some(why) = not_live(node) {
+        return Some(why);
+    }
+    if node.removed() {
+        return Some("removed from the cluster".into());
+    }
+    if node.leader().is_none() {
+        return Some("no leader".into());
+    }
+    None
+}
+
+/// The point-in-time numbers `/metrics` shows besides the node's own metrics.
+pub fn gauges(node: &RaftNode) -> NodeGauges {
+    let (term, last_log_index, applied_index, leader) = {
+        let m = node.raft.metrics();
+        let m = m.borrow();
+        (m.current_term, m.last_log_index.unwrap_or(0), m.last_applied.map_or(0, |l| l.index), m.current_leader)
+    };
+    let (revision, keys, leases) = {
+        let state = read_state(node.state());
+        (state.revision(), state.key_count() as u64, state.leases().len() as u64)
+    };
+    NodeGauges {
+        term,
+        last_log_index,
+        applied_index,
+        is_leader: leader == Some(node.id),
+        has_leader: leader.is_some(),
+        revision,
+        keys,
+        leases,
+        db_size_bytes: node.storage_bytes().unwrap_or(0),
+    }
+}
+
+/// The answer to an HTTP GET of `path`: (status, content type, body).
+pub fn http_answer(node: &RaftNode, path: &str) -> (u16, &'static str, String) {
+    let text = "text/plain; charset=utf-8";
+    let verdict = |why: Option<String>| match why {
+        None => (200, text, "ok\n".to_string()),
+        Some(why) => (503, text, format!("{why}\n")),
+    };
+    match path {
+        "/metrics" => (200, "text/plain; version=0.0.4", node.metrics().render(&gauges(node))),
+        "/livez" => verdict(not_live(node)),
+        "/readyz" => verdict(not_ready(node)),
+        // etcd's endpoint, as its probes read it.
+        "/health" => match not_ready(node) {
+            None => (200, "application/json", "{\"health\":\"true\"}".into()),
+            Some(why) => (503, "application/json", format!("{{\"health\":\"false\",\"reason\":{why:?}}}")),
+        },
+        _ => (404, text, "not found: try /metrics, /livez, /readyz or /health\n".into()),
+    }
+}
+
+/// The gRPC health service of one node.
+pub struct HealthService {
+    ctx: Arc<ApiContext>,
+}
+
+impl HealthService {
+    /// The service over a node's context.
+    pub fn new(ctx: Arc<ApiContext>) -> Self {
+        Self { ctx }
+    }
+
+    fn status(&self, service: &str) -> Result<ServingStatus, Status> {
+        if !KNOWN_SERVICES.contains(&service) {
+            return Err(Status::not_found(format!("unknown service {service:?}")));
+        }
+        Ok(if not_ready(&self.ctx.node).is_none() { ServingStatus::Serving } else { ServingStatus::NotServing })
+    }
+}
+
+#[tonic::async_trait]
+impl Health for HealthService {
+    async fn check(&self, req: Request<HealthCheckRequest>) -> Result<Response<HealthCheckResponse>, Status> {
+        let status = self.status(&req.into_inner().service)?;
+        Ok(Response::new(HealthCheckResponse { status: status as i32 }))
+    }
+
+    type WatchStream = super::context::ResponseStream<HealthCheckResponse>;
+
+    /// The status now, then every change (checked twice a second) until the
+    /// client goes away or the node shuts down.
+    async fn watch(&self, req: Request<HealthCheckRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let service = req.into_inner().service;
+        // An unknown service is an error right away.
+        self.status(&service)?;
+        let (out, rx) = tokio::sync::mpsc::channel(4);
+        let ctx = self.ctx.clone();
+        runtime::spawn_detached("health-watch", async move {
+            let mut shutdown = ctx.shutdown.clone();
+            let mut last = None;
+            loop {
+                let now =
+                    if not_ready(&ctx.node).is_none() { ServingStatus::Serving } else { ServingStatus::NotServing };
+                if last != Some(now) {
+                    if out.send(Ok(HealthCheckResponse { status: now as i32 })).await.is_err() {
+                        return;
+                    }
+                    last = Some(now);
+                }
+                tokio::select! {
+                    biased;
+                    _ = shutdown.wait() => return,
+                    _ = out.closed() => return,
+                    _ = runtime::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        });
+        let stream: Self::WatchStream = Box::pin(super::context::receiver_stream(rx));
+        Ok(Response::new(stream))
+    }
+}
+
+/// Counts leader changes this node sees, until `stop`.
+pub async fn count_leader_changes(node: Arc<RaftNode>, mut stop: runtime::Shutdown) {
+    let mut metrics = node.raft.metrics();
+    let mut leader = metrics.borrow().current_leader;
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.wait() => return,
+            changed = metrics.changed() => if changed.is_err() { return },
+        }
+        let now = metrics.borrow().current_leader;
+        if now != leader {
+            if now.is_some() {
+                node.metrics().leader_changes.fetch_add(1, Ordering::Relaxed);
+            }
+            leader = now;
+        }
+    }
+}
