@@ -80,6 +80,8 @@ pub struct NodeGauges {
     pub term: u64,
     pub last_log_index: u64,
     pub applied_index: u64,
+    /// Entries in the log: last index minus the purged index.
+    pub log_entries: u64,
     pub is_leader: bool,
     pub has_leader: bool,
     pub revision: i64,
@@ -113,6 +115,11 @@ impl Metrics {
         gauge("placement_raft_term", "Current Raft term.", g.term.to_string());
         gauge("placement_raft_last_log_index", "Index of the last Raft log entry.", g.last_log_index.to_string());
         gauge("placement_raft_applied_index", "Index of the last applied entry.", g.applied_index.to_string());
+        gauge(
+            "placement_raft_log_entries",
+            "Entries kept in the Raft log (not yet purged).",
+            g.log_entries.to_string(),
+        );
         gauge("placement_raft_is_leader", "1 if this node leads.", u8::from(g.is_leader).to_string());
         gauge("placement_raft_has_leader", "1 if a leader is known.", u8::from(g.has_leader).to_string());
         gauge("placement_mvcc_revision", "Current store revision.", g.revision.to_string());

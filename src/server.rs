@@ -45,6 +45,9 @@ pub enum ServerError {
     /// The data dir belongs to another node, or joining failed.
     #[error("{0}")]
     Identity(String),
+    /// A backup could not be restored.
+    #[error("cannot restore {file}: {cause}")]
+    Restore { file: String, cause: String },
     /// The cluster removed this member: it stopped serving.
     #[error("this member (id {0:x}) was removed from the cluster; it stopped serving. Start a new member with an empty data dir to take its place")]
     Removed(u64),
@@ -291,6 +294,33 @@ impl Server {
         self.peer_tasks.shutdown().await;
         tracing::info!(node_id = self.node.id, "node stopped");
     }
+}
+
+/// Seeds `config`'s (empty) data dir with the backup in `file` (what
+/// `etcdctl snapshot save` wrote), as the node `config` describes in a new
+/// cluster; returns the restored revision. Restore every member of the new
+/// cluster from the same file, then start them as usual.
+pub fn restore(config: &Config, file: &std::path::Path) -> Result<i64, ServerError> {
+    config.validate()?;
+    let err = |cause: String| ServerError::Restore { file: file.display().to_string(), cause };
+    let bytes = std::fs::read(file).map_err(|e| err(e.to_string()))?;
+    let state = crate::backup::decode(&bytes).map_err(|e| err(e.to_string()))?;
+    let db_dir = config.data_dir.join("db");
+    std::fs::create_dir_all(&db_dir).map_err(|e| err(format!("data dir {}: {e}", db_dir.display())))?;
+    let engine = runtime::open_engine(&db_dir, &COLUMN_FAMILIES)
+        .map_err(|cause| ServerError::Storage { dir: db_dir.display().to_string(), cause })?;
+    let storage = |cause| ServerError::Storage { dir: db_dir.display().to_string(), cause };
+    let used = Identity::load(engine.as_ref()).map_err(storage)?.is_some()
+        || engine.last(crate::raft::state_store::CF_KV).map_err(storage)?.is_some();
+    if used {
+        return Err(err(format!("data dir {} is not empty; restore needs a new one", config.data_dir.display())));
+    }
+    let revision = crate::raft::state_store::restore_backup(&engine, state).map_err(|e| err(e.to_string()))?;
+    let members = Server::initial_members(config);
+    Identity { cluster_id: cluster_id(&members), node_id: config.node_id, joined: false }
+        .store(engine.as_ref())
+        .map_err(storage)?;
+    Ok(revision)
 }
 
 /// Binds, starts, runs until `shutdown` completes, then stops in order.

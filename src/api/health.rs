@@ -50,10 +50,11 @@ pub fn not_ready(node: &RaftNode) -> Option<String> {
 
 /// The point-in-time numbers `/metrics` shows besides the node's own metrics.
 pub fn gauges(node: &RaftNode) -> NodeGauges {
-    let (term, last_log_index, applied_index, leader) = {
+    let (term, last_log_index, applied_index, purged, leader) = {
         let m = node.raft.metrics();
         let m = m.borrow();
-        (m.current_term, m.last_log_index.unwrap_or(0), m.last_applied.map_or(0, |l| l.index), m.current_leader)
+        let purged = m.purged.map_or(0, |l| l.index);
+        (m.current_term, m.last_log_index.unwrap_or(0), m.last_applied.map_or(0, |l| l.index), purged, m.current_leader)
     };
     let (revision, keys, leases) = {
         let state = read_state(node.state());
@@ -63,6 +64,7 @@ pub fn gauges(node: &RaftNode) -> NodeGauges {
         term,
         last_log_index,
         applied_index,
+        log_entries: last_log_index.saturating_sub(purged),
         is_leader: leader == Some(node.id),
         has_leader: leader.is_some(),
         revision,

@@ -40,6 +40,11 @@ struct Args {
     /// After joining, stay a learner until promoted.
     #[arg(long, env = "PLACEMENT_JOIN_AS_LEARNER")]
     join_as_learner: bool,
+    /// Seed the (empty) data dir from a backup (`etcdctl snapshot save`) as
+    /// this node of a new cluster, then exit. Restore every member from the
+    /// same file, then start them without this flag.
+    #[arg(long, value_name = "FILE")]
+    restore_from: Option<PathBuf>,
     /// Leader heartbeat period in milliseconds.
     #[arg(long, env = "PLACEMENT_HEARTBEAT_INTERVAL_MS")]
     heartbeat_interval_ms: Option<u64>,
@@ -78,6 +83,16 @@ async fn main() -> anyhow::Result<()> {
         max_request_bytes: args.max_request_bytes,
     };
     let config = Config::load(args.config.as_deref(), overrides)?;
+    if let Some(file) = &args.restore_from {
+        let revision = placement_center::server::restore(&config, file)?;
+        println!(
+            "restored {} at revision {revision} into {} as node {}; start the node without --restore-from",
+            file.display(),
+            config.data_dir.display(),
+            config.node_id
+        );
+        return Ok(());
+    }
     placement_center::server::run(config, placement_center::runtime::shutdown_signal()).await?;
     Ok(())
 }

@@ -139,6 +139,51 @@ impl StateMachineStore {
     }
 }
 
+/// Adds to `batch` the replacement of the whole persisted key space,
+/// history and leases by `snapshot`'s (written as apply writes them), and
+/// returns the state it restores. The caller adds the bookkeeping.
+fn replace_state(
+    engine: &Arc<dyn Engine>,
+    batch: &mut WriteBatch,
+    snapshot: pb::StateSnapshot,
+) -> Result<KvState, StorageError> {
+    for cf in [CF_KV, CF_HISTORY, CF_LEASE] {
+        engine.clear_into(cf, batch).map_err(sm_err)?;
+    }
+    let new_state = KvState::restore(Persisted {
+        revision: snapshot.revision,
+        kvs: snapshot.kvs,
+        compact_revision: snapshot.compact_revision,
+        history: snapshot.history,
+        leases: snapshot.leases.iter().map(|l| (l.id, l.ttl)).collect(),
+    });
+    for kv in new_state.records() {
+        batch.put(CF_KV, kv.key.clone(), kv.encode_to_vec());
+    }
+    for (revision, events) in new_state.kept_history() {
+        for (index, event) in events.iter().enumerate() {
+            batch.put(CF_HISTORY, history_key(*revision, index as u32), event.encode_to_vec());
+        }
+    }
+    for (id, lease) in new_state.leases() {
+        put_lease(batch, *id, lease.ttl);
+    }
+    Ok(new_state)
+}
+
+/// Seeds an empty data dir with a backup's state (`placement-center
+/// --restore-from`): the key space, history and leases, with no log and no
+/// membership. Every member of the new cluster must be seeded from the same
+/// file; Raft then starts from there as from an empty state.
+pub fn restore_backup(engine: &Arc<dyn Engine>, snapshot: pb::StateSnapshot) -> Result<i64, StorageError> {
+    let mut batch = WriteBatch::new();
+    let state = replace_state(engine, &mut batch, snapshot)?;
+    batch.put(CF_SM, KEY_REVISION, state.revision().to_be_bytes().to_vec());
+    batch.put(CF_SM, KEY_COMPACT, state.compact_revision().to_be_bytes().to_vec());
+    engine.write(batch, true).map_err(|e| write_err(ErrorSubject::StateMachine, e))?;
+    Ok(state.revision())
+}
+
 /// Every value of column family `cf`, decoded as `what`.
 fn decode_cf<M: Message + Default>(
     engine: &Arc<dyn Engine>,
@@ -278,28 +323,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let data = snapshot.into_inner();
         let decoded: pb::StateSnapshot = decode("StateSnapshot", &data).map_err(sm_err)?;
         let mut batch = WriteBatch::new();
-        for cf in [CF_KV, CF_HISTORY, CF_LEASE] {
-            self.engine.clear_into(cf, &mut batch).map_err(sm_err)?;
-        }
-        let new_state = KvState::restore(Persisted {
-            revision: decoded.revision,
-            kvs: decoded.kvs,
-            compact_revision: decoded.compact_revision,
-            history: decoded.history,
-            leases: decoded.leases.iter().map(|l| (l.id, l.ttl)).collect(),
-        });
-        // Written as apply writes them, from the restored state.
-        for kv in new_state.records() {
-            batch.put(CF_KV, kv.key.clone(), kv.encode_to_vec());
-        }
-        for (revision, events) in new_state.kept_history() {
-            for (index, event) in events.iter().enumerate() {
-                batch.put(CF_HISTORY, history_key(*revision, index as u32), event.encode_to_vec());
-            }
-        }
-        for (id, lease) in new_state.leases() {
-            put_lease(&mut batch, *id, lease.ttl);
-        }
+        let new_state = replace_state(&self.engine, &mut batch, decoded)?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.bookkeeping(&mut batch, &new_state);

@@ -39,6 +39,23 @@ impl Cluster {
 
     /// Starts `n` nodes, each config adjusted by `tune`, and waits for a leader.
     pub async fn start_with(n: u64, tune: impl Fn(&mut Config)) -> Cluster {
+        Self::start_prepared(n, tune, |_| {}).await
+    }
+
+    /// Starts `n` nodes whose data dirs were first seeded from the backup
+    /// `file` (as an operator restores a cluster), and waits for a leader.
+    pub async fn start_restored(n: u64, file: &std::path::Path) -> Cluster {
+        Self::start_prepared(
+            n,
+            |_| {},
+            |config| {
+                placement_center::server::restore(config, file).unwrap();
+            },
+        )
+        .await
+    }
+
+    async fn start_prepared(n: u64, tune: impl Fn(&mut Config), prepare: impl Fn(&Config)) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let mut listeners = Vec::new();
         for _ in 0..n {
@@ -67,6 +84,7 @@ impl Cluster {
             config.client_addr = members[&id].client_addr.clone();
             config.data_dir = dir.path().join(format!("node{id}"));
             config.initial_members = members.clone();
+            prepare(&config);
             nodes.push(Some(Server::start(config.clone(), l).await.unwrap()));
             configs.push(config);
         }

@@ -161,6 +161,25 @@ async fn etcdctl_move_leader_snapshot_save_hashkv_and_defrag() {
     assert_eq!(state.kvs.len(), 21);
     assert!(state.kvs.iter().any(|kv| kv.key == b"/k/after-move"));
 
+    // Restored into a new cluster, the backup serves every key, at its revision.
+    let backup_dir = tempfile::tempdir().unwrap();
+    let kept = backup_dir.path().join("backup.db");
+    std::fs::copy(file, &kept).unwrap();
+    let restored = Cluster::start_restored(3, &kept).await;
+    let leader = restored.wait_leader().await;
+    let mut on_restored = restored.kv(leader).await;
+    assert_eq!(get(&mut on_restored, "/k/after-move", false).await.unwrap().as_deref(), Some("x"));
+    assert_eq!(get(&mut on_restored, "/k/7", false).await.unwrap().as_deref(), Some("v7"));
+    let revision = put(&mut on_restored, "/k/new", "n").await;
+    assert_eq!(revision, state.revision + 1, "the restored cluster goes on from the backup's revision");
+    let (ok_again, _, stderr) = etcdctl(&restored.client_addr(0), &["get", "/k/new"]);
+    assert!(ok_again, "{stderr}");
+    let mut restored = restored;
+    restored.stop(0).await;
+    let refused = placement_center::server::restore(&restored.configs[0], &kept).unwrap_err().to_string();
+    assert!(refused.contains("is not empty; restore needs a new one"), "{refused}");
+    restored.shutdown().await;
+
     // A leader stopped gracefully hands over; the rest keep serving.
     let leader = cluster.wait_leader().await;
     cluster.stop(leader).await;
