@@ -202,16 +202,16 @@ impl SimCluster {
     /// which the failed write never made durable (nor acted upon).
     pub fn sample(&self, at: Duration) -> Vec<Sample> {
         let metrics: Vec<_> =
-            running(|r| r.iter().map(|(slot, n)| (*slot, n.raft.metrics().borrow().clone())).collect());
+            running(|r| r.iter().map(|(slot, n)| (*slot, n.raft.metrics().borrow().clone(), n.removed())).collect());
         metrics
             .into_iter()
-            .filter(|(_, m)| m.running_state.is_ok())
-            .inspect(|(_, m)| {
+            .filter(|(_, m, _)| m.running_state.is_ok())
+            .inspect(|(_, m, _)| {
                 if std::env::var_os("PLACEMENT_SIM_DEBUG").is_some() {
                     eprintln!("sample {at:?} node {} term {} vote {} state {:?} leader {:?} last_log {:?} applied {:?} membership {:?}", m.id, m.current_term, m.vote, m.state, m.current_leader, m.last_log_index, m.last_applied, m.membership_config.membership());
                 }
             })
-            .map(|(slot, m)| {
+            .map(|(slot, m, removed)| {
                 Sample {
                     at,
                     node: m.id,
@@ -220,6 +220,8 @@ impl SimCluster {
                     is_leader: m.current_leader == Some(m.id) && m.state.is_leader(),
                     last_log: m.last_log_index.unwrap_or(0),
                     applied: m.last_applied.map_or(0, |id| id.index),
+                    member: m.membership_config.membership().get_node(&m.id).is_some(),
+                    removed,
                 }
             })
             .collect()

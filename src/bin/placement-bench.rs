@@ -41,6 +41,10 @@ struct Args {
     /// Number of distinct keys.
     #[arg(long, default_value_t = 1000)]
     key_space: u64,
+    /// Write each key of 0..requests once (client c takes c, c+clients, ...)
+    /// instead of random keys of the key space: loads a data set.
+    #[arg(long)]
+    sequential_keys: bool,
     /// Value size in bytes.
     #[arg(long, default_value_t = 256)]
     value_size: usize,
@@ -52,14 +56,24 @@ struct Args {
     op: Op,
 }
 
-async fn client_loop(endpoint: String, args: std::sync::Arc<Args>, requests: usize) -> anyhow::Result<Histogram<u64>> {
+async fn client_loop(
+    endpoint: String,
+    args: std::sync::Arc<Args>,
+    client: usize,
+    requests: usize,
+) -> anyhow::Result<Histogram<u64>> {
     use rand::Rng;
     let mut kv =
         KvClient::connect(format!("http://{endpoint}")).await.with_context(|| format!("connect {endpoint}"))?;
     let mut hist = Histogram::<u64>::new(3)?;
     let value = vec![b'v'; args.value_size];
-    for _ in 0..requests {
-        let key = format!("/bench/{:08}", runtime::rng().gen_range(0..args.key_space)).into_bytes();
+    for n in 0..requests {
+        let number = if args.sequential_keys {
+            (client + n * args.clients.max(1)) as u64
+        } else {
+            runtime::rng().gen_range(0..args.key_space)
+        };
+        let key = format!("/bench/{number:08}").into_bytes();
         let start = runtime::now();
         match args.op {
             Op::WatchFanout => anyhow::bail!("watch-fanout has its own loop"),
@@ -203,7 +217,7 @@ async fn main() -> anyhow::Result<()> {
         let tx = tx.clone();
         let args = args.clone();
         runtime::spawn_detached("bench-client", async move {
-            let _ = tx.send(client_loop(endpoint, args, per_client).await).await;
+            let _ = tx.send(client_loop(endpoint, args, i, per_client).await).await;
         });
     }
     drop(tx);

@@ -99,6 +99,8 @@ pub struct RaftNode {
     election_timeout: (Duration, Duration),
     /// What this node measures (see `/metrics`).
     metrics: Arc<crate::metrics::Metrics>,
+    /// Set once this node saw itself in the membership (see `removed`).
+    was_member: std::sync::atomic::AtomicBool,
     /// Peers that refused our Raft messages as from a non-member.
     disowned: super::network::Disowned,
     /// Set while this leader hands over leadership (see `transfer`).
@@ -166,6 +168,7 @@ impl RaftNode {
             leases: Default::default(),
             election_timeout: opts.election_timeout,
             metrics,
+            was_member: Default::default(),
             disowned,
             transferring: Default::default(),
             engine: engine_for_status,
@@ -417,15 +420,18 @@ impl RaftNode {
     /// messages as from a non-member (a removed voter is no longer sent the
     /// entry that removed it). A quorum, because a lagging peer may not yet
     /// know a member that was just added, but a quorum has the entry.
+    ///
+    /// Only a node that has seen itself in the membership can be removed: a
+    /// joining learner first receives the older configurations (entries or
+    /// a snapshot from before it was added), which do not name it.
     pub fn removed(&self) -> bool {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
         let membership = metrics.membership_config.membership();
-        if membership.nodes().next().is_none() {
-            return false;
-        }
-        if membership.get_node(&self.id).is_none() {
-            return true;
+        if membership.get_node(&self.id).is_some() {
+            self.was_member.store(true, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            return self.was_member.load(std::sync::atomic::Ordering::Relaxed);
         }
         let disowned = self.disowned.lock().unwrap_or_else(|e| e.into_inner());
         let voters: Vec<NodeId> = membership.voter_ids().collect();

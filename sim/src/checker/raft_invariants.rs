@@ -32,6 +32,10 @@ pub struct Sample {
     pub last_log: u64,
     /// Index of its last applied entry.
     pub applied: u64,
+    /// Whether it is in its own view of the membership.
+    pub member: bool,
+    /// Whether it considers itself removed from the cluster.
+    pub removed: bool,
 }
 
 /// Checks the invariants above; returns one line per violation.
@@ -39,7 +43,19 @@ pub fn check(samples: &[Sample]) -> Vec<String> {
     let mut violations = Vec::new();
     let mut leader_of: BTreeMap<(u64, u64), &Sample> = BTreeMap::new();
     let mut last_vote: BTreeMap<u64, &Sample> = BTreeMap::new();
+    let mut removed_at: BTreeMap<u64, &Sample> = BTreeMap::new();
     for s in samples {
+        // A member that said it was removed is never a member again (a
+        // joining node must not take an older configuration for its removal).
+        if let Some(r) = removed_at.get(&s.node) {
+            if s.member {
+                violations
+                    .push(format!("node {} said it was removed at {:?} but is a member at {:?}", s.node, r.at, s.at));
+            }
+        }
+        if s.removed {
+            removed_at.entry(s.node).or_insert(s);
+        }
         if s.is_leader {
             let id = (s.vote.0, s.vote.1);
             match leader_of.get(&id) {
@@ -82,7 +98,17 @@ mod tests {
     use super::*;
 
     fn s(at: u64, node: u64, vote: (u64, u64, bool), is_leader: bool) -> Sample {
-        Sample { at: Duration::from_millis(at), node, slot: node, vote, is_leader, last_log: 10, applied: 5 }
+        Sample {
+            at: Duration::from_millis(at),
+            node,
+            slot: node,
+            vote,
+            is_leader,
+            last_log: 10,
+            applied: 5,
+            member: true,
+            removed: false,
+        }
     }
 
     #[test]
