@@ -31,3 +31,6 @@ bash ci/sim.sh --regression
 step "simulator: sweeps with every fault (fixed seeds, so CI is reproducible)"
 bash ci/sim.sh --from 10000 --seeds 400 --duration 30 --nodes 3
 bash ci/sim.sh --from 20000 --seeds 150 --duration 30 --nodes 5
+# 5 nodes replaced one after another (removed, wiped, rejoined) under load,
+# among crashes, partitions and snapshot-forcing lag.
+bash ci/sim.sh --from 30000 --seeds 40 --duration 30 --nodes 5 --faults replace,kill,partition,lag-behind
