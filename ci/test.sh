@@ -34,3 +34,6 @@ bash ci/sim.sh --from 20000 --seeds 150 --duration 30 --nodes 5
 # 5 nodes replaced one after another (removed, wiped, rejoined) under load,
 # among crashes, partitions and snapshot-forcing lag.
 bash ci/sim.sh --from 30000 --seeds 40 --duration 30 --nodes 5 --faults replace,kill,partition,lag-behind
+
+step "fuzzing: every target builds, replays its fixed crashes and runs 30 s (fuzz/README.md)"
+bash ci/fuzz.sh

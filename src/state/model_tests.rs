@@ -168,6 +168,15 @@ proptest! {
 }
 
 #[test]
+fn an_empty_store_is_the_same_however_it_is_made() {
+    let restored = KvState::restore(Persisted::default());
+    assert_eq!(KvState::default(), KvState::new());
+    assert_eq!(restored, KvState::new());
+    assert_eq!(restored.hash(), KvState::default().hash());
+    assert_eq!(KvState::default().revision(), 1);
+}
+
+#[test]
 fn invalid_commands_are_refused_without_changing_state() {
     let mut state = KvState::new();
     let cases: Vec<(Command, StateError)> = vec![
