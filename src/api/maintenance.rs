@@ -145,12 +145,10 @@ impl Maintenance for MaintenanceService {
     async fn snapshot(&self, _req: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
         self.ctx
             .observe("Maintenance/Snapshot", async move {
-                // Copied under the lock, encoded beside apply.
-                let copy = read_state(self.ctx.node.state()).clone();
-                let revision = copy.revision();
-                let file = crate::runtime::blocking(move || crate::backup::encode(&snapshot_bytes(copy)))
-                    .await
-                    .map_err(|e| Status::internal(format!("etcdserver: snapshot: {e}")))?;
+                let (revision, file) = {
+                    let state = read_state(self.ctx.node.state());
+                    (state.revision(), crate::backup::encode(&snapshot_bytes(&state)))
+                };
                 let header = self.ctx.header(revision);
                 let total = file.len();
                 let messages: Vec<Result<SnapshotResponse, Status>> = file

@@ -235,12 +235,9 @@ fn put_lease(batch: &mut WriteBatch, id: i64, ttl: i64) {
     batch.put(CF_LEASE, id.to_be_bytes().to_vec(), pb::LeaseRecord { id, ttl }.encode_to_vec());
 }
 
-/// A copy of the state machine as a raft.v1 `StateSnapshot` message.
-pub fn snapshot_bytes(copy: KvState) -> Vec<u8> {
-    persisted_bytes(copy.into_persisted())
-}
-
-fn persisted_bytes(p: Persisted) -> Vec<u8> {
+/// The state machine as a raft.v1 `StateSnapshot` message.
+pub fn snapshot_bytes(kv: &KvState) -> Vec<u8> {
+    let p = kv.persisted();
     pb::StateSnapshot {
         revision: p.revision,
         kvs: p.kvs,
@@ -302,9 +299,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.snapshot_seq += 1;
-        // Apply waits while this runs: only copy the state here; the builder
-        // encodes the copy on a blocking thread, beside apply.
-        let state = read_state(&self.state).clone();
+        let data = snapshot_bytes(&read_state(&self.state));
         let meta = SnapshotMeta {
             last_log_id: self.last_applied,
             last_membership: self.membership.clone(),
@@ -313,7 +308,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 None => format!("0-0-{}", self.snapshot_seq),
             },
         };
-        SnapshotBuilder { engine: self.engine.clone(), meta, state: Some(state) }
+        SnapshotBuilder { engine: self.engine.clone(), meta, data }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -361,20 +356,16 @@ fn store_snapshot(batch: &mut WriteBatch, meta: &SnapshotMeta, data: Vec<u8>) {
 pub struct SnapshotBuilder {
     engine: Arc<dyn Engine>,
     meta: SnapshotMeta,
-    /// The copy; taken by the (single) build.
-    state: Option<KvState>,
+    data: Vec<u8>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let subject = || ErrorSubject::Snapshot(Some(self.meta.signature()));
-        let state = self.state.take().ok_or_else(|| sm_err(std::io::Error::other("snapshot built twice")))?;
-        // Encoding a large state takes a while: off the async threads.
-        let data =
-            crate::runtime::blocking(move || snapshot_bytes(state)).await.map_err(|e| write_err(subject(), e))?;
         let mut batch = WriteBatch::new();
-        store_snapshot(&mut batch, &self.meta, data.clone());
-        self.engine.write(batch, true).map_err(|e| write_err(subject(), e))?;
-        Ok(Snapshot { meta: self.meta.clone(), snapshot: Box::new(Cursor::new(data)) })
+        store_snapshot(&mut batch, &self.meta, self.data.clone());
+        self.engine
+            .write(batch, true)
+            .map_err(|e| write_err(ErrorSubject::Snapshot(Some(self.meta.signature())), e))?;
+        Ok(Snapshot { meta: self.meta.clone(), snapshot: Box::new(Cursor::new(self.data.clone())) })
     }
 }

@@ -19,14 +19,10 @@ pub fn open_engine(dir: &Path, column_families: &[&'static str]) -> Result<Arc<d
     Ok(crate::storage::sim_disk::SimDisk::registered(dir, column_families))
 }
 
-/// Runs a long blocking job (RocksDB's manual compaction, encoding a large
-/// snapshot) off the async threads; in place when no tokio runtime runs (a
-/// plain executor in unit tests). In simulation jobs run in place.
+/// Runs a long blocking disk job (RocksDB's manual compaction) off the async
+/// threads. The simulated disk's jobs are instant and run in place.
 #[cfg(not(madsim))]
 pub async fn blocking<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> std::io::Result<T> {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return Ok(job());
-    }
     tokio::task::spawn_blocking(job).await.map_err(std::io::Error::other)
 }
 

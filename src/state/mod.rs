@@ -190,18 +190,6 @@ impl KvState {
         }
     }
 
-    /// Everything [`restore`](Self::restore) needs, moved out of the state
-    /// (a snapshot of a copy: nothing is cloned twice).
-    pub fn into_persisted(self) -> Persisted {
-        Persisted {
-            revision: self.revision,
-            kvs: self.keys.into_values().collect(),
-            compact_revision: self.compact_revision,
-            history: self.history.into_values().flatten().collect(),
-            leases: self.leases.into_iter().map(|(id, l)| (id, l.ttl)).collect(),
-        }
-    }
-
     /// History is kept for revisions at or above this one.
     pub fn compact_revision(&self) -> i64 {
         self.compact_revision
