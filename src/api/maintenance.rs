@@ -63,7 +63,7 @@ impl Maintenance for MaintenanceService {
                     let state = read_state(node.state());
                     (state.revision(), state.size_bytes())
                 };
-                let learner = !metrics.membership_config.membership().voter_ids().any(|id| id == node.id);
+                let learner = !node.is_voter();
                 Ok(Response::new(StatusResponse {
                     header: Some(self.ctx.header(revision)),
                     version: ETCD_VERSION.to_string(),

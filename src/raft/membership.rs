@@ -252,8 +252,7 @@ impl RaftNode {
                 if voters.contains(&id) {
                     return Err(MemberError::NotLearner.into());
                 }
-                let matched = metrics.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten());
-                if !learner_ready(matched.map(|l| l.index), leader_last) {
+                if !learner_ready(super::node::matched_index(&metrics, id), leader_last) {
                     return Err(MemberError::LearnerNotReady.into());
                 }
                 (ChangeMembers::AddVoterIds(BTreeSet::from([id])), id)

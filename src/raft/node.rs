@@ -451,6 +451,12 @@ impl RaftNode {
     }
 }
 
+/// The last log index the leader knows `id` holds, from a leader's metrics
+/// (`None` on a follower, or before `id` first answered).
+pub(super) fn matched_index(metrics: &openraft::RaftMetrics<NodeId, Member>, id: NodeId) -> Option<u64> {
+    metrics.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map(|l| l.index)
+}
+
 fn leader_is_remote(me: NodeId, leader: &(NodeId, Member)) -> bool {
     leader.0 != me
 }

@@ -12,7 +12,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::node::{NodeError, RaftNode};
+use super::node::{matched_index, NodeError, RaftNode};
 use super::types::NodeId;
 use crate::proto::raft::v1 as pb;
 use crate::runtime;
@@ -95,9 +95,7 @@ impl RaftNode {
             let metrics = self.raft.metrics();
             let metrics = metrics.borrow();
             let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
-            let matched =
-                |id: &NodeId| metrics.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index);
-            voters.into_iter().filter(|id| *id != self.id).max_by_key(|id| matched(id))
+            voters.into_iter().filter(|id| *id != self.id).max_by_key(|id| matched_index(&metrics, *id))
         };
         match best {
             Some(target) => {
@@ -117,8 +115,7 @@ impl RaftNode {
                 if !metrics.state.is_leader() {
                     return Err(NodeError::NotLeader);
                 }
-                let matched = metrics.replication.as_ref().and_then(|r| r.get(&target).cloned().flatten());
-                if matched.map(|l| l.index) >= metrics.last_log_index {
+                if matched_index(&metrics, target) >= metrics.last_log_index {
                     return Ok(());
                 }
             }
