@@ -3,7 +3,13 @@
 //! `tonic::include_proto!` picks the one matching `cfg(madsim)`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/etcd/kv.proto", "proto/etcd/rpc.proto", "proto/raft.proto", "proto/grpc/health.proto"];
+    let protos = [
+        "proto/etcd/kv.proto",
+        "proto/etcd/rpc.proto",
+        "proto/raft.proto",
+        "proto/grpc/health.proto",
+        "proto/placement.proto",
+    ];
     tonic_build::configure().btree_map(["."]).compile_protos(&protos, &["proto"])?;
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -7,6 +7,9 @@
 //! - [`api`]: tonic services (etcd `KV`); the one place errors become `tonic::Status`.
 //! - [`raft`]: openraft over the storage engine: log store, state-machine store,
 //!   the `raft.v1` network and service, forwarding to the leader, ReadIndex.
+//! - [`client`]: a client for brokers and tools (endpoints, leader, retries, keep-alive);
+//!   it sits beside the stack, speaking only gRPC.
+//! - [`placement`]: the placement API's records and rules over the key space.
 //! - [`state`]: the deterministic state machine (MVCC key space, txn). Pure: no I/O,
 //!   no clock, no randomness.
 //! - [`storage`]: the `Engine` trait, RocksDB and the in-memory `SimDisk`.
@@ -18,9 +21,11 @@
 
 pub mod api;
 pub mod backup;
+pub mod client;
 pub mod config;
 pub mod join;
 pub mod metrics;
+pub mod placement;
 pub mod proto;
 pub mod raft;
 pub mod runtime;

@@ -21,6 +21,14 @@ pub mod raft {
     }
 }
 
+/// The placement API for brokers.
+pub mod placement {
+    /// Version 1 of the `placement` package.
+    pub mod v1 {
+        tonic::include_proto!("placement.v1");
+    }
+}
+
 /// The standard gRPC health checking protocol.
 pub mod grpc {
     /// `grpc.health`.

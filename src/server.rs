@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::api::health::{count_leader_changes, http_answer, HealthService};
-use crate::api::{ApiContext, ClusterService, KvService, LeaseService, MaintenanceService, WatchService};
+use crate::api::{
+    ApiContext, ClusterService, KvService, LeaseService, MaintenanceService, PlacementService, WatchService,
+};
 use crate::config::{Config, ConfigError};
 use crate::join::Identity;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
@@ -15,6 +17,7 @@ use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::grpc::health::v1::health_server::HealthServer;
+use crate::proto::placement::v1::placement_server::PlacementServer;
 use crate::proto::raft::v1::raft_server::RaftServer;
 use crate::raft::compactor::AutoCompaction;
 use crate::raft::node::cluster_id;
@@ -158,7 +161,11 @@ impl Server {
             .add_service(lease)
             .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
             .add_service(MaintenanceServer::new(MaintenanceService::new(ctx.clone())))
-            .add_service(HealthServer::new(HealthService::new(ctx.clone())));
+            .add_service(HealthServer::new(HealthService::new(ctx.clone())))
+            .add_service(
+                PlacementServer::new(PlacementService::new(ctx.clone(), config.min_lease_ttl()))
+                    .max_decoding_message_size(max_message),
+            );
         client_tasks.spawn("leader-changes", count_leader_changes(node.clone(), client_tasks.shutdown_signal()));
         let mut metrics_addr = None;
         if let Some(listener) = listeners.metrics {

@@ -66,13 +66,7 @@ impl ClusterService {
         if after_change {
             self.ctx.node.read_barrier().await.map_err(ApiError::from)?;
         }
-        let members = {
-            let metrics = self.ctx.node.raft.metrics();
-            let metrics = metrics.borrow();
-            let membership = metrics.membership_config.membership();
-            let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
-            membership.nodes().map(|(id, m)| member(*id, m, !voters.contains(id))).collect()
-        };
+        let members = self.ctx.node.members().iter().map(|(id, m, learner)| member(*id, m, *learner)).collect();
         let revision = read_state(self.ctx.node.state()).revision();
         Ok((self.ctx.header(revision), members))
     }

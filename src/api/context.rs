@@ -4,18 +4,19 @@
 use std::sync::Arc;
 
 use prost::Message;
+use rand::Rng;
 
 use super::ApiError;
 use crate::proto::etcdserverpb::response_op::Response as Op;
 use crate::proto::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse, ResponseHeader,
-    TxnResponse,
+    CompactionResponse, DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeResponse, PutResponse,
+    ResponseHeader, TxnResponse,
 };
 use crate::proto::raft::v1::command_result::Response as Applied;
 use crate::proto::raft::v1::{command, Command, CommandResult};
 use crate::raft::RaftNode;
 use crate::runtime::Shutdown;
-use crate::state::KvState;
+use crate::state::{KvState, StateError};
 
 /// A server-streaming response, as the generated service traits want it.
 pub type ResponseStream<T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send>>;
@@ -90,6 +91,23 @@ impl ApiContext {
             Some(Err(other)) => Err(ApiError::UnexpectedResult(format!("{other:?}"))),
             None => Err(ApiError::UnexpectedResult("none".to_string())),
         }
+    }
+}
+
+impl ApiContext {
+    /// Grants a lease of `ttl` seconds with id `id`, or with an id picked here
+    /// when `id` is 0: the proposer picks it, so every replica applies the
+    /// same one, and a random pick that collides is retried with another.
+    pub async fn grant_lease(&self, ttl: i64, id: i64) -> Result<tonic::Response<LeaseGrantResponse>, ApiError> {
+        let attempts = if id == 0 { 3 } else { 1 };
+        for attempt in 1..=attempts {
+            let id = if id == 0 { crate::runtime::rng().gen_range(1..i64::MAX) } else { id };
+            match self.write(command::Request::LeaseGrant(LeaseGrantRequest { ttl, id })).await {
+                Err(ApiError::State(StateError::LeaseExists)) if attempt < attempts => continue,
+                answer => return answer,
+            }
+        }
+        Err(ApiError::State(StateError::LeaseExists))
     }
 }
 

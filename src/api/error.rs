@@ -3,6 +3,7 @@
 
 use tonic::{Code, Status};
 
+use crate::placement::PlacementError;
 use crate::raft::membership::MemberError;
 use crate::raft::NodeError;
 use crate::state::StateError;
@@ -23,6 +24,9 @@ pub enum ApiError {
     /// Raft could not serve the request.
     #[error(transparent)]
     Node(NodeError),
+    /// The placement API refused the request.
+    #[error(transparent)]
+    Placement(#[from] PlacementError),
     /// The apply result is of another kind than the request: a bug, never
     /// the client's fault.
     #[error("unexpected apply result {0}")]
@@ -75,11 +79,27 @@ fn member_status(e: MemberError) -> Status {
     Status::new(code, msg)
 }
 
+fn placement_status(e: &PlacementError) -> Status {
+    let code = match e {
+        PlacementError::BadCluster(_)
+        | PlacementError::NoNodeId
+        | PlacementError::BadField { .. }
+        | PlacementError::NoEpoch
+        | PlacementError::BadConfig(_) => Code::InvalidArgument,
+        PlacementError::NotRegistered { .. } => Code::NotFound,
+        PlacementError::StaleEpoch { .. } | PlacementError::NoLease { .. } => Code::FailedPrecondition,
+        PlacementError::Compacted { .. } => Code::OutOfRange,
+        PlacementError::Raced { .. } => Code::Aborted,
+    };
+    Status::new(code, format!("placement: {e}"))
+}
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         match e {
             ApiError::RequestTooLarge => Status::invalid_argument("etcdserver: request is too large"),
             ApiError::State(refused) => state_status(&refused),
+            ApiError::Placement(refused) => placement_status(&refused),
             ApiError::UnexpectedResult(what) => Status::internal(format!("etcdserver: unexpected apply result {what}")),
             ApiError::Node(node) => match node {
                 NodeError::NoLeader => Status::unavailable("etcdserver: no leader"),
@@ -137,6 +157,21 @@ mod tests {
                 NodeError::Refused(StateError::LeaseNotFound).into(),
                 Code::NotFound,
                 "etcdserver: requested lease not found",
+            ),
+            (
+                PlacementError::StaleEpoch { cluster: "mq".into(), node_id: 3, given: 5, current: 9 }.into(),
+                Code::FailedPrecondition,
+                "placement: stale epoch 5 for node 3 of cluster mq: the current registration has epoch 9",
+            ),
+            (
+                PlacementError::NotRegistered { cluster: "mq".into(), node_id: 3 }.into(),
+                Code::NotFound,
+                "placement: node 3 of cluster mq is not registered (expired or unregistered): register it again",
+            ),
+            (
+                PlacementError::NoNodeId.into(),
+                Code::InvalidArgument,
+                "placement: node_id must be set (0 is not a node id)",
             ),
         ];
         for (err, code, msg) in cases {

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use rand::Rng;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
@@ -20,7 +19,6 @@ use crate::proto::etcdserverpb::{
 use crate::proto::raft::v1::command;
 use crate::raft::state_store::read_state;
 use crate::runtime;
-use crate::state::StateError;
 
 /// The Lease service of one node.
 pub struct LeaseService {
@@ -50,18 +48,7 @@ impl Lease for LeaseService {
         self.ctx
             .observe("Lease/LeaseGrant", async move {
                 let req = req.into_inner();
-                let ttl = req.ttl.max(self.min_ttl);
-                // The proposer picks the id, so every replica applies the same one; a
-                // random pick that collides is retried with another.
-                let attempts = if req.id == 0 { 3 } else { 1 };
-                for attempt in 1..=attempts {
-                    let id = if req.id == 0 { runtime::rng().gen_range(1..i64::MAX) } else { req.id };
-                    match self.ctx.write(command::Request::LeaseGrant(LeaseGrantRequest { ttl, id })).await {
-                        Err(ApiError::State(StateError::LeaseExists)) if attempt < attempts => continue,
-                        answer => return answer.map_err(Into::into),
-                    }
-                }
-                Err(ApiError::State(StateError::LeaseExists).into())
+                self.ctx.grant_lease(req.ttl.max(self.min_ttl), req.id).await.map_err(Into::into)
             })
             .await
     }

@@ -8,6 +8,7 @@ pub mod health;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
+pub mod placement;
 pub mod watch;
 
 pub use cluster::ClusterService;
@@ -16,4 +17,5 @@ pub use error::ApiError;
 pub use kv::KvService;
 pub use lease::LeaseService;
 pub use maintenance::MaintenanceService;
+pub use placement::PlacementService;
 pub use watch::WatchService;

@@ -220,7 +220,7 @@ impl<T> LeaderCall<T> {
 /// Whether a failed call never reached the peer (the connection could not be
 /// made), so that nothing happened there. tonic reports this as Unavailable
 /// with a connect error; its simulated twin as "transport error".
-pub(super) fn never_sent(status: &tonic::Status) -> bool {
+pub fn never_sent(status: &tonic::Status) -> bool {
     status.code() == tonic::Code::Unavailable
         && (status.message() == "transport error" || status.message().contains("connect error"))
 }

@@ -404,6 +404,15 @@ impl RaftNode {
         self.raft.metrics().borrow().membership_config.membership().get_node(&id).map(|m| (id, m.clone()))
     }
 
+    /// Every member of the current membership with whether it is a learner, by id.
+    pub fn members(&self) -> Vec<(NodeId, Member, bool)> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        membership.nodes().map(|(id, m)| (*id, m.clone(), !voters.contains(id))).collect()
+    }
+
     /// Whether this node has any membership yet (a node that is joining has
     /// none until the leader's first message).
     pub fn knows_members(&self) -> bool {

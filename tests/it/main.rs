@@ -6,5 +6,6 @@ mod cluster;
 mod etcdctl;
 mod health;
 mod membership;
+mod placement;
 mod replication;
 mod watch;

@@ -1,0 +1,523 @@
+//! The `placement.v1` service brokers call: register, heartbeat, list and
+//! watch nodes, cluster settings and status. Every write is an etcd write
+//! (lease grant, put, txn, revoke) through the same Raft log and state
+//! machine, on the keys `placement` lays out; every read is linearizable.
+//!
+//! A registration is a lease of the cluster's expiry plus a put of the node's
+//! record with that lease. The put's revision is the epoch: revisions only
+//! grow, so every registration of a node id gets a higher epoch than the
+//! last. A heartbeat renews the lease only if the record still carries the
+//! caller's epoch, so a replaced (zombie) broker cannot keep the new
+//! registration, nor its own, alive: a new registration revokes the lease of
+//! the one it replaced.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use super::context::{receiver_stream, ApiContext, ResponseStream};
+use super::ApiError;
+use crate::placement::{self, ClusterConfig, NodeRecord, PlacementError};
+use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use crate::proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use crate::proto::etcdserverpb::request_op::Request as Op;
+use crate::proto::etcdserverpb::{
+    Compare, DeleteRangeRequest, LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp, StatusRequest, TxnRequest,
+};
+use crate::proto::mvccpb::event::EventType;
+use crate::proto::mvccpb::{Event, KeyValue};
+use crate::proto::placement::v1::placement_server::Placement;
+use crate::proto::placement::v1::{
+    node_event, ClusterConfigResponse, ClusterNodes, ClusterStatusRequest, ClusterStatusResponse,
+    GetClusterConfigRequest, Header, HeartbeatRequest, HeartbeatResponse, ListNodesRequest, ListNodesResponse,
+    MemberStatus, NodeEvent, NodeInfo, RegisterNodeRequest, RegisterNodeResponse, SetClusterConfigRequest,
+    UnregisterNodeRequest, UnregisterNodeResponse, WatchNodesRequest, WatchNodesResponse,
+};
+use crate::proto::raft::v1::command;
+use crate::proto::raft::v1::command_result::Response as Applied;
+use crate::raft::state_store::read_state;
+use crate::runtime;
+use crate::state::{KvState, MAX_LEASE_TTL};
+
+/// How long ClusterStatus waits for each member's own status.
+const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+/// Responses buffered for a WatchNodes client before it stops reading history.
+const WATCH_BUFFER: usize = 64;
+
+/// The Placement service of one node.
+pub struct PlacementService {
+    ctx: Arc<ApiContext>,
+    /// Expiries below this are not served as is (the shortest lease TTL,
+    /// which outlives a leader election).
+    min_ttl: i64,
+}
+
+impl PlacementService {
+    /// The service; `min_ttl` in seconds, as the Lease service has it.
+    pub fn new(ctx: Arc<ApiContext>, min_ttl: i64) -> Self {
+        Self { ctx, min_ttl }
+    }
+
+    fn header(&self, revision: i64) -> Header {
+        header(&self.ctx, revision)
+    }
+
+    /// Runs `read` on this node's state once it has caught up with the leader.
+    async fn read<T>(&self, read: impl FnOnce(&KvState) -> T) -> Result<T, ApiError> {
+        self.ctx.node.read_barrier().await?;
+        Ok(read(&read_state(self.ctx.node.state())))
+    }
+
+    /// `cluster`'s settings (the defaults when never set), whether they were
+    /// set, and the revision read at.
+    async fn cluster_config(&self, cluster: &str) -> Result<(ClusterConfig, bool, i64), ApiError> {
+        let (stored, revision) = self.read(|s| (get(s, &placement::cluster_key(cluster)), s.revision())).await?;
+        match stored {
+            None => Ok((ClusterConfig::default(), false, revision)),
+            Some(kv) => match ClusterConfig::decode(&kv.value) {
+                Ok(config) => Ok((config, true, revision)),
+                Err(cause) => {
+                    tracing::warn!(cluster, %cause, "cluster settings unreadable (written by hand?): using the defaults");
+                    Ok((ClusterConfig::default(), false, revision))
+                }
+            },
+        }
+    }
+
+    /// Node `node_id`'s record and the revision read at.
+    async fn registration(&self, cluster: &str, node_id: u64) -> Result<(KeyValue, i64), ApiError> {
+        let (kv, revision) = self.read(|s| (get(s, &placement::node_key(cluster, node_id)), s.revision())).await?;
+        let kv = kv.ok_or_else(|| PlacementError::NotRegistered { cluster: cluster.to_string(), node_id })?;
+        Ok((kv, revision))
+    }
+
+    /// Revokes a lease that is no longer wanted; one that is gone already, or
+    /// a failure, only costs an unused lease until it expires.
+    async fn revoke_quietly(&self, id: i64) {
+        if let Err(e) = self.ctx.propose(command::Request::LeaseRevoke(LeaseRevokeRequest { id })).await {
+            tracing::debug!(lease = id, cause = %e, "lease of a replaced registration not revoked");
+        }
+    }
+
+    /// Health and progress of member `id` as it reports them itself.
+    async fn member_status(id: u64, member: crate::raft::Member, learner: bool) -> MemberStatus {
+        let mut status = MemberStatus {
+            id,
+            name: member.name.clone(),
+            peer_addr: member.peer_addr.clone(),
+            client_addr: member.client_addr.clone(),
+            is_learner: learner,
+            ..Default::default()
+        };
+        if member.client_addr.is_empty() {
+            status.error = "not started yet (no client address published)".to_string();
+            return status;
+        }
+        let ask = async {
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", member.client_addr))
+                .map_err(|e| e.to_string())?
+                .connect_timeout(MEMBER_STATUS_TIMEOUT)
+                .timeout(MEMBER_STATUS_TIMEOUT);
+            let channel = endpoint.connect().await.map_err(|e| format!("unreachable: {e}"))?;
+            let answer = MaintenanceClient::new(channel).status(StatusRequest {}).await;
+            answer.map(|r| r.into_inner()).map_err(|s| s.message().to_string())
+        };
+        match runtime::timeout(MEMBER_STATUS_TIMEOUT * 2, ask).await {
+            Err(_) => status.error = "status timed out".to_string(),
+            Ok(Err(e)) => status.error = e,
+            Ok(Ok(reported)) => {
+                status.applied_index = reported.raft_applied_index;
+                status.raft_index = reported.raft_index;
+                status.healthy = reported.errors.is_empty();
+                status.error = reported.errors.join("; ");
+            }
+        }
+        status
+    }
+}
+
+/// The etcd response header, as the placement API spells it.
+fn header(ctx: &ApiContext, revision: i64) -> Header {
+    let h = ctx.header(revision);
+    Header { cluster_id: h.cluster_id, member_id: h.member_id, revision: h.revision, raft_term: h.raft_term }
+}
+
+/// The live record of `key`.
+fn get(state: &KvState, key: &[u8]) -> Option<KeyValue> {
+    let req = RangeRequest { key: key.to_vec(), ..Default::default() };
+    state.range(&req).ok().and_then(|r| r.kvs.into_iter().next())
+}
+
+/// The registered nodes in `cluster` ("": every cluster) with `role` ("": any).
+fn nodes(state: &KvState, cluster: &str, role: &str) -> Vec<NodeInfo> {
+    let (key, range_end) = placement::nodes_range(cluster);
+    let Ok(found) = state.range(&RangeRequest { key, range_end, ..Default::default() }) else { return Vec::new() };
+    let mut nodes: Vec<NodeInfo> = found
+        .kvs
+        .iter()
+        .filter_map(decode_logged)
+        .filter(|n| role.is_empty() || n.roles.iter().any(|r| r == role))
+        .collect();
+    nodes.sort_by(|a, b| (&a.cluster, a.node_id).cmp(&(&b.cluster, b.node_id)));
+    nodes
+}
+
+/// A node record, or `None` (logged) for one that is not (written by hand).
+fn decode_logged(kv: &KeyValue) -> Option<NodeInfo> {
+    NodeRecord::decode(kv)
+        .inspect_err(|cause| {
+            tracing::warn!(key = %String::from_utf8_lossy(&kv.key), %cause, "skipping an unreadable node record");
+        })
+        .ok()
+}
+
+/// What a key event under the node prefix means for the node.
+fn node_event(event: &Event, revision: i64) -> Option<NodeEvent> {
+    let (kind, record) = if event.r#type == EventType::Delete as i32 {
+        (node_event::Kind::Left, event.prev_kv.as_ref()?)
+    } else if event.prev_kv.is_some() {
+        (node_event::Kind::Changed, event.kv.as_ref()?)
+    } else {
+        (node_event::Kind::Joined, event.kv.as_ref()?)
+    };
+    let node = decode_logged(record)?;
+    Some(NodeEvent { kind: kind as i32, node: Some(node), revision })
+}
+
+fn config_response(header: Header, cluster: String, config: ClusterConfig, configured: bool) -> ClusterConfigResponse {
+    ClusterConfigResponse {
+        header: Some(header),
+        cluster,
+        heartbeat_interval_secs: config.heartbeat_interval_secs,
+        expiry_secs: config.expiry_secs,
+        configured,
+    }
+}
+
+#[tonic::async_trait]
+impl Placement for PlacementService {
+    #[instrument(skip_all, fields(cluster = %req.get_ref().cluster, node_id = req.get_ref().node_id))]
+    async fn register_node(&self, req: Request<RegisterNodeRequest>) -> Result<Response<RegisterNodeResponse>, Status> {
+        self.ctx
+            .observe("Placement/RegisterNode", async move {
+                let req = req.into_inner();
+                self.ctx.check_size(&req)?;
+                let record = NodeRecord {
+                    cluster: req.cluster,
+                    node_id: req.node_id,
+                    roles: req.roles,
+                    addresses: req.addresses,
+                    labels: req.labels,
+                };
+                record.validate().map_err(ApiError::from)?;
+                let (config, _, _) = self.cluster_config(&record.cluster).await?;
+                let ttl = i64::from(config.expiry_secs).max(self.min_ttl);
+                let lease = self.ctx.grant_lease(ttl, 0).await?.into_inner().id;
+                let put = PutRequest {
+                    key: record.key(),
+                    value: record.encode(),
+                    lease,
+                    prev_kv: true,
+                    ..Default::default()
+                };
+                let applied = match self.ctx.propose(command::Request::Put(put)).await {
+                    Ok(applied) => applied,
+                    Err(e) => {
+                        self.revoke_quietly(lease).await;
+                        return Err(e.into());
+                    }
+                };
+                // A put alone is at its own revision: the epoch.
+                let epoch = applied.revision;
+                if let Some(Applied::Put(put)) = applied.response {
+                    if let Some(previous) = put.prev_kv.filter(|kv| kv.lease != 0 && kv.lease != lease) {
+                        self.revoke_quietly(previous.lease).await;
+                    }
+                }
+                tracing::info!(epoch, lease, "node registered");
+                let node = NodeInfo {
+                    cluster: record.cluster,
+                    node_id: record.node_id,
+                    roles: record.roles,
+                    addresses: record.addresses,
+                    labels: record.labels,
+                    epoch,
+                    lease_id: lease,
+                };
+                Ok(Response::new(RegisterNodeResponse {
+                    header: Some(self.header(epoch)),
+                    node: Some(node),
+                    heartbeat_interval_secs: config.heartbeat_interval_secs,
+                    expiry_secs: ttl as u32,
+                }))
+            })
+            .await
+    }
+
+    #[instrument(skip_all, fields(cluster = %req.get_ref().cluster, node_id = req.get_ref().node_id))]
+    async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+        self.ctx
+            .observe("Placement/Heartbeat", async move {
+                let req = req.into_inner();
+                placement::check_node(&req.cluster, req.node_id).map_err(ApiError::from)?;
+                if req.epoch <= 0 {
+                    return Err(ApiError::from(PlacementError::NoEpoch).into());
+                }
+                let (kv, revision) = self.registration(&req.cluster, req.node_id).await?;
+                let (cluster, node_id) = (req.cluster, req.node_id);
+                if kv.mod_revision != req.epoch {
+                    let current = kv.mod_revision;
+                    return Err(ApiError::from(PlacementError::StaleEpoch {
+                        cluster,
+                        node_id,
+                        given: req.epoch,
+                        current,
+                    })
+                    .into());
+                }
+                if kv.lease == 0 {
+                    return Err(ApiError::from(PlacementError::NoLease { cluster, node_id }).into());
+                }
+                let ttl = self.ctx.node.renew_lease(kv.lease).await.map_err(ApiError::from)?;
+                if ttl <= 0 {
+                    // Expired between the read and the renewal.
+                    return Err(ApiError::from(PlacementError::NotRegistered { cluster, node_id }).into());
+                }
+                Ok(Response::new(HeartbeatResponse { header: Some(self.header(revision)), ttl_secs: ttl }))
+            })
+            .await
+    }
+
+    #[instrument(skip_all, fields(cluster = %req.get_ref().cluster, node_id = req.get_ref().node_id))]
+    async fn unregister_node(
+        &self,
+        req: Request<UnregisterNodeRequest>,
+    ) -> Result<Response<UnregisterNodeResponse>, Status> {
+        self.ctx
+            .observe("Placement/UnregisterNode", async move {
+                let req = req.into_inner();
+                placement::check_node(&req.cluster, req.node_id).map_err(ApiError::from)?;
+                let (cluster, node_id) = (req.cluster, req.node_id);
+                let kv = match self.registration(&cluster, node_id).await {
+                    Ok((kv, _)) => kv,
+                    Err(ApiError::Placement(PlacementError::NotRegistered { .. })) => {
+                        let revision = read_state(self.ctx.node.state()).revision();
+                        return Ok(Response::new(UnregisterNodeResponse {
+                            header: Some(self.header(revision)),
+                            removed: false,
+                        }));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                if req.epoch != 0 && kv.mod_revision != req.epoch {
+                    let current = kv.mod_revision;
+                    return Err(ApiError::from(PlacementError::StaleEpoch {
+                        cluster,
+                        node_id,
+                        given: req.epoch,
+                        current,
+                    })
+                    .into());
+                }
+                // Delete only the registration that was read: one made since wins.
+                let txn = TxnRequest {
+                    compare: vec![Compare {
+                        result: CompareResult::Equal as i32,
+                        target: CompareTarget::Mod as i32,
+                        key: kv.key.clone(),
+                        range_end: Vec::new(),
+                        target_union: Some(TargetUnion::ModRevision(kv.mod_revision)),
+                    }],
+                    success: vec![RequestOp {
+                        request: Some(Op::RequestDeleteRange(DeleteRangeRequest { key: kv.key, ..Default::default() })),
+                    }],
+                    failure: Vec::new(),
+                };
+                let applied = self.ctx.propose(command::Request::Txn(txn)).await?;
+                let succeeded = matches!(applied.response, Some(Applied::Txn(ref t)) if t.succeeded);
+                if !succeeded {
+                    return Err(ApiError::from(PlacementError::Raced { cluster, node_id }).into());
+                }
+                if kv.lease != 0 {
+                    self.revoke_quietly(kv.lease).await;
+                }
+                tracing::info!(epoch = kv.mod_revision, "node unregistered");
+                Ok(Response::new(UnregisterNodeResponse { header: Some(self.header(applied.revision)), removed: true }))
+            })
+            .await
+    }
+
+    #[instrument(skip_all, fields(cluster = %req.get_ref().cluster, role = %req.get_ref().role))]
+    async fn list_nodes(&self, req: Request<ListNodesRequest>) -> Result<Response<ListNodesResponse>, Status> {
+        self.ctx
+            .observe("Placement/ListNodes", async move {
+                let req = req.into_inner();
+                if !req.cluster.is_empty() {
+                    placement::check_cluster(&req.cluster).map_err(ApiError::from)?;
+                }
+                let (nodes, revision) = self.read(|s| (nodes(s, &req.cluster, &req.role), s.revision())).await?;
+                Ok(Response::new(ListNodesResponse { header: Some(self.header(revision)), nodes }))
+            })
+            .await
+    }
+
+    type WatchNodesStream = ResponseStream<WatchNodesResponse>;
+
+    #[instrument(skip_all, fields(cluster = %req.get_ref().cluster, start = req.get_ref().start_revision))]
+    async fn watch_nodes(&self, req: Request<WatchNodesRequest>) -> Result<Response<Self::WatchNodesStream>, Status> {
+        self.ctx
+            .observe("Placement/WatchNodes", async move {
+                let req = req.into_inner();
+                if !req.cluster.is_empty() {
+                    placement::check_cluster(&req.cluster).map_err(ApiError::from)?;
+                }
+                let (out, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+                let watch = NodeWatch { ctx: self.ctx.clone(), cluster: req.cluster, out };
+                runtime::spawn_detached("watch-nodes", watch.run(req.start_revision));
+                let stream: Self::WatchNodesStream = Box::pin(receiver_stream(rx));
+                Ok(Response::new(stream))
+            })
+            .await
+    }
+
+    #[instrument(skip_all, fields(cluster = %req.get_ref().cluster))]
+    async fn set_cluster_config(
+        &self,
+        req: Request<SetClusterConfigRequest>,
+    ) -> Result<Response<ClusterConfigResponse>, Status> {
+        self.ctx
+            .observe("Placement/SetClusterConfig", async move {
+                let req = req.into_inner();
+                placement::check_cluster(&req.cluster).map_err(ApiError::from)?;
+                let config = ClusterConfig {
+                    heartbeat_interval_secs: req.heartbeat_interval_secs,
+                    expiry_secs: req.expiry_secs,
+                };
+                config.validate(self.min_ttl, MAX_LEASE_TTL).map_err(ApiError::from)?;
+                let put = PutRequest {
+                    key: placement::cluster_key(&req.cluster),
+                    value: config.encode(),
+                    ..Default::default()
+                };
+                let applied = self.ctx.propose(command::Request::Put(put)).await?;
+                Ok(Response::new(config_response(self.header(applied.revision), req.cluster, config, true)))
+            })
+            .await
+    }
+
+    #[instrument(skip_all, fields(cluster = %req.get_ref().cluster))]
+    async fn get_cluster_config(
+        &self,
+        req: Request<GetClusterConfigRequest>,
+    ) -> Result<Response<ClusterConfigResponse>, Status> {
+        self.ctx
+            .observe("Placement/GetClusterConfig", async move {
+                let req = req.into_inner();
+                placement::check_cluster(&req.cluster).map_err(ApiError::from)?;
+                let (config, configured, revision) = self.cluster_config(&req.cluster).await?;
+                Ok(Response::new(config_response(self.header(revision), req.cluster, config, configured)))
+            })
+            .await
+    }
+
+    #[instrument(skip_all)]
+    async fn cluster_status(
+        &self,
+        _req: Request<ClusterStatusRequest>,
+    ) -> Result<Response<ClusterStatusResponse>, Status> {
+        self.ctx
+            .observe("Placement/ClusterStatus", async move {
+                let (all, revision) = self.read(|s| (nodes(s, "", ""), s.revision())).await?;
+                let mut clusters: BTreeMap<String, ClusterNodes> = BTreeMap::new();
+                for node in all {
+                    let entry = clusters
+                        .entry(node.cluster.clone())
+                        .or_insert_with(|| ClusterNodes { cluster: node.cluster.clone(), ..Default::default() });
+                    entry.nodes += 1;
+                    for role in node.roles {
+                        *entry.by_role.entry(role).or_default() += 1;
+                    }
+                }
+                let asks =
+                    self.ctx.node.members().into_iter().map(|(id, m, learner)| Self::member_status(id, m, learner));
+                let members = futures::future::join_all(asks).await;
+                Ok(Response::new(ClusterStatusResponse {
+                    header: Some(self.header(revision)),
+                    leader: self.ctx.node.leader().unwrap_or(0),
+                    term: self.ctx.node.term(),
+                    members,
+                    clusters: clusters.into_values().collect(),
+                }))
+            })
+            .await
+    }
+}
+
+/// One WatchNodes stream: reads the history from its next revision after
+/// every apply, as the etcd Watch service does, so events come in revision
+/// order with no gap and no duplicate, one response per revision.
+struct NodeWatch {
+    ctx: Arc<ApiContext>,
+    /// "" for every cluster.
+    cluster: String,
+    out: tokio::sync::mpsc::Sender<Result<WatchNodesResponse, Status>>,
+}
+
+impl NodeWatch {
+    async fn run(self, start_revision: i64) {
+        let mut applied = self.ctx.node.applied_revision();
+        let mut shutdown = self.ctx.shutdown.clone();
+        let mut next =
+            if start_revision > 0 { start_revision } else { read_state(self.ctx.node.state()).revision() + 1 };
+        loop {
+            match self.pending(next) {
+                Err(compact_revision) => {
+                    let refused = ApiError::from(PlacementError::Compacted { compact_revision });
+                    let _ = self.out.send(Err(refused.into())).await;
+                    return;
+                }
+                Ok((responses, following)) => {
+                    next = following;
+                    for resp in responses {
+                        if self.out.send(Ok(resp)).await.is_err() {
+                            return; // the client went away
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.wait() => return,
+                _ = self.out.closed() => return,
+                changed = applied.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// The responses for the revisions from `next` on, and the next revision
+    /// to look at after them; `Err` with the compact revision when `next`'s
+    /// history is gone.
+    fn pending(&self, next: i64) -> Result<(Vec<WatchNodesResponse>, i64), i64> {
+        let state = read_state(self.ctx.node.state());
+        let current = state.revision();
+        if next > current {
+            return Ok((Vec::new(), next));
+        }
+        let (key, end) = placement::nodes_range(&self.cluster);
+        let mut responses = Vec::new();
+        for (revision, events) in state.events_from(next)? {
+            let events: Vec<NodeEvent> = events
+                .iter()
+                .filter(|e| e.kv.as_ref().is_some_and(|kv| kv.key >= key && kv.key < end))
+                .filter_map(|e| node_event(e, *revision))
+                .collect();
+            if !events.is_empty() {
+                responses.push(WatchNodesResponse { header: Some(header(&self.ctx, *revision)), events });
+            }
+        }
+        Ok((responses, current + 1))
+    }
+}

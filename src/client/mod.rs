@@ -1,0 +1,372 @@
+//! A client of Placement Center, for brokers and for our own tools
+//! (placement-ctl, placement-bench, the tests and the simulator).
+//!
+//! - **Endpoints**: any members' client addresses; channels connect lazily.
+//! - **Leader discovery**: [`Client::discover_leader`] asks the members who
+//!   leads and sends calls there first, saving writes the forwarding hop.
+//! - **Retries**: an idempotent call (reads, heartbeats, ...) that fails with
+//!   Unavailable or a deadline is retried on the next endpoint with
+//!   exponential backoff; any other call only when it certainly never reached
+//!   a server (no connection, or the server said nothing was applied).
+//! - **Keep-alive**: [`Client::keep_alive`] heartbeats for a registered node
+//!   in the background and reports when the registration is lost.
+
+mod keepalive;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+pub use keepalive::{KeepAlive, Lost};
+
+use crate::proto::etcdserverpb::cluster_client::ClusterClient;
+use crate::proto::etcdserverpb::kv_client::KvClient;
+use crate::proto::etcdserverpb::lease_client::LeaseClient;
+use crate::proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use crate::proto::etcdserverpb::watch_client::WatchClient;
+use crate::proto::etcdserverpb::{MemberListRequest, StatusRequest};
+use crate::proto::placement::v1::placement_client::PlacementClient;
+use crate::proto::placement::v1::{
+    HeartbeatRequest, HeartbeatResponse, ListNodesRequest, NodeInfo, RegisterNodeRequest, RegisterNodeResponse,
+    WatchNodesRequest, WatchNodesResponse,
+};
+use crate::runtime;
+
+/// Why a call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The client was given no endpoint.
+    #[error("no endpoints given")]
+    NoEndpoints,
+    /// An endpoint that is not `host:port`.
+    #[error("invalid endpoint {endpoint:?}: {cause}")]
+    BadEndpoint {
+        /// As given.
+        endpoint: String,
+        /// What is wrong with it.
+        cause: String,
+    },
+    /// The server's answer (or the transport's, after the retries).
+    #[error("{}", .status.message())]
+    Status {
+        /// The endpoint that answered last.
+        endpoint: String,
+        /// Its status.
+        status: Status,
+    },
+}
+
+impl ClientError {
+    /// The gRPC code (Unavailable for errors that are the client's own).
+    pub fn code(&self) -> Code {
+        match self {
+            ClientError::Status { status, .. } => status.code(),
+            ClientError::NoEndpoints | ClientError::BadEndpoint { .. } => Code::InvalidArgument,
+        }
+    }
+}
+
+/// Whether a call may be repeated without changing the outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Reads and calls whose repetition is harmless: retried on any
+    /// transient failure.
+    Idempotent,
+    /// Writes: retried only when they certainly did not happen.
+    OnlyIfNotSent,
+}
+
+/// Tunables of a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// How long connecting to one endpoint may take.
+    pub connect_timeout: Duration,
+    /// How long one attempt of a unary call may take.
+    pub request_timeout: Duration,
+    /// Attempts of one call in all (over every endpoint).
+    pub attempts: u32,
+    /// Pause after the first failed attempt; doubles up to `max_backoff`.
+    pub initial_backoff: Duration,
+    /// Longest pause between attempts.
+    pub max_backoff: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+            attempts: 6,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A client of a Placement Center cluster. Cheap to share (`Arc`).
+pub struct Client {
+    /// `host:port` of each endpoint, as given.
+    endpoints: Vec<String>,
+    /// A lazily connecting channel per endpoint.
+    channels: Vec<Channel>,
+    /// The endpoint tried first: the leader's when known, else the last one
+    /// that answered.
+    preferred: AtomicUsize,
+    options: ClientOptions,
+}
+
+impl Client {
+    /// A client of the members at `endpoints` (`host:port` or
+    /// `http://host:port`). Connects on first use.
+    pub fn new(endpoints: &[String], options: ClientOptions) -> Result<Arc<Self>, ClientError> {
+        let endpoints: Vec<String> = endpoints
+            .iter()
+            .flat_map(|e| e.split(','))
+            .map(|e| e.trim().trim_start_matches("http://").trim_end_matches('/').to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if endpoints.is_empty() {
+            return Err(ClientError::NoEndpoints);
+        }
+        let mut channels = Vec::with_capacity(endpoints.len());
+        for endpoint in &endpoints {
+            let bad = |cause: String| ClientError::BadEndpoint { endpoint: endpoint.clone(), cause };
+            if !endpoint.contains(':') {
+                return Err(bad("expected host:port".to_string()));
+            }
+            let channel = Endpoint::from_shared(format!("http://{endpoint}"))
+                .map_err(|e| bad(e.to_string()))?
+                .connect_timeout(options.connect_timeout)
+                .connect_lazy();
+            channels.push(channel);
+        }
+        Ok(Arc::new(Self { endpoints, channels, preferred: AtomicUsize::new(0), options }))
+    }
+
+    /// The endpoints, as normalised.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// The tunables.
+    pub fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    /// The channel to the preferred endpoint (for streams, which the caller
+    /// resumes itself) and its address.
+    pub fn channel(&self) -> (Channel, &str) {
+        let i = self.preferred.load(Ordering::Relaxed) % self.channels.len();
+        (self.channels[i].clone(), &self.endpoints[i])
+    }
+
+    /// Moves on to the next endpoint (after a stream broke).
+    pub fn rotate(&self) {
+        let i = self.preferred.load(Ordering::Relaxed);
+        self.preferred.store((i + 1) % self.channels.len(), Ordering::Relaxed);
+    }
+
+    /// Runs `call` on the preferred endpoint, and per `retry` on the others,
+    /// backing off between attempts.
+    pub async fn call<T, F, Fut>(&self, retry: Retry, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let mut backoff = self.options.initial_backoff;
+        let mut attempt = 1;
+        loop {
+            let i = self.preferred.load(Ordering::Relaxed) % self.channels.len();
+            let answer = runtime::timeout(self.options.request_timeout, call(self.channels[i].clone()))
+                .await
+                .unwrap_or_else(|_| Err(Status::deadline_exceeded("request timed out (client side)")));
+            let status = match answer {
+                Ok(resp) => return Ok(resp.into_inner()),
+                Err(status) => status,
+            };
+            let transient = match retry {
+                Retry::Idempotent => {
+                    matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Unknown)
+                }
+                Retry::OnlyIfNotSent => {
+                    crate::raft::network::never_sent(&status)
+                        || status.metadata().contains_key(crate::api::error::NOT_APPLIED_METADATA)
+                }
+            };
+            if !transient || attempt >= self.options.attempts {
+                return Err(ClientError::Status { endpoint: self.endpoints[i].clone(), status });
+            }
+            tracing::debug!(endpoint = %self.endpoints[i], cause = %status.message(), attempt, "retrying on the next endpoint");
+            self.preferred.store((i + 1) % self.channels.len(), Ordering::Relaxed);
+            runtime::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.options.max_backoff);
+            attempt += 1;
+        }
+    }
+
+    /// Asks the members who leads and prefers that member's endpoint when it
+    /// is one of ours. Returns the leader's id (0: none known).
+    pub async fn discover_leader(&self) -> Result<u64, ClientError> {
+        let status = self
+            .call(Retry::Idempotent, |ch| async move { MaintenanceClient::new(ch).status(StatusRequest {}).await })
+            .await?;
+        if status.leader == 0 {
+            return Ok(0);
+        }
+        let members = self
+            .call(Retry::Idempotent, |ch| async move {
+                ClusterClient::new(ch).member_list(MemberListRequest { linearizable: false }).await
+            })
+            .await?;
+        let leader_addrs: Vec<String> = members
+            .members
+            .iter()
+            .filter(|m| m.id == status.leader)
+            .flat_map(|m| m.client_ur_ls.iter().map(|u| u.trim_start_matches("http://").to_string()))
+            .collect();
+        if let Some(i) = self.endpoints.iter().position(|e| leader_addrs.contains(e)) {
+            self.preferred.store(i, Ordering::Relaxed);
+        }
+        Ok(status.leader)
+    }
+
+    /// etcd's KV service on `channel`.
+    pub fn kv(channel: Channel) -> KvClient<Channel> {
+        KvClient::new(channel)
+    }
+
+    /// etcd's Lease service on `channel`.
+    pub fn lease(channel: Channel) -> LeaseClient<Channel> {
+        LeaseClient::new(channel)
+    }
+
+    /// etcd's Cluster service on `channel`.
+    pub fn cluster(channel: Channel) -> ClusterClient<Channel> {
+        ClusterClient::new(channel)
+    }
+
+    /// etcd's Watch service on `channel`.
+    pub fn watch(channel: Channel) -> WatchClient<Channel> {
+        WatchClient::new(channel)
+    }
+
+    /// The placement service on `channel`.
+    pub fn placement(channel: Channel) -> PlacementClient<Channel> {
+        PlacementClient::new(channel)
+    }
+
+    /// Registers a node. Not retried once sent: a repeated registration
+    /// would only make another epoch, but the caller must learn the last one.
+    pub async fn register(&self, req: RegisterNodeRequest) -> Result<Registration, ClientError> {
+        let resp: RegisterNodeResponse = self
+            .call(Retry::OnlyIfNotSent, |ch| {
+                let req = req.clone();
+                async move { PlacementClient::new(ch).register_node(req).await }
+            })
+            .await?;
+        let node = resp.node.unwrap_or_default();
+        Ok(Registration {
+            node,
+            heartbeat_interval: Duration::from_secs(u64::from(resp.heartbeat_interval_secs.max(1))),
+            expiry: Duration::from_secs(u64::from(resp.expiry_secs)),
+        })
+    }
+
+    /// One heartbeat for a registration (idempotent: retried).
+    pub async fn heartbeat(&self, node: &NodeInfo) -> Result<HeartbeatResponse, ClientError> {
+        let req = HeartbeatRequest { cluster: node.cluster.clone(), node_id: node.node_id, epoch: node.epoch };
+        self.call(Retry::Idempotent, |ch| {
+            let req = req.clone();
+            async move { PlacementClient::new(ch).heartbeat(req).await }
+        })
+        .await
+    }
+
+    /// The node events of `cluster` ("": every cluster) from `start_revision`
+    /// on (0: from now), resumed on another endpoint from the last revision
+    /// seen when a stream breaks. Ends with the error that cannot be resumed
+    /// (e.g. the start revision was compacted).
+    pub fn watch_nodes(
+        self: &Arc<Self>,
+        cluster: &str,
+        start_revision: i64,
+    ) -> tokio::sync::mpsc::Receiver<Result<WatchNodesResponse, ClientError>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let client = self.clone();
+        let cluster = cluster.to_string();
+        runtime::spawn_detached("client-watch-nodes", async move {
+            let mut next = start_revision;
+            if next <= 0 {
+                // "From now" must survive a broken stream: pin now to a revision.
+                let req = ListNodesRequest { cluster: cluster.clone(), role: String::new() };
+                let listed = client
+                    .call(Retry::Idempotent, |ch| {
+                        let req = req.clone();
+                        async move { PlacementClient::new(ch).list_nodes(req).await }
+                    })
+                    .await;
+                match listed {
+                    Ok(resp) => next = resp.header.map_or(0, |h| h.revision + 1),
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+            let mut backoff = client.options.initial_backoff;
+            loop {
+                let (channel, endpoint) = client.channel();
+                let endpoint = endpoint.to_string();
+                let req = WatchNodesRequest { cluster: cluster.clone(), start_revision: next };
+                let broke = match PlacementClient::new(channel).watch_nodes(req).await {
+                    Ok(stream) => {
+                        let mut stream = stream.into_inner();
+                        loop {
+                            match stream.message().await {
+                                Ok(Some(resp)) => {
+                                    backoff = client.options.initial_backoff;
+                                    if let Some(h) = &resp.header {
+                                        next = h.revision + 1;
+                                    }
+                                    if tx.send(Ok(resp)).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                Ok(None) => break Status::unavailable("watch stream ended"),
+                                Err(status) => break status,
+                            }
+                        }
+                    }
+                    Err(status) => status,
+                };
+                if !matches!(broke.code(), Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Cancelled)
+                {
+                    let _ = tx.send(Err(ClientError::Status { endpoint, status: broke })).await;
+                    return;
+                }
+                client.rotate();
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = runtime::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(client.options.max_backoff);
+            }
+        });
+        rx
+    }
+}
+
+/// A node's registration as the keep-alive helper needs it.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// The node as registered, with its epoch and lease.
+    pub node: NodeInfo,
+    /// How often to heartbeat.
+    pub heartbeat_interval: Duration,
+    /// How long the registration lives without a heartbeat.
+    pub expiry: Duration,
+}
