@@ -99,23 +99,26 @@ async fn etcdctl_put_get_del_and_txn_work_against_a_follower() {
     cluster.shutdown().await;
 }
 
-/// A running `etcdctl watch ...` whose output lines are read as they come.
-struct Watching {
+/// A running command (a watch) whose output lines are read as they come.
+pub struct Watching {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Watching {
     fn start(endpoint: &str, args: &[&str]) -> Watching {
-        let mut child = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={endpoint}"))
-            .arg("watch")
-            .args(args)
+        let mut command = Command::new("etcdctl");
+        command.env("ETCDCTL_API", "3").arg(format!("--endpoints={endpoint}")).arg("watch").args(args);
+        Self::spawn(command)
+    }
+
+    /// Starts `command`, reading its stdout line by line.
+    pub fn spawn(mut command: Command) -> Watching {
+        let mut child = command
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
-            .expect("etcdctl must be installed");
+            .expect("the command must be installed");
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel();
         // A plain thread reads the child's pipe (this test runs on real tokio).
@@ -132,7 +135,7 @@ impl Watching {
     }
 
     /// The next `n` lines, waiting up to 15 s for them.
-    fn next(&self, n: usize) -> Vec<String> {
+    pub fn next(&self, n: usize) -> Vec<String> {
         (0..n)
             .map(|i| {
                 self.lines
@@ -140,6 +143,26 @@ impl Watching {
                     .unwrap_or_else(|_| panic!("watch printed only {i} of {n} lines"))
             })
             .collect()
+    }
+}
+
+impl Watching {
+    /// Waits for the command to exit by itself: its exit code and stderr.
+    pub fn wait(mut self) -> (Option<i32>, String) {
+        use std::io::Read;
+        let status = self.child.wait().unwrap();
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        (status.code(), stderr)
+    }
+
+    /// Sends the command SIGINT (Ctrl-C) and waits for it: its exit code and stderr.
+    pub fn interrupt(self) -> (Option<i32>, String) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        self.wait()
     }
 }
 

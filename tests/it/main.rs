@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cluster;
+mod ctl;
 mod etcdctl;
 mod health;
 mod membership;

@@ -1,0 +1,224 @@
+//! placement-ctl against a 3-node cluster: every command, asserted on what
+//! it prints and on its exit code.
+
+use std::process::Command;
+use std::time::Duration;
+
+use placement_center::runtime;
+
+use crate::cluster::Cluster;
+use crate::etcdctl::Watching;
+
+/// placement-ctl with `--endpoints` set to `endpoints`.
+fn ctl_command(endpoints: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_placement-ctl"));
+    command.env_remove("PLACEMENT_ENDPOINTS").arg("--endpoints").arg(endpoints).args(args);
+    command
+}
+
+/// Runs placement-ctl: (exit code, stdout, stderr).
+fn ctl(endpoints: &str, args: &[&str]) -> (i32, String, String) {
+    let out = ctl_command(endpoints, args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs placement-ctl, which must succeed; its stdout.
+fn ok(endpoints: &str, args: &[&str]) -> String {
+    let (code, stdout, stderr) = ctl(endpoints, args);
+    assert_eq!(code, 0, "placement-ctl {args:?} failed: {stderr}");
+    stdout
+}
+
+/// Runs placement-ctl -o json, which must succeed; its parsed output.
+fn json(endpoints: &str, args: &[&str]) -> serde_json::Value {
+    let mut with_json = vec!["-o", "json"];
+    with_json.extend_from_slice(args);
+    serde_json::from_str(&ok(endpoints, &with_json)).unwrap()
+}
+
+fn endpoints(cluster: &Cluster) -> String {
+    (0..cluster.nodes.len()).map(|i| cluster.client_addr(i)).collect::<Vec<_>>().join(",")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_ctl_takes_a_broker_through_its_life() {
+    let cluster = Cluster::start(3).await;
+    let ep = endpoints(&cluster);
+    let ep = ep.as_str();
+
+    assert_eq!(
+        ok(ep, &["cluster", "config", "get", "mq"]),
+        "cluster mq: heartbeat every 3s, expiry after 30s (defaults)\n"
+    );
+    assert_eq!(
+        ok(ep, &["cluster", "config", "set", "mq", "--heartbeat-interval", "1", "--expiry", "4"]),
+        "cluster mq: heartbeat every 1s, expiry after 4s (set)\n"
+    );
+    let watch = Watching::spawn(ctl_command(ep, &["node", "watch", "--cluster", "mq"]));
+    runtime::sleep(Duration::from_millis(500)).await; // the watch pins "now"
+
+    let registered = ok(
+        ep,
+        &[
+            "node",
+            "register",
+            "--cluster",
+            "mq",
+            "--id",
+            "1",
+            "--role",
+            "mqtt",
+            "--address",
+            "mqtt=127.0.0.1:1883",
+            "--label",
+            "zone=a",
+        ],
+    );
+    let lines: Vec<&str> = registered.lines().collect();
+    assert_eq!(lines.len(), 3, "{registered}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(header, ["CLUSTER", "NODE", "EPOCH", "LEASE", "ROLES", "ADDRESSES", "LABELS"]);
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!((row[0], row[1], row[4], row[5], row[6]), ("mq", "1", "mqtt", "mqtt=127.0.0.1:1883", "zone=a"));
+    let epoch = row[2].to_string();
+    assert_eq!(lines[2], "heartbeat every 1s, expires after 4s without one");
+
+    let joined = watch.next(1);
+    assert_eq!(joined[0], format!("JOINED mq/1 epoch={epoch} revision={epoch} roles=mqtt"));
+
+    let listed = json(ep, &["node", "list", "--cluster", "mq"]);
+    assert_eq!(listed["nodes"][0]["epoch"].as_i64().unwrap().to_string(), epoch);
+    assert_eq!(listed["nodes"][0]["addresses"]["mqtt"], "127.0.0.1:1883");
+    assert_eq!(ok(ep, &["node", "heartbeat", "--cluster", "mq", "--id", "1", "--epoch", &epoch]), "OK ttl 4s\n");
+
+    // Registered again: the old epoch is refused (exit 4), and the watch saw the change.
+    let again = json(ep, &["node", "register", "--cluster", "mq", "--id", "1", "--role", "mqtt"]);
+    let new_epoch = again["node"]["epoch"].as_i64().unwrap();
+    assert!(new_epoch > epoch.parse().unwrap());
+    let (code, _, stderr) = ctl(ep, &["node", "heartbeat", "--cluster", "mq", "--id", "1", "--epoch", &epoch]);
+    assert_eq!(code, 4, "{stderr}");
+    assert_eq!(
+        stderr,
+        format!("Error: placement: stale epoch {epoch} for node 1 of cluster mq: the current registration has epoch {new_epoch}\n")
+    );
+    assert!(watch.next(1)[0].starts_with(&format!("CHANGED mq/1 epoch={new_epoch} ")));
+
+    assert_eq!(ok(ep, &["node", "unregister", "--cluster", "mq", "--id", "1"]), "unregistered node 1 of cluster mq\n");
+    assert!(watch.next(1)[0].starts_with(&format!("LEFT mq/1 epoch={new_epoch} ")));
+    assert_eq!(
+        ok(ep, &["node", "unregister", "--cluster", "mq", "--id", "1"]),
+        "node 1 of cluster mq was not registered\n"
+    );
+    let (code, _, stderr) = ctl(ep, &["node", "heartbeat", "--cluster", "mq", "--id", "1", "--epoch", &epoch]);
+    assert_eq!((code, stderr.contains("is not registered")), (3, true), "{stderr}");
+    assert_eq!(ok(ep, &["node", "list", "--cluster", "mq"]).lines().count(), 1, "only the header");
+
+    // --keep-alive heartbeats past the expiry, and says when it is replaced.
+    let keeper =
+        Watching::spawn(ctl_command(ep, &["node", "register", "--cluster", "mq", "--id", "2", "--keep-alive"]));
+    keeper.next(3);
+    runtime::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        json(ep, &["node", "list", "--cluster", "mq"])["nodes"][0]["node_id"],
+        2,
+        "kept alive past the 4 s expiry"
+    );
+    ok(ep, &["node", "register", "--cluster", "mq", "--id", "2"]);
+    let (code, stderr) = keeper.wait();
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(stderr.contains("registration lost: registration refused: placement: stale epoch"), "{stderr}");
+
+    // Interrupted, --keep-alive unregisters its node.
+    let keeper =
+        Watching::spawn(ctl_command(ep, &["node", "register", "--cluster", "mq", "--id", "3", "--keep-alive"]));
+    keeper.next(3);
+    let (code, stderr) = keeper.interrupt();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("interrupted: unregistered node 3 of cluster mq"), "{stderr}");
+    let left: Vec<u64> = json(ep, &["node", "list", "--cluster", "mq"])["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(left, vec![2]);
+
+    let (code, _, stderr) = ctl(ep, &["node", "register", "--cluster", "a/b", "--id", "1"]);
+    assert_eq!(
+        (code, stderr.as_str()),
+        (2, "Error: placement: invalid cluster name \"a/b\": use 1 to 128 letters, digits, '.', '_' or '-'\n")
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_ctl_kv_lease_and_cluster_commands_print_what_scripts_rely_on() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.wait_leader().await as u64 + 1;
+    let ep = endpoints(&cluster);
+    let ep = ep.as_str();
+
+    let put = ok(ep, &["kv", "put", "/mq/a", "1"]);
+    assert!(put.starts_with("OK revision "), "{put}");
+    let watch = Watching::spawn(ctl_command(ep, &["kv", "watch", "/mq/", "--prefix"]));
+    runtime::sleep(Duration::from_millis(500)).await;
+    let revision = json(ep, &["kv", "put", "/mq/b", "2"])["revision"].as_i64().unwrap();
+    assert_eq!(watch.next(1), vec![format!("PUT /mq/b 2 revision={revision}")]);
+    assert_eq!(
+        ok(ep, &["kv", "get", "/mq/b"]),
+        format!("KEY    VALUE  MOD_REVISION  LEASE\n/mq/b  2      {revision}\n")
+    );
+    let all = json(ep, &["kv", "get", "/mq/", "--prefix", "--serializable"]);
+    assert_eq!(all["kvs"].as_array().unwrap().len(), 2);
+    let (code, stdout, stderr) = ctl(ep, &["kv", "get", "/missing"]);
+    assert_eq!((code, stdout.as_str(), stderr.as_str()), (3, "", "Error: key not found: /missing\n"));
+    assert_eq!(ok(ep, &["kv", "del", "/mq/", "--prefix"]), "deleted 2\n");
+    assert!(watch.next(2).iter().all(|l| l.starts_with("DELETE /mq/")));
+
+    // Leases: a registration's lease, its TTL and its key.
+    let registered = json(ep, &["node", "register", "--cluster", "mq", "--id", "9"]);
+    let lease = format!("{:x}", registered["node"]["lease_id"].as_i64().unwrap());
+    assert!(ok(ep, &["lease", "list"]).lines().any(|l| l == lease));
+    let ttl = ok(ep, &["lease", "ttl", &lease, "--keys"]);
+    assert!(ttl.starts_with(&format!("lease {lease}: granted 30s, remaining ")), "{ttl}");
+    assert!(ttl.ends_with("\n  /placement/nodes/mq/9\n"), "{ttl}");
+    let (code, _, stderr) = ctl(ep, &["lease", "ttl", "abcdef"]);
+    assert_eq!((code, stderr.as_str()), (3, "Error: lease abcdef not found\n"));
+
+    // Members and status.
+    let members = ok(ep, &["cluster", "members"]);
+    assert_eq!(members.lines().count(), 4, "{members}");
+    assert_eq!(members.lines().filter(|l| l.ends_with("voter")).count(), 3, "{members}");
+    let status = ok(ep, &["cluster", "status"]);
+    assert!(status.starts_with(&format!("leader {leader:x}, term ")), "{status}");
+    assert_eq!(status.lines().filter(|l| l.contains(" true ")).count(), 3, "three healthy members: {status}");
+    assert!(status.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["mq", "1"]), "{status}");
+    let status = json(ep, &["cluster", "status"]);
+    assert_eq!(status["leader"], leader);
+    assert!(status["members"].as_array().unwrap().iter().all(|m| m["healthy"] == true));
+
+    // A learner that never starts: added, refused promotion (exit 4), removed.
+    let added = ok(ep, &["cluster", "add", "127.0.0.1:1", "--learner"]);
+    let id = added.strip_prefix("added member ").and_then(|r| r.split_whitespace().next()).unwrap().to_string();
+    assert!(added.ends_with("as a learner; start it with --join\n"), "{added}");
+    let (code, _, stderr) = ctl(ep, &["cluster", "promote", &id]);
+    assert_eq!(
+        (code, stderr.as_str()),
+        (4, "Error: etcdserver: can only promote a learner member which is in sync with leader\n")
+    );
+    assert_eq!(ok(ep, &["cluster", "remove", &id]), format!("removed member {id}\n"));
+    let (code, _, _) = ctl(ep, &["cluster", "remove", &id]);
+    assert_eq!(code, 3);
+
+    // Scripts: completions, and errors that are not the server's.
+    assert!(ok(ep, &["completions", "bash"]).contains("placement-ctl"));
+    let (code, _, stderr) = ctl("127.0.0.1:1", &["--timeout", "2", "kv", "get", "/a"]);
+    assert_eq!(code, 1, "{stderr}");
+    let (code, _, stderr) = ctl("nonsense", &["kv", "get", "/a"]);
+    assert_eq!((code, stderr.as_str()), (2, "Error: invalid endpoint \"nonsense\": expected host:port\n"));
+    cluster.shutdown().await;
+}
