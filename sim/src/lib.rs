@@ -6,12 +6,14 @@
 //! - [`history`]: what clients did and saw (pure data).
 //! - [`checker`]: linearizability (Wing–Gong–Lowe, per key), serializable reads,
 //!   Raft invariants, convergence. Pure: unit-tested with hand-made histories.
-//! - `cluster`, `nemesis`, `workload`, `run` (only with `--cfg madsim`): the
+//! - `cluster`, `nemesis`, `workload`, `watchers`, `brokers`, `run` (only with `--cfg madsim`): the
 //!   harness, the faults, the clients and one seed's run.
 
 pub mod checker;
 pub mod history;
 
+#[cfg(madsim)]
+pub mod brokers;
 #[cfg(madsim)]
 pub mod cluster;
 #[cfg(madsim)]

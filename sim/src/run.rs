@@ -14,12 +14,14 @@ use crate::checker::{self, raft_invariants};
 use crate::cluster::SimCluster;
 use crate::history::{Call, Outcome, TraceHash};
 use crate::nemesis::{self, FaultKind, NemesisLog};
-use crate::{watchers, workload};
+use crate::{brokers, watchers, workload};
 
 /// Watch clients per run.
 const WATCHERS: u32 = 2;
 /// Lease clients per run.
 const LEASE_CLIENTS: u32 = 1;
+/// Brokers registering through the placement API per run.
+const BROKERS: u64 = 3;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -67,6 +69,12 @@ pub struct Report {
     pub lease_acks: usize,
     /// Leases granted (episodes of the lease clients).
     pub leases: usize,
+    /// Broker registrations acknowledged.
+    pub registrations: usize,
+    /// Broker heartbeats acknowledged.
+    pub heartbeats: usize,
+    /// Node events the node watcher saw leave (expired or unregistered).
+    pub nodes_left: usize,
 }
 
 /// Runs one seed in a fresh simulated world, on a thread of its own.
@@ -114,12 +122,18 @@ async fn run(opts: RunOptions) -> Report {
     wait_for(Duration::from_secs(20), || cluster.leader().is_some()).await;
     let history = Arc::new(Mutex::new(Vec::new()));
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.client_addr.clone()).collect();
+    on_own_node("configure", 253, brokers::configure(addrs.clone())).await;
     let until = runtime::now() + opts.duration;
+    let broker_history = Arc::new(Mutex::new(Vec::new()));
+    let observed = Arc::new(Mutex::new(checker::brokers::Observed::default()));
+    let (stop_observer, observer_stop) = tokio::sync::watch::channel(false);
+    let observer = on_own_node("node-watcher", 254, brokers::observe(addrs.clone(), observed.clone(), observer_stop));
     let clients = workload::start_clients(opts.clients, opts.keys, &addrs, start, until, &history);
     let sessions = Arc::new(Mutex::new(Vec::new()));
     let episodes = Arc::new(Mutex::new(Vec::new()));
     let mut others = watchers::start_watchers(WATCHERS, &addrs, until, &sessions);
     others.extend(watchers::start_lease_clients(LEASE_CLIENTS, &addrs, start, until, &episodes));
+    others.extend(brokers::start(BROKERS, &addrs, start, until, &broker_history));
     // What happened, by revision, from the replicas' applied history.
     let mut truth = checker::watch::Truth { from: 1, ..Default::default() };
     let mut truth_cursor: BTreeMap<u64, i64> = BTreeMap::new();
@@ -185,6 +199,27 @@ async fn run(opts: RunOptions) -> Report {
     if let Some(problem) = leases_expire(&cluster).await {
         violations.push(problem);
     }
+    // Every broker has been silent since the end of the workload: longer
+    // than the expiry by now. Their registrations must be gone, and the
+    // node watcher must have seen them leave.
+    let broker_history = broker_history.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let listed = on_own_node("broker-checker", 249, {
+        let addrs = addrs.clone();
+        async move { brokers::still_listed(&addrs).await }
+    })
+    .await;
+    let gone = |observed: &checker::brokers::Observed| match &listed {
+        Ok(listed) => checker::brokers::check_gone(&broker_history, observed, listed),
+        Err(problem) => vec![checker::brokers::BrokerViolation(problem.clone())],
+    };
+    let deadline = runtime::now() + Duration::from_secs(10);
+    while runtime::now() < deadline && !gone(&observed.lock().unwrap_or_else(|e| e.into_inner())).is_empty() {
+        runtime::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = stop_observer.send(true);
+    let _ = observer.await;
+    let observed = observed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    violations.extend(gone(&observed).into_iter().map(|v| v.to_string()));
     for id in 1..=opts.nodes {
         collect_truth(&cluster, id, &mut truth, &mut truth_cursor, &mut committed_violations);
     }
@@ -208,6 +243,29 @@ async fn run(opts: RunOptions) -> Report {
     let mut excused = log.skewed.clone();
     excused.extend(leader_changes(&samples.lock().unwrap_or_else(|e| e.into_inner())));
     violations.extend(checker::lease::check(&episodes, &excused).into_iter().map(|v| v.to_string()));
+    violations.extend(
+        checker::brokers::check(&broker_history, &observed, brokers::EXPIRY, &excused)
+            .into_iter()
+            .map(|v| v.to_string()),
+    );
+    let registrations = broker_history
+        .iter()
+        .filter(|op| {
+            matches!(op.call, checker::brokers::Call::Register(Some(_))) && op.answer == checker::brokers::Answer::Ok
+        })
+        .count();
+    let heartbeats = broker_history
+        .iter()
+        .filter(|op| {
+            matches!(op.call, checker::brokers::Call::Heartbeat(_)) && op.answer == checker::brokers::Answer::Ok
+        })
+        .count();
+    let nodes_left = observed.streams.iter().flat_map(|(_, events)| events).filter(|e| e.0 == "LEFT").count();
+    if registrations == 0 || heartbeats == 0 {
+        violations.push(format!(
+            "the brokers made {registrations} registrations and {heartbeats} heartbeats: the broker checks checked nothing"
+        ));
+    }
     let events_seen: usize = sessions.iter().flat_map(|s| &s.responses).map(Vec::len).sum();
     if events_seen == 0 {
         violations.push("the watchers saw no event: the watch check checked nothing".to_string());
@@ -229,6 +287,10 @@ async fn run(opts: RunOptions) -> Report {
     for episode in &episodes {
         trace.feed_display(&format!("{episode:?}"));
     }
+    for op in &broker_history {
+        trace.feed_display(op);
+    }
+    trace.feed_display(&format!("{observed:?}"));
     Report {
         seed: opts.seed,
         ops: history.len(),
@@ -243,7 +305,22 @@ async fn run(opts: RunOptions) -> Report {
         watch_compacted: sessions.iter().filter(|s| s.compacted.is_some()).count(),
         lease_acks: episodes.iter().map(|e| e.acks.len()).sum(),
         leases: episodes.len(),
+        registrations,
+        heartbeats,
+        nodes_left,
     }
+}
+
+/// Runs `work` on a simulated node of its own (with an address, so it can
+/// reach the cluster) and waits for it.
+fn on_own_node<T: Send + 'static>(
+    name: &str,
+    ip: u64,
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> impl std::future::Future<Output = T> {
+    let node = madsim::runtime::Handle::current().create_node().name(name).ip(crate::cluster::ip(ip)).build();
+    let handle = node.spawn(work);
+    async move { handle.await.expect("the task on its own node panicked") }
 }
 
 /// Polls `cond` every 100 ms for up to `limit`.

@@ -102,7 +102,7 @@ mod sweep {
         let wall = started.elapsed();
         let status = if report.violations.is_empty() { "ok" } else { "FAIL" };
         println!(
-            "seed {seed:>6} {status:<4} ops={} unknown={} watch={}/{}/{} leases={}/{} virtual={:.1}s trace={:016x}",
+            "seed {seed:>6} {status:<4} ops={} unknown={} watch={}/{}/{} leases={}/{} brokers={}/{}/{} virtual={:.1}s trace={:016x}",
             report.ops,
             report.unknown,
             report.watch_events,
@@ -110,6 +110,9 @@ mod sweep {
             report.watch_compacted,
             report.leases,
             report.lease_acks,
+            report.registrations,
+            report.heartbeats,
+            report.nodes_left,
             report.virtual_time.as_secs_f64(),
             report.trace_hash
         );

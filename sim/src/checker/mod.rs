@@ -1,6 +1,7 @@
 //! Checkers over a recorded run. Each returns the violations it found, with
 //! enough context (the operations involved) for a developer to act on.
 
+pub mod brokers;
 pub mod lease;
 pub mod linearizability;
 pub mod raft_invariants;

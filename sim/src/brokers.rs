@@ -1,0 +1,307 @@
+//! Brokers on their own simulated nodes, living through the placement API
+//! with the client library as a real broker would: register, heartbeat,
+//! list, sometimes get cut off from the network for longer than the expiry
+//! (then register again, and check that the replaced epoch is refused),
+//! sometimes unregister. A node watcher follows every registration.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use madsim::runtime::Handle;
+use placement_center::client::{Client, ClientError, ClientOptions, Registration, Retry};
+use placement_center::proto::placement::v1::node_event::Kind;
+use placement_center::proto::placement::v1::{
+    ListNodesRequest, NodeInfo, RegisterNodeRequest, SetClusterConfigRequest, UnregisterNodeRequest,
+};
+use placement_center::runtime::{self, Instant};
+use rand::Rng;
+
+use crate::checker::brokers::{Answer, BrokerOp, Call, Observed};
+
+/// The broker cluster the simulated brokers belong to.
+pub const CLUSTER: &str = "sim";
+/// Heartbeat every second...
+pub const HEARTBEAT_SECS: u32 = 1;
+/// ...and expire after three without one (the registrations' lease TTL).
+pub const EXPIRY: Duration = Duration::from_secs(3);
+
+/// What the brokers did, shared by them.
+pub type BrokerHistory = Arc<Mutex<Vec<BrokerOp>>>;
+
+fn client(addrs: &[String]) -> Arc<Client> {
+    let options = ClientOptions {
+        connect_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(2),
+        attempts: 3,
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(500),
+    };
+    Client::new(addrs, options).expect("valid simulated addresses")
+}
+
+fn answer<T>(result: &Result<Result<T, ClientError>, runtime::Elapsed>) -> Answer {
+    match result {
+        Ok(Ok(_)) => Answer::Ok,
+        Ok(Err(ClientError::Status { status, .. }))
+            if !matches!(
+                status.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Unknown
+                    | tonic::Code::Cancelled
+            ) =>
+        {
+            Answer::Refused(status.code() as i32, status.message().to_string())
+        }
+        _ => Answer::Unknown,
+    }
+}
+
+/// Sets the brokers' cluster settings (retried until done): short, so that
+/// a run sees expiries.
+pub async fn configure(addrs: Vec<String>) {
+    let client = client(&addrs);
+    let req = SetClusterConfigRequest {
+        cluster: CLUSTER.into(),
+        heartbeat_interval_secs: HEARTBEAT_SECS,
+        expiry_secs: EXPIRY.as_secs() as u32,
+    };
+    for _ in 0..50 {
+        let set = client
+            .call(Retry::Idempotent, |ch| {
+                let req = req.clone();
+                async move { Client::placement(ch).set_cluster_config(req).await }
+            })
+            .await;
+        if set.is_ok() {
+            return;
+        }
+        runtime::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the brokers' cluster settings could not be set");
+}
+
+/// Starts `n` brokers (node ids 1..=n), each on its own simulated node,
+/// until `until`.
+pub fn start(
+    n: u64,
+    addrs: &[String],
+    start: Instant,
+    until: Instant,
+    history: &BrokerHistory,
+) -> Vec<madsim::task::JoinHandle<()>> {
+    (1..=n)
+        .map(|id| {
+            let node =
+                Handle::current().create_node().name(format!("broker{id}")).ip(crate::cluster::ip(180 + id)).build();
+            let broker = Broker { id, net_id: node.id(), client: client(addrs), start, history: history.clone() };
+            node.spawn(broker.run(until))
+        })
+        .collect()
+}
+
+struct Broker {
+    id: u64,
+    /// Its simulated node, for cutting it off.
+    net_id: madsim::task::NodeId,
+    client: Arc<Client>,
+    start: Instant,
+    history: BrokerHistory,
+}
+
+impl Broker {
+    fn record(&self, call: Call, invoked: Instant, answer: Answer) {
+        let op = BrokerOp {
+            broker: self.id,
+            call,
+            invoked: invoked - self.start,
+            completed: runtime::now() - self.start,
+            answer,
+        };
+        self.history.lock().unwrap_or_else(|e| e.into_inner()).push(op);
+    }
+
+    async fn run(self, until: Instant) {
+        let mut previous: Option<NodeInfo> = None;
+        while runtime::now() < until {
+            let Some(registration) = self.register().await else {
+                runtime::sleep(Duration::from_millis(300)).await;
+                continue;
+            };
+            if let Some(old) = previous.take() {
+                // The replaced registration: its epoch must be refused now.
+                self.heartbeat(&old).await;
+            }
+            let node = registration.node.clone();
+            self.live(&registration, until).await;
+            previous = Some(node);
+        }
+    }
+
+    async fn register(&self) -> Option<Registration> {
+        let req = RegisterNodeRequest {
+            cluster: CLUSTER.into(),
+            node_id: self.id,
+            roles: vec!["mqtt".into()],
+            addresses: [("mqtt".to_string(), format!("10.0.1.{}:1883", self.id))].into(),
+            labels: BTreeMap::new(),
+        };
+        let invoked = runtime::now();
+        let result = runtime::timeout(Duration::from_secs(5), self.client.register(req)).await;
+        let epoch = result.as_ref().ok().and_then(|r| r.as_ref().ok()).map(|r| r.node.epoch);
+        self.record(Call::Register(epoch), invoked, answer(&result));
+        result.ok()?.ok()
+    }
+
+    /// One heartbeat; whether the registration is still there as far as it knows.
+    async fn heartbeat(&self, node: &NodeInfo) -> bool {
+        let invoked = runtime::now();
+        let result = runtime::timeout(Duration::from_secs(2), self.client.heartbeat(node)).await;
+        let answer = answer(&result);
+        self.record(Call::Heartbeat(node.epoch), invoked, answer.clone());
+        !matches!(answer, Answer::Refused(..))
+    }
+
+    async fn list(&self) {
+        let req = ListNodesRequest { cluster: CLUSTER.into(), role: String::new() };
+        let invoked = runtime::now();
+        let result = runtime::timeout(
+            Duration::from_secs(2),
+            self.client.call(Retry::Idempotent, |ch| {
+                let req = req.clone();
+                async move { Client::placement(ch).list_nodes(req).await }
+            }),
+        )
+        .await;
+        let found = result
+            .as_ref()
+            .ok()
+            .and_then(|r| r.as_ref().ok())
+            .and_then(|r| r.nodes.iter().find(|n| n.node_id == self.id).map(|n| n.epoch));
+        self.record(Call::List(found), invoked, answer(&result));
+    }
+
+    /// Heartbeats and lists until the registration ends: lost, cut off,
+    /// unregistered, or replaced by the next registration.
+    async fn live(&self, registration: &Registration, until: Instant) {
+        let node = &registration.node;
+        let end = (runtime::now() + Duration::from_millis(runtime::rng().gen_range(2000..10000))).min(until);
+        // Lists fall between heartbeats, where a registration that was not
+        // really renewed would be seen gone.
+        let half = registration.heartbeat_interval / 2;
+        while runtime::now() < end {
+            runtime::sleep(half).await;
+            if runtime::rng().gen_bool(0.7) {
+                self.list().await;
+            }
+            runtime::sleep(half).await;
+            if !self.heartbeat(node).await {
+                return; // lost: register again
+            }
+        }
+        match runtime::rng().gen_range(0..4) {
+            0 => {
+                // Cut off from everything for longer than the expiry.
+                let net = madsim::net::NetSim::current();
+                net.clog_node(self.net_id);
+                runtime::sleep(EXPIRY + Duration::from_millis(runtime::rng().gen_range(500..3000))).await;
+                net.unclog_node(self.net_id);
+                self.heartbeat(node).await;
+                self.list().await;
+            }
+            1 => {
+                let req = UnregisterNodeRequest { cluster: CLUSTER.into(), node_id: self.id, epoch: node.epoch };
+                let invoked = runtime::now();
+                let result = runtime::timeout(
+                    Duration::from_secs(2),
+                    self.client.call(Retry::Idempotent, |ch| {
+                        let req = req.clone();
+                        async move { Client::placement(ch).unregister_node(req).await }
+                    }),
+                )
+                .await;
+                self.record(Call::Unregister(node.epoch), invoked, answer(&result));
+            }
+            _ => {} // registers again while alive
+        }
+    }
+}
+
+/// Follows every node event of the brokers' cluster from the start until
+/// `stop` says to, recording each stream.
+pub async fn observe(addrs: Vec<String>, observed: Arc<Mutex<Observed>>, stop: tokio::sync::watch::Receiver<bool>) {
+    let client = client(&addrs);
+    let mut from = 1;
+    while !*stop.borrow() {
+        let mut events = client.watch_nodes(CLUSTER, from);
+        observed.lock().unwrap_or_else(|e| e.into_inner()).streams.push((from, Vec::new()));
+        let mut stop = stop.clone();
+        loop {
+            let next = tokio::select! {
+                _ = stop.changed() => return,
+                next = events.recv() => next,
+            };
+            match next {
+                Some(Ok(resp)) => {
+                    let mut observed = observed.lock().unwrap_or_else(|e| e.into_inner());
+                    let Some((_, seen)) = observed.streams.last_mut() else { return };
+                    for e in &resp.events {
+                        let kind = match Kind::try_from(e.kind) {
+                            Ok(Kind::Joined) => "JOINED",
+                            Ok(Kind::Changed) => "CHANGED",
+                            Ok(Kind::Left) => "LEFT",
+                            Err(_) => "UNKNOWN",
+                        };
+                        let node = e.node.clone().unwrap_or_default();
+                        seen.push((kind.to_string(), node.node_id, node.epoch, e.revision));
+                    }
+                }
+                // Compacted (or the client gave up): start over from now.
+                Some(Err(_)) | None => {
+                    from = 0;
+                    break;
+                }
+            }
+        }
+        if from == 0 {
+            // A fresh stream "from now": pin now through a list.
+            from = current_revision(&client).await + 1;
+        }
+    }
+}
+
+async fn current_revision(client: &Client) -> i64 {
+    let req = ListNodesRequest { cluster: CLUSTER.into(), role: String::new() };
+    loop {
+        let listed = client
+            .call(Retry::Idempotent, |ch| {
+                let req = req.clone();
+                async move { Client::placement(ch).list_nodes(req).await }
+            })
+            .await;
+        if let Ok(resp) = listed {
+            return resp.header.map_or(0, |h| h.revision);
+        }
+        runtime::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// After heal and silence: the (broker, epoch) pairs ListNodes still lists.
+pub async fn still_listed(addrs: &[String]) -> Result<Vec<(u64, i64)>, String> {
+    let client = client(addrs);
+    let req = ListNodesRequest { cluster: CLUSTER.into(), role: String::new() };
+    for _ in 0..30 {
+        let listed = client
+            .call(Retry::Idempotent, |ch| {
+                let req = req.clone();
+                async move { Client::placement(ch).list_nodes(req).await }
+            })
+            .await;
+        if let Ok(resp) = listed {
+            return Ok(resp.nodes.iter().map(|n| (n.node_id, n.epoch)).collect());
+        }
+        runtime::sleep(Duration::from_millis(300)).await;
+    }
+    Err("after heal no node answered ListNodes".to_string())
+}
