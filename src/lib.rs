@@ -20,6 +20,8 @@
 //! - [`config`]: one serde tree from TOML file, `PLACEMENT_*` env and flags.
 //! - [`proto`]: generated protobuf messages and gRPC stubs.
 
+#![recursion_limit = "256"]
+
 pub mod api;
 pub mod backup;
 pub mod client;

@@ -94,6 +94,39 @@ impl PlacementService {
         Ok((kv, revision))
     }
 
+    /// Renews the lease of node `node_id`'s registration if `epoch` is its
+    /// epoch; the TTL granted.
+    async fn renew_registration(&self, cluster: String, node_id: u64, epoch: i64) -> Result<i64, ApiError> {
+        // The registration's lease, if `epoch` is the registration's.
+        let check = |state: &KvState| {
+            let not_registered = || PlacementError::NotRegistered { cluster: cluster.clone(), node_id };
+            let kv = get(state, &placement::node_key(&cluster, node_id)).ok_or_else(not_registered)?;
+            if kv.mod_revision != epoch {
+                let current = kv.mod_revision;
+                return Err(PlacementError::StaleEpoch { cluster: cluster.clone(), node_id, given: epoch, current });
+            }
+            if kv.lease == 0 {
+                return Err(PlacementError::NoLease { cluster: cluster.clone(), node_id });
+            }
+            Ok(kv.lease)
+        };
+        // On the leader, one quorum round both reads and renews;
+        // elsewhere the read and the renewal each ask the leader.
+        let ttl = match self.ctx.node.renew_lease_checked(check).await? {
+            Some(answer) => answer?,
+            None => {
+                self.ctx.node.read_barrier().await?;
+                let lease = check(&read_state(self.ctx.node.state()))?;
+                self.ctx.node.renew_lease(lease).await?
+            }
+        };
+        if ttl <= 0 {
+            // Expired between the read and the renewal.
+            return Err(PlacementError::NotRegistered { cluster, node_id }.into());
+        }
+        Ok(ttl)
+    }
+
     /// Revokes a lease that is no longer wanted; one that is gone already, or
     /// a failure, only costs an unused lease until it expires.
     async fn revoke_quietly(&self, id: i64) {
@@ -266,26 +299,8 @@ impl Placement for PlacementService {
                 if req.epoch <= 0 {
                     return Err(ApiError::from(PlacementError::NoEpoch).into());
                 }
-                let (kv, revision) = self.registration(&req.cluster, req.node_id).await?;
-                let (cluster, node_id) = (req.cluster, req.node_id);
-                if kv.mod_revision != req.epoch {
-                    let current = kv.mod_revision;
-                    return Err(ApiError::from(PlacementError::StaleEpoch {
-                        cluster,
-                        node_id,
-                        given: req.epoch,
-                        current,
-                    })
-                    .into());
-                }
-                if kv.lease == 0 {
-                    return Err(ApiError::from(PlacementError::NoLease { cluster, node_id }).into());
-                }
-                let ttl = self.ctx.node.renew_lease(kv.lease).await.map_err(ApiError::from)?;
-                if ttl <= 0 {
-                    // Expired between the read and the renewal.
-                    return Err(ApiError::from(PlacementError::NotRegistered { cluster, node_id }).into());
-                }
+                let ttl = self.renew_registration(req.cluster, req.node_id, req.epoch).await?;
+                let revision = read_state(self.ctx.node.state()).revision();
                 Ok(Response::new(HeartbeatResponse { header: Some(self.header(revision)), ttl_secs: ttl }))
             })
             .await

@@ -23,6 +23,9 @@ enum Op {
     /// `--watchers` watch one prefix while `--clients` put `--requests` keys
     /// under it: events delivered per second and delivery latency.
     WatchFanout,
+    /// Registers `--nodes` brokers (placement API), then `--clients` send
+    /// `--requests` heartbeats for them, round robin: heartbeats per second.
+    Heartbeat,
 }
 
 /// Flags.
@@ -51,6 +54,9 @@ struct Args {
     /// Watchers of the prefix (watch-fanout), spread over the endpoints.
     #[arg(long, default_value_t = 100)]
     watchers: usize,
+    /// Registered brokers (heartbeat).
+    #[arg(long, default_value_t = 10_000)]
+    nodes: u64,
     /// Operation to run.
     #[arg(value_enum, default_value = "put")]
     op: Op,
@@ -76,7 +82,7 @@ async fn client_loop(
         let key = format!("/bench/{number:08}").into_bytes();
         let start = runtime::now();
         match args.op {
-            Op::WatchFanout => anyhow::bail!("watch-fanout has its own loop"),
+            Op::WatchFanout | Op::Heartbeat => anyhow::bail!("{:?} has its own loop", args.op),
             Op::Put => {
                 kv.put(PutRequest { key, value: value.clone(), ..Default::default() }).await?;
             }
@@ -181,6 +187,79 @@ async fn watch_fanout(args: std::sync::Arc<Args>, endpoints: &[String]) -> anyho
     Ok(())
 }
 
+/// Heartbeat throughput: every client registers its share of `--nodes`
+/// brokers, then, once all are registered, heartbeats for them round robin.
+async fn heartbeats(args: std::sync::Arc<Args>, endpoints: &[String]) -> anyhow::Result<()> {
+    use placement_center::proto::placement::v1::placement_client::PlacementClient;
+    use placement_center::proto::placement::v1::{HeartbeatRequest, RegisterNodeRequest};
+
+    let clients = args.clients.max(1);
+    let per_client = args.requests / clients;
+    let nodes_per_client = (args.nodes / clients as u64).max(1);
+    let registered = std::sync::Arc::new(tokio::sync::Barrier::new(clients + 1));
+    let go = std::sync::Arc::new(tokio::sync::Barrier::new(clients + 1));
+    let (tx, rx) = tokio::sync::mpsc::channel(clients);
+    for c in 0..clients {
+        let endpoint = endpoints[c % endpoints.len()].clone();
+        let (registered, go, tx) = (registered.clone(), go.clone(), tx.clone());
+        runtime::spawn_detached("bench-heartbeater", async move {
+            let result = async {
+                let mut placement = PlacementClient::connect(format!("http://{endpoint}")).await?;
+                let mut epochs = Vec::new();
+                for n in 0..nodes_per_client {
+                    let node_id = c as u64 * nodes_per_client + n + 1;
+                    let req = RegisterNodeRequest {
+                        cluster: "bench".into(),
+                        node_id,
+                        roles: vec!["mqtt".into()],
+                        addresses: [("mqtt".to_string(), format!("10.0.0.1:{}", 1883 + n))].into(),
+                        labels: Default::default(),
+                    };
+                    let node = placement.register_node(req).await?.into_inner().node.context("no node")?;
+                    epochs.push((node_id, node.epoch));
+                }
+                registered.wait().await;
+                go.wait().await;
+                let mut hist = Histogram::<u64>::new(3)?;
+                for n in 0..per_client {
+                    let (node_id, epoch) = epochs[n % epochs.len()];
+                    let start = runtime::now();
+                    placement.heartbeat(HeartbeatRequest { cluster: "bench".into(), node_id, epoch }).await?;
+                    hist.record(start.elapsed().as_micros() as u64)?;
+                }
+                Ok::<_, anyhow::Error>(hist)
+            }
+            .await;
+            if result.is_err() {
+                // Do not leave the others waiting at a barrier.
+                registered.wait().await;
+                go.wait().await;
+            }
+            let _ = tx.send(result).await;
+        });
+    }
+    drop(tx);
+    let started = runtime::now();
+    registered.wait().await;
+    let registering = started.elapsed();
+    let started = runtime::now();
+    go.wait().await;
+    let total = merged(rx).await?;
+    let elapsed = started.elapsed();
+    println!(
+        "op=Heartbeat nodes={} registered_in={:.2}s ({:.0}/s) clients={} heartbeats={} elapsed={:.2}s throughput={:.0}/s {}",
+        nodes_per_client * clients as u64,
+        registering.as_secs_f64(),
+        (nodes_per_client * clients as u64) as f64 / registering.as_secs_f64(),
+        clients,
+        total.len(),
+        elapsed.as_secs_f64(),
+        total.len() as f64 / elapsed.as_secs_f64(),
+        latencies(&total),
+    );
+    Ok(())
+}
+
 /// Every task's histogram, merged (the first failure wins).
 async fn merged(mut rx: tokio::sync::mpsc::Receiver<anyhow::Result<Histogram<u64>>>) -> anyhow::Result<Histogram<u64>> {
     let mut total = Histogram::<u64>::new(3)?;
@@ -206,8 +285,10 @@ fn latencies(h: &Histogram<u64>) -> String {
 async fn main() -> anyhow::Result<()> {
     let args = std::sync::Arc::new(Args::parse());
     let endpoints: Vec<String> = args.endpoints.split(',').map(|s| s.trim().to_string()).collect();
-    if matches!(args.op, Op::WatchFanout) {
-        return watch_fanout(args.clone(), &endpoints).await;
+    match args.op {
+        Op::WatchFanout => return watch_fanout(args.clone(), &endpoints).await,
+        Op::Heartbeat => return heartbeats(args.clone(), &endpoints).await,
+        _ => {}
     }
     let per_client = args.requests / args.clients.max(1);
     let started = runtime::now();

@@ -94,18 +94,55 @@ impl RaftNode {
         Ok(self.renew_lease_locally(id))
     }
 
-    fn renew_lease_locally(&self, id: i64) -> Option<i64> {
+    /// On the leader: once a quorum confirmed this node leads and it applied
+    /// everything committed before (a linearizable read), runs `check` on
+    /// the state and renews the lease it names. The answer: the new TTL (0
+    /// if there is no such lease) or `check`'s refusal; `None` if this node
+    /// does not lead. One quorum round does for both the read and the
+    /// renewal (a broker's heartbeat: see `api::placement`).
+    pub async fn renew_lease_checked<E>(
+        &self,
+        check: impl FnOnce(&crate::state::KvState) -> Result<i64, E>,
+    ) -> Result<Option<Result<i64, E>>, NodeError> {
+        if !self.is_leader() {
+            return Ok(None);
+        }
+        let Some(index) = self.leader_read_index().await? else { return Ok(None) };
+        self.wait_applied(index).await?;
+        let lease = match check(&super::state_store::read_state(self.state())) {
+            Ok(lease) => lease,
+            Err(refused) => return Ok(Some(Err(refused))),
+        };
+        Ok(self.renew_lease_locally(lease).map(Ok))
+    }
+
+    /// The deadlines of this term with `id`'s granted TTL (`None`: no such
+    /// lease), or `None` when this node does not lead. Costs a lookup, not a
+    /// sync of every lease (keepalives are frequent; a whole sync happens
+    /// on a new term and in every expiry pass).
+    fn lease_locally(&self, id: i64) -> Option<(std::sync::MutexGuard<'_, LeaderLeases>, Option<i64>)> {
         let mut leases = self.lock_leases();
-        let granted = self.sync_leases(&mut leases)?;
+        if !self.is_leader() || leases.term != self.term() {
+            self.sync_leases(&mut leases)?;
+        }
+        let granted = read_state(self.state()).leases().get(&id).map(|lease| lease.ttl);
+        if granted.is_none() {
+            leases.deadlines.remove(&id);
+        }
+        Some((leases, granted))
+    }
+
+    fn renew_lease_locally(&self, id: i64) -> Option<i64> {
+        let (mut leases, granted) = self.lease_locally(id)?;
         let now = runtime::node_now(self.id);
-        match granted.get(&id) {
+        match granted {
             // Past its deadline the lease is as good as revoked: the expiry
             // pass may have proposed the revoke already, and renewing it now
             // would acknowledge a TTL that the revoke is about to break.
             Some(_) if leases.deadlines.get(&id).is_some_and(|d| *d <= now) => Some(0),
             Some(ttl) => {
-                leases.deadlines.insert(id, now + ttl_duration(*ttl));
-                Some(*ttl)
+                leases.deadlines.insert(id, now + ttl_duration(ttl));
+                Some(ttl)
             }
             None => Some(0),
         }
@@ -114,13 +151,13 @@ impl RaftNode {
     /// On the leader: what is left of lease `id`. `None`: this node does not
     /// lead; `Some(None)`: no such lease.
     pub fn lease_ttl_locally(&self, id: i64) -> Option<Option<LeaseTtl>> {
-        let mut leases = self.lock_leases();
-        let granted = self.sync_leases(&mut leases)?;
+        let (mut leases, granted) = self.lease_locally(id)?;
         let now = runtime::node_now(self.id);
-        Some(granted.get(&id).map(|ttl| {
-            let left =
-                leases.deadlines.get(&id).map_or(Duration::ZERO, |d| if *d > now { *d - now } else { Duration::ZERO });
-            LeaseTtl { remaining: left.as_secs() as i64 + i64::from(left.subsec_nanos() > 0), granted: *ttl }
+        Some(granted.map(|ttl| {
+            // Granted since the last sync: its deadline starts now.
+            let deadline = *leases.deadlines.entry(id).or_insert_with(|| now + ttl_duration(ttl));
+            let left = if deadline > now { deadline - now } else { Duration::ZERO };
+            LeaseTtl { remaining: left.as_secs() as i64 + i64::from(left.subsec_nanos() > 0), granted: ttl }
         }))
     }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::Config;
 
 use super::log_store::LogStore;
@@ -107,6 +107,8 @@ pub struct RaftNode {
     pub(super) transferring: std::sync::atomic::AtomicBool,
     /// Lease deadlines while this node leads (see `lessor`).
     pub(super) leases: std::sync::Mutex<super::lessor::LeaderLeases>,
+    /// Callers of `leader_read_index` waiting for a round (see `read_index`).
+    pub(super) read_index: Arc<super::read_index::ReadIndexBatch>,
 }
 
 /// etcd-style cluster id: a digest of the initial members' ids and peer addresses.
@@ -171,6 +173,7 @@ impl RaftNode {
             was_member: Default::default(),
             disowned,
             transferring: Default::default(),
+            read_index: Default::default(),
             engine: engine_for_status,
         }))
     }
@@ -369,22 +372,7 @@ impl RaftNode {
         }
     }
 
-    /// The read index if this node is the leader and confirms it with a quorum;
-    /// `None` if it is not the leader.
-    pub async fn leader_read_index(&self) -> Result<Option<u64>, NodeError> {
-        if self.transferring() {
-            return Ok(None);
-        }
-        match self.raft.get_read_log_id().await {
-            Ok((read_log_id, _)) => Ok(Some(read_log_id.map_or(0, |id| id.index))),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => Ok(None),
-            // Leadership could not be confirmed right now: let the caller retry.
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => Ok(None),
-            Err(RaftError::Fatal(_)) => Err(NodeError::Stopped),
-        }
-    }
-
-    async fn wait_applied(&self, index: u64) -> Result<(), NodeError> {
+    pub(super) async fn wait_applied(&self, index: u64) -> Result<(), NodeError> {
         if index == 0 {
             return Ok(());
         }

@@ -93,6 +93,9 @@ impl fmt::Display for BrokerViolation {
 
 /// Slack for message delays and whole-second lease rounding.
 const SLACK: Duration = Duration::from_secs(1);
+/// How long after its invocation a write whose outcome is unknown may
+/// still be applied (well above the servers' request timeout).
+const LATE_WRITE: Duration = Duration::from_secs(10);
 /// gRPC codes the refusals may carry.
 const NOT_FOUND: i32 = 5;
 const FAILED_PRECONDITION: i32 = 9;
@@ -173,8 +176,16 @@ fn check_liveness(
 ) {
     // The registration in force: (its op, epoch, the last renewal's invocation).
     let mut current: Option<(&BrokerOp, i64, Duration)> = None;
+    // A registration whose outcome is unknown may still be applied later
+    // (the server finishes it after the client gave up, within its request
+    // timeout) and replace a newer one.
+    let mut pending_registration: Option<Duration> = None;
     for op in ops {
         match (&op.call, &op.answer) {
+            (Call::Register(_), Answer::Unknown) => {
+                pending_registration = Some(op.invoked);
+                current = None;
+            }
             (Call::Register(Some(epoch)), Answer::Ok) => current = Some((op, *epoch, op.invoked)),
             // Whatever else changed the registration, or may have: stop judging it.
             (Call::Register(_), _) | (Call::Unregister(_), Answer::Ok | Answer::Unknown) => current = None,
@@ -189,6 +200,10 @@ fn check_liveness(
                 let Some((registration, epoch, renewed)) = current else { continue };
                 if *found == Some(epoch) || renewed + expiry < op.completed + SLACK {
                     continue;
+                }
+                let late = pending_registration.is_some_and(|at| op.invoked < at + LATE_WRITE);
+                if late && found.is_some_and(|f| f > epoch) {
+                    continue; // replaced by the late one
                 }
                 let window = (renewed, op.completed);
                 if excused.iter().any(|(from, to)| *from <= window.1 && window.0 <= *to) {
@@ -314,6 +329,17 @@ mod tests {
         ];
         assert_eq!(check(&ops, &Observed::default(), EXPIRY, &[]).len(), 1);
         assert!(check(&ops, &Observed::default(), EXPIRY, &[(s(1.5), s(1.6))]).is_empty());
+        let replaced_by_a_late_registration = vec![
+            op(Call::Register(None), (0.0, 2.0), Answer::Unknown),
+            op(Call::Register(Some(10)), (2.1, 2.2), Answer::Ok),
+            op(Call::List(Some(11)), (2.5, 2.6), Answer::Ok),
+        ];
+        assert!(check(&replaced_by_a_late_registration, &Observed::default(), EXPIRY, &[]).is_empty());
+        let from_nowhere = vec![
+            op(Call::Register(Some(10)), (2.1, 2.2), Answer::Ok),
+            op(Call::List(Some(11)), (2.5, 2.6), Answer::Ok),
+        ];
+        assert_eq!(check(&from_nowhere, &Observed::default(), EXPIRY, &[]).len(), 1);
     }
 
     #[test]
