@@ -190,6 +190,7 @@ async fn watch_fanout(args: std::sync::Arc<Args>, endpoints: &[String]) -> anyho
 /// Heartbeat throughput: every client registers its share of `--nodes`
 /// brokers, then, once all are registered, heartbeats for them round robin.
 async fn heartbeats(args: std::sync::Arc<Args>, endpoints: &[String]) -> anyhow::Result<()> {
+    use placement_center::client::{Client, ClientOptions};
     use placement_center::proto::placement::v1::placement_client::PlacementClient;
     use placement_center::proto::placement::v1::{HeartbeatRequest, RegisterNodeRequest};
 
@@ -204,6 +205,9 @@ async fn heartbeats(args: std::sync::Arc<Args>, endpoints: &[String]) -> anyhow:
         let (registered, go, tx) = (registered.clone(), go.clone(), tx.clone());
         runtime::spawn_detached("bench-heartbeater", async move {
             let result = async {
+                // Registration through the client library (retries, as a broker
+                // would); heartbeats on one plain connection, measured.
+                let client = Client::new(std::slice::from_ref(&endpoint), ClientOptions::default())?;
                 let mut placement = PlacementClient::connect(format!("http://{endpoint}")).await?;
                 let mut epochs = Vec::new();
                 for n in 0..nodes_per_client {
@@ -215,8 +219,7 @@ async fn heartbeats(args: std::sync::Arc<Args>, endpoints: &[String]) -> anyhow:
                         addresses: [("mqtt".to_string(), format!("10.0.0.1:{}", 1883 + n))].into(),
                         labels: Default::default(),
                     };
-                    let node = placement.register_node(req).await?.into_inner().node.context("no node")?;
-                    epochs.push((node_id, node.epoch));
+                    epochs.push((node_id, client.register(req).await?.node.epoch));
                 }
                 registered.wait().await;
                 go.wait().await;

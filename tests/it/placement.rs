@@ -251,3 +251,27 @@ async fn a_node_watch_replays_from_a_past_revision_and_refuses_a_compacted_one()
     assert!(err.to_string().contains("has been compacted"), "{err}");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_moves_past_a_dead_endpoint_and_prefers_the_leader() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    // A port nothing listens on comes first.
+    let dead = {
+        let l = placement_center::runtime::Listener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        crate::cluster::release(l);
+        addr
+    };
+    let mut endpoints = vec![dead];
+    endpoints.extend((0..3).map(|i| cluster.client_addr(i)));
+    let client = Client::new(&endpoints, ClientOptions::default()).unwrap();
+    assert_eq!(client.channel().1, endpoints[0]);
+    // An idempotent call moves on; a write that never reached a server too.
+    assert!(list(&client, "", "").await.is_empty());
+    let registration = client.register(broker("mq", 5)).await.unwrap();
+    assert!(registration.node.epoch > 0);
+    assert_eq!(client.discover_leader().await.unwrap(), leader as u64 + 1);
+    assert_eq!(client.channel().1, cluster.client_addr(leader), "calls go to the leader first");
+    cluster.shutdown().await;
+}
