@@ -22,7 +22,9 @@ for t in $targets; do
         cargo fuzz run -s none --release "$t" "$r" >/dev/null 2>&1 || { echo "REGRESSED: $t $r"; status=1; }
     done
     log=$(mktemp)
-    if cargo fuzz run -s none --release "$t" "corpus/$t" "seeds/$t" -- -max_total_time="$seconds" -rss_limit_mb=4096 >"$log" 2>&1; then
+    dict=()
+    [ -f "dicts/$t.dict" ] && dict=(-dict="dicts/$t.dict")
+    if cargo fuzz run -s none --release "$t" "corpus/$t" "seeds/$t" -- -max_total_time="$seconds" -rss_limit_mb=4096 "${dict[@]}" >"$log" 2>&1; then
         echo "fuzz $t: ok, $(grep -o 'Done [0-9]* runs' "$log" | tail -1) in ${seconds}s"
     else
         status=1

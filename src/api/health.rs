@@ -20,13 +20,14 @@ use crate::raft::RaftNode;
 use crate::runtime;
 
 /// Services a health check may name; "" is the server as a whole.
-const KNOWN_SERVICES: [&str; 6] = [
+const KNOWN_SERVICES: [&str; 7] = [
     "",
     "etcdserverpb.KV",
     "etcdserverpb.Watch",
     "etcdserverpb.Lease",
     "etcdserverpb.Cluster",
     "etcdserverpb.Maintenance",
+    "placement.v1.Placement",
 ];
 
 /// Why this node is not live, if it is not.

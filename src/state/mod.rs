@@ -19,6 +19,8 @@ mod kv;
 mod lease;
 mod txn;
 
+#[cfg(any(test, fuzzing))]
+pub mod model;
 #[cfg(test)]
 mod model_tests;
 
