@@ -24,5 +24,5 @@ for n in 1 2 3; do
 done
 for n in 1 2 3; do until [ "$(curl -s 127.0.0.1:4${n}381/readyz)" = ok ]; do sleep 0.2; done; done
 target/release/placement-bench --endpoints 127.0.0.1:41379,127.0.0.1:42379,127.0.0.1:43379 \
-    --clients "$clients" --nodes "$nodes" --requests "$heartbeats" heartbeat
+    --clients "$clients" --total "$heartbeats" heartbeat --nodes "$nodes"
 for n in 1 2 3; do echo "node$n: rss_kib=$(awk '/VmRSS/{print $2}' /proc/${pids[$((n-1))]}/status)"; done

@@ -32,7 +32,7 @@ sampler=$!
 pids+=($sampler)
 echo "loading $keys keys of 256 B ($clients clients, 3 endpoints)"
 target/release/placement-bench --endpoints 127.0.0.1:41379,127.0.0.1:42379,127.0.0.1:43379 \
-    --clients $clients --requests "$keys" --sequential-keys --value-size 256 put
+    --clients $clients --total "$keys" --val-size 256 put --sequential-keys
 kill $sampler
 echo "raft log entries per node, max over $(wc -l <"$run/log-sizes") samples: $(sort -n "$run/log-sizes" | tail -1)"
 for n in 1 2 3; do echo "node$n: keys=$(metric 4${n}381 placement_mvcc_keys) db_size_bytes=$(metric 4${n}381 placement_db_size_bytes) rss_kib=$(awk '/VmRSS/{print $2}' /proc/${pids[$((n-1))]}/status)"; done

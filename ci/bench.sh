@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Side by side: Placement Center and etcd 3.4 (Debian's etcd-server), each a
+# 3-member cluster on loopback with every commit fsynced (etcd's default; ours
+# always), measured by the same placement-bench scenarios, in turns
+# (etcd, us, etcd, us, ... ROUNDS rounds), one cluster running at a time on a
+# fresh data dir per round. Writes bench/results/{raw.jsonl,results.md,latency.svg}.
+#   ci/bench.sh            2 rounds (about 10 minutes here)
+#   ci/bench.sh --rounds N
+#   ci/bench.sh --quick    1 round of smaller runs (a smoke test of the script)
+# Not part of CI's test path: too noisy on a shared machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. ci/setup.sh >/dev/null
+rounds=2
+scale=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rounds) rounds=$2; shift 2 ;;
+        --quick) rounds=1; scale=10; shift ;;
+        *) echo "unknown flag $1" >&2; exit 2 ;;
+    esac
+done
+if ! command -v etcd >/dev/null; then
+    echo "installing etcd-server (Debian)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
+fi
+# Debian starts etcd as a service where systemd runs: ours use other ports anyway.
+cargo build --release --quiet --bin placement-center --bin placement-bench
+bench=target/release/placement-bench
+out=bench/results
+mkdir -p "$out"
+raw="$out/raw.jsonl"
+: >"$raw"
+run=$(mktemp -d)
+pids=()
+stop_cluster() { kill "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" 2>/dev/null || true; pids=(); }
+trap 'stop_cluster; rm -rf "$run"' EXIT
+
+start_placement() {
+    local dir=$1 cluster="1=127.0.0.1:51380@127.0.0.1:51379,2=127.0.0.1:52380@127.0.0.1:52379,3=127.0.0.1:53380@127.0.0.1:53379"
+    for n in 1 2 3; do
+        target/release/placement-center --node-id $n --client-addr 127.0.0.1:5${n}379 --peer-addr 127.0.0.1:5${n}380 \
+            --metrics-addr 127.0.0.1:5${n}381 --data-dir "$dir/n$n" --initial-cluster "$cluster" >"$dir/n$n.log" 2>&1 &
+        pids+=($!)
+    done
+    for n in 1 2 3; do until [ "$(curl -s 127.0.0.1:5${n}381/readyz)" = ok ]; do sleep 0.2; done; done
+    endpoints=127.0.0.1:51379,127.0.0.1:52379,127.0.0.1:53379
+}
+
+start_etcd() {
+    local dir=$1 cluster="e1=http://127.0.0.1:61380,e2=http://127.0.0.1:62380,e3=http://127.0.0.1:63380"
+    for n in 1 2 3; do
+        etcd --name e$n --data-dir "$dir/e$n" --listen-client-urls http://127.0.0.1:6${n}379 \
+            --advertise-client-urls http://127.0.0.1:6${n}379 --listen-peer-urls http://127.0.0.1:6${n}380 \
+            --initial-advertise-peer-urls http://127.0.0.1:6${n}380 --initial-cluster "$cluster" \
+            --initial-cluster-token bench --initial-cluster-state new --logger zap --log-level error \
+            --quota-backend-bytes 8589934592 >"$dir/e$n.log" 2>&1 &
+        pids+=($!)
+    done
+    endpoints=127.0.0.1:61379,127.0.0.1:62379,127.0.0.1:63379
+    until ETCDCTL_API=3 etcdctl --endpoints=$endpoints endpoint health >/dev/null 2>&1; do sleep 0.2; done
+}
+
+# name | placement-bench arguments ("RATE" is replaced by half of etcd's put-100 throughput of the round)
+scenarios=(
+    "put-1|--clients 1 --total $((2000 / scale)) put"
+    "put-100|--clients 100 --total $((60000 / scale)) put"
+    "put-100-half-etcd-rate|--clients 100 --rate RATE --duration $((20 / scale)) put"
+    "range-l-100|--clients 100 --total $((100000 / scale)) range --consistency l"
+    "range-s-100|--clients 100 --total $((100000 / scale)) range --consistency s"
+    "txn-put-100|--clients 100 --total $((30000 / scale)) txn-put"
+    "lease-keepalive-100|--clients 100 --total $((60000 / scale)) lease-keepalive"
+    "watch-latency|--clients 10 --rate 1000 --total $((10000 / scale)) watch-latency --watchers 100"
+)
+
+rss_kib() { local t=0; for p in "${pids[@]}"; do t=$((t + $(awk '/VmRSS/{print $2}' /proc/$p/status))); done; echo $((t / 3)); }
+
+for round in $(seq 1 "$rounds"); do
+    half_rate=""
+    for target in etcd placement; do
+        dir="$run/$target-$round"
+        mkdir -p "$dir"
+        "start_$target" "$dir"
+        echo "round $round: $target ($endpoints)"
+        for entry in "${scenarios[@]}"; do
+            name=${entry%%|*}
+            args=${entry#*|}
+            if [[ $args == *RATE* ]]; then
+                [ -n "$half_rate" ] || { echo "  $name: skipped (no etcd rate)"; continue; }
+                args=${args//RATE/$half_rate}
+            fi
+            # shellcheck disable=SC2086
+            result=$($bench --endpoints "$endpoints" --json $args)
+            echo "$result" | python3 -c "
+import json, sys
+r = json.load(sys.stdin)
+r.update(name='$name', target='$target', round=$round)
+print(json.dumps(r))" >>"$raw"
+            tail -1 "$raw" | python3 -c "
+import json, sys
+r = json.load(sys.stdin)
+l = r['latency_ms']
+print(f\"  {r['name']:<24} {r['throughput']:>9.0f}/s  p50 {l.get('p50', 0):7.2f} ms  p99 {l.get('p99', 0):7.2f} ms  errors {sum(r['errors'].values())}\")"
+            if [ "$target" = etcd ] && [ "$name" = put-100 ]; then
+                half_rate=$(tail -1 "$raw" | python3 -c "import json,sys; print(round(json.load(sys.stdin)['throughput'] / 2))")
+            fi
+        done
+        echo "{\"name\": \"rss-after-load\", \"target\": \"$target\", \"round\": $round, \"rss_kib\": $(rss_kib)}" >>"$raw"
+        stop_cluster
+    done
+done
+python3 bench/report.py "$raw" "$out/results.md" "$out/latency.svg"
+cat "$out/results.md"
