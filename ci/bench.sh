@@ -36,29 +36,39 @@ pids=()
 stop_cluster() { kill "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" 2>/dev/null || true; pids=(); }
 trap 'stop_cluster; rm -rf "$run"' EXIT
 
+# Fails the run if a member exited (e.g. its port was taken), showing its log.
+alive() {
+    for p in "${pids[@]}"; do
+        kill -0 "$p" 2>/dev/null || { echo "a member exited; $1:" >&2; tail -20 "$1" >&2; exit 1; }
+    done
+}
+
+# Ports below the ephemeral range (32768-60999), which the clients' own connections use.
 start_placement() {
-    local dir=$1 cluster="1=127.0.0.1:51380@127.0.0.1:51379,2=127.0.0.1:52380@127.0.0.1:52379,3=127.0.0.1:53380@127.0.0.1:53379"
+    local dir=$1 cluster="1=127.0.0.1:21380@127.0.0.1:21379,2=127.0.0.1:22380@127.0.0.1:22379,3=127.0.0.1:23380@127.0.0.1:23379"
     for n in 1 2 3; do
-        target/release/placement-center --node-id $n --client-addr 127.0.0.1:5${n}379 --peer-addr 127.0.0.1:5${n}380 \
-            --metrics-addr 127.0.0.1:5${n}381 --data-dir "$dir/n$n" --initial-cluster "$cluster" >"$dir/n$n.log" 2>&1 &
+        target/release/placement-center --node-id $n --client-addr 127.0.0.1:2${n}379 --peer-addr 127.0.0.1:2${n}380 \
+            --metrics-addr 127.0.0.1:2${n}381 --data-dir "$dir/n$n" --initial-cluster "$cluster" >"$dir/n$n.log" 2>&1 &
         pids+=($!)
     done
-    for n in 1 2 3; do until [ "$(curl -s 127.0.0.1:5${n}381/readyz)" = ok ]; do sleep 0.2; done; done
-    endpoints=127.0.0.1:51379,127.0.0.1:52379,127.0.0.1:53379
+    for n in 1 2 3; do
+        until [ "$(curl -s 127.0.0.1:2${n}381/readyz)" = ok ]; do alive "$dir/n$n.log"; sleep 0.2; done
+    done
+    endpoints=127.0.0.1:21379,127.0.0.1:22379,127.0.0.1:23379
 }
 
 start_etcd() {
-    local dir=$1 cluster="e1=http://127.0.0.1:61380,e2=http://127.0.0.1:62380,e3=http://127.0.0.1:63380"
+    local dir=$1 cluster="e1=http://127.0.0.1:11380,e2=http://127.0.0.1:12380,e3=http://127.0.0.1:13380"
     for n in 1 2 3; do
-        etcd --name e$n --data-dir "$dir/e$n" --listen-client-urls http://127.0.0.1:6${n}379 \
-            --advertise-client-urls http://127.0.0.1:6${n}379 --listen-peer-urls http://127.0.0.1:6${n}380 \
-            --initial-advertise-peer-urls http://127.0.0.1:6${n}380 --initial-cluster "$cluster" \
+        etcd --name e$n --data-dir "$dir/e$n" --listen-client-urls http://127.0.0.1:1${n}379 \
+            --advertise-client-urls http://127.0.0.1:1${n}379 --listen-peer-urls http://127.0.0.1:1${n}380 \
+            --initial-advertise-peer-urls http://127.0.0.1:1${n}380 --initial-cluster "$cluster" \
             --initial-cluster-token bench --initial-cluster-state new --logger zap --log-level error \
             --quota-backend-bytes 8589934592 >"$dir/e$n.log" 2>&1 &
         pids+=($!)
     done
-    endpoints=127.0.0.1:61379,127.0.0.1:62379,127.0.0.1:63379
-    until ETCDCTL_API=3 etcdctl --endpoints=$endpoints endpoint health >/dev/null 2>&1; do sleep 0.2; done
+    endpoints=127.0.0.1:11379,127.0.0.1:12379,127.0.0.1:13379
+    until ETCDCTL_API=3 etcdctl --endpoints=$endpoints endpoint health >/dev/null 2>&1; do alive "$dir/e1.log"; sleep 0.2; done
 }
 
 # name | placement-bench arguments ("RATE" is replaced by half of etcd's put-100 throughput of the round)

@@ -188,24 +188,32 @@ fn keepalive(channel: Channel) -> Requester {
         let (mut lease, stream) = (lease.clone(), stream.clone());
         async move {
             let mut stream = stream.lock().await;
-            if stream.is_none() {
+            let Some((tx, responses, id)) = stream.as_mut() else {
+                // The first keepalive goes in before the call: a gRPC server
+                // may answer the call only with its first response.
                 let granted = lease.lease_grant(LeaseGrantRequest { ttl: 60, id: 0 }).await?.into_inner();
                 let (tx, rx) = tokio::sync::mpsc::channel(1);
-                let responses = lease.lease_keep_alive(receiver_stream(rx)).await?.into_inner();
+                let _ = tx.send(LeaseKeepAliveRequest { id: granted.id }).await;
+                let mut responses = lease.lease_keep_alive(receiver_stream(rx)).await?.into_inner();
+                let answer = kept_alive(responses.message().await?);
                 *stream = Some((tx, responses, granted.id));
-            }
-            let Some((tx, responses, id)) = stream.as_mut() else { unreachable!("set above") };
-            tx.send(LeaseKeepAliveRequest { id: *id })
-                .await
-                .map_err(|_| tonic::Status::unavailable("stream closed"))?;
-            match responses.message().await? {
-                Some(resp) if resp.ttl > 0 => Ok(()),
-                Some(_) => Err(tonic::Status::not_found("lease expired")),
-                None => Err(tonic::Status::unavailable("keepalive stream ended")),
-            }
+                return answer;
+            };
+            tx.send(LeaseKeepAliveRequest { id: *id }).await.map_err(|_| tonic::Status::unavailable("stream closed"))?;
+            kept_alive(responses.message().await?)
         }
         .boxed()
     })
+}
+
+fn kept_alive(
+    resp: Option<placement_center::proto::etcdserverpb::LeaseKeepAliveResponse>,
+) -> Result<(), tonic::Status> {
+    match resp {
+        Some(resp) if resp.ttl > 0 => Ok(()),
+        Some(_) => Err(tonic::Status::not_found("lease expired")),
+        None => Err(tonic::Status::unavailable("keepalive stream ended")),
+    }
 }
 
 /// Registers `nodes` brokers (through the client library, spread over the
