@@ -20,13 +20,7 @@ fuzz_target!(|data: &[u8]| {
     match tag % 5 {
         0 => {
             let Ok(req) = RegisterNodeRequest::decode(rest) else { return };
-            let record = NodeRecord {
-                cluster: req.cluster,
-                node_id: req.node_id,
-                roles: req.roles,
-                addresses: req.addresses,
-                labels: req.labels,
-            };
+            let record = NodeRecord::from(req);
             if record.validate().is_ok() {
                 let kv = KeyValue { key: record.key(), value: record.encode(), mod_revision: 7, lease: 3, ..Default::default() };
                 let node = NodeRecord::decode(&kv).expect("a valid record reads back");

@@ -12,7 +12,7 @@ use madsim::runtime::Handle;
 use placement_center::client::{Client, ClientError, ClientOptions, Registration, Retry};
 use placement_center::proto::placement::v1::node_event::Kind;
 use placement_center::proto::placement::v1::{
-    ListNodesRequest, NodeInfo, RegisterNodeRequest, SetClusterConfigRequest, UnregisterNodeRequest,
+    NodeInfo, RegisterNodeRequest, SetClusterConfigRequest, UnregisterNodeRequest,
 };
 use placement_center::runtime::{self, Instant};
 use rand::Rng;
@@ -164,16 +164,8 @@ impl Broker {
     }
 
     async fn list(&self) {
-        let req = ListNodesRequest { cluster: CLUSTER.into(), role: String::new() };
         let invoked = runtime::now();
-        let result = runtime::timeout(
-            Duration::from_secs(2),
-            self.client.call(Retry::Idempotent, |ch| {
-                let req = req.clone();
-                async move { Client::placement(ch).list_nodes(req).await }
-            }),
-        )
-        .await;
+        let result = runtime::timeout(Duration::from_secs(2), self.client.list_nodes(CLUSTER, "")).await;
         let found = result
             .as_ref()
             .ok()
@@ -272,15 +264,8 @@ pub async fn observe(addrs: Vec<String>, observed: Arc<Mutex<Observed>>, stop: t
 }
 
 async fn current_revision(client: &Client) -> i64 {
-    let req = ListNodesRequest { cluster: CLUSTER.into(), role: String::new() };
     loop {
-        let listed = client
-            .call(Retry::Idempotent, |ch| {
-                let req = req.clone();
-                async move { Client::placement(ch).list_nodes(req).await }
-            })
-            .await;
-        if let Ok(resp) = listed {
+        if let Ok(resp) = client.list_nodes(CLUSTER, "").await {
             return resp.header.map_or(0, |h| h.revision);
         }
         runtime::sleep(Duration::from_millis(200)).await;
@@ -290,15 +275,8 @@ async fn current_revision(client: &Client) -> i64 {
 /// After heal and silence: the (broker, epoch) pairs ListNodes still lists.
 pub async fn still_listed(addrs: &[String]) -> Result<Vec<(u64, i64)>, String> {
     let client = client(addrs);
-    let req = ListNodesRequest { cluster: CLUSTER.into(), role: String::new() };
     for _ in 0..30 {
-        let listed = client
-            .call(Retry::Idempotent, |ch| {
-                let req = req.clone();
-                async move { Client::placement(ch).list_nodes(req).await }
-            })
-            .await;
-        if let Ok(resp) = listed {
+        if let Ok(resp) = client.list_nodes(CLUSTER, "").await {
             return Ok(resp.nodes.iter().map(|n| (n.node_id, n.epoch)).collect());
         }
         runtime::sleep(Duration::from_millis(300)).await;

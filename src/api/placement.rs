@@ -238,13 +238,7 @@ impl Placement for PlacementService {
             .observe("Placement/RegisterNode", async move {
                 let req = req.into_inner();
                 self.ctx.check_size(&req)?;
-                let record = NodeRecord {
-                    cluster: req.cluster,
-                    node_id: req.node_id,
-                    roles: req.roles,
-                    addresses: req.addresses,
-                    labels: req.labels,
-                };
+                let record = NodeRecord::from(req);
                 record.validate().map_err(ApiError::from)?;
                 let (config, _, _) = self.cluster_config(&record.cluster).await?;
                 let ttl = i64::from(config.expiry_secs).max(self.min_ttl);

@@ -30,8 +30,8 @@ use crate::proto::etcdserverpb::watch_client::WatchClient;
 use crate::proto::etcdserverpb::{MemberListRequest, StatusRequest};
 use crate::proto::placement::v1::placement_client::PlacementClient;
 use crate::proto::placement::v1::{
-    HeartbeatRequest, HeartbeatResponse, ListNodesRequest, NodeInfo, RegisterNodeRequest, RegisterNodeResponse,
-    WatchNodesRequest, WatchNodesResponse,
+    HeartbeatRequest, HeartbeatResponse, ListNodesRequest, ListNodesResponse, NodeInfo, RegisterNodeRequest,
+    RegisterNodeResponse, WatchNodesRequest, WatchNodesResponse,
 };
 use crate::runtime;
 
@@ -276,6 +276,17 @@ impl Client {
         })
     }
 
+    /// The registered nodes of `cluster` ("": every cluster) with `role`
+    /// ("": any), linearizable (idempotent: retried).
+    pub async fn list_nodes(&self, cluster: &str, role: &str) -> Result<ListNodesResponse, ClientError> {
+        let req = ListNodesRequest { cluster: cluster.to_string(), role: role.to_string() };
+        self.call(Retry::Idempotent, |ch| {
+            let req = req.clone();
+            async move { PlacementClient::new(ch).list_nodes(req).await }
+        })
+        .await
+    }
+
     /// One heartbeat for a registration (idempotent: retried).
     pub async fn heartbeat(&self, node: &NodeInfo) -> Result<HeartbeatResponse, ClientError> {
         let req = HeartbeatRequest { cluster: node.cluster.clone(), node_id: node.node_id, epoch: node.epoch };
@@ -302,14 +313,7 @@ impl Client {
             let mut next = start_revision;
             if next <= 0 {
                 // "From now" must survive a broken stream: pin now to a revision.
-                let req = ListNodesRequest { cluster: cluster.clone(), role: String::new() };
-                let listed = client
-                    .call(Retry::Idempotent, |ch| {
-                        let req = req.clone();
-                        async move { PlacementClient::new(ch).list_nodes(req).await }
-                    })
-                    .await;
-                match listed {
+                match client.list_nodes(&cluster, "").await {
                     Ok(resp) => next = resp.header.map_or(0, |h| h.revision + 1),
                     Err(e) => {
                         let _ = tx.send(Err(e)).await;

@@ -31,8 +31,8 @@ use crate::proto::etcdserverpb::{
 };
 use crate::proto::mvccpb::event::EventType;
 use crate::proto::placement::v1::{
-    ClusterStatusRequest, GetClusterConfigRequest, ListNodesRequest, NodeInfo, RegisterNodeRequest,
-    SetClusterConfigRequest, UnregisterNodeRequest,
+    ClusterStatusRequest, GetClusterConfigRequest, NodeInfo, RegisterNodeRequest, SetClusterConfigRequest,
+    UnregisterNodeRequest,
 };
 use crate::runtime;
 
@@ -504,14 +504,7 @@ impl Ctl {
                 Ok(())
             }
             NodeCommand::List { cluster, role } => {
-                let req = ListNodesRequest { cluster, role };
-                let resp = self
-                    .client
-                    .call(Retry::Idempotent, |ch| {
-                        let req = req.clone();
-                        async move { Client::placement(ch).list_nodes(req).await }
-                    })
-                    .await?;
+                let resp = self.client.list_nodes(&cluster, &role).await?;
                 let revision = resp.header.as_ref().map_or(0, |h| h.revision);
                 self.print(
                     || node_table(&resp.nodes).render(),

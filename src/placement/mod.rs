@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::proto::mvccpb::KeyValue;
-use crate::proto::placement::v1::NodeInfo;
+use crate::proto::placement::v1::{NodeInfo, RegisterNodeRequest};
 
 /// Prefix of every node registration.
 pub const NODES_PREFIX: &str = "/placement/nodes/";
@@ -200,6 +200,18 @@ fn check_name(what: &'static str, name: &str) -> Result<(), PlacementError> {
         return Ok(());
     };
     Err(PlacementError::BadField { what, why })
+}
+
+impl From<RegisterNodeRequest> for NodeRecord {
+    fn from(req: RegisterNodeRequest) -> Self {
+        Self {
+            cluster: req.cluster,
+            node_id: req.node_id,
+            roles: req.roles,
+            addresses: req.addresses,
+            labels: req.labels,
+        }
+    }
 }
 
 impl NodeRecord {

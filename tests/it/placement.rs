@@ -9,8 +9,8 @@ use placement_center::proto::etcdserverpb::{CompactionRequest, RangeRequest};
 use placement_center::proto::placement::v1::node_event::Kind;
 use placement_center::proto::placement::v1::placement_client::PlacementClient;
 use placement_center::proto::placement::v1::{
-    ClusterStatusRequest, GetClusterConfigRequest, HeartbeatRequest, ListNodesRequest, NodeEvent, NodeInfo,
-    RegisterNodeRequest, SetClusterConfigRequest, UnregisterNodeRequest, WatchNodesResponse,
+    ClusterStatusRequest, GetClusterConfigRequest, HeartbeatRequest, NodeEvent, NodeInfo, RegisterNodeRequest,
+    SetClusterConfigRequest, UnregisterNodeRequest, WatchNodesResponse,
 };
 use placement_center::runtime;
 use tonic::Code;
@@ -33,15 +33,7 @@ fn broker(cluster: &str, node_id: u64) -> RegisterNodeRequest {
 }
 
 async fn list(client: &Client, cluster: &str, role: &str) -> Vec<NodeInfo> {
-    let req = ListNodesRequest { cluster: cluster.into(), role: role.into() };
-    client
-        .call(Retry::Idempotent, |ch| {
-            let req = req.clone();
-            async move { PlacementClient::new(ch).list_nodes(req).await }
-        })
-        .await
-        .unwrap()
-        .nodes
+    client.list_nodes(cluster, role).await.unwrap().nodes
 }
 
 async fn heartbeat(client: &Client, cluster: &str, node_id: u64, epoch: i64) -> Result<i64, tonic::Status> {

@@ -199,7 +199,9 @@ fn keepalive(channel: Channel) -> Requester {
                 *stream = Some((tx, responses, granted.id));
                 return answer;
             };
-            tx.send(LeaseKeepAliveRequest { id: *id }).await.map_err(|_| tonic::Status::unavailable("stream closed"))?;
+            tx.send(LeaseKeepAliveRequest { id: *id })
+                .await
+                .map_err(|_| tonic::Status::unavailable("stream closed"))?;
             kept_alive(responses.message().await?)
         }
         .boxed()
