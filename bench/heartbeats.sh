@@ -11,12 +11,18 @@ nodes=${1:-10000}
 clients=${2:-32}
 heartbeats=${3:-100000}
 cargo build --release --bin placement-center --bin placement-bench
-. bench/lib.sh
+pc=target/release/placement-center
 run=$(mktemp -d)
+cluster="1=127.0.0.1:41380@127.0.0.1:41379,2=127.0.0.1:42380@127.0.0.1:42379,3=127.0.0.1:43380@127.0.0.1:43379"
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$run"; }
 trap cleanup EXIT
-start_placement "$run" 4
-target/release/placement-bench --endpoints "$endpoints" \
+for n in 1 2 3; do
+    $pc --node-id $n --client-addr 127.0.0.1:4${n}379 --peer-addr 127.0.0.1:4${n}380 \
+        --metrics-addr 127.0.0.1:4${n}381 --data-dir "$run/n$n" --initial-cluster "$cluster" >"$run/n$n.log" 2>&1 &
+    pids+=($!)
+done
+for n in 1 2 3; do until [ "$(curl -s 127.0.0.1:4${n}381/readyz)" = ok ]; do sleep 0.2; done; done
+target/release/placement-bench --endpoints 127.0.0.1:41379,127.0.0.1:42379,127.0.0.1:43379 \
     --clients "$clients" --total "$heartbeats" heartbeat --nodes "$nodes"
 for n in 1 2 3; do echo "node$n: rss_kib=$(awk '/VmRSS/{print $2}' /proc/${pids[$((n-1))]}/status)"; done

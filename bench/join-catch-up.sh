@@ -13,13 +13,18 @@ clients=64
 keys=$(( keys / clients * clients ))  # every client writes the same number
 cargo build --release --bin placement-center --bin placement-bench
 pc=target/release/placement-center
-. bench/lib.sh
 run=$(mktemp -d)
+cluster="1=127.0.0.1:41380@127.0.0.1:41379,2=127.0.0.1:42380@127.0.0.1:42379,3=127.0.0.1:43380@127.0.0.1:43379"
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$run"; }
 trap cleanup EXIT
-start_placement "$run" 4
+for n in 1 2 3; do
+    $pc --node-id $n --client-addr 127.0.0.1:4${n}379 --peer-addr 127.0.0.1:4${n}380 \
+        --metrics-addr 127.0.0.1:4${n}381 --data-dir "$run/n$n" --initial-cluster "$cluster" >"$run/n$n.log" 2>&1 &
+    pids+=($!)
+done
 metric() { curl -s "127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
+for n in 1 2 3; do until [ "$(curl -s 127.0.0.1:4${n}381/readyz)" = ok ]; do sleep 0.2; done; done
 
 # 1. Load, sampling the log size.
 ( while sleep 1; do for n in 1 2 3; do metric 4${n}381 placement_raft_log_entries; done; done ) >"$run/log-sizes" 2>/dev/null &

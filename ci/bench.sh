@@ -36,10 +36,26 @@ pids=()
 stop_cluster() { kill "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" 2>/dev/null || true; pids=(); }
 trap 'stop_cluster; rm -rf "$run"' EXIT
 
-. bench/lib.sh
+# Fails the run if a member exited (e.g. its port was taken), showing its log.
+alive() {
+    for p in "${pids[@]}"; do
+        kill -0 "$p" 2>/dev/null || { echo "a member exited; $1:" >&2; tail -20 "$1" >&2; exit 1; }
+    done
+}
 
 # Ports below the ephemeral range (32768-60999), which the clients' own connections use.
-start_placement_cluster() { start_placement "$1" 2; }
+start_placement() {
+    local dir=$1 cluster="1=127.0.0.1:21380@127.0.0.1:21379,2=127.0.0.1:22380@127.0.0.1:22379,3=127.0.0.1:23380@127.0.0.1:23379"
+    for n in 1 2 3; do
+        target/release/placement-center --node-id $n --client-addr 127.0.0.1:2${n}379 --peer-addr 127.0.0.1:2${n}380 \
+            --metrics-addr 127.0.0.1:2${n}381 --data-dir "$dir/n$n" --initial-cluster "$cluster" >"$dir/n$n.log" 2>&1 &
+        pids+=($!)
+    done
+    for n in 1 2 3; do
+        until [ "$(curl -s 127.0.0.1:2${n}381/readyz)" = ok ]; do alive "$dir/n$n.log"; sleep 0.2; done
+    done
+    endpoints=127.0.0.1:21379,127.0.0.1:22379,127.0.0.1:23379
+}
 
 start_etcd() {
     local dir=$1 cluster="e1=http://127.0.0.1:11380,e2=http://127.0.0.1:12380,e3=http://127.0.0.1:13380"
@@ -74,7 +90,7 @@ for round in $(seq 1 "$rounds"); do
     for target in etcd placement; do
         dir="$run/$target-$round"
         mkdir -p "$dir"
-        case $target in etcd) start_etcd "$dir" ;; placement) start_placement_cluster "$dir" ;; esac
+        "start_$target" "$dir"
         echo "round $round: $target ($endpoints)"
         for entry in "${scenarios[@]}"; do
             name=${entry%%|*}
