@@ -87,11 +87,9 @@ impl PlacementService {
         }
     }
 
-    /// Node `node_id`'s record and the revision read at.
-    async fn registration(&self, cluster: &str, node_id: u64) -> Result<(KeyValue, i64), ApiError> {
-        let (kv, revision) = self.read(|s| (get(s, &placement::node_key(cluster, node_id)), s.revision())).await?;
-        let kv = kv.ok_or_else(|| PlacementError::NotRegistered { cluster: cluster.to_string(), node_id })?;
-        Ok((kv, revision))
+    /// Node `node_id`'s record, read linearizably.
+    async fn registration(&self, cluster: &str, node_id: u64) -> Result<KeyValue, ApiError> {
+        Ok(self.read(|s| registered(s, cluster, node_id)).await??)
     }
 
     /// Renews the lease of node `node_id`'s registration if `epoch` is its
@@ -99,12 +97,8 @@ impl PlacementService {
     async fn renew_registration(&self, cluster: String, node_id: u64, epoch: i64) -> Result<i64, ApiError> {
         // The registration's lease, if `epoch` is the registration's.
         let check = |state: &KvState| {
-            let not_registered = || PlacementError::NotRegistered { cluster: cluster.clone(), node_id };
-            let kv = get(state, &placement::node_key(&cluster, node_id)).ok_or_else(not_registered)?;
-            if kv.mod_revision != epoch {
-                let current = kv.mod_revision;
-                return Err(PlacementError::StaleEpoch { cluster: cluster.clone(), node_id, given: epoch, current });
-            }
+            let kv = registered(state, &cluster, node_id)?;
+            same_epoch(&kv, &cluster, node_id, epoch)?;
             if kv.lease == 0 {
                 return Err(PlacementError::NoLease { cluster: cluster.clone(), node_id });
             }
@@ -182,6 +176,20 @@ fn header(ctx: &ApiContext, revision: i64) -> Header {
 fn get(state: &KvState, key: &[u8]) -> Option<KeyValue> {
     let req = RangeRequest { key: key.to_vec(), ..Default::default() };
     state.range(&req).ok().and_then(|r| r.kvs.into_iter().next())
+}
+
+/// Node `node_id`'s record in `state`.
+fn registered(state: &KvState, cluster: &str, node_id: u64) -> Result<KeyValue, PlacementError> {
+    get(state, &placement::node_key(cluster, node_id))
+        .ok_or_else(|| PlacementError::NotRegistered { cluster: cluster.to_string(), node_id })
+}
+
+/// Refuses `epoch` unless it is the registration's (its record's mod revision).
+fn same_epoch(kv: &KeyValue, cluster: &str, node_id: u64, epoch: i64) -> Result<(), PlacementError> {
+    if kv.mod_revision == epoch {
+        return Ok(());
+    }
+    Err(PlacementError::StaleEpoch { cluster: cluster.to_string(), node_id, given: epoch, current: kv.mod_revision })
 }
 
 /// The registered nodes in `cluster` ("": every cluster) with `role` ("": any).
@@ -311,7 +319,7 @@ impl Placement for PlacementService {
                 placement::check_node(&req.cluster, req.node_id).map_err(ApiError::from)?;
                 let (cluster, node_id) = (req.cluster, req.node_id);
                 let kv = match self.registration(&cluster, node_id).await {
-                    Ok((kv, _)) => kv,
+                    Ok(kv) => kv,
                     Err(ApiError::Placement(PlacementError::NotRegistered { .. })) => {
                         let revision = read_state(self.ctx.node.state()).revision();
                         return Ok(Response::new(UnregisterNodeResponse {
@@ -321,15 +329,8 @@ impl Placement for PlacementService {
                     }
                     Err(e) => return Err(e.into()),
                 };
-                if req.epoch != 0 && kv.mod_revision != req.epoch {
-                    let current = kv.mod_revision;
-                    return Err(ApiError::from(PlacementError::StaleEpoch {
-                        cluster,
-                        node_id,
-                        given: req.epoch,
-                        current,
-                    })
-                    .into());
+                if req.epoch != 0 {
+                    same_epoch(&kv, &cluster, node_id, req.epoch).map_err(ApiError::from)?;
                 }
                 // Delete only the registration that was read: one made since wins.
                 let txn = TxnRequest {
