@@ -62,6 +62,10 @@ pub struct Metrics {
     pub disk_sync: Histogram,
     /// Leader changes this node saw.
     pub leader_changes: AtomicU64,
+    /// Proposals this node made as leader (log entries of client commands).
+    pub proposals: AtomicU64,
+    /// Client commands those proposals carried (over `proposals`: the mean batch).
+    pub proposed_commands: AtomicU64,
     /// Open watchers.
     pub watchers: AtomicU64,
     /// gRPC calls by method: count by status code, latency.
@@ -127,11 +131,18 @@ impl Metrics {
         gauge("placement_leases", "Granted leases.", g.leases.to_string());
         gauge("placement_watchers", "Open watchers.", self.watchers.load(Ordering::Relaxed).to_string());
         gauge("placement_db_size_bytes", "Bytes the storage engine holds.", g.db_size_bytes.to_string());
-        let changes = self.leader_changes.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP placement_raft_leader_changes_total Leader changes seen.\n# TYPE placement_raft_leader_changes_total counter\nplacement_raft_leader_changes_total {changes}"
-        );
+        for (name, help, counter) in [
+            ("placement_raft_leader_changes_total", "Leader changes seen.", &self.leader_changes),
+            ("placement_raft_proposals_total", "Log entries proposed for client commands.", &self.proposals),
+            (
+                "placement_raft_proposed_commands_total",
+                "Client commands those entries carried.",
+                &self.proposed_commands,
+            ),
+        ] {
+            let value = counter.load(Ordering::Relaxed);
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        }
         for (name, help, h) in [
             ("placement_apply_duration_seconds", "Apply time per batch of committed entries.", &self.apply),
             ("placement_disk_sync_duration_seconds", "Time per synced storage write.", &self.disk_sync),

@@ -107,7 +107,7 @@ pub fn stored_membership_from_pb(m: &pb::StoredMembership) -> Result<StoredMembe
 pub fn entry_to_pb(e: &Entry) -> pb::Entry {
     let payload = match &e.payload {
         EntryPayload::Blank => pb::entry::Payload::Blank(true),
-        EntryPayload::Normal(cmd) => pb::entry::Payload::Normal(cmd.clone()),
+        EntryPayload::Normal(proposal) => pb::entry::Payload::Proposal(proposal.clone()),
         EntryPayload::Membership(m) => pb::entry::Payload::Membership(membership_to_pb(m)),
     };
     pb::Entry { log_id: Some(log_id_to_pb(&e.log_id)), payload: Some(payload) }
@@ -117,7 +117,8 @@ pub fn entry_from_pb(e: pb::Entry) -> Result<Entry, DecodeError> {
     let log_id = log_id_from_pb(e.log_id.as_ref().ok_or_else(|| DecodeError::missing("Entry", "log_id"))?)?;
     let payload = match e.payload.ok_or_else(|| DecodeError::missing("Entry", "payload"))? {
         pb::entry::Payload::Blank(_) => EntryPayload::Blank,
-        pb::entry::Payload::Normal(cmd) => EntryPayload::Normal(cmd),
+        pb::entry::Payload::Normal(cmd) => EntryPayload::Normal(pb::Proposal { commands: vec![cmd] }),
+        pb::entry::Payload::Proposal(proposal) => EntryPayload::Normal(proposal),
         pb::entry::Payload::Membership(m) => EntryPayload::Membership(membership_from_pb(&m)?),
     };
     Ok(Entry { log_id, payload })
@@ -300,12 +301,26 @@ mod tests {
         let cmd = pb::Command {
             request: Some(pb::command::Request::Put(PutRequest { key: b"k".to_vec(), ..Default::default() })),
         };
-        for payload in [EntryPayload::Blank, EntryPayload::Normal(cmd), EntryPayload::Membership(membership)] {
+        let proposal = pb::Proposal { commands: vec![cmd.clone(), cmd] };
+        for payload in [EntryPayload::Blank, EntryPayload::Normal(proposal), EntryPayload::Membership(membership)] {
             let entry = Entry { log_id, payload };
             let bytes = entry_to_pb(&entry).encode_to_vec();
             let back = entry_from_pb(decode("Entry", &bytes).unwrap()).unwrap();
             assert_eq!(format!("{back:?}"), format!("{entry:?}"));
         }
+    }
+
+    #[test]
+    fn a_single_command_entry_of_older_versions_reads_as_a_proposal_of_one() {
+        let cmd = pb::Command {
+            request: Some(pb::command::Request::Put(PutRequest { key: b"k".to_vec(), ..Default::default() })),
+        };
+        let old = pb::Entry {
+            log_id: Some(log_id_to_pb(&LogId::new(CommittedLeaderId::new(1, 1), 4))),
+            payload: Some(pb::entry::Payload::Normal(cmd.clone())),
+        };
+        let entry = entry_from_pb(old).unwrap();
+        assert!(matches!(entry.payload, EntryPayload::Normal(p) if p.commands == vec![cmd]));
     }
 
     #[test]

@@ -81,6 +81,29 @@ impl LogStore {
     }
 }
 
+/// Makes a node that led when it stopped start as a follower. openraft
+/// resumes leading at once when the stored vote is its own and committed,
+/// keeping its term, and a leader's ReadIndex is its committed index, which
+/// `save_committed` does not sync: after a power loss it could be older than
+/// writes it acknowledged. With the vote stored as granted but not committed
+/// the node still never votes for another candidate in that term, and it
+/// leads again only by winning an election in a newer one, whose first entry
+/// follows every acknowledged write. (etcd's members also restart as
+/// followers.)
+pub(super) fn demote_restarted_leader(engine: &Arc<dyn Engine>, id: u64) -> Result<(), StorageError> {
+    let Some(bytes) = engine.get(CF_META, KEY_VOTE).map_err(|e| read_err(ErrorSubject::Vote, e))? else {
+        return Ok(());
+    };
+    let mut vote: pb::Vote = decode("Vote", &bytes).map_err(|e| read_err(ErrorSubject::Vote, e))?;
+    if !(vote.committed && vote.node_id == id) {
+        return Ok(());
+    }
+    vote.committed = false;
+    let mut batch = WriteBatch::new();
+    batch.put(CF_META, KEY_VOTE, vote.encode_to_vec());
+    engine.write(batch, true).map_err(|e| write_err(ErrorSubject::Vote, e))
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -159,12 +182,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some(id) => batch.put(CF_META, KEY_COMMITTED, codec::log_id_to_pb(&id).encode_to_vec()),
             None => batch.delete(CF_META, KEY_COMMITTED),
         }
-        // Synced. openraft saves the committed log id before it applies and
-        // answers, and a leader that restarts keeps leading its term with the
-        // committed index it reads back here; that index is its ReadIndex. An
-        // unsynced write lost on power loss let a restarted leader serve reads
-        // missing writes it had acknowledged (sim seed 20131, 5 nodes).
-        self.engine.write(batch, true).map_err(|e| write_err(ErrorSubject::Store, e))
+        // Not synced: it saves a fsync per commit on every node. A crash may
+        // bring back an older committed index (never one past the synced log);
+        // the node then learns the rest from the leader. The one reader that
+        // must not see an older index is a leader that restarts into its own
+        // term and answers ReadIndex with it: `demote_restarted_leader` stops
+        // that (sim seed 20131 found a stale read when it was possible).
+        // RocksDB keeps unsynced writes in order, so the apply that follows is
+        // never kept without this.
+        self.engine.write(batch, false).map_err(|e| write_err(ErrorSubject::Store, e))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {

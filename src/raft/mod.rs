@@ -26,6 +26,7 @@ pub const COLUMN_FAMILIES: [&str; 6] = [
 ];
 pub mod network;
 pub mod node;
+mod proposals;
 mod read_index;
 pub mod service;
 pub mod transfer;

@@ -109,6 +109,8 @@ pub struct RaftNode {
     pub(super) leases: std::sync::Mutex<super::lessor::LeaderLeases>,
     /// Callers of `leader_read_index` waiting for a round (see `read_index`).
     pub(super) read_index: Arc<super::read_index::ReadIndexBatch>,
+    /// Commands waiting for the next proposal (see `proposals`).
+    pub(super) proposals: Arc<super::proposals::ProposalBatch>,
 }
 
 /// etcd-style cluster id: a digest of the initial members' ids and peer addresses.
@@ -148,6 +150,7 @@ impl RaftNode {
         let sender = Sender { cluster_id: opts.cluster_id, node_id: opts.id };
         let disowned = super::network::Disowned::default();
         let network = Network { connect_timeout: opts.heartbeat_interval * 5, sender, disowned: disowned.clone() };
+        super::log_store::demote_restarted_leader(&engine, opts.id).map_err(|e| NodeError::Raft(e.to_string()))?;
         let raft = Raft::new(opts.id, config, network, LogStore::new(engine), sm)
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
@@ -174,6 +177,7 @@ impl RaftNode {
             disowned,
             transferring: Default::default(),
             read_index: Default::default(),
+            proposals: Default::default(),
             engine: engine_for_status,
         }))
     }
@@ -272,8 +276,8 @@ impl RaftNode {
                 runtime::sleep(Self::pause()).await;
                 continue;
             }
-            match self.raft.client_write(command.clone()).await {
-                Ok(resp) => return resp.data.map_err(NodeError::Refused),
+            match self.client_write(command.clone()).await {
+                Ok(result) => return result.map_err(NodeError::Refused),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
                     let Some(leader) = fwd.leader_node else {
                         runtime::sleep(Self::pause()).await;
@@ -307,8 +311,8 @@ impl RaftNode {
             return Ok(None);
         }
         let attempt = async {
-            match self.raft.client_write(command).await {
-                Ok(resp) => Ok(Some(resp.data?)),
+            match self.client_write(command).await {
+                Ok(result) => Ok(Some(result?)),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Ok(None),
                 Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                     Err(NodeError::Raft(e.to_string()))

@@ -21,7 +21,7 @@ use prost::Message;
 
 use super::codec::{self, decode};
 use super::log_store::{read_err, write_err};
-use super::types::{ApplyResult, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use super::types::{Entry, EntryResults, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::proto::mvccpb::{Event, KeyValue};
 use crate::proto::raft::v1 as pb;
 use crate::state::{Change, KvState, Persisted};
@@ -255,7 +255,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok((self.last_applied, self.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<EntryResults>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -268,19 +268,25 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         for entry in entries {
             self.last_applied = Some(entry.log_id);
             match entry.payload {
-                EntryPayload::Blank => results.push(Ok(Default::default())),
+                EntryPayload::Blank => results.push(Vec::new()),
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
-                    results.push(Ok(Default::default()));
+                    results.push(Vec::new());
                 }
-                EntryPayload::Normal(cmd) => match kv.apply(&cmd) {
-                    Ok(applied) => {
-                        persist_changes(&mut batch, applied.result.revision, applied.changes);
-                        results.push(Ok(applied.result));
+                EntryPayload::Normal(proposal) => {
+                    let mut outcomes = Vec::with_capacity(proposal.commands.len());
+                    for cmd in &proposal.commands {
+                        match kv.apply(cmd) {
+                            Ok(applied) => {
+                                persist_changes(&mut batch, applied.result.revision, applied.changes);
+                                outcomes.push(Ok(applied.result));
+                            }
+                            // Refused deterministically on every replica; nothing to persist.
+                            Err(refused) => outcomes.push(Err(refused)),
+                        }
                     }
-                    // Refused deterministically on every replica; nothing to persist.
-                    Err(refused) => results.push(Err(refused)),
-                },
+                    results.push(outcomes);
+                }
             }
         }
         self.bookkeeping(&mut batch, &kv);

@@ -85,7 +85,7 @@ fn an_installed_snapshot_of_a_compacted_state_keeps_its_history_across_a_reopen(
 
     use super::types::{Entry, LogId};
     use crate::proto::etcdserverpb::{CompactionRequest, PutRequest, RangeRequest};
-    use crate::proto::raft::v1::{command::Request, Command};
+    use crate::proto::raft::v1::{command::Request, Command, Proposal};
 
     let put = |i: u8| Request::Put(PutRequest { key: vec![b'k'], value: vec![i], ..Default::default() });
     let mut requests: Vec<Request> = (1..=6).map(put).collect();
@@ -93,7 +93,7 @@ fn an_installed_snapshot_of_a_compacted_state_keeps_its_history_across_a_reopen(
     requests.push(Request::Compaction(CompactionRequest { revision: 5, physical: false }));
     let entries = requests.into_iter().enumerate().map(|(i, request)| Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), i as u64 + 1),
-        payload: EntryPayload::Normal(Command { request: Some(request) }),
+        payload: EntryPayload::Normal(Proposal { commands: vec![Command { request: Some(request) }] }),
     });
 
     futures::executor::block_on(async {
@@ -112,5 +112,30 @@ fn an_installed_snapshot_of_a_compacted_state_keeps_its_history_across_a_reopen(
             .range(&RangeRequest { key: vec![b'k'], revision: 5, ..Default::default() })
             .expect("revision 5 is kept");
         assert_eq!(at_5.kvs[0].value, vec![4]);
+    });
+}
+
+/// A node that led when it stopped comes back with its vote granted but not
+/// committed (so openraft does not resume leading without an election); a
+/// follower's vote for another leader is kept as it was.
+#[test]
+fn a_restarted_leader_comes_back_with_its_vote_uncommitted() {
+    use openraft::storage::RaftLogStorage;
+
+    use super::types::Vote;
+
+    futures::executor::block_on(async {
+        let engine: Arc<dyn crate::storage::Engine> = Arc::new(SimDisk::new());
+        let mut log = LogStore::new(engine.clone());
+        super::log_store::demote_restarted_leader(&engine, 1).expect("no vote yet is fine");
+        assert_eq!(log.read_vote().await.unwrap(), None);
+
+        log.save_vote(&Vote::new_committed(4, 1)).await.unwrap();
+        super::log_store::demote_restarted_leader(&engine, 1).unwrap();
+        assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(4, 1)), "its own vote, no longer committed");
+
+        log.save_vote(&Vote::new_committed(5, 2)).await.unwrap();
+        super::log_store::demote_restarted_leader(&engine, 1).unwrap();
+        assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new_committed(5, 2)), "a vote for another leader");
     });
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io::Cursor;
 
-use crate::proto::raft::v1::{Command, CommandResult};
+use crate::proto::raft::v1::{CommandResult, Proposal};
 use crate::runtime::PlacementRuntime;
 use crate::state::StateError;
 
@@ -24,14 +24,18 @@ impl fmt::Display for Member {
     }
 }
 
-/// What applying one log entry returns to the proposer.
+/// What applying one command returns to its proposer.
 pub type ApplyResult = Result<CommandResult, StateError>;
+
+/// What applying one log entry returns: one result per command of its
+/// proposal, in order (none for a blank or membership entry).
+pub type EntryResults = Vec<ApplyResult>;
 
 openraft::declare_raft_types!(
     /// Placement Center's Raft types.
     pub TypeConfig:
-        D = Command,
-        R = ApplyResult,
+        D = Proposal,
+        R = EntryResults,
         NodeId = u64,
         Node = Member,
         Entry = openraft::Entry<TypeConfig>,

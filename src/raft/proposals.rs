@@ -1,0 +1,173 @@
+//! Proposal batching. Every normal log entry costs the leader one append
+//! and one fsync, and each follower one more: under load that, not the
+//! network, bounds writes (20,487 leader fsyncs for 20,000 puts before this
+//! module). Commands that arrive while proposals are in flight wait, and the
+//! next proposal carries all of them in one entry. The state machine applies
+//! them in order, each with its own revision and result, exactly as if each
+//! had had an entry of its own. A lone caller is proposed at once, so one
+//! client's latency does not change.
+//!
+//! Nothing here decides what happens to a command that was not applied: an
+//! error of the whole proposal goes to each of its callers, who handle it as
+//! they would a `client_write` of their own (forward to the leader, retry,
+//! give up).
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use openraft::error::{ClientWriteError, Fatal, RaftError};
+
+use super::node::RaftNode;
+use super::types::{ApplyResult, Member, NodeId, Raft};
+use crate::metrics::Metrics;
+use crate::proto::raft::v1::{Command, Proposal};
+use crate::runtime;
+
+/// What a caller gets: its command's result, or why the proposal that
+/// carried it was not applied.
+pub(super) type Outcome = Result<ApplyResult, RaftError<NodeId, ClientWriteError<NodeId, Member>>>;
+
+/// Proposals in flight at once. With two, the next entry could be appended
+/// while the last one replicates; but the two cores are the limit, not the
+/// log's idle time, and fewer, larger proposals cost less CPU per command:
+/// 100 clients put 8.6-9.0k/s with one in flight, 7.6k/s with two and
+/// 7.3k/s with four (`placement-bench --clients 100 put`, 3 nodes).
+const IN_FLIGHT: usize = 1;
+/// Most commands in one proposal.
+const MAX_COMMANDS: usize = 512;
+/// Most encoded bytes in one proposal (a single larger command still goes
+/// alone): it keeps an AppendEntries message, which carries many entries,
+/// well below the raft.v1 service's decoding limit.
+const MAX_BYTES: usize = 1024 * 1024;
+
+/// Commands waiting for the next proposal.
+#[derive(Default)]
+pub(super) struct ProposalBatch {
+    waiting: Mutex<Waiting>,
+}
+
+#[derive(Default)]
+struct Waiting {
+    /// Tasks making proposals (each stops when nobody waits).
+    running: usize,
+    callers: VecDeque<Caller>,
+}
+
+struct Caller {
+    command: Command,
+    bytes: usize,
+    reply: tokio::sync::oneshot::Sender<Outcome>,
+}
+
+impl RaftNode {
+    /// Proposes `command` on this node's Raft, together with whatever other
+    /// commands wait (see the module).
+    pub(super) async fn client_write(&self, command: Command) -> Outcome {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let bytes = prost::Message::encoded_len(&command);
+        let start = {
+            let mut waiting = self.proposals.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            waiting.callers.push_back(Caller { command, bytes, reply });
+            let start = waiting.running < IN_FLIGHT;
+            if start {
+                waiting.running += 1;
+            }
+            start
+        };
+        if start {
+            let task = proposals(self.raft.clone(), self.proposals.clone(), self.metrics().clone());
+            runtime::spawn_detached("proposals", task);
+        }
+        rx.await.unwrap_or(Err(RaftError::Fatal(Fatal::Stopped)))
+    }
+}
+
+/// Makes proposals while commands wait; each takes the oldest ones, up to
+/// the limits.
+async fn proposals(raft: Raft, batch: Arc<ProposalBatch>, metrics: Arc<Metrics>) {
+    loop {
+        let callers = {
+            let mut waiting = batch.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            if waiting.callers.is_empty() {
+                waiting.running -= 1;
+                return;
+            }
+            take_batch(&mut waiting.callers)
+        };
+        let mut replies = Vec::with_capacity(callers.len());
+        let mut commands = Vec::with_capacity(callers.len());
+        for caller in callers {
+            commands.push(caller.command);
+            replies.push(caller.reply);
+        }
+        let count = commands.len() as u64;
+        match raft.client_write(Proposal { commands }).await {
+            Ok(response) => {
+                metrics.proposals.fetch_add(1, Ordering::Relaxed);
+                metrics.proposed_commands.fetch_add(count, Ordering::Relaxed);
+                let mut results = response.data.into_iter();
+                for reply in replies {
+                    // The state machine answers every command of a proposal;
+                    // a missing answer would be a bug, reported as a stop.
+                    let _ = reply.send(results.next().ok_or(RaftError::Fatal(Fatal::Panicked)));
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// The oldest waiting callers that fit in one proposal (at least one).
+fn take_batch(callers: &mut VecDeque<Caller>) -> Vec<Caller> {
+    let mut taken = Vec::new();
+    let mut bytes = 0;
+    while let Some(next) = callers.front() {
+        if !taken.is_empty() && (taken.len() == MAX_COMMANDS || bytes + next.bytes > MAX_BYTES) {
+            break;
+        }
+        bytes += next.bytes;
+        taken.extend(callers.pop_front());
+    }
+    taken
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::etcdserverpb::PutRequest;
+    use crate::proto::raft::v1::command::Request;
+
+    fn caller(value_len: usize) -> Caller {
+        let command = Command {
+            request: Some(Request::Put(PutRequest {
+                key: b"k".to_vec(),
+                value: vec![0; value_len],
+                ..Default::default()
+            })),
+        };
+        let bytes = prost::Message::encoded_len(&command);
+        Caller { command, bytes, reply: tokio::sync::oneshot::channel().0 }
+    }
+
+    #[test]
+    fn a_batch_takes_the_oldest_callers_up_to_the_command_limit() {
+        let mut callers: VecDeque<_> = (0..MAX_COMMANDS + 3).map(|_| caller(8)).collect();
+        assert_eq!(take_batch(&mut callers).len(), MAX_COMMANDS);
+        assert_eq!(take_batch(&mut callers).len(), 3);
+        assert!(take_batch(&mut callers).is_empty());
+    }
+
+    #[test]
+    fn a_batch_stays_under_the_byte_limit_but_a_large_command_goes_alone() {
+        let mut callers: VecDeque<_> = [MAX_BYTES / 2, MAX_BYTES / 2, 2 * MAX_BYTES, 10].map(caller).into();
+        assert_eq!(take_batch(&mut callers).len(), 1, "two halves plus their keys exceed the limit");
+        assert_eq!(take_batch(&mut callers).len(), 1);
+        assert_eq!(take_batch(&mut callers).len(), 1, "a command over the limit is proposed alone");
+        assert_eq!(take_batch(&mut callers).len(), 1);
+    }
+}
