@@ -24,6 +24,10 @@ impl RocksEngine {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
+        // One budget for the memtables of all six column families (RocksDB's
+        // default is 64 MiB for each). After 100k puts at 100 clients a member
+        // held 132 MiB RSS with it, 195 MiB without.
+        opts.set_db_write_buffer_size(64 << 20);
         let cfs = column_families.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(io)?;
         Ok(Self { db, column_families: column_families.to_vec() })
