@@ -43,7 +43,7 @@ pub fn member(id: u64, m: &crate::raft::Member, learner: bool) -> Member {
 
 /// The one peer address of a member change request, from its URL
 /// (`http://host:port`); etcd's error when there is not exactly one.
-fn peer_addr(urls: &[String]) -> Result<String, Status> {
+pub fn peer_addr(urls: &[String]) -> Result<String, Status> {
     let bad = || Status::invalid_argument("etcdserver: given member URLs are invalid");
     let [url] = urls else { return Err(bad()) };
     let addr = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")).ok_or_else(bad)?;

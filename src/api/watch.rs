@@ -27,12 +27,12 @@ use crate::proto::mvccpb::event::EventType;
 use crate::proto::mvccpb::Event;
 use crate::raft::state_store::read_state;
 use crate::runtime;
-use crate::state::KeyRange;
+use crate::state::{KeyRange, KvState};
 
 /// Responses buffered for a client before its stream stops reading history.
 const STREAM_BUFFER: usize = 64;
 /// A response gathers whole revisions until it holds at least this many events.
-const EVENTS_PER_RESPONSE: usize = 1000;
+pub const EVENTS_PER_RESPONSE: usize = 1000;
 /// etcd's error for a watch id already used on the stream.
 const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
 
@@ -50,8 +50,11 @@ impl WatchService {
     }
 }
 
-/// One watcher of a stream.
-struct Watcher {
+/// One watcher of a stream: what it wants and how far it has read. Pure:
+/// it reads a [`KvState`] and nothing else (the fuzz target
+/// `client_requests` drives it with any create request).
+#[derive(Debug, Clone)]
+pub struct Watcher {
     range: KeyRange,
     /// The next revision to look at: everything before it was delivered.
     next: i64,
@@ -63,13 +66,82 @@ struct Watcher {
     sent_since_tick: bool,
 }
 
+/// What a watcher reads next from the history.
+#[derive(Debug, PartialEq)]
+pub enum Next {
+    /// Nothing new for it up to the current revision.
+    UpToDate,
+    /// Events of whole revisions, in order, and the revision the response's
+    /// header carries (the last one read when the batch is full).
+    Events { events: Vec<Event>, header_revision: i64 },
+    /// Its next revision is behind the compaction: it must be canceled.
+    Compacted { compact_revision: i64 },
+}
+
 impl Watcher {
-    fn wants(&self, event: &Event) -> bool {
+    /// The watcher a create request asks for, on a store at revision `current`.
+    pub fn new(create: &WatchCreateRequest, current: i64) -> Self {
+        let filters: Vec<Option<FilterType>> = create.filters.iter().map(|f| FilterType::try_from(*f).ok()).collect();
+        Self {
+            range: KeyRange::new(&create.key, &create.range_end),
+            next: if create.start_revision > 0 { create.start_revision } else { current + 1 },
+            no_put: filters.contains(&Some(FilterType::Noput)),
+            no_delete: filters.contains(&Some(FilterType::Nodelete)),
+            prev_kv: create.prev_kv,
+            progress_notify: create.progress_notify,
+            sent_since_tick: false,
+        }
+    }
+
+    /// Whether `event` is one this watcher reports.
+    pub fn wants(&self, event: &Event) -> bool {
         let is_put = event.r#type == EventType::Put as i32;
         if (is_put && self.no_put) || (!is_put && self.no_delete) {
             return false;
         }
         event.kv.as_ref().is_some_and(|kv| self.range.contains(&kv.key))
+    }
+
+    /// Reads what `state` holds for this watcher and moves it past what it
+    /// read: whole revisions until at least [`EVENTS_PER_RESPONSE`] events,
+    /// else everything up to the current revision.
+    pub fn read(&mut self, state: &KvState) -> Next {
+        let current = state.revision();
+        if self.next > current {
+            return Next::UpToDate;
+        }
+        let Ok(events) = state.events_from(self.next) else {
+            return Next::Compacted { compact_revision: state.compact_revision() };
+        };
+        let mut selected = Vec::new();
+        let mut last = self.next - 1;
+        for (revision, revision_events) in events {
+            selected.extend(revision_events.iter().filter(|e| self.wants(e)).map(|e| {
+                let mut e = e.clone();
+                if !self.prev_kv {
+                    e.prev_kv = None;
+                }
+                e
+            }));
+            last = *revision;
+            if selected.len() >= EVENTS_PER_RESPONSE {
+                break;
+            }
+        }
+        let full = selected.len() >= EVENTS_PER_RESPONSE;
+        // Revisions without a kept event (none for this range, or no write)
+        // are passed over up to the current one.
+        self.next = if full { last + 1 } else { current + 1 };
+        if selected.is_empty() {
+            return Next::UpToDate;
+        }
+        self.sent_since_tick = true;
+        Next::Events { events: selected, header_revision: if full { last } else { current } }
+    }
+
+    /// The next revision it will read.
+    pub fn next_revision(&self) -> i64 {
+        self.next
     }
 }
 
@@ -211,17 +283,7 @@ impl WatchStream {
             };
             return self.send(refused).await;
         }
-        let filters: Vec<Option<FilterType>> = create.filters.iter().map(|f| FilterType::try_from(*f).ok()).collect();
-        let watcher = Watcher {
-            range: KeyRange::new(&create.key, &create.range_end),
-            next: if create.start_revision > 0 { create.start_revision } else { current + 1 },
-            no_put: filters.contains(&Some(FilterType::Noput)),
-            no_delete: filters.contains(&Some(FilterType::Nodelete)),
-            prev_kv: create.prev_kv,
-            progress_notify: create.progress_notify,
-            sent_since_tick: false,
-        };
-        self.watchers.insert(id, watcher);
+        self.watchers.insert(id, Watcher::new(&create, current));
         self.ctx.node.metrics().watchers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.send(WatchResponse { header, watch_id: id, created: true, ..Default::default() }).await?;
         // A start revision in the past has events to replay right away.
@@ -245,51 +307,27 @@ impl WatchStream {
         let ctx = self.ctx.clone();
         let state = read_state(ctx.node.state());
         let current = state.revision();
-        let watcher = self.watchers.get_mut(&id)?;
-        if watcher.next > current {
-            return None;
-        }
-        let Ok(events) = state.events_from(watcher.next) else {
-            let compact_revision = state.compact_revision();
-            drop(state);
-            self.remove(id);
-            return Some(WatchResponse {
-                header: Some(ctx.header(current)),
+        let next = self.watchers.get_mut(&id)?.read(&state);
+        drop(state);
+        match next {
+            Next::UpToDate => None,
+            Next::Events { events, header_revision } => Some(WatchResponse {
+                header: Some(ctx.header(header_revision)),
                 watch_id: id,
-                canceled: true,
-                compact_revision,
+                events,
                 ..Default::default()
-            });
-        };
-        let mut selected = Vec::new();
-        let mut last = watcher.next - 1;
-        for (revision, revision_events) in events {
-            selected.extend(revision_events.iter().filter(|e| watcher.wants(e)).map(|e| {
-                let mut e = e.clone();
-                if !watcher.prev_kv {
-                    e.prev_kv = None;
-                }
-                e
-            }));
-            last = *revision;
-            if selected.len() >= EVENTS_PER_RESPONSE {
-                break;
+            }),
+            Next::Compacted { compact_revision } => {
+                self.remove(id);
+                Some(WatchResponse {
+                    header: Some(ctx.header(current)),
+                    watch_id: id,
+                    canceled: true,
+                    compact_revision,
+                    ..Default::default()
+                })
             }
         }
-        // Revisions without a kept event (none for this range, or no write)
-        // are passed over up to the current one.
-        watcher.next = if selected.len() >= EVENTS_PER_RESPONSE { last + 1 } else { current + 1 };
-        if selected.is_empty() {
-            return None;
-        }
-        watcher.sent_since_tick = true;
-        let header_revision = if selected.len() >= EVENTS_PER_RESPONSE { last } else { current };
-        Some(WatchResponse {
-            header: Some(ctx.header(header_revision)),
-            watch_id: id,
-            events: selected,
-            ..Default::default()
-        })
     }
 
     /// Tells each `progress_notify` watcher that heard nothing lately the revision.
