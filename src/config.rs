@@ -462,4 +462,91 @@ mod tests {
         assert!(parse_initial_cluster("x=127.0.0.1:1").is_err());
         assert!(parse_initial_cluster("127.0.0.1:1").is_err());
     }
+
+    mod round_trips {
+        use proptest::collection::{btree_map, vec};
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// TOML integers are i64: every number a config can hold in a file.
+        fn num() -> impl Strategy<Value = u64> {
+            0..=i64::MAX as u64
+        }
+
+        fn addr() -> impl Strategy<Value = String> {
+            "[a-z0-9.-]{1,20}:[0-9]{1,5}"
+        }
+
+        fn member() -> impl Strategy<Value = MemberConfig> {
+            (addr(), prop_oneof![Just(String::new()), addr()])
+                .prop_map(|(peer_addr, client_addr)| MemberConfig { peer_addr, client_addr })
+        }
+
+        prop_compose! {
+            fn config()(
+                ids in (num(), num(), num()),
+                name in "\\PC{0,16}",
+                addrs in (addr(), addr(), prop_oneof![Just(String::new()), addr()]),
+                data_dir in "[^\\x00]{1,30}",
+                initial_members in btree_map(any::<u64>(), member(), 0..4),
+                join in vec(addr(), 0..3),
+                join_as_learner in any::<bool>(),
+                timings in (num(), num(), num(), num(), num(), num(), num(), num()),
+                max_request_bytes in 0..=i64::MAX as usize,
+            ) -> Config {
+                Config {
+                    node_id: ids.0,
+                    name,
+                    client_addr: addrs.0,
+                    peer_addr: addrs.1,
+                    metrics_addr: addrs.2,
+                    data_dir: PathBuf::from(data_dir),
+                    initial_members,
+                    join,
+                    join_as_learner,
+                    heartbeat_interval_ms: timings.0,
+                    election_timeout_ms: timings.1,
+                    request_timeout_ms: timings.2,
+                    max_request_bytes,
+                    auto_compaction_retention_revisions: timings.3,
+                    auto_compaction_retention_secs: timings.4,
+                    snapshot_after_entries: timings.5,
+                    log_kept_after_snapshot: timings.6,
+                    watch_progress_notify_interval_ms: timings.7,
+                }
+            }
+        }
+
+        proptest! {
+            /// Whatever a config holds, written as TOML it reads back the same
+            /// (valid or not: validation is a separate step).
+            #[test]
+            fn every_config_survives_toml(config in config()) {
+                let text = toml::to_string(&config).unwrap();
+                prop_assert_eq!(Config::from_toml(&text).unwrap(), config);
+            }
+
+            /// `--initial-cluster` written from members parses back to them.
+            #[test]
+            fn an_initial_cluster_spec_round_trips(members in btree_map(any::<u64>(), member(), 1..6)) {
+                let spec: Vec<String> = members
+                    .iter()
+                    .map(|(id, m)| if m.client_addr.is_empty() {
+                        format!("{id}={}", m.peer_addr)
+                    } else {
+                        format!("{id}={}@{}", m.peer_addr, m.client_addr)
+                    })
+                    .collect();
+                prop_assert_eq!(parse_initial_cluster(&spec.join(",")).unwrap(), members);
+            }
+        }
+
+        #[test]
+        fn a_number_toml_cannot_hold_is_an_error_not_a_panic() {
+            let config = Config { snapshot_after_entries: u64::MAX, ..Default::default() };
+            assert!(toml::to_string(&config).is_err());
+            assert!(Config::from_toml("snapshot_after_entries = 18446744073709551615").is_err());
+        }
+    }
 }
