@@ -470,6 +470,8 @@ impl Ctl {
                     addresses: addresses.into_iter().collect(),
                     labels: labels.into_iter().collect(),
                 };
+                // Listening before the output a script may act on (see shutdown_signal).
+                let interrupted = keep_alive.then(runtime::shutdown_signal);
                 let registration = self.client.register(req).await?;
                 let (interval, expiry) = (registration.heartbeat_interval, registration.expiry);
                 let node = registration.node.clone();
@@ -491,10 +493,10 @@ impl Ctl {
                         })
                     },
                 );
-                if keep_alive {
-                    return self.keep_alive(&registration).await;
+                match interrupted {
+                    Some(interrupted) => self.keep_alive(&registration, interrupted).await,
+                    None => Ok(()),
                 }
-                Ok(())
             }
             NodeCommand::Heartbeat { cluster, id, epoch } => {
                 let node = NodeInfo { cluster, node_id: id, epoch, ..Default::default() };
@@ -559,11 +561,15 @@ impl Ctl {
     }
 
     /// Heartbeats until interrupted (then unregisters) or the registration is lost.
-    async fn keep_alive(&self, registration: &crate::client::Registration) -> Outcome {
+    async fn keep_alive(
+        &self,
+        registration: &crate::client::Registration,
+        interrupted: impl std::future::Future<Output = ()>,
+    ) -> Outcome {
         let mut keep_alive = self.client.keep_alive(registration);
         tokio::select! {
             lost = keep_alive.lost() => Err(CtlError { code: 4, message: format!("registration lost: {lost}") }),
-            _ = runtime::shutdown_signal() => {
+            _ = interrupted => {
                 let node = &registration.node;
                 let req = UnregisterNodeRequest { cluster: node.cluster.clone(), node_id: node.node_id, epoch: node.epoch };
                 self.unregister(req).await?;
