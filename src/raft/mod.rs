@@ -24,6 +24,8 @@ pub const COLUMN_FAMILIES: [&str; 6] = [
     state_store::CF_HISTORY,
     state_store::CF_LEASE,
 ];
+mod batch;
+mod forwards;
 pub mod network;
 pub mod node;
 mod proposals;

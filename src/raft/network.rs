@@ -197,6 +197,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
 pub const NOT_LEADER_METADATA: &str = "pc-not-leader";
 
 /// What a follower learns from a leader-only call.
+#[derive(Debug, Clone)]
 pub enum LeaderCall<T> {
     /// The callee answered.
     Done(T),

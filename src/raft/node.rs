@@ -92,7 +92,7 @@ pub struct RaftNode {
     /// Deadline for client requests.
     request_timeout: Duration,
     /// Clients to peers for forwarding and ReadIndex.
-    peers: PeerClients,
+    pub(super) peers: Arc<PeerClients>,
     /// The storage engine (for size reports).
     engine: Arc<dyn Engine>,
     /// Election timeout range (the longest is the followers' leader lease).
@@ -111,6 +111,8 @@ pub struct RaftNode {
     pub(super) read_index: Arc<super::read_index::ReadIndexBatch>,
     /// Commands waiting for the next proposal (see `proposals`).
     pub(super) proposals: Arc<super::proposals::ProposalBatch>,
+    /// Writes waiting to be forwarded to the leader (see `forwards`).
+    pub(super) forwards: Arc<super::forwards::ForwardQueue>,
 }
 
 /// etcd-style cluster id: a digest of the initial members' ids and peer addresses.
@@ -169,7 +171,7 @@ impl RaftNode {
             applied_revision,
             cluster_id: opts.cluster_id,
             request_timeout: opts.request_timeout,
-            peers: PeerClients::default(),
+            peers: Default::default(),
             leases: Default::default(),
             election_timeout: opts.election_timeout,
             metrics,
@@ -178,6 +180,7 @@ impl RaftNode {
             transferring: Default::default(),
             read_index: Default::default(),
             proposals: Default::default(),
+            forwards: Default::default(),
             engine: engine_for_status,
         }))
     }
@@ -283,8 +286,7 @@ impl RaftNode {
                         runtime::sleep(Self::pause()).await;
                         continue;
                     };
-                    let mut client = self.peer(&leader.peer_addr)?;
-                    match leader_call(client.forward(self.sender().request(command.clone())).await) {
+                    match self.forward(&leader.peer_addr, command.clone()).await {
                         LeaderCall::Done(resp) => {
                             return super::network::forward_result(resp).map_err(NodeError::Refused)
                         }
@@ -304,7 +306,7 @@ impl RaftNode {
         }
     }
 
-    /// Applies `command` only if this node leads (the Forward RPC's handler).
+    /// Applies `command` only if this node leads (for the ForwardBatch RPC's handler).
     pub async fn propose_as_leader(&self, command: pb::Command) -> Result<Option<pb::CommandResult>, NodeError> {
         if self.raft_stopped() || self.transferring() {
             // Nothing proposed: the follower may safely try the next leader.

@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, Fatal, RaftError};
 
@@ -35,26 +35,16 @@ pub(super) type Outcome = Result<ApplyResult, RaftError<NodeId, ClientWriteError
 /// 7.3k/s with four (`placement-bench --clients 100 put`, 3 nodes).
 const IN_FLIGHT: usize = 1;
 /// Most commands in one proposal.
-const MAX_COMMANDS: usize = 512;
+pub(super) const MAX_COMMANDS: usize = 512;
 /// Most encoded bytes in one proposal (a single larger command still goes
 /// alone): it keeps an AppendEntries message, which carries many entries,
 /// well below the raft.v1 service's decoding limit.
-const MAX_BYTES: usize = 1024 * 1024;
+pub(super) const MAX_BYTES: usize = 1024 * 1024;
 
 /// Commands waiting for the next proposal.
-#[derive(Default)]
-pub(super) struct ProposalBatch {
-    waiting: Mutex<Waiting>,
-}
+pub(super) type ProposalBatch = super::batch::Queue<Caller>;
 
-#[derive(Default)]
-struct Waiting {
-    /// Tasks making proposals (each stops when nobody waits).
-    running: usize,
-    callers: VecDeque<Caller>,
-}
-
-struct Caller {
+pub(super) struct Caller {
     command: Command,
     bytes: usize,
     reply: tokio::sync::oneshot::Sender<Outcome>,
@@ -66,16 +56,7 @@ impl RaftNode {
     pub(super) async fn client_write(&self, command: Command) -> Outcome {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let bytes = prost::Message::encoded_len(&command);
-        let start = {
-            let mut waiting = self.proposals.waiting.lock().unwrap_or_else(|e| e.into_inner());
-            waiting.callers.push_back(Caller { command, bytes, reply });
-            let start = waiting.running < IN_FLIGHT;
-            if start {
-                waiting.running += 1;
-            }
-            start
-        };
-        if start {
+        if self.proposals.push(Caller { command, bytes, reply }, IN_FLIGHT) {
             let task = proposals(self.raft.clone(), self.proposals.clone(), self.metrics().clone());
             runtime::spawn_detached("proposals", task);
         }
@@ -86,15 +67,7 @@ impl RaftNode {
 /// Makes proposals while commands wait; each takes the oldest ones, up to
 /// the limits.
 async fn proposals(raft: Raft, batch: Arc<ProposalBatch>, metrics: Arc<Metrics>) {
-    loop {
-        let callers = {
-            let mut waiting = batch.waiting.lock().unwrap_or_else(|e| e.into_inner());
-            if waiting.callers.is_empty() {
-                waiting.running -= 1;
-                return;
-            }
-            take_batch(&mut waiting.callers)
-        };
+    while let Some(callers) = batch.next_batch(take_batch) {
         let mut replies = Vec::with_capacity(callers.len());
         let mut commands = Vec::with_capacity(callers.len());
         for caller in callers {
@@ -124,16 +97,7 @@ async fn proposals(raft: Raft, batch: Arc<ProposalBatch>, metrics: Arc<Metrics>)
 
 /// The oldest waiting callers that fit in one proposal (at least one).
 fn take_batch(callers: &mut VecDeque<Caller>) -> Vec<Caller> {
-    let mut taken = Vec::new();
-    let mut bytes = 0;
-    while let Some(next) = callers.front() {
-        if !taken.is_empty() && (taken.len() == MAX_COMMANDS || bytes + next.bytes > MAX_BYTES) {
-            break;
-        }
-        bytes += next.bytes;
-        taken.extend(callers.pop_front());
-    }
-    taken
+    super::batch::take_fitting(callers, MAX_COMMANDS, MAX_BYTES, |c| c.bytes, |_| true)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! leadership it confirms was held after it: exactly what each of them
 //! alone would have got. One round then serves them all.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use openraft::error::{CheckIsLeaderError, RaftError};
 
@@ -18,18 +18,8 @@ use crate::runtime;
 /// lead (or could not confirm it), `Err` when Raft has stopped.
 type Answer = Result<Option<u64>, ()>;
 
-/// Callers waiting for the next round.
-#[derive(Default)]
-pub(super) struct ReadIndexBatch {
-    waiting: Mutex<Waiting>,
-}
-
-#[derive(Default)]
-struct Waiting {
-    /// Whether a task is running rounds (it stops when nobody waits).
-    running: bool,
-    callers: Vec<tokio::sync::oneshot::Sender<Answer>>,
-}
+/// Callers waiting for the next round (one task runs rounds).
+pub(super) type ReadIndexBatch = super::batch::Queue<tokio::sync::oneshot::Sender<Answer>>;
 
 impl RaftNode {
     /// The read index if this node is the leader and confirms it with a
@@ -39,12 +29,7 @@ impl RaftNode {
             return Ok(None);
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let start = {
-            let mut waiting = self.read_index.waiting.lock().unwrap_or_else(|e| e.into_inner());
-            waiting.callers.push(tx);
-            !std::mem::replace(&mut waiting.running, true)
-        };
-        if start {
+        if self.read_index.push(tx, 1) {
             runtime::spawn_detached("read-index-rounds", rounds(self.raft.clone(), self.read_index.clone()));
         }
         match rx.await {
@@ -57,15 +42,7 @@ impl RaftNode {
 /// Runs rounds while callers wait; each round serves everyone who arrived
 /// before it started.
 async fn rounds(raft: Raft, batch: Arc<ReadIndexBatch>) {
-    loop {
-        let callers = {
-            let mut waiting = batch.waiting.lock().unwrap_or_else(|e| e.into_inner());
-            if waiting.callers.is_empty() {
-                waiting.running = false;
-                return;
-            }
-            std::mem::take(&mut waiting.callers)
-        };
+    while let Some(callers) = batch.next_batch(|waiting| waiting.drain(..).collect()) {
         let answer = match raft.get_read_log_id().await {
             Ok((read_log_id, _)) => Ok(Some(read_log_id.map_or(0, |id| id.index))),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => Ok(None),

@@ -1,5 +1,5 @@
 //! The server side of raft.v1: hands peers' Raft RPCs to openraft, and serves
-//! the leader-only calls followers make (Forward, ReadIndex).
+//! the leader-only calls followers make (ForwardBatch, ReadIndex).
 
 use std::sync::Arc;
 
@@ -121,16 +121,28 @@ impl RaftRpc for RaftService {
         Ok(Response::new(pb::InstallSnapshotResponse { vote: Some(codec::vote_to_pb(&resp.vote)) }))
     }
 
-    async fn forward(&self, req: Request<pb::Command>) -> Result<Response<pb::ForwardResponse>, Status> {
+    async fn forward_batch(&self, req: Request<pb::Proposal>) -> Result<Response<pb::ForwardBatchResponse>, Status> {
         self.check_sender(&req)?;
-        match self.node.propose_as_leader(req.into_inner()).await {
-            Ok(Some(result)) => Ok(Response::new(pb::ForwardResponse { result: Some(result), refused: 0 })),
-            Ok(None) => Err(not_leader()),
-            Err(NodeError::Refused(refused)) => {
-                Ok(Response::new(pb::ForwardResponse { result: None, refused: codec::refusal_to_pb(&refused) as i32 }))
-            }
-            Err(e) => Err(node_failure(e)),
+        if self.node.raft_stopped() || self.node.transferring() {
+            return Err(not_leader());
         }
+        // Proposed concurrently: they wait in one queue and go in one entry.
+        let outcomes = futures::future::join_all(
+            req.into_inner().commands.into_iter().map(|command| self.node.propose_as_leader(command)),
+        )
+        .await;
+        let results = outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                Ok(Some(result)) => pb::ForwardResponse { result: Some(result), ..Default::default() },
+                Ok(None) => pb::ForwardResponse { not_proposed: true, ..Default::default() },
+                Err(NodeError::Refused(refused)) => {
+                    pb::ForwardResponse { refused: codec::refusal_to_pb(&refused) as i32, ..Default::default() }
+                }
+                Err(e) => pb::ForwardResponse { failed: e.to_string(), ..Default::default() },
+            })
+            .collect();
+        Ok(Response::new(pb::ForwardBatchResponse { results }))
     }
 
     async fn read_index(&self, req: Request<pb::ReadIndexRequest>) -> Result<Response<pb::ReadIndexResponse>, Status> {

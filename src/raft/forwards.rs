@@ -1,0 +1,107 @@
+//! Forwarded writes, batched. A follower hands its clients' writes to the
+//! leader; one RPC per write cost the follower and the leader a gRPC
+//! exchange each, which on two shared cores is a fifth of a write's CPU.
+//! Writes that arrive while a batch is in flight wait and go together in the
+//! next ForwardBatch, which the leader proposes as one entry (see
+//! `proposals`). Each write still gets its own answer, and the follower
+//! treats it as it treated a lone forward: applied or refused, "not
+//! proposed" (safe to try again), or unknown.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+
+use super::batch::{take_fitting, Queue};
+use super::network::{leader_call, LeaderCall, PeerClients, Sender};
+use super::node::RaftNode;
+use super::proposals::{MAX_BYTES, MAX_COMMANDS};
+use crate::proto::raft::v1 as pb;
+use crate::runtime;
+
+/// Batches in flight at once, as for proposals.
+const IN_FLIGHT: usize = 1;
+
+/// Writes waiting for the next ForwardBatch.
+pub(super) type ForwardQueue = Queue<Pending>;
+
+pub(super) struct Pending {
+    /// The leader's raft.v1 address when the write was queued.
+    leader: String,
+    command: pb::Command,
+    bytes: usize,
+    reply: tokio::sync::oneshot::Sender<LeaderCall<pb::ForwardResponse>>,
+}
+
+impl RaftNode {
+    /// Hands `command` to the leader at `leader` (its raft.v1 address),
+    /// together with whatever other writes wait for it.
+    pub(super) async fn forward(&self, leader: &str, command: pb::Command) -> LeaderCall<pb::ForwardResponse> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let pending = Pending { leader: leader.to_string(), bytes: command.encoded_len(), command, reply };
+        if self.forwards.push(pending, IN_FLIGHT) {
+            let task = batches(self.peers.clone(), self.sender(), self.request_timeout(), self.forwards.clone());
+            runtime::spawn_detached("forwards", task);
+        }
+        rx.await.unwrap_or_else(|_| LeaderCall::Failed(tonic::Status::unavailable("server stopped")))
+    }
+}
+
+/// Sends batches while writes wait; each goes to the leader of its oldest write.
+async fn batches(peers: Arc<PeerClients>, sender: Sender, timeout: Duration, queue: Arc<ForwardQueue>) {
+    while let Some(batch) = queue.next_batch(take_batch) {
+        let leader = batch[0].leader.clone();
+        let (commands, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+        let answers = send(&peers, sender, timeout, &leader, commands).await;
+        for (reply, answer) in replies.into_iter().zip(answers) {
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+/// One ForwardBatch; one answer per command.
+async fn send(
+    peers: &PeerClients,
+    sender: Sender,
+    timeout: Duration,
+    leader: &str,
+    commands: Vec<pb::Command>,
+) -> Vec<LeaderCall<pb::ForwardResponse>> {
+    let count = commands.len();
+    let all = |answer: LeaderCall<pb::ForwardResponse>| (0..count).map(|_| answer.clone()).collect();
+    let mut client = match peers.get(leader, Duration::from_secs(1)) {
+        Ok(client) => client,
+        Err(e) => return all(LeaderCall::Failed(tonic::Status::unavailable(e.to_string()))),
+    };
+    let call = client.forward_batch(sender.request(pb::Proposal { commands }));
+    let Ok(result) = runtime::timeout(timeout, call).await else {
+        return all(LeaderCall::Failed(tonic::Status::deadline_exceeded("forwarded writes timed out")));
+    };
+    match leader_call(result) {
+        LeaderCall::Done(resp) if resp.results.len() == count => resp.results.into_iter().map(answer).collect(),
+        LeaderCall::Done(resp) => all(LeaderCall::Failed(tonic::Status::internal(format!(
+            "the leader answered {} of {count} forwarded writes",
+            resp.results.len()
+        )))),
+        LeaderCall::NotLeader => all(LeaderCall::NotLeader),
+        LeaderCall::Failed(status) => all(LeaderCall::Failed(status)),
+    }
+}
+
+/// What one forwarded write's answer means to the follower.
+fn answer(resp: pb::ForwardResponse) -> LeaderCall<pb::ForwardResponse> {
+    if resp.not_proposed {
+        LeaderCall::NotLeader
+    } else if !resp.failed.is_empty() {
+        LeaderCall::Failed(tonic::Status::unavailable(resp.failed))
+    } else {
+        LeaderCall::Done(resp)
+    }
+}
+
+/// The oldest waiting writes for one leader that fit in one batch.
+fn take_batch(pending: &mut VecDeque<Pending>) -> Vec<Pending> {
+    let Some(leader) = pending.front().map(|p| p.leader.clone()) else { return Vec::new() };
+    take_fitting(pending, MAX_COMMANDS, MAX_BYTES, |p| p.bytes, |p| p.leader == leader)
+}
