@@ -139,3 +139,105 @@ fn a_restarted_leader_comes_back_with_its_vote_uncommitted() {
         assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new_committed(5, 2)), "a vote for another leader");
     });
 }
+
+/// A built snapshot larger than a chunk is written in chunks and reads back
+/// whole, after a reopen too; building the next one drops the chunks of the
+/// one before.
+#[test]
+fn a_large_snapshot_is_stored_in_chunks_and_reads_back_whole() {
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::types::{Entry, LogId};
+    use crate::proto::etcdserverpb::PutRequest;
+    use crate::proto::raft::v1::{command::Request, Command, Proposal};
+
+    let entry = |index: u64, key: u8| Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Proposal {
+            commands: vec![Command {
+                request: Some(Request::Put(PutRequest {
+                    key: vec![key],
+                    value: vec![key; 900_000],
+                    ..Default::default()
+                })),
+            }],
+        }),
+    };
+    let chunk_keys = |engine: &Arc<dyn crate::storage::Engine>| {
+        engine.scan("sm_meta", b"snapshot_chunk/", Some(b"snapshot_chunk0"), usize::MAX).unwrap().len()
+    };
+    futures::executor::block_on(async {
+        let engine: Arc<dyn crate::storage::Engine> = Arc::new(SimDisk::new());
+        let mut sm = StateMachineStore::open(engine.clone()).unwrap();
+        sm.apply((1..=3).map(|i| entry(i, i as u8))).await.unwrap();
+        let first = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let chunks = |len: usize| len.div_ceil(1024 * 1024);
+        assert!(first.snapshot.get_ref().len() > 2 * 1024 * 1024, "keys and history of 2.7 MB of values");
+        assert_eq!(chunk_keys(&engine), chunks(first.snapshot.get_ref().len()), "in 1 MiB chunks");
+        let stored = sm.get_current_snapshot().await.unwrap().expect("a snapshot");
+        assert_eq!(stored.snapshot.get_ref(), first.snapshot.get_ref());
+
+        sm.apply([entry(4, 4)]).await.unwrap();
+        let second = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert_ne!(second.meta.snapshot_id, first.meta.snapshot_id);
+        assert_eq!(
+            chunk_keys(&engine),
+            chunks(second.snapshot.get_ref().len()),
+            "only the newest one's chunks are kept"
+        );
+
+        let mut reopened = StateMachineStore::open(engine.clone()).unwrap();
+        let stored = reopened.get_current_snapshot().await.unwrap().expect("a snapshot");
+        assert_eq!(stored.meta, second.meta);
+        assert_eq!(stored.snapshot.get_ref(), second.snapshot.get_ref());
+    });
+}
+
+/// A snapshot build that fails halfway (here: the disk refuses its chunk
+/// writes) leaves the snapshot stored before it whole, after a power loss
+/// too: the record that names a snapshot is written only after its chunks.
+#[test]
+fn a_snapshot_build_that_fails_halfway_leaves_the_previous_snapshot_whole() {
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    use openraft::{CommittedLeaderId, EntryPayload};
+    use rand::SeedableRng;
+
+    use super::types::{Entry, LogId};
+    use crate::proto::etcdserverpb::PutRequest;
+    use crate::proto::raft::v1::{command::Request, Command, Proposal};
+    use crate::storage::sim_disk::DiskFaults;
+
+    let entry = |index: u64| Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Proposal {
+            commands: vec![Command {
+                request: Some(Request::Put(PutRequest {
+                    key: vec![index as u8],
+                    value: vec![7; 64],
+                    ..Default::default()
+                })),
+            }],
+        }),
+    };
+    futures::executor::block_on(async {
+        let disk = Arc::new(SimDisk::new());
+        let engine: Arc<dyn crate::storage::Engine> = disk.clone();
+        let mut sm = StateMachineStore::open(engine.clone()).unwrap();
+        sm.set_chunk_bytes(64);
+        sm.apply([entry(1)]).await.unwrap();
+        let stored = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+
+        sm.apply([entry(2)]).await.unwrap();
+        let mut builder = sm.get_snapshot_builder().await;
+        disk.set_faults(DiskFaults { fail_writes: true, ..Default::default() });
+        assert!(builder.build_snapshot().await.is_err());
+        disk.set_faults(DiskFaults::default());
+        disk.power_loss(&mut rand::rngs::StdRng::seed_from_u64(7));
+
+        let mut reopened = StateMachineStore::open(engine).unwrap();
+        let current = reopened.get_current_snapshot().await.expect("readable").expect("a snapshot");
+        assert_eq!(current.meta, stored.meta);
+        assert_eq!(current.snapshot.get_ref(), stored.snapshot.get_ref());
+    });
+}
