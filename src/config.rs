@@ -112,7 +112,7 @@ impl Default for Config {
             watch_progress_notify_interval_ms: 600_000,
             snapshot_after_entries: 10_000,
             log_kept_after_snapshot: 1_000,
-            snapshot_chunk_bytes: 1024 * 1024,
+            snapshot_chunk_bytes: crate::raft::state_store::CHUNK_BYTES,
         }
     }
 }

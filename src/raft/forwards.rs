@@ -14,7 +14,7 @@ use std::time::Duration;
 use prost::Message;
 
 use super::batch::{take_fitting, Queue};
-use super::network::{leader_call, LeaderCall, PeerClients, Sender};
+use super::network::{leader_call, LeaderCall, PeerClients, Sender, PEER_CONNECT_TIMEOUT};
 use super::node::RaftNode;
 use super::proposals::{MAX_BYTES, MAX_COMMANDS};
 use crate::proto::raft::v1 as pb;
@@ -70,7 +70,7 @@ async fn send(
 ) -> Vec<LeaderCall<pb::ForwardResponse>> {
     let count = commands.len();
     let all = |answer: LeaderCall<pb::ForwardResponse>| (0..count).map(|_| answer.clone()).collect();
-    let mut client = match peers.get(leader, Duration::from_secs(1)) {
+    let mut client = match peers.get(leader, PEER_CONNECT_TIMEOUT) {
         Ok(client) => client,
         Err(e) => return all(LeaderCall::Failed(tonic::Status::unavailable(e.to_string()))),
     };

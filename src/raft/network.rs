@@ -27,6 +27,10 @@ pub fn connect(peer_addr: &str, connect_timeout: Duration) -> Result<RaftClient<
         .max_encoding_message_size(usize::MAX))
 }
 
+/// How long a follower's call to its leader (or any leader-only call to a
+/// peer) waits for the connection.
+pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Clients to peers by address, connected on first use and reused.
 #[derive(Default)]
 pub struct PeerClients {

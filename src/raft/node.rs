@@ -446,7 +446,9 @@ impl RaftNode {
     }
 
     pub(super) fn peer(&self, peer_addr: &str) -> Result<RaftClient<tonic::transport::Channel>, NodeError> {
-        self.peers.get(peer_addr, Duration::from_secs(1)).map_err(|e| NodeError::LeaderUnreachable(e.to_string()))
+        self.peers
+            .get(peer_addr, super::network::PEER_CONNECT_TIMEOUT)
+            .map_err(|e| NodeError::LeaderUnreachable(e.to_string()))
     }
 
     /// Stops Raft.

@@ -123,10 +123,8 @@ impl RaftRpc for RaftService {
 
     async fn forward_batch(&self, req: Request<pb::Proposal>) -> Result<Response<pb::ForwardBatchResponse>, Status> {
         self.check_sender(&req)?;
-        if self.node.raft_stopped() || self.node.transferring() {
-            return Err(not_leader());
-        }
         // Proposed concurrently: they wait in one queue and go in one entry.
+        // (A stopped or transferring leader answers each "not proposed".)
         let outcomes = futures::future::join_all(
             req.into_inner().commands.into_iter().map(|command| self.node.propose_as_leader(command)),
         )

@@ -49,7 +49,7 @@ const CHUNK_END: &[u8] = b"snapshot_chunk0";
 /// (`snapshot_chunk_bytes`), each its own unsynced write: one write of the
 /// whole (21 MB at 100k keys) held up every other write of the node, the
 /// log's appends included, for 110-170 ms.
-const CHUNK_BYTES: usize = 1024 * 1024;
+pub const CHUNK_BYTES: usize = 1024 * 1024;
 
 /// The key space as the API reads it; shared with the state-machine store.
 pub type SharedState = Arc<RwLock<KvState>>;
@@ -384,7 +384,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     format!("snapshot {} has {} of its {} chunks", meta.snapshot_id, chunks.len(), stored.chunks);
                 return Err(sm_err(std::io::Error::other(missing)));
             }
-            chunks.into_iter().flat_map(|(_, chunk)| chunk).collect()
+            chunks.into_iter().map(|(_, chunk)| chunk).collect::<Vec<_>>().concat()
         };
         Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
     }
@@ -392,9 +392,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
 /// Adds to `batch` the snapshot stored inline, replacing any other.
 fn store_snapshot(batch: &mut WriteBatch, meta: &SnapshotMeta, data: Vec<u8>) {
-    let stored = pb::StoredSnapshot { meta: Some(codec::snapshot_meta_to_pb(meta)), data, chunks: 0 };
-    batch.put(CF_SM, KEY_SNAPSHOT, stored.encode_to_vec());
+    put_snapshot_record(batch, meta, data, 0);
     batch.delete_range(CF_SM, CHUNK_PREFIX.to_vec(), CHUNK_END.to_vec());
+}
+
+/// Adds to `batch` the record that names the stored snapshot: its data
+/// inline, or the number of its chunks.
+fn put_snapshot_record(batch: &mut WriteBatch, meta: &SnapshotMeta, data: Vec<u8>, chunks: u32) {
+    let stored = pb::StoredSnapshot { meta: Some(codec::snapshot_meta_to_pb(meta)), data, chunks };
+    batch.put(CF_SM, KEY_SNAPSHOT, stored.encode_to_vec());
 }
 
 /// The keys of a snapshot's chunks: from `start` (inclusive) to `end`.
@@ -431,9 +437,8 @@ async fn write_chunked(
         // Let this worker's other tasks (appends, applies) go between chunks.
         tokio::task::yield_now().await;
     }
-    let stored = pb::StoredSnapshot { meta: Some(codec::snapshot_meta_to_pb(meta)), data: Vec::new(), chunks };
     let mut batch = WriteBatch::new();
-    batch.put(CF_SM, KEY_SNAPSHOT, stored.encode_to_vec());
+    put_snapshot_record(&mut batch, meta, Vec::new(), chunks);
     batch.delete_range(CF_SM, CHUNK_PREFIX.to_vec(), start);
     batch.delete_range(CF_SM, end, CHUNK_END.to_vec());
     engine.write(batch, true).map_err(failed)
