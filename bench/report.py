@@ -35,6 +35,13 @@ def summary(results):
         return None
     if "rss_kib" in results[0]:
         return {"rss_mib": mean(r["rss_kib"] for r in results) / 1024}
+    if "restart_s" in results[0]:
+        return {
+            "keys": results[0]["keys"],
+            "rss_mib": mean(r["rss_kib_mean"] for r in results) / 1024,
+            "rss_max_mib": mean(r["rss_kib_max"] for r in results) / 1024,
+            "restart_s": mean(r["restart_s"] for r in results),
+        }
     return {
         "throughput": mean(r["throughput"] for r in results),
         "p50": mean(r["latency_ms"].get("p50", 0) for r in results),
@@ -59,7 +66,7 @@ def markdown(runs, order):
     for name in order:
         e, p = summary(runs.get((name, "etcd"), [])), summary(runs.get((name, "placement"), []))
         s[name] = (e, p)
-        if e is None or p is None or "rss_mib" in e:
+        if e is None or p is None or "throughput" not in e:
             continue
         lines.append(
             f"| {name} | {e['throughput']:.0f} | {p['throughput']:.0f} | {ratio(p['throughput'], e['throughput']):.2f}x "
@@ -72,6 +79,22 @@ def markdown(runs, order):
         lines.append(
             f"Mean RSS per member after the scenarios: etcd {rss[0]['rss_mib']:.0f} MiB, "
             f"Placement Center {rss[1]['rss_mib']:.0f} MiB."
+        )
+    scale = s.get("scale")
+    if scale and scale[0] and scale[1]:
+        e, p = scale
+        lines.append("")
+        lines.append(f"After loading {e['keys']:,} keys of 256 B (load-{e['keys']} above):")
+        lines.append("")
+        lines.append("| | etcd | placement | ratio |")
+        lines.append("|---|---:|---:|---:|")
+        lines.append(
+            f"| RSS per member, mean (max) | {e['rss_mib']:.0f} ({e['rss_max_mib']:.0f}) MiB "
+            f"| {p['rss_mib']:.0f} ({p['rss_max_mib']:.0f}) MiB | {ratio(p['rss_mib'], e['rss_mib']):.2f}x |"
+        )
+        lines.append(
+            f"| a restarted member serves every key after | {e['restart_s']:.2f} s | {p['restart_s']:.2f} s "
+            f"| {ratio(p['restart_s'], e['restart_s']):.2f}x |"
         )
     lines.append("")
     lines.append("| target (issue 8) | measured | met |")
@@ -94,7 +117,7 @@ def markdown(runs, order):
 
 
 def svg(runs, order):
-    rows = [n for n in order if summary(runs.get((n, "etcd"), [])) and "rss_mib" not in summary(runs[(n, "etcd")])]
+    rows = [n for n in order if "throughput" in (summary(runs.get((n, "etcd"), [])) or {})]
     width, left, bar, gap = 900, 210, 11, 14
     panel = (width - left - 40) // 2
     height = 60 + len(rows) * (2 * bar + gap)

@@ -3,20 +3,26 @@
 # 3-member cluster on loopback with every commit fsynced (etcd's default; ours
 # always), measured by the same placement-bench scenarios, in turns
 # (etcd, us, etcd, us, ... ROUNDS rounds), one cluster running at a time on a
-# fresh data dir per round. Writes bench/results/{raw.jsonl,results.md,latency.svg}.
-#   ci/bench.sh            2 rounds (about 10 minutes here)
+# fresh data dir per round. Then, once per target, the scale run: load 1M keys
+# of 256 B, read each member's RSS, restart one member and time how long it
+# takes to serve a read of all of them again.
+# Writes bench/results/{raw.jsonl,results.md,latency.svg}.
+#   ci/bench.sh            2 rounds and the scale run (about 15 minutes here)
 #   ci/bench.sh --rounds N
-#   ci/bench.sh --quick    1 round of smaller runs (a smoke test of the script)
+#   ci/bench.sh --no-scale the rounds only
+#   ci/bench.sh --quick    1 round of smaller runs, 100k keys (a smoke test of the script)
 # Not part of CI's test path: too noisy on a shared machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ci/setup.sh >/dev/null
 rounds=2
 scale=1
+scale_keys=1000000
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) rounds=$2; shift 2 ;;
-        --quick) rounds=1; scale=10; shift ;;
+        --no-scale) scale_keys=0; shift ;;
+        --quick) rounds=1; scale=10; scale_keys=100000; shift ;;
         *) echo "unknown flag $1" >&2; exit 2 ;;
     esac
 done
@@ -44,13 +50,30 @@ alive() {
 }
 
 # Ports below the ephemeral range (32768-60999), which the clients' own connections use.
+# Member n of the 3-member cluster in $1, started in the background; its pid
+# goes to pids[n-1]. A member restarted on the same data dir comes back.
+start_placement_member() {
+    local dir=$1 n=$2 cluster="1=127.0.0.1:21380@127.0.0.1:21379,2=127.0.0.1:22380@127.0.0.1:22379,3=127.0.0.1:23380@127.0.0.1:23379"
+    target/release/placement-center --node-id "$n" --client-addr 127.0.0.1:2${n}379 --peer-addr 127.0.0.1:2${n}380 \
+        --metrics-addr 127.0.0.1:2${n}381 --data-dir "$dir/n$n" --initial-cluster "$cluster" >>"$dir/n$n.log" 2>&1 &
+    pids[n - 1]=$!
+    member_endpoint=127.0.0.1:2${n}379
+}
+
+start_etcd_member() {
+    local dir=$1 n=$2 cluster="e1=http://127.0.0.1:11380,e2=http://127.0.0.1:12380,e3=http://127.0.0.1:13380"
+    etcd --name e$n --data-dir "$dir/e$n" --listen-client-urls http://127.0.0.1:1${n}379 \
+        --advertise-client-urls http://127.0.0.1:1${n}379 --listen-peer-urls http://127.0.0.1:1${n}380 \
+        --initial-advertise-peer-urls http://127.0.0.1:1${n}380 --initial-cluster "$cluster" \
+        --initial-cluster-token bench --initial-cluster-state new --logger zap --log-level error \
+        --quota-backend-bytes 8589934592 >>"$dir/e$n.log" 2>&1 &
+    pids[n - 1]=$!
+    member_endpoint=127.0.0.1:1${n}379
+}
+
 start_placement() {
-    local dir=$1 cluster="1=127.0.0.1:21380@127.0.0.1:21379,2=127.0.0.1:22380@127.0.0.1:22379,3=127.0.0.1:23380@127.0.0.1:23379"
-    for n in 1 2 3; do
-        target/release/placement-center --node-id $n --client-addr 127.0.0.1:2${n}379 --peer-addr 127.0.0.1:2${n}380 \
-            --metrics-addr 127.0.0.1:2${n}381 --data-dir "$dir/n$n" --initial-cluster "$cluster" >"$dir/n$n.log" 2>&1 &
-        pids+=($!)
-    done
+    local dir=$1
+    for n in 1 2 3; do start_placement_member "$dir" $n; done
     for n in 1 2 3; do
         until [ "$(curl -s 127.0.0.1:2${n}381/readyz)" = ok ]; do alive "$dir/n$n.log"; sleep 0.2; done
     done
@@ -58,15 +81,8 @@ start_placement() {
 }
 
 start_etcd() {
-    local dir=$1 cluster="e1=http://127.0.0.1:11380,e2=http://127.0.0.1:12380,e3=http://127.0.0.1:13380"
-    for n in 1 2 3; do
-        etcd --name e$n --data-dir "$dir/e$n" --listen-client-urls http://127.0.0.1:1${n}379 \
-            --advertise-client-urls http://127.0.0.1:1${n}379 --listen-peer-urls http://127.0.0.1:1${n}380 \
-            --initial-advertise-peer-urls http://127.0.0.1:1${n}380 --initial-cluster "$cluster" \
-            --initial-cluster-token bench --initial-cluster-state new --logger zap --log-level error \
-            --quota-backend-bytes 8589934592 >"$dir/e$n.log" 2>&1 &
-        pids+=($!)
-    done
+    local dir=$1
+    for n in 1 2 3; do start_etcd_member "$dir" $n; done
     endpoints=127.0.0.1:11379,127.0.0.1:12379,127.0.0.1:13379
     until ETCDCTL_API=3 etcdctl --endpoints=$endpoints endpoint health >/dev/null 2>&1; do alive "$dir/e1.log"; sleep 0.2; done
 }
@@ -85,6 +101,61 @@ scenarios=(
 
 rss_kib() { local t=0; for p in "${pids[@]}"; do t=$((t + $(awk '/VmRSS/{print $2}' /proc/$p/status))); done; echo $((t / 3)); }
 
+# measure NAME ROUND ARGS...: one placement-bench run against $endpoints,
+# appended to $raw (tagged with $target) and printed as a line.
+measure() {
+    local name=$1 round=$2
+    shift 2
+    $bench --endpoints "$endpoints" --json "$@" | python3 -c "
+import json, sys
+r = json.load(sys.stdin)
+r.update(name='$name', target='$target', round=$round)
+print(json.dumps(r))" >>"$raw"
+    tail -1 "$raw" | python3 -c "
+import json, sys
+r = json.load(sys.stdin)
+l = r['latency_ms']
+print(f\"  {r['name']:<24} {r['throughput']:>9.0f}/s  p50 {l.get('p50', 0):7.2f} ms  p99 {l.get('p99', 0):7.2f} ms  errors {sum(r['errors'].values())}\")"
+}
+
+# How many keys member_endpoint serves from its own state (a serializable
+# count; empty while it cannot answer).
+served_keys() {
+    ETCDCTL_API=3 etcdctl --endpoints="$member_endpoint" --dial-timeout=1s --command-timeout=2s \
+        get "" --prefix --count-only --consistency=s -w json 2>/dev/null |
+        python3 -c "import json,sys; print(json.load(sys.stdin).get('count', 0))" 2>/dev/null || true
+}
+
+# The scale run of $target: load $scale_keys keys, RSS per member, then stop
+# member 3 (SIGTERM), start it again and time until it serves every key.
+scale_run() {
+    local dir="$run/$target-scale" log=n3.log stopped started served rss
+    [ "$target" = placement ] || log=e3.log
+    mkdir -p "$dir"
+    "start_$target" "$dir"
+    echo "scale: $target, $scale_keys keys"
+    measure "load-$scale_keys" 1 --clients 100 --total "$scale_keys" --key-space "$scale_keys" put --sequential-keys
+    rss=$(for p in "${pids[@]}"; do awk '/VmRSS/{print $2}' /proc/"$p"/status; done | paste -sd,)
+    kill "${pids[2]}"
+    wait "${pids[2]}" 2>/dev/null || true
+    stopped=$(date +%s.%N)
+    "start_${target}_member" "$dir" 3
+    started=$(date +%s.%N)
+    until [ "$(served_keys)" = "$scale_keys" ]; do alive "$dir/$log"; sleep 0.05; done
+    served=$(date +%s.%N)
+    python3 -c "
+import json
+rss = [$rss]
+print(json.dumps({'name': 'scale', 'target': '$target', 'round': 1, 'keys': $scale_keys,
+    'rss_kib_mean': sum(rss) / len(rss), 'rss_kib_max': max(rss),
+    'restart_s': $served - $started, 'stopped_s': $started - $stopped}))" >>"$raw"
+    tail -1 "$raw" | python3 -c "
+import json, sys
+r = json.load(sys.stdin)
+print(f\"  RSS per member {r['rss_kib_mean'] / 1024:.0f} MiB (max {r['rss_kib_max'] / 1024:.0f}); restarted member serves all keys after {r['restart_s']:.2f} s\")"
+    stop_cluster
+}
+
 for round in $(seq 1 "$rounds"); do
     half_rate=""
     for target in etcd placement; do
@@ -100,17 +171,7 @@ for round in $(seq 1 "$rounds"); do
                 args=${args//RATE/$half_rate}
             fi
             # shellcheck disable=SC2086
-            result=$($bench --endpoints "$endpoints" --json $args)
-            echo "$result" | python3 -c "
-import json, sys
-r = json.load(sys.stdin)
-r.update(name='$name', target='$target', round=$round)
-print(json.dumps(r))" >>"$raw"
-            tail -1 "$raw" | python3 -c "
-import json, sys
-r = json.load(sys.stdin)
-l = r['latency_ms']
-print(f\"  {r['name']:<24} {r['throughput']:>9.0f}/s  p50 {l.get('p50', 0):7.2f} ms  p99 {l.get('p99', 0):7.2f} ms  errors {sum(r['errors'].values())}\")"
+            measure "$name" "$round" $args
             if [ "$target" = etcd ] && [ "$name" = put-100 ]; then
                 half_rate=$(tail -1 "$raw" | python3 -c "import json,sys; print(round(json.load(sys.stdin)['throughput'] / 2))")
             fi
@@ -119,5 +180,8 @@ print(f\"  {r['name']:<24} {r['throughput']:>9.0f}/s  p50 {l.get('p50', 0):7.2f}
         stop_cluster
     done
 done
+if [ "$scale_keys" -gt 0 ]; then
+    for target in etcd placement; do scale_run; done
+fi
 python3 bench/report.py "$raw" "$out/results.md" "$out/latency.svg"
 cat "$out/results.md"

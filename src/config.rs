@@ -83,9 +83,6 @@ pub struct Config {
     /// Log entries kept behind a snapshot, so that a briefly lagging follower
     /// catches up from the log rather than by snapshot.
     pub log_kept_after_snapshot: u64,
-    /// A built snapshot is written to disk in pieces of this many bytes, each
-    /// its own write, so that the node's other writes go in between.
-    pub snapshot_chunk_bytes: usize,
     /// How often a watch created with `progress_notify` hears the revision
     /// when nothing happened, milliseconds (etcd: 10 minutes).
     pub watch_progress_notify_interval_ms: u64,
@@ -112,7 +109,6 @@ impl Default for Config {
             watch_progress_notify_interval_ms: 600_000,
             snapshot_after_entries: 10_000,
             log_kept_after_snapshot: 1_000,
-            snapshot_chunk_bytes: crate::raft::state_store::CHUNK_BYTES,
         }
     }
 }
@@ -293,9 +289,6 @@ impl Config {
         }
         if let Some(bad) = self.join.iter().find(|a| !crate::raft::membership::valid_addr(a)) {
             return invalid(format!("join address {bad:?} is not HOST:PORT"));
-        }
-        if self.snapshot_chunk_bytes == 0 {
-            return invalid("snapshot_chunk_bytes must be positive".into());
         }
         if self.snapshot_after_entries == 0 {
             return invalid("snapshot_after_entries must be positive".into());
@@ -521,7 +514,6 @@ mod tests {
                     snapshot_after_entries: timings.5,
                     log_kept_after_snapshot: timings.6,
                     watch_progress_notify_interval_ms: timings.7,
-                    snapshot_chunk_bytes: max_request_bytes / 2 + 1,
                 }
             }
         }

@@ -131,7 +131,6 @@ impl Server {
             request_timeout: config.request_timeout(),
             snapshot_after_entries: config.snapshot_after_entries,
             log_kept_after_snapshot: config.log_kept_after_snapshot,
-            snapshot_chunk_bytes: config.snapshot_chunk_bytes,
         };
 
         // Peers must reach Raft before it can elect: serve raft.v1 right away.

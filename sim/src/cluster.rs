@@ -86,9 +86,6 @@ impl SimCluster {
                 // node that was away long enough catches up by InstallSnapshot.
                 snapshot_after_entries: 200,
                 log_kept_after_snapshot: 50,
-                // Snapshots of a few KB are written in many chunks, so that
-                // crashes and power losses land between them.
-                snapshot_chunk_bytes: 256,
                 ..Config::default()
             };
             let disk = SimDisk::registered(&config.data_dir.join("db"), &[]);

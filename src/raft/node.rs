@@ -75,8 +75,6 @@ pub struct NodeOptions {
     /// Entries kept behind a snapshot when the log is purged (a follower that
     /// lags less than this catches up from the log, more: by snapshot).
     pub log_kept_after_snapshot: u64,
-    /// A built snapshot is written in pieces of this many bytes.
-    pub snapshot_chunk_bytes: usize,
 }
 
 /// A running Raft node.
@@ -149,7 +147,6 @@ impl RaftNode {
         let engine_for_status = engine.clone();
         let mut sm = StateMachineStore::open(engine.clone()).map_err(|e| NodeError::Raft(e.to_string()))?;
         sm.set_metrics(metrics.clone());
-        sm.set_chunk_bytes(opts.snapshot_chunk_bytes);
         let state = sm.shared_state();
         let applied_revision = sm.applied_revision();
         let sender = Sender { cluster_id: opts.cluster_id, node_id: opts.id };

@@ -11,6 +11,14 @@
 //! membership and revision are written in ONE batch. A crash leaves the disk at
 //! some applied index with exactly the keys of that index, never in between
 //! (etcd 3.5's data inconsistency came from splitting these two).
+//!
+//! Snapshots: the persisted state machine is itself the snapshot, as etcd's
+//! bbolt file is. Building one only makes the applied state durable (one
+//! synced write of a record naming it); its bytes are encoded from the
+//! in-memory state when a follower needs them. Before, a snapshot copied the
+//! whole state on the apply path and wrote it out again: at 100k keys a
+//! 46-89 ms copy and 160-200 ms of writes every 10,000 entries, the write
+//! latency p99 of 250 ms that the benchmark saw.
 
 use std::io::Cursor;
 use std::sync::{Arc, RwLock};
@@ -41,15 +49,11 @@ const KEY_MEMBERSHIP: &[u8] = b"membership";
 const KEY_REVISION: &[u8] = b"revision";
 const KEY_COMPACT: &[u8] = b"compact_revision";
 const KEY_SNAPSHOT: &[u8] = b"snapshot";
-/// Chunks of built snapshots: `snapshot_chunk/<snapshot id>/<index, u32 BE>`.
+/// Chunks of snapshots that earlier versions stored:
+/// `snapshot_chunk/<snapshot id>/<index, u32 BE>`; dropped at open.
 const CHUNK_PREFIX: &[u8] = b"snapshot_chunk/";
 /// The key after every chunk key ('0' follows '/').
 const CHUNK_END: &[u8] = b"snapshot_chunk0";
-/// A built snapshot is written in pieces of this size unless set otherwise
-/// (`snapshot_chunk_bytes`), each its own unsynced write: one write of the
-/// whole (21 MB at 100k keys) held up every other write of the node, the
-/// log's appends included, for 110-170 ms.
-pub const CHUNK_BYTES: usize = 1024 * 1024;
 
 /// The key space as the API reads it; shared with the state-machine store.
 pub type SharedState = Arc<RwLock<KvState>>;
@@ -80,8 +84,8 @@ pub struct StateMachineStore {
     revision_tx: tokio::sync::watch::Sender<i64>,
     /// Where apply durations go.
     metrics: Option<Arc<crate::metrics::Metrics>>,
-    /// Size of the pieces a built snapshot is written in.
-    chunk_bytes: usize,
+    /// The meta of the snapshot last made durable, if any; builders set it.
+    snapshot: LastSnapshot,
 }
 
 fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -89,11 +93,6 @@ fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
 }
 
 impl StateMachineStore {
-    /// Writes built snapshots in pieces of `bytes` (at least 1).
-    pub fn set_chunk_bytes(&mut self, bytes: usize) {
-        self.chunk_bytes = bytes.max(1);
-    }
-
     /// Records apply durations into `metrics`.
     pub fn set_metrics(&mut self, metrics: Arc<crate::metrics::Metrics>) {
         self.metrics = Some(metrics);
@@ -123,18 +122,21 @@ impl StateMachineStore {
             .map(|l| (l.id, l.ttl))
             .collect();
         let persisted = Persisted { revision, kvs, compact_revision, history, leases };
+        let snapshot = match get(KEY_SNAPSHOT)? {
+            Some(bytes) => Some(drop_legacy_snapshot_data(&engine, &bytes)?),
+            None => None,
+        };
         Ok(Self {
             engine,
             state: Arc::new(RwLock::new(KvState::restore(persisted))),
             last_applied,
             membership,
-            // Not 0: a snapshot built after a restart at the log id of the
-            // stored one must not have its id, or its chunks would be
-            // written over the stored snapshot's (see `write_chunked`).
+            // Not 0: a snapshot made after a restart at the log id of the
+            // stored one gets an id of its own.
             snapshot_seq: crate::runtime::wall_clock_millis(),
             revision_tx: tokio::sync::watch::Sender::new(revision),
             metrics: None,
-            chunk_bytes: CHUNK_BYTES,
+            snapshot: Arc::new(std::sync::Mutex::new(snapshot)),
         })
     }
 
@@ -157,6 +159,35 @@ impl StateMachineStore {
     pub fn applied_revision(&self) -> tokio::sync::watch::Receiver<i64> {
         self.revision_tx.subscribe()
     }
+
+    /// The meta of a snapshot of the state as applied now, with a new id.
+    fn meta_now(&mut self) -> SnapshotMeta {
+        self.snapshot_seq += 1;
+        SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+            snapshot_id: match &self.last_applied {
+                Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, self.snapshot_seq),
+                None => format!("0-0-{}", self.snapshot_seq),
+            },
+        }
+    }
+}
+
+/// Decodes the stored snapshot record. Records of earlier versions carry the
+/// snapshot's bytes, inline or in chunks: they are dropped (the persisted
+/// state is the snapshot now).
+fn drop_legacy_snapshot_data(engine: &Arc<dyn Engine>, bytes: &[u8]) -> Result<SnapshotMeta, StorageError> {
+    let stored: pb::StoredSnapshot = decode("StoredSnapshot", bytes).map_err(sm_err)?;
+    let meta = stored.meta.as_ref().ok_or_else(|| sm_err(std::io::Error::other("stored snapshot without meta")))?;
+    let meta = codec::snapshot_meta_from_pb(meta).map_err(sm_err)?;
+    if !stored.data.is_empty() || stored.chunks != 0 {
+        let mut batch = WriteBatch::new();
+        put_snapshot_record(&mut batch, &meta);
+        batch.delete_range(CF_SM, CHUNK_PREFIX.to_vec(), CHUNK_END.to_vec());
+        engine.write(batch, true).map_err(|e| write_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
+    }
+    Ok(meta)
 }
 
 /// Adds to `batch` the replacement of the whole persisted key space,
@@ -255,20 +286,40 @@ fn put_lease(batch: &mut WriteBatch, id: i64, ttl: i64) {
     batch.put(CF_LEASE, id.to_be_bytes().to_vec(), pb::LeaseRecord { id, ttl }.encode_to_vec());
 }
 
-/// The state machine as a raft.v1 `StateSnapshot` message.
+/// The state machine as a raft.v1 `StateSnapshot` message, encoded from the
+/// state in place (no copy of it first; at 1M keys the copy alone took
+/// longer than the encoding). Equal, byte for byte, to encoding
+/// [`KvState::persisted`].
 pub fn snapshot_bytes(kv: &KvState) -> Vec<u8> {
-    encode_snapshot(kv.persisted())
-}
-
-fn encode_snapshot(p: Persisted) -> Vec<u8> {
-    pb::StateSnapshot {
-        revision: p.revision,
-        kvs: p.kvs,
-        compact_revision: p.compact_revision,
-        history: p.history,
-        leases: p.leases.into_iter().map(|(id, ttl)| pb::LeaseRecord { id, ttl }).collect(),
+    use prost::encoding::{encoded_len_varint, int64, key_len, message};
+    // Tags of raft.v1 StateSnapshot.
+    const REVISION: u32 = 1;
+    const KVS: u32 = 2;
+    const COMPACT_REVISION: u32 = 3;
+    const HISTORY: u32 = 4;
+    const LEASES: u32 = 5;
+    let leases: Vec<pb::LeaseRecord> =
+        kv.leases().iter().map(|(id, lease)| pb::LeaseRecord { id: *id, ttl: lease.ttl }).collect();
+    let events = || kv.kept_history().flat_map(|(_, events)| events.iter());
+    let field = |tag: u32, len: usize| key_len(tag) + encoded_len_varint(len as u64) + len;
+    let int = |tag: u32, v: i64| if v == 0 { 0 } else { int64::encoded_len(tag, &v) };
+    let len = int(REVISION, kv.revision())
+        + kv.records().map(|r| field(KVS, r.encoded_len())).sum::<usize>()
+        + int(COMPACT_REVISION, kv.compact_revision())
+        + events().map(|e| field(HISTORY, e.encoded_len())).sum::<usize>()
+        + leases.iter().map(|l| field(LEASES, l.encoded_len())).sum::<usize>();
+    let mut buf = Vec::with_capacity(len);
+    // proto3: fields at their default are not written.
+    if kv.revision() != 0 {
+        int64::encode(REVISION, &kv.revision(), &mut buf);
     }
-    .encode_to_vec()
+    kv.records().for_each(|r| message::encode(KVS, r, &mut buf));
+    if kv.compact_revision() != 0 {
+        int64::encode(COMPACT_REVISION, &kv.compact_revision(), &mut buf);
+    }
+    events().for_each(|e| message::encode(HISTORY, e, &mut buf));
+    leases.iter().for_each(|l| message::encode(LEASES, l, &mut buf));
+    buf
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
@@ -327,19 +378,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.snapshot_seq += 1;
-        // Only a copy here, on the apply path; it is encoded and written by
-        // the builder, which openraft runs in a task of its own.
-        let state = read_state(&self.state).persisted();
-        let meta = SnapshotMeta {
-            last_log_id: self.last_applied,
-            last_membership: self.membership.clone(),
-            snapshot_id: match &self.last_applied {
-                Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, self.snapshot_seq),
-                None => format!("0-0-{}", self.snapshot_seq),
-            },
-        };
-        SnapshotBuilder { engine: self.engine.clone(), meta, state, chunk_bytes: self.chunk_bytes }
+        // Nothing is copied: the state this meta names is already written
+        // (apply wrote it before returning); the builder makes it durable.
+        SnapshotBuilder { engine: self.engine.clone(), meta: self.meta_now(), last: self.snapshot.clone() }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -358,104 +399,83 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.bookkeeping(&mut batch, &new_state);
-        store_snapshot(&mut batch, meta, data);
+        put_snapshot_record(&mut batch, meta);
         // Synced: the log before this point may be purged right after.
         self.engine.write(batch, true).map_err(|e| write_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
         let revision = new_state.revision();
         *write_state(&self.state) = new_state;
+        *lock(&self.snapshot) = Some(meta.clone());
         self.revision_tx.send_replace(revision);
         Ok(())
     }
 
+    /// The state as applied now. It runs between applies, so the state and
+    /// the bookkeeping agree. Unchanged since the last snapshot, it is that
+    /// snapshot (same meta); else it is a newer one, made durable here
+    /// first, since openraft may purge the log up to what it is told.
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let Some(bytes) = self.engine.get(CF_SM, KEY_SNAPSHOT).map_err(sm_err)? else {
+        let Some(last) = lock(&self.snapshot).clone() else {
             return Ok(None);
         };
-        let stored: pb::StoredSnapshot = decode("StoredSnapshot", &bytes).map_err(sm_err)?;
-        let meta = stored.meta.as_ref().ok_or_else(|| sm_err(std::io::Error::other("stored snapshot without meta")))?;
-        let meta = codec::snapshot_meta_from_pb(meta).map_err(sm_err)?;
-        let data = if stored.chunks == 0 {
-            stored.data
+        let meta = if last.last_log_id == self.last_applied {
+            last
         } else {
-            let (start, end) = chunk_range(&meta.snapshot_id);
-            let chunks = self.engine.scan(CF_SM, &start, Some(&end), usize::MAX).map_err(sm_err)?;
-            if chunks.len() != stored.chunks as usize {
-                let missing =
-                    format!("snapshot {} has {} of its {} chunks", meta.snapshot_id, chunks.len(), stored.chunks);
-                return Err(sm_err(std::io::Error::other(missing)));
-            }
-            chunks.into_iter().map(|(_, chunk)| chunk).collect::<Vec<_>>().concat()
+            let meta = self.meta_now();
+            let mut batch = WriteBatch::new();
+            put_snapshot_record(&mut batch, &meta);
+            self.engine.write(batch, true).map_err(|e| write_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
+            record_newer(&self.snapshot, &meta);
+            meta
         };
+        let data = snapshot_bytes(&read_state(&self.state));
         Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
     }
 }
 
-/// Adds to `batch` the snapshot stored inline, replacing any other.
-fn store_snapshot(batch: &mut WriteBatch, meta: &SnapshotMeta, data: Vec<u8>) {
-    put_snapshot_record(batch, meta, data, 0);
-    batch.delete_range(CF_SM, CHUNK_PREFIX.to_vec(), CHUNK_END.to_vec());
-}
-
-/// Adds to `batch` the record that names the stored snapshot: its data
-/// inline, or the number of its chunks.
-fn put_snapshot_record(batch: &mut WriteBatch, meta: &SnapshotMeta, data: Vec<u8>, chunks: u32) {
-    let stored = pb::StoredSnapshot { meta: Some(codec::snapshot_meta_to_pb(meta)), data, chunks };
+/// Adds to `batch` the record that names the latest durable snapshot.
+fn put_snapshot_record(batch: &mut WriteBatch, meta: &SnapshotMeta) {
+    let stored = pb::StoredSnapshot { meta: Some(codec::snapshot_meta_to_pb(meta)), data: Vec::new(), chunks: 0 };
     batch.put(CF_SM, KEY_SNAPSHOT, stored.encode_to_vec());
 }
 
-/// The keys of a snapshot's chunks: from `start` (inclusive) to `end`.
-fn chunk_range(snapshot_id: &str) -> (Vec<u8>, Vec<u8>) {
-    let mut start = CHUNK_PREFIX.to_vec();
-    start.extend_from_slice(snapshot_id.as_bytes());
-    let mut end = start.clone();
-    start.push(b'/');
-    end.push(b'0');
-    (start, end)
-}
-
-/// Writes a built snapshot: its chunks one unsynced write at a time, then
-/// one synced write that makes it the stored snapshot and drops every other
-/// snapshot's chunks (an earlier one's, or those a crash left half written).
-/// The engine keeps writes in order, so the record never survives without
-/// its chunks.
-async fn write_chunked(
-    engine: &Arc<dyn Engine>,
-    meta: &SnapshotMeta,
-    data: &[u8],
-    chunk_bytes: usize,
-) -> Result<(), StorageError> {
-    let failed = |e| write_err(ErrorSubject::Snapshot(Some(meta.signature())), e);
-    let (start, end) = chunk_range(&meta.snapshot_id);
-    let mut chunks = 0u32;
-    for chunk in data.chunks(chunk_bytes) {
-        let mut key = start.clone();
-        key.extend_from_slice(&chunks.to_be_bytes());
-        let mut batch = WriteBatch::new();
-        batch.put(CF_SM, key, chunk.to_vec());
-        engine.write(batch, false).map_err(failed)?;
-        chunks += 1;
-        // Let this worker's other tasks (appends, applies) go between chunks.
-        tokio::task::yield_now().await;
-    }
-    let mut batch = WriteBatch::new();
-    put_snapshot_record(&mut batch, meta, Vec::new(), chunks);
-    batch.delete_range(CF_SM, CHUNK_PREFIX.to_vec(), start);
-    batch.delete_range(CF_SM, end, CHUNK_END.to_vec());
-    engine.write(batch, true).map_err(failed)
-}
-
-/// Builds a snapshot from a copy of the state taken when it was requested.
+/// Makes the state applied when it was created durable, in a task of
+/// openraft's own while applies go on.
 pub struct SnapshotBuilder {
     engine: Arc<dyn Engine>,
     meta: SnapshotMeta,
-    state: Persisted,
-    chunk_bytes: usize,
+    last: LastSnapshot,
+}
+
+/// The meta of the latest durable snapshot, shared by the store and its
+/// builders.
+type LastSnapshot = Arc<std::sync::Mutex<Option<SnapshotMeta>>>;
+
+fn lock(last: &LastSnapshot) -> std::sync::MutexGuard<'_, Option<SnapshotMeta>> {
+    last.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Makes `meta` the latest snapshot unless a newer one is (a builder may
+/// finish after a later snapshot was made durable).
+fn record_newer(last: &LastSnapshot, meta: &SnapshotMeta) {
+    let mut last = lock(last);
+    if last.as_ref().is_none_or(|l| l.last_log_id <= meta.last_log_id) {
+        *last = Some(meta.clone());
+    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    /// The returned snapshot carries no bytes: openraft 0.9 keeps only the
+    /// meta of a built snapshot, and reads the bytes, when a follower needs
+    /// them, from `get_current_snapshot`.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let data = encode_snapshot(std::mem::take(&mut self.state));
-        write_chunked(&self.engine, &self.meta, &data, self.chunk_bytes).await?;
-        Ok(Snapshot { meta: self.meta.clone(), snapshot: Box::new(Cursor::new(data)) })
+        let mut batch = WriteBatch::new();
+        put_snapshot_record(&mut batch, &self.meta);
+        // Synced, so every earlier write is durable too: the applies up to
+        // the meta's log id, which were written unsynced.
+        self.engine
+            .write(batch, true)
+            .map_err(|e| write_err(ErrorSubject::Snapshot(Some(self.meta.signature())), e))?;
+        record_newer(&self.last, &self.meta);
+        Ok(Snapshot { meta: self.meta.clone(), snapshot: Box::new(Cursor::new(Vec::new())) })
     }
 }

@@ -84,13 +84,15 @@ fn an_installed_snapshot_of_a_compacted_state_keeps_its_history_across_a_reopen(
     use openraft::{CommittedLeaderId, EntryPayload};
 
     use super::types::{Entry, LogId};
-    use crate::proto::etcdserverpb::{CompactionRequest, PutRequest, RangeRequest};
+    use crate::proto::etcdserverpb::{CompactionRequest, LeaseGrantRequest, PutRequest, RangeRequest};
     use crate::proto::raft::v1::{command::Request, Command, Proposal};
 
     let put = |i: u8| Request::Put(PutRequest { key: vec![b'k'], value: vec![i], ..Default::default() });
     let mut requests: Vec<Request> = (1..=6).map(put).collect();
     // Revisions 2..=7 hold the puts; history is kept from 5 on.
     requests.push(Request::Compaction(CompactionRequest { revision: 5, physical: false }));
+    requests.push(Request::LeaseGrant(LeaseGrantRequest { id: 9, ttl: 60 }));
+    requests.push(Request::Put(PutRequest { key: vec![b'l'], value: vec![1], lease: 9, ..Default::default() }));
     let entries = requests.into_iter().enumerate().map(|(i, request)| Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), i as u64 + 1),
         payload: EntryPayload::Normal(Proposal { commands: vec![Command { request: Some(request) }] }),
@@ -99,7 +101,17 @@ fn an_installed_snapshot_of_a_compacted_state_keeps_its_history_across_a_reopen(
     futures::executor::block_on(async {
         let mut leader = StateMachineStore::open(Arc::new(SimDisk::new())).unwrap();
         leader.apply(entries).await.unwrap();
-        let snapshot = leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let snapshot = leader.get_current_snapshot().await.unwrap().expect("a snapshot");
+        let state = super::state_store::read_state(&leader.shared_state()).persisted();
+        let copied = crate::proto::raft::v1::StateSnapshot {
+            revision: state.revision,
+            kvs: state.kvs,
+            compact_revision: state.compact_revision,
+            history: state.history,
+            leases: state.leases.into_iter().map(|(id, ttl)| crate::proto::raft::v1::LeaseRecord { id, ttl }).collect(),
+        };
+        assert_eq!(snapshot.snapshot.get_ref(), &prost::Message::encode_to_vec(&copied), "encoded in place as copied");
 
         let engine: Arc<dyn crate::storage::Engine> = Arc::new(SimDisk::new());
         let mut follower = StateMachineStore::open(engine.clone()).unwrap();
@@ -140,104 +152,85 @@ fn a_restarted_leader_comes_back_with_its_vote_uncommitted() {
     });
 }
 
-/// A built snapshot larger than a chunk is written in chunks and reads back
-/// whole, after a reopen too; building the next one drops the chunks of the
-/// one before.
-#[test]
-fn a_large_snapshot_is_stored_in_chunks_and_reads_back_whole() {
-    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
-    use openraft::{CommittedLeaderId, EntryPayload};
-
-    use super::types::{Entry, LogId};
+/// A log entry at `index` of term 1 that puts `value_len` bytes under `[key]`.
+fn put_entry(index: u64, key: u8, value_len: usize) -> super::types::Entry {
     use crate::proto::etcdserverpb::PutRequest;
     use crate::proto::raft::v1::{command::Request, Command, Proposal};
 
-    let entry = |index: u64, key: u8| Entry {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(Proposal {
-            commands: vec![Command {
-                request: Some(Request::Put(PutRequest {
-                    key: vec![key],
-                    value: vec![key; 900_000],
-                    ..Default::default()
-                })),
-            }],
+    let put = PutRequest { key: vec![key], value: vec![key; value_len], ..Default::default() };
+    super::types::Entry {
+        log_id: super::types::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+        payload: openraft::EntryPayload::Normal(Proposal {
+            commands: vec![Command { request: Some(Request::Put(put)) }],
         }),
-    };
-    let chunk_keys = |engine: &Arc<dyn crate::storage::Engine>| {
-        engine.scan("sm_meta", b"snapshot_chunk/", Some(b"snapshot_chunk0"), usize::MAX).unwrap().len()
-    };
+    }
+}
+
+/// A built snapshot names the state applied when it was asked for; its bytes
+/// (read through `get_current_snapshot`) are that state, and installed on
+/// another store they give the same state. Once more is applied, the current
+/// snapshot is a newer one, and a reopened store serves it again.
+#[test]
+fn the_current_snapshot_is_the_applied_state() {
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+
+    use super::state_store::read_state;
+
     futures::executor::block_on(async {
         let engine: Arc<dyn crate::storage::Engine> = Arc::new(SimDisk::new());
         let mut sm = StateMachineStore::open(engine.clone()).unwrap();
-        sm.apply((1..=3).map(|i| entry(i, i as u8))).await.unwrap();
-        let first = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
-        let chunks = |len: usize| len.div_ceil(1024 * 1024);
-        assert!(first.snapshot.get_ref().len() > 2 * 1024 * 1024, "keys and history of 2.7 MB of values");
-        assert_eq!(chunk_keys(&engine), chunks(first.snapshot.get_ref().len()), "in 1 MiB chunks");
-        let stored = sm.get_current_snapshot().await.unwrap().expect("a snapshot");
-        assert_eq!(stored.snapshot.get_ref(), first.snapshot.get_ref());
+        assert!(sm.get_current_snapshot().await.unwrap().is_none(), "none before the first build");
+        sm.apply((1..=3).map(|i| put_entry(i, i as u8, 100))).await.unwrap();
+        let built = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert_eq!(built.meta.last_log_id.map(|id| id.index), Some(3));
+        let current = sm.get_current_snapshot().await.unwrap().expect("a snapshot");
+        assert_eq!(current.meta, built.meta, "nothing applied since: the built snapshot");
 
-        sm.apply([entry(4, 4)]).await.unwrap();
-        let second = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
-        assert_ne!(second.meta.snapshot_id, first.meta.snapshot_id);
-        assert_eq!(
-            chunk_keys(&engine),
-            chunks(second.snapshot.get_ref().len()),
-            "only the newest one's chunks are kept"
-        );
+        let mut other = StateMachineStore::open(Arc::new(SimDisk::new())).unwrap();
+        other.install_snapshot(&current.meta, current.snapshot).await.unwrap();
+        let hash = |s: &StateMachineStore| read_state(&s.shared_state()).hash();
+        assert_eq!(hash(&other), hash(&sm));
 
-        let mut reopened = StateMachineStore::open(engine.clone()).unwrap();
-        let stored = reopened.get_current_snapshot().await.unwrap().expect("a snapshot");
-        assert_eq!(stored.meta, second.meta);
-        assert_eq!(stored.snapshot.get_ref(), second.snapshot.get_ref());
+        sm.apply([put_entry(4, 4, 100)]).await.unwrap();
+        let newer = sm.get_current_snapshot().await.unwrap().expect("a snapshot");
+        assert_eq!(newer.meta.last_log_id.map(|id| id.index), Some(4));
+        assert_ne!(newer.meta.snapshot_id, built.meta.snapshot_id);
+
+        let mut reopened = StateMachineStore::open(engine).unwrap();
+        let served = reopened.get_current_snapshot().await.unwrap().expect("a snapshot");
+        assert_eq!(served.meta, newer.meta);
+        assert_eq!(served.snapshot.get_ref(), newer.snapshot.get_ref());
     });
 }
 
-/// A snapshot build that fails halfway (here: the disk refuses its chunk
-/// writes) leaves the snapshot stored before it whole, after a power loss
-/// too: the record that names a snapshot is written only after its chunks.
+/// What a snapshot names survives a power loss: the applies before it were
+/// written unsynced, and openraft purges the log behind a snapshot, so the
+/// snapshot must make them durable (built, or served as the current one).
 #[test]
-fn a_snapshot_build_that_fails_halfway_leaves_the_previous_snapshot_whole() {
+fn a_snapshot_makes_the_state_it_names_durable() {
     use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
-    use openraft::{CommittedLeaderId, EntryPayload};
     use rand::SeedableRng;
 
-    use super::types::{Entry, LogId};
-    use crate::proto::etcdserverpb::PutRequest;
-    use crate::proto::raft::v1::{command::Request, Command, Proposal};
-    use crate::storage::sim_disk::DiskFaults;
+    for seed in 0..20 {
+        futures::executor::block_on(async {
+            let disk = Arc::new(SimDisk::new());
+            let engine: Arc<dyn crate::storage::Engine> = disk.clone();
+            let mut sm = StateMachineStore::open(engine.clone()).unwrap();
+            sm.apply((1..=3).map(|i| put_entry(i, i as u8, 10))).await.unwrap();
+            sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+            sm.apply((4..=5).map(|i| put_entry(i, i as u8, 10))).await.unwrap();
+            disk.power_loss(&mut rand::rngs::StdRng::seed_from_u64(seed));
+            let mut reopened = StateMachineStore::open(engine.clone()).unwrap();
+            let (applied, _) = reopened.applied_state().await.unwrap();
+            assert!(applied.unwrap().index >= 3, "seed {seed}: the built snapshot's state was lost");
 
-    let entry = |index: u64| Entry {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(Proposal {
-            commands: vec![Command {
-                request: Some(Request::Put(PutRequest {
-                    key: vec![index as u8],
-                    value: vec![7; 64],
-                    ..Default::default()
-                })),
-            }],
-        }),
-    };
-    futures::executor::block_on(async {
-        let disk = Arc::new(SimDisk::new());
-        let engine: Arc<dyn crate::storage::Engine> = disk.clone();
-        let mut sm = StateMachineStore::open(engine.clone()).unwrap();
-        sm.set_chunk_bytes(64);
-        sm.apply([entry(1)]).await.unwrap();
-        let stored = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
-
-        sm.apply([entry(2)]).await.unwrap();
-        let mut builder = sm.get_snapshot_builder().await;
-        disk.set_faults(DiskFaults { fail_writes: true, ..Default::default() });
-        assert!(builder.build_snapshot().await.is_err());
-        disk.set_faults(DiskFaults::default());
-        disk.power_loss(&mut rand::rngs::StdRng::seed_from_u64(7));
-
-        let mut reopened = StateMachineStore::open(engine).unwrap();
-        let current = reopened.get_current_snapshot().await.expect("readable").expect("a snapshot");
-        assert_eq!(current.meta, stored.meta);
-        assert_eq!(current.snapshot.get_ref(), stored.snapshot.get_ref());
-    });
+            reopened.apply((applied.unwrap().index + 1..=7).map(|i| put_entry(i, i as u8, 10))).await.unwrap();
+            let current = reopened.get_current_snapshot().await.unwrap().expect("a snapshot");
+            assert_eq!(current.meta.last_log_id.map(|id| id.index), Some(7));
+            disk.power_loss(&mut rand::rngs::StdRng::seed_from_u64(seed));
+            let mut again = StateMachineStore::open(engine).unwrap();
+            let (applied, _) = again.applied_state().await.unwrap();
+            assert_eq!(applied.map(|id| id.index), Some(7), "seed {seed}: the served snapshot's state was lost");
+        });
+    }
 }
