@@ -50,7 +50,24 @@ pub(super) fn records_at(
     Ok(records)
 }
 
-/// Drops the history below `revision`.
+/// Compacted revisions whose events each write frees. A compaction only
+/// moves `compact_revision`; freeing its events at once took 25-58 ms of the
+/// apply path for the 22k revisions of a 5 s auto-compaction pass at 4.4k
+/// puts/s, the whole p99 of writes. 64 per write frees faster than writes
+/// add history, by far.
+pub(super) const DROP_PER_WRITE: usize = 64;
+
+/// Frees up to [`DROP_PER_WRITE`] revisions of events below the compact revision.
+pub(super) fn drop_compacted(state: &mut KvState) {
+    for _ in 0..DROP_PER_WRITE {
+        match state.history.first_entry() {
+            Some(oldest) if *oldest.key() < state.compact_revision => drop(oldest.remove()),
+            _ => break,
+        }
+    }
+}
+
+/// Drops the history below `revision` (the events go later, see [`drop_compacted`]).
 pub(super) fn compact(state: &mut KvState, write: &mut Write, revision: i64) -> Result<(), StateError> {
     if revision > state.revision {
         return Err(StateError::FutureRevision);
@@ -59,7 +76,6 @@ pub(super) fn compact(state: &mut KvState, write: &mut Write, revision: i64) -> 
         return Err(StateError::Compacted);
     }
     state.compact_revision = revision;
-    state.history = state.history.split_off(&revision);
     write.other.push(Change::Compacted(revision));
     Ok(())
 }

@@ -116,7 +116,7 @@ pub struct Lease {
 /// The key space. (No derived `Default`: an empty store is at revision 1,
 /// and a derived one would say 0; the state_machine fuzz target found the
 /// two disagreeing.)
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct KvState {
     /// The store revision: that of the last write. Starts at 1 like etcd's.
     revision: i64,
@@ -124,7 +124,10 @@ pub struct KvState {
     keys: BTreeMap<Vec<u8>, KeyValue>,
     /// History is kept for revisions >= this one (0: nothing compacted yet).
     compact_revision: i64,
-    /// Every kept change by revision, in the order applied.
+    /// Every kept change by revision, in the order applied. Below
+    /// `compact_revision` it may still hold events that compaction
+    /// dropped: they are freed a few at a time by later writes (see
+    /// [`history::DROP_PER_WRITE`]), and nothing reads them.
     history: BTreeMap<i64, Vec<Event>>,
     /// Granted leases by id.
     leases: BTreeMap<i64, Lease>,
@@ -187,7 +190,7 @@ impl KvState {
             revision: self.revision,
             kvs: self.keys.values().cloned().collect(),
             compact_revision: self.compact_revision,
-            history: self.history.values().flatten().cloned().collect(),
+            history: self.kept_history().flat_map(|(_, events)| events).cloned().collect(),
             leases: self.leases.iter().map(|(id, l)| (*id, l.ttl)).collect(),
         }
     }
@@ -222,9 +225,8 @@ impl KvState {
         let kv = |kv: &KeyValue| (kv.key.len() + kv.value.len()) as u64;
         let live: u64 = self.keys.values().map(kv).sum();
         let history: u64 = self
-            .history
-            .values()
-            .flatten()
+            .kept_history()
+            .flat_map(|(_, events)| events)
             .map(|e| e.kv.as_ref().map_or(0, kv) + e.prev_kv.as_ref().map_or(0, kv))
             .sum();
         live + history
@@ -262,7 +264,7 @@ impl KvState {
         for kv in self.keys.values() {
             feed_kv(kv);
         }
-        for event in self.history.values().flatten() {
+        for event in self.kept_history().flat_map(|(_, events)| events) {
             feed_kv(&KeyValue { version: i64::from(event.r#type), ..Default::default() });
             event.kv.iter().chain(&event.prev_kv).for_each(&mut feed_kv);
         }
@@ -319,6 +321,7 @@ impl KvState {
             self.revision = write.revision;
             self.history.insert(write.revision, write.events.clone());
         }
+        history::drop_compacted(self);
         let mut changes: Vec<Change> = write.events.into_iter().map(Change::Key).collect();
         changes.extend(write.other);
         Ok(Applied { result: CommandResult { revision: self.revision, response: Some(response) }, changes })
@@ -395,7 +398,19 @@ impl KvState {
 
     /// All kept history, by revision: everything after the compact revision.
     pub fn kept_history(&self) -> impl Iterator<Item = (&i64, &Vec<Event>)> {
-        self.history.iter()
+        self.history.range(self.compact_revision..)
+    }
+}
+
+/// Equal states hold the same keys, leases and kept history, whatever
+/// compacted events each has yet to free.
+impl PartialEq for KvState {
+    fn eq(&self, other: &Self) -> bool {
+        self.revision == other.revision
+            && self.compact_revision == other.compact_revision
+            && self.keys == other.keys
+            && self.leases == other.leases
+            && self.kept_history().eq(other.kept_history())
     }
 }
 

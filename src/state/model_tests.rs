@@ -306,3 +306,27 @@ impl Command {
         self
     }
 }
+
+/// A compaction drops its events from every read at once, and frees them
+/// over the writes after it, a few per write: meanwhile the state equals
+/// (and hashes as) one restored from what it persists.
+#[test]
+fn compacted_events_are_freed_over_the_following_writes() {
+    let mut state = KvState::new();
+    for i in 0..1000u32 {
+        state.apply(&command(&Op::Put((i % 4) as u8, i as u8, 0))).unwrap();
+    }
+    let compact =
+        Command { request: Some(command::Request::Compaction(CompactionRequest { revision: 901, physical: false })) };
+    state.apply(&compact).unwrap();
+    assert!(state.history.len() > 100, "not all freed by the compaction itself");
+    assert_eq!(state.kept_history().count(), 101);
+    let restored = KvState::restore(state.persisted());
+    assert_eq!(restored, state);
+    assert_eq!(restored.hash(), state.hash());
+    let writes = 900 / history::DROP_PER_WRITE;
+    for i in 0..writes {
+        state.apply(&command(&Op::Put(0, i as u8, 0))).unwrap();
+    }
+    assert_eq!(state.history.len(), 101 + writes, "every compacted revision freed");
+}
