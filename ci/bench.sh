@@ -122,7 +122,7 @@ print(f\"  {r['name']:<24} {r['throughput']:>9.0f}/s  p50 {l.get('p50', 0):7.2f}
 # count; empty while it cannot answer).
 served_keys() {
     ETCDCTL_API=3 etcdctl --endpoints="$member_endpoint" --dial-timeout=1s --command-timeout=2s \
-        get "" --prefix --count-only --consistency=s -w json 2>/dev/null |
+        get "" --prefix --limit=1 --consistency=s -w json 2>/dev/null |
         python3 -c "import json,sys; print(json.load(sys.stdin).get('count', 0))" 2>/dev/null || true
 }
 
