@@ -6,6 +6,13 @@ use std::path::PathBuf;
 use clap::Parser;
 use placement_center::config::{Config, Overrides};
 
+/// mimalloc rather than glibc's malloc: under 100 clients perf showed a
+/// node spending 12% of its CPU in `_int_malloc` alone, and waiting on its
+/// arena locks.
+#[cfg(not(madsim))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Flags; each also reads a PLACEMENT_* environment variable (flags win).
 #[derive(Parser, Debug)]
 #[command(name = "placement-center", version, about = "Replicated metadata service, etcd v3 compatible")]
