@@ -9,7 +9,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::Config;
 
 use super::log_store::LogStore;
-use super::network::{leader_call, LeaderCall, Network, PeerClients, Sender};
+use super::network::{LeaderCall, Network, PeerClients, Sender};
 use super::state_store::{SharedState, StateMachineStore};
 use super::types::{Member, NodeId, Raft};
 use crate::proto::raft::v1 as pb;
@@ -113,6 +113,8 @@ pub struct RaftNode {
     pub(super) proposals: Arc<super::proposals::ProposalBatch>,
     /// Writes waiting to be forwarded to the leader (see `forwards`).
     pub(super) forwards: Arc<super::forwards::ForwardQueue>,
+    /// Reads waiting for a ReadIndex call to the leader (see `read_index`).
+    pub(super) remote_reads: Arc<super::read_index::RemoteReadQueue>,
 }
 
 /// etcd-style cluster id: a digest of the initial members' ids and peer addresses.
@@ -181,6 +183,7 @@ impl RaftNode {
             read_index: Default::default(),
             proposals: Default::default(),
             forwards: Default::default(),
+            remote_reads: Default::default(),
             engine: engine_for_status,
         }))
     }
@@ -338,13 +341,8 @@ impl RaftNode {
     }
 
     async fn read_index_until_done(&self) -> Result<u64, NodeError> {
-        self.until_leader_answers(
-            || self.leader_read_index(),
-            |mut client, sender| async move {
-                leader_call(client.read_index(sender.request(pb::ReadIndexRequest {})).await).map(|r| r.index)
-            },
-        )
-        .await
+        self.until_leader_answers(|| self.leader_read_index(), |client, sender| self.remote_read_index(client, sender))
+            .await
     }
 
     /// Answers with `local` when this node leads (it returns `None` when not),
