@@ -287,9 +287,8 @@ fn put_lease(batch: &mut WriteBatch, id: i64, ttl: i64) {
 }
 
 /// The state machine as a raft.v1 `StateSnapshot` message, encoded from the
-/// state in place (no copy of it first; at 1M keys the copy alone took
-/// longer than the encoding). Equal, byte for byte, to encoding
-/// [`KvState::persisted`].
+/// state in place, without a copy of it first. Equal, byte for byte, to
+/// encoding [`KvState::persisted`].
 pub fn snapshot_bytes(kv: &KvState) -> Vec<u8> {
     use prost::encoding::{encoded_len_varint, int64, key_len, message};
     // Tags of raft.v1 StateSnapshot.
