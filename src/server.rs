@@ -115,8 +115,10 @@ impl Server {
             cause: StorageError::Io(e.to_string()),
         })?;
         let db_dir = config.data_dir.join("db");
+        let opening = runtime::now();
         let engine = runtime::open_engine(&db_dir, &COLUMN_FAMILIES)
             .map_err(|cause| ServerError::Storage { dir: db_dir.display().to_string(), cause })?;
+        tracing::info!(elapsed_ms = (runtime::now() - opening).as_millis() as u64, "storage engine opened");
 
         let identity = Self::identity(&config, engine.as_ref()).await?;
         let initial_members =

@@ -147,7 +147,14 @@ impl RaftNode {
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let engine: Arc<dyn Engine> = Arc::new(crate::storage::Timed::new(engine, metrics.clone()));
         let engine_for_status = engine.clone();
+        let loading = crate::runtime::now();
         let mut sm = StateMachineStore::open(engine.clone()).map_err(|e| NodeError::Raft(e.to_string()))?;
+        {
+            let shared = sm.shared_state();
+            let state = super::state_store::read_state(&shared);
+            let elapsed_ms = (crate::runtime::now() - loading).as_millis() as u64;
+            tracing::info!(keys = state.key_count(), revision = state.revision(), elapsed_ms, "state machine loaded");
+        }
         sm.set_metrics(metrics.clone());
         let state = sm.shared_state();
         let applied_revision = sm.applied_revision();
@@ -155,6 +162,7 @@ impl RaftNode {
         let disowned = super::network::Disowned::default();
         let network = Network { connect_timeout: opts.heartbeat_interval * 5, sender, disowned: disowned.clone() };
         super::log_store::demote_restarted_leader(&engine, opts.id).map_err(|e| NodeError::Raft(e.to_string()))?;
+        sm.meta_only_at_startup();
         let raft = Raft::new(opts.id, config, network, LogStore::new(engine), sm)
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;

@@ -234,3 +234,32 @@ fn a_snapshot_makes_the_state_it_names_durable() {
         });
     }
 }
+
+/// openraft's startup reads the current snapshot's meta only, so a node
+/// spares it the bytes (`meta_only_at_startup`); the startup must be the
+/// call that uses that up, or a follower could later be sent an empty
+/// snapshot. After it, the current snapshot has its bytes again.
+#[test]
+fn openraft_startup_uses_up_the_meta_only_snapshot() {
+    use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine, StorageHelper};
+
+    use super::types::Vote;
+
+    futures::executor::block_on(async {
+        let engine: Arc<dyn crate::storage::Engine> = Arc::new(SimDisk::new());
+        let mut log = LogStore::new(engine.clone());
+        log.save_vote(&Vote::new_committed(1, 1)).await.unwrap();
+        let mut sm = StateMachineStore::open(engine.clone()).unwrap();
+        sm.apply((1..=3).map(|i| put_entry(i, i as u8, 100))).await.unwrap();
+        sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let full = sm.get_current_snapshot().await.unwrap().expect("a snapshot");
+        assert!(!full.snapshot.get_ref().is_empty());
+
+        let mut sm = StateMachineStore::open(engine.clone()).unwrap();
+        sm.meta_only_at_startup();
+        let state = StorageHelper::new(&mut log, &mut sm).get_initial_state().await.unwrap();
+        assert_eq!(state.snapshot_meta, full.meta, "startup saw the snapshot's meta");
+        let after = sm.get_current_snapshot().await.unwrap().expect("a snapshot");
+        assert_eq!(after.snapshot.get_ref(), full.snapshot.get_ref(), "bytes again after the startup");
+    });
+}

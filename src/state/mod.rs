@@ -170,13 +170,14 @@ impl KvState {
     pub fn restore(p: Persisted) -> Self {
         let mut leases: BTreeMap<i64, Lease> =
             p.leases.into_iter().map(|(id, ttl)| (id, Lease { ttl, keys: BTreeSet::new() })).collect();
-        let mut keys = BTreeMap::new();
-        for kv in p.kvs {
+        for kv in &p.kvs {
             if let Some(lease) = leases.get_mut(&kv.lease) {
                 lease.keys.insert(kv.key.clone());
             }
-            keys.insert(kv.key.clone(), kv);
         }
+        // Collected, not inserted one by one: from keys in order (as stored)
+        // the map is built in one pass.
+        let keys: BTreeMap<Vec<u8>, KeyValue> = p.kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
         let mut history: BTreeMap<i64, Vec<Event>> = BTreeMap::new();
         for event in p.history {
             history.entry(history::event_revision(&event)).or_default().push(event);
