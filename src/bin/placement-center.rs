@@ -9,7 +9,6 @@ use placement_center::config::{Config, Overrides};
 /// mimalloc rather than glibc's malloc: under 100 clients perf showed a
 /// node spending 12% of its CPU in `_int_malloc` alone, and waiting on its
 /// arena locks.
-#[cfg(not(madsim))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
