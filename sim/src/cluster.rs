@@ -88,7 +88,7 @@ impl SimCluster {
                 log_kept_after_snapshot: 50,
                 ..Config::default()
             };
-            let disk = SimDisk::registered(&config.data_dir.join("db"), &[]);
+            let disk = SimDisk::registered(&config.data_dir.join("db"), &placement_center::raft::COLUMN_FAMILIES);
             let config = Arc::new(std::sync::Mutex::new(config));
             let shared = config.clone();
             let node = handle

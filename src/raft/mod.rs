@@ -15,14 +15,18 @@ pub mod types;
 #[cfg(test)]
 mod storage_suite;
 
+use crate::storage::ColumnFamily;
+
 /// Every column family the Raft layer keeps in the engine.
-pub const COLUMN_FAMILIES: [&str; 6] = [
-    log_store::CF_LOG,
-    log_store::CF_META,
-    state_store::CF_KV,
-    state_store::CF_SM,
-    state_store::CF_HISTORY,
-    state_store::CF_LEASE,
+/// The state machine's state is served from memory, so the families that
+/// persist it are read only when a node opens its data.
+pub const COLUMN_FAMILIES: [ColumnFamily; 6] = [
+    ColumnFamily::any(log_store::CF_LOG),
+    ColumnFamily::any(log_store::CF_META),
+    ColumnFamily::scanned_at_open(state_store::CF_KV),
+    ColumnFamily::any(state_store::CF_SM),
+    ColumnFamily::scanned_at_open(state_store::CF_HISTORY),
+    ColumnFamily::scanned_at_open(state_store::CF_LEASE),
 ];
 mod batch;
 mod forwards;

@@ -3,11 +3,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::storage::{Engine, StorageError};
+use crate::storage::{ColumnFamily, Engine, StorageError};
 
 /// Opens the persistent engine at `dir` with the given column families.
 #[cfg(not(madsim))]
-pub fn open_engine(dir: &Path, column_families: &[&'static str]) -> Result<Arc<dyn Engine>, StorageError> {
+pub fn open_engine(dir: &Path, column_families: &[ColumnFamily]) -> Result<Arc<dyn Engine>, StorageError> {
     std::fs::create_dir_all(dir).map_err(|e| StorageError::Io(format!("create {}: {e}", dir.display())))?;
     Ok(Arc::new(crate::storage::rocksdb::RocksEngine::open(dir, column_families)?))
 }
@@ -15,7 +15,7 @@ pub fn open_engine(dir: &Path, column_families: &[&'static str]) -> Result<Arc<d
 /// Under simulation there is no real disk: each node gets a SimDisk that the
 /// simulation harness keeps across restarts, registered per data directory.
 #[cfg(madsim)]
-pub fn open_engine(dir: &Path, column_families: &[&'static str]) -> Result<Arc<dyn Engine>, StorageError> {
+pub fn open_engine(dir: &Path, column_families: &[ColumnFamily]) -> Result<Arc<dyn Engine>, StorageError> {
     Ok(crate::storage::sim_disk::SimDisk::registered(dir, column_families))
 }
 

@@ -1,7 +1,7 @@
 //! One contract, run against every engine.
 
 use super::sim_disk::SimDisk;
-use super::{Engine, WriteBatch};
+use super::{ColumnFamily, Engine, WriteBatch};
 
 const CF: &str = "data";
 const OTHER: &str = "other";
@@ -9,13 +9,19 @@ const OTHER: &str = "other";
 type Named = (&'static str, std::sync::Arc<dyn Engine>, tempfile::TempDir);
 
 /// A bare SimDisk, and the engine the runtime opens for a data dir (RocksDB in
-/// production, a registered SimDisk under simulation).
+/// production, a registered SimDisk under simulation) with families of both
+/// read patterns: the contract holds for either.
 fn engines() -> Vec<Named> {
-    let dir = tempfile::tempdir().unwrap();
-    let persistent = crate::runtime::open_engine(dir.path(), &[CF, OTHER]).unwrap();
+    let open = |families: &[ColumnFamily]| {
+        let dir = tempfile::tempdir().unwrap();
+        (crate::runtime::open_engine(dir.path(), families).unwrap(), dir)
+    };
+    let (any, any_dir) = open(&[ColumnFamily::any(CF), ColumnFamily::any(OTHER)]);
+    let (scanned, scanned_dir) = open(&[ColumnFamily::scanned_at_open(CF), ColumnFamily::scanned_at_open(OTHER)]);
     vec![
         ("simdisk", std::sync::Arc::new(SimDisk::new()), tempfile::tempdir().unwrap()),
-        ("runtime engine", persistent, dir),
+        ("runtime engine", any, any_dir),
+        ("runtime engine, families scanned at open", scanned, scanned_dir),
     ]
 }
 
@@ -87,11 +93,14 @@ fn export_then_import_replaces_the_column_family() {
 
 #[test]
 fn runtime_engine_keeps_synced_data_across_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let e = crate::runtime::open_engine(dir.path(), &[CF]).unwrap();
-        e.write(batch(&[(CF, "k", Some("v"))]), true).unwrap();
+    for family in [ColumnFamily::any(CF), ColumnFamily::scanned_at_open(CF)] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let e = crate::runtime::open_engine(dir.path(), &[family]).unwrap();
+            e.write(batch(&[(CF, "b", Some("2")), (CF, "a", Some("1")), (CF, "c", None)]), true).unwrap();
+        }
+        let e = crate::runtime::open_engine(dir.path(), &[family]).unwrap();
+        assert_eq!(e.get(CF, b"a").unwrap(), Some(b"1".to_vec()), "{family:?}");
+        assert_eq!(keys(e.scan(CF, b"", None, usize::MAX).unwrap()), ["a", "b"], "{family:?}: replayed in order");
     }
-    let e = crate::runtime::open_engine(dir.path(), &[CF]).unwrap();
-    assert_eq!(e.get(CF, b"k").unwrap(), Some(b"v".to_vec()));
 }

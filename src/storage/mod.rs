@@ -29,6 +29,39 @@ pub enum StorageError {
     UnknownColumnFamily(String),
 }
 
+/// How the running service reads a column family back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Point reads and scans at any time (the Raft log, metadata).
+    Any,
+    /// Only scans while the node opens its data: the family persists state
+    /// that is served from memory. RocksDB keeps such a family's recent writes
+    /// in an unsorted vector, sorted once when it is flushed, instead of a
+    /// skip list whose inserts cost a search each.
+    ScanAtOpen,
+}
+
+/// A column family the engine is opened with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColumnFamily {
+    /// Its name, as batches and reads give it.
+    pub name: &'static str,
+    /// How it is read back.
+    pub reads: Reads,
+}
+
+impl ColumnFamily {
+    /// A family read in any way.
+    pub const fn any(name: &'static str) -> Self {
+        Self { name, reads: Reads::Any }
+    }
+
+    /// A family read only by scans at open.
+    pub const fn scanned_at_open(name: &'static str) -> Self {
+        Self { name, reads: Reads::ScanAtOpen }
+    }
+}
+
 /// One change inside a [`WriteBatch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOp {

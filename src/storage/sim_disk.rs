@@ -87,7 +87,7 @@ impl SimDisk {
 
     /// The disk registered for `dir` on this thread, created empty on first use. The simulation
     /// harness uses this so that a restarted node finds its disk again.
-    pub fn registered(dir: &Path, _column_families: &[&'static str]) -> Arc<SimDisk> {
+    pub fn registered(dir: &Path, _column_families: &[super::ColumnFamily]) -> Arc<SimDisk> {
         REGISTRY.with(|r| r.borrow_mut().entry(dir.to_path_buf()).or_default().clone())
     }
 
