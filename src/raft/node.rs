@@ -90,7 +90,7 @@ pub struct RaftNode {
     /// Derived from the initial membership; equal on every member.
     cluster_id: u64,
     /// Deadline for client requests.
-    request_timeout: Duration,
+    pub(super) request_timeout: Duration,
     /// Clients to peers for forwarding and ReadIndex.
     pub(super) peers: Arc<PeerClients>,
     /// The storage engine (for size reports).

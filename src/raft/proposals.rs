@@ -15,6 +15,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::error::{ClientWriteError, Fatal, RaftError};
 
@@ -57,7 +58,8 @@ impl RaftNode {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let bytes = prost::Message::encoded_len(&command);
         if self.proposals.push(Caller { command, bytes, reply }, IN_FLIGHT) {
-            let task = proposals(self.raft.clone(), self.proposals.clone(), self.metrics().clone());
+            let task =
+                proposals(self.raft.clone(), self.proposals.clone(), self.metrics().clone(), self.request_timeout);
             runtime::spawn_detached("proposals", task);
         }
         rx.await.unwrap_or(Err(RaftError::Fatal(Fatal::Stopped)))
@@ -66,7 +68,16 @@ impl RaftNode {
 
 /// Makes proposals while commands wait; each takes the oldest ones, up to
 /// the limits.
-async fn proposals(raft: Raft, batch: Arc<ProposalBatch>, metrics: Arc<Metrics>) {
+///
+/// A proposal waits for openraft at most `request_timeout`. openraft 0.9 can
+/// leave a `client_write` unanswered for good: a deposed leader's entry that
+/// a snapshot replaced, rather than a conflicting entry, keeps its responder
+/// until that log index is applied again. Waiting for it stopped every later
+/// proposal of the node (simulator seed 1415). By the time it elapses every
+/// caller of the proposal has given up, since each waits at most
+/// `request_timeout` from before it queued; their outcome stays unknown, as
+/// a timeout's should.
+async fn proposals(raft: Raft, batch: Arc<ProposalBatch>, metrics: Arc<Metrics>, request_timeout: Duration) {
     while let Some(callers) = batch.next_batch(take_batch) {
         let mut replies = Vec::with_capacity(callers.len());
         let mut commands = Vec::with_capacity(callers.len());
@@ -75,7 +86,11 @@ async fn proposals(raft: Raft, batch: Arc<ProposalBatch>, metrics: Arc<Metrics>)
             replies.push(caller.reply);
         }
         let count = commands.len() as u64;
-        match raft.client_write(Proposal { commands }).await {
+        let Ok(written) = runtime::timeout(request_timeout, raft.client_write(Proposal { commands })).await else {
+            tracing::warn!(commands = count, "proposal unanswered after {request_timeout:?}; going on with the next");
+            continue;
+        };
+        match written {
             Ok(response) => {
                 metrics.proposals.fetch_add(1, Ordering::Relaxed);
                 metrics.proposed_commands.fetch_add(count, Ordering::Relaxed);
