@@ -290,29 +290,32 @@ impl RaftNode {
                 runtime::sleep(Self::pause()).await;
                 continue;
             }
-            match self.client_write(command.clone()).await {
-                Ok(result) => return result.map_err(NodeError::Refused),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
-                    let Some(leader) = fwd.leader_node else {
-                        runtime::sleep(Self::pause()).await;
-                        continue;
-                    };
-                    match self.forward(&leader.peer_addr, command.clone()).await {
-                        LeaderCall::Done(resp) => {
-                            return super::network::forward_result(resp).map_err(NodeError::Refused)
+            // A follower that knows its leader hands the write over at once.
+            // Proposing it here first only queued it behind this node's other
+            // writes for openraft to answer ForwardToLeader.
+            let leader = match self.leader().filter(|id| *id != self.id).and_then(|id| self.member(id)) {
+                Some((_, leader)) => leader,
+                None => match self.client_write(command.clone()).await {
+                    Ok(result) => return result.map_err(NodeError::Refused),
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => match fwd.leader_node {
+                        Some(leader) => leader,
+                        None => {
+                            runtime::sleep(Self::pause()).await;
+                            continue;
                         }
-                        // Nothing happened there: safe to try again.
-                        LeaderCall::NotLeader => runtime::sleep(Self::pause()).await,
-                        // The write may have happened: never retry it blindly.
-                        LeaderCall::Failed(status) => {
-                            return Err(NodeError::LeaderUnreachable(status.message().to_string()))
-                        }
+                    },
+                    Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                        return Err(NodeError::Raft(e.to_string()))
                     }
-                }
-                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                    return Err(NodeError::Raft(e.to_string()))
-                }
-                Err(RaftError::Fatal(_)) => return Err(NodeError::Stopped),
+                    Err(RaftError::Fatal(_)) => return Err(NodeError::Stopped),
+                },
+            };
+            match self.forward(&leader.peer_addr, command.clone()).await {
+                LeaderCall::Done(resp) => return super::network::forward_result(resp).map_err(NodeError::Refused),
+                // Nothing happened there: safe to try again.
+                LeaderCall::NotLeader => runtime::sleep(Self::pause()).await,
+                // The write may have happened: never retry it blindly.
+                LeaderCall::Failed(status) => return Err(NodeError::LeaderUnreachable(status.message().to_string())),
             }
         }
     }
