@@ -20,8 +20,14 @@ use super::proposals::{MAX_BYTES, MAX_COMMANDS};
 use crate::proto::raft::v1 as pb;
 use crate::runtime;
 
-/// Batches in flight at once, as for proposals.
-const IN_FLIGHT: usize = 1;
+/// Batches in flight at once. Unlike proposals, more than one: a forward
+/// lasts the leader's queue wait plus its proposal, and a write that missed
+/// the batch in flight waited all of it before its own went. The leader still
+/// puts what arrives together into one entry. Alternated on fresh clusters,
+/// 3 against 1: put at 100 clients capped at 4000/s, p50 7.42 against
+/// 7.92 ms and p90 10.8 against 11.8 ms (p99 within noise); uncapped,
+/// 8801 against 8606/s.
+const IN_FLIGHT: usize = 3;
 
 /// Writes waiting for the next ForwardBatch.
 pub(super) type ForwardQueue = Queue<Pending>;
