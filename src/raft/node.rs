@@ -90,7 +90,7 @@ pub struct RaftNode {
     /// Derived from the initial membership; equal on every member.
     cluster_id: u64,
     /// Deadline for client requests.
-    pub(super) request_timeout: Duration,
+    request_timeout: Duration,
     /// Clients to peers for forwarding and ReadIndex.
     pub(super) peers: Arc<PeerClients>,
     /// The storage engine (for size reports).
@@ -265,6 +265,12 @@ impl RaftNode {
         self.raft.metrics().borrow().current_leader
     }
 
+    /// The member record of the leader this node knows of, unless that is
+    /// this node.
+    fn remote_leader(&self) -> Option<Member> {
+        self.leader().filter(|id| *id != self.id).and_then(|id| self.member(id)).map(|(_, leader)| leader)
+    }
+
     fn pause() -> Duration {
         Duration::from_millis(20)
     }
@@ -293,8 +299,8 @@ impl RaftNode {
             // A follower that knows its leader hands the write over at once.
             // Proposing it here first only queued it behind this node's other
             // writes for openraft to answer ForwardToLeader.
-            let leader = match self.leader().filter(|id| *id != self.id).and_then(|id| self.member(id)) {
-                Some((_, leader)) => leader,
+            let leader = match self.remote_leader() {
+                Some(leader) => leader,
                 None => match self.client_write(command.clone()).await {
                     Ok(result) => return result.map_err(NodeError::Refused),
                     Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => match fwd.leader_node {
@@ -375,12 +381,10 @@ impl RaftNode {
             if let Some(answer) = local().await? {
                 return Ok(answer);
             }
-            if let Some(leader) = self.leader().and_then(|id| self.member(id)) {
-                if leader_is_remote(self.id, &leader) {
-                    let client = self.peer(&leader.1.peer_addr)?;
-                    if let LeaderCall::Done(answer) = remote(client, self.sender()).await {
-                        return Ok(answer);
-                    }
+            if let Some(leader) = self.remote_leader() {
+                let client = self.peer(&leader.peer_addr)?;
+                if let LeaderCall::Done(answer) = remote(client, self.sender()).await {
+                    return Ok(answer);
                 }
             }
             runtime::sleep(Self::pause()).await;
@@ -469,8 +473,4 @@ impl RaftNode {
 /// (`None` on a follower, or before `id` first answered).
 pub(super) fn matched_index(metrics: &openraft::RaftMetrics<NodeId, Member>, id: NodeId) -> Option<u64> {
     metrics.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map(|l| l.index)
-}
-
-fn leader_is_remote(me: NodeId, leader: &(NodeId, Member)) -> bool {
-    leader.0 != me
 }

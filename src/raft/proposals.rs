@@ -59,7 +59,7 @@ impl RaftNode {
         let bytes = prost::Message::encoded_len(&command);
         if self.proposals.push(Caller { command, bytes, reply }, IN_FLIGHT) {
             let task =
-                proposals(self.raft.clone(), self.proposals.clone(), self.metrics().clone(), self.request_timeout);
+                proposals(self.raft.clone(), self.proposals.clone(), self.metrics().clone(), self.request_timeout());
             runtime::spawn_detached("proposals", task);
         }
         rx.await.unwrap_or(Err(RaftError::Fatal(Fatal::Stopped)))
