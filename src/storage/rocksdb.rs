@@ -41,13 +41,10 @@ impl RocksEngine {
         env.lower_thread_pool_cpu_priority();
         env.lower_high_priority_thread_pool_cpu_priority();
         opts.set_env(&env);
+        let memtable_bytes = memtable_bytes(rand::Rng::gen(&mut crate::runtime::rng()));
         let cfs = column_families.iter().map(|family| {
             let mut cf = Options::default();
-            // Memtables of 8 MiB rather than 64: inserts into the skip list
-            // were 7% of a node's CPU (FindSpliceForLevel) under 100 clients.
-            // 250k puts at 100 clients: 9264/s and 189-199 MiB RSS per
-            // member, against 8738/s and 227-231 MiB with 64 MiB memtables.
-            cf.set_write_buffer_size(8 << 20);
+            cf.set_write_buffer_size(memtable_bytes);
             // Appending to a vector instead: put at 100 clients, five
             // alternated pairs, 8798/s on average with skip lists against
             // 9514/s (+8%), and the splice search left the profile.
@@ -63,6 +60,27 @@ impl RocksEngine {
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StorageError> {
         self.db.cf_handle(name).ok_or_else(|| StorageError::UnknownColumnFamily(name.to_string()))
     }
+}
+
+/// The size of each memtable, from `draw` in [0, 1).
+///
+/// About 8 MiB rather than RocksDB's 64: inserts into the skip list were 7%
+/// of a node's CPU (FindSpliceForLevel) under 100 clients. 250k puts at 100
+/// clients: 9264/s and 189-199 MiB RSS per member, against 8738/s and
+/// 227-231 MiB with 64 MiB memtables.
+///
+/// Each member draws its own size between 8 and 12 MiB. The members hold the
+/// same data, so with equal sizes all three flushed the same memtable at the
+/// same moment, and the fsyncs behind those flushes stalled every member at
+/// once (synced writes of 5-15 ms on the leader during them). With different
+/// sizes their flushes drift apart, and a quorum of members not flushing can
+/// go on. Put at 100 clients capped at 4500/s, four alternated pairs, members
+/// at 9.2, 10.4 and 11.6 MiB against all at 8 MiB: p99 15.7 ms on average
+/// against 17.5 (lower in every pair), p99.9 23.6 against 27.9; all at 10.4
+/// MiB gave 17.2, so the spread helps, not the size.
+fn memtable_bytes(draw: f64) -> usize {
+    const BASE: f64 = (8 << 20) as f64;
+    (BASE * (1.0 + draw.clamp(0.0, 1.0) / 2.0)) as usize
 }
 
 impl Engine for RocksEngine {
@@ -140,5 +158,19 @@ impl Engine for RocksEngine {
             out.push((k.into_vec(), v.into_vec()));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memtable_bytes;
+
+    #[test]
+    fn members_draw_memtables_between_8_and_12_mib() {
+        assert_eq!(memtable_bytes(0.0), 8 << 20);
+        assert_eq!(memtable_bytes(0.5), 10 << 20);
+        assert!(memtable_bytes(0.999_999) < 12 << 20);
+        assert_eq!(memtable_bytes(7.0), 12 << 20, "a draw outside [0, 1) is clamped");
+        assert_eq!(memtable_bytes(-1.0), 8 << 20);
     }
 }
