@@ -84,6 +84,9 @@ impl Listeners {
     }
 }
 
+/// How long a stopping node waits for its storage to close.
+const ENGINE_CLOSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A running node.
 pub struct Server {
     /// The Raft node (tests inspect leadership and state through it).
@@ -98,6 +101,8 @@ pub struct Server {
     client_tasks: TaskGroup,
     /// The peer-facing server: stopped last, so peers can finish with us.
     peer_tasks: TaskGroup,
+    /// The storage engine, to see it closed when the node stops.
+    engine: std::sync::Weak<dyn crate::storage::Engine>,
 }
 
 impl Server {
@@ -118,6 +123,7 @@ impl Server {
         let opening = runtime::now();
         let engine = runtime::open_engine(&db_dir, &COLUMN_FAMILIES)
             .map_err(|cause| ServerError::Storage { dir: db_dir.display().to_string(), cause })?;
+        let closing = Arc::downgrade(&engine);
         tracing::info!(elapsed_ms = (runtime::now() - opening).as_millis() as u64, "storage engine opened");
 
         let identity = Self::identity(&config, engine.as_ref()).await?;
@@ -232,7 +238,7 @@ impl Server {
             }
         });
         tracing::info!(node_id = identity.node_id, %client_addr, %peer_addr, data_dir = %config.data_dir.display(), "node started");
-        Ok(Self { node, client_addr, peer_addr, metrics_addr, client_tasks, peer_tasks })
+        Ok(Self { node, client_addr, peer_addr, metrics_addr, client_tasks, peer_tasks, engine: closing })
     }
 
     /// Who this node is: as stored in its data dir, else by joining (when
@@ -292,16 +298,24 @@ impl Server {
         self.stop(false).await
     }
 
+    /// Returns once the data dir is closed (or after a warning that it is
+    /// not), so that the same process can open it again: a restart, a restore.
     async fn stop(self, hand_over: bool) {
-        self.client_tasks.shutdown().await;
+        let Server { node, client_tasks, peer_tasks, engine, .. } = self;
+        client_tasks.shutdown().await;
         if hand_over {
-            if let Err(e) = self.node.hand_over_leadership().await {
+            if let Err(e) = node.hand_over_leadership().await {
                 tracing::warn!(cause = %e, "leadership not handed over before shutdown");
             }
         }
-        self.node.shutdown().await;
-        self.peer_tasks.shutdown().await;
-        tracing::info!(node_id = self.node.id, "node stopped");
+        node.shutdown().await;
+        peer_tasks.shutdown().await;
+        let id = node.id;
+        drop(node);
+        if !runtime::engine_closed(&engine, ENGINE_CLOSE_LIMIT).await {
+            tracing::warn!(node_id = id, "storage still open {ENGINE_CLOSE_LIMIT:?} after stopping");
+        }
+        tracing::info!(node_id = id, "node stopped");
     }
 }
 

@@ -1,7 +1,8 @@
 //! The storage engine factory: RocksDB in production, SimDisk under madsim.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use crate::storage::{ColumnFamily, Engine, StorageError};
 
@@ -30,4 +31,27 @@ pub async fn blocking<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'stati
 #[cfg(madsim)]
 pub async fn blocking<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> std::io::Result<T> {
     Ok(job())
+}
+
+/// Waits, at most `limit`, until no handle on `engine` remains, so that its
+/// data dir can be opened again: RocksDB keeps the dir's lock until the last
+/// handle drops, and openraft's state-machine task drops its handle only after
+/// `Raft::shutdown` returns. False if one is still held after `limit`.
+#[cfg(not(madsim))]
+pub async fn engine_closed(engine: &Weak<dyn Engine>, limit: Duration) -> bool {
+    let deadline = super::now() + limit;
+    while engine.strong_count() > 0 {
+        if super::now() >= deadline {
+            return false;
+        }
+        super::sleep(Duration::from_millis(5)).await;
+    }
+    true
+}
+
+/// See the production definition. The simulated disk outlives its node by
+/// design (the harness keeps it across restarts), and has no lock.
+#[cfg(madsim)]
+pub async fn engine_closed(_engine: &Weak<dyn Engine>, _limit: Duration) -> bool {
+    true
 }

@@ -17,7 +17,7 @@ mod tasks;
 
 pub use async_rt::PlacementRuntime;
 pub use clock::{now, sleep, timeout, wall_clock_millis, Elapsed, Instant};
-pub use disk::{blocking, open_engine};
+pub use disk::{blocking, engine_closed, open_engine};
 pub use net::{serve, serve_http, HttpHandler, Listener};
 pub use signal::shutdown_signal;
 #[cfg(madsim)]
