@@ -12,11 +12,11 @@ use placement_center::config::{Config, Overrides};
 ///
 /// Built with `no_thp`: mimalloc no longer asks for transparent huge pages,
 /// whose first touch cost the touching thread one fault of about 5 ms here
-/// (zeroing 2 MiB). Timed inside the state machine, the applies that took
-/// 5-8 ms instead of 0.1 ms each had exactly one such fault. Put at 100
-/// clients capped at 4500/s, four alternated pairs on fresh clusters: p99
-/// 17.7 ms on average against 19.7, p99.9 28.7 against 32.8, p50 7.2
-/// against 6.9, and 8 MiB less RSS per member; uncapped, 10843 and
+/// (zeroing 2 MiB). Timed inside the state machine, every apply that spent
+/// 2.8-5.6 ms on the CPU (about 0.1 ms is usual) had one such fault. Put
+/// at 100 clients capped at 4500/s, four alternated pairs on fresh
+/// clusters: p99 17.7 ms on average against 19.7, p99.9 28.7 against 32.8,
+/// p50 7.2 against 6.9, and 8 MiB less RSS per member; uncapped, 10843 and
 /// 10328/s against 10101 and 10286/s.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

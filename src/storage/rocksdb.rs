@@ -30,13 +30,13 @@ impl RocksEngine {
         opts.set_db_write_buffer_size(64 << 20);
         // Vector memtables (below) take one writer at a time.
         opts.set_allow_concurrent_memtable_write(false);
-        // Flushes and compactions at the lowest CPU priority. The members
-        // hold the same data, so each flushes the same memtables at the same
-        // moment, 40-155 ms apiece, and on two shared cores the requests
-        // waited: proposals slowed to 10-40 ms around them. Put at 100
-        // clients capped at 4000/s, five alternated pairs: p99 28.1 ms on
-        // average against 39.4 ms (every pair lower), p50 and the uncapped
-        // rate within noise.
+        // Flushes and compactions at the lowest CPU priority. With equal
+        // memtable sizes (before `memtable_bytes` drew one per member) the
+        // members flushed the same memtables at the same moment, 40-155 ms
+        // apiece, and on two shared cores the requests waited: proposals
+        // slowed to 10-40 ms around them. Put at 100 clients capped at
+        // 4000/s, five alternated pairs: p99 28.1 ms on average against
+        // 39.4 ms (every pair lower), p50 and the uncapped rate within noise.
         let mut env = rocksdb::Env::new().map_err(io)?;
         env.lower_thread_pool_cpu_priority();
         env.lower_high_priority_thread_pool_cpu_priority();
