@@ -10,13 +10,14 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend};
 use prost::Message;
 
 use super::codec::{self, decode};
+use super::recent_entries::RecentEntries;
 use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::proto::raft::v1 as pb;
 use crate::storage::{Engine, WriteBatch};
@@ -42,17 +43,24 @@ pub(super) fn write_err(subject: ErrorSubject<u64>, e: impl std::error::Error + 
     StorageError::from_io_error(subject, ErrorVerb::Write, std::io::Error::other(e.to_string()))
 }
 
-/// The log store; clones share the engine (one is the log reader).
+/// The log store; clones share the engine and the recent entries (one
+/// clone is the log reader).
 #[derive(Clone)]
 pub struct LogStore {
     /// Where entries and the vote live.
     engine: Arc<dyn Engine>,
+    /// The newest entries, which most reads ask for (see `recent_entries`).
+    recent: Arc<Mutex<RecentEntries>>,
 }
 
 impl LogStore {
     /// A log store over `engine` (opened with [`CF_LOG`] and [`CF_META`]).
     pub fn new(engine: Arc<dyn Engine>) -> Self {
-        Self { engine }
+        Self { engine, recent: Default::default() }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, RecentEntries> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn disk_latency(&self) {
@@ -68,6 +76,25 @@ impl LogStore {
         };
         let id: pb::LogId = decode("LogId", &bytes).map_err(|e| read_err(ErrorSubject::Store, e))?;
         codec::log_id_from_pb(&id).map(Some).map_err(|e| read_err(ErrorSubject::Store, e))
+    }
+
+    /// Writes `entries`, synced (an entry is acknowledged only once durable),
+    /// and keeps them among the recent entries once written.
+    pub(super) fn write_entries(
+        &self,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Result<(), crate::storage::StorageError> {
+        let mut batch = WriteBatch::new();
+        let mut written = Vec::new();
+        for entry in entries {
+            let bytes = codec::entry_to_pb(&entry).encode_to_vec();
+            let size = bytes.len();
+            batch.put(CF_LOG, index_key(entry.log_id.index), bytes);
+            written.push((entry, size));
+        }
+        self.engine.write(batch, true)?;
+        self.recent().appended(written);
+        Ok(())
     }
 
     fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
@@ -119,6 +146,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => Some(*i),
             Bound::Unbounded => None,
         };
+        if let Some(entries) = end.and_then(|end| self.recent().get(start, end)) {
+            return Ok(entries);
+        }
         let end_key = end.map(index_key);
         let pairs = self
             .engine
@@ -203,13 +233,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         self.disk_latency().await;
-        let mut batch = WriteBatch::new();
-        for entry in entries {
-            batch.put(CF_LOG, index_key(entry.log_id.index), codec::entry_to_pb(&entry).encode_to_vec());
-        }
-        // Synced before the callback: an entry is acknowledged only once durable.
-        let result = self.engine.write(batch, true);
-        match result {
+        match self.write_entries(entries) {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())
@@ -222,6 +246,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.recent().truncate(log_id.index);
         let mut batch = WriteBatch::new();
         batch.delete_range(CF_LOG, index_key(log_id.index).to_vec(), index_key(u64::MAX).to_vec());
         batch.delete(CF_LOG, index_key(u64::MAX));
@@ -231,6 +256,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.recent().purge(log_id.index);
         let mut batch = WriteBatch::new();
         // Record the purge point first in the same batch: the log state stays
         // correct whatever prefix of the deletion survives.

@@ -34,6 +34,7 @@ pub mod network;
 pub mod node;
 mod proposals;
 mod read_index;
+mod recent_entries;
 pub mod service;
 pub mod transfer;
 

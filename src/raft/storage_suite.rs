@@ -263,3 +263,61 @@ fn openraft_startup_uses_up_the_meta_only_snapshot() {
         assert_eq!(after.snapshot.get_ref(), full.snapshot.get_ref(), "bytes again after the startup");
     });
 }
+
+/// Reads the log store serves from its recent entries in memory equal what
+/// the engine holds, through appends, truncations (a new leader's entries
+/// replacing a suffix) and purges.
+#[test]
+fn reads_of_recent_entries_equal_reads_of_the_engine() {
+    use openraft::storage::{RaftLogReader, RaftLogStorage};
+    use openraft::CommittedLeaderId;
+    use rand::{Rng, SeedableRng};
+
+    use super::types::LogId;
+
+    let engine: Arc<dyn crate::storage::Engine> = Arc::new(SimDisk::new());
+    let mut store = LogStore::new(engine.clone());
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+    let (mut first, mut next, mut term) = (1u64, 1u64, 1u64);
+    let encoded = |entries: Vec<super::types::Entry>| {
+        entries.iter().map(|e| prost::Message::encode_to_vec(&super::codec::entry_to_pb(e))).collect::<Vec<_>>()
+    };
+    futures::executor::block_on(async {
+        for _ in 0..300 {
+            match rng.gen_range(0..10) {
+                0 if next > first + 1 => {
+                    let since = rng.gen_range(first + 1..next);
+                    term += 1;
+                    store.truncate(LogId::new(CommittedLeaderId::new(term, 1), since)).await.unwrap();
+                    next = since;
+                }
+                1 if next > first + 1 => {
+                    let upto = rng.gen_range(first..next - 1);
+                    store.purge(LogId::new(CommittedLeaderId::new(term, 1), upto)).await.unwrap();
+                    first = upto + 1;
+                }
+                _ => {
+                    let count = rng.gen_range(1..5);
+                    let entries: Vec<_> = (next..next + count)
+                        .map(|index| {
+                            let mut entry = put_entry(index, rng.gen(), rng.gen_range(0..64));
+                            entry.log_id.leader_id = CommittedLeaderId::new(term, 1);
+                            entry
+                        })
+                        .collect();
+                    store.write_entries(entries).unwrap();
+                    next += count;
+                }
+            }
+            let mut stored = LogStore::new(engine.clone());
+            for _ in 0..5 {
+                let start = rng.gen_range(first.saturating_sub(2)..next + 2);
+                let end = rng.gen_range(start..next + 3);
+                let cached = store.try_get_log_entries(start..end).await.unwrap();
+                assert_eq!(encoded(cached), encoded(stored.try_get_log_entries(start..end).await.unwrap()));
+            }
+        }
+        let held = store.try_get_log_entries(next - 1..next).await.unwrap();
+        assert_eq!(held.len(), 1, "the newest entry is kept");
+    });
+}
