@@ -354,10 +354,18 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let removed = {
         let node = server.node.clone();
         async move {
-            let mut metrics = node.raft.metrics();
+            // The membership and the vote are in the server metrics, which
+            // change only with them; the full metrics change with every log
+            // write, and each change woke this task (see `count_leader_changes`).
+            // Peers refusing this node's messages change nothing there: the
+            // tick looks again.
+            let mut metrics = node.raft.server_metrics();
             while !node.removed() {
-                if metrics.changed().await.is_err() {
-                    std::future::pending::<()>().await;
+                tokio::select! {
+                    changed = metrics.changed() => if changed.is_err() {
+                        std::future::pending::<()>().await;
+                    },
+                    _ = crate::runtime::sleep(node.election_timeout().1) => {}
                 }
             }
         }

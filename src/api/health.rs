@@ -157,8 +157,14 @@ impl Health for HealthService {
 }
 
 /// Counts leader changes this node sees, until `stop`.
+///
+/// It follows openraft's server metrics, which change only with the vote,
+/// the role, the leader or the membership. The full metrics change after
+/// every batch of log writes, and waking the tasks that waited on them
+/// (`watch::Sender::send` down to `notify_waiters`) was 2.3-3.4% of a
+/// member's samples under 100 clients putting.
 pub async fn count_leader_changes(node: Arc<RaftNode>, mut stop: runtime::Shutdown) {
-    let mut metrics = node.raft.metrics();
+    let mut metrics = node.raft.server_metrics();
     let mut leader = metrics.borrow().current_leader;
     loop {
         tokio::select! {
