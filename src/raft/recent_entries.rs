@@ -21,7 +21,7 @@ use super::types::Entry;
 
 /// Most entries kept.
 const MAX_ENTRIES: usize = 1024;
-/// Most encoded bytes kept (at 100 clients an entry carries about 40 puts of
+/// Most encoded bytes kept (at 100 clients an entry carries about 36 puts of
 /// 256 B, some 10 KiB, so this keeps a few hundred of them).
 const MAX_BYTES: usize = 4 << 20;
 
@@ -47,27 +47,34 @@ impl RecentEntries {
             self.bytes += size;
             self.entries.push_back((entry, size));
         }
-        while self.entries.len() > MAX_ENTRIES || self.bytes > MAX_BYTES {
-            let Some((_, size)) = self.entries.pop_front() else { break };
-            self.bytes -= size;
+        while !self.entries.is_empty() && (self.entries.len() > MAX_ENTRIES || self.bytes > MAX_BYTES) {
+            self.drop_oldest();
         }
     }
 
     /// Drops the entries from index `since` on (the store is about to delete them).
     pub(super) fn truncate(&mut self, since: u64) {
         while self.entries.back().is_some_and(|(last, _)| last.log_id.index >= since) {
-            if let Some((_, size)) = self.entries.pop_back() {
-                self.bytes -= size;
-            }
+            self.drop_newest();
         }
     }
 
     /// Drops the entries up to index `upto` (the store is about to purge them).
     pub(super) fn purge(&mut self, upto: u64) {
         while self.entries.front().is_some_and(|(first, _)| first.log_id.index <= upto) {
-            if let Some((_, size)) = self.entries.pop_front() {
-                self.bytes -= size;
-            }
+            self.drop_oldest();
+        }
+    }
+
+    fn drop_oldest(&mut self) {
+        if let Some((_, size)) = self.entries.pop_front() {
+            self.bytes -= size;
+        }
+    }
+
+    fn drop_newest(&mut self) {
+        if let Some((_, size)) = self.entries.pop_back() {
+            self.bytes -= size;
         }
     }
 
