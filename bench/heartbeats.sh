@@ -19,7 +19,7 @@ cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm 
 trap cleanup EXIT
 for n in 1 2 3; do
     $pc --node-id $n --client-addr 127.0.0.1:4${n}379 --peer-addr 127.0.0.1:4${n}380 \
-        --metrics-addr 127.0.0.1:4${n}381 --data-dir "$run/n$n" --initial-cluster "$cluster" >"$run/n$n.log" 2>&1 &
+        --metrics-addr 127.0.0.1:4${n}381 --data-dir "$run/n$n" --initial-cluster "$cluster" --initial-cluster-token bench >"$run/n$n.log" 2>&1 &
     pids+=($!)
 done
 for n in 1 2 3; do until [ "$(curl -s 127.0.0.1:4${n}381/readyz)" = ok ]; do sleep 0.2; done; done

@@ -20,7 +20,7 @@ cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm 
 trap cleanup EXIT
 for n in 1 2 3; do
     $pc --node-id $n --client-addr 127.0.0.1:4${n}379 --peer-addr 127.0.0.1:4${n}380 \
-        --metrics-addr 127.0.0.1:4${n}381 --data-dir "$run/n$n" --initial-cluster "$cluster" >"$run/n$n.log" 2>&1 &
+        --metrics-addr 127.0.0.1:4${n}381 --data-dir "$run/n$n" --initial-cluster "$cluster" --initial-cluster-token bench >"$run/n$n.log" 2>&1 &
     pids+=($!)
 done
 metric() { curl -s "127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }

@@ -55,7 +55,7 @@ alive() {
 start_placement_member() {
     local dir=$1 n=$2 cluster="1=127.0.0.1:21380@127.0.0.1:21379,2=127.0.0.1:22380@127.0.0.1:22379,3=127.0.0.1:23380@127.0.0.1:23379"
     target/release/placement-center --node-id "$n" --client-addr 127.0.0.1:2${n}379 --peer-addr 127.0.0.1:2${n}380 \
-        --metrics-addr 127.0.0.1:2${n}381 --data-dir "$dir/n$n" --initial-cluster "$cluster" >>"$dir/n$n.log" 2>&1 &
+        --metrics-addr 127.0.0.1:2${n}381 --data-dir "$dir/n$n" --initial-cluster "$cluster" --initial-cluster-token bench >>"$dir/n$n.log" 2>&1 &
     pids[n - 1]=$!
     member_endpoint=127.0.0.1:2${n}379
 }

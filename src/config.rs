@@ -86,6 +86,40 @@ pub struct Config {
     /// How often a watch created with `progress_notify` hears the revision
     /// when nothing happened, milliseconds (etcd: 10 minutes).
     pub watch_progress_notify_interval_ms: u64,
+    /// A secret shared by the members of one cluster: it goes with every peer
+    /// message, and a member refuses messages without it, so that two
+    /// clusters built from the same member list never talk to each other and
+    /// a client that learned the cluster id cannot forge Raft traffic. A
+    /// single-node cluster draws a random one when empty; a cluster started
+    /// with several initial members needs the same value on each. Used only
+    /// at bootstrap: the data dir keeps it afterwards.
+    pub initial_cluster_token: String,
+    /// Client port TLS (etcd's `--cert-file`): this node's certificate, PEM.
+    /// Empty: the client port speaks plain TCP.
+    pub cert_file: PathBuf,
+    /// The private key of `cert_file`, PEM (etcd's `--key-file`).
+    pub key_file: PathBuf,
+    /// The CA whose certificates clients present (etcd's `--trusted-ca-file`).
+    pub trusted_ca_file: PathBuf,
+    /// Clients must present a certificate signed by `trusted_ca_file`
+    /// (etcd's `--client-cert-auth`).
+    pub client_cert_auth: bool,
+    /// Peer port TLS (etcd's `--peer-cert-file`): this member's certificate,
+    /// served to peers and presented when calling them. Empty: plain TCP.
+    pub peer_cert_file: PathBuf,
+    /// The private key of `peer_cert_file`, PEM.
+    pub peer_key_file: PathBuf,
+    /// The CA that signs every member's peer certificate.
+    pub peer_trusted_ca_file: PathBuf,
+    /// Peers must present a certificate signed by `peer_trusted_ca_file`
+    /// (mutual TLS); the sender of a message is then the member its
+    /// certificate names, not what the message says.
+    pub peer_client_cert_auth: bool,
+    /// Peer certificates must carry one of these common names (empty: any).
+    pub peer_cert_allowed_cn: Vec<String>,
+    /// Peer certificates must carry one of these DNS or IP subject
+    /// alternative names (empty: any).
+    pub peer_cert_allowed_hostname: Vec<String>,
 }
 
 impl Default for Config {
@@ -109,6 +143,17 @@ impl Default for Config {
             watch_progress_notify_interval_ms: 600_000,
             snapshot_after_entries: 10_000,
             log_kept_after_snapshot: 1_000,
+            initial_cluster_token: String::new(),
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
+            trusted_ca_file: PathBuf::new(),
+            client_cert_auth: false,
+            peer_cert_file: PathBuf::new(),
+            peer_key_file: PathBuf::new(),
+            peer_trusted_ca_file: PathBuf::new(),
+            peer_client_cert_auth: false,
+            peer_cert_allowed_cn: Vec::new(),
+            peer_cert_allowed_hostname: Vec::new(),
         }
     }
 }
@@ -140,24 +185,83 @@ mod id_keys {
     }
 }
 
-/// Values from env or flags that override the file.
-#[derive(Debug, Clone, Default)]
+/// Values from env or flags that override the file: the server binary's
+/// flags, each also read from a `PLACEMENT_*` environment variable (flags win).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct Overrides {
+    /// This node's id, non-zero.
+    #[arg(long, env = "PLACEMENT_NODE_ID")]
     pub node_id: Option<u64>,
+    /// Member name.
+    #[arg(long, env = "PLACEMENT_NAME")]
     pub name: Option<String>,
+    /// Client API address, IP:PORT.
+    #[arg(long, env = "PLACEMENT_CLIENT_ADDR")]
     pub client_addr: Option<String>,
+    /// Peer (Raft) address, IP:PORT.
+    #[arg(long, env = "PLACEMENT_PEER_ADDR")]
     pub peer_addr: Option<String>,
+    /// HTTP address for /metrics, /livez, /readyz, /health, IP:PORT ("" for none).
+    #[arg(long, env = "PLACEMENT_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
+    /// Data directory.
+    #[arg(long, env = "PLACEMENT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// `ID=PEER_ADDR[@CLIENT_ADDR],...`
+    /// Initial members: `ID=PEER_ADDR[@CLIENT_ADDR],...`
+    #[arg(long, env = "PLACEMENT_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
-    /// `CLIENT_ADDR,...` of members to join.
+    /// The secret every initial member shares (see `Config::initial_cluster_token`).
+    #[arg(long, env = "PLACEMENT_INITIAL_CLUSTER_TOKEN", hide_env_values = true)]
+    pub initial_cluster_token: Option<String>,
+    /// Join an existing cluster through any member's client address: `CLIENT_ADDR,...`
+    #[arg(long, env = "PLACEMENT_JOIN")]
     pub join: Option<String>,
+    /// After joining, stay a learner until promoted.
+    #[arg(long, env = "PLACEMENT_JOIN_AS_LEARNER")]
     pub join_as_learner: bool,
+    /// Leader heartbeat period in milliseconds.
+    #[arg(long, env = "PLACEMENT_HEARTBEAT_INTERVAL_MS")]
     pub heartbeat_interval_ms: Option<u64>,
+    /// Election timeout in milliseconds.
+    #[arg(long, env = "PLACEMENT_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<u64>,
+    /// Client request timeout in milliseconds.
+    #[arg(long, env = "PLACEMENT_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
+    /// Largest client request in bytes.
+    #[arg(long, env = "PLACEMENT_MAX_REQUEST_BYTES")]
     pub max_request_bytes: Option<usize>,
+    /// Client port TLS: this node's certificate (PEM).
+    #[arg(long, env = "PLACEMENT_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Client port TLS: the certificate's private key (PEM).
+    #[arg(long, env = "PLACEMENT_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Client port TLS: the CA that signs client certificates (PEM).
+    #[arg(long, env = "PLACEMENT_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Client port TLS: require a client certificate signed by the trusted CA.
+    #[arg(long, env = "PLACEMENT_CLIENT_CERT_AUTH")]
+    pub client_cert_auth: bool,
+    /// Peer port TLS: this member's certificate (PEM), served and presented to peers.
+    #[arg(long, env = "PLACEMENT_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Peer port TLS: the certificate's private key (PEM).
+    #[arg(long, env = "PLACEMENT_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// Peer port TLS: the CA that signs members' certificates (PEM).
+    #[arg(long, env = "PLACEMENT_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Peer port TLS: require a certificate from every peer, signed by the peer CA.
+    #[arg(long, env = "PLACEMENT_PEER_CLIENT_CERT_AUTH")]
+    pub peer_client_cert_auth: bool,
+    /// Peer port TLS: a peer certificate must carry one of these common names (comma-separated).
+    #[arg(long, env = "PLACEMENT_PEER_CERT_ALLOWED_CN", value_delimiter = ',')]
+    pub peer_cert_allowed_cn: Vec<String>,
+    /// Peer port TLS: a peer certificate must carry one of these DNS or IP subject
+    /// alternative names (comma-separated).
+    #[arg(long, env = "PLACEMENT_PEER_CERT_ALLOWED_HOSTNAME", value_delimiter = ',')]
+    pub peer_cert_allowed_hostname: Vec<String>,
 }
 
 /// Parses `ID=PEER_ADDR[@CLIENT_ADDR]` items separated by commas.
@@ -188,44 +292,30 @@ impl Config {
             }
         };
         let o = overrides;
-        if let Some(v) = o.node_id {
-            config.node_id = v;
+        macro_rules! set {
+            ($($field:ident),*) => {$(
+                if let Some(v) = o.$field {
+                    config.$field = v;
+                }
+            )*};
         }
-        if let Some(v) = o.name {
-            config.name = v;
-        }
-        if let Some(v) = o.client_addr {
-            config.client_addr = v;
-        }
-        if let Some(v) = o.peer_addr {
-            config.peer_addr = v;
-        }
-        if let Some(v) = o.metrics_addr {
-            config.metrics_addr = v;
-        }
-        if let Some(v) = o.data_dir {
-            config.data_dir = v;
-        }
+        set!(node_id, name, client_addr, peer_addr, metrics_addr, data_dir, initial_cluster_token);
+        set!(heartbeat_interval_ms, election_timeout_ms, request_timeout_ms, max_request_bytes);
+        set!(cert_file, key_file, trusted_ca_file, peer_cert_file, peer_key_file, peer_trusted_ca_file);
         if let Some(spec) = o.initial_cluster {
             config.initial_members = parse_initial_cluster(&spec)?;
         }
         if let Some(spec) = o.join {
             config.join = spec.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
         }
-        if o.join_as_learner {
-            config.join_as_learner = true;
+        config.join_as_learner |= o.join_as_learner;
+        config.client_cert_auth |= o.client_cert_auth;
+        config.peer_client_cert_auth |= o.peer_client_cert_auth;
+        if !o.peer_cert_allowed_cn.is_empty() {
+            config.peer_cert_allowed_cn = o.peer_cert_allowed_cn;
         }
-        if let Some(v) = o.heartbeat_interval_ms {
-            config.heartbeat_interval_ms = v;
-        }
-        if let Some(v) = o.election_timeout_ms {
-            config.election_timeout_ms = v;
-        }
-        if let Some(v) = o.request_timeout_ms {
-            config.request_timeout_ms = v;
-        }
-        if let Some(v) = o.max_request_bytes {
-            config.max_request_bytes = v;
+        if !o.peer_cert_allowed_hostname.is_empty() {
+            config.peer_cert_allowed_hostname = o.peer_cert_allowed_hostname;
         }
         Ok(config)
     }
@@ -362,6 +452,46 @@ impl Config {
         if self.max_request_bytes == 0 || self.max_request_bytes > 64 * 1024 * 1024 {
             return invalid(format!("max_request_bytes ({}) must be between 1 and 64 MiB", self.max_request_bytes));
         }
+        if self.initial_cluster_token.len() > crate::join::MAX_TOKEN_BYTES {
+            return invalid(format!("initial_cluster_token is longer than {} bytes", crate::join::MAX_TOKEN_BYTES));
+        }
+        self.validate_tls()
+    }
+
+    /// TLS settings that go together: a certificate and its key; client
+    /// certificate auth with a CA to check them against and TLS to carry them.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        let set = |p: &Path| !p.as_os_str().is_empty();
+        for (side, cert, key, ca, auth) in [
+            ("", &self.cert_file, &self.key_file, &self.trusted_ca_file, self.client_cert_auth),
+            (
+                "peer_",
+                &self.peer_cert_file,
+                &self.peer_key_file,
+                &self.peer_trusted_ca_file,
+                self.peer_client_cert_auth,
+            ),
+        ] {
+            if set(cert) != set(key) {
+                return invalid(format!("{side}cert_file and {side}key_file go together: set both or neither"));
+            }
+            if auth && !(set(cert) && set(ca)) {
+                return invalid(format!(
+                    "{side}client_cert_auth needs TLS ({side}cert_file, {side}key_file) and {side}trusted_ca_file"
+                ));
+            }
+        }
+        // A member calling a peer over TLS checks the peer's certificate
+        // against the peer CA: there is no other trust anchor.
+        if set(&self.peer_cert_file) && !set(&self.peer_trusted_ca_file) {
+            return invalid("peer TLS (peer_cert_file) needs peer_trusted_ca_file to check peers by".into());
+        }
+        if !self.peer_client_cert_auth
+            && (!self.peer_cert_allowed_cn.is_empty() || !self.peer_cert_allowed_hostname.is_empty())
+        {
+            return invalid("peer_cert_allowed_cn and peer_cert_allowed_hostname need peer_client_cert_auth".into());
+        }
         Ok(())
     }
 }
@@ -453,6 +583,38 @@ mod tests {
     }
 
     #[test]
+    fn tls_settings_that_cannot_work_are_rejected() {
+        let with = |f: fn(&mut Config)| {
+            let mut c = Config::default();
+            f(&mut c);
+            c.validate().map_err(|e| e.to_string())
+        };
+        assert!(with(|c| {
+            c.cert_file = "s.pem".into();
+            c.key_file = "s.key".into();
+        })
+        .is_ok());
+        type Case = (fn(&mut Config), &'static str);
+        let cases: [Case; 5] = [
+            (|c| c.cert_file = "s.pem".into(), "cert_file and key_file go together"),
+            (|c| c.client_cert_auth = true, "client_cert_auth needs TLS"),
+            (
+                |c| {
+                    c.peer_cert_file = "p.pem".into();
+                    c.peer_key_file = "p.key".into();
+                },
+                "needs peer_trusted_ca_file",
+            ),
+            (|c| c.peer_cert_allowed_cn = vec!["n1".into()], "need peer_client_cert_auth"),
+            (|c| c.initial_cluster_token = "x".repeat(2000), "initial_cluster_token is longer"),
+        ];
+        for (f, expected) in cases {
+            let err = with(f).unwrap_err();
+            assert!(err.contains(expected), "{err:?} should say {expected:?}");
+        }
+    }
+
+    #[test]
     fn unknown_fields_and_bad_cluster_specs_are_errors() {
         assert!(Config::from_toml("node_idd = 1").unwrap_err().contains("unknown field"));
         assert!(Config::from_toml("[initial_members.x]\npeer_addr = \"127.0.0.1:1\"")
@@ -494,6 +656,10 @@ mod tests {
                 join_as_learner in any::<bool>(),
                 timings in (num(), num(), num(), num(), num(), num(), num(), num()),
                 max_request_bytes in 0..=i64::MAX as usize,
+                token in "\\PC{0,20}",
+                files in vec("[^\\x00]{0,12}", 6),
+                auth in (any::<bool>(), any::<bool>()),
+                allowed in (vec("\\PC{1,8}", 0..3), vec("[a-z0-9.]{1,8}", 0..3)),
             ) -> Config {
                 Config {
                     node_id: ids.0,
@@ -514,6 +680,17 @@ mod tests {
                     snapshot_after_entries: timings.5,
                     log_kept_after_snapshot: timings.6,
                     watch_progress_notify_interval_ms: timings.7,
+                    initial_cluster_token: token,
+                    cert_file: PathBuf::from(&files[0]),
+                    key_file: PathBuf::from(&files[1]),
+                    trusted_ca_file: PathBuf::from(&files[2]),
+                    client_cert_auth: auth.0,
+                    peer_cert_file: PathBuf::from(&files[3]),
+                    peer_key_file: PathBuf::from(&files[4]),
+                    peer_trusted_ca_file: PathBuf::from(&files[5]),
+                    peer_client_cert_auth: auth.1,
+                    peer_cert_allowed_cn: allowed.0,
+                    peer_cert_allowed_hostname: allowed.1,
                 }
             }
         }

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use crate::proto::etcdserverpb::cluster_client::ClusterClient;
-use crate::proto::etcdserverpb::{MemberAddRequest, MemberListRequest};
+use crate::proto::etcdserverpb::{MemberAddRequest, MemberListRequest, MemberUpdateRequest};
 use crate::raft::membership::{MemberChange, MemberError};
 use crate::raft::state_store::CF_SM;
 use crate::raft::{NodeError, NodeId, RaftNode};
@@ -25,32 +25,56 @@ const KEY_IDENTITY: &[u8] = b"identity";
 /// How long a joining node keeps trying the members it was given.
 const JOIN_DEADLINE: Duration = Duration::from_secs(60);
 
+/// Response metadata in which a member hands the cluster token to a node
+/// that joins through the client API (MemberAdd, MemberUpdate): the caller
+/// could change the membership anyway, so it may learn the peers' secret.
+pub use crate::raft::network::TOKEN_METADATA as JOIN_TOKEN_METADATA;
+
+/// Longest cluster token, bytes.
+pub const MAX_TOKEN_BYTES: usize = 1024;
+
 /// This node's place, as stored in its data dir.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub cluster_id: u64,
     pub node_id: NodeId,
     /// Joined an existing cluster (never bootstraps a membership).
     pub joined: bool,
+    /// The cluster token (see `Config::initial_cluster_token`); empty in data
+    /// dirs made before tokens, whose clusters run without one.
+    pub token: Vec<u8>,
 }
 
 impl Identity {
-    fn to_bytes(self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(17);
+    /// cluster id, node id (8 bytes BE each), joined (1 byte), then the
+    /// token's length (2 bytes BE) and the token. Data dirs made before
+    /// tokens stop after `joined`.
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(19 + self.token.len());
         out.extend_from_slice(&self.cluster_id.to_be_bytes());
         out.extend_from_slice(&self.node_id.to_be_bytes());
         out.push(u8::from(self.joined));
+        debug_assert!(self.token.len() <= MAX_TOKEN_BYTES);
+        out.extend_from_slice(&(self.token.len() as u16).to_be_bytes());
+        out.extend_from_slice(&self.token);
         out
     }
 
     fn from_bytes(b: &[u8]) -> Option<Self> {
         let (cluster, rest) = b.split_first_chunk::<8>()?;
         let (node, rest) = rest.split_first_chunk::<8>()?;
-        let [joined] = rest else { return None };
+        let (joined, rest) = rest.split_first()?;
+        let token = match rest.split_first_chunk::<2>() {
+            None if rest.is_empty() => Vec::new(),
+            None => return None,
+            Some((len, token)) if usize::from(u16::from_be_bytes(*len)) == token.len() => token.to_vec(),
+            Some(_) => return None,
+        };
         Some(Self {
             cluster_id: u64::from_be_bytes(*cluster),
             node_id: u64::from_be_bytes(*node),
             joined: *joined == 1,
+            token,
         })
     }
 
@@ -65,7 +89,7 @@ impl Identity {
     }
 
     /// Stores it durably.
-    pub fn store(self, engine: &dyn Engine) -> Result<(), StorageError> {
+    pub fn store(&self, engine: &dyn Engine) -> Result<(), StorageError> {
         let mut batch = WriteBatch::new();
         batch.put(CF_SM, KEY_IDENTITY.to_vec(), self.to_bytes());
         engine.write(batch, true)
@@ -80,16 +104,29 @@ pub struct JoinError {
     cause: String,
 }
 
-/// Asks the members at `addrs` (client addresses) to add the node whose
-/// peer address is `peer_addr` as a learner, or finds it already added.
-/// Returns (cluster id, node id).
-pub async fn ask_to_join(addrs: &[String], peer_addr: &str) -> Result<(u64, NodeId), JoinError> {
+/// What a node learns by joining.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    pub cluster_id: u64,
+    pub node_id: NodeId,
+    /// The cluster token (empty: the cluster has none).
+    pub token: Vec<u8>,
+}
+
+/// Asks the members at `addrs` (client addresses, reached over TLS with
+/// `tls` when set) to add the node whose peer address is `peer_addr` as a
+/// learner, or finds it already added.
+pub async fn ask_to_join(
+    addrs: &[String],
+    peer_addr: &str,
+    tls: Option<&runtime::TlsSettings>,
+) -> Result<Joined, JoinError> {
     let peer_url = format!("http://{peer_addr}");
     let mut last_error = String::from("no member answered");
     let attempt = async {
         loop {
             for addr in addrs {
-                match try_join(addr, &peer_url).await {
+                match try_join(addr, &peer_url, tls).await {
                     Ok(found) => return found,
                     Err(status) => {
                         tracing::warn!(member = %addr, cause = %status.message(), "join attempt failed, retrying");
@@ -106,8 +143,8 @@ pub async fn ask_to_join(addrs: &[String], peer_addr: &str) -> Result<(u64, Node
     }
 }
 
-async fn try_join(addr: &str, peer_url: &str) -> Result<(u64, NodeId), tonic::Status> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+async fn try_join(addr: &str, peer_url: &str, tls: Option<&runtime::TlsSettings>) -> Result<Joined, tonic::Status> {
+    let endpoint = runtime::endpoint(addr, tls)
         .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(10));
@@ -116,14 +153,28 @@ async fn try_join(addr: &str, peer_url: &str) -> Result<(u64, NodeId), tonic::St
     let list = client.member_list(MemberListRequest { linearizable: true }).await?.into_inner();
     let cluster_id = list.header.map(|h| h.cluster_id).unwrap_or(0);
     if let Some(me) = list.members.iter().find(|m| m.peer_ur_ls.iter().any(|u| u == peer_url)) {
-        return Ok((cluster_id, me.id));
+        // Added by an operator: restating its peer URL changes nothing and
+        // hands over the token, as an add does.
+        let update = MemberUpdateRequest { id: me.id, peer_ur_ls: vec![peer_url.to_string()] };
+        let answer = client.member_update(update).await?;
+        return Ok(Joined { cluster_id, node_id: me.id, token: token_of(answer.metadata()) });
     }
-    let added = client
-        .member_add(MemberAddRequest { peer_ur_ls: vec![peer_url.to_string()], is_learner: true })
-        .await?
-        .into_inner();
+    let answer =
+        client.member_add(MemberAddRequest { peer_ur_ls: vec![peer_url.to_string()], is_learner: true }).await?;
+    let token = token_of(answer.metadata());
+    let added = answer.into_inner();
     let id = added.member.map(|m| m.id).ok_or_else(|| tonic::Status::internal("member add answered no member"))?;
-    Ok((cluster_id, id))
+    Ok(Joined { cluster_id, node_id: id, token })
+}
+
+/// The cluster token in a membership answer's metadata (empty when none).
+fn token_of(metadata: &tonic::metadata::MetadataMap) -> Vec<u8> {
+    metadata
+        .get_bin(JOIN_TOKEN_METADATA)
+        .and_then(|v| v.to_bytes().ok())
+        .map(|b| b.to_vec())
+        .filter(|t| t.len() <= MAX_TOKEN_BYTES)
+        .unwrap_or_default()
 }
 
 /// Runs until this node is a published member: its name and client address
@@ -173,9 +224,21 @@ mod tests {
 
     #[test]
     fn an_identity_reads_back_and_garbage_does_not() {
-        let id = Identity { cluster_id: 0xdead_beef, node_id: 42, joined: true };
-        assert_eq!(Identity::from_bytes(&id.to_bytes()), Some(id));
+        let id = Identity { cluster_id: 0xdead_beef, node_id: 42, joined: true, token: b"s3cret".to_vec() };
+        assert_eq!(Identity::from_bytes(&id.to_bytes()), Some(id.clone()));
         assert_eq!(Identity::from_bytes(&[1, 2, 3]), None);
         assert_eq!(Identity::from_bytes(&[0; 18]), None);
+        let mut bad_length = id.to_bytes();
+        bad_length.pop();
+        assert_eq!(Identity::from_bytes(&bad_length), None);
+    }
+
+    #[test]
+    fn an_identity_stored_before_tokens_reads_with_an_empty_token() {
+        let mut old = 7u64.to_be_bytes().to_vec();
+        old.extend_from_slice(&3u64.to_be_bytes());
+        old.push(0);
+        let read = Identity::from_bytes(&old).unwrap();
+        assert_eq!((read.cluster_id, read.node_id, read.joined, read.token.len()), (7, 3, false, 0));
     }
 }

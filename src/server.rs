@@ -21,6 +21,7 @@ use crate::proto::placement::v1::placement_server::PlacementServer;
 use crate::proto::raft::v1::raft_server::RaftServer;
 use crate::raft::compactor::AutoCompaction;
 use crate::raft::node::cluster_id;
+use crate::raft::peer_gate::PeerGate;
 use crate::raft::service::RaftService;
 use crate::raft::{Member, NodeError, NodeOptions, RaftNode, COLUMN_FAMILIES};
 use crate::runtime::{self, Listener, TaskGroup};
@@ -51,6 +52,9 @@ pub enum ServerError {
     /// A backup could not be restored.
     #[error("cannot restore {file}: {cause}")]
     Restore { file: String, cause: String },
+    /// A certificate, key or CA could not be used.
+    #[error("{what}: {cause}")]
+    Tls { what: &'static str, cause: runtime::TlsError },
     /// The cluster removed this member: it stopped serving.
     #[error("this member (id {0:x}) was removed from the cluster; it stopped serving. Start a new member with an empty data dir to take its place")]
     Removed(u64),
@@ -126,7 +130,25 @@ impl Server {
         let closing = Arc::downgrade(&engine);
         tracing::info!(elapsed_ms = (runtime::now() - opening).as_millis() as u64, "storage engine opened");
 
-        let identity = Self::identity(&config, engine.as_ref()).await?;
+        let tls = |what, cause| ServerError::Tls { what, cause };
+        let client_tls = runtime::TlsSettings::from_files(
+            &config.cert_file,
+            &config.key_file,
+            &config.trusted_ca_file,
+            config.client_cert_auth,
+        )
+        .map_err(|e| tls("client TLS", e))?;
+        let peer_tls = runtime::TlsSettings::from_files(
+            &config.peer_cert_file,
+            &config.peer_key_file,
+            &config.peer_trusted_ca_file,
+            config.peer_client_cert_auth,
+        )
+        .map_err(|e| tls("peer TLS", e))?;
+        let peer_tls = peer_tls.serves().then_some(peer_tls);
+        let client_tls = client_tls.serves().then_some(client_tls);
+
+        let identity = Self::identity(&config, engine.as_ref(), client_tls.as_ref()).await?;
         let initial_members =
             if identity.joined { std::collections::BTreeMap::new() } else { Self::initial_members(&config) };
         let name = if config.name.is_empty() { format!("node{}", identity.node_id) } else { config.name.clone() };
@@ -139,13 +161,17 @@ impl Server {
             request_timeout: config.request_timeout(),
             snapshot_after_entries: config.snapshot_after_entries,
             log_kept_after_snapshot: config.log_kept_after_snapshot,
+            token: identity.token.clone(),
+            peer_tls: peer_tls.clone(),
         };
 
         // Peers must reach Raft before it can elect: serve raft.v1 right away.
         let node = RaftNode::start(opts, engine).await?;
         let peer_tasks = TaskGroup::new();
-        let peer_router = tonic::transport::Server::builder()
-            .add_service(RaftServer::new(RaftService::new(node.clone())).max_decoding_message_size(64 * 1024 * 1024));
+        let gate = PeerGate::new(&config);
+        let peer_router = runtime::server_builder(peer_tls.as_ref()).map_err(|e| tls("peer TLS", e))?.add_service(
+            RaftServer::new(RaftService::new(node.clone(), gate)).max_decoding_message_size(64 * 1024 * 1024),
+        );
         let mut stop = peer_tasks.shutdown_signal();
         peer_tasks.spawn("peer-grpc", async move {
             if let Err(e) = runtime::serve(peer_router, listeners.peer, async move { stop.wait().await }).await {
@@ -163,7 +189,8 @@ impl Server {
             .max_decoding_message_size(max_message);
         let lease = LeaseServer::new(LeaseService::new(ctx.clone(), config.min_lease_ttl()))
             .max_decoding_message_size(max_message);
-        let client_router = tonic::transport::Server::builder()
+        let client_router = runtime::server_builder(client_tls.as_ref())
+            .map_err(|e| tls("client TLS", e))?
             .add_service(kv)
             .add_service(watch)
             .add_service(lease)
@@ -243,7 +270,11 @@ impl Server {
 
     /// Who this node is: as stored in its data dir, else by joining (when
     /// `join` is set), else from the initial members. Stored on first start.
-    async fn identity(config: &Config, engine: &dyn crate::storage::Engine) -> Result<Identity, ServerError> {
+    async fn identity(
+        config: &Config,
+        engine: &dyn crate::storage::Engine,
+        client_tls: Option<&runtime::TlsSettings>,
+    ) -> Result<Identity, ServerError> {
         let storage = |cause| ServerError::Storage { dir: config.data_dir.display().to_string(), cause };
         if let Some(stored) = Identity::load(engine).map_err(storage)? {
             if !stored.joined && stored.node_id != config.node_id {
@@ -258,13 +289,24 @@ impl Server {
         }
         let identity = if config.join.is_empty() {
             let members = Self::initial_members(config);
-            Identity { cluster_id: cluster_id(&members), node_id: config.node_id, joined: false }
+            let token = bootstrap_token(config)?;
+            Identity { cluster_id: cluster_id(&members, &token), node_id: config.node_id, joined: false, token }
         } else {
-            let (cluster_id, node_id) = crate::join::ask_to_join(&config.join, &config.peer_addr)
+            let joined = crate::join::ask_to_join(&config.join, &config.peer_addr, client_tls)
                 .await
                 .map_err(|e| ServerError::Identity(e.to_string()))?;
-            tracing::info!(node_id, cluster_id, "joined: added to the cluster as a learner");
-            Identity { cluster_id, node_id, joined: true }
+            let ours = config.initial_cluster_token.as_bytes();
+            if !ours.is_empty() && ours != joined.token.as_slice() {
+                return Err(ServerError::Identity(
+                    "initial_cluster_token is not the token of the cluster this node joined".to_string(),
+                ));
+            }
+            tracing::info!(
+                node_id = joined.node_id,
+                cluster_id = joined.cluster_id,
+                "joined: added to the cluster as a learner"
+            );
+            Identity { cluster_id: joined.cluster_id, node_id: joined.node_id, joined: true, token: joined.token }
         };
         identity.store(engine).map_err(storage)?;
         Ok(identity)
@@ -340,10 +382,30 @@ pub fn restore(config: &Config, file: &std::path::Path) -> Result<i64, ServerErr
     }
     let revision = crate::raft::state_store::restore_backup(&engine, state).map_err(|e| err(e.to_string()))?;
     let members = Server::initial_members(config);
-    Identity { cluster_id: cluster_id(&members), node_id: config.node_id, joined: false }
+    let token = bootstrap_token(config)?;
+    Identity { cluster_id: cluster_id(&members, &token), node_id: config.node_id, joined: false, token }
         .store(engine.as_ref())
         .map_err(storage)?;
     Ok(revision)
+}
+
+/// The cluster token a bootstrapping node starts its cluster with: the
+/// configured one, else (a single-node cluster) a random one. Several
+/// initial members must be given the same token: each would draw its own.
+fn bootstrap_token(config: &Config) -> Result<Vec<u8>, ServerError> {
+    if !config.initial_cluster_token.is_empty() {
+        return Ok(config.initial_cluster_token.as_bytes().to_vec());
+    }
+    if config.effective_members().len() > 1 {
+        return Err(ServerError::Identity(
+            "a cluster of several initial members needs initial_cluster_token (--initial-cluster-token): \
+             the same secret on each member, e.g. from `openssl rand -hex 16`"
+                .to_string(),
+        ));
+    }
+    use rand::Rng;
+    let bytes: [u8; 16] = runtime::rng().gen();
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>().into_bytes())
 }
 
 /// Binds, starts, runs until `shutdown` completes, then stops in order.

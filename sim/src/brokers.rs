@@ -36,6 +36,7 @@ fn client(addrs: &[String]) -> Arc<Client> {
         attempts: 3,
         initial_backoff: Duration::from_millis(100),
         max_backoff: Duration::from_millis(500),
+        tls: None,
     };
     Client::new(addrs, options).expect("valid simulated addresses")
 }

@@ -75,6 +75,7 @@ impl SimCluster {
                 data_dir: PathBuf::from(format!("/sim/node{id}")),
                 initial_members: members.clone(),
                 metrics_addr: String::new(),
+                initial_cluster_token: "sim-cluster-token".into(),
                 heartbeat_interval_ms: 100,
                 election_timeout_ms: 500,
                 request_timeout_ms: 3000,

@@ -55,6 +55,18 @@ pub fn peer_addr(urls: &[String]) -> Result<String, Status> {
 }
 
 impl ClusterService {
+    /// Hands the cluster token to a caller that could change the membership
+    /// (a joining node learns it so: see `join`).
+    fn with_token<T>(&self, mut response: Response<T>) -> Response<T> {
+        let token = self.ctx.node.cluster_token();
+        if !token.is_empty() {
+            response
+                .metadata_mut()
+                .insert_bin(crate::raft::network::TOKEN_METADATA, tonic::metadata::MetadataValue::from_bytes(token));
+        }
+        response
+    }
+
     /// Makes `change` through the leader.
     async fn change(&self, change: MemberChange) -> Result<u64, Status> {
         Ok(self.ctx.node.change_members(change).await.map_err(ApiError::from)?)
@@ -95,7 +107,7 @@ impl Cluster for ClusterService {
                 let id = self.change(MemberChange::Add { member: new, learner: req.is_learner }).await?;
                 let (header, members) = self.members(true).await?;
                 let added = members.iter().find(|m| m.id == id).cloned();
-                Ok(Response::new(MemberAddResponse { header: Some(header), member: added, members }))
+                Ok(self.with_token(Response::new(MemberAddResponse { header: Some(header), member: added, members })))
             })
             .await
     }
@@ -121,7 +133,7 @@ impl Cluster for ClusterService {
                     MemberChange::Update { id: req.id, peer_addr: Some(peer_addr), name: None, client_addr: None };
                 self.change(change).await?;
                 let (header, members) = self.members(true).await?;
-                Ok(Response::new(MemberUpdateResponse { header: Some(header), members }))
+                Ok(self.with_token(Response::new(MemberUpdateResponse { header: Some(header), members })))
             })
             .await
     }

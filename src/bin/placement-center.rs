@@ -28,50 +28,13 @@ struct Args {
     /// TOML config file (lowest precedence).
     #[arg(long, env = "PLACEMENT_CONFIG")]
     config: Option<PathBuf>,
-    /// This node's id, non-zero.
-    #[arg(long, env = "PLACEMENT_NODE_ID")]
-    node_id: Option<u64>,
-    /// Member name.
-    #[arg(long, env = "PLACEMENT_NAME")]
-    name: Option<String>,
-    /// Client API address, IP:PORT.
-    #[arg(long, env = "PLACEMENT_CLIENT_ADDR")]
-    client_addr: Option<String>,
-    /// Peer (Raft) address, IP:PORT.
-    #[arg(long, env = "PLACEMENT_PEER_ADDR")]
-    peer_addr: Option<String>,
-    /// HTTP address for /metrics, /livez, /readyz, /health, IP:PORT ("" for none).
-    #[arg(long, env = "PLACEMENT_METRICS_ADDR")]
-    metrics_addr: Option<String>,
-    /// Data directory.
-    #[arg(long, env = "PLACEMENT_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// Initial members: ID=PEER_ADDR[@CLIENT_ADDR],...
-    #[arg(long, env = "PLACEMENT_INITIAL_CLUSTER")]
-    initial_cluster: Option<String>,
-    /// Join an existing cluster through any member's client address: CLIENT_ADDR,...
-    #[arg(long, env = "PLACEMENT_JOIN")]
-    join: Option<String>,
-    /// After joining, stay a learner until promoted.
-    #[arg(long, env = "PLACEMENT_JOIN_AS_LEARNER")]
-    join_as_learner: bool,
+    #[command(flatten)]
+    overrides: Overrides,
     /// Seed the (empty) data dir from a backup (`etcdctl snapshot save`) as
     /// this node of a new cluster, then exit. Restore every member from the
     /// same file, then start them without this flag.
     #[arg(long, value_name = "FILE")]
     restore_from: Option<PathBuf>,
-    /// Leader heartbeat period in milliseconds.
-    #[arg(long, env = "PLACEMENT_HEARTBEAT_INTERVAL_MS")]
-    heartbeat_interval_ms: Option<u64>,
-    /// Election timeout in milliseconds.
-    #[arg(long, env = "PLACEMENT_ELECTION_TIMEOUT_MS")]
-    election_timeout_ms: Option<u64>,
-    /// Client request timeout in milliseconds.
-    #[arg(long, env = "PLACEMENT_REQUEST_TIMEOUT_MS")]
-    request_timeout_ms: Option<u64>,
-    /// Largest client request in bytes.
-    #[arg(long, env = "PLACEMENT_MAX_REQUEST_BYTES")]
-    max_request_bytes: Option<usize>,
 }
 
 #[tokio::main]
@@ -82,22 +45,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let overrides = Overrides {
-        node_id: args.node_id,
-        name: args.name,
-        client_addr: args.client_addr,
-        peer_addr: args.peer_addr,
-        metrics_addr: args.metrics_addr,
-        data_dir: args.data_dir,
-        initial_cluster: args.initial_cluster,
-        join: args.join,
-        join_as_learner: args.join_as_learner,
-        heartbeat_interval_ms: args.heartbeat_interval_ms,
-        election_timeout_ms: args.election_timeout_ms,
-        request_timeout_ms: args.request_timeout_ms,
-        max_request_bytes: args.max_request_bytes,
-    };
-    let config = Config::load(args.config.as_deref(), overrides)?;
+    let config = Config::load(args.config.as_deref(), args.overrides)?;
     if let Some(file) = &args.restore_from {
         let revision = placement_center::server::restore(&config, file)?;
         println!(

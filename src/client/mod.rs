@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 pub use keepalive::{KeepAlive, Lost};
@@ -93,6 +93,9 @@ pub struct ClientOptions {
     pub initial_backoff: Duration,
     /// Longest pause between attempts.
     pub max_backoff: Duration,
+    /// TLS to the members (their CA, and a client certificate when they
+    /// require one); `None`: plain TCP, unless an endpoint says `https://`.
+    pub tls: Option<runtime::TlsSettings>,
 }
 
 impl Default for ClientOptions {
@@ -103,6 +106,7 @@ impl Default for ClientOptions {
             attempts: 6,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(2),
+            tls: None,
         }
     }
 }
@@ -120,13 +124,17 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of the members at `endpoints` (`host:port` or
-    /// `http://host:port`). Connects on first use.
-    pub fn new(endpoints: &[String], options: ClientOptions) -> Result<Arc<Self>, ClientError> {
+    /// A client of the members at `endpoints` (`host:port`, `http://host:port`,
+    /// or `https://host:port`: TLS, with `options.tls` or the defaults).
+    /// Connects on first use.
+    pub fn new(endpoints: &[String], mut options: ClientOptions) -> Result<Arc<Self>, ClientError> {
+        let endpoints: Vec<&str> = endpoints.iter().flat_map(|e| e.split(',')).map(str::trim).collect();
+        if options.tls.is_none() && endpoints.iter().any(|e| e.starts_with("https://")) {
+            options.tls = Some(runtime::TlsSettings::default());
+        }
         let endpoints: Vec<String> = endpoints
             .iter()
-            .flat_map(|e| e.split(','))
-            .map(|e| e.trim().trim_start_matches("http://").trim_end_matches('/').to_string())
+            .map(|e| e.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/').to_string())
             .filter(|e| !e.is_empty())
             .collect();
         if endpoints.is_empty() {
@@ -138,7 +146,7 @@ impl Client {
             if !endpoint.contains(':') {
                 return Err(bad("expected host:port".to_string()));
             }
-            let channel = Endpoint::from_shared(format!("http://{endpoint}"))
+            let channel = runtime::endpoint(endpoint, options.tls.as_ref())
                 .map_err(|e| bad(e.to_string()))?
                 .connect_timeout(options.connect_timeout)
                 .connect_lazy();

@@ -49,6 +49,15 @@ pub struct Cli {
     /// Seconds one request may take.
     #[arg(long, global = true, default_value_t = 10)]
     pub timeout: u64,
+    /// TLS: the CA that signed the members' certificates (PEM), as etcdctl's --cacert.
+    #[arg(id = "tls_cacert", long = "cacert", global = true, env = "PLACEMENT_CACERT")]
+    pub cacert: Option<std::path::PathBuf>,
+    /// TLS: this client's certificate (PEM), for members that require one.
+    #[arg(id = "tls_cert", long = "cert", global = true, env = "PLACEMENT_CERT")]
+    pub cert: Option<std::path::PathBuf>,
+    /// TLS: the private key of --cert (PEM).
+    #[arg(id = "tls_key", long = "key", global = true, env = "PLACEMENT_KEY")]
+    pub key: Option<std::path::PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -317,7 +326,16 @@ async fn execute(cli: Cli) -> Outcome {
         clap_complete::generate(shell, &mut Cli::command(), "placement-ctl", &mut std::io::stdout());
         return Ok(());
     }
-    let options = ClientOptions { request_timeout: Duration::from_secs(cli.timeout), ..ClientOptions::default() };
+    let path = |p: &Option<std::path::PathBuf>| p.clone().unwrap_or_default();
+    let tls = if cli.cacert.is_some() || cli.cert.is_some() || cli.key.is_some() {
+        let settings =
+            crate::runtime::TlsSettings::from_files(&path(&cli.cert), &path(&cli.key), &path(&cli.cacert), false)
+                .map_err(|e| CtlError { code: 2, message: e.to_string() })?;
+        Some(settings)
+    } else {
+        None
+    };
+    let options = ClientOptions { request_timeout: Duration::from_secs(cli.timeout), tls, ..ClientOptions::default() };
     let endpoints: Vec<String> = cli.endpoints.split(',').map(str::to_string).collect();
     let client = Client::new(&endpoints, options).map_err(|e| CtlError { code: 2, message: e.to_string() })?;
     let ctl = Ctl { client, format: cli.output };

@@ -148,7 +148,7 @@ type AppendReq = openraft::raft::AppendEntriesRequest<super::types::TypeConfig>;
 type AppendResp = openraft::raft::AppendEntriesResponse<NodeId>;
 type VoteReq = openraft::raft::VoteRequest<NodeId>;
 type VoteResp = openraft::raft::VoteResponse<NodeId>;
-type SnapReq = openraft::raft::InstallSnapshotRequest<super::types::TypeConfig>;
+pub type SnapReq = openraft::raft::InstallSnapshotRequest<super::types::TypeConfig>;
 
 pub fn append_req_to_pb(r: &AppendReq) -> pb::AppendEntriesRequest {
     pb::AppendEntriesRequest {

@@ -59,7 +59,7 @@ async fn batches(peers: Arc<PeerClients>, sender: Sender, timeout: Duration, que
     while let Some(batch) = queue.next_batch(take_batch) {
         let leader = batch[0].leader.clone();
         let (commands, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-        let answers = send(&peers, sender, timeout, &leader, commands).await;
+        let answers = send(&peers, &sender, timeout, &leader, commands).await;
         for (reply, answer) in replies.into_iter().zip(answers) {
             let _ = reply.send(answer);
         }
@@ -69,7 +69,7 @@ async fn batches(peers: Arc<PeerClients>, sender: Sender, timeout: Duration, que
 /// One ForwardBatch; one answer per command.
 async fn send(
     peers: &PeerClients,
-    sender: Sender,
+    sender: &Sender,
     timeout: Duration,
     leader: &str,
     commands: Vec<pb::Command>,

@@ -32,10 +32,12 @@ mod batch;
 mod forwards;
 pub mod network;
 pub mod node;
+pub mod peer_gate;
 mod proposals;
 mod read_index;
 mod recent_entries;
 pub mod service;
+pub mod snapshot_receiver;
 pub mod transfer;
 
 pub use node::{NodeError, NodeOptions, RaftNode};

@@ -12,16 +12,23 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::codec;
 use super::types::{Member, NodeId, TypeConfig};
 use crate::proto::raft::v1 as pb;
 use crate::proto::raft::v1::raft_client::RaftClient;
+use crate::runtime::{TlsError, TlsSettings};
 
-/// A lazily connecting client to a peer's raft.v1 service.
-pub fn connect(peer_addr: &str, connect_timeout: Duration) -> Result<RaftClient<Channel>, tonic::transport::Error> {
-    let endpoint = Endpoint::from_shared(format!("http://{peer_addr}"))?.connect_timeout(connect_timeout);
+/// A lazily connecting client to a peer's raft.v1 service, over TLS when
+/// `tls` is set (peer TLS: verifies the peer against the peer CA, presents
+/// this member's certificate).
+pub fn connect(
+    peer_addr: &str,
+    connect_timeout: Duration,
+    tls: Option<&TlsSettings>,
+) -> Result<RaftClient<Channel>, TlsError> {
+    let endpoint = crate::runtime::endpoint(peer_addr, tls)?.connect_timeout(connect_timeout);
     Ok(RaftClient::new(endpoint.connect_lazy())
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX))
@@ -35,37 +42,46 @@ pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub struct PeerClients {
     clients: Mutex<BTreeMap<String, RaftClient<Channel>>>,
+    /// Peer TLS, when the peer port uses it.
+    tls: Option<TlsSettings>,
 }
 
 impl PeerClients {
+    /// Clients that connect with `tls` (peer TLS) when it is set.
+    pub fn new(tls: Option<TlsSettings>) -> Self {
+        Self { clients: Mutex::default(), tls }
+    }
+
     /// The client for `peer_addr`.
-    pub fn get(
-        &self,
-        peer_addr: &str,
-        connect_timeout: Duration,
-    ) -> Result<RaftClient<Channel>, tonic::transport::Error> {
+    pub fn get(&self, peer_addr: &str, connect_timeout: Duration) -> Result<RaftClient<Channel>, TlsError> {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(client) = clients.get(peer_addr) {
             return Ok(client.clone());
         }
-        let client = connect(peer_addr, connect_timeout)?;
+        let client = connect(peer_addr, connect_timeout, self.tls.as_ref())?;
         clients.insert(peer_addr.to_string(), client.clone());
         Ok(client)
     }
 }
 
-/// Metadata keys every raft.v1 request carries: the sender's cluster and node.
+/// Metadata keys every raft.v1 request carries: the sender's cluster and node,
+/// and the cluster token (see `peer_gate`).
 pub const CLUSTER_ID_METADATA: &str = "pc-cluster-id";
 /// See [`CLUSTER_ID_METADATA`].
 pub const FROM_METADATA: &str = "pc-from";
+/// See [`CLUSTER_ID_METADATA`]; binary metadata, so any bytes go.
+pub const TOKEN_METADATA: &str = "pc-cluster-token-bin";
 
-/// Who is sending raft.v1 requests: peers refuse messages of another cluster.
-#[derive(Debug, Clone, Copy)]
+/// Who is sending raft.v1 requests: peers refuse messages of another cluster
+/// and messages without the cluster's token.
+#[derive(Debug, Clone)]
 pub struct Sender {
     /// The sender's cluster id.
     pub cluster_id: u64,
     /// The sender's node id.
     pub node_id: NodeId,
+    /// The cluster token (empty on clusters bootstrapped before tokens).
+    pub token: std::sync::Arc<[u8]>,
 }
 
 impl Sender {
@@ -75,6 +91,9 @@ impl Sender {
         let md = req.metadata_mut();
         md.insert(CLUSTER_ID_METADATA, self.cluster_id.to_string().parse().expect("digits are valid metadata"));
         md.insert(FROM_METADATA, self.node_id.to_string().parse().expect("digits are valid metadata"));
+        if !self.token.is_empty() {
+            md.insert_bin(TOKEN_METADATA, tonic::metadata::MetadataValue::from_bytes(&self.token));
+        }
         req
     }
 }
@@ -95,6 +114,8 @@ pub struct Network {
     pub sender: Sender,
     /// Shared with the node.
     pub disowned: Disowned,
+    /// Peer TLS, when the peer port uses it.
+    pub tls: Option<TlsSettings>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -103,9 +124,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerNetwork {
         PeerNetwork {
             target,
-            sender: self.sender,
+            sender: self.sender.clone(),
             disowned: self.disowned.clone(),
-            client: connect(&node.peer_addr, self.connect_timeout).map_err(|e| e.to_string()),
+            client: connect(&node.peer_addr, self.connect_timeout, self.tls.as_ref()).map_err(|e| e.to_string()),
         }
     }
 }

@@ -75,6 +75,10 @@ pub struct NodeOptions {
     /// Entries kept behind a snapshot when the log is purged (a follower that
     /// lags less than this catches up from the log, more: by snapshot).
     pub log_kept_after_snapshot: u64,
+    /// The cluster token every peer message carries (see `join::Identity`).
+    pub token: Vec<u8>,
+    /// Peer TLS for calling peers, when the peer port uses it.
+    pub peer_tls: Option<crate::runtime::TlsSettings>,
 }
 
 /// A running Raft node.
@@ -89,6 +93,8 @@ pub struct RaftNode {
     applied_revision: tokio::sync::watch::Receiver<i64>,
     /// Derived from the initial membership; equal on every member.
     cluster_id: u64,
+    /// This node as it introduces itself to peers (with the cluster token).
+    sender: Sender,
     /// Deadline for client requests.
     request_timeout: Duration,
     /// Clients to peers for forwarding and ReadIndex.
@@ -117,9 +123,15 @@ pub struct RaftNode {
     pub(super) remote_reads: Arc<super::read_index::RemoteReadQueue>,
 }
 
-/// etcd-style cluster id: a digest of the initial members' ids and peer addresses.
-pub fn cluster_id(members: &BTreeMap<NodeId, Member>) -> u64 {
+/// etcd-style cluster id: a digest of the cluster token and the initial
+/// members' ids and peer addresses (two clusters of the same members with
+/// different tokens get different ids).
+pub fn cluster_id(members: &BTreeMap<NodeId, Member>, token: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in token {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
     for (id, m) in members {
         for b in id.to_be_bytes().iter().chain(m.peer_addr.as_bytes()) {
             h ^= u64::from(*b);
@@ -158,9 +170,14 @@ impl RaftNode {
         sm.set_metrics(metrics.clone());
         let state = sm.shared_state();
         let applied_revision = sm.applied_revision();
-        let sender = Sender { cluster_id: opts.cluster_id, node_id: opts.id };
+        let sender = Sender { cluster_id: opts.cluster_id, node_id: opts.id, token: opts.token.clone().into() };
         let disowned = super::network::Disowned::default();
-        let network = Network { connect_timeout: opts.heartbeat_interval * 5, sender, disowned: disowned.clone() };
+        let network = Network {
+            connect_timeout: opts.heartbeat_interval * 5,
+            sender: sender.clone(),
+            disowned: disowned.clone(),
+            tls: opts.peer_tls.clone(),
+        };
         super::log_store::demote_restarted_leader(&engine, opts.id).map_err(|e| NodeError::Raft(e.to_string()))?;
         sm.meta_only_at_startup();
         let raft = Raft::new(opts.id, config, network, LogStore::new(engine), sm)
@@ -180,8 +197,9 @@ impl RaftNode {
             state,
             applied_revision,
             cluster_id: opts.cluster_id,
+            sender,
             request_timeout: opts.request_timeout,
-            peers: Default::default(),
+            peers: Arc::new(PeerClients::new(opts.peer_tls)),
             leases: Default::default(),
             election_timeout: opts.election_timeout,
             metrics,
@@ -247,7 +265,13 @@ impl RaftNode {
 
     /// This node's identity on raft.v1.
     pub fn sender(&self) -> Sender {
-        Sender { cluster_id: self.cluster_id, node_id: self.id }
+        self.sender.clone()
+    }
+
+    /// The cluster token peers must present (empty on clusters bootstrapped
+    /// before tokens existed: then none is asked for).
+    pub fn cluster_token(&self) -> &[u8] {
+        &self.sender.token
     }
 
     /// The cluster id for response headers.
@@ -473,4 +497,22 @@ impl RaftNode {
 /// (`None` on a follower, or before `id` first answered).
 pub(super) fn matched_index(metrics: &openraft::RaftMetrics<NodeId, Member>, id: NodeId) -> Option<u64> {
     metrics.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map(|l| l.index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_members_with_other_tokens_are_other_clusters() {
+        let member = |port: u16| Member {
+            name: String::new(),
+            peer_addr: format!("10.0.0.1:{port}"),
+            client_addr: String::new(),
+        };
+        let members: BTreeMap<NodeId, Member> = [(1, member(2380)), (2, member(2381))].into_iter().collect();
+        assert_eq!(cluster_id(&members, b"a"), cluster_id(&members, b"a"));
+        assert_ne!(cluster_id(&members, b"a"), cluster_id(&members, b"b"));
+        assert_ne!(cluster_id(&members, b"a"), cluster_id(&members, b""));
+    }
 }

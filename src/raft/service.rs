@@ -11,8 +11,11 @@ use crate::proto::etcdserverpb::{
 
 use super::codec;
 use super::membership::MemberChange;
-use super::network::{CLUSTER_ID_METADATA, FROM_METADATA, NOT_LEADER_METADATA};
+use super::network::NOT_LEADER_METADATA;
 use super::node::{NodeError, RaftNode};
+use super::peer_gate::{NodeView, PeerGate};
+use super::snapshot_receiver::SnapshotReceiver;
+use super::types::NodeId;
 use crate::proto::raft::v1 as pb;
 use crate::proto::raft::v1::raft_server::Raft as RaftRpc;
 
@@ -20,50 +23,54 @@ use crate::proto::raft::v1::raft_server::Raft as RaftRpc;
 pub struct RaftService {
     /// The node whose Raft answers.
     node: Arc<RaftNode>,
+    /// Who may send what (see `peer_gate`).
+    gate: PeerGate,
+    /// The snapshot a leader is sending this node in chunks.
+    receiver: tokio::sync::Mutex<SnapshotReceiver>,
 }
 
 impl RaftService {
-    /// The service for `node`.
-    pub fn new(node: Arc<RaftNode>) -> Self {
-        Self { node }
-    }
-}
-
-impl RaftService {
-    /// Refuses requests that do not come from a member of this cluster: a node
-    /// of another cluster (or a stale one reusing an address) must not be able
-    /// to disturb elections or logs here.
-    fn check_sender<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        self.check_sender_in(req, true)
+    /// The service for `node`, admitting peers by `gate`.
+    pub fn new(node: Arc<RaftNode>, gate: PeerGate) -> Self {
+        Self { node, gate, receiver: Default::default() }
     }
 
-    /// Replication from a leader of this cluster is accepted even when this
-    /// node does not know the leader as a member yet: a follower that lagged
-    /// while the leader was added and elected learns of it only from the
-    /// leader's own entries (or snapshot). Only the cluster id is checked.
-    fn check_leader_cluster<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        self.check_sender_in(req, false)
+    /// Admits `req` from a member of this cluster (see `PeerGate::admit`).
+    fn check_sender<T>(&self, req: &Request<T>) -> Result<NodeId, Status> {
+        self.admit(req, None)
     }
 
-    fn check_sender_in<T>(&self, req: &Request<T>, must_be_member: bool) -> Result<(), Status> {
-        let field =
-            |key: &str| req.metadata().get(key).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-        let ours = self.node.cluster_id();
-        match (field(CLUSTER_ID_METADATA), field(FROM_METADATA)) {
-            (Some(cluster), Some(from)) if cluster == ours => {
-                if must_be_member && self.node.member(from).is_none() && self.node.knows_members() {
-                    return Err(Status::failed_precondition(format!(
-                        "raft message from node {from}, {}",
-                        super::network::NOT_A_MEMBER
-                    )));
-                }
-                Ok(())
-            }
-            (Some(cluster), _) => Err(Status::failed_precondition(format!(
-                "raft message from cluster {cluster:x}, this is cluster {ours:x}"
-            ))),
-            _ => Err(Status::failed_precondition("raft message without cluster id and sender")),
+    /// Admits replication only from the leader its `vote` names.
+    fn check_leader<T>(&self, req: &Request<T>, vote: Option<&pb::Vote>) -> Result<NodeId, Status> {
+        let leader = vote.map(|v| v.node_id).ok_or_else(|| Status::invalid_argument("replication without a vote"))?;
+        self.admit(req, Some(leader))
+    }
+
+    fn admit<T>(&self, req: &Request<T>, leader: Option<NodeId>) -> Result<NodeId, Status> {
+        let member = |id| self.node.member(id).map(|(_, m)| m);
+        let view = NodeView {
+            cluster_id: self.node.cluster_id(),
+            token: self.node.cluster_token(),
+            member: &member,
+            knows_members: self.node.knows_members(),
+        };
+        self.gate.admit(req, &view, leader)
+    }
+
+    /// Installs a snapshot whose last chunk arrived, once it decodes.
+    async fn install(
+        &self,
+        from: NodeId,
+        rpc: codec::SnapReq,
+        data: Vec<u8>,
+    ) -> Result<pb::InstallSnapshotResponse, Status> {
+        if let Err(e) = codec::decode::<pb::StateSnapshot>("StateSnapshot", &data) {
+            tracing::warn!(from, snapshot = %rpc.meta.snapshot_id, cause = %e, "refused a snapshot that does not decode");
+            return Err(Status::invalid_argument(format!("snapshot {} does not decode: {e}", rpc.meta.snapshot_id)));
         }
+        let snapshot = openraft::Snapshot { meta: rpc.meta, snapshot: Box::new(std::io::Cursor::new(data)) };
+        let resp = self.node.raft.install_full_snapshot(rpc.vote, snapshot).await.map_err(raft_failure)?;
+        Ok(pb::InstallSnapshotResponse { vote: Some(codec::vote_to_pb(&resp.vote)) })
     }
 }
 
@@ -105,7 +112,7 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<pb::AppendEntriesRequest>,
     ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
-        self.check_leader_cluster(&req)?;
+        self.check_leader(&req, req.get_ref().vote.as_ref())?;
         let rpc = codec::append_req_from_pb(req.into_inner()).map_err(bad_message)?;
         let resp = self.node.raft.append_entries(rpc).await.map_err(raft_failure)?;
         Ok(Response::new(codec::append_resp_to_pb(&resp)))
@@ -115,10 +122,25 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<pb::InstallSnapshotRequest>,
     ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
-        self.check_leader_cluster(&req)?;
-        let rpc = codec::snapshot_req_from_pb(req.into_inner()).map_err(bad_message)?;
-        let resp = self.node.raft.install_snapshot(rpc).await.map_err(raft_failure)?;
-        Ok(Response::new(pb::InstallSnapshotResponse { vote: Some(codec::vote_to_pb(&resp.vote)) }))
+        let from = self.check_leader(&req, req.get_ref().vote.as_ref())?;
+        let mut rpc = codec::snapshot_req_from_pb(req.into_inner()).map_err(bad_message)?;
+        // A stale leader's chunks are answered with the vote that outranks it
+        // (as openraft does), and never buffered.
+        let my_vote = self.node.raft.metrics().borrow().vote;
+        if rpc.vote < my_vote {
+            return Ok(Response::new(pb::InstallSnapshotResponse { vote: Some(codec::vote_to_pb(&my_vote)) }));
+        }
+        let mut receiver = self.receiver.lock().await;
+        let data = std::mem::take(&mut rpc.data);
+        let complete = receiver.accept(&rpc.meta.snapshot_id, rpc.offset, data, rpc.done).map_err(|e| {
+            tracing::warn!(from, cause = %e, "refused a snapshot chunk");
+            Status::invalid_argument(e.to_string())
+        })?;
+        let Some(data) = complete else {
+            return Ok(Response::new(pb::InstallSnapshotResponse { vote: Some(codec::vote_to_pb(&my_vote)) }));
+        };
+        drop(receiver);
+        Ok(Response::new(self.install(from, rpc, data).await?))
     }
 
     async fn forward_batch(&self, req: Request<pb::Proposal>) -> Result<Response<pb::ForwardBatchResponse>, Status> {

@@ -14,6 +14,7 @@ mod signal;
 #[cfg(madsim)]
 mod skew;
 mod tasks;
+mod tls;
 
 pub use async_rt::PlacementRuntime;
 pub use clock::{now, sleep, timeout, wall_clock_millis, Elapsed, Instant};
@@ -23,6 +24,7 @@ pub use signal::shutdown_signal;
 #[cfg(madsim)]
 pub use skew::{reset_clocks, skew_clock, with_node_clock, SkewedInstant};
 pub use tasks::{spawn_detached, Shutdown, TaskGroup};
+pub use tls::{endpoint, peer_certificates, server_builder, TlsError, TlsSettings};
 
 /// A node's own monotonic clock, for decisions a node makes by its clock
 /// alone (lease deadlines). In simulation each node's clock can be skewed.

@@ -88,7 +88,8 @@ async fn raft_messages_from_strangers_or_malformed_are_refused() {
         (status.code(), status.message()),
         (Code::FailedPrecondition, "raft message without cluster id and sender")
     );
-    let foreign = Sender { cluster_id: node.cluster_id() ^ 1, node_id: 3 };
+    let token: std::sync::Arc<[u8]> = node.cluster_token().into();
+    let foreign = Sender { cluster_id: node.cluster_id() ^ 1, node_id: 3, token: token.clone() };
     let status = raft.vote(foreign.request(vote())).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert!(status.message().starts_with("raft message from cluster"), "{status:?}");
@@ -101,7 +102,7 @@ async fn raft_messages_from_strangers_or_malformed_are_refused() {
     let status = raft.append_entries(foreign.request(append)).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert!(status.message().starts_with("raft message from cluster"), "{status:?}");
-    let stranger = Sender { cluster_id: node.cluster_id(), node_id: 99 };
+    let stranger = Sender { cluster_id: node.cluster_id(), node_id: 99, token: token.clone() };
     let status = raft.vote(stranger.request(vote())).await.unwrap_err();
     assert_eq!(
         (status.code(), status.message()),
@@ -109,14 +110,15 @@ async fn raft_messages_from_strangers_or_malformed_are_refused() {
     );
 
     // A member's malformed messages: clear decode errors.
-    let member = Sender { cluster_id: node.cluster_id(), node_id: if follower == 0 { 2 } else { 1 } };
+    let member_id = if follower == 0 { 2 } else { 1 };
+    let member = Sender { cluster_id: node.cluster_id(), node_id: member_id, token };
     let status = raft.vote(member.request(raftpb::VoteRequest::default())).await.unwrap_err();
     assert_eq!(
         (status.code(), status.message()),
         (Code::InvalidArgument, "cannot decode VoteRequest: missing field vote")
     );
     let no_payload = raftpb::AppendEntriesRequest {
-        vote: Some(raftpb::Vote { term: 1, node_id: 1, committed: true }),
+        vote: Some(raftpb::Vote { term: 1, node_id: member_id, committed: true }),
         entries: vec![raftpb::Entry { log_id: None, payload: None }],
         ..Default::default()
     };

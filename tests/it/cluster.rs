@@ -27,6 +27,7 @@ pub fn test_config(id: u64) -> Config {
         election_timeout_ms: 800,
         request_timeout_ms: 10_000,
         metrics_addr: String::new(),
+        initial_cluster_token: "test-cluster-token".into(),
         ..Config::default()
     }
 }

@@ -17,7 +17,7 @@ fn ctl_command(endpoints: &str, args: &[&str]) -> Command {
 }
 
 /// Runs placement-ctl: (exit code, stdout, stderr).
-fn ctl(endpoints: &str, args: &[&str]) -> (i32, String, String) {
+pub fn ctl(endpoints: &str, args: &[&str]) -> (i32, String, String) {
     let out = ctl_command(endpoints, args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),

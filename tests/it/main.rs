@@ -2,11 +2,14 @@
 //! and temporary data dirs. One binary, a module per area.
 
 mod bad_input;
+mod certs;
 mod cluster;
 mod ctl;
 mod etcdctl;
 mod health;
 mod membership;
+mod peer_security;
 mod placement;
 mod replication;
+mod tls;
 mod watch;
