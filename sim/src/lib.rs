@@ -17,6 +17,8 @@ pub mod brokers;
 #[cfg(madsim)]
 pub mod cluster;
 #[cfg(madsim)]
+pub mod forgery;
+#[cfg(madsim)]
 pub mod nemesis;
 #[cfg(madsim)]
 pub mod run;

@@ -53,11 +53,15 @@ pub enum FaultKind {
     /// comes back as a new member: joins as a learner, catches up (by
     /// snapshot once the log was purged), is promoted.
     Replace,
+    /// Forged Raft messages to a follower: without the token, replication in
+    /// a non-leader's name, a snapshot that does not decode and a chunk far
+    /// past the end in the leader's name. Each must be refused (see `forgery`).
+    ForgePeer,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 15] = [
+    pub const ALL: [FaultKind; 16] = [
         FaultKind::Partition,
         FaultKind::IsolateLeader,
         FaultKind::Bridge,
@@ -73,6 +77,7 @@ impl FaultKind {
         FaultKind::LagBehind,
         FaultKind::MoveLeader,
         FaultKind::Replace,
+        FaultKind::ForgePeer,
     ];
 
     /// The name used on the command line.
@@ -93,6 +98,7 @@ impl FaultKind {
             FaultKind::LagBehind => "lag-behind",
             FaultKind::MoveLeader => "move-leader",
             FaultKind::Replace => "replace",
+            FaultKind::ForgePeer => "forge-peer",
         }
     }
 }
@@ -235,6 +241,26 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
                     Ok(Err(e)) => log.note(start, format!("replace {victim}: remove refused or failed: {e}")),
                     Err(_) => log.note(start, format!("replace {victim}: interrupted (leader killed)")),
                 }
+            }
+            FaultKind::ForgePeer => {
+                let Some(leader) = cluster.leader() else { continue };
+                let target = (leader % n) + 1;
+                let (Some(leader_node), Some(target_node)) = (cluster.node(leader), cluster.node(target)) else {
+                    continue;
+                };
+                let forgery = crate::forgery::Forgery {
+                    peer_addr: format!("{}:2380", crate::cluster::ip(target)),
+                    cluster_id: target_node.cluster_id(),
+                    token: target_node.cluster_token().to_vec(),
+                    leader: leader_node.id,
+                    term: leader_node.term(),
+                    other: target_node.id,
+                };
+                log.note(start, format!("forge raft messages to {target}"));
+                // Sent from the leader's simulated host, as a process there could.
+                let task = cluster.nodes[leader as usize - 1].handle.spawn(crate::forgery::forge(forgery));
+                let outcome = task.await.unwrap_or_else(|_| "interrupted (host killed)".to_string());
+                log.note(start, format!("forged messages to {target}: {outcome}"));
             }
             FaultKind::IsolateLeader => {
                 let Some(leader) = cluster.leader() else { continue };

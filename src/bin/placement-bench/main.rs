@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tonic::transport::{Channel, Endpoint};
+use placement_center::runtime::TlsSettings;
+use tonic::transport::Channel;
 
 use load::Load;
 
@@ -50,6 +51,15 @@ pub struct Args {
     /// Distinct keys written or read.
     #[arg(long, global = true, default_value_t = 100_000)]
     pub key_space: u64,
+    /// TLS: the CA that signed the members' certificates (PEM); turns TLS on.
+    #[arg(long, global = true)]
+    pub cacert: Option<std::path::PathBuf>,
+    /// TLS: a client certificate (PEM), for members that require one.
+    #[arg(long, global = true)]
+    pub cert: Option<std::path::PathBuf>,
+    /// TLS: the private key of --cert (PEM).
+    #[arg(id = "tls_key", long = "key", global = true)]
+    pub key: Option<std::path::PathBuf>,
     /// The scenario.
     #[command(subcommand)]
     pub scenario: Scenario,
@@ -144,10 +154,15 @@ impl Args {
     async fn channels(&self) -> anyhow::Result<Vec<Channel>> {
         let endpoints: Vec<&str> = self.endpoints.split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
         anyhow::ensure!(!endpoints.is_empty(), "no endpoint given");
+        let path = |p: &Option<std::path::PathBuf>| p.clone().unwrap_or_default();
+        let tls = match &self.cacert {
+            None => None,
+            Some(ca) => Some(TlsSettings::from_files(&path(&self.cert), &path(&self.key), ca, false)?),
+        };
         let mut channels = Vec::new();
         for i in 0..self.conns() {
             let endpoint = endpoints[i % endpoints.len()];
-            let channel = Endpoint::from_shared(format!("http://{endpoint}"))?
+            let channel = placement_center::runtime::endpoint(endpoint, tls.as_ref())?
                 .connect_timeout(Duration::from_secs(5))
                 .connect()
                 .await
