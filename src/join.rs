@@ -115,19 +115,25 @@ pub struct Joined {
 
 /// Asks the members at `addrs` (client addresses, reached over TLS with
 /// `tls` when set) to add the node whose peer address is `peer_addr` as a
-/// learner, or finds it already added.
+/// learner, or finds it already added. A non-empty `token` goes with the
+/// request: a cluster with another token refuses before adding anything.
 pub async fn ask_to_join(
     addrs: &[String],
     peer_addr: &str,
     tls: Option<&runtime::TlsSettings>,
+    token: &[u8],
 ) -> Result<Joined, JoinError> {
     let peer_url = format!("http://{peer_addr}");
     let mut last_error = String::from("no member answered");
     let attempt = async {
         loop {
             for addr in addrs {
-                match try_join(addr, &peer_url, tls).await {
-                    Ok(found) => return found,
+                match try_join(addr, &peer_url, tls, token).await {
+                    Ok(found) => return Ok(found),
+                    // Asking again will not change the cluster's token.
+                    Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                        return Err(format!("{}: {}", addr, status.message()))
+                    }
                     Err(status) => {
                         tracing::warn!(member = %addr, cause = %status.message(), "join attempt failed, retrying");
                         last_error = format!("{}: {}", addr, status.message());
@@ -138,12 +144,25 @@ pub async fn ask_to_join(
         }
     };
     match runtime::timeout(JOIN_DEADLINE, attempt).await {
-        Ok(found) => Ok(found),
+        Ok(Ok(found)) => Ok(found),
+        Ok(Err(cause)) => Err(JoinError { addrs: addrs.join(","), cause }),
         Err(_) => Err(JoinError { addrs: addrs.join(","), cause: last_error }),
     }
 }
 
-async fn try_join(addr: &str, peer_url: &str, tls: Option<&runtime::TlsSettings>) -> Result<Joined, tonic::Status> {
+async fn try_join(
+    addr: &str,
+    peer_url: &str,
+    tls: Option<&runtime::TlsSettings>,
+    token: &[u8],
+) -> Result<Joined, tonic::Status> {
+    fn with<T>(token: &[u8], message: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        if !token.is_empty() {
+            req.metadata_mut().insert_bin(JOIN_TOKEN_METADATA, tonic::metadata::MetadataValue::from_bytes(token));
+        }
+        req
+    }
     let endpoint = runtime::endpoint(addr, tls)
         .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
         .connect_timeout(Duration::from_secs(2))
@@ -156,11 +175,11 @@ async fn try_join(addr: &str, peer_url: &str, tls: Option<&runtime::TlsSettings>
         // Added by an operator: restating its peer URL changes nothing and
         // hands over the token, as an add does.
         let update = MemberUpdateRequest { id: me.id, peer_ur_ls: vec![peer_url.to_string()] };
-        let answer = client.member_update(update).await?;
+        let answer = client.member_update(with(token, update)).await?;
         return Ok(Joined { cluster_id, node_id: me.id, token: token_of(answer.metadata()) });
     }
-    let answer =
-        client.member_add(MemberAddRequest { peer_ur_ls: vec![peer_url.to_string()], is_learner: true }).await?;
+    let add = MemberAddRequest { peer_ur_ls: vec![peer_url.to_string()], is_learner: true };
+    let answer = client.member_add(with(token, add)).await?;
     let token = token_of(answer.metadata());
     let added = answer.into_inner();
     let id = added.member.map(|m| m.id).ok_or_else(|| tonic::Status::internal("member add answered no member"))?;

@@ -292,11 +292,11 @@ impl Server {
             let token = bootstrap_token(config)?;
             Identity { cluster_id: cluster_id(&members, &token), node_id: config.node_id, joined: false, token }
         } else {
-            let joined = crate::join::ask_to_join(&config.join, &config.peer_addr, client_tls)
+            let ours = config.initial_cluster_token.as_bytes();
+            let joined = crate::join::ask_to_join(&config.join, &config.peer_addr, client_tls, ours)
                 .await
                 .map_err(|e| ServerError::Identity(e.to_string()))?;
-            let ours = config.initial_cluster_token.as_bytes();
-            if !ours.is_empty() && ours != joined.token.as_slice() {
+            if !ours.is_empty() && !joined.token.is_empty() && ours != joined.token.as_slice() {
                 return Err(ServerError::Identity(
                     "initial_cluster_token is not the token of the cluster this node joined".to_string(),
                 ));

@@ -67,6 +67,17 @@ impl ClusterService {
         response
     }
 
+    /// Refuses a membership request that names another cluster's token (a
+    /// node joining the wrong cluster), before anything changes.
+    fn check_token<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let Some(theirs) = req.metadata().get_bin(crate::raft::network::TOKEN_METADATA) else { return Ok(()) };
+        let ours = self.ctx.node.cluster_token();
+        match theirs.to_bytes() {
+            Ok(theirs) if ours.is_empty() || theirs.as_ref() == ours => Ok(()),
+            _ => Err(Status::permission_denied("the joining node's initial_cluster_token is not this cluster's")),
+        }
+    }
+
     /// Makes `change` through the leader.
     async fn change(&self, change: MemberChange) -> Result<u64, Status> {
         Ok(self.ctx.node.change_members(change).await.map_err(ApiError::from)?)
@@ -100,6 +111,7 @@ impl Cluster for ClusterService {
     async fn member_add(&self, req: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
         self.ctx
             .observe("Cluster/MemberAdd", async move {
+                self.check_token(&req)?;
                 let req = req.into_inner();
                 let peer_addr = peer_addr(&req.peer_ur_ls)?;
                 // etcd: a member's name and client URLs are empty until it starts.
@@ -127,6 +139,7 @@ impl Cluster for ClusterService {
     async fn member_update(&self, req: Request<MemberUpdateRequest>) -> Result<Response<MemberUpdateResponse>, Status> {
         self.ctx
             .observe("Cluster/MemberUpdate", async move {
+                self.check_token(&req)?;
                 let req = req.into_inner();
                 let peer_addr = peer_addr(&req.peer_ur_ls)?;
                 let change =

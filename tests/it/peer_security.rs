@@ -103,3 +103,20 @@ async fn a_single_node_cluster_draws_a_random_token() {
     assert_ne!(node.cluster_token(), b"test-cluster-token");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_clusters_token_cannot_join_and_adds_no_member() {
+    let cluster = Cluster::start(3).await;
+    let mut config = crate::cluster::test_config(1);
+    config.initial_cluster_token = "some-other-cluster".into();
+    config.peer_addr = "127.0.0.2:0".into();
+    config.client_addr = "127.0.0.3:0".into();
+    config.data_dir = cluster.dir.path().join("stranger");
+    config.join = vec![cluster.client_addr(0)];
+    let started = placement_center::server::run(config, std::future::pending()).await;
+    let err = started.expect_err("joined with another cluster's token").to_string();
+    assert!(err.contains("initial_cluster_token is not this cluster's"), "{err}");
+    let members = cluster.nodes[0].as_ref().unwrap().node.members();
+    assert_eq!(members.len(), 3, "{members:?}");
+    cluster.shutdown().await;
+}
