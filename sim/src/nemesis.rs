@@ -210,14 +210,24 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
                 let Some(leader) = cluster.leader() else { continue };
                 let target = (leader + runtime::rng().gen_range(0..n - 1)) % n + 1;
                 let Some(node) = cluster.node(leader) else { continue };
-                log.note(start, format!("move leader {leader} -> {target}"));
+                // Sometimes the caller gives up halfway, as a MoveLeader
+                // client whose deadline passes does: the transfer is dropped.
+                let give_up = runtime::rng().gen_bool(0.3).then(|| millis(&mut runtime::rng(), 20..1500));
+                log.note(start, format!("move leader {leader} -> {target} (caller gives up after {give_up:?})"));
                 // On the leader's own simulated node, as its API would run it.
-                let task = cluster.nodes[leader as usize - 1]
-                    .handle
-                    .spawn(async move { node.transfer_leadership(target).await.map_err(|e| e.to_string()) });
+                let task = cluster.nodes[leader as usize - 1].handle.spawn(async move {
+                    let transfer = node.transfer_leadership(target);
+                    match give_up {
+                        None => Some(transfer.await.map_err(|e| e.to_string())),
+                        Some(after) => {
+                            runtime::timeout(after, transfer).await.ok().map(|r| r.map_err(|e| e.to_string()))
+                        }
+                    }
+                });
                 let outcome = match task.await {
-                    Ok(Ok(())) => "done".to_string(),
-                    Ok(Err(e)) => format!("failed: {e}"),
+                    Ok(Some(Ok(()))) => "done".to_string(),
+                    Ok(Some(Err(e))) => format!("failed: {e}"),
+                    Ok(None) => "cancelled by the caller".to_string(),
                     Err(_) => "interrupted (node killed)".to_string(),
                 };
                 log.note(start, format!("move leader {leader} -> {target}: {outcome}"));

@@ -193,6 +193,7 @@ async fn run(opts: RunOptions) -> Report {
         ));
     }
     final_reads(&cluster, start, &history).await;
+    violations.extend(every_node_serves(&cluster).await);
     if let Some(problem) = convergence(&cluster).await {
         violations.push(problem);
     }
@@ -353,6 +354,43 @@ async fn heal(cluster: &SimCluster, start: Instant, log: &mut NemesisLog) {
             log.events.push(format!("[{:>8.3}s] heal: restarted {}", (runtime::now() - start).as_secs_f64(), node.id));
         }
     }
+}
+
+/// How long after heal each node has to answer a linearizable read.
+const SERVE_AFTER_HEAL: Duration = Duration::from_secs(10);
+
+/// After heal, every node answers a linearizable read through its own client
+/// port: a node left refusing requests (a leader wedged by a cancelled
+/// transfer kept its writes and reads paused until restarted) fails the run.
+async fn every_node_serves(cluster: &SimCluster) -> Vec<String> {
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.client_addr.clone()).collect();
+    on_own_node("serve-checker", 248, async move {
+        let mut problems = Vec::new();
+        for addr in addrs {
+            let deadline = runtime::now() + SERVE_AFTER_HEAL;
+            loop {
+                let read = async {
+                    let mut kv = KvClient::connect(format!("http://{addr}")).await.map_err(|e| e.to_string())?;
+                    let req = RangeRequest { key: b"k".to_vec(), limit: 1, ..Default::default() };
+                    match runtime::timeout(Duration::from_secs(2), kv.range(req)).await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(status)) => Err(status.message().to_string()),
+                        Err(_) => Err("timed out".to_string()),
+                    }
+                };
+                let Err(last) = read.await else { break };
+                if runtime::now() >= deadline {
+                    problems.push(format!(
+                        "after heal {addr} answered no linearizable read within {SERVE_AFTER_HEAL:?}: {last}"
+                    ));
+                    break;
+                }
+                runtime::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        problems
+    })
+    .await
 }
 
 /// After heal, one linearizable read of every key (retried until answered),

@@ -111,6 +111,8 @@ pub struct RaftNode {
     disowned: super::network::Disowned,
     /// Set while this leader hands over leadership (see `transfer`).
     pub(super) transferring: std::sync::atomic::AtomicBool,
+    /// Held for the whole of a leadership transfer (see `transfer`).
+    pub(super) transfer_lock: tokio::sync::Mutex<()>,
     /// Lease deadlines while this node leads (see `lessor`).
     pub(super) leases: std::sync::Mutex<super::lessor::LeaderLeases>,
     /// Callers of `leader_read_index` waiting for a round (see `read_index`).
@@ -206,6 +208,7 @@ impl RaftNode {
             was_member: Default::default(),
             disowned,
             transferring: Default::default(),
+            transfer_lock: Default::default(),
             read_index: Default::default(),
             proposals: Default::default(),
             forwards: Default::default(),

@@ -20,6 +20,26 @@ use crate::runtime;
 /// How often the leader asks the transferee to campaign.
 const CAMPAIGN_EVERY: Duration = Duration::from_millis(100);
 
+/// Writes, reads and heartbeats paused for a transfer; resumed when dropped,
+/// so a transfer whose caller goes away (a MoveLeader whose client hung up or
+/// ran out of time drops the handler's future) never leaves them paused.
+struct Paused<'a>(&'a RaftNode);
+
+impl<'a> Paused<'a> {
+    fn pause(node: &'a RaftNode) -> Self {
+        node.transferring.store(true, Ordering::Release);
+        node.raft.runtime_config().heartbeat(false);
+        Paused(node)
+    }
+}
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        self.0.raft.runtime_config().heartbeat(true);
+        self.0.transferring.store(false, Ordering::Release);
+    }
+}
+
 impl RaftNode {
     /// Whether a leadership transfer is under way here: writes, reads and
     /// lease renewals wait (they are not served by a leader about to leave).
@@ -47,10 +67,12 @@ impl RaftNode {
         let (_, lease_max) = self.election_timeout();
         // The transfer itself: catch-up, one lease, one election, and margin.
         let deadline = self.request_timeout() + lease_max * 3;
+        // One transfer at a time: a second would resume writes and
+        // heartbeats when it ends, in the middle of the first.
+        let _one_at_a_time = self.transfer_lock.lock().await;
         let attempt = async {
             self.wait_caught_up(target).await?;
-            self.transferring.store(true, Ordering::Release);
-            self.raft.runtime_config().heartbeat(false);
+            let _paused = Paused::pause(self);
             loop {
                 if let Ok(mut client) = self.peer(&member.peer_addr) {
                     let _ = runtime::timeout(
@@ -70,10 +92,7 @@ impl RaftNode {
                 }
             }
         };
-        let outcome = runtime::timeout(deadline, attempt).await.unwrap_or(Err(NodeError::Timeout));
-        self.raft.runtime_config().heartbeat(true);
-        self.transferring.store(false, Ordering::Release);
-        outcome
+        runtime::timeout(deadline, attempt).await.unwrap_or(Err(NodeError::Timeout))
     }
 
     /// If this node leads a cluster with other voters, hands leadership to

@@ -190,3 +190,23 @@ async fn etcdctl_move_leader_snapshot_save_hashkv_and_defrag() {
     put(&mut kv, "/k/after-stop", "y").await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_leader_cancelled_mid_transfer_leaves_the_leader_serving() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    let target = (leader + 1) % 3;
+    let endpoint = cluster.client_addr(leader);
+    // The transferee is down but caught up: the leader pauses writes and
+    // heartbeats and asks it to campaign until the client gives up.
+    cluster.stop(target).await;
+    let (success, _, stderr) =
+        etcdctl(&endpoint, &["--command-timeout=1s", "move-leader", &format!("{:x}", target + 1)]);
+    assert!(!success, "the transfer to a stopped member succeeded: {stderr}");
+    // The cancelled transfer resumed what it paused: the node that led
+    // serves writes and linearizable reads (it refused them until a restart).
+    let (written, _, stderr) = etcdctl(&endpoint, &["put", "/after-cancel", "v"]);
+    assert!(written, "write after a cancelled transfer: {stderr}");
+    assert_eq!(ok(&endpoint, &["get", "/after-cancel", "--print-value-only"]), "v\n");
+    cluster.shutdown().await;
+}
