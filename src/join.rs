@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::proto::etcdserverpb::cluster_client::ClusterClient;
 use crate::proto::etcdserverpb::{MemberAddRequest, MemberListRequest, MemberUpdateRequest};
 use crate::raft::membership::{MemberChange, MemberError};
+use crate::raft::network::{put_token, token_in};
 use crate::raft::state_store::CF_SM;
 use crate::raft::{NodeError, NodeId, RaftNode};
 use crate::runtime::{self, Shutdown};
@@ -24,11 +25,6 @@ const KEY_IDENTITY: &[u8] = b"identity";
 
 /// How long a joining node keeps trying the members it was given.
 const JOIN_DEADLINE: Duration = Duration::from_secs(60);
-
-/// Response metadata in which a member hands the cluster token to a node
-/// that joins through the client API (MemberAdd, MemberUpdate): the caller
-/// could change the membership anyway, so it may learn the peers' secret.
-pub use crate::raft::network::TOKEN_METADATA as JOIN_TOKEN_METADATA;
 
 /// Longest cluster token, bytes.
 pub const MAX_TOKEN_BYTES: usize = 1024;
@@ -156,11 +152,12 @@ async fn try_join(
     tls: Option<&runtime::TlsSettings>,
     token: &[u8],
 ) -> Result<Joined, tonic::Status> {
+    // The token goes both ways in metadata: ours with the request, the
+    // cluster's with the answer (a member hands it to a caller that could
+    // change the membership anyway).
     fn with<T>(token: &[u8], message: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(message);
-        if !token.is_empty() {
-            req.metadata_mut().insert_bin(JOIN_TOKEN_METADATA, tonic::metadata::MetadataValue::from_bytes(token));
-        }
+        put_token(req.metadata_mut(), token);
         req
     }
     let endpoint = runtime::endpoint(addr, tls)
@@ -188,12 +185,7 @@ async fn try_join(
 
 /// The cluster token in a membership answer's metadata (empty when none).
 fn token_of(metadata: &tonic::metadata::MetadataMap) -> Vec<u8> {
-    metadata
-        .get_bin(JOIN_TOKEN_METADATA)
-        .and_then(|v| v.to_bytes().ok())
-        .map(|b| b.to_vec())
-        .filter(|t| t.len() <= MAX_TOKEN_BYTES)
-        .unwrap_or_default()
+    token_in(metadata).map(|b| b.to_vec()).filter(|t| t.len() <= MAX_TOKEN_BYTES).unwrap_or_default()
 }
 
 /// Runs until this node is a published member: its name and client address

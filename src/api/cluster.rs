@@ -58,24 +58,19 @@ impl ClusterService {
     /// Hands the cluster token to a caller that could change the membership
     /// (a joining node learns it so: see `join`).
     fn with_token<T>(&self, mut response: Response<T>) -> Response<T> {
-        let token = self.ctx.node.cluster_token();
-        if !token.is_empty() {
-            response
-                .metadata_mut()
-                .insert_bin(crate::raft::network::TOKEN_METADATA, tonic::metadata::MetadataValue::from_bytes(token));
-        }
+        crate::raft::network::put_token(response.metadata_mut(), self.ctx.node.cluster_token());
         response
     }
 
     /// Refuses a membership request that names another cluster's token (a
     /// node joining the wrong cluster), before anything changes.
     fn check_token<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let Some(theirs) = req.metadata().get_bin(crate::raft::network::TOKEN_METADATA) else { return Ok(()) };
+        let Some(theirs) = crate::raft::network::token_in(req.metadata()) else { return Ok(()) };
         let ours = self.ctx.node.cluster_token();
-        match theirs.to_bytes() {
-            Ok(theirs) if ours.is_empty() || theirs.as_ref() == ours => Ok(()),
-            _ => Err(Status::permission_denied("the joining node's initial_cluster_token is not this cluster's")),
+        if ours.is_empty() || crate::raft::peer_gate::same_secret(&theirs, ours) {
+            return Ok(());
         }
+        Err(Status::permission_denied("the joining node's initial_cluster_token is not this cluster's"))
     }
 
     /// Makes `change` through the leader.

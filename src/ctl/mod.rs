@@ -326,15 +326,8 @@ async fn execute(cli: Cli) -> Outcome {
         clap_complete::generate(shell, &mut Cli::command(), "placement-ctl", &mut std::io::stdout());
         return Ok(());
     }
-    let path = |p: &Option<std::path::PathBuf>| p.clone().unwrap_or_default();
-    let tls = if cli.cacert.is_some() || cli.cert.is_some() || cli.key.is_some() {
-        let settings =
-            crate::runtime::TlsSettings::from_files(&path(&cli.cert), &path(&cli.key), &path(&cli.cacert), false)
-                .map_err(|e| CtlError { code: 2, message: e.to_string() })?;
-        Some(settings)
-    } else {
-        None
-    };
+    let tls = crate::runtime::TlsSettings::for_client(cli.cacert.as_deref(), cli.cert.as_deref(), cli.key.as_deref())
+        .map_err(|e| CtlError { code: 2, message: e.to_string() })?;
     let options = ClientOptions { request_timeout: Duration::from_secs(cli.timeout), tls, ..ClientOptions::default() };
     let endpoints: Vec<String> = cli.endpoints.split(',').map(str::to_string).collect();
     let client = Client::new(&endpoints, options).map_err(|e| CtlError { code: 2, message: e.to_string() })?;

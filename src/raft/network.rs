@@ -72,6 +72,19 @@ pub const FROM_METADATA: &str = "pc-from";
 /// See [`CLUSTER_ID_METADATA`]; binary metadata, so any bytes go.
 pub const TOKEN_METADATA: &str = "pc-cluster-token-bin";
 
+/// Puts the cluster `token` into request or response metadata (nothing when
+/// it is empty: a cluster bootstrapped before tokens has none).
+pub fn put_token(metadata: &mut tonic::metadata::MetadataMap, token: &[u8]) {
+    if !token.is_empty() {
+        metadata.insert_bin(TOKEN_METADATA, tonic::metadata::MetadataValue::from_bytes(token));
+    }
+}
+
+/// The cluster token in `metadata`, if there is one.
+pub fn token_in(metadata: &tonic::metadata::MetadataMap) -> Option<bytes::Bytes> {
+    metadata.get_bin(TOKEN_METADATA).and_then(|v| v.to_bytes().ok())
+}
+
 /// Who is sending raft.v1 requests: peers refuse messages of another cluster
 /// and messages without the cluster's token.
 #[derive(Debug, Clone)]
@@ -91,9 +104,7 @@ impl Sender {
         let md = req.metadata_mut();
         md.insert(CLUSTER_ID_METADATA, self.cluster_id.to_string().parse().expect("digits are valid metadata"));
         md.insert(FROM_METADATA, self.node_id.to_string().parse().expect("digits are valid metadata"));
-        if !self.token.is_empty() {
-            md.insert_bin(TOKEN_METADATA, tonic::metadata::MetadataValue::from_bytes(&self.token));
-        }
+        put_token(md, &self.token);
         req
     }
 }

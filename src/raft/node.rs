@@ -91,9 +91,9 @@ pub struct RaftNode {
     state: SharedState,
     /// The applied revision, changed after every apply that wrote.
     applied_revision: tokio::sync::watch::Receiver<i64>,
-    /// Derived from the initial membership; equal on every member.
-    cluster_id: u64,
-    /// This node as it introduces itself to peers (with the cluster token).
+    /// This node as it introduces itself to peers: its id, the cluster id
+    /// (derived from the initial membership, equal on every member) and the
+    /// cluster token.
     sender: Sender,
     /// Deadline for client requests.
     request_timeout: Duration,
@@ -129,18 +129,12 @@ pub struct RaftNode {
 /// members' ids and peer addresses (two clusters of the same members with
 /// different tokens get different ids).
 pub fn cluster_id(members: &BTreeMap<NodeId, Member>, token: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in token {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    for (id, m) in members {
-        for b in id.to_be_bytes().iter().chain(m.peer_addr.as_bytes()) {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
+    let members = members.iter().flat_map(|(id, m)| id.to_be_bytes().into_iter().chain(m.peer_addr.bytes()));
+    token
+        .iter()
+        .copied()
+        .chain(members)
+        .fold(0xcbf2_9ce4_8422_2325, |h: u64, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 impl RaftNode {
@@ -198,7 +192,6 @@ impl RaftNode {
             raft,
             state,
             applied_revision,
-            cluster_id: opts.cluster_id,
             sender,
             request_timeout: opts.request_timeout,
             peers: Arc::new(PeerClients::new(opts.peer_tls)),
@@ -279,7 +272,7 @@ impl RaftNode {
 
     /// The cluster id for response headers.
     pub fn cluster_id(&self) -> u64 {
-        self.cluster_id
+        self.sender.cluster_id
     }
 
     /// The current Raft term.

@@ -6,7 +6,7 @@
 
 use tonic::{Request, Status};
 
-use super::network::{CLUSTER_ID_METADATA, FROM_METADATA, NOT_A_MEMBER, TOKEN_METADATA};
+use super::network::{token_in, CLUSTER_ID_METADATA, FROM_METADATA, NOT_A_MEMBER};
 use super::types::{Member, NodeId};
 use crate::config::Config;
 
@@ -27,7 +27,9 @@ pub struct PeerGate {
     certs: Option<CertRules>,
 }
 
-/// What the gate needs to know of the node.
+/// What the gate needs to know of the node. Membership is looked up only
+/// when a rule needs it: replication from the leader, the busiest traffic,
+/// needs none without peer TLS.
 pub struct NodeView<'a> {
     /// This cluster's id.
     pub cluster_id: u64,
@@ -36,7 +38,7 @@ pub struct NodeView<'a> {
     /// The member of an id, if it is one.
     pub member: &'a dyn Fn(NodeId) -> Option<Member>,
     /// Whether this node knows a membership yet (a joining node does not).
-    pub knows_members: bool,
+    pub knows_members: &'a dyn Fn() -> bool,
 }
 
 /// Names found in a certificate.
@@ -71,7 +73,7 @@ pub fn cert_names(der: &[u8]) -> Option<CertNames> {
 }
 
 /// Compares secrets in time independent of where they differ.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -127,15 +129,12 @@ impl PeerGate {
                 node.cluster_id
             )));
         }
-        if !node.token.is_empty() {
-            let token = req.metadata().get_bin(TOKEN_METADATA).and_then(|v| v.to_bytes().ok());
-            if !token.is_some_and(|t| same_secret(&t, node.token)) {
-                return refused(Status::permission_denied(format!(
-                    "raft message from node {from} without this cluster's token"
-                )));
-            }
+        if !node.token.is_empty() && !token_in(req.metadata()).is_some_and(|t| same_secret(&t, node.token)) {
+            return refused(Status::permission_denied(format!(
+                "raft message from node {from} without this cluster's token"
+            )));
         }
-        let member = (node.member)(from);
+        let member = || (node.member)(from);
         if let Some(rules) = &self.certs {
             let leaf = crate::runtime::peer_certificates(req).and_then(|chain| chain.into_iter().next());
             let Some(names) = leaf.as_deref().and_then(cert_names) else {
@@ -155,8 +154,8 @@ impl PeerGate {
                     names.hostnames
                 )));
             }
-            if let Some(member) = &member {
-                if !names_member(&names, member) {
+            if let Some(member) = member() {
+                if !names_member(&names, &member) {
                     return refused(Status::permission_denied(format!(
                         "raft message claims to be from node {from} ({:?}), but the certificate is of {cn:?}",
                         member.name
@@ -171,7 +170,7 @@ impl PeerGate {
                 )))
             }
             Some(_) => {}
-            None if member.is_none() && node.knows_members => {
+            None if member().is_none() && (node.knows_members)() => {
                 return refused(Status::failed_precondition(format!("raft message from node {from}, {NOT_A_MEMBER}")))
             }
             None => {}

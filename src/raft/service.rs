@@ -48,11 +48,12 @@ impl RaftService {
 
     fn admit<T>(&self, req: &Request<T>, leader: Option<NodeId>) -> Result<NodeId, Status> {
         let member = |id| self.node.member(id).map(|(_, m)| m);
+        let knows_members = || self.node.knows_members();
         let view = NodeView {
             cluster_id: self.node.cluster_id(),
             token: self.node.cluster_token(),
             member: &member,
-            knows_members: self.node.knows_members(),
+            knows_members: &knows_members,
         };
         self.gate.admit(req, &view, leader)
     }

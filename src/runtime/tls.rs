@@ -69,6 +69,16 @@ impl TlsSettings {
         Ok(Self { identity, ca, require_client_cert })
     }
 
+    /// A client's TLS from etcdctl-style `--cacert`, `--cert`, `--key`:
+    /// `None` (plain TCP) when none of them is given.
+    pub fn for_client(ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path>) -> Result<Option<Self>, TlsError> {
+        if ca.is_none() && cert.is_none() && key.is_none() {
+            return Ok(None);
+        }
+        let unset = Path::new("");
+        Self::from_files(cert.unwrap_or(unset), key.unwrap_or(unset), ca.unwrap_or(unset), false).map(Some)
+    }
+
     /// Whether there is anything to do: a server needs its identity.
     pub fn serves(&self) -> bool {
         self.identity.is_some()

@@ -154,10 +154,10 @@ impl Args {
     async fn channels(&self) -> anyhow::Result<Vec<Channel>> {
         let endpoints: Vec<&str> = self.endpoints.split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
         anyhow::ensure!(!endpoints.is_empty(), "no endpoint given");
-        let path = |p: &Option<std::path::PathBuf>| p.clone().unwrap_or_default();
+        // --cacert turns TLS on (--cert and --key alone do not).
         let tls = match &self.cacert {
             None => None,
-            Some(ca) => Some(TlsSettings::from_files(&path(&self.cert), &path(&self.key), ca, false)?),
+            Some(ca) => TlsSettings::for_client(Some(ca), self.cert.as_deref(), self.key.as_deref())?,
         };
         let mut channels = Vec::new();
         for i in 0..self.conns() {
