@@ -5,6 +5,7 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/etcd/kv.proto",
+        "proto/etcd/auth.proto",
         "proto/etcd/rpc.proto",
         "proto/raft.proto",
         "proto/grpc/health.proto",

@@ -72,6 +72,9 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Largest client request accepted, bytes (etcd: 1.5 MiB).
     pub max_request_bytes: usize,
+    /// How long an auth token stays valid after its last use, seconds
+    /// (etcd's `--auth-token-ttl`, default 300).
+    pub auth_token_ttl: u64,
     /// Auto-compaction keeps this many revisions of history (0: not by count).
     /// The history lives in memory and on disk until compacted.
     pub auto_compaction_retention_revisions: u64,
@@ -138,6 +141,7 @@ impl Default for Config {
             election_timeout_ms: 1000,
             request_timeout_ms: 5000,
             max_request_bytes: 1536 * 1024,
+            auth_token_ttl: 300,
             auto_compaction_retention_revisions: 10_000,
             auto_compaction_retention_secs: 0,
             watch_progress_notify_interval_ms: 600_000,
@@ -231,6 +235,9 @@ pub struct Overrides {
     /// Largest client request in bytes.
     #[arg(long, env = "PLACEMENT_MAX_REQUEST_BYTES")]
     pub max_request_bytes: Option<usize>,
+    /// Seconds an auth token stays valid after its last use.
+    #[arg(long, env = "PLACEMENT_AUTH_TOKEN_TTL")]
+    pub auth_token_ttl: Option<u64>,
     /// Client port TLS: this node's certificate (PEM).
     #[arg(long, env = "PLACEMENT_CERT_FILE")]
     pub cert_file: Option<PathBuf>,
@@ -300,7 +307,7 @@ impl Config {
             )*};
         }
         set!(node_id, name, client_addr, peer_addr, metrics_addr, data_dir, initial_cluster_token);
-        set!(heartbeat_interval_ms, election_timeout_ms, request_timeout_ms, max_request_bytes);
+        set!(heartbeat_interval_ms, election_timeout_ms, request_timeout_ms, max_request_bytes, auth_token_ttl);
         set!(cert_file, key_file, trusted_ca_file, peer_cert_file, peer_key_file, peer_trusted_ca_file);
         if let Some(spec) = o.initial_cluster {
             config.initial_members = parse_initial_cluster(&spec)?;
@@ -449,6 +456,9 @@ impl Config {
         if self.request_timeout_ms == 0 {
             return invalid("request_timeout_ms must be positive".into());
         }
+        if self.auth_token_ttl == 0 {
+            return invalid("auth_token_ttl must be positive".into());
+        }
         if self.max_request_bytes == 0 || self.max_request_bytes > 64 * 1024 * 1024 {
             return invalid(format!("max_request_bytes ({}) must be between 1 and 64 MiB", self.max_request_bytes));
         }
@@ -560,6 +570,7 @@ mod tests {
             (Box::new(|c| c.peer_addr = "127.0.0.1:9999".into()), "initial member 2 has peer address 127.0.0.1:2382"),
             (Box::new(|c| c.heartbeat_interval_ms = 5000), "heartbeat_interval_ms (5000) must be positive and below"),
             (Box::new(|c| c.max_request_bytes = 0), "max_request_bytes (0)"),
+            (Box::new(|c| c.auth_token_ttl = 0), "auth_token_ttl must be positive"),
             (
                 Box::new(|c| c.initial_members.get_mut(&3).unwrap().peer_addr = "127.0.0.1:2380".into()),
                 "share peer address",
@@ -675,6 +686,7 @@ mod tests {
                     election_timeout_ms: timings.1,
                     request_timeout_ms: timings.2,
                     max_request_bytes,
+                    auth_token_ttl: timings.0,
                     auto_compaction_retention_revisions: timings.3,
                     auto_compaction_retention_secs: timings.4,
                     snapshot_after_entries: timings.5,

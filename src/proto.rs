@@ -8,6 +8,11 @@ pub mod mvccpb {
     tonic::include_proto!("mvccpb");
 }
 
+/// etcd's `authpb`: users, roles and permissions.
+pub mod authpb {
+    tonic::include_proto!("authpb");
+}
+
 /// etcd's `etcdserverpb`: the client API.
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");

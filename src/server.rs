@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use crate::api::health::{count_leader_changes, http_answer, HealthService};
 use crate::api::{
-    ApiContext, ClusterService, KvService, LeaseService, MaintenanceService, PlacementService, WatchService,
+    ApiContext, AuthService, ClusterService, KvService, LeaseService, MaintenanceService, PlacementService,
+    WatchService,
 };
 use crate::config::{Config, ConfigError};
 use crate::join::Identity;
+use crate::proto::etcdserverpb::auth_server::AuthServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
@@ -182,7 +184,7 @@ impl Server {
         let client_tasks = TaskGroup::new();
         // gRPC framing allows some overhead above the request size limit, as in
         // etcd; the exact limit is checked (with etcd's message) per request.
-        let ctx = ApiContext::new(node.clone(), config.max_request_bytes, client_tasks.shutdown_signal());
+        let ctx = ApiContext::new(node.clone(), &config, client_tasks.shutdown_signal());
         let max_message = config.max_request_bytes + 512 * 1024;
         let kv = KvServer::new(KvService::new(ctx.clone())).max_decoding_message_size(max_message);
         let watch = WatchServer::new(WatchService::new(ctx.clone(), config.watch_progress_interval()))
@@ -195,6 +197,7 @@ impl Server {
             .add_service(watch)
             .add_service(lease)
             .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
+            .add_service(AuthServer::new(AuthService::new(ctx.clone())).max_decoding_message_size(max_message))
             .add_service(MaintenanceServer::new(MaintenanceService::new(ctx.clone())))
             .add_service(HealthServer::new(HealthService::new(ctx.clone())))
             .add_service(

@@ -37,6 +37,7 @@ fn client(addrs: &[String]) -> Arc<Client> {
         initial_backoff: Duration::from_millis(100),
         max_backoff: Duration::from_millis(500),
         tls: None,
+        credentials: None,
     };
     Client::new(addrs, options).expect("valid simulated addresses")
 }

@@ -73,6 +73,18 @@ impl ClusterService {
         Err(Status::permission_denied("the joining node's initial_cluster_token is not this cluster's"))
     }
 
+    /// Membership changes are root's (etcd's rule), or a joining node's:
+    /// one that proves it holds this cluster's token.
+    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let ours = self.ctx.node.cluster_token();
+        let joining = crate::raft::network::token_in(req.metadata())
+            .is_some_and(|theirs| !ours.is_empty() && crate::raft::peer_gate::same_secret(&theirs, ours));
+        if !joining {
+            self.ctx.admin(req)?;
+        }
+        Ok(())
+    }
+
     /// Makes `change` through the leader.
     async fn change(&self, change: MemberChange) -> Result<u64, Status> {
         Ok(self.ctx.node.change_members(change).await.map_err(ApiError::from)?)
@@ -107,6 +119,7 @@ impl Cluster for ClusterService {
         self.ctx
             .observe("Cluster/MemberAdd", async move {
                 self.check_token(&req)?;
+                self.authorize(&req)?;
                 let req = req.into_inner();
                 let peer_addr = peer_addr(&req.peer_ur_ls)?;
                 // etcd: a member's name and client URLs are empty until it starts.
@@ -123,6 +136,7 @@ impl Cluster for ClusterService {
     async fn member_remove(&self, req: Request<MemberRemoveRequest>) -> Result<Response<MemberRemoveResponse>, Status> {
         self.ctx
             .observe("Cluster/MemberRemove", async move {
+                self.ctx.admin(&req)?;
                 self.change(MemberChange::Remove(req.into_inner().id)).await?;
                 let (header, members) = self.members(true).await?;
                 Ok(Response::new(MemberRemoveResponse { header: Some(header), members }))
@@ -135,6 +149,7 @@ impl Cluster for ClusterService {
         self.ctx
             .observe("Cluster/MemberUpdate", async move {
                 self.check_token(&req)?;
+                self.authorize(&req)?;
                 let req = req.into_inner();
                 let peer_addr = peer_addr(&req.peer_ur_ls)?;
                 let change =
@@ -153,6 +168,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberPromoteResponse>, Status> {
         self.ctx
             .observe("Cluster/MemberPromote", async move {
+                self.ctx.admin(&req)?;
                 self.change(MemberChange::Promote(req.into_inner().id)).await?;
                 let (header, members) = self.members(true).await?;
                 Ok(Response::new(MemberPromoteResponse { header: Some(header), members }))

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use prost::Message;
 use rand::Rng;
 
+use super::tokens::Tokens;
 use super::ApiError;
 use crate::proto::etcdserverpb::response_op::Response as Op;
 use crate::proto::etcdserverpb::{
@@ -14,9 +15,10 @@ use crate::proto::etcdserverpb::{
 };
 use crate::proto::raft::v1::command_result::Response as Applied;
 use crate::proto::raft::v1::{command, Command, CommandResult};
+use crate::raft::state_store::read_state;
 use crate::raft::RaftNode;
 use crate::runtime::Shutdown;
-use crate::state::{KvState, StateError};
+use crate::state::{Access, KvState, StateError};
 
 /// A server-streaming response, as the generated service traits want it.
 pub type ResponseStream<T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send>>;
@@ -30,12 +32,93 @@ pub struct ApiContext {
     /// Ends long-lived streams (watch, keepalive) when the node shuts down:
     /// the gRPC server waits for open streams before it stops.
     pub shutdown: Shutdown,
+    /// Issues and verifies auth tokens.
+    pub tokens: Tokens,
+    /// With auth on, a client certificate's common name is the user of a
+    /// request that carries no token (etcd's `--client-cert-auth`).
+    pub client_cert_auth: bool,
 }
+
+/// Who makes a request, as auth sees it: no user when auth is off or the
+/// request carries no credentials.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// The authenticated user.
+    pub user: Option<String>,
+}
+
+impl Caller {
+    /// The user's name, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+}
+
+/// Metadata keys a token comes in: etcd's clients send `token`, its gRPC
+/// gateway `authorization`.
+const TOKEN_KEYS: [&str; 2] = ["token", "authorization"];
 
 impl ApiContext {
     /// The context over `node`.
-    pub fn new(node: Arc<RaftNode>, max_request_bytes: usize, shutdown: Shutdown) -> Arc<Self> {
-        Arc::new(Self { node, max_request_bytes, shutdown })
+    pub fn new(node: Arc<RaftNode>, config: &crate::config::Config, shutdown: Shutdown) -> Arc<Self> {
+        Arc::new(Self {
+            node,
+            max_request_bytes: config.max_request_bytes,
+            shutdown,
+            tokens: Tokens::new(std::time::Duration::from_secs(config.auth_token_ttl)),
+            client_cert_auth: config.client_cert_auth,
+        })
+    }
+
+    /// Who makes `req`: the user its token names or, with client
+    /// certificate auth, its certificate's common name. A token that is not
+    /// valid is refused (etcd's "invalid auth token"; clients then
+    /// authenticate again).
+    pub fn caller<T>(&self, req: &tonic::Request<T>) -> Result<Caller, ApiError> {
+        let state = read_state(self.node.state());
+        let auth = state.auth();
+        if !auth.enabled() {
+            return Ok(Caller::default());
+        }
+        let token = TOKEN_KEYS.iter().find_map(|key| req.metadata().get(*key)).and_then(|v| v.to_str().ok());
+        if let Some(token) = token {
+            let token = token.strip_prefix("Bearer ").unwrap_or(token);
+            return Ok(Caller { user: Some(self.tokens.verify(auth, token).map_err(StateError::from)?) });
+        }
+        if self.client_cert_auth {
+            let cn = crate::runtime::peer_certificates(req)
+                .and_then(|chain| chain.first().and_then(|der| crate::raft::peer_gate::cert_names(der)))
+                .and_then(|names| names.common_name);
+            if let Some(cn) = cn.filter(|cn| auth.user(cn).is_some()) {
+                return Ok(Caller { user: Some(cn) });
+            }
+        }
+        Ok(Caller::default())
+    }
+
+    /// The caller of `req`, refused unless auth is off or it names a user
+    /// (for calls that need no permission on keys, as etcd's lease calls).
+    pub fn authenticated<T>(&self, req: &tonic::Request<T>) -> Result<Caller, ApiError> {
+        let caller = self.caller(req)?;
+        if caller.user.is_none() && read_state(self.node.state()).auth().enabled() {
+            return Err(StateError::Auth(crate::state::AuthError::UserEmpty).into());
+        }
+        Ok(caller)
+    }
+
+    /// The caller of `req`, refused unless auth is off or it is root.
+    pub fn admin<T>(&self, req: &tonic::Request<T>) -> Result<Caller, ApiError> {
+        let caller = self.caller(req)?;
+        read_state(self.node.state()).auth().check_admin(caller.user()).map_err(StateError::from)?;
+        Ok(caller)
+    }
+
+    /// Refuses unless auth is off or `caller` may `access` `[key, range_end)`.
+    pub fn check(&self, caller: &Caller, access: Access, key: &[u8], range_end: &[u8]) -> Result<(), ApiError> {
+        Ok(read_state(self.node.state())
+            .auth()
+            .check(caller.user(), access, key, range_end)
+            .map_err(StateError::from)?)
     }
 
     /// Runs one gRPC call's `work`, counting it and its latency under `method`.
@@ -69,9 +152,26 @@ impl ApiContext {
         Ok(())
     }
 
-    /// Checks and proposes a write; the size limit applies to what is proposed.
-    pub async fn propose(&self, request: command::Request) -> Result<CommandResult, ApiError> {
-        let command = Command { request: Some(request) };
+    /// Checks and proposes `caller`'s write; the size limit applies to what
+    /// is proposed. Its permissions are checked here, against this member's
+    /// auth store, and the command carries that store's revision: if auth
+    /// changed by the time it applies, it is refused there.
+    pub async fn propose(&self, caller: &Caller, request: command::Request) -> Result<CommandResult, ApiError> {
+        let auth_revision = {
+            let state = read_state(self.node.state());
+            state.authorize(caller.user(), &request)?;
+            state.auth().revision()
+        };
+        self.propose_command(Command { auth_revision: Some(auth_revision), request: Some(request) }).await
+    }
+
+    /// Proposes the server's own write (lease expiry on behalf of nobody):
+    /// not checked against auth.
+    pub async fn propose_as_server(&self, request: command::Request) -> Result<CommandResult, ApiError> {
+        self.propose_command(Command { auth_revision: None, request: Some(request) }).await
+    }
+
+    async fn propose_command(&self, command: Command) -> Result<CommandResult, ApiError> {
         self.check_size(&command)?;
         // Refuse before a Raft round trip what every replica would refuse.
         KvState::validate(&command)?;
@@ -81,8 +181,12 @@ impl ApiContext {
 
 impl ApiContext {
     /// Proposes a write and answers with its response, header filled in.
-    pub async fn write<T: WriteResponse>(&self, request: command::Request) -> Result<tonic::Response<T>, ApiError> {
-        let CommandResult { revision, response } = self.propose(request).await?;
+    pub async fn write<T: WriteResponse>(
+        &self,
+        caller: &Caller,
+        request: command::Request,
+    ) -> Result<tonic::Response<T>, ApiError> {
+        let CommandResult { revision, response } = self.propose(caller, request).await?;
         match response.map(T::pick) {
             Some(Ok(mut resp)) => {
                 resp.set_header(self.header(revision));
@@ -98,11 +202,16 @@ impl ApiContext {
     /// Grants a lease of `ttl` seconds with id `id`, or with an id picked here
     /// when `id` is 0: the proposer picks it, so every replica applies the
     /// same one, and a random pick that collides is retried with another.
-    pub async fn grant_lease(&self, ttl: i64, id: i64) -> Result<tonic::Response<LeaseGrantResponse>, ApiError> {
+    pub async fn grant_lease(
+        &self,
+        caller: &Caller,
+        ttl: i64,
+        id: i64,
+    ) -> Result<tonic::Response<LeaseGrantResponse>, ApiError> {
         let attempts = if id == 0 { 3 } else { 1 };
         for attempt in 1..=attempts {
             let id = if id == 0 { crate::runtime::rng().gen_range(1..i64::MAX) } else { id };
-            match self.write(command::Request::LeaseGrant(LeaseGrantRequest { ttl, id })).await {
+            match self.write(caller, command::Request::LeaseGrant(LeaseGrantRequest { ttl, id })).await {
                 Err(ApiError::State(StateError::LeaseExists)) if attempt < attempts => continue,
                 answer => return answer,
             }

@@ -6,7 +6,7 @@ use tonic::{Code, Status};
 use crate::placement::PlacementError;
 use crate::raft::membership::MemberError;
 use crate::raft::NodeError;
-use crate::state::StateError;
+use crate::state::{AuthError, StateError};
 
 /// Metadata key on an error whose request certainly had no effect.
 pub const NOT_APPLIED_METADATA: &str = "pc-not-applied";
@@ -56,8 +56,33 @@ fn state_status(e: &StateError) -> Status {
         StateError::EmptyCommand => (Code::InvalidArgument, "etcdserver: request is empty"),
         StateError::LeaseExists => (Code::FailedPrecondition, "etcdserver: lease already exists"),
         StateError::LeaseTtlTooLarge => (Code::OutOfRange, "etcdserver: too large lease TTL"),
+        StateError::Auth(auth) => return auth_status(auth),
     };
     Status::new(code, msg)
+}
+
+/// etcd's codes and messages (api/v3rpc/rpctypes) for auth refusals.
+pub fn auth_status(e: &AuthError) -> Status {
+    let code = match e {
+        AuthError::UserEmpty
+        | AuthError::RoleEmpty
+        | AuthError::AuthFailed
+        | AuthError::PermissionNotGiven
+        | AuthError::InvalidAuthMgmt
+        | AuthError::OldRevision => Code::InvalidArgument,
+        AuthError::PermissionDenied => Code::PermissionDenied,
+        AuthError::InvalidToken => Code::Unauthenticated,
+        AuthError::RootUserNotExist
+        | AuthError::RootRoleNotExist
+        | AuthError::UserAlreadyExist
+        | AuthError::UserNotFound
+        | AuthError::RoleAlreadyExist
+        | AuthError::RoleNotFound
+        | AuthError::RoleNotGranted
+        | AuthError::PermissionNotGranted
+        | AuthError::AuthNotEnabled => Code::FailedPrecondition,
+    };
+    Status::new(code, format!("etcdserver: {e}"))
 }
 
 fn member_status(e: MemberError) -> Status {

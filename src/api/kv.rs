@@ -18,6 +18,7 @@ use crate::proto::etcdserverpb::{
 };
 use crate::proto::raft::v1::command;
 use crate::raft::state_store::read_state;
+use crate::state::StateError;
 
 /// The KV service of one node.
 pub struct KvService {
@@ -37,12 +38,16 @@ impl Kv for KvService {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         self.ctx
             .observe("KV/Range", async move {
+                let caller = self.ctx.caller(&req)?;
                 let req = req.into_inner();
                 self.ctx.check_size(&req)?;
                 if !req.serializable {
                     self.ctx.node.read_barrier().await.map_err(ApiError::from)?;
                 }
                 let state = read_state(self.ctx.node.state());
+                // Checked after the read index: a revoke committed before
+                // this read started is applied here by now.
+                state.auth().check_range(caller.user(), &req).map_err(StateError::from).map_err(ApiError::from)?;
                 let mut resp = state.range(&req).map_err(ApiError::from)?;
                 resp.header = Some(self.ctx.header(state.revision()));
                 Ok(Response::new(resp))
@@ -54,7 +59,10 @@ impl Kv for KvService {
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         self.ctx
             .observe("KV/Put", async move {
-                self.ctx.write(command::Request::Put(req.into_inner())).await.map_err(Into::into)
+                self.ctx
+                    .write(&self.ctx.caller(&req)?, command::Request::Put(req.into_inner()))
+                    .await
+                    .map_err(Into::into)
             })
             .await
     }
@@ -63,7 +71,10 @@ impl Kv for KvService {
     async fn delete_range(&self, req: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
         self.ctx
             .observe("KV/DeleteRange", async move {
-                self.ctx.write(command::Request::DeleteRange(req.into_inner())).await.map_err(Into::into)
+                self.ctx
+                    .write(&self.ctx.caller(&req)?, command::Request::DeleteRange(req.into_inner()))
+                    .await
+                    .map_err(Into::into)
             })
             .await
     }
@@ -72,7 +83,10 @@ impl Kv for KvService {
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         self.ctx
             .observe("KV/Txn", async move {
-                self.ctx.write(command::Request::Txn(req.into_inner())).await.map_err(Into::into)
+                self.ctx
+                    .write(&self.ctx.caller(&req)?, command::Request::Txn(req.into_inner()))
+                    .await
+                    .map_err(Into::into)
             })
             .await
     }
@@ -82,7 +96,10 @@ impl Kv for KvService {
         self.ctx
             .observe("KV/Compact", async move {
                 // Applied on every replica as part of the command: `physical` holds.
-                self.ctx.write(command::Request::Compaction(req.into_inner())).await.map_err(Into::into)
+                self.ctx
+                    .write(&self.ctx.caller(&req)?, command::Request::Compaction(req.into_inner()))
+                    .await
+                    .map_err(Into::into)
             })
             .await
     }

@@ -19,6 +19,7 @@ use crate::proto::etcdserverpb::{
 use crate::proto::raft::v1::command;
 use crate::raft::state_store::read_state;
 use crate::runtime;
+use crate::state::{Access, StateError};
 
 /// The Lease service of one node.
 pub struct LeaseService {
@@ -47,8 +48,9 @@ impl Lease for LeaseService {
     async fn lease_grant(&self, req: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
         self.ctx
             .observe("Lease/LeaseGrant", async move {
+                let caller = self.ctx.caller(&req)?;
                 let req = req.into_inner();
-                self.ctx.grant_lease(req.ttl.max(self.min_ttl), req.id).await.map_err(Into::into)
+                self.ctx.grant_lease(&caller, req.ttl.max(self.min_ttl), req.id).await.map_err(Into::into)
             })
             .await
     }
@@ -57,7 +59,10 @@ impl Lease for LeaseService {
     async fn lease_revoke(&self, req: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
         self.ctx
             .observe("Lease/LeaseRevoke", async move {
-                self.ctx.write(command::Request::LeaseRevoke(req.into_inner())).await.map_err(Into::into)
+                self.ctx
+                    .write(&self.ctx.caller(&req)?, command::Request::LeaseRevoke(req.into_inner()))
+                    .await
+                    .map_err(Into::into)
             })
             .await
     }
@@ -70,6 +75,7 @@ impl Lease for LeaseService {
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         self.ctx
             .observe("Lease/LeaseKeepAlive", async move {
+                self.ctx.authenticated(&req)?;
                 let (out, rx) = tokio::sync::mpsc::channel(16);
                 runtime::spawn_detached("lease-keepalive", keep_alive(self.ctx.clone(), req.into_inner(), out));
                 let stream: Self::LeaseKeepAliveStream = Box::pin(receiver_stream(rx));
@@ -85,6 +91,7 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         self.ctx
             .observe("Lease/LeaseTimeToLive", async move {
+                let caller = self.ctx.authenticated(&req)?;
                 let req = req.into_inner();
                 let ttl = self.ctx.node.lease_ttl(req.id).await.map_err(ApiError::from)?;
                 let Some(ttl) = ttl else {
@@ -99,7 +106,16 @@ impl Lease for LeaseService {
                 let keys = if req.keys {
                     self.ctx.node.read_barrier().await.map_err(ApiError::from)?;
                     let state = read_state(self.ctx.node.state());
-                    state.leases().get(&req.id).map(|l| l.keys.iter().cloned().collect()).unwrap_or_default()
+                    let keys: Vec<Vec<u8>> =
+                        state.leases().get(&req.id).map(|l| l.keys.iter().cloned().collect()).unwrap_or_default();
+                    // Listing a lease's keys reads them (etcd 3.5's rule).
+                    for key in &keys {
+                        state
+                            .auth()
+                            .check(caller.user(), Access::Read, key, &[])
+                            .map_err(|e| ApiError::from(StateError::from(e)))?;
+                    }
+                    keys
                 } else {
                     Vec::new()
                 };
@@ -115,9 +131,10 @@ impl Lease for LeaseService {
     }
 
     #[instrument(skip_all)]
-    async fn lease_leases(&self, _req: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
+    async fn lease_leases(&self, req: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
         self.ctx
             .observe("Lease/LeaseLeases", async move {
+                self.ctx.authenticated(&req)?;
                 self.ctx.node.read_barrier().await.map_err(ApiError::from)?;
                 let state = read_state(self.ctx.node.state());
                 let leases = state.leases().keys().map(|id| LeaseStatus { id: *id }).collect();

@@ -83,9 +83,11 @@ impl Maintenance for MaintenanceService {
     }
 
     #[instrument(skip_all)]
-    async fn defragment(&self, _req: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+    async fn defragment(&self, req: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
         self.ctx
             .observe("Maintenance/Defragment", async move {
+                // Root only, as in etcd.
+                self.ctx.admin(&req)?;
                 let node = self.ctx.node.clone();
                 node.defragment().await.map_err(ApiError::from)?;
                 let revision = read_state(node.state()).revision();
@@ -97,9 +99,10 @@ impl Maintenance for MaintenanceService {
     /// A digest of this member's whole state machine (keys, history, leases)
     /// at its applied index: equal on members that applied the same entries.
     #[instrument(skip_all)]
-    async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
         self.ctx
             .observe("Maintenance/Hash", async move {
+                self.ctx.admin(&req)?;
                 let (revision, hash) = {
                     let state = read_state(self.ctx.node.state());
                     (state.revision(), state.hash())
@@ -115,6 +118,7 @@ impl Maintenance for MaintenanceService {
     async fn hash_kv(&self, req: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
         self.ctx
             .observe("Maintenance/HashKV", async move {
+                self.ctx.admin(&req)?;
                 let asked = req.into_inner().revision;
                 let state = read_state(self.ctx.node.state());
                 let current = state.revision();
@@ -142,9 +146,10 @@ impl Maintenance for MaintenanceService {
     /// A backup of the state machine as of now, in 32 KiB messages; the first
     /// header's revision is the revision of the backup.
     #[instrument(skip_all)]
-    async fn snapshot(&self, _req: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+    async fn snapshot(&self, req: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
         self.ctx
             .observe("Maintenance/Snapshot", async move {
+                self.ctx.admin(&req)?;
                 let (revision, file) = {
                     let state = read_state(self.ctx.node.state());
                     (state.revision(), crate::backup::encode(&snapshot_bytes(&state)))
@@ -173,6 +178,7 @@ impl Maintenance for MaintenanceService {
     async fn move_leader(&self, req: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
         self.ctx
             .observe("Maintenance/MoveLeader", async move {
+                self.ctx.admin(&req)?;
                 let target = req.into_inner().target_id;
                 self.ctx.node.transfer_leadership(target).await.map_err(ApiError::from)?;
                 let revision = read_state(self.ctx.node.state()).revision();

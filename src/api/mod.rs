@@ -1,6 +1,7 @@
 //! The gRPC services clients talk to. Every error a client sees is made in
 //! [`error`], with etcd's exact codes and messages.
 
+pub mod auth;
 pub mod cluster;
 pub mod context;
 pub mod error;
@@ -9,8 +10,10 @@ pub mod kv;
 pub mod lease;
 pub mod maintenance;
 pub mod placement;
+pub mod tokens;
 pub mod watch;
 
+pub use auth::AuthService;
 pub use cluster::ClusterService;
 pub use context::ApiContext;
 pub use error::ApiError;

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use super::context::{receiver_stream, ApiContext, ResponseStream};
+use super::context::{receiver_stream, ApiContext, Caller, ResponseStream};
 use super::ApiError;
 use crate::placement::{self, ClusterConfig, NodeRecord, PlacementError};
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
@@ -40,7 +40,7 @@ use crate::proto::raft::v1::command;
 use crate::proto::raft::v1::command_result::Response as Applied;
 use crate::raft::state_store::read_state;
 use crate::runtime;
-use crate::state::{KvState, MAX_LEASE_TTL};
+use crate::state::{Access, KvState, MAX_LEASE_TTL};
 
 /// How long ClusterStatus waits for each member's own status.
 const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_secs(1);
@@ -123,8 +123,8 @@ impl PlacementService {
 
     /// Revokes a lease that is no longer wanted; one that is gone already, or
     /// a failure, only costs an unused lease until it expires.
-    async fn revoke_quietly(&self, id: i64) {
-        if let Err(e) = self.ctx.propose(command::Request::LeaseRevoke(LeaseRevokeRequest { id })).await {
+    async fn revoke_quietly(&self, caller: &Caller, id: i64) {
+        if let Err(e) = self.ctx.propose(caller, command::Request::LeaseRevoke(LeaseRevokeRequest { id })).await {
             tracing::debug!(lease = id, cause = %e, "lease of a replaced registration not revoked");
         }
     }
@@ -244,13 +244,14 @@ impl Placement for PlacementService {
     async fn register_node(&self, req: Request<RegisterNodeRequest>) -> Result<Response<RegisterNodeResponse>, Status> {
         self.ctx
             .observe("Placement/RegisterNode", async move {
+                let caller = self.ctx.caller(&req)?;
                 let req = req.into_inner();
                 self.ctx.check_size(&req)?;
                 let record = NodeRecord::from(req);
                 record.validate().map_err(ApiError::from)?;
                 let (config, _, _) = self.cluster_config(&record.cluster).await?;
                 let ttl = i64::from(config.expiry_secs).max(self.min_ttl);
-                let lease = self.ctx.grant_lease(ttl, 0).await?.into_inner().id;
+                let lease = self.ctx.grant_lease(&caller, ttl, 0).await?.into_inner().id;
                 let put = PutRequest {
                     key: record.key(),
                     value: record.encode(),
@@ -258,10 +259,10 @@ impl Placement for PlacementService {
                     prev_kv: true,
                     ..Default::default()
                 };
-                let applied = match self.ctx.propose(command::Request::Put(put)).await {
+                let applied = match self.ctx.propose(&caller, command::Request::Put(put)).await {
                     Ok(applied) => applied,
                     Err(e) => {
-                        self.revoke_quietly(lease).await;
+                        self.revoke_quietly(&caller, lease).await;
                         return Err(e.into());
                     }
                 };
@@ -269,7 +270,7 @@ impl Placement for PlacementService {
                 let epoch = applied.revision;
                 if let Some(Applied::Put(put)) = applied.response {
                     if let Some(previous) = put.prev_kv.filter(|kv| kv.lease != 0 && kv.lease != lease) {
-                        self.revoke_quietly(previous.lease).await;
+                        self.revoke_quietly(&caller, previous.lease).await;
                     }
                 }
                 tracing::info!(epoch, lease, "node registered");
@@ -296,8 +297,11 @@ impl Placement for PlacementService {
     async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
         self.ctx
             .observe("Placement/Heartbeat", async move {
+                let caller = self.ctx.caller(&req)?;
                 let req = req.into_inner();
                 placement::check_node(&req.cluster, req.node_id).map_err(ApiError::from)?;
+                // Renewing a registration writes it, as far as auth goes.
+                self.ctx.check(&caller, Access::Write, &placement::node_key(&req.cluster, req.node_id), &[])?;
                 if req.epoch <= 0 {
                     return Err(ApiError::from(PlacementError::NoEpoch).into());
                 }
@@ -315,6 +319,7 @@ impl Placement for PlacementService {
     ) -> Result<Response<UnregisterNodeResponse>, Status> {
         self.ctx
             .observe("Placement/UnregisterNode", async move {
+                let caller = self.ctx.caller(&req)?;
                 let req = req.into_inner();
                 placement::check_node(&req.cluster, req.node_id).map_err(ApiError::from)?;
                 let (cluster, node_id) = (req.cluster, req.node_id);
@@ -346,13 +351,13 @@ impl Placement for PlacementService {
                     }],
                     failure: Vec::new(),
                 };
-                let applied = self.ctx.propose(command::Request::Txn(txn)).await?;
+                let applied = self.ctx.propose(&caller, command::Request::Txn(txn)).await?;
                 let succeeded = matches!(applied.response, Some(Applied::Txn(ref t)) if t.succeeded);
                 if !succeeded {
                     return Err(ApiError::from(PlacementError::Raced { cluster, node_id }).into());
                 }
                 if kv.lease != 0 {
-                    self.revoke_quietly(kv.lease).await;
+                    self.revoke_quietly(&caller, kv.lease).await;
                 }
                 tracing::info!(epoch = kv.mod_revision, "node unregistered");
                 Ok(Response::new(UnregisterNodeResponse { header: Some(self.header(applied.revision)), removed: true }))
@@ -364,10 +369,13 @@ impl Placement for PlacementService {
     async fn list_nodes(&self, req: Request<ListNodesRequest>) -> Result<Response<ListNodesResponse>, Status> {
         self.ctx
             .observe("Placement/ListNodes", async move {
+                let caller = self.ctx.caller(&req)?;
                 let req = req.into_inner();
                 if !req.cluster.is_empty() {
                     placement::check_cluster(&req.cluster).map_err(ApiError::from)?;
                 }
+                let (key, end) = placement::nodes_range(&req.cluster);
+                self.ctx.check(&caller, Access::Read, &key, &end)?;
                 let (nodes, revision) = self.read(|s| (nodes(s, &req.cluster, &req.role), s.revision())).await?;
                 Ok(Response::new(ListNodesResponse { header: Some(self.header(revision)), nodes }))
             })
@@ -380,10 +388,13 @@ impl Placement for PlacementService {
     async fn watch_nodes(&self, req: Request<WatchNodesRequest>) -> Result<Response<Self::WatchNodesStream>, Status> {
         self.ctx
             .observe("Placement/WatchNodes", async move {
+                let caller = self.ctx.caller(&req)?;
                 let req = req.into_inner();
                 if !req.cluster.is_empty() {
                     placement::check_cluster(&req.cluster).map_err(ApiError::from)?;
                 }
+                let (key, end) = placement::nodes_range(&req.cluster);
+                self.ctx.check(&caller, Access::Read, &key, &end)?;
                 let (out, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
                 let watch = NodeWatch { ctx: self.ctx.clone(), cluster: req.cluster, out };
                 runtime::spawn_detached("watch-nodes", watch.run(req.start_revision));
@@ -400,6 +411,7 @@ impl Placement for PlacementService {
     ) -> Result<Response<ClusterConfigResponse>, Status> {
         self.ctx
             .observe("Placement/SetClusterConfig", async move {
+                let caller = self.ctx.caller(&req)?;
                 let req = req.into_inner();
                 placement::check_cluster(&req.cluster).map_err(ApiError::from)?;
                 let config = ClusterConfig {
@@ -412,7 +424,7 @@ impl Placement for PlacementService {
                     value: config.encode(),
                     ..Default::default()
                 };
-                let applied = self.ctx.propose(command::Request::Put(put)).await?;
+                let applied = self.ctx.propose(&caller, command::Request::Put(put)).await?;
                 Ok(Response::new(config_response(self.header(applied.revision), req.cluster, config, true)))
             })
             .await
@@ -425,8 +437,10 @@ impl Placement for PlacementService {
     ) -> Result<Response<ClusterConfigResponse>, Status> {
         self.ctx
             .observe("Placement/GetClusterConfig", async move {
+                let caller = self.ctx.caller(&req)?;
                 let req = req.into_inner();
                 placement::check_cluster(&req.cluster).map_err(ApiError::from)?;
+                self.ctx.check(&caller, Access::Read, &placement::cluster_key(&req.cluster), &[])?;
                 let (config, configured, revision) = self.cluster_config(&req.cluster).await?;
                 Ok(Response::new(config_response(self.header(revision), req.cluster, config, configured)))
             })
@@ -436,10 +450,13 @@ impl Placement for PlacementService {
     #[instrument(skip_all)]
     async fn cluster_status(
         &self,
-        _req: Request<ClusterStatusRequest>,
+        req: Request<ClusterStatusRequest>,
     ) -> Result<Response<ClusterStatusResponse>, Status> {
         self.ctx
             .observe("Placement/ClusterStatus", async move {
+                let caller = self.ctx.caller(&req)?;
+                let (key, end) = placement::nodes_range("");
+                self.ctx.check(&caller, Access::Read, &key, &end)?;
                 let (all, revision) = self.read(|s| (nodes(s, "", ""), s.revision())).await?;
                 let mut clusters: BTreeMap<String, ClusterNodes> = BTreeMap::new();
                 for node in all {

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::context::{receiver_stream, ApiContext};
+use super::context::{receiver_stream, ApiContext, Caller};
 use crate::proto::etcdserverpb::watch_create_request::FilterType;
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::watch_server::Watch;
@@ -27,7 +27,7 @@ use crate::proto::mvccpb::event::EventType;
 use crate::proto::mvccpb::Event;
 use crate::raft::state_store::read_state;
 use crate::runtime;
-use crate::state::{KeyRange, KvState};
+use crate::state::{Access, KeyRange, KvState};
 
 /// Responses buffered for a client before its stream stops reading history.
 const STREAM_BUFFER: usize = 64;
@@ -35,6 +35,9 @@ const STREAM_BUFFER: usize = 64;
 pub const EVENTS_PER_RESPONSE: usize = 1000;
 /// etcd's error for a watch id already used on the stream.
 const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+/// etcd's cancel reason for a watch on keys the user may not read (the
+/// text of its gRPC error, as etcd sends it).
+const PERMISSION_DENIED: &str = "rpc error: code = PermissionDenied desc = etcdserver: permission denied";
 
 /// The Watch service of one node.
 pub struct WatchService {
@@ -152,6 +155,8 @@ struct WatchStream {
     /// The next id to hand out when the client names none.
     next_auto_id: i64,
     out: mpsc::Sender<Result<WatchResponse, Status>>,
+    /// Who opened the stream: each watch it creates needs read access.
+    caller: Caller,
 }
 
 type WatchResponseStream = super::context::ResponseStream<WatchResponse>;
@@ -163,8 +168,10 @@ impl Watch for WatchService {
     async fn watch(&self, req: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
         self.ctx
             .observe("Watch/Watch", async move {
+                let caller = self.ctx.caller(&req)?;
                 let (out, rx) = mpsc::channel(STREAM_BUFFER);
-                let stream = WatchStream { ctx: self.ctx.clone(), watchers: BTreeMap::new(), next_auto_id: 0, out };
+                let stream =
+                    WatchStream { ctx: self.ctx.clone(), watchers: BTreeMap::new(), next_auto_id: 0, out, caller };
                 runtime::spawn_detached("watch-stream", stream.run(req.into_inner(), self.progress_interval));
                 let stream: Self::WatchStream = Box::pin(receiver_stream(rx));
                 Ok(Response::new(stream))
@@ -272,13 +279,24 @@ impl WatchStream {
             }
             self.next_auto_id
         };
-        if self.watchers.contains_key(&id) {
+        let permitted = read_state(self.ctx.node.state())
+            .auth()
+            .check(self.caller.user(), Access::Read, &create.key, &create.range_end)
+            .is_ok();
+        let refusal = if !permitted {
+            Some(PERMISSION_DENIED)
+        } else if self.watchers.contains_key(&id) {
+            Some(DUPLICATE_ID)
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
             let refused = WatchResponse {
                 header,
                 watch_id: id,
                 created: true,
                 canceled: true,
-                cancel_reason: DUPLICATE_ID.to_string(),
+                cancel_reason: reason.to_string(),
                 ..Default::default()
             };
             return self.send(refused).await;

@@ -22,12 +22,13 @@ use tonic::{Code, Status};
 
 pub use keepalive::{KeepAlive, Lost};
 
+use crate::proto::etcdserverpb::auth_client::AuthClient;
 use crate::proto::etcdserverpb::cluster_client::ClusterClient;
 use crate::proto::etcdserverpb::kv_client::KvClient;
 use crate::proto::etcdserverpb::lease_client::LeaseClient;
 use crate::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use crate::proto::etcdserverpb::watch_client::WatchClient;
-use crate::proto::etcdserverpb::{MemberListRequest, StatusRequest};
+use crate::proto::etcdserverpb::{AuthenticateRequest, MemberListRequest, StatusRequest};
 use crate::proto::placement::v1::placement_client::PlacementClient;
 use crate::proto::placement::v1::{
     HeartbeatRequest, HeartbeatResponse, ListNodesRequest, ListNodesResponse, NodeInfo, RegisterNodeRequest,
@@ -96,6 +97,23 @@ pub struct ClientOptions {
     /// TLS to the members (their CA, and a client certificate when they
     /// require one); `None`: plain TCP, unless an endpoint says `https://`.
     pub tls: Option<runtime::TlsSettings>,
+    /// A user to authenticate as (clusters with auth on); `None`: none.
+    pub credentials: Option<Credentials>,
+}
+
+/// A user name and password (the password is never printed).
+#[derive(Clone)]
+pub struct Credentials {
+    /// The user.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("user", &self.user).finish_non_exhaustive()
+    }
 }
 
 impl Default for ClientOptions {
@@ -107,6 +125,7 @@ impl Default for ClientOptions {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(2),
             tls: None,
+            credentials: None,
         }
     }
 }
@@ -121,6 +140,8 @@ pub struct Client {
     /// that answered.
     preferred: AtomicUsize,
     options: ClientOptions,
+    /// The auth token calls carry, once authenticated.
+    token: std::sync::RwLock<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>>,
 }
 
 impl Client {
@@ -152,7 +173,13 @@ impl Client {
                 .connect_lazy();
             channels.push(channel);
         }
-        Ok(Arc::new(Self { endpoints, channels, preferred: AtomicUsize::new(0), options }))
+        Ok(Arc::new(Self {
+            endpoints,
+            channels,
+            preferred: AtomicUsize::new(0),
+            options,
+            token: std::sync::RwLock::new(None),
+        }))
     }
 
     /// The endpoints, as normalised.
@@ -178,9 +205,59 @@ impl Client {
         self.preferred.store((i + 1) % self.channels.len(), Ordering::Relaxed);
     }
 
+    /// `message` as a request carrying this client's auth token, if any.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = self.token.read().unwrap_or_else(|e| e.into_inner()).clone() {
+            request.metadata_mut().insert("token", token);
+        }
+        request
+    }
+
+    /// Authenticates with the credentials of the options (none: does
+    /// nothing); later calls carry the token.
+    pub async fn authenticate(&self) -> Result<(), ClientError> {
+        let Some(credentials) = &self.options.credentials else { return Ok(()) };
+        let req = AuthenticateRequest { name: credentials.user.clone(), password: credentials.password.clone() };
+        let resp = self
+            .call_once_authenticated(Retry::Idempotent, |ch| {
+                let req = req.clone();
+                async move { AuthClient::new(ch).authenticate(req).await }
+            })
+            .await?;
+        let token = resp.token.parse().map_err(|_| ClientError::Status {
+            endpoint: String::new(),
+            status: Status::internal("the server's auth token is not ASCII"),
+        })?;
+        *self.token.write().unwrap_or_else(|e| e.into_inner()) = Some(token);
+        Ok(())
+    }
+
     /// Runs `call` on the preferred endpoint, and per `retry` on the others,
-    /// backing off between attempts.
+    /// backing off between attempts. With credentials, authenticates first,
+    /// and again when the server says the token is no longer valid.
     pub async fn call<T, F, Fut>(&self, retry: Retry, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        if self.options.credentials.is_none() {
+            return self.call_once_authenticated(retry, call).await;
+        }
+        if self.token.read().unwrap_or_else(|e| e.into_inner()).is_none() {
+            self.authenticate().await?;
+        }
+        match self.call_once_authenticated(retry, &mut call).await {
+            Err(e) if stale_token(&e) => {
+                self.authenticate().await?;
+                self.call_once_authenticated(retry, call).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// [`call`](Self::call) without authenticating.
+    async fn call_once_authenticated<T, F, Fut>(&self, retry: Retry, mut call: F) -> Result<T, ClientError>
     where
         F: FnMut(Channel) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
@@ -220,7 +297,10 @@ impl Client {
     /// is one of ours. Returns the leader's id (0: none known).
     pub async fn discover_leader(&self) -> Result<u64, ClientError> {
         let status = self
-            .call(Retry::Idempotent, |ch| async move { MaintenanceClient::new(ch).status(StatusRequest {}).await })
+            .call(Retry::Idempotent, |ch| {
+                let req = self.request(StatusRequest {});
+                async move { MaintenanceClient::new(ch).status(req).await }
+            })
             .await?;
         if status.leader == 0 {
             return Ok(0);
@@ -272,7 +352,7 @@ impl Client {
     pub async fn register(&self, req: RegisterNodeRequest) -> Result<Registration, ClientError> {
         let resp: RegisterNodeResponse = self
             .call(Retry::OnlyIfNotSent, |ch| {
-                let req = req.clone();
+                let req = self.request(req.clone());
                 async move { PlacementClient::new(ch).register_node(req).await }
             })
             .await?;
@@ -289,7 +369,7 @@ impl Client {
     pub async fn list_nodes(&self, cluster: &str, role: &str) -> Result<ListNodesResponse, ClientError> {
         let req = ListNodesRequest { cluster: cluster.to_string(), role: role.to_string() };
         self.call(Retry::Idempotent, |ch| {
-            let req = req.clone();
+            let req = self.request(req.clone());
             async move { PlacementClient::new(ch).list_nodes(req).await }
         })
         .await
@@ -299,7 +379,7 @@ impl Client {
     pub async fn heartbeat(&self, node: &NodeInfo) -> Result<HeartbeatResponse, ClientError> {
         let req = HeartbeatRequest { cluster: node.cluster.clone(), node_id: node.node_id, epoch: node.epoch };
         self.call(Retry::Idempotent, |ch| {
-            let req = req.clone();
+            let req = self.request(req.clone());
             async move { PlacementClient::new(ch).heartbeat(req).await }
         })
         .await
@@ -333,7 +413,7 @@ impl Client {
             loop {
                 let (channel, endpoint) = client.channel();
                 let endpoint = endpoint.to_string();
-                let req = WatchNodesRequest { cluster: cluster.clone(), start_revision: next };
+                let req = client.request(WatchNodesRequest { cluster: cluster.clone(), start_revision: next });
                 let broke = match PlacementClient::new(channel).watch_nodes(req).await {
                     Ok(stream) => {
                         let mut stream = stream.into_inner();
@@ -370,6 +450,16 @@ impl Client {
         });
         rx
     }
+}
+
+/// Whether the server refused a call for its token: expired, or issued
+/// before an auth change (etcd's clients authenticate again on both).
+fn stale_token(e: &ClientError) -> bool {
+    let message = match e {
+        ClientError::Status { status, .. } => status.message(),
+        _ => return false,
+    };
+    message == "etcdserver: invalid auth token" || message == "etcdserver: revision of auth store is old"
 }
 
 /// A node's registration as the keep-alive helper needs it.

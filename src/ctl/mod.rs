@@ -23,7 +23,7 @@ use output::{
     Table,
 };
 
-use crate::client::{Client, ClientError, ClientOptions, Retry};
+use crate::client::{Client, ClientError, ClientOptions, Credentials, Retry};
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::{
     DeleteRangeRequest, LeaseLeasesRequest, LeaseTimeToLiveRequest, MemberAddRequest, MemberListRequest,
@@ -58,9 +58,29 @@ pub struct Cli {
     /// TLS: the private key of --cert (PEM).
     #[arg(id = "tls_key", long = "key", global = true, env = "PLACEMENT_KEY")]
     pub key: Option<std::path::PathBuf>,
+    /// Auth: the user to act as. The password comes from PLACEMENT_PASSWORD
+    /// or, when that is unset, a prompt; never from a flag, which `ps` shows.
+    #[arg(long, global = true, env = "PLACEMENT_USER")]
+    pub user: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The credentials `--user` names: the password from the environment or a
+/// prompt on the terminal.
+fn credentials(user: Option<&str>) -> Result<Option<Credentials>, CtlError> {
+    let Some(user) = user else { return Ok(None) };
+    let bad = |message: String| CtlError { code: 2, message };
+    if user.contains(':') {
+        return Err(bad("--user takes a name only: pass the password in PLACEMENT_PASSWORD or at the prompt".into()));
+    }
+    let password = match std::env::var("PLACEMENT_PASSWORD") {
+        Ok(password) => password,
+        Err(_) => rpassword::prompt_password(format!("Password for {user}: "))
+            .map_err(|e| bad(format!("cannot read the password: {e}")))?,
+    };
+    Ok(Some(Credentials { user: user.to_string(), password }))
 }
 
 /// The command groups.
@@ -328,7 +348,13 @@ async fn execute(cli: Cli) -> Outcome {
     }
     let tls = crate::runtime::TlsSettings::for_client(cli.cacert.as_deref(), cli.cert.as_deref(), cli.key.as_deref())
         .map_err(|e| CtlError { code: 2, message: e.to_string() })?;
-    let options = ClientOptions { request_timeout: Duration::from_secs(cli.timeout), tls, ..ClientOptions::default() };
+    let credentials = credentials(cli.user.as_deref())?;
+    let options = ClientOptions {
+        request_timeout: Duration::from_secs(cli.timeout),
+        tls,
+        credentials,
+        ..ClientOptions::default()
+    };
     let endpoints: Vec<String> = cli.endpoints.split(',').map(str::to_string).collect();
     let client = Client::new(&endpoints, options).map_err(|e| CtlError { code: 2, message: e.to_string() })?;
     let ctl = Ctl { client, format: cli.output };
@@ -375,7 +401,7 @@ impl Ctl {
                 let resp = self
                     .client
                     .call(Retry::Idempotent, |ch| {
-                        let req = req.clone();
+                        let req = self.client.request(req.clone());
                         async move { Client::kv(ch).range(req).await }
                     })
                     .await?;
@@ -406,7 +432,7 @@ impl Ctl {
                 let resp = self
                     .client
                     .call(Retry::OnlyIfNotSent, |ch| {
-                        let req = req.clone();
+                        let req = self.client.request(req.clone());
                         async move { Client::kv(ch).put(req).await }
                     })
                     .await?;
@@ -420,7 +446,7 @@ impl Ctl {
                 let resp = self
                     .client
                     .call(Retry::OnlyIfNotSent, |ch| {
-                        let req = req.clone();
+                        let req = self.client.request(req.clone());
                         async move { Client::kv(ch).delete_range(req).await }
                     })
                     .await?;
@@ -442,6 +468,8 @@ impl Ctl {
         let (channel, endpoint) = self.client.channel();
         let requests = crate::api::context::receiver_stream(requests_rx);
         let status_error = |status: tonic::Status| ClientError::Status { endpoint: endpoint.to_string(), status };
+        self.client.authenticate().await?;
+        let requests = self.client.request(requests);
         let mut stream = Client::watch(channel).watch(requests).await.map_err(status_error)?.into_inner();
         let mut interrupted = Box::pin(runtime::shutdown_signal());
         loop {
@@ -564,7 +592,7 @@ impl Ctl {
         let resp = self
             .client
             .call(Retry::Idempotent, |ch| {
-                let req = req.clone();
+                let req = self.client.request(req.clone());
                 async move { Client::placement(ch).unregister_node(req).await }
             })
             .await?;
@@ -595,8 +623,9 @@ impl Ctl {
             ClusterCommand::Status => {
                 let resp = self
                     .client
-                    .call(Retry::Idempotent, |ch| async move {
-                        Client::placement(ch).cluster_status(ClusterStatusRequest {}).await
+                    .call(Retry::Idempotent, |ch| {
+                        let req = self.client.request(ClusterStatusRequest {});
+                        async move { Client::placement(ch).cluster_status(req).await }
                     })
                     .await?;
                 self.print(|| status_text(&resp), || status_json(&resp));
@@ -605,8 +634,9 @@ impl Ctl {
             ClusterCommand::Members => {
                 let resp = self
                     .client
-                    .call(Retry::Idempotent, |ch| async move {
-                        Client::cluster(ch).member_list(MemberListRequest { linearizable: true }).await
+                    .call(Retry::Idempotent, |ch| {
+                        let req = self.client.request(MemberListRequest { linearizable: true });
+                        async move { Client::cluster(ch).member_list(req).await }
                     })
                     .await?;
                 self.print(
@@ -621,7 +651,7 @@ impl Ctl {
                 let resp = self
                     .client
                     .call(Retry::OnlyIfNotSent, |ch| {
-                        let req = req.clone();
+                        let req = self.client.request(req.clone());
                         async move { Client::cluster(ch).member_add(req).await }
                     })
                     .await?;
@@ -635,8 +665,9 @@ impl Ctl {
             }
             ClusterCommand::Promote { id } => {
                 self.client
-                    .call(Retry::OnlyIfNotSent, |ch| async move {
-                        Client::cluster(ch).member_promote(MemberPromoteRequest { id }).await
+                    .call(Retry::OnlyIfNotSent, |ch| {
+                        let req = self.client.request(MemberPromoteRequest { id });
+                        async move { Client::cluster(ch).member_promote(req).await }
                     })
                     .await?;
                 self.print(|| format!("promoted member {id:x}\n"), || json!({"promoted": id}));
@@ -644,8 +675,9 @@ impl Ctl {
             }
             ClusterCommand::Remove { id } => {
                 self.client
-                    .call(Retry::OnlyIfNotSent, |ch| async move {
-                        Client::cluster(ch).member_remove(MemberRemoveRequest { id }).await
+                    .call(Retry::OnlyIfNotSent, |ch| {
+                        let req = self.client.request(MemberRemoveRequest { id });
+                        async move { Client::cluster(ch).member_remove(req).await }
                     })
                     .await?;
                 self.print(|| format!("removed member {id:x}\n"), || json!({"removed": id}));
@@ -656,7 +688,7 @@ impl Ctl {
                 let resp = self
                     .client
                     .call(Retry::Idempotent, |ch| {
-                        let req = req.clone();
+                        let req = self.client.request(req.clone());
                         async move { Client::placement(ch).get_cluster_config(req).await }
                     })
                     .await?;
@@ -672,7 +704,7 @@ impl Ctl {
                 let resp = self
                     .client
                     .call(Retry::Idempotent, |ch| {
-                        let req = req.clone();
+                        let req = self.client.request(req.clone());
                         async move { Client::placement(ch).set_cluster_config(req).await }
                     })
                     .await?;
@@ -705,12 +737,13 @@ impl Ctl {
     async fn lease(&self, command: LeaseCommand) -> Outcome {
         match command {
             LeaseCommand::List => {
-                let resp =
-                    self.client
-                        .call(Retry::Idempotent, |ch| async move {
-                            Client::lease(ch).lease_leases(LeaseLeasesRequest {}).await
-                        })
-                        .await?;
+                let resp = self
+                    .client
+                    .call(Retry::Idempotent, |ch| {
+                        let req = self.client.request(LeaseLeasesRequest {});
+                        async move { Client::lease(ch).lease_leases(req).await }
+                    })
+                    .await?;
                 let ids: Vec<i64> = resp.leases.iter().map(|l| l.id).collect();
                 self.print(
                     || {
@@ -726,7 +759,10 @@ impl Ctl {
                 let req = LeaseTimeToLiveRequest { id, keys };
                 let resp = self
                     .client
-                    .call(Retry::Idempotent, |ch| async move { Client::lease(ch).lease_time_to_live(req).await })
+                    .call(Retry::Idempotent, |ch| {
+                        let req = self.client.request(req);
+                        async move { Client::lease(ch).lease_time_to_live(req).await }
+                    })
                     .await?;
                 if resp.ttl < 0 {
                     return Err(not_found(format!("lease {id:x} not found")));

@@ -245,6 +245,7 @@ pub fn snapshot_req_from_pb(r: pb::InstallSnapshotRequest) -> Result<SnapReq, De
 
 /// A state-machine refusal as carried back to a follower that forwarded a write.
 pub fn refusal_to_pb(e: &crate::state::StateError) -> pb::Refusal {
+    use crate::state::AuthError as A;
     use crate::state::StateError as E;
     match e {
         E::EmptyKey => pb::Refusal::EmptyKey,
@@ -259,11 +260,29 @@ pub fn refusal_to_pb(e: &crate::state::StateError) -> pb::Refusal {
         E::EmptyCommand => pb::Refusal::EmptyCommand,
         E::LeaseExists => pb::Refusal::LeaseExists,
         E::LeaseTtlTooLarge => pb::Refusal::LeaseTtlTooLarge,
+        E::Auth(A::RootUserNotExist) => pb::Refusal::AuthRootUserNotExist,
+        E::Auth(A::RootRoleNotExist) => pb::Refusal::AuthRootRoleNotExist,
+        E::Auth(A::UserAlreadyExist) => pb::Refusal::AuthUserAlreadyExist,
+        E::Auth(A::UserEmpty) => pb::Refusal::AuthUserEmpty,
+        E::Auth(A::UserNotFound) => pb::Refusal::AuthUserNotFound,
+        E::Auth(A::RoleAlreadyExist) => pb::Refusal::AuthRoleAlreadyExist,
+        E::Auth(A::RoleNotFound) => pb::Refusal::AuthRoleNotFound,
+        E::Auth(A::RoleEmpty) => pb::Refusal::AuthRoleEmpty,
+        E::Auth(A::PermissionNotGiven) => pb::Refusal::AuthPermissionNotGiven,
+        E::Auth(A::PermissionDenied) => pb::Refusal::AuthPermissionDenied,
+        E::Auth(A::RoleNotGranted) => pb::Refusal::AuthRoleNotGranted,
+        E::Auth(A::PermissionNotGranted) => pb::Refusal::AuthPermissionNotGranted,
+        E::Auth(A::AuthNotEnabled) => pb::Refusal::AuthAuthNotEnabled,
+        E::Auth(A::InvalidAuthMgmt) => pb::Refusal::AuthInvalidAuthMgmt,
+        E::Auth(A::OldRevision) => pb::Refusal::AuthOldRevision,
+        E::Auth(A::AuthFailed) => pb::Refusal::AuthAuthFailed,
+        E::Auth(A::InvalidToken) => pb::Refusal::AuthInvalidToken,
     }
 }
 
 /// The inverse of [`refusal_to_pb`]; `None` for "not refused" or an unknown code.
 pub fn refusal_from_pb(code: i32) -> Option<crate::state::StateError> {
+    use crate::state::AuthError as A;
     use crate::state::StateError as E;
     Some(match pb::Refusal::try_from(code).ok()? {
         pb::Refusal::NotRefused => return None,
@@ -279,6 +298,23 @@ pub fn refusal_from_pb(code: i32) -> Option<crate::state::StateError> {
         pb::Refusal::EmptyCommand => E::EmptyCommand,
         pb::Refusal::LeaseExists => E::LeaseExists,
         pb::Refusal::LeaseTtlTooLarge => E::LeaseTtlTooLarge,
+        pb::Refusal::AuthRootUserNotExist => E::Auth(A::RootUserNotExist),
+        pb::Refusal::AuthRootRoleNotExist => E::Auth(A::RootRoleNotExist),
+        pb::Refusal::AuthUserAlreadyExist => E::Auth(A::UserAlreadyExist),
+        pb::Refusal::AuthUserEmpty => E::Auth(A::UserEmpty),
+        pb::Refusal::AuthUserNotFound => E::Auth(A::UserNotFound),
+        pb::Refusal::AuthRoleAlreadyExist => E::Auth(A::RoleAlreadyExist),
+        pb::Refusal::AuthRoleNotFound => E::Auth(A::RoleNotFound),
+        pb::Refusal::AuthRoleEmpty => E::Auth(A::RoleEmpty),
+        pb::Refusal::AuthPermissionNotGiven => E::Auth(A::PermissionNotGiven),
+        pb::Refusal::AuthPermissionDenied => E::Auth(A::PermissionDenied),
+        pb::Refusal::AuthRoleNotGranted => E::Auth(A::RoleNotGranted),
+        pb::Refusal::AuthPermissionNotGranted => E::Auth(A::PermissionNotGranted),
+        pb::Refusal::AuthAuthNotEnabled => E::Auth(A::AuthNotEnabled),
+        pb::Refusal::AuthInvalidAuthMgmt => E::Auth(A::InvalidAuthMgmt),
+        pb::Refusal::AuthOldRevision => E::Auth(A::OldRevision),
+        pb::Refusal::AuthAuthFailed => E::Auth(A::AuthFailed),
+        pb::Refusal::AuthInvalidToken => E::Auth(A::InvalidToken),
     })
 }
 
@@ -290,6 +326,7 @@ mod tests {
     #[test]
     fn a_single_command_entry_of_older_versions_reads_as_a_proposal_of_one() {
         let cmd = pb::Command {
+            auth_revision: None,
             request: Some(pb::command::Request::Put(PutRequest { key: b"k".to_vec(), ..Default::default() })),
         };
         let old = pb::Entry {
@@ -341,6 +378,7 @@ mod tests {
         fn command() -> impl Strategy<Value = pb::Command> {
             (vec(any::<u8>(), 1..16), vec(any::<u8>(), 0..64), any::<i64>()).prop_map(|(key, value, lease)| {
                 pb::Command {
+                    auth_revision: None,
                     request: Some(pb::command::Request::Put(PutRequest { key, value, lease, ..Default::default() })),
                 }
             })

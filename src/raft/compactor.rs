@@ -79,6 +79,7 @@ impl AutoCompaction {
         };
         let Some(target) = self.target(runtime::now(), revision, compacted) else { return };
         let command = pb::Command {
+            auth_revision: None,
             request: Some(pb::command::Request::Compaction(CompactionRequest { revision: target, physical: false })),
         };
         match node.propose_as_leader(command).await {

@@ -214,6 +214,7 @@ impl RaftNode {
         let mut revoked = 0;
         for id in expired {
             let command = pb::Command {
+                auth_revision: None,
                 request: Some(pb::command::Request::LeaseRevoke(crate::proto::etcdserverpb::LeaseRevokeRequest { id })),
             };
             match self.propose_as_leader(command).await {

@@ -49,6 +49,8 @@ const KEY_MEMBERSHIP: &[u8] = b"membership";
 const KEY_REVISION: &[u8] = b"revision";
 const KEY_COMPACT: &[u8] = b"compact_revision";
 const KEY_SNAPSHOT: &[u8] = b"snapshot";
+/// The auth store (`AuthSnapshot`), rewritten whole on every auth change.
+const KEY_AUTH: &[u8] = b"auth";
 /// Chunks of snapshots that earlier versions stored:
 /// `snapshot_chunk/<snapshot id>/<index, u32 BE>`; dropped at open.
 const CHUNK_PREFIX: &[u8] = b"snapshot_chunk/";
@@ -124,7 +126,9 @@ impl StateMachineStore {
             .into_iter()
             .map(|l| (l.id, l.ttl))
             .collect();
-        let persisted = Persisted { revision, kvs, compact_revision, history, leases };
+        let auth =
+            get(KEY_AUTH)?.map(|b| decode::<pb::AuthSnapshot>("AuthSnapshot", &b)).transpose().map_err(sm_err)?;
+        let persisted = Persisted { revision, kvs, compact_revision, history, leases, auth };
         let snapshot = match get(KEY_SNAPSHOT)? {
             Some(bytes) => Some(drop_legacy_snapshot_data(&engine, &bytes)?),
             None => None,
@@ -221,7 +225,12 @@ fn replace_state(
         compact_revision: snapshot.compact_revision,
         history: snapshot.history,
         leases: snapshot.leases.iter().map(|l| (l.id, l.ttl)).collect(),
+        auth: snapshot.auth,
     });
+    match new_state.auth_record() {
+        Some(auth) => batch.put(CF_SM, KEY_AUTH, auth.encode_to_vec()),
+        None => batch.delete(CF_SM, KEY_AUTH),
+    }
     for kv in new_state.records() {
         batch.put(CF_KV, kv.key.clone(), kv.encode_to_vec());
     }
@@ -309,6 +318,7 @@ fn persist_changes(batch: &mut WriteBatch, revision: i64, changes: Vec<Change>) 
             Change::LeaseGranted { id, ttl } => put_lease(batch, id, ttl),
             Change::LeaseRevoked(id) => batch.delete(CF_LEASE, id.to_be_bytes().to_vec()),
             Change::Compacted(below) => batch.delete_range(CF_HISTORY, history_key(0, 0), history_key(below, 0)),
+            Change::Auth(auth) => batch.put(CF_SM, KEY_AUTH, auth.encode_to_vec()),
         }
     }
 }
@@ -328,8 +338,10 @@ pub fn snapshot_bytes(kv: &KvState) -> Vec<u8> {
     const COMPACT_REVISION: u32 = 3;
     const HISTORY: u32 = 4;
     const LEASES: u32 = 5;
+    const AUTH: u32 = 6;
     let leases: Vec<pb::LeaseRecord> =
         kv.leases().iter().map(|(id, lease)| pb::LeaseRecord { id: *id, ttl: lease.ttl }).collect();
+    let auth = kv.auth_record();
     let events = || kv.kept_history().flat_map(|(_, events)| events.iter());
     let field = |tag: u32, len: usize| key_len(tag) + encoded_len_varint(len as u64) + len;
     let int = |tag: u32, v: i64| if v == 0 { 0 } else { int64::encoded_len(tag, &v) };
@@ -337,7 +349,8 @@ pub fn snapshot_bytes(kv: &KvState) -> Vec<u8> {
         + kv.records().map(|r| field(KVS, r.encoded_len())).sum::<usize>()
         + int(COMPACT_REVISION, kv.compact_revision())
         + events().map(|e| field(HISTORY, e.encoded_len())).sum::<usize>()
-        + leases.iter().map(|l| field(LEASES, l.encoded_len())).sum::<usize>();
+        + leases.iter().map(|l| field(LEASES, l.encoded_len())).sum::<usize>()
+        + auth.as_ref().map_or(0, |a| field(AUTH, a.encoded_len()));
     let mut buf = Vec::with_capacity(len);
     // proto3: fields at their default are not written.
     if kv.revision() != 0 {
@@ -349,6 +362,9 @@ pub fn snapshot_bytes(kv: &KvState) -> Vec<u8> {
     }
     events().for_each(|e| message::encode(HISTORY, e, &mut buf));
     leases.iter().for_each(|l| message::encode(LEASES, l, &mut buf));
+    if let Some(auth) = &auth {
+        message::encode(AUTH, auth, &mut buf);
+    }
     buf
 }
 

@@ -84,8 +84,11 @@ fn an_installed_snapshot_of_a_compacted_state_keeps_its_history_across_a_reopen(
     use openraft::{CommittedLeaderId, EntryPayload};
 
     use super::types::{Entry, LogId};
-    use crate::proto::etcdserverpb::{CompactionRequest, LeaseGrantRequest, PutRequest, RangeRequest};
-    use crate::proto::raft::v1::{command::Request, Command, Proposal};
+    use crate::proto::etcdserverpb::{
+        AuthRoleAddRequest, AuthUserAddRequest, AuthUserGrantRoleRequest, CompactionRequest, LeaseGrantRequest,
+        PutRequest, RangeRequest,
+    };
+    use crate::proto::raft::v1::{command::Request, AuthEnable, Command, Proposal};
 
     let put = |i: u8| Request::Put(PutRequest { key: vec![b'k'], value: vec![i], ..Default::default() });
     let mut requests: Vec<Request> = (1..=6).map(put).collect();
@@ -93,9 +96,20 @@ fn an_installed_snapshot_of_a_compacted_state_keeps_its_history_across_a_reopen(
     requests.push(Request::Compaction(CompactionRequest { revision: 5, physical: false }));
     requests.push(Request::LeaseGrant(LeaseGrantRequest { id: 9, ttl: 60 }));
     requests.push(Request::Put(PutRequest { key: vec![b'l'], value: vec![1], lease: 9, ..Default::default() }));
+    // The auth store travels with the snapshot too.
+    requests.push(Request::UserAdd(AuthUserAddRequest {
+        name: "root".into(),
+        hashed_password: "h".into(),
+        ..Default::default()
+    }));
+    requests.push(Request::UserGrantRole(AuthUserGrantRoleRequest { user: "root".into(), role: "root".into() }));
+    requests.push(Request::RoleAdd(AuthRoleAddRequest { name: "app".into() }));
+    requests.push(Request::AuthEnable(AuthEnable { token_key: vec![3; 32] }));
     let entries = requests.into_iter().enumerate().map(|(i, request)| Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), i as u64 + 1),
-        payload: EntryPayload::Normal(Proposal { commands: vec![Command { request: Some(request) }] }),
+        payload: EntryPayload::Normal(Proposal {
+            commands: vec![Command { auth_revision: None, request: Some(request) }],
+        }),
     });
 
     futures::executor::block_on(async {
@@ -110,6 +124,7 @@ fn an_installed_snapshot_of_a_compacted_state_keeps_its_history_across_a_reopen(
             compact_revision: state.compact_revision,
             history: state.history,
             leases: state.leases.into_iter().map(|(id, ttl)| crate::proto::raft::v1::LeaseRecord { id, ttl }).collect(),
+            auth: state.auth,
         };
         assert_eq!(snapshot.snapshot.get_ref(), &prost::Message::encode_to_vec(&copied), "encoded in place as copied");
 
@@ -120,6 +135,9 @@ fn an_installed_snapshot_of_a_compacted_state_keeps_its_history_across_a_reopen(
 
         let hash = |s: &StateMachineStore| super::state_store::read_state(&s.shared_state()).hash();
         assert_eq!(hash(&leader), hash(&reopened), "the reopened follower differs from the leader");
+        let auth = |s: &StateMachineStore| super::state_store::read_state(&s.shared_state()).auth().clone();
+        assert!(auth(&reopened).enabled(), "the auth store was not installed");
+        assert_eq!(auth(&leader), auth(&reopened));
         let at_5 = super::state_store::read_state(&reopened.shared_state())
             .range(&RangeRequest { key: vec![b'k'], revision: 5, ..Default::default() })
             .expect("revision 5 is kept");
@@ -161,7 +179,7 @@ fn put_entry(index: u64, key: u8, value_len: usize) -> super::types::Entry {
     super::types::Entry {
         log_id: super::types::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
         payload: openraft::EntryPayload::Normal(Proposal {
-            commands: vec![Command { request: Some(Request::Put(put)) }],
+            commands: vec![Command { auth_revision: None, request: Some(Request::Put(put)) }],
         }),
     }
 }

@@ -14,6 +14,7 @@
 //! older revision roll the live records back through newer events; watches
 //! replay events from any kept revision.
 
+pub mod auth;
 mod history;
 mod kv;
 mod lease;
@@ -26,6 +27,7 @@ mod model_tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+pub use auth::{Access, AuthError, AuthState};
 pub use kv::KeyRange;
 pub use lease::MAX_LEASE_TTL;
 
@@ -33,7 +35,7 @@ use crate::proto::etcdserverpb::{CompactionResponse, RangeRequest, RangeResponse
 use crate::proto::mvccpb::event::EventType;
 use crate::proto::mvccpb::{Event, KeyValue};
 use crate::proto::raft::v1::command_result::Response;
-use crate::proto::raft::v1::{command, Command, CommandResult};
+use crate::proto::raft::v1::{command, AuthChanged, AuthSnapshot, Command, CommandResult};
 
 /// Largest number of operations in one txn (etcd's default `--max-txn-ops`).
 pub const MAX_TXN_OPS: usize = 128;
@@ -79,6 +81,9 @@ pub enum StateError {
     /// A lease grant with a TTL above [`MAX_LEASE_TTL`].
     #[error("too large lease TTL")]
     LeaseTtlTooLarge,
+    /// Auth refused the request (an auth command, or a permission).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 /// A change to persist, in the order applied.
@@ -93,6 +98,8 @@ pub enum Change {
     LeaseRevoked(i64),
     /// History below this revision is gone.
     Compacted(i64),
+    /// The auth store changed; this is all of it now.
+    Auth(AuthSnapshot),
 }
 
 /// What applying a command produced.
@@ -131,6 +138,8 @@ pub struct KvState {
     history: BTreeMap<i64, Vec<Event>>,
     /// Granted leases by id.
     leases: BTreeMap<i64, Lease>,
+    /// Users, roles and whether auth is on.
+    auth: AuthState,
 }
 
 /// What [`KvState::restore`] rebuilds a state from.
@@ -146,6 +155,8 @@ pub struct Persisted {
     pub history: Vec<Event>,
     /// Granted leases: (id, ttl).
     pub leases: Vec<(i64, i64)>,
+    /// The auth store, if it was ever used.
+    pub auth: Option<AuthSnapshot>,
 }
 
 impl Default for KvState {
@@ -163,6 +174,7 @@ impl KvState {
             compact_revision: 0,
             history: BTreeMap::new(),
             leases: BTreeMap::new(),
+            auth: AuthState::default(),
         }
     }
 
@@ -182,7 +194,8 @@ impl KvState {
         for event in p.history {
             history.entry(history::event_revision(&event)).or_default().push(event);
         }
-        Self { revision: p.revision.max(1), keys, compact_revision: p.compact_revision, history, leases }
+        let auth = p.auth.map(AuthState::from_pb).unwrap_or_default();
+        Self { revision: p.revision.max(1), keys, compact_revision: p.compact_revision, history, leases, auth }
     }
 
     /// Everything [`restore`](Self::restore) needs (for snapshots).
@@ -193,7 +206,30 @@ impl KvState {
             compact_revision: self.compact_revision,
             history: self.kept_history().flat_map(|(_, events)| events).cloned().collect(),
             leases: self.leases.iter().map(|(id, l)| (*id, l.ttl)).collect(),
+            auth: self.auth_record(),
         }
+    }
+
+    /// The auth store, as permission checks read it.
+    pub fn auth(&self) -> &AuthState {
+        &self.auth
+    }
+
+    /// The auth store's record, unless auth was never used.
+    pub fn auth_record(&self) -> Option<AuthSnapshot> {
+        (!self.auth.is_pristine()).then(|| self.auth.to_pb())
+    }
+
+    /// Checks that `user` may make `request` (auth off: anyone may). A
+    /// lease revoke needs write access to every key of the lease.
+    pub fn authorize(&self, user: Option<&str>, request: &command::Request) -> Result<(), StateError> {
+        self.auth.check_request(user, request)?;
+        if let (true, command::Request::LeaseRevoke(revoke)) = (self.auth.enabled(), request) {
+            for key in self.leases.get(&revoke.id).map(|l| &l.keys).into_iter().flatten() {
+                self.auth.check(user, Access::Write, key, &[])?;
+            }
+        }
+        Ok(())
     }
 
     /// History is kept for revisions at or above this one.
@@ -272,6 +308,10 @@ impl KvState {
         for (id, lease) in &self.leases {
             feed_kv(&KeyValue { create_revision: *id, mod_revision: lease.ttl, ..Default::default() });
         }
+        if let Some(auth) = self.auth_record() {
+            use prost::Message;
+            feed_kv(&KeyValue { value: auth.encode_to_vec(), ..Default::default() });
+        }
         feed_kv(&KeyValue {
             mod_revision: self.revision,
             create_revision: self.compact_revision,
@@ -291,12 +331,20 @@ impl KvState {
             Some(command::Request::Compaction(_)) => Ok(()),
             Some(command::Request::LeaseGrant(grant)) => lease::validate_grant(grant),
             Some(command::Request::LeaseRevoke(_)) => Ok(()),
+            Some(_) => Ok(()),
         }
     }
 
     /// Applies a committed command. On error the state is unchanged.
     pub fn apply(&mut self, command: &Command) -> Result<Applied, StateError> {
         Self::validate(command)?;
+        if let Some(checked_at) = command.auth_revision {
+            // Checked by the proposer against an older auth store: a grant
+            // or revoke came in between, so its check no longer holds.
+            if self.auth.enabled() && checked_at < self.auth.revision() {
+                return Err(AuthError::OldRevision.into());
+            }
+        }
         let mut write = Write::new(self.revision + 1);
         let response = match &command.request {
             None => return Err(StateError::EmptyCommand),
@@ -317,6 +365,14 @@ impl KvState {
             }
             Some(command::Request::LeaseGrant(req)) => Response::LeaseGrant(lease::grant(self, &mut write, req)?),
             Some(command::Request::LeaseRevoke(req)) => Response::LeaseRevoke(lease::revoke(self, &mut write, req)?),
+            Some(auth) => {
+                let before = self.auth.revision();
+                let auth_revision = self.auth.apply(auth)?;
+                if auth_revision != before {
+                    write.other.push(Change::Auth(self.auth.to_pb()));
+                }
+                Response::Auth(AuthChanged { auth_revision })
+            }
         };
         if !write.events.is_empty() {
             self.revision = write.revision;
@@ -411,6 +467,7 @@ impl PartialEq for KvState {
             && self.compact_revision == other.compact_revision
             && self.keys == other.keys
             && self.leases == other.leases
+            && self.auth == other.auth
             && self.kept_history().eq(other.kept_history())
     }
 }

@@ -98,10 +98,11 @@ fn an_empty_store_is_the_same_however_it_is_made() {
 fn invalid_commands_are_refused_without_changing_state() {
     let mut state = KvState::new();
     let cases: Vec<(Command, StateError)> = vec![
-        (Command { request: None }, StateError::EmptyCommand),
+        (Command { auth_revision: None, request: None }, StateError::EmptyCommand),
         (command(&Op::Put(0, 1, 0)).with_key(Vec::new()), StateError::EmptyKey),
         (
             Command {
+                auth_revision: None,
                 request: Some(command::Request::Txn(TxnRequest {
                     success: vec![
                         RequestOp {
@@ -116,6 +117,7 @@ fn invalid_commands_are_refused_without_changing_state() {
         ),
         (
             Command {
+                auth_revision: None,
                 request: Some(command::Request::Txn(TxnRequest {
                     success: vec![
                         RequestOp {
@@ -130,12 +132,14 @@ fn invalid_commands_are_refused_without_changing_state() {
         ),
         (
             Command {
+                auth_revision: None,
                 request: Some(command::Request::Put(PutRequest { key: key(0), lease: 7, ..Default::default() })),
             },
             StateError::LeaseNotFound,
         ),
         (
             Command {
+                auth_revision: None,
                 request: Some(command::Request::Put(PutRequest {
                     key: key(0),
                     ignore_value: true,
@@ -176,7 +180,7 @@ fn a_txn_failing_midway_leaves_no_trace() {
         ],
         ..Default::default()
     };
-    let refused = state.apply(&Command { request: Some(command::Request::Txn(txn)) }).unwrap_err();
+    let refused = state.apply(&Command { auth_revision: None, request: Some(command::Request::Txn(txn)) }).unwrap_err();
     assert_eq!(refused, StateError::LeaseNotFound);
     assert_eq!(state, before);
     assert_eq!(state.hash(), before.hash());
@@ -200,6 +204,7 @@ fn reads_at_past_revisions_see_the_past_until_compacted() {
     assert_eq!(at(&state, 5).unwrap_err(), StateError::FutureRevision);
 
     let compact = |revision| Command {
+        auth_revision: None,
         request: Some(command::Request::Compaction(CompactionRequest { revision, physical: false })),
     };
     assert_eq!(state.apply(&compact(9)).unwrap_err(), StateError::FutureRevision);
@@ -215,15 +220,16 @@ fn reads_at_past_revisions_see_the_past_until_compacted() {
 }
 
 fn grant(id: i64, ttl: i64) -> Command {
-    Command { request: Some(command::Request::LeaseGrant(LeaseGrantRequest { id, ttl })) }
+    Command { auth_revision: None, request: Some(command::Request::LeaseGrant(LeaseGrantRequest { id, ttl })) }
 }
 
 fn revoke(id: i64) -> Command {
-    Command { request: Some(command::Request::LeaseRevoke(LeaseRevokeRequest { id })) }
+    Command { auth_revision: None, request: Some(command::Request::LeaseRevoke(LeaseRevokeRequest { id })) }
 }
 
 fn put_with_lease(k: u8, lease: i64) -> Command {
     Command {
+        auth_revision: None,
         request: Some(command::Request::Put(PutRequest { key: key(k), value: vec![k], lease, ..Default::default() })),
     }
 }
@@ -272,7 +278,7 @@ fn a_refused_txn_leaves_leases_and_history_untouched() {
         ],
         ..Default::default()
     };
-    let refused = state.apply(&Command { request: Some(command::Request::Txn(txn)) }).unwrap_err();
+    let refused = state.apply(&Command { auth_revision: None, request: Some(command::Request::Txn(txn)) }).unwrap_err();
     assert_eq!(refused, StateError::LeaseNotFound);
     assert_eq!(state, before);
 }
@@ -316,8 +322,10 @@ fn compacted_events_are_freed_over_the_following_writes() {
     for i in 0..1000u32 {
         state.apply(&command(&Op::Put((i % 4) as u8, i as u8, 0))).unwrap();
     }
-    let compact =
-        Command { request: Some(command::Request::Compaction(CompactionRequest { revision: 901, physical: false })) };
+    let compact = Command {
+        auth_revision: None,
+        request: Some(command::Request::Compaction(CompactionRequest { revision: 901, physical: false })),
+    };
     state.apply(&compact).unwrap();
     assert!(state.history.len() > 100, "not all freed by the compaction itself");
     assert_eq!(state.kept_history().count(), 101);
