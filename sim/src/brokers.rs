@@ -37,7 +37,7 @@ fn client(addrs: &[String]) -> Arc<Client> {
         initial_backoff: Duration::from_millis(100),
         max_backoff: Duration::from_millis(500),
         tls: None,
-        credentials: None,
+        credentials: crate::auth::credentials(),
     };
     Client::new(addrs, options).expect("valid simulated addresses")
 }
@@ -72,7 +72,7 @@ pub async fn configure(addrs: Vec<String>) {
     for _ in 0..50 {
         let set = client
             .call(Retry::Idempotent, |ch| {
-                let req = req.clone();
+                let req = client.request(req.clone());
                 async move { Client::placement(ch).set_cluster_config(req).await }
             })
             .await;
@@ -210,7 +210,7 @@ impl Broker {
                 let result = runtime::timeout(
                     Duration::from_secs(2),
                     self.client.call(Retry::Idempotent, |ch| {
-                        let req = req.clone();
+                        let req = self.client.request(req.clone());
                         async move { Client::placement(ch).unregister_node(req).await }
                     }),
                 )

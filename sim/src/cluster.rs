@@ -76,6 +76,8 @@ impl SimCluster {
                 initial_members: members.clone(),
                 metrics_addr: String::new(),
                 initial_cluster_token: "sim-cluster-token".into(),
+                // Tokens outlive the run: the clients authenticate once.
+                auth_token_ttl: 3600,
                 heartbeat_interval_ms: 100,
                 election_timeout_ms: 500,
                 request_timeout_ms: 3000,

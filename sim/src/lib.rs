@@ -13,6 +13,7 @@ pub mod checker;
 pub mod history;
 
 #[cfg(madsim)]
+pub mod auth;
 pub mod brokers;
 #[cfg(madsim)]
 pub mod cluster;

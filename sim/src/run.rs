@@ -14,7 +14,7 @@ use crate::checker::{self, raft_invariants};
 use crate::cluster::SimCluster;
 use crate::history::{Call, Outcome, TraceHash};
 use crate::nemesis::{self, FaultKind, NemesisLog};
-use crate::{brokers, watchers, workload};
+use crate::{auth, brokers, watchers, workload};
 
 /// Watch clients per run.
 const WATCHERS: u32 = 2;
@@ -75,6 +75,12 @@ pub struct Report {
     pub heartbeats: usize,
     /// Node events the node watcher saw leave (expired or unregistered).
     pub nodes_left: usize,
+    /// Whether auth was on.
+    pub auth: bool,
+    /// Times the prober's role was revoked (and the window checked).
+    pub revocation_windows: usize,
+    /// Prober requests that failed (denied while revoked, or faults).
+    pub probes_denied: usize,
 }
 
 /// Runs one seed in a fresh simulated world, on a thread of its own.
@@ -122,6 +128,11 @@ async fn run(opts: RunOptions) -> Report {
     wait_for(Duration::from_secs(20), || cluster.leader().is_some()).await;
     let history = Arc::new(Mutex::new(Vec::new()));
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.client_addr.clone()).collect();
+    // A quarter of the seeds run with auth on (sim/src/auth.rs).
+    let auth_on = auth::enabled_for(opts.seed);
+    if auth_on && !on_own_node("auth-setup", 247, auth::setup(addrs.clone())).await {
+        violations.push("auth could not be set up before the faults began".to_string());
+    }
     on_own_node("configure", 253, brokers::configure(addrs.clone())).await;
     let until = runtime::now() + opts.duration;
     let broker_history = Arc::new(Mutex::new(Vec::new()));
@@ -134,6 +145,12 @@ async fn run(opts: RunOptions) -> Report {
     let mut others = watchers::start_watchers(WATCHERS, &addrs, until, &sessions);
     others.extend(watchers::start_lease_clients(LEASE_CLIENTS, &addrs, start, until, &episodes));
     others.extend(brokers::start(BROKERS, &addrs, start, until, &broker_history));
+    let probes = Arc::new(Mutex::new(Vec::new()));
+    if auth_on {
+        let node = madsim::runtime::Handle::current().create_node().name("prober").ip(crate::cluster::ip(246)).build();
+        others.push(node.spawn(auth::probe(addrs.clone(), start, until, probes.clone())));
+    }
+    let mut revocations = auth::Revocations::default();
     // What happened, by revision, from the replicas' applied history.
     let mut truth = checker::watch::Truth { from: 1, ..Default::default() };
     let mut truth_cursor: BTreeMap<u64, i64> = BTreeMap::new();
@@ -169,7 +186,12 @@ async fn run(opts: RunOptions) -> Report {
             }
         };
         let faults = async {
-            nemesis::run(&cluster, &opts.faults, start, until, &mut log).await;
+            let revoking = async {
+                if auth_on {
+                    auth::revoke_and_grant(&cluster, start, until, &mut revocations).await;
+                }
+            };
+            futures::join!(nemesis::run(&cluster, &opts.faults, start, until, &mut log), revoking);
             heal(&cluster, start, &mut log).await;
             for client in clients.into_iter().chain(others) {
                 let _ = client.await;
@@ -271,6 +293,16 @@ async fn run(opts: RunOptions) -> Report {
     if events_seen == 0 {
         violations.push("the watchers saw no event: the watch check checked nothing".to_string());
     }
+    let probes = probes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    violations.extend(auth::check(&revocations.windows, &probes));
+    if auth_on && (revocations.windows.is_empty() || !probes.iter().any(|p| p.succeeded)) {
+        log.events.push(format!(
+            "auth: {} revocation windows, {} successful probes: the revocation check checked little",
+            revocations.windows.len(),
+            probes.iter().filter(|p| p.succeeded).count()
+        ));
+    }
+    log.events.extend(revocations.events);
     if committed.is_empty() {
         violations.push("no committed entry was ever compared: the committed-log check saw nothing".to_string());
     }
@@ -309,6 +341,9 @@ async fn run(opts: RunOptions) -> Report {
         registrations,
         heartbeats,
         nodes_left,
+        auth: auth_on,
+        revocation_windows: revocations.windows.len(),
+        probes_denied: probes.iter().filter(|p| !p.succeeded).count(),
     }
 }
 
@@ -372,7 +407,7 @@ async fn every_node_serves(cluster: &SimCluster) -> Vec<String> {
                 let read = async {
                     let mut kv = KvClient::connect(format!("http://{addr}")).await.map_err(|e| e.to_string())?;
                     let req = RangeRequest { key: b"k".to_vec(), limit: 1, ..Default::default() };
-                    match runtime::timeout(Duration::from_secs(2), kv.range(req)).await {
+                    match runtime::timeout(Duration::from_secs(2), kv.range(auth::request(req))).await {
                         Ok(Ok(_)) => Ok(()),
                         Ok(Err(status)) => Err(status.message().to_string()),
                         Err(_) => Err("timed out".to_string()),
@@ -409,7 +444,7 @@ async fn final_reads(cluster: &SimCluster, start: Instant, history: &workload::H
             let read = async {
                 let mut kv = KvClient::connect(format!("http://{addr}")).await.ok()?;
                 let req = RangeRequest { key: b"k".to_vec(), range_end: b"l".to_vec(), ..Default::default() };
-                runtime::timeout(Duration::from_secs(2), kv.range(req)).await.ok()?.ok()
+                runtime::timeout(Duration::from_secs(2), kv.range(auth::request(req))).await.ok()?.ok()
             };
             if let Some(resp) = read.await {
                 let values: BTreeMap<String, String> = resp
@@ -456,7 +491,11 @@ async fn convergence(cluster: &SimCluster) -> Option<String> {
                     let mut kv = KvClient::connect(format!("http://{addr}")).await.ok()?;
                     let req =
                         RangeRequest { key: vec![0], range_end: vec![0], serializable: true, ..Default::default() };
-                    let resp = runtime::timeout(Duration::from_secs(1), kv.range(req)).await.ok()?.ok()?.into_inner();
+                    let resp = runtime::timeout(Duration::from_secs(1), kv.range(auth::request(req)))
+                        .await
+                        .ok()?
+                        .ok()?
+                        .into_inner();
                     let kvs: Vec<String> = resp
                         .kvs
                         .iter()
@@ -565,16 +604,21 @@ async fn leases_expire(cluster: &SimCluster) -> Option<String> {
             let found = async {
                 let mut leases = LeaseClient::connect(format!("http://{addr}")).await.ok()?;
                 let mut kv = KvClient::connect(format!("http://{addr}")).await.ok()?;
-                let list = runtime::timeout(Duration::from_secs(2), leases.lease_leases(LeaseLeasesRequest {}))
-                    .await
-                    .ok()?
-                    .ok()?
-                    .into_inner();
+                let list =
+                    runtime::timeout(Duration::from_secs(2), leases.lease_leases(auth::request(LeaseLeasesRequest {})))
+                        .await
+                        .ok()?
+                        .ok()?
+                        .into_inner();
                 let prefix = watchers::LEASE_KEY_PREFIX.as_bytes();
                 let mut end = prefix.to_vec();
                 *end.last_mut()? += 1;
                 let req = RangeRequest { key: prefix.to_vec(), range_end: end, ..Default::default() };
-                let keys = runtime::timeout(Duration::from_secs(2), kv.range(req)).await.ok()?.ok()?.into_inner();
+                let keys = runtime::timeout(Duration::from_secs(2), kv.range(auth::request(req)))
+                    .await
+                    .ok()?
+                    .ok()?
+                    .into_inner();
                 Some((list.leases.len(), keys.kvs.len()))
             };
             match found.await {

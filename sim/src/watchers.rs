@@ -103,7 +103,9 @@ async fn watch_session(watcher: u32, server: usize, addr: &str, start: i64, end:
     if tx.send(WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }).await.is_err() {
         return session;
     }
-    let Ok(Ok(resp)) = runtime::timeout(Duration::from_secs(2), client.watch(receiver_stream(rx))).await else {
+    let Ok(Ok(resp)) =
+        runtime::timeout(Duration::from_secs(2), client.watch(crate::auth::request(receiver_stream(rx)))).await
+    else {
         return session;
     };
     let mut stream = resp.into_inner();
@@ -205,17 +207,23 @@ async fn lease_episode(
     let mut leases = LeaseClient::new(channel(&addrs[server]));
     let mut kv = KvClient::new(channel(&addrs[server]));
     let grant = LeaseGrantRequest { ttl: LEASE_TTL, id: 0 };
-    let granted = runtime::timeout(Duration::from_secs(2), leases.lease_grant(grant)).await.ok()?.ok()?.into_inner();
+    let granted = runtime::timeout(Duration::from_secs(2), leases.lease_grant(crate::auth::request(grant)))
+        .await
+        .ok()?
+        .ok()?
+        .into_inner();
     let mut episode = LeaseEpisode { client, id: granted.id, ttl: granted.ttl, ..Default::default() };
     let key = format!("{LEASE_KEY_PREFIX}{client}-{n}");
     let put =
         PutRequest { key: key.clone().into_bytes(), value: b"alive".to_vec(), lease: granted.id, ..Default::default() };
-    episode.key_written = matches!(runtime::timeout(Duration::from_secs(2), kv.put(put)).await, Ok(Ok(_)));
+    episode.key_written =
+        matches!(runtime::timeout(Duration::from_secs(2), kv.put(crate::auth::request(put))).await, Ok(Ok(_)));
     while runtime::now() < end {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let _ = tx.send(LeaseKeepAliveRequest { id: granted.id }).await;
         let renewed = async {
-            let mut stream = leases.lease_keep_alive(receiver_stream(rx)).await.ok()?.into_inner();
+            let mut stream =
+                leases.lease_keep_alive(crate::auth::request(receiver_stream(rx))).await.ok()?.into_inner();
             stream.message().await.ok()?
         };
         if let Ok(Some(resp)) = runtime::timeout(Duration::from_secs(1), renewed).await {
@@ -225,7 +233,7 @@ async fn lease_episode(
         }
         let invoked = runtime::now() - start;
         let read = RangeRequest { key: key.clone().into_bytes(), ..Default::default() };
-        if let Ok(Ok(resp)) = runtime::timeout(Duration::from_secs(2), kv.range(read)).await {
+        if let Ok(Ok(resp)) = runtime::timeout(Duration::from_secs(2), kv.range(crate::auth::request(read))).await {
             episode.reads.push((invoked, runtime::now() - start, !resp.into_inner().kvs.is_empty()));
         }
         runtime::sleep(Duration::from_millis(500)).await;

@@ -80,12 +80,14 @@ impl Client {
         let result = match &call {
             Call::Put(v) => {
                 let req = PutRequest { key: key.into(), value: v.clone().into_bytes(), ..Default::default() };
-                runtime::timeout(RPC_TIMEOUT, kv.put(req)).await.map(|r| r.map(|_| Outcome::Written))
+                runtime::timeout(RPC_TIMEOUT, kv.put(crate::auth::request(req)))
+                    .await
+                    .map(|r| r.map(|_| Outcome::Written))
             }
             Call::Get | Call::GetSerializable => {
                 let req =
                     RangeRequest { key: key.into(), serializable: call == Call::GetSerializable, ..Default::default() };
-                runtime::timeout(RPC_TIMEOUT, kv.range(req)).await.map(|r| {
+                runtime::timeout(RPC_TIMEOUT, kv.range(crate::auth::request(req))).await.map(|r| {
                     r.map(|resp| {
                         Outcome::Read(
                             resp.into_inner().kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned()),
@@ -95,7 +97,7 @@ impl Client {
             }
             Call::Delete => {
                 let req = DeleteRangeRequest { key: key.into(), ..Default::default() };
-                runtime::timeout(RPC_TIMEOUT, kv.delete_range(req))
+                runtime::timeout(RPC_TIMEOUT, kv.delete_range(crate::auth::request(req)))
                     .await
                     .map(|r| r.map(|resp| Outcome::Deleted(resp.into_inner().deleted)))
             }
@@ -117,7 +119,7 @@ impl Client {
                     }],
                     failure: Vec::new(),
                 };
-                runtime::timeout(RPC_TIMEOUT, kv.txn(req))
+                runtime::timeout(RPC_TIMEOUT, kv.txn(crate::auth::request(req)))
                     .await
                     .map(|r| r.map(|resp| Outcome::Swapped(resp.into_inner().succeeded)))
             }
@@ -137,6 +139,9 @@ impl Client {
                         | tonic::Code::NotFound
                         | tonic::Code::OutOfRange
                         | tonic::Code::FailedPrecondition
+                        // auth refuses before proposing
+                        | tonic::Code::PermissionDenied
+                        | tonic::Code::Unauthenticated
                 ) =>
             {
                 Outcome::Failed
@@ -168,7 +173,10 @@ impl Client {
         let mut end = last.clone().into_bytes();
         end.push(0);
         let req = RangeRequest { key: first.clone().into_bytes(), range_end: end, ..Default::default() };
-        let Ok(Ok(resp)) = runtime::timeout(RPC_TIMEOUT, self.kvs[server].range(req)).await else { return };
+        let Ok(Ok(resp)) = runtime::timeout(RPC_TIMEOUT, self.kvs[server].range(crate::auth::request(req))).await
+        else {
+            return;
+        };
         let found: std::collections::BTreeMap<Vec<u8>, String> = resp
             .into_inner()
             .kvs

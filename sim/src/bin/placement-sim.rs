@@ -116,6 +116,12 @@ mod sweep {
             report.virtual_time.as_secs_f64(),
             report.trace_hash
         );
+        if report.auth {
+            println!(
+                "    auth on: {} revocation windows checked, {} prober requests refused",
+                report.revocation_windows, report.probes_denied
+            );
+        }
         if args.verbose || !report.violations.is_empty() {
             for event in &report.nemesis_log {
                 println!("    {event}");

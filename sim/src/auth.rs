@@ -1,0 +1,308 @@
+//! Auth on a quarter of the seeds. Before the workload starts, a root user
+//! and a `prober` user (role `probe`: read and write under `probe/`) are
+//! added and auth is enabled. Every client then authenticates: the KV
+//! workload, watchers, lease clients and the final checks carry root's
+//! token; brokers authenticate through the client library. An auth nemesis
+//! revokes the prober's role and grants it back while the prober reads and
+//! writes; the revocation checker then holds that no prober request that
+//! started after a revoke was acknowledged, and ended before the grant back
+//! was proposed, succeeded.
+//!
+//! The revoke and grant are proposed on the leader directly (as MoveLeader
+//! is): a change made through the Auth service goes the same way.
+
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use placement_center::client::Credentials;
+use placement_center::proto::authpb::permission::Type as PermType;
+use placement_center::proto::authpb::Permission;
+use placement_center::proto::etcdserverpb::auth_client::AuthClient;
+use placement_center::proto::etcdserverpb::kv_client::KvClient;
+use placement_center::proto::etcdserverpb::{
+    AuthEnableRequest, AuthRoleAddRequest, AuthRoleGrantPermissionRequest, AuthUserAddRequest,
+    AuthUserGrantRoleRequest, AuthUserRevokeRoleRequest, AuthenticateRequest, PutRequest, RangeRequest,
+};
+use placement_center::proto::raft::v1::command_result::Response as Applied;
+use placement_center::proto::raft::v1::{command, Command, CommandResult};
+use placement_center::raft::NodeError;
+use placement_center::runtime::{self, Instant};
+use placement_center::state::StateError;
+use rand::Rng;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::cluster::SimCluster;
+
+const ROOT_PASSWORD: &str = "sim-root-password";
+const PROBER: &str = "prober";
+const PROBER_PASSWORD: &str = "sim-prober-password";
+const PROBE_ROLE: &str = "probe";
+const PROBE_PREFIX: &[u8] = b"probe/";
+
+/// Whether seed `seed` runs with auth on.
+pub fn enabled_for(seed: u64) -> bool {
+    seed % 4 == 1
+}
+
+thread_local! {
+    /// Root's token once auth is on (a seed runs on one thread of its own).
+    static ROOT_TOKEN: RefCell<Option<MetadataValue<Ascii>>> = const { RefCell::new(None) };
+}
+
+/// `message` as a request carrying root's token when auth is on.
+pub fn request<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = ROOT_TOKEN.with(|t| t.borrow().clone()) {
+        request.metadata_mut().insert("token", token);
+    }
+    request
+}
+
+/// Root's credentials when auth is on (for the client library).
+pub fn credentials() -> Option<Credentials> {
+    ROOT_TOKEN
+        .with(|t| t.borrow().is_some())
+        .then(|| Credentials { user: "root".into(), password: ROOT_PASSWORD.into() })
+}
+
+fn channel(addr: &str) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .expect("valid address")
+        .connect_timeout(Duration::from_secs(1))
+        .connect_lazy()
+}
+
+/// Runs `call` on the members in turn until it succeeds (or is refused as
+/// already done: a retried step that had happened).
+async fn until_done<T, F, Fut>(addrs: &[String], what: &str, mut call: F) -> Option<T>
+where
+    F: FnMut(Channel) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    T: Default,
+{
+    for attempt in 0..60 {
+        let addr = &addrs[attempt % addrs.len()];
+        match runtime::timeout(Duration::from_secs(2), call(channel(addr))).await {
+            Ok(Ok(resp)) => return Some(resp.into_inner()),
+            Ok(Err(status)) if status.message().contains("already exists") => return Some(T::default()),
+            Ok(Err(status)) if status.code() == tonic::Code::FailedPrecondition || attempt > 50 => {
+                eprintln!("auth setup: {what} refused: {}", status.message());
+            }
+            _ => {}
+        }
+        runtime::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+/// Adds root and the prober, enables auth and keeps root's token.
+/// Whether auth is on.
+pub async fn setup(addrs: Vec<String>) -> bool {
+    let a = &addrs;
+    let user_add = |name: &str, password: &str| AuthUserAddRequest {
+        name: name.into(),
+        password: password.into(),
+        ..Default::default()
+    };
+    let grant = |user: &str, role: &str| AuthUserGrantRoleRequest { user: user.into(), role: role.into() };
+    let mut end = PROBE_PREFIX.to_vec();
+    *end.last_mut().expect("a prefix") += 1;
+    let perm = Permission { perm_type: PermType::Readwrite as i32, key: PROBE_PREFIX.to_vec(), range_end: end };
+    let permission = AuthRoleGrantPermissionRequest { name: PROBE_ROLE.into(), perm: Some(perm) };
+    macro_rules! step {
+        ($what:expr, $method:ident, $req:expr) => {{
+            let req = $req;
+            until_done(a, $what, |ch| {
+                let req = req.clone();
+                async move { AuthClient::new(ch).$method(req).await }
+            })
+            .await
+            .is_some()
+        }};
+    }
+    let done = step!("add root", user_add, user_add("root", ROOT_PASSWORD))
+        && step!("grant root", user_grant_role, grant("root", "root"))
+        && step!("add the probe role", role_add, AuthRoleAddRequest { name: PROBE_ROLE.into() })
+        && step!("grant probe/", role_grant_permission, permission)
+        && step!("add the prober", user_add, user_add(PROBER, PROBER_PASSWORD))
+        && step!("grant the prober", user_grant_role, grant(PROBER, PROBE_ROLE))
+        && step!("enable auth", auth_enable, AuthEnableRequest {});
+    if !done {
+        return false;
+    }
+    let Some(token) = authenticate(a, "root", ROOT_PASSWORD).await else { return false };
+    ROOT_TOKEN.with(|t| *t.borrow_mut() = Some(token));
+    true
+}
+
+async fn authenticate(addrs: &[String], user: &str, password: &str) -> Option<MetadataValue<Ascii>> {
+    let req = AuthenticateRequest { name: user.into(), password: password.into() };
+    let resp = until_done(addrs, "authenticate", |ch| {
+        let req = req.clone();
+        async move { AuthClient::new(ch).authenticate(req).await }
+    })
+    .await?;
+    resp.token.parse().ok()
+}
+
+/// One request of the prober.
+#[derive(Debug, Clone)]
+pub struct ProbeOp {
+    /// Since the start of the run.
+    pub invoked: Duration,
+    /// Since the start of the run.
+    pub completed: Duration,
+    /// What it was.
+    pub what: String,
+    /// Whether the server answered with success.
+    pub succeeded: bool,
+}
+
+/// Reads and writes under `probe/` as the prober until `until`.
+pub async fn probe(addrs: Vec<String>, start: Instant, until: Instant, ops: Arc<Mutex<Vec<ProbeOp>>>) {
+    let mut token = None;
+    let mut n = 0usize;
+    while runtime::now() < until {
+        if token.is_none() {
+            token = authenticate(&addrs, PROBER, PROBER_PASSWORD).await;
+        }
+        let Some(current) = token.clone() else { continue };
+        let addr = &addrs[runtime::rng().gen_range(0..addrs.len())];
+        let key = format!("probe/{}", n % 4).into_bytes();
+        n += 1;
+        let mut kv = KvClient::new(channel(addr));
+        let invoked = runtime::now();
+        let (what, answer) = if n.is_multiple_of(2) {
+            let mut req =
+                tonic::Request::new(PutRequest { key, value: n.to_string().into_bytes(), ..Default::default() });
+            req.metadata_mut().insert("token", current);
+            ("put", runtime::timeout(Duration::from_secs(2), kv.put(req)).await.map(|r| r.map(|_| ())))
+        } else {
+            let mut req = tonic::Request::new(RangeRequest { key, ..Default::default() });
+            req.metadata_mut().insert("token", current);
+            ("get", runtime::timeout(Duration::from_secs(2), kv.range(req)).await.map(|r| r.map(|_| ())))
+        };
+        if let Ok(Err(status)) = &answer {
+            if status.code() == tonic::Code::Unauthenticated {
+                token = None;
+            }
+        }
+        let op = ProbeOp {
+            invoked: invoked - start,
+            completed: runtime::now() - start,
+            what: format!("{what} via {addr}: {answer:?}"),
+            succeeded: matches!(answer, Ok(Ok(()))),
+        };
+        ops.lock().unwrap_or_else(|e| e.into_inner()).push(op);
+        runtime::sleep(Duration::from_millis(runtime::rng().gen_range(20..120))).await;
+    }
+}
+
+/// What the auth nemesis did.
+#[derive(Debug, Default)]
+pub struct Revocations {
+    /// (revoke acknowledged, grant back proposed), since the start: the
+    /// prober held no permission in between.
+    pub windows: Vec<(Duration, Duration)>,
+    /// Events, for the nemesis log.
+    pub events: Vec<String>,
+}
+
+/// Proposes `request` on the leader, as an administrator's call would end
+/// up: `Some(Ok(auth revision after it))`, `Some(Err)` refused, `None`
+/// unknown (it may still apply later).
+async fn on_leader(cluster: &SimCluster, request: command::Request) -> Option<Result<u64, StateError>> {
+    let leader = cluster.leader()?;
+    let node = cluster.node(leader)?;
+    let task = cluster.nodes[leader as usize - 1]
+        .handle
+        .spawn(async move { node.propose(Command { auth_revision: None, request: Some(request) }).await });
+    match task.await {
+        Ok(Ok(CommandResult { response: Some(Applied::Auth(changed)), .. })) => Some(Ok(changed.auth_revision)),
+        Ok(Ok(_)) => None,
+        Ok(Err(NodeError::Refused(refused))) => Some(Err(refused)),
+        _ => None,
+    }
+}
+
+/// Revokes the prober's role and grants it back, over and over, until `until`.
+///
+/// A window runs from a revoke's acknowledgement (at auth revision r) to the
+/// first attempt to grant the role back. It is kept only if the grant, once
+/// acknowledged, is at revision r + 1: no other auth change (a grant of an
+/// earlier cycle whose outcome was unknown, applied late) came in between.
+pub async fn revoke_and_grant(cluster: &SimCluster, start: Instant, until: Instant, log: &mut Revocations) {
+    let at = |start: Instant| runtime::now() - start;
+    let user = || PROBER.to_string();
+    let role = || PROBE_ROLE.to_string();
+    while runtime::now() < until {
+        runtime::sleep(Duration::from_millis(runtime::rng().gen_range(500..2500))).await;
+        let revoked = on_leader(
+            cluster,
+            command::Request::UserRevokeRole(AuthUserRevokeRoleRequest { name: user(), role: role() }),
+        )
+        .await;
+        let revoked_at = at(start);
+        log.events.push(format!("[{:>8.3}s] revoke the prober's role: {revoked:?}", revoked_at.as_secs_f64()));
+        runtime::sleep(Duration::from_millis(runtime::rng().gen_range(200..2000))).await;
+        let granting_at = at(start);
+        // Until it is granted back for certain.
+        let granted = loop {
+            let grant = AuthUserGrantRoleRequest { user: user(), role: role() };
+            let granted = on_leader(cluster, command::Request::UserGrantRole(grant)).await;
+            log.events.push(format!("[{:>8.3}s] grant the prober's role back: {granted:?}", at(start).as_secs_f64()));
+            if let Some(Ok(revision)) = granted {
+                break Some(revision);
+            }
+            if runtime::now() >= until + Duration::from_secs(20) {
+                break None;
+            }
+            runtime::sleep(Duration::from_millis(300)).await;
+        };
+        if let (Some(Ok(revoked)), Some(granted)) = (revoked, granted) {
+            if granted == revoked + 1 {
+                log.windows.push((revoked_at, granting_at));
+            }
+        }
+    }
+}
+
+/// The revocation checker: a prober request that started after a revoke was
+/// acknowledged and ended before the grant back was proposed must have failed.
+pub fn check(windows: &[(Duration, Duration)], probes: &[ProbeOp]) -> Vec<String> {
+    let mut violations = Vec::new();
+    for op in probes.iter().filter(|op| op.succeeded) {
+        if let Some((from, to)) = windows.iter().find(|(from, to)| op.invoked >= *from && op.completed <= *to) {
+            violations.push(format!(
+                "auth: a request succeeded with a revoked permission: {} at [{:?}, {:?}], role revoked {from:?} until {to:?}",
+                op.what, op.invoked, op.completed
+            ));
+        }
+    }
+    violations
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(invoked: u64, completed: u64, succeeded: bool) -> ProbeOp {
+        ProbeOp {
+            invoked: Duration::from_millis(invoked),
+            completed: Duration::from_millis(completed),
+            what: "put".into(),
+            succeeded,
+        }
+    }
+
+    #[test]
+    fn a_success_inside_a_revocation_is_a_violation_and_one_overlapping_its_edges_is_not() {
+        let windows = [(Duration::from_millis(100), Duration::from_millis(200))];
+        assert_eq!(check(&windows, &[op(120, 180, true)]).len(), 1);
+        assert!(check(&windows, &[op(120, 180, false)]).is_empty());
+        assert!(check(&windows, &[op(90, 150, true)]).is_empty(), "started before the revoke was acknowledged");
+        assert!(check(&windows, &[op(150, 210, true)]).is_empty(), "ended after the grant back was proposed");
+    }
+}
