@@ -338,3 +338,36 @@ fn compacted_events_are_freed_over_the_following_writes() {
     }
     assert_eq!(state.history.len(), 101 + writes, "every compacted revision freed");
 }
+
+/// A write checked against the auth store at one revision is refused at
+/// apply once auth changed (a revoke came in between), leaving nothing
+/// behind; checked at the current revision, or by the server (no revision),
+/// it applies. With auth off, revisions are not compared.
+#[test]
+fn a_write_checked_at_an_older_auth_revision_is_refused_at_apply() {
+    use crate::proto::etcdserverpb::{AuthRoleAddRequest, AuthUserAddRequest, AuthUserGrantRoleRequest};
+    use crate::proto::raft::v1::AuthEnable;
+    let mut state = KvState::new();
+    let auth = |state: &mut KvState, request| {
+        state.apply(&Command { auth_revision: None, request: Some(request) }).unwrap();
+    };
+    let put = |checked_at| Command {
+        auth_revision: checked_at,
+        request: Some(command::Request::Put(PutRequest { key: b"k".to_vec(), ..Default::default() })),
+    };
+    let add = AuthUserAddRequest { name: "root".into(), hashed_password: "h".into(), ..Default::default() };
+    auth(&mut state, command::Request::UserAdd(add));
+    assert!(state.apply(&put(Some(0))).is_ok(), "auth off: the revision does not matter");
+    auth(
+        &mut state,
+        command::Request::UserGrantRole(AuthUserGrantRoleRequest { user: "root".into(), role: "root".into() }),
+    );
+    auth(&mut state, command::Request::AuthEnable(AuthEnable { token_key: vec![1; 32] }));
+    let checked_at = state.auth().revision();
+    auth(&mut state, command::Request::RoleAdd(AuthRoleAddRequest { name: "other".into() }));
+    let before = state.clone();
+    assert_eq!(state.apply(&put(Some(checked_at))).map(|_| ()), Err(StateError::Auth(AuthError::OldRevision)));
+    assert_eq!(state, before, "a refused write changed the state");
+    assert!(state.apply(&put(Some(state.auth().revision()))).is_ok());
+    assert!(state.apply(&put(None)).is_ok());
+}

@@ -97,5 +97,28 @@ async fn etcdctl_and_peers_speak_tls_and_untrusted_or_forged_peers_are_refused()
     // A client certificate is no peer certificate: its CN is not allowed.
     let status = raft_as(&client).vote(honest.request(raftpb::VoteRequest::default())).await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+
+    // With auth on and client certificates required, a request without a
+    // token is made by the user its certificate's CN names (etcd's rule).
+    let tls = [ca.as_str(), cert.as_str(), key.as_str()];
+    let admin = |args: &[&str]| {
+        let mut all = tls.to_vec();
+        all.extend_from_slice(args);
+        let (ok, out, err) = etcdctl(&https, &all);
+        assert!(ok, "etcdctl {args:?} failed: {err}");
+        out
+    };
+    admin(&["user", "add", "root:rootpw"]);
+    admin(&["user", "grant-role", "root", "root"]);
+    admin(&["role", "add", "secure"]);
+    admin(&["role", "grant-permission", "secure", "--prefix=true", "read", "/secure"]);
+    admin(&["user", "add", "client:clientpw"]);
+    admin(&["user", "grant-role", "client", "secure"]);
+    admin(&["auth", "enable"]);
+    assert_eq!(admin(&["get", "/secure"]), "/secure\nyes\n", "the certificate's user reads what its role may");
+    let mut denied = tls.to_vec();
+    denied.extend_from_slice(&["put", "/secure", "no"]);
+    let (ok, _, err) = etcdctl(&https, &denied);
+    assert!(!ok && err.contains("etcdserver: permission denied"), "the certificate's user wrote: {err}");
     cluster.shutdown().await;
 }

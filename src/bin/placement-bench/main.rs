@@ -60,9 +60,36 @@ pub struct Args {
     /// TLS: the private key of --cert (PEM).
     #[arg(id = "tls_key", long = "key", global = true)]
     pub key: Option<std::path::PathBuf>,
+    /// Auth: the user to run as (put and range scenarios); the password comes
+    /// from PLACEMENT_PASSWORD.
+    #[arg(long, global = true)]
+    pub user: Option<String>,
     /// The scenario.
     #[command(subcommand)]
     pub scenario: Scenario,
+}
+
+/// The auth token requests carry (`--user`), set once before the load.
+static TOKEN: std::sync::OnceLock<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = std::sync::OnceLock::new();
+
+/// `message` as a request with the auth token, if any.
+pub fn authed<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = TOKEN.get() {
+        request.metadata_mut().insert("token", token.clone());
+    }
+    request
+}
+
+/// Authenticates as `user` with the password in PLACEMENT_PASSWORD.
+async fn authenticate(user: &str, channel: Channel) -> anyhow::Result<()> {
+    use placement_center::proto::etcdserverpb::{auth_client::AuthClient, AuthenticateRequest};
+    let password =
+        std::env::var("PLACEMENT_PASSWORD").map_err(|_| anyhow::anyhow!("--user needs PLACEMENT_PASSWORD"))?;
+    let req = AuthenticateRequest { name: user.to_string(), password };
+    let token = AuthClient::new(channel).authenticate(req).await?.into_inner().token;
+    let _ = TOKEN.set(token.parse()?);
+    Ok(())
 }
 
 /// Read consistency, as etcd's benchmark names it.
@@ -177,6 +204,9 @@ impl Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let channels = args.channels().await?;
+    if let (Some(user), Some(channel)) = (&args.user, channels.first()) {
+        authenticate(user, channel.clone()).await?;
+    }
     let report = scenarios::run(&args, &channels).await?;
     if args.json {
         println!("{}", report.json());

@@ -92,6 +92,7 @@ fn put(args: &Args, sequential: bool, client: usize, channel: Channel) -> Reques
         };
         let req = PutRequest { key: key(width, number), value: value.clone(), ..Default::default() };
         let mut kv = kv.clone();
+        let req = crate::authed(req);
         async move { kv.put(req).await.map(drop) }.boxed()
     })
 }
@@ -116,6 +117,7 @@ fn range(args: &Args, consistency: Consistency, keys: u64, limit: i64, channel: 
             ..Default::default()
         };
         let mut kv = kv.clone();
+        let req = crate::authed(req);
         async move { kv.range(req).await.map(drop) }.boxed()
     })
 }

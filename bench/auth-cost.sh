@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The cost of auth checks (issue 18): put and linearizable range at 100
+# clients on a 3-node loopback cluster (release build), auth off against
+# auth on with a non-root user whose role grants readwrite on every bench
+# key (so every request pays token verification and a permission check),
+# fresh clusters in turns, ROUNDS rounds (default 2). Ports 5x379-5x381.
+# Usage: bench/auth-cost.sh [ROUNDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. ci/setup.sh
+rounds=${1:-2}
+cargo build --release --quiet --bin placement-center --bin placement-bench
+pc=target/release/placement-center
+bench=target/release/placement-bench
+run=$(mktemp -d)
+pids=()
+stop() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; pids=(); }
+trap 'stop; rm -rf "$run"' EXIT
+
+cluster="1=127.0.0.1:51380@127.0.0.1:51379,2=127.0.0.1:52380@127.0.0.1:52379,3=127.0.0.1:53380@127.0.0.1:53379"
+endpoints=127.0.0.1:51379,127.0.0.1:52379,127.0.0.1:53379
+start() { # start MODE ROUND
+    for n in 1 2 3; do
+        $pc --node-id $n --client-addr 127.0.0.1:5${n}379 --peer-addr 127.0.0.1:5${n}380 \
+            --metrics-addr 127.0.0.1:5${n}381 --data-dir "$run/$1-$2/n$n" --initial-cluster "$cluster" \
+            --initial-cluster-token bench >"$run/$1-$2-n$n.log" 2>&1 &
+        pids+=($!)
+    done
+    for n in 1 2 3; do until [ "$(curl -s 127.0.0.1:5${n}381/readyz)" = ok ]; do sleep 0.2; done; done
+    if [ "$1" = auth ]; then
+        local ctl=(etcdctl --endpoints=127.0.0.1:51379)
+        "${ctl[@]}" user add root:rootpw >/dev/null
+        "${ctl[@]}" user grant-role root root >/dev/null
+        "${ctl[@]}" role add bench >/dev/null
+        # Bench keys are zero-padded numbers: [0, :) holds them all.
+        "${ctl[@]}" role grant-permission bench readwrite 0 : >/dev/null
+        "${ctl[@]}" user add bench:benchpw >/dev/null
+        "${ctl[@]}" user grant-role bench bench >/dev/null
+        "${ctl[@]}" auth enable >/dev/null
+    fi
+}
+measure() { # measure MODE NAME ARGS...
+    local mode=$1 name=$2 user=()
+    shift 2
+    [ "$mode" = auth ] && user=(--user bench)
+    PLACEMENT_PASSWORD=benchpw $bench --endpoints $endpoints "${user[@]}" --json "$@" |
+        python3 -c "
+import json, sys
+r = json.load(sys.stdin)
+print(f\"$mode {'$name':<8} {r['throughput']:>9.0f}/s  p50 {r['latency_ms'].get('p50', 0):6.2f} ms  p99 {r['latency_ms'].get('p99', 0):6.2f} ms  errors {sum(r['errors'].values())}\")"
+}
+for round in $(seq 1 "$rounds"); do
+    for mode in off auth; do
+        start $mode "$round"
+        measure $mode put --clients 100 --total 50000 put
+        measure $mode range-l --clients 100 --total 100000 range --consistency l
+        stop
+    done
+done
