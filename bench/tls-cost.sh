@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ci/setup.sh
+. bench/lib.sh
 rounds=${1:-2}
 cargo build --release --quiet --bin placement-center --bin placement-bench
 pc=target/release/placement-center
@@ -52,10 +53,7 @@ measure() { # measure MODE NAME ARGS...
     shift 2
     [ "$mode" = tls ] && tls=(--cacert "$pki/ca.pem" --cert "$pki/client.pem" --key "$pki/client.key")
     $bench --endpoints 127.0.0.1:51379,127.0.0.1:52379,127.0.0.1:53379 "${tls[@]}" --json "$@" |
-        python3 -c "
-import json, sys
-r = json.load(sys.stdin)
-print(f\"$mode {'$name':<8} {r['throughput']:>9.0f}/s  p50 {r['latency_ms'].get('p50', 0):6.2f} ms  p99 {r['latency_ms'].get('p99', 0):6.2f} ms  errors {sum(r['errors'].values())}\")"
+        report "$mode" "$name"
 }
 for round in $(seq 1 "$rounds"); do
     for mode in plain tls; do

@@ -49,6 +49,26 @@ impl AuthService {
         self.change(&caller, command).await
     }
 
+    /// A root-only change call: `command` makes the change of the request,
+    /// `answer` the response around the header.
+    async fn admin_rpc<Q, R>(
+        &self,
+        method: &'static str,
+        req: Request<Q>,
+        command: fn(Q) -> Cmd,
+        answer: fn(Option<ResponseHeader>) -> R,
+    ) -> Result<Response<R>, Status>
+    where
+        Q: Clone + Send + Sync + 'static,
+    {
+        self.ctx
+            .observe(method, async move {
+                let header = self.admin_change(&req, command(req.get_ref().clone())).await?;
+                Ok(Response::new(answer(Some(header))))
+            })
+            .await
+    }
+
     /// Waits until this member has applied what the leader committed, then
     /// checks that the caller is root: for the read-only admin calls.
     async fn admin_read<T>(&self, req: &Request<T>) -> Result<ResponseHeader, ApiError> {
@@ -94,12 +114,7 @@ impl Auth for AuthService {
 
     #[instrument(skip_all)]
     async fn auth_disable(&self, req: Request<AuthDisableRequest>) -> Result<Response<AuthDisableResponse>, Status> {
-        self.ctx
-            .observe("Auth/AuthDisable", async move {
-                let header = self.admin_change(&req, Cmd::AuthDisable(AuthDisableRequest {})).await?;
-                Ok(Response::new(AuthDisableResponse { header: Some(header) }))
-            })
-            .await
+        self.admin_rpc("Auth/AuthDisable", req, Cmd::AuthDisable, |header| AuthDisableResponse { header }).await
     }
 
     #[instrument(skip_all)]
@@ -192,12 +207,7 @@ impl Auth for AuthService {
         &self,
         req: Request<AuthUserDeleteRequest>,
     ) -> Result<Response<AuthUserDeleteResponse>, Status> {
-        self.ctx
-            .observe("Auth/UserDelete", async move {
-                let header = self.admin_change(&req, Cmd::UserDelete(req.get_ref().clone())).await?;
-                Ok(Response::new(AuthUserDeleteResponse { header: Some(header) }))
-            })
-            .await
+        self.admin_rpc("Auth/UserDelete", req, Cmd::UserDelete, |header| AuthUserDeleteResponse { header }).await
     }
 
     #[instrument(skip_all)]
@@ -223,11 +233,7 @@ impl Auth for AuthService {
         &self,
         req: Request<AuthUserGrantRoleRequest>,
     ) -> Result<Response<AuthUserGrantRoleResponse>, Status> {
-        self.ctx
-            .observe("Auth/UserGrantRole", async move {
-                let header = self.admin_change(&req, Cmd::UserGrantRole(req.get_ref().clone())).await?;
-                Ok(Response::new(AuthUserGrantRoleResponse { header: Some(header) }))
-            })
+        self.admin_rpc("Auth/UserGrantRole", req, Cmd::UserGrantRole, |header| AuthUserGrantRoleResponse { header })
             .await
     }
 
@@ -236,22 +242,13 @@ impl Auth for AuthService {
         &self,
         req: Request<AuthUserRevokeRoleRequest>,
     ) -> Result<Response<AuthUserRevokeRoleResponse>, Status> {
-        self.ctx
-            .observe("Auth/UserRevokeRole", async move {
-                let header = self.admin_change(&req, Cmd::UserRevokeRole(req.get_ref().clone())).await?;
-                Ok(Response::new(AuthUserRevokeRoleResponse { header: Some(header) }))
-            })
+        self.admin_rpc("Auth/UserRevokeRole", req, Cmd::UserRevokeRole, |header| AuthUserRevokeRoleResponse { header })
             .await
     }
 
     #[instrument(skip_all)]
     async fn role_add(&self, req: Request<AuthRoleAddRequest>) -> Result<Response<AuthRoleAddResponse>, Status> {
-        self.ctx
-            .observe("Auth/RoleAdd", async move {
-                let header = self.admin_change(&req, Cmd::RoleAdd(req.get_ref().clone())).await?;
-                Ok(Response::new(AuthRoleAddResponse { header: Some(header) }))
-            })
-            .await
+        self.admin_rpc("Auth/RoleAdd", req, Cmd::RoleAdd, |header| AuthRoleAddResponse { header }).await
     }
 
     #[instrument(skip_all)]
@@ -281,12 +278,7 @@ impl Auth for AuthService {
         &self,
         req: Request<AuthRoleDeleteRequest>,
     ) -> Result<Response<AuthRoleDeleteResponse>, Status> {
-        self.ctx
-            .observe("Auth/RoleDelete", async move {
-                let header = self.admin_change(&req, Cmd::RoleDelete(req.get_ref().clone())).await?;
-                Ok(Response::new(AuthRoleDeleteResponse { header: Some(header) }))
-            })
-            .await
+        self.admin_rpc("Auth/RoleDelete", req, Cmd::RoleDelete, |header| AuthRoleDeleteResponse { header }).await
     }
 
     #[instrument(skip_all)]
@@ -294,12 +286,10 @@ impl Auth for AuthService {
         &self,
         req: Request<AuthRoleGrantPermissionRequest>,
     ) -> Result<Response<AuthRoleGrantPermissionResponse>, Status> {
-        self.ctx
-            .observe("Auth/RoleGrantPermission", async move {
-                let header = self.admin_change(&req, Cmd::RoleGrantPermission(req.get_ref().clone())).await?;
-                Ok(Response::new(AuthRoleGrantPermissionResponse { header: Some(header) }))
-            })
-            .await
+        self.admin_rpc("Auth/RoleGrantPermission", req, Cmd::RoleGrantPermission, |header| {
+            AuthRoleGrantPermissionResponse { header }
+        })
+        .await
     }
 
     #[instrument(skip_all)]
@@ -307,11 +297,9 @@ impl Auth for AuthService {
         &self,
         req: Request<AuthRoleRevokePermissionRequest>,
     ) -> Result<Response<AuthRoleRevokePermissionResponse>, Status> {
-        self.ctx
-            .observe("Auth/RoleRevokePermission", async move {
-                let header = self.admin_change(&req, Cmd::RoleRevokePermission(req.get_ref().clone())).await?;
-                Ok(Response::new(AuthRoleRevokePermissionResponse { header: Some(header) }))
-            })
-            .await
+        self.admin_rpc("Auth/RoleRevokePermission", req, Cmd::RoleRevokePermission, |header| {
+            AuthRoleRevokePermissionResponse { header }
+        })
+        .await
     }
 }

@@ -26,6 +26,14 @@ fn refused(endpoint: &str, args: &[&str]) -> String {
     err
 }
 
+/// A channel to `endpoint` and a token for `user`.
+async fn authenticate(endpoint: &str, user: &str, password: &str) -> (tonic::transport::Channel, String) {
+    let channel = tonic::transport::Endpoint::new(format!("http://{endpoint}")).unwrap().connect().await.unwrap();
+    let req = AuthenticateRequest { name: user.into(), password: password.into() };
+    let token = AuthClient::new(channel.clone()).authenticate(req).await.unwrap().into_inner().token;
+    (channel, token)
+}
+
 fn client(cluster: &Cluster, user: &str, password: &str) -> Arc<Client> {
     let endpoints: Vec<String> = (0..cluster.nodes.len()).map(|i| cluster.client_addr(i)).collect();
     let credentials = Some(Credentials { user: user.into(), password: password.into() });
@@ -97,14 +105,7 @@ async fn etcdctl_turns_auth_on_and_permissions_hold_on_every_member_until_it_is_
 
     // A watch on keys the user may not read is cancelled at create.
     let token = {
-        let channel = tonic::transport::Endpoint::new(format!("http://{fep}")).unwrap().connect().await.unwrap();
-        let mut auth = AuthClient::new(channel.clone());
-        let token = auth
-            .authenticate(AuthenticateRequest { name: "alice".into(), password: "alicepw".into() })
-            .await
-            .unwrap()
-            .into_inner()
-            .token;
+        let (channel, token) = authenticate(&fep, "alice", "alicepw").await;
         let create = |key: &str| WatchRequest {
             request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
                 key: key.into(),
@@ -142,14 +143,8 @@ async fn etcdctl_turns_auth_on_and_permissions_hold_on_every_member_until_it_is_
     ok(&ep, &[root, "role", "revoke-permission", "app", "/app/", "--prefix=true"]);
     assert!(refused(&fep, &[alice, "get", "/app/x"]).contains("etcdserver: permission denied"));
     // A changed password voids the tokens issued before.
-    let channel = tonic::transport::Endpoint::new(format!("http://{ep}")).unwrap().connect().await.unwrap();
+    let (channel, root_token) = authenticate(&ep, "root", "rootpw").await;
     let mut auth = AuthClient::new(channel.clone());
-    let root_token = auth
-        .authenticate(AuthenticateRequest { name: "root".into(), password: "rootpw".into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
     let change = AuthUserChangePasswordRequest { name: "alice".into(), password: "new".into(), ..Default::default() };
     let mut request = tonic::Request::new(change);
     request.metadata_mut().insert("token", root_token.parse().unwrap());
