@@ -10,13 +10,6 @@ cd "$(dirname "$0")/.."
 . ci/setup.sh
 . bench/lib.sh
 rounds=${1:-2}
-cargo build --release --quiet --bin placement-center --bin placement-bench
-pc=target/release/placement-center
-bench=target/release/placement-bench
-run=$(mktemp -d)
-pids=()
-stop() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; pids=(); }
-trap 'stop; rm -rf "$run"' EXIT
 
 cluster="1=127.0.0.1:51380@127.0.0.1:51379,2=127.0.0.1:52380@127.0.0.1:52379,3=127.0.0.1:53380@127.0.0.1:53379"
 endpoints=127.0.0.1:51379,127.0.0.1:52379,127.0.0.1:53379

@@ -1,4 +1,13 @@
-# Shared by the bench scripts.
+# Shared by the bench scripts that start clusters of their own: builds the
+# release binaries; sets $pc and $bench, $run (a temporary dir, removed on
+# exit) and stop (kills the members whose pids were added to $pids).
+cargo build --release --quiet --bin placement-center --bin placement-bench
+pc=target/release/placement-center
+bench=target/release/placement-bench
+run=$(mktemp -d)
+pids=()
+stop() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; pids=(); }
+trap 'stop; rm -rf "$run"' EXIT
 
 # report MODE NAME: one line from placement-bench's --json report on stdin.
 report() {

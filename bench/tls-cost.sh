@@ -10,13 +10,6 @@ cd "$(dirname "$0")/.."
 . ci/setup.sh
 . bench/lib.sh
 rounds=${1:-2}
-cargo build --release --quiet --bin placement-center --bin placement-bench
-pc=target/release/placement-center
-bench=target/release/placement-bench
-run=$(mktemp -d)
-pids=()
-stop() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; pids=(); }
-trap 'stop; rm -rf "$run"' EXIT
 
 pki=$run/pki
 mkdir -p "$pki"
