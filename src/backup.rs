@@ -68,7 +68,9 @@ pub fn decode(file: &[u8]) -> Result<StateSnapshot, BackupError> {
         .ok()
         .and_then(|len| content.get(HEADER..HEADER.checked_add(len)?))
         .ok_or(BackupError::Truncated)?;
-    StateSnapshot::decode(body).map_err(|e| BackupError::Decode(e.to_string()))
+    let state = StateSnapshot::decode(body).map_err(|e| BackupError::Decode(e.to_string()))?;
+    crate::state::check_snapshot(&state).map_err(BackupError::Decode)?;
+    Ok(state)
 }
 
 #[cfg(test)]
@@ -107,5 +109,17 @@ mod tests {
         long[8..16].copy_from_slice(&u64::MAX.to_be_bytes());
         long.extend_from_slice(&Sha256::digest(&long));
         assert_eq!(decode(&long), Err(BackupError::Truncated));
+    }
+
+    /// A backup whose lease TTL no server grants (i64::MAX panicked the
+    /// leader's expiry task once restored) is refused with the reason.
+    #[test]
+    fn a_backup_with_an_impossible_lease_ttl_is_refused() {
+        use crate::proto::raft::v1::LeaseRecord;
+        let bad = StateSnapshot { leases: vec![LeaseRecord { id: 7, ttl: i64::MAX }], ..sample() };
+        let refused = decode(&encode(&bad.encode_to_vec())).unwrap_err();
+        assert!(refused.to_string().contains("lease 7 has TTL"), "{refused}");
+        let fine = StateSnapshot { leases: vec![LeaseRecord { id: 7, ttl: 60 }], ..sample() };
+        assert_eq!(decode(&encode(&fine.encode_to_vec())).unwrap(), fine);
     }
 }

@@ -224,7 +224,9 @@ impl Server {
         let mut stop = client_tasks.shutdown_signal();
         client_tasks.spawn("lease-expiry", async move {
             while !stop.is_requested() {
-                expiry_node.expire_leases().await;
+                if expiry_node.expire_leases().await >= crate::raft::lessor::MAX_REVOKES_PER_PASS {
+                    continue; // more are due: no pause
+                }
                 tokio::select! {
                     biased;
                     _ = stop.wait() => return,

@@ -12,7 +12,7 @@
 //! salted from the runtime's generator; the PHC string is what is replicated.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -26,11 +26,17 @@ use crate::state::{AuthError, AuthState};
 /// back to their issue time).
 const MAX_REMEMBERED: usize = 64 * 1024;
 
+/// A token's last use is written down again only when older than this:
+/// every other request only reads it (a shared lock, not an exclusive one
+/// per request).
+const REFRESH_MS: u64 = 1000;
+
 /// Issues and verifies tokens on one member.
 pub struct Tokens {
     ttl: Duration,
-    /// Token signature to the wall-clock millisecond of its last use here.
-    last_use: Mutex<HashMap<Vec<u8>, u64>>,
+    /// Token signature to the wall-clock millisecond of its last use here
+    /// (to within [`REFRESH_MS`]).
+    last_use: RwLock<HashMap<Vec<u8>, u64>>,
 }
 
 /// The fields of a token.
@@ -65,7 +71,7 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 impl Tokens {
     /// Tokens that stay valid `ttl` after their last use.
     pub fn new(ttl: Duration) -> Self {
-        Self { ttl, last_use: Mutex::new(HashMap::new()) }
+        Self { ttl, last_use: RwLock::new(HashMap::new()) }
     }
 
     /// A token for `user`, signed with the store's key.
@@ -97,7 +103,11 @@ impl Tokens {
         }
         let now = crate::runtime::wall_clock_millis();
         let ttl = self.ttl.as_millis() as u64;
-        let mut last_use = self.last_use.lock().unwrap_or_else(|e| e.into_inner());
+        let recent = self.last_use.read().unwrap_or_else(|e| e.into_inner()).get(&mac).copied();
+        if recent.is_some_and(|used| now.saturating_sub(used) < REFRESH_MS.min(ttl)) {
+            return Ok(claims.user);
+        }
+        let mut last_use = self.last_use.write().unwrap_or_else(|e| e.into_inner());
         let last = last_use.get(&mac).copied().unwrap_or(claims.issued_ms).max(claims.issued_ms);
         if now.saturating_sub(last) > ttl {
             last_use.remove(&mac);

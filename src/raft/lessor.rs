@@ -24,8 +24,14 @@ use crate::runtime;
 /// same way by every task of the node.
 type Instant = runtime::NodeInstant;
 
-/// Most revokes proposed per expiry pass.
-const MAX_REVOKES_PER_PASS: usize = 64;
+/// Most revokes proposed per expiry pass; a pass that found more is followed
+/// by the next one at once.
+pub const MAX_REVOKES_PER_PASS: usize = 2048;
+
+/// Revokes proposed together: they share log entries (the proposal batcher
+/// gathers concurrent commands), and client writes that arrive meanwhile
+/// join the next batch instead of waiting behind every expired lease.
+const REVOKES_IN_FLIGHT: usize = 256;
 
 /// Deadlines of the leases, valid for one leadership term.
 #[derive(Default)]
@@ -45,8 +51,11 @@ pub struct LeaseTtl {
     pub granted: i64,
 }
 
+/// A granted TTL as a duration, within `0..=MAX_LEASE_TTL` seconds: a
+/// deadline of now plus it never overflows the clock (a TTL near `i64::MAX`
+/// in a data dir of an older version panicked the expiry task).
 fn ttl_duration(ttl: i64) -> Duration {
-    Duration::from_secs(ttl.max(0) as u64)
+    Duration::from_secs(ttl.clamp(0, crate::state::MAX_LEASE_TTL) as u64)
 }
 
 impl RaftNode {
@@ -212,21 +221,46 @@ impl RaftNode {
             leases.deadlines.iter().filter(|(_, d)| **d <= now).map(|(id, _)| *id).take(MAX_REVOKES_PER_PASS).collect()
         };
         let mut revoked = 0;
-        for id in expired {
-            let command = pb::Command {
-                auth_revision: None,
-                request: Some(pb::command::Request::LeaseRevoke(crate::proto::etcdserverpb::LeaseRevokeRequest { id })),
-            };
-            match self.propose_as_leader(command).await {
-                Ok(Some(_)) => revoked += 1,
-                Ok(None) => return revoked,      // no longer leading
-                Err(NodeError::Refused(_)) => {} // revoked meanwhile
-                Err(e) => {
-                    tracing::warn!(lease = id, cause = %e, "lease expiry not proposed");
-                    return revoked;
+        for chunk in expired.chunks(REVOKES_IN_FLIGHT) {
+            let proposals = chunk.iter().map(|&id| async move {
+                let command = pb::Command {
+                    auth_revision: None,
+                    request: Some(pb::command::Request::LeaseRevoke(crate::proto::etcdserverpb::LeaseRevokeRequest {
+                        id,
+                    })),
+                };
+                (id, self.propose_as_leader(command).await)
+            });
+            let mut stop = false;
+            for (id, outcome) in futures::future::join_all(proposals).await {
+                match outcome {
+                    Ok(Some(_)) => revoked += 1,
+                    Ok(None) => stop = true,         // no longer leading
+                    Err(NodeError::Refused(_)) => {} // revoked meanwhile
+                    Err(e) => {
+                        tracing::warn!(lease = id, cause = %e, "lease expiry not proposed");
+                        stop = true;
+                    }
                 }
+            }
+            if stop {
+                break;
             }
         }
         revoked
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_from_any_ttl_does_not_overflow_the_clock() {
+        let now = runtime::node_now(1);
+        for ttl in [i64::MIN, -1, 0, 1, crate::state::MAX_LEASE_TTL, i64::MAX] {
+            let _ = now + ttl_duration(ttl);
+        }
+        assert_eq!(ttl_duration(i64::MAX), ttl_duration(crate::state::MAX_LEASE_TTL));
     }
 }

@@ -65,7 +65,10 @@ impl RaftService {
         rpc: codec::SnapReq,
         data: Vec<u8>,
     ) -> Result<pb::InstallSnapshotResponse, Status> {
-        if let Err(e) = codec::decode::<pb::StateSnapshot>("StateSnapshot", &data) {
+        let checked = codec::decode::<pb::StateSnapshot>("StateSnapshot", &data)
+            .map_err(|e| e.to_string())
+            .and_then(|snapshot| crate::state::check_snapshot(&snapshot));
+        if let Err(e) = checked {
             tracing::warn!(from, snapshot = %rpc.meta.snapshot_id, cause = %e, "refused a snapshot that does not decode");
             return Err(Status::invalid_argument(format!("snapshot {} does not decode: {e}", rpc.meta.snapshot_id)));
         }

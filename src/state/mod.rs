@@ -459,6 +459,23 @@ impl KvState {
     }
 }
 
+/// Refuses a snapshot (from a peer or a backup file) that decodes but holds
+/// what no state machine makes: a lease TTL outside `1..=MAX_LEASE_TTL`
+/// (the leader would compute its deadline from it), or a compact revision
+/// above the revision.
+pub fn check_snapshot(snapshot: &crate::proto::raft::v1::StateSnapshot) -> Result<(), String> {
+    if let Some(lease) = snapshot.leases.iter().find(|l| l.ttl <= 0 || l.ttl > MAX_LEASE_TTL) {
+        return Err(format!("lease {} has TTL {}, outside 1..={MAX_LEASE_TTL}", lease.id, lease.ttl));
+    }
+    if snapshot.compact_revision > snapshot.revision.max(1) {
+        return Err(format!(
+            "compact revision {} is above the revision {}",
+            snapshot.compact_revision, snapshot.revision
+        ));
+    }
+    Ok(())
+}
+
 /// Equal states hold the same keys, leases and kept history, whatever
 /// compacted events each has yet to free.
 impl PartialEq for KvState {
