@@ -136,6 +136,7 @@ impl Auth for AuthService {
     async fn authenticate(&self, req: Request<AuthenticateRequest>) -> Result<Response<AuthenticateResponse>, Status> {
         self.ctx
             .observe("Auth/Authenticate", async move {
+                let from = req.remote_addr();
                 let req = req.into_inner();
                 self.ctx.check_size(&req)?;
                 self.ctx.node.read_barrier().await.map_err(ApiError::from)?;
@@ -152,7 +153,7 @@ impl Auth for AuthService {
                 // is refused with the same error as a wrong password.
                 let matches = hash.is_some_and(|hash| password_matches(&req.password, &hash));
                 if !matches {
-                    tracing::info!(user = %req.name, "authentication failed");
+                    tracing::info!(user = %req.name, from = ?from, "authentication failed");
                     return Err(refused(AuthError::AuthFailed).into());
                 }
                 let token = self.ctx.tokens.issue(read_state(self.ctx.node.state()).auth(), &req.name);

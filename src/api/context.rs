@@ -83,7 +83,13 @@ impl ApiContext {
         let token = TOKEN_KEYS.iter().find_map(|key| req.metadata().get(*key)).and_then(|v| v.to_str().ok());
         if let Some(token) = token {
             let token = token.strip_prefix("Bearer ").unwrap_or(token);
-            return Ok(Caller { user: Some(self.tokens.verify(auth, token).map_err(StateError::from)?) });
+            return match self.tokens.verify(auth, token) {
+                Ok(user) => Ok(Caller { user: Some(user) }),
+                Err(refused) => {
+                    tracing::debug!(from = ?req.remote_addr(), "refused an invalid auth token");
+                    Err(StateError::from(refused).into())
+                }
+            };
         }
         if self.client_cert_auth {
             let cn = crate::runtime::peer_certificates(req)
