@@ -75,6 +75,10 @@ pub struct Config {
     /// How long an auth token stays valid after its last use, seconds
     /// (etcd's `--auth-token-ttl`, default 300).
     pub auth_token_ttl: u64,
+    /// The space quota of the data dir, bytes (etcd's `--quota-backend-bytes`;
+    /// 0: the default, 2 GiB): past it, writes that grow the store raise the
+    /// NOSPACE alarm and are refused until it is disarmed.
+    pub quota_backend_bytes: u64,
     /// Auto-compaction keeps this many revisions of history (0: not by count).
     /// The history lives in memory and on disk until compacted.
     pub auto_compaction_retention_revisions: u64,
@@ -142,6 +146,7 @@ impl Default for Config {
             request_timeout_ms: 5000,
             max_request_bytes: 1536 * 1024,
             auth_token_ttl: 300,
+            quota_backend_bytes: 0,
             auto_compaction_retention_revisions: 10_000,
             auto_compaction_retention_secs: 0,
             watch_progress_notify_interval_ms: 600_000,
@@ -238,6 +243,9 @@ pub struct Overrides {
     /// Seconds an auth token stays valid after its last use.
     #[arg(long, env = "PLACEMENT_AUTH_TOKEN_TTL")]
     pub auth_token_ttl: Option<u64>,
+    /// The data dir's space quota in bytes (0: 2 GiB).
+    #[arg(long, env = "PLACEMENT_QUOTA_BACKEND_BYTES")]
+    pub quota_backend_bytes: Option<u64>,
     /// Client port TLS: this node's certificate (PEM).
     #[arg(long, env = "PLACEMENT_CERT_FILE")]
     pub cert_file: Option<PathBuf>,
@@ -308,6 +316,7 @@ impl Config {
         }
         set!(node_id, name, client_addr, peer_addr, metrics_addr, data_dir, initial_cluster_token);
         set!(heartbeat_interval_ms, election_timeout_ms, request_timeout_ms, max_request_bytes, auth_token_ttl);
+        set!(quota_backend_bytes);
         set!(cert_file, key_file, trusted_ca_file, peer_cert_file, peer_key_file, peer_trusted_ca_file);
         if let Some(spec) = o.initial_cluster {
             config.initial_members = parse_initial_cluster(&spec)?;
@@ -369,6 +378,15 @@ impl Config {
     /// (etcd's rule), so a lease outlives a leader election.
     pub fn min_lease_ttl(&self) -> i64 {
         (self.election_timeout_ms * 3).div_ceil(2000) as i64
+    }
+
+    /// The space quota in bytes: `quota_backend_bytes`, or 2 GiB when 0.
+    pub fn quota_backend_bytes(&self) -> u64 {
+        if self.quota_backend_bytes == 0 {
+            2 * 1024 * 1024 * 1024
+        } else {
+            self.quota_backend_bytes
+        }
     }
 
     /// Period of progress notifications to quiet watchers.
@@ -687,6 +705,7 @@ mod tests {
                     request_timeout_ms: timings.2,
                     max_request_bytes,
                     auth_token_ttl: timings.0,
+                    quota_backend_bytes: timings.1,
                     auto_compaction_retention_revisions: timings.3,
                     auto_compaction_retention_secs: timings.4,
                     snapshot_after_entries: timings.5,

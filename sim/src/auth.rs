@@ -25,8 +25,7 @@ use placement_center::proto::etcdserverpb::{
     AuthUserGrantRoleRequest, AuthUserRevokeRoleRequest, AuthenticateRequest, PutRequest, RangeRequest,
 };
 use placement_center::proto::raft::v1::command_result::Response as Applied;
-use placement_center::proto::raft::v1::{command, Command, CommandResult};
-use placement_center::raft::NodeError;
+use placement_center::proto::raft::v1::{command, CommandResult};
 use placement_center::runtime::{self, Instant};
 use placement_center::state::StateError;
 use rand::Rng;
@@ -214,16 +213,10 @@ pub struct Revocations {
 /// up: `Some(Ok(auth revision after it))`, `Some(Err)` refused, `None`
 /// unknown (it may still apply later).
 async fn on_leader(cluster: &SimCluster, request: command::Request) -> Option<Result<u64, StateError>> {
-    let leader = cluster.leader()?;
-    let node = cluster.node(leader)?;
-    let task = cluster.nodes[leader as usize - 1]
-        .handle
-        .spawn(async move { node.propose(Command { auth_revision: None, request: Some(request) }).await });
-    match task.await {
-        Ok(Ok(CommandResult { response: Some(Applied::Auth(changed)), .. })) => Some(Ok(changed.auth_revision)),
-        Ok(Ok(_)) => None,
-        Ok(Err(NodeError::Refused(refused))) => Some(Err(refused)),
-        _ => None,
+    match cluster.propose_on_leader(request).await? {
+        Ok(CommandResult { response: Some(Applied::Auth(changed)), .. }) => Some(Ok(changed.auth_revision)),
+        Ok(_) => None,
+        Err(refused) => Some(Err(refused)),
     }
 }
 

@@ -178,6 +178,26 @@ impl SimCluster {
         running(|r| r.get(&id).cloned())
     }
 
+    /// Proposes `request` on the leader's own simulated node, as a server
+    /// call would end up there: `Some(Ok)` applied, `Some(Err)` refused,
+    /// `None` unknown (no leader, or it may still apply later).
+    pub async fn propose_on_leader(
+        &self,
+        request: placement_center::proto::raft::v1::command::Request,
+    ) -> Option<Result<placement_center::proto::raft::v1::CommandResult, placement_center::state::StateError>> {
+        use placement_center::proto::raft::v1::Command;
+        let leader = self.leader()?;
+        let node = self.node(leader)?;
+        let task = self.nodes[leader as usize - 1]
+            .handle
+            .spawn(async move { node.propose(Command { auth_revision: None, request: Some(request) }).await });
+        match task.await {
+            Ok(Ok(result)) => Some(Ok(result)),
+            Ok(Err(placement_center::raft::NodeError::Refused(refused))) => Some(Err(refused)),
+            _ => None,
+        }
+    }
+
     /// Whether node `id` is running with a live Raft (not stopped by a disk error).
     pub fn is_healthy(&self, id: u64) -> bool {
         running(|r| r.get(&id).is_some_and(|n| n.raft.metrics().borrow().running_state.is_ok()))

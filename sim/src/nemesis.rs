@@ -12,6 +12,9 @@ use placement_center::storage::sim_disk::DiskFaults;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
+use placement_center::proto::etcdserverpb::alarm_request::AlarmAction;
+use placement_center::proto::etcdserverpb::{AlarmRequest, AlarmType};
+use placement_center::proto::raft::v1::command;
 use placement_center::raft::membership::MemberChange;
 
 use crate::cluster::SimCluster;
@@ -57,11 +60,15 @@ pub enum FaultKind {
     /// a non-leader's name, a snapshot that does not decode and a chunk far
     /// past the end in the leader's name. Each must be refused (see `forgery`).
     ForgePeer,
+    /// The NOSPACE alarm is raised (as a member past its space quota does)
+    /// and disarmed after a while: meanwhile no write that grows the store
+    /// may succeed (see `check_nospace`).
+    NoSpace,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 16] = [
+    pub const ALL: [FaultKind; 17] = [
         FaultKind::Partition,
         FaultKind::IsolateLeader,
         FaultKind::Bridge,
@@ -78,6 +85,7 @@ impl FaultKind {
         FaultKind::MoveLeader,
         FaultKind::Replace,
         FaultKind::ForgePeer,
+        FaultKind::NoSpace,
     ];
 
     /// The name used on the command line.
@@ -99,6 +107,7 @@ impl FaultKind {
             FaultKind::MoveLeader => "move-leader",
             FaultKind::Replace => "replace",
             FaultKind::ForgePeer => "forge-peer",
+            FaultKind::NoSpace => "nospace",
         }
     }
 }
@@ -130,6 +139,12 @@ pub struct NemesisLog {
     /// Times (since the start) when some node's clock was skewed: leases may
     /// end early then, by design.
     pub skewed: Vec<(Duration, Duration)>,
+    /// (NOSPACE raise acknowledged, disarm proposed), since the start: no
+    /// write that grows the store may succeed within.
+    pub nospace: Vec<(Duration, Duration)>,
+    /// A disarm's outcome was unknown (it may apply inside a later window):
+    /// no window is recorded after it.
+    pub nospace_unsure: bool,
 }
 
 impl NemesisLog {
@@ -271,6 +286,39 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
                 let task = cluster.nodes[leader as usize - 1].handle.spawn(crate::forgery::forge(forgery));
                 let outcome = task.await.unwrap_or_else(|_| "interrupted (host killed)".to_string());
                 log.note(start, format!("forged messages to {target}: {outcome}"));
+            }
+            FaultKind::NoSpace => {
+                let Some(leader) = cluster.leader() else { continue };
+                let alarm = |action: AlarmAction| {
+                    command::Request::Alarm(AlarmRequest {
+                        action: action as i32,
+                        member_id: leader,
+                        alarm: AlarmType::Nospace as i32,
+                    })
+                };
+                let raised = cluster.propose_on_leader(alarm(AlarmAction::Activate)).await.map(|r| r.is_ok());
+                let raised_at = runtime::now() - start;
+                log.note(start, format!("raise NOSPACE for {leader}: {raised:?}"));
+                runtime::sleep(hold.min(Duration::from_secs(2))).await;
+                let disarming_at = runtime::now() - start;
+                let unsure_before = log.nospace_unsure;
+                let disarm_until = until + Duration::from_secs(20);
+                loop {
+                    let disarmed = cluster.propose_on_leader(alarm(AlarmAction::Deactivate)).await;
+                    log.note(start, format!("disarm NOSPACE for {leader}: {:?}", disarmed.as_ref().map(|r| r.is_ok())));
+                    match disarmed {
+                        Some(Ok(_)) => break,
+                        None => log.nospace_unsure = true,
+                        Some(Err(_)) => {}
+                    }
+                    if runtime::now() >= disarm_until {
+                        break;
+                    }
+                    runtime::sleep(Duration::from_millis(300)).await;
+                }
+                if raised == Some(true) && !unsure_before {
+                    log.nospace.push((raised_at, disarming_at));
+                }
             }
             FaultKind::IsolateLeader => {
                 let Some(leader) = cluster.leader() else { continue };

@@ -257,6 +257,7 @@ async fn run(opts: RunOptions) -> Report {
         violations.push(v.to_string());
     }
     violations.extend(checker::check_serializable_reads(&history));
+    violations.extend(check_nospace(&log.nospace, &history));
     violations.extend(raft_invariants::check(&samples.lock().unwrap_or_else(|e| e.into_inner())));
     violations.extend(committed_violations);
     let sessions = sessions.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -389,6 +390,42 @@ async fn heal(cluster: &SimCluster, start: Instant, log: &mut NemesisLog) {
             log.events.push(format!("[{:>8.3}s] heal: restarted {}", (runtime::now() - start).as_secs_f64(), node.id));
         }
     }
+    // Alarms a NOSPACE fault left raised (its disarm's outcome unknown).
+    let deadline = runtime::now() + Duration::from_secs(30);
+    while runtime::now() < deadline {
+        let raised: Vec<_> = (1..=cluster.nodes.len() as u64)
+            .filter_map(|id| cluster.node(id))
+            .flat_map(|node| placement_center::raft::state_store::read_state(node.state()).alarms())
+            .collect();
+        if raised.is_empty() {
+            break;
+        }
+        for alarm in raised {
+            use placement_center::proto::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest};
+            let disarm =
+                AlarmRequest { action: AlarmAction::Deactivate as i32, member_id: alarm.member_id, alarm: alarm.alarm };
+            let request = placement_center::proto::raft::v1::command::Request::Alarm(disarm);
+            let outcome = cluster.propose_on_leader(request).await.map(|r| r.is_ok());
+            log.events.push(format!(
+                "[{:>8.3}s] heal: disarm {alarm:?}: {outcome:?}",
+                (runtime::now() - start).as_secs_f64()
+            ));
+        }
+        runtime::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// No write that grows the store succeeds while NOSPACE is raised: none that
+/// started after a raise was acknowledged and ended before its disarm was
+/// proposed (a CAS is refused whatever its compare finds).
+fn check_nospace(windows: &[(Duration, Duration)], history: &[crate::history::Op]) -> Vec<String> {
+    history
+        .iter()
+        .filter(|op| matches!(op.call, Call::Put(_) | Call::Cas { .. }))
+        .filter(|op| matches!(op.outcome, Outcome::Written | Outcome::Swapped(_)))
+        .filter(|op| windows.iter().any(|(from, to)| op.invoked >= *from && op.completed <= *to))
+        .map(|op| format!("nospace: a write succeeded while NOSPACE was raised: {op}"))
+        .collect()
 }
 
 /// How long after heal each node has to answer a linearizable read.

@@ -142,6 +142,8 @@ impl Client {
                         // auth refuses before proposing
                         | tonic::Code::PermissionDenied
                         | tonic::Code::Unauthenticated
+                        // NOSPACE, before proposing or at apply
+                        | tonic::Code::ResourceExhausted
                 ) =>
             {
                 Outcome::Failed

@@ -8,10 +8,12 @@ use rand::Rng;
 
 use super::tokens::Tokens;
 use super::ApiError;
+use crate::proto::etcdserverpb::alarm_request::AlarmAction;
 use crate::proto::etcdserverpb::response_op::Response as Op;
+use crate::proto::etcdserverpb::{AlarmRequest, AlarmType};
 use crate::proto::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeResponse, PutResponse,
-    ResponseHeader, TxnResponse,
+    AlarmResponse, CompactionResponse, DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeResponse,
+    PutResponse, ResponseHeader, TxnResponse,
 };
 use crate::proto::raft::v1::command_result::Response as Applied;
 use crate::proto::raft::v1::{command, Command, CommandResult};
@@ -37,6 +39,38 @@ pub struct ApiContext {
     /// With auth on, a client certificate's common name is the user of a
     /// request that carries no token (etcd's `--client-cert-auth`).
     pub client_cert_auth: bool,
+    /// The space quota (etcd's `--quota-backend-bytes`).
+    quota: Quota,
+}
+
+/// The space quota: writes that would grow the data dir past `bytes` raise
+/// the NOSPACE alarm instead (etcd's rule). The state machine's size on disk
+/// (the Raft log aside) is read
+/// from the engine at most every [`Quota::REFRESH`].
+struct Quota {
+    bytes: u64,
+    /// When the size was last read, and what it was.
+    known: std::sync::Mutex<Option<(crate::runtime::Instant, u64)>>,
+}
+
+impl Quota {
+    const REFRESH: std::time::Duration = std::time::Duration::from_millis(100);
+
+    /// Whether `cost` more bytes would pass the quota.
+    fn exceeded_by(&self, node: &RaftNode, cost: u64) -> bool {
+        let now = crate::runtime::now();
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let size = match *known {
+            Some((at, size)) if now - at < Self::REFRESH => size,
+            _ => {
+                // Unknown size (an engine error): let the write try the disk.
+                let size = node.state_bytes().unwrap_or(0);
+                *known = Some((now, size));
+                size
+            }
+        };
+        size.saturating_add(cost) > self.bytes
+    }
 }
 
 /// Who makes a request, as auth sees it: no user when auth is off or the
@@ -67,6 +101,7 @@ impl ApiContext {
             shutdown,
             tokens: Tokens::new(std::time::Duration::from_secs(config.auth_token_ttl)),
             client_cert_auth: config.client_cert_auth,
+            quota: Quota { bytes: config.quota_backend_bytes(), known: std::sync::Mutex::new(None) },
         })
     }
 
@@ -163,12 +198,33 @@ impl ApiContext {
     /// auth store, and the command carries that store's revision: if auth
     /// changed by the time it applies, it is refused there.
     pub async fn propose(&self, caller: &Caller, request: command::Request) -> Result<CommandResult, ApiError> {
+        if crate::state::grows(&request) && self.quota.exceeded_by(&self.node, request.encoded_len() as u64) {
+            self.raise_nospace().await;
+            return Err(StateError::NoSpace.into());
+        }
         let auth_revision = {
             let state = read_state(self.node.state());
             state.authorize(caller.user(), &request)?;
             state.auth().revision()
         };
         self.propose_command(Command { auth_revision: Some(auth_revision), request: Some(request) }).await
+    }
+
+    /// Raises this member's NOSPACE alarm (once: while it is raised, writes
+    /// that grow the store are refused at apply anyway).
+    async fn raise_nospace(&self) {
+        if read_state(self.node.state()).out_of_space() {
+            return;
+        }
+        tracing::warn!(quota = self.quota.bytes, "space quota exceeded: raising the NOSPACE alarm");
+        let alarm = AlarmRequest {
+            action: AlarmAction::Activate as i32,
+            member_id: self.node.id,
+            alarm: AlarmType::Nospace as i32,
+        };
+        if let Err(e) = self.propose_as_server(command::Request::Alarm(alarm)).await {
+            tracing::warn!(cause = %e, "the NOSPACE alarm was not raised");
+        }
     }
 
     /// Proposes the server's own write (lease expiry on behalf of nobody):
@@ -256,6 +312,7 @@ write_response!(
     Compaction => CompactionResponse,
     LeaseGrant => LeaseGrantResponse,
     LeaseRevoke => LeaseRevokeResponse,
+    Alarm => AlarmResponse,
 );
 
 impl WriteResponse for TxnResponse {

@@ -57,6 +57,8 @@ fn state_status(e: &StateError) -> Status {
         StateError::LeaseExists => (Code::FailedPrecondition, "etcdserver: lease already exists"),
         StateError::LeaseTtlTooLarge => (Code::OutOfRange, "etcdserver: too large lease TTL"),
         StateError::Auth(auth) => return auth_status(auth),
+        StateError::NoSpace => (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded"),
+        StateError::NoAlarm => (Code::InvalidArgument, "etcdserver: alarm type is not given"),
     };
     Status::new(code, msg)
 }

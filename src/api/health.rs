@@ -49,6 +49,14 @@ pub fn not_ready(node: &RaftNode) -> Option<String> {
     None
 }
 
+/// etcd's /health is false while an alarm is raised: "ALARM NOSPACE".
+fn raised_alarm(node: &RaftNode) -> Option<String> {
+    use crate::proto::etcdserverpb::AlarmType;
+    let alarms = read_state(node.state()).alarms();
+    let first = alarms.first()?;
+    Some(format!("ALARM {}", AlarmType::try_from(first.alarm).map_or("UNKNOWN", |t| t.as_str_name())))
+}
+
 /// The point-in-time numbers `/metrics` shows besides the node's own metrics.
 pub fn gauges(node: &RaftNode) -> NodeGauges {
     let (term, last_log_index, applied_index, purged, leader) = {
@@ -87,7 +95,7 @@ pub fn http_answer(node: &RaftNode, path: &str) -> (u16, &'static str, String) {
         "/livez" => verdict(not_live(node)),
         "/readyz" => verdict(not_ready(node)),
         // etcd's endpoint, as its probes read it.
-        "/health" => match not_ready(node) {
+        "/health" => match not_ready(node).or_else(|| raised_alarm(node)) {
             None => (200, "application/json", "{\"health\":\"true\"}".into()),
             Some(why) => (503, "application/json", format!("{{\"health\":\"false\",\"reason\":{why:?}}}")),
         },

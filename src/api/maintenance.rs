@@ -9,15 +9,24 @@ use tracing::instrument;
 
 use super::context::ApiContext;
 use super::ApiError;
+use crate::proto::etcdserverpb::alarm_request::AlarmAction;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::{
-    DefragmentRequest, DefragmentResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
-    MoveLeaderResponse, RangeRequest, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+    AlarmMember, AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse, HashKvRequest,
+    HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse, RangeRequest, SnapshotRequest,
+    SnapshotResponse, StatusRequest, StatusResponse,
 };
+use crate::proto::raft::v1::command;
 use crate::raft::state_store::{read_state, snapshot_bytes};
 
 /// Bytes of backup per Snapshot stream message (etcd sends 32 KiB).
 const SNAPSHOT_CHUNK: usize = 32 * 1024;
+
+/// An alarm as Status lists it among a member's errors.
+fn alarm_text(alarm: &AlarmMember) -> String {
+    let name = AlarmType::try_from(alarm.alarm).map_or("UNKNOWN", |t| t.as_str_name());
+    format!("memberID:{} alarm:{name}", alarm.member_id)
+}
 
 /// Folds a 64-bit digest into etcd's 32-bit hash field.
 fn fold(h: u64) -> u32 {
@@ -61,6 +70,8 @@ impl Maintenance for MaintenanceService {
                 });
                 let (revision, in_use) = {
                     let state = read_state(node.state());
+                    // etcd lists raised alarms among a member's errors.
+                    errors.extend(state.alarms().iter().map(alarm_text));
                     (state.revision(), state.size_bytes())
                 };
                 let learner = !node.is_voter();
@@ -170,6 +181,33 @@ impl Maintenance for MaintenanceService {
                     .collect();
                 let stream: Self::SnapshotStream = Box::pin(futures::stream::iter(messages));
                 Ok(Response::new(stream))
+            })
+            .await
+    }
+
+    /// etcd's Alarm: GET lists the raised alarms (linearizably); ACTIVATE and
+    /// DEACTIVATE raise and clear one (root only with auth on), replicated.
+    #[instrument(skip_all)]
+    async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        self.ctx
+            .observe("Maintenance/Alarm", async move {
+                let caller = self.ctx.admin(&req)?;
+                let req = req.into_inner();
+                if AlarmAction::try_from(req.action) == Ok(AlarmAction::Get) {
+                    self.ctx.node.read_barrier().await.map_err(ApiError::from)?;
+                    let state = read_state(self.ctx.node.state());
+                    let alarms = state
+                        .alarms()
+                        .into_iter()
+                        .filter(|a| req.member_id == 0 || a.member_id == req.member_id)
+                        .filter(|a| req.alarm == AlarmType::None as i32 || a.alarm == req.alarm)
+                        .collect();
+                    return Ok(Response::new(AlarmResponse {
+                        header: Some(self.ctx.header(state.revision())),
+                        alarms,
+                    }));
+                }
+                Ok(self.ctx.write(&caller, command::Request::Alarm(req)).await?)
             })
             .await
     }

@@ -246,6 +246,14 @@ impl RaftNode {
         self.engine.size_bytes().map_err(|e| NodeError::Raft(e.to_string()))
     }
 
+    /// Bytes the engine holds for the state machine (keys, history, leases
+    /// and bookkeeping; not the Raft log): what the space quota counts, as
+    /// etcd's counts its bbolt file and not its WAL.
+    pub fn state_bytes(&self) -> Result<u64, NodeError> {
+        use super::state_store::{CF_HISTORY, CF_KV, CF_LEASE, CF_SM};
+        self.engine.size_of(&[CF_KV, CF_HISTORY, CF_LEASE, CF_SM]).map_err(|e| NodeError::Raft(e.to_string()))
+    }
+
     /// Follows the applied revision (watchers wait on it).
     pub fn applied_revision(&self) -> tokio::sync::watch::Receiver<i64> {
         self.applied_revision.clone()

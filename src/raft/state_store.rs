@@ -51,6 +51,8 @@ const KEY_COMPACT: &[u8] = b"compact_revision";
 const KEY_SNAPSHOT: &[u8] = b"snapshot";
 /// The auth store (`AuthSnapshot`), rewritten whole on every auth change.
 const KEY_AUTH: &[u8] = b"auth";
+/// The raised alarms (`AlarmList`).
+const KEY_ALARMS: &[u8] = b"alarms";
 /// Chunks of snapshots that earlier versions stored:
 /// `snapshot_chunk/<snapshot id>/<index, u32 BE>`; dropped at open.
 const CHUNK_PREFIX: &[u8] = b"snapshot_chunk/";
@@ -128,7 +130,12 @@ impl StateMachineStore {
             .collect();
         let auth =
             get(KEY_AUTH)?.map(|b| decode::<pb::AuthSnapshot>("AuthSnapshot", &b)).transpose().map_err(sm_err)?;
-        let persisted = Persisted { revision, kvs, compact_revision, history, leases, auth };
+        let alarms = get(KEY_ALARMS)?
+            .map(|b| decode::<pb::AlarmList>("AlarmList", &b))
+            .transpose()
+            .map_err(sm_err)?
+            .map_or_else(Vec::new, |list| list.alarms);
+        let persisted = Persisted { revision, kvs, compact_revision, history, leases, auth, alarms };
         let snapshot = match get(KEY_SNAPSHOT)? {
             Some(bytes) => Some(drop_legacy_snapshot_data(&engine, &bytes)?),
             None => None,
@@ -226,7 +233,9 @@ fn replace_state(
         history: snapshot.history,
         leases: snapshot.leases.iter().map(|l| (l.id, l.ttl)).collect(),
         auth: snapshot.auth,
+        alarms: snapshot.alarms,
     });
+    batch.put(CF_SM, KEY_ALARMS, pb::AlarmList { alarms: new_state.alarms() }.encode_to_vec());
     match new_state.auth_record() {
         Some(auth) => batch.put(CF_SM, KEY_AUTH, auth.encode_to_vec()),
         None => batch.delete(CF_SM, KEY_AUTH),
@@ -319,6 +328,7 @@ fn persist_changes(batch: &mut WriteBatch, revision: i64, changes: Vec<Change>) 
             Change::LeaseRevoked(id) => batch.delete(CF_LEASE, id.to_be_bytes().to_vec()),
             Change::Compacted(below) => batch.delete_range(CF_HISTORY, history_key(0, 0), history_key(below, 0)),
             Change::Auth(auth) => batch.put(CF_SM, KEY_AUTH, auth.encode_to_vec()),
+            Change::Alarms(alarms) => batch.put(CF_SM, KEY_ALARMS, pb::AlarmList { alarms }.encode_to_vec()),
         }
     }
 }
@@ -339,9 +349,11 @@ pub fn snapshot_bytes(kv: &KvState) -> Vec<u8> {
     const HISTORY: u32 = 4;
     const LEASES: u32 = 5;
     const AUTH: u32 = 6;
+    const ALARMS: u32 = 7;
     let leases: Vec<pb::LeaseRecord> =
         kv.leases().iter().map(|(id, lease)| pb::LeaseRecord { id: *id, ttl: lease.ttl }).collect();
     let auth = kv.auth_record();
+    let alarms = kv.alarms();
     let events = || kv.kept_history().flat_map(|(_, events)| events.iter());
     let field = |tag: u32, len: usize| key_len(tag) + encoded_len_varint(len as u64) + len;
     let int = |tag: u32, v: i64| if v == 0 { 0 } else { int64::encoded_len(tag, &v) };
@@ -350,7 +362,8 @@ pub fn snapshot_bytes(kv: &KvState) -> Vec<u8> {
         + int(COMPACT_REVISION, kv.compact_revision())
         + events().map(|e| field(HISTORY, e.encoded_len())).sum::<usize>()
         + leases.iter().map(|l| field(LEASES, l.encoded_len())).sum::<usize>()
-        + auth.as_ref().map_or(0, |a| field(AUTH, a.encoded_len()));
+        + auth.as_ref().map_or(0, |a| field(AUTH, a.encoded_len()))
+        + alarms.iter().map(|a| field(ALARMS, a.encoded_len())).sum::<usize>();
     let mut buf = Vec::with_capacity(len);
     // proto3: fields at their default are not written.
     if kv.revision() != 0 {
@@ -365,6 +378,7 @@ pub fn snapshot_bytes(kv: &KvState) -> Vec<u8> {
     if let Some(auth) = &auth {
         message::encode(AUTH, auth, &mut buf);
     }
+    alarms.iter().for_each(|a| message::encode(ALARMS, a, &mut buf));
     buf
 }
 

@@ -85,8 +85,8 @@ fn an_installed_snapshot_of_a_compacted_state_keeps_its_history_across_a_reopen(
 
     use super::types::{Entry, LogId};
     use crate::proto::etcdserverpb::{
-        AuthRoleAddRequest, AuthUserAddRequest, AuthUserGrantRoleRequest, CompactionRequest, LeaseGrantRequest,
-        PutRequest, RangeRequest,
+        AlarmRequest, AlarmType, AuthRoleAddRequest, AuthUserAddRequest, AuthUserGrantRoleRequest, CompactionRequest,
+        LeaseGrantRequest, PutRequest, RangeRequest,
     };
     use crate::proto::raft::v1::{command::Request, AuthEnable, Command, Proposal};
 
@@ -105,6 +105,8 @@ fn an_installed_snapshot_of_a_compacted_state_keeps_its_history_across_a_reopen(
     requests.push(Request::UserGrantRole(AuthUserGrantRoleRequest { user: "root".into(), role: "root".into() }));
     requests.push(Request::RoleAdd(AuthRoleAddRequest { name: "app".into() }));
     requests.push(Request::AuthEnable(AuthEnable { token_key: vec![3; 32] }));
+    // And the raised alarms.
+    requests.push(Request::Alarm(AlarmRequest { action: 1, member_id: 2, alarm: AlarmType::Nospace as i32 }));
     let entries = requests.into_iter().enumerate().map(|(i, request)| Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), i as u64 + 1),
         payload: EntryPayload::Normal(Proposal {
@@ -125,6 +127,7 @@ fn an_installed_snapshot_of_a_compacted_state_keeps_its_history_across_a_reopen(
             history: state.history,
             leases: state.leases.into_iter().map(|(id, ttl)| crate::proto::raft::v1::LeaseRecord { id, ttl }).collect(),
             auth: state.auth,
+            alarms: state.alarms,
         };
         assert_eq!(snapshot.snapshot.get_ref(), &prost::Message::encode_to_vec(&copied), "encoded in place as copied");
 
@@ -138,6 +141,8 @@ fn an_installed_snapshot_of_a_compacted_state_keeps_its_history_across_a_reopen(
         let auth = |s: &StateMachineStore| super::state_store::read_state(&s.shared_state()).auth().clone();
         assert!(auth(&reopened).enabled(), "the auth store was not installed");
         assert_eq!(auth(&leader), auth(&reopened));
+        let alarms = |s: &StateMachineStore| super::state_store::read_state(&s.shared_state()).alarms();
+        assert_eq!(alarms(&reopened).len(), 1, "the alarm was not installed");
         let at_5 = super::state_store::read_state(&reopened.shared_state())
             .range(&RangeRequest { key: vec![b'k'], revision: 5, ..Default::default() })
             .expect("revision 5 is kept");

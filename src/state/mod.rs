@@ -31,7 +31,10 @@ pub use auth::{Access, AuthError, AuthState};
 pub use kv::KeyRange;
 pub use lease::MAX_LEASE_TTL;
 
-use crate::proto::etcdserverpb::{CompactionResponse, RangeRequest, RangeResponse};
+use crate::proto::etcdserverpb::alarm_request::AlarmAction;
+use crate::proto::etcdserverpb::{
+    AlarmMember, AlarmRequest, AlarmResponse, AlarmType, CompactionResponse, RangeRequest, RangeResponse,
+};
 use crate::proto::mvccpb::event::EventType;
 use crate::proto::mvccpb::{Event, KeyValue};
 use crate::proto::raft::v1::command_result::Response;
@@ -84,6 +87,12 @@ pub enum StateError {
     /// Auth refused the request (an auth command, or a permission).
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// The NOSPACE alarm is raised: writes that grow the store are refused.
+    #[error("mvcc: database space exceeded")]
+    NoSpace,
+    /// An alarm request that raises no alarm (type NONE).
+    #[error("alarm type is not given")]
+    NoAlarm,
 }
 
 /// A change to persist, in the order applied.
@@ -100,6 +109,8 @@ pub enum Change {
     Compacted(i64),
     /// The auth store changed; this is all of it now.
     Auth(AuthSnapshot),
+    /// The raised alarms changed; these are all of them now.
+    Alarms(Vec<AlarmMember>),
 }
 
 /// What applying a command produced.
@@ -140,6 +151,8 @@ pub struct KvState {
     leases: BTreeMap<i64, Lease>,
     /// Users, roles and whether auth is on.
     auth: AuthState,
+    /// Raised alarms: (member id, `AlarmType`).
+    alarms: BTreeSet<(u64, i32)>,
 }
 
 /// What [`KvState::restore`] rebuilds a state from.
@@ -157,6 +170,8 @@ pub struct Persisted {
     pub leases: Vec<(i64, i64)>,
     /// The auth store, if it was ever used.
     pub auth: Option<AuthSnapshot>,
+    /// Raised alarms.
+    pub alarms: Vec<AlarmMember>,
 }
 
 impl Default for KvState {
@@ -175,6 +190,7 @@ impl KvState {
             history: BTreeMap::new(),
             leases: BTreeMap::new(),
             auth: AuthState::default(),
+            alarms: BTreeSet::new(),
         }
     }
 
@@ -195,7 +211,8 @@ impl KvState {
             history.entry(history::event_revision(&event)).or_default().push(event);
         }
         let auth = p.auth.map(AuthState::from_pb).unwrap_or_default();
-        Self { revision: p.revision.max(1), keys, compact_revision: p.compact_revision, history, leases, auth }
+        let alarms = p.alarms.iter().map(|a| (a.member_id, a.alarm)).collect();
+        Self { revision: p.revision.max(1), keys, compact_revision: p.compact_revision, history, leases, auth, alarms }
     }
 
     /// Everything [`restore`](Self::restore) needs (for snapshots).
@@ -207,7 +224,18 @@ impl KvState {
             history: self.kept_history().flat_map(|(_, events)| events).cloned().collect(),
             leases: self.leases.iter().map(|(id, l)| (*id, l.ttl)).collect(),
             auth: self.auth_record(),
+            alarms: self.alarms(),
         }
+    }
+
+    /// The raised alarms, by member.
+    pub fn alarms(&self) -> Vec<AlarmMember> {
+        self.alarms.iter().map(|(member_id, alarm)| AlarmMember { member_id: *member_id, alarm: *alarm }).collect()
+    }
+
+    /// Whether writes that grow the store are refused (NOSPACE is raised).
+    pub fn out_of_space(&self) -> bool {
+        self.alarms.iter().any(|(_, alarm)| *alarm == AlarmType::Nospace as i32)
     }
 
     /// The auth store, as permission checks read it.
@@ -312,6 +340,9 @@ impl KvState {
             use prost::Message;
             feed_kv(&KeyValue { value: auth.encode_to_vec(), ..Default::default() });
         }
+        for (member, alarm) in &self.alarms {
+            feed_kv(&KeyValue { lease: *member as i64, version: i64::from(*alarm), ..Default::default() });
+        }
         feed_kv(&KeyValue {
             mod_revision: self.revision,
             create_revision: self.compact_revision,
@@ -345,6 +376,9 @@ impl KvState {
                 return Err(AuthError::OldRevision.into());
             }
         }
+        if self.out_of_space() && command.request.as_ref().is_some_and(grows) {
+            return Err(StateError::NoSpace);
+        }
         let mut write = Write::new(self.revision + 1);
         let response = match &command.request {
             None => return Err(StateError::EmptyCommand),
@@ -365,6 +399,7 @@ impl KvState {
             }
             Some(command::Request::LeaseGrant(req)) => Response::LeaseGrant(lease::grant(self, &mut write, req)?),
             Some(command::Request::LeaseRevoke(req)) => Response::LeaseRevoke(lease::revoke(self, &mut write, req)?),
+            Some(command::Request::Alarm(req)) => Response::Alarm(self.alarm(&mut write, req)?),
             Some(auth) => {
                 let before = self.auth.revision();
                 let auth_revision = self.auth.apply(auth)?;
@@ -459,6 +494,45 @@ impl KvState {
     }
 }
 
+impl KvState {
+    /// Raises or clears an alarm (GET changes nothing).
+    fn alarm(&mut self, write: &mut Write, req: &AlarmRequest) -> Result<AlarmResponse, StateError> {
+        let action = AlarmAction::try_from(req.action).unwrap_or(AlarmAction::Get);
+        let member = AlarmMember { member_id: req.member_id, alarm: req.alarm };
+        let changed = match action {
+            AlarmAction::Get => return Ok(AlarmResponse { header: None, alarms: self.alarms() }),
+            _ if req.alarm == AlarmType::None as i32 || AlarmType::try_from(req.alarm).is_err() => {
+                return Err(StateError::NoAlarm)
+            }
+            AlarmAction::Activate => self.alarms.insert((req.member_id, req.alarm)),
+            AlarmAction::Deactivate => self.alarms.remove(&(req.member_id, req.alarm)),
+        };
+        if changed {
+            write.other.push(Change::Alarms(self.alarms()));
+        }
+        Ok(AlarmResponse { header: None, alarms: if changed { vec![member] } else { Vec::new() } })
+    }
+}
+
+/// Whether `request` may grow the store (etcd's rule while NOSPACE is
+/// raised): puts, txns with a put in either branch, lease grants. Deletes,
+/// compactions, lease revokes and alarm changes still apply.
+pub fn grows(request: &command::Request) -> bool {
+    fn txn_puts(txn: &crate::proto::etcdserverpb::TxnRequest) -> bool {
+        use crate::proto::etcdserverpb::request_op::Request as Op;
+        txn.success.iter().chain(&txn.failure).any(|op| match &op.request {
+            Some(Op::RequestPut(_)) => true,
+            Some(Op::RequestTxn(t)) => txn_puts(t),
+            _ => false,
+        })
+    }
+    match request {
+        command::Request::Put(_) | command::Request::LeaseGrant(_) => true,
+        command::Request::Txn(txn) => txn_puts(txn),
+        _ => false,
+    }
+}
+
 /// Refuses a snapshot (from a peer or a backup file) that decodes but holds
 /// what no state machine makes: a lease TTL outside `1..=MAX_LEASE_TTL`
 /// (the leader would compute its deadline from it), or a compact revision
@@ -485,6 +559,7 @@ impl PartialEq for KvState {
             && self.keys == other.keys
             && self.leases == other.leases
             && self.auth == other.auth
+            && self.alarms == other.alarms
             && self.kept_history().eq(other.kept_history())
     }
 }

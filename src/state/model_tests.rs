@@ -371,3 +371,39 @@ fn a_write_checked_at_an_older_auth_revision_is_refused_at_apply() {
     assert!(state.apply(&put(Some(state.auth().revision()))).is_ok());
     assert!(state.apply(&put(None)).is_ok());
 }
+
+/// While NOSPACE is raised, writes that grow the store (puts, txns with a
+/// put, lease grants) are refused and change nothing; deletes, compactions
+/// and lease revokes still apply; disarming opens the store again. The
+/// alarms survive the persisted form.
+#[test]
+fn nospace_refuses_growing_writes_until_it_is_disarmed() {
+    use crate::proto::etcdserverpb::alarm_request::AlarmAction;
+    use crate::proto::etcdserverpb::{AlarmRequest, AlarmType};
+    let mut state = KvState::new();
+    let alarm = |action: AlarmAction, alarm: AlarmType| Command {
+        auth_revision: None,
+        request: Some(command::Request::Alarm(AlarmRequest {
+            action: action as i32,
+            member_id: 2,
+            alarm: alarm as i32,
+        })),
+    };
+    state.apply(&command(&Op::Put(0, 1, 0))).unwrap();
+    state.apply(&command(&Op::Grant(1, 60))).unwrap();
+    assert_eq!(state.apply(&alarm(AlarmAction::Activate, AlarmType::None)).unwrap_err(), StateError::NoAlarm);
+    state.apply(&alarm(AlarmAction::Activate, AlarmType::Nospace)).unwrap();
+    assert!(state.out_of_space());
+    assert_eq!(KvState::restore(state.persisted()), state, "the alarm is not persisted");
+    let before = state.clone();
+    for refused in [Op::Put(1, 1, 0), Op::Cas(0, 1, 2), Op::Grant(2, 60)] {
+        assert_eq!(state.apply(&command(&refused)).unwrap_err(), StateError::NoSpace, "{refused:?}");
+    }
+    assert_eq!(state, before);
+    for allowed in [Op::Delete(0), Op::Revoke(1), Op::Compact(2)] {
+        state.apply(&command(&allowed)).unwrap_or_else(|e| panic!("{allowed:?}: {e}"));
+    }
+    state.apply(&alarm(AlarmAction::Deactivate, AlarmType::Nospace)).unwrap();
+    assert!(!state.out_of_space());
+    state.apply(&command(&Op::Put(1, 1, 0))).unwrap();
+}

@@ -154,6 +154,9 @@ pub trait Engine: Send + Sync + 'static {
     /// Bytes the engine holds (files and memory tables), for status reports.
     fn size_bytes(&self) -> Result<u64, StorageError>;
 
+    /// Bytes the engine holds for the column families `cfs`.
+    fn size_of(&self, cfs: &[&'static str]) -> Result<u64, StorageError>;
+
     /// Rewrites the files to drop deleted data (etcd's defragment). Engines
     /// that keep nothing deleted do nothing.
     fn defragment(&self) -> Result<(), StorageError> {
@@ -219,6 +222,10 @@ impl Engine for Timed {
 
     fn size_bytes(&self) -> Result<u64, StorageError> {
         self.inner.size_bytes()
+    }
+
+    fn size_of(&self, cfs: &[&'static str]) -> Result<u64, StorageError> {
+        self.inner.size_of(cfs)
     }
 
     fn defragment(&self) -> Result<(), StorageError> {

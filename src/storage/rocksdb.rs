@@ -85,8 +85,12 @@ fn memtable_bytes(draw: f64) -> usize {
 
 impl Engine for RocksEngine {
     fn size_bytes(&self) -> Result<u64, StorageError> {
+        self.size_of(&self.column_families)
+    }
+
+    fn size_of(&self, cfs: &[&'static str]) -> Result<u64, StorageError> {
         let mut total = 0;
-        for name in self.column_families.iter() {
+        for name in cfs {
             let cf = self.cf(name)?;
             for property in ["rocksdb.total-sst-files-size", "rocksdb.cur-size-all-mem-tables"] {
                 total += self.db.property_int_value_cf(cf, property).map_err(io)?.unwrap_or(0);

@@ -147,6 +147,12 @@ impl Engine for SimDisk {
         Ok(inner.live.values().flat_map(|tree| tree.iter()).map(|(k, v)| (k.len() + v.len()) as u64).sum())
     }
 
+    fn size_of(&self, cfs: &[&'static str]) -> Result<u64, StorageError> {
+        let inner = self.lock();
+        let trees = cfs.iter().filter_map(|cf| inner.live.get(cf));
+        Ok(trees.flat_map(|tree| tree.iter()).map(|(k, v)| (k.len() + v.len()) as u64).sum())
+    }
+
     fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.lock().live.get(cf).and_then(|t| t.get(key)).cloned())
     }

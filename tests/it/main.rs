@@ -11,6 +11,7 @@ mod health;
 mod membership;
 mod peer_security;
 mod placement;
+mod quota;
 mod replication;
 mod tls;
 mod watch;

@@ -1,0 +1,65 @@
+//! The space quota and the NOSPACE alarm, as etcd's: past
+//! `quota_backend_bytes`, writes that grow the store raise NOSPACE and are
+//! refused on every member with `etcdserver: mvcc: database space exceeded`,
+//! while reads, deletes, compaction and defragmentation go on; `etcdctl
+//! alarm disarm` opens the store again once space was freed, and no
+//! acknowledged write is lost.
+
+use placement_center::proto::etcdserverpb::PutRequest;
+
+use crate::cluster::Cluster;
+use crate::etcdctl::{etcdctl, ok};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_quota_nospace_refuses_growing_writes_until_space_is_freed_and_it_is_disarmed() {
+    let cluster = Cluster::start_with(3, |c| c.quota_backend_bytes = 2 * 1024 * 1024).await;
+    let leader = cluster.wait_leader().await;
+    let follower = cluster.follower().await;
+    let (ep, fep) = (cluster.client_addr(leader), cluster.client_addr(follower));
+
+    // Fill it through a follower until refused.
+    let mut kv = cluster.kv(follower).await;
+    let mut acknowledged = 0;
+    let refusal = loop {
+        let put = PutRequest {
+            key: format!("/big/{acknowledged:04}").into_bytes(),
+            value: vec![b'x'; 128 * 1024],
+            ..Default::default()
+        };
+        match kv.put(put).await {
+            Ok(_) => acknowledged += 1,
+            Err(status) => break status,
+        }
+        assert!(acknowledged < 200, "25 MiB written past a 2 MiB quota");
+    };
+    assert_eq!(refusal.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(refusal.message(), "etcdserver: mvcc: database space exceeded");
+    assert!(acknowledged > 0, "the quota refused the first write");
+
+    // The alarm is replicated state: every member lists it and refuses puts.
+    assert!(ok(&fep, &["alarm", "list"]).contains("alarm:NOSPACE"));
+    let (put_ok, _, err) = etcdctl(&ep, &["put", "/small", "1"]);
+    assert!(!put_ok && err.contains("etcdserver: mvcc: database space exceeded"), "{err}");
+    assert!(ok(&ep, &["endpoint", "status"]).contains("alarm:NOSPACE"));
+    // Reads, deletes, compaction and defragmentation still work.
+    let listed = ok(&fep, &["get", "/big/", "--prefix", "--keys-only", "-w", "fields"]);
+    assert!(listed.contains(&format!("\"Count\" : {acknowledged}\n")), "{acknowledged} written, listed: {listed}");
+    let deleted = ok(&ep, &["del", "/big/", "--prefix"]);
+    assert_eq!(deleted.trim(), acknowledged.to_string());
+    let revision: String = ok(&ep, &["get", "x", "-w", "fields"])
+        .lines()
+        .find(|l| l.starts_with("\"Revision\""))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap()
+        .trim()
+        .to_string();
+    ok(&ep, &["compact", &revision, "--physical"]);
+    for i in 0..3 {
+        ok(&cluster.client_addr(i), &["defrag"]);
+    }
+    // Disarmed, the store takes writes again.
+    ok(&ep, &["alarm", "disarm"]);
+    assert_eq!(ok(&fep, &["alarm", "list"]), "");
+    assert_eq!(ok(&fep, &["put", "/small", "1"]), "OK\n");
+    assert_eq!(ok(&ep, &["get", "/small", "--print-value-only"]), "1\n");
+}
