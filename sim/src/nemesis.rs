@@ -145,6 +145,8 @@ pub struct NemesisLog {
     /// A disarm's outcome was unknown (it may apply inside a later window):
     /// no window is recorded after it.
     pub nospace_unsure: bool,
+    /// Nodes that reported ready when they could not be (an isolated leader).
+    pub health_violations: Vec<String>,
 }
 
 impl NemesisLog {
@@ -325,6 +327,16 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
                 log.note(start, format!("isolate leader {leader} for {hold:?}"));
                 net.clog_node(sim_id(leader));
                 runtime::sleep(hold).await;
+                // Cut off for over twice the longest election timeout, it
+                // must no longer call itself ready (it is still its own leader).
+                if let Some(node) = cluster.node(leader) {
+                    let limit = node.election_timeout().1 * 2;
+                    let ready = placement_center::api::health::not_ready(&node).is_none();
+                    if hold > limit && node.leader() == Some(node.id) && ready {
+                        log.health_violations
+                            .push(format!("health: leader {leader}, isolated for {hold:?}, still reported ready"));
+                    }
+                }
                 net.unclog_node(sim_id(leader));
                 log.note(start, format!("unisolated {leader}"));
             }

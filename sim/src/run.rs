@@ -258,6 +258,7 @@ async fn run(opts: RunOptions) -> Report {
     }
     violations.extend(checker::check_serializable_reads(&history));
     violations.extend(check_nospace(&log.nospace, &history));
+    violations.extend(log.health_violations.iter().cloned());
     violations.extend(raft_invariants::check(&samples.lock().unwrap_or_else(|e| e.into_inner())));
     violations.extend(committed_violations);
     let sessions = sessions.lock().unwrap_or_else(|e| e.into_inner()).clone();

@@ -109,7 +109,12 @@ impl ApiContext {
     /// certificate auth, its certificate's common name. A token that is not
     /// valid is refused (etcd's "invalid auth token"; clients then
     /// authenticate again).
+    /// A node whose Raft stopped (a fatal storage error) refuses every such
+    /// request, serializable reads too: its state is no longer kept up.
     pub fn caller<T>(&self, req: &tonic::Request<T>) -> Result<Caller, ApiError> {
+        if self.node.raft_stopped() {
+            return Err(ApiError::Node(crate::raft::NodeError::Stopped));
+        }
         let state = read_state(self.node.state());
         let auth = state.auth();
         if !auth.enabled() {

@@ -2,7 +2,10 @@
 //! HTTP endpoints `/livez`, `/readyz`, `/health` and `/metrics`.
 //!
 //! Live: the process runs and its Raft has not stopped. Ready (serving): live,
-//! a member of the cluster, and a leader is known, so requests can be served.
+//! a member of the cluster, and in touch with a quorum: a leader had a quorum
+//! acknowledge it, a follower heard from the leader, within the longest
+//! election timeout (knowing a leader is not enough: openraft 0.9 never
+//! steps an isolated leader down).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -43,10 +46,7 @@ pub fn not_ready(node: &RaftNode) -> Option<String> {
     if node.removed() {
         return Some("removed from the cluster".into());
     }
-    if node.leader().is_none() {
-        return Some("no leader".into());
-    }
-    None
+    node.quorum_contact().err()
 }
 
 /// etcd's /health is false while an alarm is raised: "ALARM NOSPACE".

@@ -123,6 +123,9 @@ pub struct RaftNode {
     pub(super) forwards: Arc<super::forwards::ForwardQueue>,
     /// Reads waiting for a ReadIndex call to the leader (see `read_index`).
     pub(super) remote_reads: Arc<super::read_index::RemoteReadQueue>,
+    /// When a leader's AppendEntries (a heartbeat or entries) last reached
+    /// this node and was accepted (see `quorum_contact`).
+    leader_contact: std::sync::Mutex<Option<runtime::Instant>>,
 }
 
 /// etcd-style cluster id: a digest of the cluster token and the initial
@@ -206,6 +209,7 @@ impl RaftNode {
             proposals: Default::default(),
             forwards: Default::default(),
             remote_reads: Default::default(),
+            leader_contact: Default::default(),
             engine: engine_for_status,
         }))
     }
@@ -229,6 +233,41 @@ impl RaftNode {
     /// The election timeout range.
     pub fn election_timeout(&self) -> (Duration, Duration) {
         self.election_timeout
+    }
+
+    /// Notes that a leader's AppendEntries was accepted just now.
+    pub fn note_leader_contact(&self) {
+        *self.leader_contact.lock().unwrap_or_else(|e| e.into_inner()) = Some(runtime::now());
+    }
+
+    /// Whether the cluster is in touch, as this node sees it: a leader has
+    /// had a quorum acknowledge it, a follower has heard from the leader,
+    /// within the longest election timeout. An isolated leader (openraft 0.9
+    /// never steps one down) or a follower cut off from it is not ready,
+    /// though it still knows a leader.
+    pub fn quorum_contact(&self) -> Result<(), String> {
+        let limit = self.election_timeout.1;
+        let (leader, since_quorum_ack, alone) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            let mut voters = m.membership_config.membership().voter_ids();
+            let alone = voters.next() == Some(self.id) && voters.next().is_none();
+            (m.current_leader, m.millis_since_quorum_ack, alone)
+        };
+        match leader {
+            None => Err("no leader".into()),
+            Some(leader) if leader == self.id => match since_quorum_ack {
+                _ if alone => Ok(()),
+                Some(ms) if Duration::from_millis(ms) <= limit => Ok(()),
+                Some(ms) => Err(format!("this leader has not heard from a quorum for {ms} ms")),
+                None => Err("this leader has not heard from a quorum yet".into()),
+            },
+            Some(_) => match *self.leader_contact.lock().unwrap_or_else(|e| e.into_inner()) {
+                Some(at) if runtime::now() - at <= limit => Ok(()),
+                Some(at) => Err(format!("no word from the leader for {} ms", (runtime::now() - at).as_millis())),
+                None => Err("no word from the leader yet".into()),
+            },
+        }
     }
 
     /// Compacts the storage engine's files (etcd's defragment), off the
@@ -311,7 +350,7 @@ impl RaftNode {
     }
 
     /// Whether Raft has stopped (a fatal storage error, or shutdown).
-    pub(super) fn raft_stopped(&self) -> bool {
+    pub fn raft_stopped(&self) -> bool {
         self.raft.metrics().borrow().running_state.is_err()
     }
 

@@ -119,6 +119,9 @@ impl RaftRpc for RaftService {
         self.check_leader(&req, req.get_ref().vote.as_ref())?;
         let rpc = codec::append_req_from_pb(req.into_inner()).map_err(bad_message)?;
         let resp = self.node.raft.append_entries(rpc).await.map_err(raft_failure)?;
+        if !matches!(resp, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
+            self.node.note_leader_contact();
+        }
         Ok(Response::new(codec::append_resp_to_pb(&resp)))
     }
 

@@ -108,3 +108,36 @@ async fn metrics_probes_and_grpc_health_describe_a_serving_node() {
     drop(events);
     server.shutdown().await;
 }
+
+/// A leader cut off from every follower still knows a leader (itself:
+/// openraft 0.9 never steps it down), but it is no longer ready: it has not
+/// heard from a quorum within an election timeout. Before, it reported
+/// SERVING forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_lost_its_quorum_is_not_ready() {
+    let mut cluster = crate::cluster::Cluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    let check = |addr: String| async move {
+        let mut health = HealthClient::connect(format!("http://{addr}")).await.unwrap();
+        let resp = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+        ServingStatus::try_from(resp.status).unwrap()
+    };
+    let addr = cluster.client_addr(leader);
+    let deadline = runtime::now() + Duration::from_secs(10);
+    while check(addr.clone()).await != ServingStatus::Serving {
+        assert!(runtime::now() < deadline, "a healthy leader never became ready");
+        runtime::sleep(Duration::from_millis(100)).await;
+    }
+    for i in (0..3).filter(|i| *i != leader) {
+        cluster.stop(i).await;
+    }
+    let node = cluster.nodes[leader].as_ref().unwrap().node.clone();
+    assert_eq!(node.leader(), Some(node.id), "still its own leader");
+    let deadline = runtime::now() + Duration::from_secs(10);
+    while check(addr.clone()).await != ServingStatus::NotServing {
+        assert!(runtime::now() < deadline, "a leader without a quorum stayed ready");
+        runtime::sleep(Duration::from_millis(100)).await;
+    }
+    let why = placement_center::api::health::not_ready(&node).unwrap();
+    assert!(why.contains("has not heard from a quorum"), "{why}");
+}
