@@ -10,6 +10,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// The largest `max_request_bytes` allowed: a request this large, alone in
+/// its log entry, still fits what a member decodes from a peer
+/// (`raft::network::MAX_PEER_MESSAGE_BYTES`).
+pub const MAX_REQUEST_BYTES_LIMIT: usize = 64 * 1024 * 1024;
+
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -477,7 +482,7 @@ impl Config {
         if self.auth_token_ttl == 0 {
             return invalid("auth_token_ttl must be positive".into());
         }
-        if self.max_request_bytes == 0 || self.max_request_bytes > 64 * 1024 * 1024 {
+        if self.max_request_bytes == 0 || self.max_request_bytes > MAX_REQUEST_BYTES_LIMIT {
             return invalid(format!("max_request_bytes ({}) must be between 1 and 64 MiB", self.max_request_bytes));
         }
         if self.initial_cluster_token.len() > crate::join::MAX_TOKEN_BYTES {

@@ -34,6 +34,39 @@ pub fn connect(
         .max_encoding_message_size(usize::MAX))
 }
 
+/// The largest raft.v1 message a member decodes. It holds the largest
+/// client request (`MAX_REQUEST_BYTES_LIMIT`, alone in its log entry) with
+/// room to spare, and more than [`MAX_APPEND_BYTES`].
+pub const MAX_PEER_MESSAGE_BYTES: usize = 96 * 1024 * 1024;
+
+/// AppendEntries carry at most this many bytes of entries, unless a single
+/// entry is larger (it then goes alone). openraft batches up to 300 entries
+/// with no byte limit: at 1 MiB each a batch was past what a follower
+/// decodes, and the leader sent it again forever.
+pub const MAX_APPEND_BYTES: usize = 16 * 1024 * 1024;
+
+const _: () = assert!(crate::config::MAX_REQUEST_BYTES_LIMIT + 1024 * 1024 <= MAX_PEER_MESSAGE_BYTES);
+const _: () = assert!(MAX_APPEND_BYTES < MAX_PEER_MESSAGE_BYTES);
+
+/// How many leading entries of `req` fit in [`MAX_APPEND_BYTES`] (at least
+/// one), when not all of them do.
+pub fn entries_that_fit(req: &pb::AppendEntriesRequest) -> Option<u64> {
+    use prost::Message;
+    if req.entries.len() <= 1 || req.encoded_len() <= MAX_APPEND_BYTES {
+        return None;
+    }
+    let mut bytes = 0;
+    let fitting = req
+        .entries
+        .iter()
+        .take_while(|entry| {
+            bytes += entry.encoded_len() + 8;
+            bytes <= MAX_APPEND_BYTES
+        })
+        .count();
+    Some(fitting.max(1) as u64)
+}
+
 /// How long a follower's call to its leader (or any leader-only call to a
 /// peer) waits for the connection.
 pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -200,10 +233,13 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        let req = codec::append_req_to_pb(&rpc);
+        if let Some(fitting) = entries_that_fit(&req) {
+            // openraft sends the first `fitting` entries next, at once.
+            return Err(RPCError::PayloadTooLarge(openraft::error::PayloadTooLarge::new_entries_hint(fitting)));
+        }
         let mut client = self.client()?;
-        let resp = self
-            .call(option.hard_ttl(), client.append_entries(self.sender.request(codec::append_req_to_pb(&rpc))))
-            .await?;
+        let resp = self.call(option.hard_ttl(), client.append_entries(self.sender.request(req))).await?;
         codec::append_resp_from_pb(&resp).map_err(network)
     }
 
@@ -279,5 +315,39 @@ pub fn forward_result(resp: pb::ForwardResponse) -> Result<pb::CommandResult, cr
     match codec::refusal_from_pb(resp.refused) {
         Some(refused) => Err(refused),
         None => Ok(resp.result.unwrap_or_default()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(sizes: &[usize]) -> pb::AppendEntriesRequest {
+        let entries = sizes
+            .iter()
+            .map(|size| pb::Entry {
+                log_id: None,
+                payload: Some(pb::entry::Payload::Proposal(pb::Proposal {
+                    commands: vec![pb::Command {
+                        auth_revision: None,
+                        request: Some(pb::command::Request::Put(crate::proto::etcdserverpb::PutRequest {
+                            key: b"k".to_vec(),
+                            value: vec![0; *size],
+                            ..Default::default()
+                        })),
+                    }],
+                })),
+            })
+            .collect();
+        pb::AppendEntriesRequest { entries, ..Default::default() }
+    }
+
+    #[test]
+    fn append_entries_past_the_byte_cap_are_cut_to_the_entries_that_fit() {
+        const MIB: usize = 1024 * 1024;
+        assert_eq!(entries_that_fit(&request(&[MIB; 10])), None);
+        assert_eq!(entries_that_fit(&request(&[MIB; 40])), Some(15));
+        assert_eq!(entries_that_fit(&request(&[40 * MIB])), None, "a lone entry goes as it is");
+        assert_eq!(entries_that_fit(&request(&[40 * MIB, MIB])), Some(1));
     }
 }

@@ -187,3 +187,36 @@ async fn leases_expiring_together_are_revoked_in_shared_log_entries() {
     assert!(revokes >= LEASES as u64, "{revokes} revokes for {LEASES} leases");
     assert!(proposals * 10 <= revokes, "{revokes} revokes took {proposals} log entries");
 }
+
+/// A follower that missed 110 MiB of log catches up: AppendEntries are cut to
+/// 16 MiB. Before, openraft sent up to 300 entries at once, past what a
+/// member decodes (64 MiB, now 96), and the leader repeated the refused batch
+/// forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_by_more_than_a_message_holds_catches_up() {
+    use placement_center::proto::etcdserverpb::PutRequest;
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    cluster.stop(follower).await;
+    let mut kv = cluster.kv(leader).await;
+    let value = vec![b'v'; 1400 * 1024];
+    for i in 0..80 {
+        let put = PutRequest { key: format!("/big/{i:02}").into_bytes(), value: value.clone(), ..Default::default() };
+        kv.put(put).await.unwrap();
+    }
+    let last = put(&mut kv, "/big/last", "done").await;
+    cluster.restart(follower).await;
+    let mut theirs = cluster.kv(follower).await;
+    let deadline = runtime::now() + Duration::from_secs(60);
+    loop {
+        let req = RangeRequest { key: b"/big/last".to_vec(), serializable: true, ..Default::default() };
+        if let Ok(resp) = theirs.range(req).await {
+            if resp.into_inner().kvs.first().is_some_and(|kv| kv.mod_revision == last) {
+                break;
+            }
+        }
+        assert!(runtime::now() < deadline, "the follower never caught up with 110 MiB of log");
+        runtime::sleep(Duration::from_millis(200)).await;
+    }
+}
