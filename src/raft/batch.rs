@@ -25,17 +25,29 @@ impl<T> Default for Queue<T> {
     }
 }
 
+/// Items one queue holds at most: past it, callers are refused (etcd's
+/// "too many requests") instead of queueing without bound.
+pub(super) const MAX_WAITING: usize = 10_000;
+
+/// The queue is full (see [`MAX_WAITING`]); the item comes back.
+#[derive(Debug)]
+pub(super) struct Full<T>(pub T);
+
 impl<T> Queue<T> {
     /// Queues `item`. True when the caller must start a draining task (fewer
-    /// than `max_running` run); the task is counted from now on.
-    pub(super) fn push(&self, item: T, max_running: usize) -> bool {
+    /// than `max_running` run); the task is counted from now on. A full
+    /// queue gives the item back.
+    pub(super) fn push(&self, item: T, max_running: usize) -> Result<bool, Full<T>> {
         let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if waiting.items.len() >= MAX_WAITING {
+            return Err(Full(item));
+        }
         waiting.items.push_back(item);
         let start = waiting.running < max_running;
         if start {
             waiting.running += 1;
         }
-        start
+        Ok(start)
     }
 
     /// The next batch, as `take` picks it from the waiting items (it must
@@ -91,11 +103,11 @@ mod tests {
     #[test]
     fn one_task_drains_until_empty_then_the_next_caller_starts_another() {
         let queue = Queue::default();
-        assert!(queue.push(1, 1), "the first caller starts a task");
-        assert!(!queue.push(2, 1), "one task at most");
+        assert!(queue.push(1, 1).unwrap(), "the first caller starts a task");
+        assert!(!queue.push(2, 1).unwrap(), "one task at most");
         assert_eq!(queue.next_batch(|q| q.drain(..).collect()), Some(vec![1, 2]));
         assert_eq!(queue.next_batch(|q| q.drain(..).collect()), None, "empty: the task ends");
-        assert!(queue.push(3, 1), "no task runs: the caller starts one");
+        assert!(queue.push(3, 1).unwrap(), "no task runs: the caller starts one");
     }
 
     #[test]
@@ -112,8 +124,19 @@ mod tests {
     #[test]
     fn up_to_max_running_tasks_start() {
         let queue = Queue::default();
-        assert!(queue.push('a', 2));
-        assert!(queue.push('b', 2));
-        assert!(!queue.push('c', 2));
+        assert!(queue.push('a', 2).unwrap());
+        assert!(queue.push('b', 2).unwrap());
+        assert!(!queue.push('c', 2).unwrap());
+    }
+
+    #[test]
+    fn a_full_queue_gives_the_item_back() {
+        let queue = Queue::default();
+        for i in 0..MAX_WAITING {
+            queue.push(i, 1).unwrap();
+        }
+        assert!(matches!(queue.push(MAX_WAITING, 1), Err(Full(item)) if item == MAX_WAITING));
+        queue.next_batch(|items| items.drain(..1).collect()).unwrap();
+        assert!(queue.push(MAX_WAITING, 1).is_ok(), "room again once a batch was taken");
     }
 }

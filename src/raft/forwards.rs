@@ -46,9 +46,16 @@ impl RaftNode {
     pub(super) async fn forward(&self, leader: &str, command: pb::Command) -> LeaderCall<pb::ForwardResponse> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let pending = Pending { leader: leader.to_string(), bytes: command.encoded_len(), command, reply };
-        if self.forwards.push(pending, IN_FLIGHT) {
-            let task = batches(self.peers.clone(), self.sender(), self.request_timeout(), self.forwards.clone());
-            runtime::spawn_detached("forwards", task);
+        match self.forwards.push(pending, IN_FLIGHT) {
+            Ok(true) => {
+                let task = batches(self.peers.clone(), self.sender(), self.request_timeout(), self.forwards.clone());
+                runtime::spawn_detached("forwards", task);
+            }
+            Ok(false) => {}
+            Err(_) => {
+                let refused = super::codec::refusal_to_pb(&crate::state::StateError::TooManyRequests);
+                return LeaderCall::Done(pb::ForwardResponse { refused: refused as i32, ..Default::default() });
+            }
         }
         rx.await.unwrap_or_else(|_| LeaderCall::Failed(tonic::Status::unavailable("server stopped")))
     }
@@ -57,7 +64,10 @@ impl RaftNode {
 /// Sends batches while writes wait; each goes to the leader of its oldest write.
 async fn batches(peers: Arc<PeerClients>, sender: Sender, timeout: Duration, queue: Arc<ForwardQueue>) {
     while let Some(batch) = queue.next_batch(take_batch) {
-        let leader = batch[0].leader.clone();
+        // Writes whose caller gave up are not sent (see `proposals`).
+        let batch: Vec<Pending> = batch.into_iter().filter(|p| !p.reply.is_closed()).collect();
+        let Some(first) = batch.first() else { continue };
+        let leader = first.leader.clone();
         let (commands, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
         let answers = send(&peers, &sender, timeout, &leader, commands).await;
         for (reply, answer) in replies.into_iter().zip(answers) {

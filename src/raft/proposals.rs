@@ -57,10 +57,18 @@ impl RaftNode {
     pub(super) async fn client_write(&self, command: Command) -> Outcome {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let bytes = prost::Message::encoded_len(&command);
-        if self.proposals.push(Caller { command, bytes, reply }, IN_FLIGHT) {
-            let task =
-                proposals(self.raft.clone(), self.proposals.clone(), self.metrics().clone(), self.request_timeout());
-            runtime::spawn_detached("proposals", task);
+        match self.proposals.push(Caller { command, bytes, reply }, IN_FLIGHT) {
+            Ok(true) => {
+                let task = proposals(
+                    self.raft.clone(),
+                    self.proposals.clone(),
+                    self.metrics().clone(),
+                    self.request_timeout(),
+                );
+                runtime::spawn_detached("proposals", task);
+            }
+            Ok(false) => {}
+            Err(_) => return Ok(Err(crate::state::StateError::TooManyRequests)),
         }
         rx.await.unwrap_or(Err(RaftError::Fatal(Fatal::Stopped)))
     }
@@ -79,6 +87,10 @@ impl RaftNode {
 /// a timeout's should.
 async fn proposals(raft: Raft, batch: Arc<ProposalBatch>, metrics: Arc<Metrics>, request_timeout: Duration) {
     while let Some(callers) = batch.next_batch(take_batch) {
+        let callers = still_wanted(callers);
+        if callers.is_empty() {
+            continue;
+        }
         let mut replies = Vec::with_capacity(callers.len());
         let mut commands = Vec::with_capacity(callers.len());
         for caller in callers {
@@ -108,6 +120,13 @@ async fn proposals(raft: Raft, batch: Arc<ProposalBatch>, metrics: Arc<Metrics>,
             }
         }
     }
+}
+
+/// The callers still waiting for their answer: a command whose caller gave
+/// up (its deadline passed, or it hung up) is never proposed. Its outcome
+/// was unknown to the caller, and is now "did not happen".
+fn still_wanted(callers: Vec<Caller>) -> Vec<Caller> {
+    callers.into_iter().filter(|c| !c.reply.is_closed()).collect()
 }
 
 /// The oldest waiting callers that fit in one proposal (at least one).
@@ -149,5 +168,15 @@ mod tests {
         assert_eq!(take_batch(&mut callers).len(), 1);
         assert_eq!(take_batch(&mut callers).len(), 1, "a command over the limit is proposed alone");
         assert_eq!(take_batch(&mut callers).len(), 1);
+    }
+
+    #[test]
+    fn a_command_whose_caller_gave_up_is_not_proposed() {
+        let (gone, kept) = (caller(1), caller(2));
+        let (reply, _waiting) = tokio::sync::oneshot::channel();
+        let kept = Caller { reply, ..kept };
+        let left = still_wanted(vec![gone, kept]);
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].bytes, caller(2).bytes);
     }
 }

@@ -50,8 +50,12 @@ impl RaftNode {
             return Ok(None);
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.read_index.push(tx, 1) {
-            runtime::spawn_detached("read-index-rounds", rounds(self.raft.clone(), self.read_index.clone()));
+        match self.read_index.push(tx, 1) {
+            Ok(true) => {
+                runtime::spawn_detached("read-index-rounds", rounds(self.raft.clone(), self.read_index.clone()))
+            }
+            Ok(false) => {}
+            Err(_) => return Err(NodeError::Refused(crate::state::StateError::TooManyRequests)),
         }
         match rx.await {
             Ok(Ok(index)) => Ok(index),
@@ -70,11 +74,13 @@ impl RaftNode {
     ) -> LeaderCall<u64> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let read = RemoteRead { leader: self.leader(), client, sender, reply };
-        if self.remote_reads.push(read, 1) {
-            runtime::spawn_detached(
+        match self.remote_reads.push(read, 1) {
+            Ok(true) => runtime::spawn_detached(
                 "remote-read-index",
                 remote_calls(self.remote_reads.clone(), self.request_timeout()),
-            );
+            ),
+            Ok(false) => {}
+            Err(_) => return LeaderCall::Failed(tonic::Status::resource_exhausted("etcdserver: too many requests")),
         }
         rx.await.unwrap_or_else(|_| LeaderCall::Failed(tonic::Status::unavailable("server stopped")))
     }

@@ -51,16 +51,28 @@ pub async fn serve(
     use futures::StreamExt;
     // tonic sets TCP_NODELAY only on sockets it accepts itself; without it
     // small responses wait for the peer's delayed ACK (~40 ms per request).
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener.0).map(|stream| {
-        if let Ok(stream) = &stream {
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(cause = %e, "cannot set TCP_NODELAY");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener.0).then(|stream| async move {
+        match &stream {
+            Ok(stream) => {
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(cause = %e, "cannot set TCP_NODELAY");
+                }
+            }
+            // EMFILE and the like fail every accept until something is
+            // closed: pause instead of retrying in a tight loop.
+            Err(e) => {
+                tracing::warn!(cause = %e, "accepting a connection failed; pausing {ACCEPT_PAUSE:?}");
+                tokio::time::sleep(ACCEPT_PAUSE).await;
             }
         }
         stream
     });
     router.serve_with_incoming_shutdown(incoming, shutdown).await
 }
+
+/// How long accepting pauses after an error.
+#[cfg(not(madsim))]
+const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Serves `router` on `listener` until `shutdown` completes.
 #[cfg(madsim)]

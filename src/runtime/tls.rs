@@ -90,7 +90,13 @@ impl TlsSettings {
 #[cfg(not(madsim))]
 pub fn server_builder(tls: Option<&TlsSettings>) -> Result<tonic::transport::Server, TlsError> {
     use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-    let builder = tonic::transport::Server::builder();
+    // HTTP/2 keepalive finds and closes dead connections (a client host
+    // gone without a FIN holds its streams otherwise), and a connection may
+    // open only so many streams at once (etcd's --max-concurrent-streams).
+    let builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS));
     let Some(tls) = tls.filter(|t| t.serves()) else { return Ok(builder) };
     let (cert, key) = tls.identity.clone().ok_or_else(|| TlsError::Config("no server certificate".into()))?;
     let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
@@ -99,6 +105,10 @@ pub fn server_builder(tls: Option<&TlsSettings>) -> Result<tonic::transport::Ser
     }
     builder.tls_config(config).map_err(|e| TlsError::Config(source_chain(&e)))
 }
+
+/// Streams one client connection may have open at once.
+#[cfg(not(madsim))]
+pub const MAX_CONCURRENT_STREAMS: u32 = 16_384;
 
 /// See the production definition: the simulation has no TLS.
 #[cfg(madsim)]

@@ -93,6 +93,10 @@ pub enum StateError {
     /// An alarm request that raises no alarm (type NONE).
     #[error("alarm type is not given")]
     NoAlarm,
+    /// Too many requests wait already; this one was not queued (never
+    /// returned by apply: the queues in front of Raft refuse it).
+    #[error("too many requests")]
+    TooManyRequests,
 }
 
 /// A change to persist, in the order applied.
