@@ -40,11 +40,4 @@ measure() { # measure MODE NAME ARGS...
     PLACEMENT_PASSWORD=benchpw $bench --endpoints $endpoints "${user[@]}" --json "$@" |
         report "$mode" "$name"
 }
-for round in $(seq 1 "$rounds"); do
-    for mode in off auth; do
-        start $mode "$round"
-        measure $mode put --clients 100 --total 50000 put
-        measure $mode range-l --clients 100 --total 100000 range --consistency l
-        stop
-    done
-done
+compare "$rounds" off auth

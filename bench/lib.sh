@@ -16,3 +16,18 @@ import json, sys
 r = json.load(sys.stdin)
 print(f\"$1 {'$2':<8} {r['throughput']:>9.0f}/s  p50 {r['latency_ms'].get('p50', 0):6.2f} ms  p99 {r['latency_ms'].get('p99', 0):6.2f} ms  errors {sum(r['errors'].values())}\")"
 }
+
+# compare ROUNDS A B: put and linearizable range at 100 clients, on fresh
+# clusters in turns (start MODE ROUND and measure MODE NAME ARGS are the
+# script's own).
+compare() {
+    local round mode
+    for round in $(seq 1 "$1"); do
+        for mode in "$2" "$3"; do
+            start "$mode" "$round"
+            measure "$mode" put --clients 100 --total 50000 put
+            measure "$mode" range-l --clients 100 --total 100000 range --consistency l
+            stop
+        done
+    done
+}

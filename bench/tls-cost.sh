@@ -48,11 +48,4 @@ measure() { # measure MODE NAME ARGS...
     $bench --endpoints 127.0.0.1:51379,127.0.0.1:52379,127.0.0.1:53379 "${tls[@]}" --json "$@" |
         report "$mode" "$name"
 }
-for round in $(seq 1 "$rounds"); do
-    for mode in plain tls; do
-        start $mode "$round"
-        measure $mode put --clients 100 --total 50000 put
-        measure $mode range-l --clients 100 --total 100000 range --consistency l
-        stop
-    done
-done
+compare "$rounds" plain tls
