@@ -113,7 +113,9 @@ impl ApiContext {
     /// request, serializable reads too: its state is no longer kept up.
     pub fn caller<T>(&self, req: &tonic::Request<T>) -> Result<Caller, ApiError> {
         if self.node.raft_stopped() {
-            return Err(ApiError::Node(crate::raft::NodeError::Stopped));
+            // Nothing was proposed: the answer says so (clients may retry
+            // elsewhere; a bare "server stopped" left writes unknown).
+            return Err(ApiError::Node(crate::raft::NodeError::StoppedBeforeProposing));
         }
         let state = read_state(self.node.state());
         let auth = state.auth();
