@@ -411,7 +411,7 @@ fn bootstrap_token(config: &Config) -> Result<Vec<u8>, ServerError> {
     }
     use rand::Rng;
     let bytes: [u8; 16] = runtime::rng().gen();
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>().into_bytes())
+    Ok(crate::api::tokens::hex(&bytes).into_bytes())
 }
 
 /// Binds, starts, runs until `shutdown` completes, then stops in order.

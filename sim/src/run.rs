@@ -7,7 +7,7 @@ use std::time::Duration;
 use placement_center::proto::etcdserverpb::cluster_client::ClusterClient;
 use placement_center::proto::etcdserverpb::kv_client::KvClient;
 use placement_center::proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use placement_center::proto::etcdserverpb::{MemberListRequest, RangeRequest, StatusRequest};
+use placement_center::proto::etcdserverpb::{HashRequest, MemberListRequest, RangeRequest, StatusRequest};
 use placement_center::runtime::{self, Instant};
 
 use crate::checker::{self, raft_invariants};
@@ -557,6 +557,15 @@ async fn convergence(cluster: &SimCluster) -> Option<String> {
                         .ok()?
                         .ok()?
                         .into_inner();
+                    // The digest of the whole state machine: besides the keys,
+                    // history, leases, users, roles and raised alarms.
+                    let digest =
+                        runtime::timeout(Duration::from_secs(1), maintenance.hash(auth::request(HashRequest {})))
+                            .await
+                            .ok()?
+                            .ok()?
+                            .into_inner()
+                            .hash;
                     let mut cluster = ClusterClient::new(channel);
                     let list = MemberListRequest { linearizable: false };
                     let members = runtime::timeout(Duration::from_secs(1), cluster.member_list(list))
@@ -566,7 +575,7 @@ async fn convergence(cluster: &SimCluster) -> Option<String> {
                         .into_inner();
                     let ids: Vec<u64> = members.members.iter().map(|m| m.id).collect();
                     Some(format!(
-                        "revision {} leader {} term {} members {ids:?} errors {:?} keys {}",
+                        "revision {} leader {} term {} members {ids:?} errors {:?} digest {digest:x} keys {}",
                         resp.header.map_or(0, |h| h.revision),
                         status.leader,
                         status.raft_term,

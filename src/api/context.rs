@@ -43,10 +43,9 @@ pub struct ApiContext {
     quota: Quota,
 }
 
-/// The space quota: writes that would grow the data dir past `bytes` raise
-/// the NOSPACE alarm instead (etcd's rule). The state machine's size on disk
-/// (the Raft log aside) is read
-/// from the engine at most every [`Quota::REFRESH`].
+/// The space quota: writes that would grow the state machine's size on disk
+/// (the Raft log aside) past `bytes` raise the NOSPACE alarm instead (etcd's
+/// rule). The size is read from the engine at most every [`Quota::REFRESH`].
 struct Quota {
     bytes: u64,
     /// When the size was last read, and what it was.
