@@ -89,6 +89,10 @@ pub struct Config {
     pub auto_compaction_retention_revisions: u64,
     /// Auto-compaction keeps this many seconds of history (0: not by age).
     pub auto_compaction_retention_secs: u64,
+    /// Auto-compaction keeps at most this many bytes of history, oldest
+    /// revisions compacted first (0: a quarter of the space quota). Always
+    /// on: each event holds its record and the one it replaced, in memory.
+    pub auto_compaction_retention_bytes: u64,
     /// A snapshot of the state machine is taken after this many applied
     /// entries since the last one; the log behind it is then purged.
     pub snapshot_after_entries: u64,
@@ -154,6 +158,7 @@ impl Default for Config {
             quota_backend_bytes: 0,
             auto_compaction_retention_revisions: 10_000,
             auto_compaction_retention_secs: 0,
+            auto_compaction_retention_bytes: 0,
             watch_progress_notify_interval_ms: 600_000,
             snapshot_after_entries: 10_000,
             log_kept_after_snapshot: 1_000,
@@ -391,6 +396,16 @@ impl Config {
             2 * 1024 * 1024 * 1024
         } else {
             self.quota_backend_bytes
+        }
+    }
+
+    /// The history's byte budget: `auto_compaction_retention_bytes`, or a
+    /// quarter of the space quota when 0.
+    pub fn history_budget_bytes(&self) -> u64 {
+        if self.auto_compaction_retention_bytes == 0 {
+            self.quota_backend_bytes() / 4
+        } else {
+            self.auto_compaction_retention_bytes
         }
     }
 
@@ -688,7 +703,7 @@ mod tests {
                 initial_members in btree_map(any::<u64>(), member(), 0..4),
                 join in vec(addr(), 0..3),
                 join_as_learner in any::<bool>(),
-                timings in (num(), num(), num(), num(), num(), num(), num(), num()),
+                timings in (num(), num(), num(), num(), num(), num(), num(), num(), num()),
                 max_request_bytes in 0..=i64::MAX as usize,
                 token in "\\PC{0,20}",
                 files in vec("[^\\x00]{0,12}", 6),
@@ -713,6 +728,7 @@ mod tests {
                     quota_backend_bytes: timings.1,
                     auto_compaction_retention_revisions: timings.3,
                     auto_compaction_retention_secs: timings.4,
+                    auto_compaction_retention_bytes: timings.8,
                     snapshot_after_entries: timings.5,
                     log_kept_after_snapshot: timings.6,
                     watch_progress_notify_interval_ms: timings.7,

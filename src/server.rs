@@ -248,22 +248,19 @@ impl Server {
                 client_tasks.shutdown_signal(),
             ),
         );
-        let compactor = AutoCompaction::new(&config);
-        if compactor.enabled() {
-            let compact_node = node.clone();
-            let mut stop = client_tasks.shutdown_signal();
-            client_tasks.spawn("auto-compaction", async move {
-                let mut compactor = compactor;
-                loop {
-                    tokio::select! {
-                        biased;
-                        _ = stop.wait() => return,
-                        _ = runtime::sleep(compactor.pass_interval()) => {}
-                    }
-                    compactor.pass(&compact_node).await;
+        let mut compactor = AutoCompaction::new(&config);
+        let compact_node = node.clone();
+        let mut stop = client_tasks.shutdown_signal();
+        client_tasks.spawn("auto-compaction", async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = stop.wait() => return,
+                    _ = runtime::sleep(compactor.pass_interval()) => {}
                 }
-            });
-        }
+                compactor.pass(&compact_node).await;
+            }
+        });
         let mut stop = client_tasks.shutdown_signal();
         client_tasks.spawn("client-grpc", async move {
             if let Err(e) = runtime::serve(client_router, listeners.client, async move { stop.wait().await }).await {

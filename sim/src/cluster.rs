@@ -56,7 +56,7 @@ pub struct SimCluster {
 
 impl SimCluster {
     /// Creates and starts `n` nodes.
-    pub fn start(n: u64) -> SimCluster {
+    pub fn start(n: u64, history_budget_bytes: u64) -> SimCluster {
         SimDisk::clear_registry();
         placement_center::runtime::reset_clocks();
         running(|r| r.clear());
@@ -84,6 +84,7 @@ impl SimCluster {
                 // Small enough that compaction happens in a 30 s run and
                 // watchers resuming after a partition may find it.
                 auto_compaction_retention_revisions: 100,
+                auto_compaction_retention_bytes: history_budget_bytes,
                 watch_progress_notify_interval_ms: 1000,
                 // Snapshots and log purges happen several times a run, and a
                 // node that was away long enough catches up by InstallSnapshot.
@@ -250,15 +251,16 @@ impl SimCluster {
             .collect()
     }
 
-    /// Node `id`'s applied events from revision `from` on (empty if it is not
-    /// running or `from` is compacted there). Applied events are committed.
-    pub fn applied_events(&self, id: u64, from: i64) -> Vec<(i64, Vec<placement_center::proto::mvccpb::Event>)> {
-        let Some(node) = running(|r| r.get(&id).cloned()) else { return Vec::new() };
+    /// Node `id`'s compact revision and its applied events from revision
+    /// `from` on (empty if it is not running or `from` is compacted there).
+    /// Applied events are committed.
+    pub fn applied_events(&self, id: u64, from: i64) -> (i64, Vec<(i64, Vec<placement_center::proto::mvccpb::Event>)>) {
+        let Some(node) = running(|r| r.get(&id).cloned()) else { return (0, Vec::new()) };
         let state = placement_center::raft::state_store::read_state(node.state());
         let events = match state.events_from(from) {
             Ok(events) => events.map(|(rev, events)| (*rev, events.clone())).collect(),
             Err(_) => Vec::new(),
         };
-        events
+        (state.compact_revision(), events)
     }
 }

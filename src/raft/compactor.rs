@@ -1,5 +1,6 @@
 //! Auto-compaction: the leader proposes `Compact` so that the history stays
-//! within the configured retention, by revision count and/or by age.
+//! within the configured retention: by revision count and/or by age, and
+//! always within its byte budget.
 //! Proposed through Raft like a client's compaction: every replica drops the
 //! same history at the same point of the log.
 
@@ -13,8 +14,13 @@ use crate::proto::etcdserverpb::CompactionRequest;
 use crate::proto::raft::v1 as pb;
 use crate::runtime::{self, Instant};
 
-/// How often the leader considers compacting.
-const PASS_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the leader applies the count and age rules.
+const RULE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How often the leader checks the history's bytes against the budget: a
+/// read of a counter, often enough that a burst of big values is compacted
+/// before the history holds much more than its budget.
+const BYTES_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 
 /// The leader's auto-compaction policy and what it saw of the revision over time.
 pub struct AutoCompaction {
@@ -22,8 +28,12 @@ pub struct AutoCompaction {
     keep_revisions: i64,
     /// Age of history to keep (zero: no age limit).
     keep_age: Duration,
+    /// Bytes of history to keep at most.
+    keep_bytes: u64,
     /// (when, revision) seen while leading, oldest first: the age rule's clock.
     samples: VecDeque<(Instant, i64)>,
+    /// When the count and age rules run next.
+    next_rules: Option<Instant>,
 }
 
 impl AutoCompaction {
@@ -32,18 +42,15 @@ impl AutoCompaction {
         Self {
             keep_revisions: config.auto_compaction_retention_revisions.min(i64::MAX as u64) as i64,
             keep_age: Duration::from_secs(config.auto_compaction_retention_secs),
+            keep_bytes: config.history_budget_bytes(),
             samples: VecDeque::new(),
+            next_rules: None,
         }
-    }
-
-    /// Whether any retention limit is set.
-    pub fn enabled(&self) -> bool {
-        self.keep_revisions > 0 || !self.keep_age.is_zero()
     }
 
     /// How long to wait between passes.
     pub fn pass_interval(&self) -> Duration {
-        PASS_INTERVAL
+        BYTES_CHECK_INTERVAL
     }
 
     /// The revision to compact to now, if any: what the retention no longer covers.
@@ -71,13 +78,22 @@ impl AutoCompaction {
     pub async fn pass(&mut self, node: &RaftNode) {
         if !node.is_leader() {
             self.samples.clear();
+            self.next_rules = None;
             return;
         }
-        let (revision, compacted) = {
+        let (revision, compacted, to_fit) = {
             let state = read_state(node.state());
-            (state.revision(), state.compact_revision())
+            (state.revision(), state.compact_revision(), state.compaction_to_fit(self.keep_bytes))
         };
-        let Some(target) = self.target(runtime::now(), revision, compacted) else { return };
+        let now = runtime::now();
+        let by_rules = match self.next_rules {
+            Some(next) if now < next => None,
+            _ => {
+                self.next_rules = Some(now + RULE_INTERVAL);
+                self.target(now, revision, compacted)
+            }
+        };
+        let Some(target) = by_rules.max(to_fit) else { return };
         let command = pb::Command {
             auth_revision: None,
             request: Some(pb::command::Request::Compaction(CompactionRequest { revision: target, physical: false })),

@@ -326,7 +326,12 @@ fn persist_changes(batch: &mut WriteBatch, revision: i64, changes: Vec<Change>) 
             }
             Change::LeaseGranted { id, ttl } => put_lease(batch, id, ttl),
             Change::LeaseRevoked(id) => batch.delete(CF_LEASE, id.to_be_bytes().to_vec()),
-            Change::Compacted(below) => batch.delete_range(CF_HISTORY, history_key(0, 0), history_key(below, 0)),
+            Change::Compacted { below, boundary } => {
+                batch.delete_range(CF_HISTORY, history_key(0, 0), history_key(below, 0));
+                for (index, event) in boundary.iter().enumerate() {
+                    batch.put(CF_HISTORY, history_key(below, index as u32), event.encode_to_vec());
+                }
+            }
             Change::Auth(auth) => batch.put(CF_SM, KEY_AUTH, auth.encode_to_vec()),
             Change::Alarms(alarms) => batch.put(CF_SM, KEY_ALARMS, pb::AlarmList { alarms }.encode_to_vec()),
         }

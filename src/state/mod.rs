@@ -109,8 +109,9 @@ pub enum Change {
     LeaseGranted { id: i64, ttl: i64 },
     /// A lease was revoked (its keys are deleted by `Key` changes).
     LeaseRevoked(i64),
-    /// History below this revision is gone.
-    Compacted(i64),
+    /// History below `below` is gone, and the events at `below` are now
+    /// `boundary` (without the records they replaced); empty: unchanged.
+    Compacted { below: i64, boundary: Vec<Event> },
     /// The auth store changed; this is all of it now.
     Auth(AuthSnapshot),
     /// The raised alarms changed; these are all of them now.
@@ -151,6 +152,10 @@ pub struct KvState {
     /// dropped: they are freed a few at a time by later writes (see
     /// [`history::DROP_PER_WRITE`]), and nothing reads them.
     history: BTreeMap<i64, Vec<Event>>,
+    /// Bytes of the kept history (events at or above `compact_revision`),
+    /// as [`history::event_bytes`] counts them: what the byte retention of
+    /// auto-compaction bounds. Derived, so not in snapshots or the hash.
+    history_bytes: u64,
     /// Granted leases by id.
     leases: BTreeMap<i64, Lease>,
     /// Users, roles and whether auth is on.
@@ -192,6 +197,7 @@ impl KvState {
             keys: BTreeMap::new(),
             compact_revision: 0,
             history: BTreeMap::new(),
+            history_bytes: 0,
             leases: BTreeMap::new(),
             auth: AuthState::default(),
             alarms: BTreeSet::new(),
@@ -211,12 +217,23 @@ impl KvState {
         // the map is built in one pass.
         let keys: BTreeMap<Vec<u8>, KeyValue> = p.kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
         let mut history: BTreeMap<i64, Vec<Event>> = BTreeMap::new();
-        for event in p.history {
+        let mut history_bytes = 0;
+        for event in p.history.into_iter().filter(|e| history::event_revision(e) >= p.compact_revision) {
+            history_bytes += history::event_bytes(&event);
             history.entry(history::event_revision(&event)).or_default().push(event);
         }
         let auth = p.auth.map(AuthState::from_pb).unwrap_or_default();
         let alarms = p.alarms.iter().map(|a| (a.member_id, a.alarm)).collect();
-        Self { revision: p.revision.max(1), keys, compact_revision: p.compact_revision, history, leases, auth, alarms }
+        Self {
+            revision: p.revision.max(1),
+            keys,
+            compact_revision: p.compact_revision,
+            history,
+            history_bytes,
+            leases,
+            auth,
+            alarms,
+        }
     }
 
     /// Everything [`restore`](Self::restore) needs (for snapshots).
@@ -291,14 +308,21 @@ impl KvState {
 
     /// Bytes of live keys and values and of the kept history.
     pub fn size_bytes(&self) -> u64 {
-        let kv = |kv: &KeyValue| (kv.key.len() + kv.value.len()) as u64;
-        let live: u64 = self.keys.values().map(kv).sum();
-        let history: u64 = self
-            .kept_history()
-            .flat_map(|(_, events)| events)
-            .map(|e| e.kv.as_ref().map_or(0, kv) + e.prev_kv.as_ref().map_or(0, kv))
-            .sum();
-        live + history
+        let live: u64 = self.keys.values().map(|kv| (kv.key.len() + kv.value.len()) as u64).sum();
+        live + self.history_bytes
+    }
+
+    /// Bytes of the kept history (see [`history::event_bytes`]).
+    pub fn history_bytes(&self) -> u64 {
+        self.history_bytes
+    }
+
+    /// The lowest revision to compact to so that the kept history holds at
+    /// most `budget` bytes, oldest revisions dropped first; `None` if it
+    /// already does. Never above the current revision: the newest
+    /// revision's events are kept even when they alone pass the budget.
+    pub fn compaction_to_fit(&self, budget: u64) -> Option<i64> {
+        history::compaction_to_fit(self, budget)
     }
 
     /// Number of live keys.
@@ -415,6 +439,7 @@ impl KvState {
         };
         if !write.events.is_empty() {
             self.revision = write.revision;
+            self.history_bytes += write.events.iter().map(history::event_bytes).sum::<u64>();
             self.history.insert(write.revision, write.events.clone());
         }
         history::drop_compacted(self);

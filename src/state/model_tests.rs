@@ -47,6 +47,8 @@ proptest! {
             if let Err(difference) = model::step(&mut state, &mut model, op) {
                 prop_assert!(false, "{}", difference);
             }
+            let counted: u64 = state.kept_history().flat_map(|(_, events)| events).map(history::event_bytes).sum();
+            prop_assert_eq!(state.history_bytes(), counted, "after {:?}", op);
         }
         if let Err(difference) = model::same_end(&state, &model) {
             prop_assert!(false, "{}", difference);
@@ -216,6 +218,59 @@ fn reads_at_past_revisions_see_the_past_until_compacted() {
     assert!(state.events_from(2).is_err());
     let kept: Vec<i64> = state.events_from(3).unwrap().map(|(rev, _)| *rev).collect();
     assert_eq!(kept, vec![3, 4]);
+    assert_eq!(KvState::restore(state.persisted()), state);
+}
+
+#[test]
+fn compaction_to_fit_drops_the_oldest_revisions_until_the_history_fits_its_budget() {
+    let mut state = KvState::new();
+    let put = |key: u8, len: usize| Command {
+        auth_revision: None,
+        request: Some(command::Request::Put(PutRequest { key: vec![key], value: vec![7; len], ..Default::default() })),
+    };
+    for key in 0..10 {
+        state.apply(&put(key, 1000)).unwrap(); // revisions 2..=11, one event of ~1.1 kB each
+    }
+    let per_event = state.history_bytes() / 10;
+    assert_eq!(state.compaction_to_fit(state.history_bytes()), None);
+    assert_eq!(state.compaction_to_fit(per_event * 4), Some(8), "keeps revisions 8..=11");
+    assert_eq!(state.compaction_to_fit(per_event * 4 - 1), Some(9));
+    assert_eq!(state.compaction_to_fit(0), Some(11), "the newest revision is never compacted");
+    let compact = Command {
+        auth_revision: None,
+        request: Some(command::Request::Compaction(CompactionRequest { revision: 8, physical: false })),
+    };
+    state.apply(&compact).unwrap();
+    assert_eq!(state.history_bytes(), per_event * 4);
+    assert_eq!(KvState::restore(state.persisted()).history_bytes(), per_event * 4);
+    assert_eq!(state.compaction_to_fit(per_event * 4), None);
+}
+
+#[test]
+fn compacting_to_a_delete_frees_the_values_it_deleted() {
+    let mut state = KvState::new();
+    let put = Command {
+        auth_revision: None,
+        request: Some(command::Request::Put(PutRequest { key: key(1), value: vec![7; 10_000], ..Default::default() })),
+    };
+    state.apply(&put).unwrap(); // revision 2
+    state.apply(&command(&Op::Delete(1))).unwrap(); // 3: its event keeps the 10 kB record
+    assert!(state.history_bytes() > 20_000);
+    let compact = Command {
+        auth_revision: None,
+        request: Some(command::Request::Compaction(CompactionRequest { revision: 3, physical: false })),
+    };
+    let applied = state.apply(&compact).unwrap();
+    assert!(state.history_bytes() < 1_000, "{} bytes kept", state.history_bytes());
+    let boundary = match &applied.changes[..] {
+        [Change::Compacted { below: 3, boundary }] => boundary.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(boundary.len(), 1);
+    assert_eq!(boundary[0].prev_kv, None);
+    // The revision compacted to still reads as it was, and restores the same.
+    let at3 = state.range(&RangeRequest { key: key(1), revision: 3, ..Default::default() }).unwrap();
+    assert!(at3.kvs.is_empty());
     assert_eq!(KvState::restore(state.persisted()), state);
 }
 

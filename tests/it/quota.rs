@@ -63,3 +63,55 @@ async fn past_the_quota_nospace_refuses_growing_writes_until_space_is_freed_and_
     assert_eq!(ok(&fep, &["put", "/small", "1"]), "OK\n");
     assert_eq!(ok(&ep, &["get", "/small", "--print-value-only"]), "1\n");
 }
+
+/// History is retained by bytes too: big values written over and over
+/// leave at most the budget's worth of history on every member (the
+/// leader compacts the oldest revisions), however few revisions that is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_past_its_byte_budget_is_compacted_oldest_first() {
+    const BUDGET: u64 = 1024 * 1024;
+    let cluster = Cluster::start_with(3, |c| {
+        c.auto_compaction_retention_revisions = 0;
+        c.auto_compaction_retention_bytes = BUDGET;
+    })
+    .await;
+    let leader = cluster.wait_leader().await;
+    let mut kv = cluster.kv(leader).await;
+    // 40 updates of a 64 KiB value: each event holds the record and the one
+    // it replaced, ~128 KiB, so ~5 MiB of history against a 1 MiB budget.
+    let mut last = 0;
+    for i in 0..40u8 {
+        let put = PutRequest { key: b"/big".to_vec(), value: vec![i; 64 * 1024], ..Default::default() };
+        last = kv.put(put).await.unwrap().into_inner().header.unwrap().revision;
+    }
+    let first = last - 39;
+    let at = |revision: i64| placement_center::proto::etcdserverpb::RangeRequest {
+        key: b"/big".to_vec(),
+        revision,
+        serializable: true,
+        ..Default::default()
+    };
+    let mut compacted = false;
+    for _ in 0..100 {
+        if kv.range(at(first)).await.is_err() {
+            compacted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(compacted, "5 MiB of history was still kept 10 s after writing it with a 1 MiB budget");
+    // The newest revisions, within the budget, are kept on every member.
+    for i in 0..3 {
+        let mut member = cluster.kv(i).await;
+        let mut read = None;
+        for _ in 0..50 {
+            read = member.range(at(last - 4)).await.ok();
+            if read.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let kvs = read.expect("a recent revision was compacted").into_inner().kvs;
+        assert_eq!(kvs[0].value, vec![35u8; 64 * 1024], "member {i}");
+    }
+}
