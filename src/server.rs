@@ -214,7 +214,8 @@ impl Server {
                     .map_err(|cause| ServerError::Bind { addr: config.metrics_addr.clone(), cause })?,
             );
             let http_node = node.clone();
-            let handler: runtime::HttpHandler = Arc::new(move |path: &str| http_answer(&http_node, path));
+            let handler: runtime::HttpHandler =
+                Arc::new(move |target: String| Box::pin(http_answer(http_node.clone(), target)));
             let mut stop = client_tasks.shutdown_signal();
             client_tasks
                 .spawn("metrics-http", runtime::serve_http(listener, handler, async move { stop.wait().await }));

@@ -83,19 +83,44 @@ pub fn gauges(node: &RaftNode) -> NodeGauges {
     }
 }
 
-/// The answer to an HTTP GET of `path`: (status, content type, body).
-pub fn http_answer(node: &RaftNode, path: &str) -> (u16, &'static str, String) {
+/// How long etcd's `/health` waits for its linearizable read: below the
+/// 5 s an HTTP exchange may take, so a probe gets an answer, not a hang-up.
+const HEALTH_READ_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why etcd's `/health` says false, if it does: not ready, an alarm raised,
+/// or (unless `serializable`) a linearizable read that does not complete,
+/// which a leader that lost its quorum or a member that cannot catch up
+/// fails even while their last contact is recent.
+pub async fn not_healthy(node: &RaftNode, serializable: bool) -> Option<String> {
+    if let Some(why) = not_ready(node).or_else(|| raised_alarm(node)) {
+        return Some(why);
+    }
+    if serializable {
+        return None;
+    }
+    match runtime::timeout(HEALTH_READ_TIMEOUT, node.read_barrier()).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(format!("linearizable read failed: {e}")),
+        Err(_) => Some(format!("linearizable read did not complete within {HEALTH_READ_TIMEOUT:?}")),
+    }
+}
+
+/// The answer to an HTTP GET of `target` (a path, maybe a query): (status,
+/// content type, body).
+pub async fn http_answer(node: Arc<RaftNode>, target: String) -> (u16, &'static str, String) {
     let text = "text/plain; charset=utf-8";
     let verdict = |why: Option<String>| match why {
         None => (200, text, "ok\n".to_string()),
         Some(why) => (503, text, format!("{why}\n")),
     };
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     match path {
-        "/metrics" => (200, "text/plain; version=0.0.4", node.metrics().render(&gauges(node))),
-        "/livez" => verdict(not_live(node)),
-        "/readyz" => verdict(not_ready(node)),
-        // etcd's endpoint, as its probes read it.
-        "/health" => match not_ready(node).or_else(|| raised_alarm(node)) {
+        "/metrics" => (200, "text/plain; version=0.0.4", node.metrics().render(&gauges(&node))),
+        "/livez" => verdict(not_live(&node)),
+        "/readyz" => verdict(not_ready(&node)),
+        // etcd's endpoint, as its probes read it (`?serializable=true`
+        // skips the read round, as etcd's does).
+        "/health" => match not_healthy(&node, query.split('&').any(|q| q == "serializable=true")).await {
             None => (200, "application/json", "{\"health\":\"true\"}".into()),
             Some(why) => (503, "application/json", format!("{{\"health\":\"false\",\"reason\":{why:?}}}")),
         },

@@ -84,8 +84,11 @@ pub async fn serve(
     router.serve_with_shutdown(listener.0, shutdown).await
 }
 
-/// What an HTTP endpoint answers for a GET of a path: (status, content type, body).
-pub type HttpHandler = std::sync::Arc<dyn Fn(&str) -> (u16, &'static str, String) + Send + Sync>;
+/// What an HTTP endpoint answers for a GET of a target (path and query):
+/// (status, content type, body).
+pub type HttpHandler = std::sync::Arc<
+    dyn Fn(String) -> std::pin::Pin<Box<dyn Future<Output = (u16, &'static str, String)> + Send>> + Send + Sync,
+>;
 
 /// Serves plain HTTP/1.1 GETs on `listener` (metrics and probes: one request
 /// per connection, no keep-alive) until `shutdown` completes.
@@ -128,9 +131,8 @@ async fn http_exchange(mut stream: tokio::net::TcpStream, handler: HttpHandler) 
     let head = String::from_utf8_lossy(&request);
     let mut words = head.lines().next().unwrap_or_default().split_whitespace();
     let (method, target) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
-    let path = target.split('?').next().unwrap_or_default();
     let (status, content_type, body) = match method {
-        "GET" | "HEAD" => handler(path),
+        "GET" | "HEAD" => handler(target.to_string()).await,
         _ => (405, "text/plain; charset=utf-8", "only GET is served\n".to_string()),
     };
     let reason = match status {

@@ -141,3 +141,31 @@ async fn a_leader_that_lost_its_quorum_is_not_ready() {
     let why = placement_center::api::health::not_ready(&node).unwrap();
     assert!(why.contains("has not heard from a quorum"), "{why}");
 }
+
+/// etcd's `/health` is a linearizable read: a leader cut off from its
+/// followers fails it at once, while its last quorum contact is still
+/// recent enough for readiness; `?serializable=true` skips the read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_needs_a_linearizable_read_that_an_isolated_leader_cannot_serve() {
+    use placement_center::api::health::http_answer;
+    // A long election timeout: readiness trusts the last quorum contact
+    // for up to twice it, long after the followers are gone.
+    let mut cluster = crate::cluster::Cluster::start_with(3, |c| c.election_timeout_ms = 4_000).await;
+    let leader = cluster.wait_leader().await;
+    let node = cluster.nodes[leader].as_ref().unwrap().node.clone();
+    let deadline = runtime::now() + Duration::from_secs(20);
+    while http_answer(node.clone(), "/health".into()).await.0 != 200 {
+        assert!(runtime::now() < deadline, "a healthy cluster's leader never passed /health");
+        runtime::sleep(Duration::from_millis(100)).await;
+    }
+    for i in (0..3).filter(|i| *i != leader) {
+        cluster.stop(i).await;
+    }
+    let (status, _, body) = http_answer(node.clone(), "/health".into()).await;
+    assert_eq!(status, 503, "{body}");
+    if placement_center::api::health::not_ready(&node).is_none() {
+        assert!(body.contains("linearizable read"), "{body}");
+        let (status, _, body) = http_answer(node.clone(), "/health?serializable=true".into()).await;
+        assert_eq!((status, body.as_str()), (200, "{\"health\":\"true\"}"));
+    }
+}
