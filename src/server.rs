@@ -249,6 +249,7 @@ impl Server {
                 client_tasks.shutdown_signal(),
             ),
         );
+        client_tasks.spawn("disk-space", ctx.clone().watch_disk_space(client_tasks.shutdown_signal()));
         let mut compactor = AutoCompaction::new(&config);
         let compact_node = node.clone();
         let mut stop = client_tasks.shutdown_signal();

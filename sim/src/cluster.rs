@@ -189,13 +189,29 @@ impl SimCluster {
         use placement_center::proto::raft::v1::Command;
         let leader = self.leader()?;
         let node = self.node(leader)?;
-        let task = self.nodes[leader as usize - 1]
-            .handle
-            .spawn(async move { node.propose(Command { auth_revision: None, request: Some(request) }).await });
+        let task = self.spawn_on(leader, async move {
+            node.propose(Command { auth_revision: None, request: Some(request) }).await
+        });
         match task.await {
             Ok(Ok(result)) => Some(Ok(result)),
             Ok(Err(placement_center::raft::NodeError::Refused(refused))) => Some(Err(refused)),
             _ => None,
+        }
+    }
+
+    /// Runs `task` on slot `slot`'s simulated host, as a process there would.
+    /// Through a handle looked up now: the one kept from creation spawns
+    /// onto the host's first life, and after a restart its tasks never run
+    /// (every NOSPACE disarm after the leader's host restarted was lost so).
+    pub fn spawn_on<F>(&self, slot: u64, task: F) -> madsim::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let handle = &self.nodes[slot as usize - 1].handle;
+        match Handle::current().get_node(handle.id()) {
+            Some(current) => current.spawn(task),
+            None => handle.spawn(task),
         }
     }
 

@@ -16,6 +16,7 @@ use placement_center::proto::etcdserverpb::alarm_request::AlarmAction;
 use placement_center::proto::etcdserverpb::{AlarmRequest, AlarmType};
 use placement_center::proto::raft::v1::command;
 use placement_center::raft::membership::MemberChange;
+use placement_center::raft::state_store::read_state;
 
 use crate::cluster::SimCluster;
 
@@ -64,11 +65,17 @@ pub enum FaultKind {
     /// and disarmed after a while: meanwhile no write that grows the store
     /// may succeed (see `check_nospace`).
     NoSpace,
+    /// A node's device fills up: mostly to within the space a member keeps
+    /// free (it must raise NOSPACE itself, see `check_nospace`), sometimes
+    /// to within a few KiB (its next log write fails with ENOSPC, which
+    /// stops its Raft: it is restarted once the device has room again).
+    /// Then room is made and the alarm disarmed.
+    DiskFull,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 17] = [
+    pub const ALL: [FaultKind; 18] = [
         FaultKind::Partition,
         FaultKind::IsolateLeader,
         FaultKind::Bridge,
@@ -86,6 +93,7 @@ impl FaultKind {
         FaultKind::Replace,
         FaultKind::ForgePeer,
         FaultKind::NoSpace,
+        FaultKind::DiskFull,
     ];
 
     /// The name used on the command line.
@@ -108,6 +116,7 @@ impl FaultKind {
             FaultKind::Replace => "replace",
             FaultKind::ForgePeer => "forge-peer",
             FaultKind::NoSpace => "nospace",
+            FaultKind::DiskFull => "disk-full",
         }
     }
 }
@@ -157,6 +166,70 @@ impl NemesisLog {
 
 fn millis(rng: &mut impl Rng, range: std::ops::Range<u64>) -> Duration {
     Duration::from_millis(rng.gen_range(range))
+}
+
+/// [`FaultKind::DiskFull`] on `victim` for `hold`.
+async fn disk_full(
+    cluster: &SimCluster,
+    victim: u64,
+    hold: Duration,
+    start: Instant,
+    until: Instant,
+    log: &mut NemesisLog,
+) {
+    use placement_center::api::context::DISK_RESERVE_BYTES;
+    let disk = &cluster.nodes[victim as usize - 1].disk;
+    let tight = runtime::rng().gen_bool(0.25);
+    let room = if tight { 2 * 1024 } else { DISK_RESERVE_BYTES - 256 * 1024 };
+    let capacity = disk.used_bytes() + room;
+    log.note(start, format!("disk of {victim} full but {room} bytes for {hold:?}"));
+    disk.set_faults(DiskFaults { capacity: Some(capacity), ..Default::default() });
+    // When the alarm is seen applied on the victim, every write
+    // proposed after must be refused.
+    let mut raised_at = None;
+    let held_until = runtime::now() + hold;
+    while runtime::now() < held_until {
+        if raised_at.is_none() && cluster.node(victim).is_some_and(|n| read_state(n.state()).out_of_space()) {
+            raised_at = Some(runtime::now() - start);
+        }
+        runtime::sleep(Duration::from_millis(100)).await;
+    }
+    disk.set_faults(DiskFaults::default());
+    let disarming_at = runtime::now() - start;
+    if !cluster.is_healthy(victim) {
+        cluster.kill(victim);
+        cluster.restart(victim);
+        log.note(start, format!("room again on {victim}, stopped on ENOSPC and restarted"));
+    } else {
+        log.note(start, format!("room again on {victim}; NOSPACE seen at {raised_at:?}"));
+    }
+    if let Some(raised_at) = raised_at {
+        if !log.nospace_unsure {
+            log.nospace.push((raised_at, disarming_at));
+        }
+    } else if !tight && hold >= Duration::from_secs(3) {
+        log.health_violations
+            .push(format!("disk-full: {victim} had {room} bytes of room for {hold:?} and never raised NOSPACE"));
+    }
+    let disarm = command::Request::Alarm(AlarmRequest {
+        action: AlarmAction::Deactivate as i32,
+        member_id: victim,
+        alarm: AlarmType::Nospace as i32,
+    });
+    let disarm_until = until + Duration::from_secs(20);
+    loop {
+        let disarmed = cluster.propose_on_leader(disarm.clone()).await;
+        log.note(start, format!("disarm NOSPACE for {victim}: {:?}", disarmed.as_ref().map(|r| r.is_ok())));
+        match disarmed {
+            Some(Ok(_)) => break,
+            None => log.nospace_unsure = true,
+            Some(Err(_)) => {}
+        }
+        if runtime::now() >= disarm_until {
+            break;
+        }
+        runtime::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// Cuts every link in `links` in both directions for `hold`, then restores them.
@@ -232,7 +305,7 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
                 let give_up = runtime::rng().gen_bool(0.3).then(|| millis(&mut runtime::rng(), 20..1500));
                 log.note(start, format!("move leader {leader} -> {target} (caller gives up after {give_up:?})"));
                 // On the leader's own simulated node, as its API would run it.
-                let task = cluster.nodes[leader as usize - 1].handle.spawn(async move {
+                let task = cluster.spawn_on(leader, async move {
                     let transfer = node.transfer_leadership(target);
                     match give_up {
                         None => Some(transfer.await.map_err(|e| e.to_string())),
@@ -257,7 +330,7 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
                 };
                 let old_id = victim_node.id;
                 log.note(start, format!("replace {victim}: remove member {old_id:x}"));
-                let task = cluster.nodes[leader as usize - 1].handle.spawn(async move {
+                let task = cluster.spawn_on(leader, async move {
                     leader_node.change_members(MemberChange::Remove(old_id)).await.map_err(|e| e.to_string())
                 });
                 match task.await {
@@ -285,7 +358,7 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
                 };
                 log.note(start, format!("forge raft messages to {target}"));
                 // Sent from the leader's simulated host, as a process there could.
-                let task = cluster.nodes[leader as usize - 1].handle.spawn(crate::forgery::forge(forgery));
+                let task = cluster.spawn_on(leader, crate::forgery::forge(forgery));
                 let outcome = task.await.unwrap_or_else(|_| "interrupted (host killed)".to_string());
                 log.note(start, format!("forged messages to {target}: {outcome}"));
             }
@@ -321,6 +394,12 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
                 if raised == Some(true) && !unsure_before {
                     log.nospace.push((raised_at, disarming_at));
                 }
+            }
+            FaultKind::DiskFull => {
+                let victim = random_node();
+                // Boxed: inline, its state made the nemesis future overflow
+                // a debug build's thread stack.
+                Box::pin(disk_full(cluster, victim, hold, start, until, log)).await;
             }
             FaultKind::IsolateLeader => {
                 let Some(leader) = cluster.leader() else { continue };

@@ -83,6 +83,10 @@ pub struct Report {
     pub probes_denied: usize,
 }
 
+/// Stack of a seed's thread: the whole simulated world's futures are polled
+/// on it, and unoptimized (test) builds of them passed std's default 2 MiB.
+const SEED_STACK_BYTES: usize = 64 * 1024 * 1024;
+
 /// Runs one seed in a fresh simulated world, on a thread of its own.
 ///
 /// std's `HashMap` keys are drawn once per thread (madsim makes that draw
@@ -95,7 +99,10 @@ pub fn run_seed(opts: &RunOptions) -> Report {
     let seed = opts.seed;
     // Outside the simulation: the harness's own thread, not the server's.
     #[allow(clippy::disallowed_methods)]
-    let thread = std::thread::Builder::new().name(format!("seed-{seed}")).spawn(move || run_seed_here(&opts));
+    let thread = std::thread::Builder::new()
+        .name(format!("seed-{seed}"))
+        .stack_size(SEED_STACK_BYTES)
+        .spawn(move || run_seed_here(&opts));
     match thread.map(|t| t.join()) {
         Ok(Ok(report)) => report,
         Ok(Err(_)) => Report { seed, violations: vec!["the seed's thread panicked".into()], ..Default::default() },

@@ -44,31 +44,59 @@ pub struct ApiContext {
 }
 
 /// The space quota: writes that would grow the state machine's size on disk
-/// (the Raft log aside) past `bytes` raise the NOSPACE alarm instead (etcd's
-/// rule). The size is read from the engine at most every [`Quota::REFRESH`].
+/// (the Raft log aside) past `bytes`, or take the data dir's device below
+/// [`DISK_RESERVE_BYTES`] free, raise the NOSPACE alarm instead (etcd's rule
+/// for the quota; a full device would fail the log write on every member at
+/// about the same time). Both are read from the engine at most every
+/// [`Quota::REFRESH`].
 struct Quota {
     bytes: u64,
-    /// When the size was last read, and what it was.
-    known: std::sync::Mutex<Option<(crate::runtime::Instant, u64)>>,
+    /// When the sizes were last read: (then, state bytes, device bytes free).
+    known: std::sync::Mutex<Option<(crate::runtime::Instant, u64, Option<u64>)>>,
+}
+
+/// Bytes a member keeps free on its data dir's device: below it, it raises
+/// NOSPACE and refuses writes that grow the store, so the writes already in
+/// flight, RocksDB's flushes and compactions, and the deletes, compactions
+/// and defragmentation that free space still have room. A write that meets
+/// a full device instead stops that member's Raft (RocksDB turns read-only).
+pub const DISK_RESERVE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How often every member checks the free space of its device, also while
+/// it takes no writes itself (a follower's device fills with the leader's).
+pub const DISK_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Why this member is short of space for `cost` more bytes, if it is.
+fn short_of_space(quota: u64, state_bytes: u64, free: Option<u64>, cost: u64) -> Option<String> {
+    if state_bytes.saturating_add(cost) > quota {
+        return Some(format!("space quota of {quota} bytes exceeded"));
+    }
+    match free {
+        Some(free) if free < DISK_RESERVE_BYTES.saturating_add(cost) => {
+            Some(format!("{free} bytes free on the data dir's device, below the {DISK_RESERVE_BYTES} kept free"))
+        }
+        _ => None,
+    }
 }
 
 impl Quota {
     const REFRESH: std::time::Duration = std::time::Duration::from_millis(100);
 
-    /// Whether `cost` more bytes would pass the quota.
-    fn exceeded_by(&self, node: &RaftNode, cost: u64) -> bool {
+    /// Why `cost` more bytes would not fit, if they would not.
+    fn exceeded_by(&self, node: &RaftNode, cost: u64) -> Option<String> {
         let now = crate::runtime::now();
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        let size = match *known {
-            Some((at, size)) if now - at < Self::REFRESH => size,
+        let (size, free) = match *known {
+            Some((at, size, free)) if now - at < Self::REFRESH => (size, free),
             _ => {
                 // Unknown size (an engine error): let the write try the disk.
                 let size = node.state_bytes().unwrap_or(0);
-                *known = Some((now, size));
-                size
+                let free = node.available_disk_bytes();
+                *known = Some((now, size, free));
+                (size, free)
             }
         };
-        size.saturating_add(cost) > self.bytes
+        short_of_space(self.bytes, size, free, cost)
     }
 }
 
@@ -204,9 +232,11 @@ impl ApiContext {
     /// auth store, and the command carries that store's revision: if auth
     /// changed by the time it applies, it is refused there.
     pub async fn propose(&self, caller: &Caller, request: command::Request) -> Result<CommandResult, ApiError> {
-        if crate::state::grows(&request) && self.quota.exceeded_by(&self.node, request.encoded_len() as u64) {
-            self.raise_nospace().await;
-            return Err(StateError::NoSpace.into());
+        if crate::state::grows(&request) {
+            if let Some(why) = self.quota.exceeded_by(&self.node, request.encoded_len() as u64) {
+                self.raise_nospace(&why).await;
+                return Err(StateError::NoSpace.into());
+            }
         }
         let auth_revision = {
             let state = read_state(self.node.state());
@@ -218,11 +248,11 @@ impl ApiContext {
 
     /// Raises this member's NOSPACE alarm (once: while it is raised, writes
     /// that grow the store are refused at apply anyway).
-    async fn raise_nospace(&self) {
+    async fn raise_nospace(&self, why: &str) {
         if read_state(self.node.state()).out_of_space() {
             return;
         }
-        tracing::warn!(quota = self.quota.bytes, "space quota exceeded: raising the NOSPACE alarm");
+        tracing::warn!(why, "raising the NOSPACE alarm");
         let alarm = AlarmRequest {
             action: AlarmAction::Activate as i32,
             member_id: self.node.id,
@@ -230,6 +260,22 @@ impl ApiContext {
         };
         if let Err(e) = self.propose_as_server(command::Request::Alarm(alarm)).await {
             tracing::warn!(cause = %e, "the NOSPACE alarm was not raised");
+        }
+    }
+
+    /// Every [`DISK_CHECK_INTERVAL`] until `stop`: raises NOSPACE once this
+    /// member's device has less than [`DISK_RESERVE_BYTES`] free.
+    pub async fn watch_disk_space(self: Arc<Self>, mut stop: Shutdown) {
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.wait() => return,
+                _ = crate::runtime::sleep(DISK_CHECK_INTERVAL) => {}
+            }
+            let free = self.node.available_disk_bytes();
+            if let Some(why) = short_of_space(u64::MAX, 0, free, 0) {
+                self.raise_nospace(&why).await;
+            }
         }
     }
 
@@ -348,4 +394,28 @@ pub fn receiver_stream<T: Send + 'static>(
     rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures::Stream<Item = T> + Send + 'static {
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_is_short_of_space_past_the_quota_or_into_the_device_reserve() {
+        const MIB: u64 = 1024 * 1024;
+        let reserve = DISK_RESERVE_BYTES;
+        // (quota, state bytes, free on the device, cost, short?)
+        let cases = [
+            (100 * MIB, 10 * MIB, None, MIB, false),
+            (100 * MIB, 99 * MIB, None, MIB, false),
+            (100 * MIB, 99 * MIB, None, MIB + 1, true),
+            (100 * MIB, 10 * MIB, Some(reserve + MIB), MIB, false),
+            (100 * MIB, 10 * MIB, Some(reserve + MIB), MIB + 1, true),
+            (100 * MIB, 10 * MIB, Some(0), 0, true),
+            (100 * MIB, u64::MAX, Some(u64::MAX), 1, true),
+        ];
+        for (quota, state, free, cost, short) in cases {
+            assert_eq!(short_of_space(quota, state, free, cost).is_some(), short, "{quota} {state} {free:?} {cost}");
+        }
+    }
 }

@@ -293,6 +293,11 @@ impl RaftNode {
         self.engine.size_of(&[CF_KV, CF_HISTORY, CF_LEASE, CF_SM]).map_err(|e| NodeError::Raft(e.to_string()))
     }
 
+    /// Bytes still free on the data dir's device (`None`: unknown).
+    pub fn available_disk_bytes(&self) -> Option<u64> {
+        self.engine.available_bytes().ok().flatten()
+    }
+
     /// Follows the applied revision (watchers wait on it).
     pub fn applied_revision(&self) -> tokio::sync::watch::Receiver<i64> {
         self.applied_revision.clone()

@@ -24,6 +24,9 @@ pub enum StorageError {
     /// The device or engine failed to read or write (EIO and the like).
     #[error("storage I/O error: {0}")]
     Io(String),
+    /// The device is full (ENOSPC).
+    #[error("no space left on device")]
+    NoSpace,
     /// A column family the engine was not opened with.
     #[error("unknown column family {0:?}")]
     UnknownColumnFamily(String),
@@ -157,6 +160,11 @@ pub trait Engine: Send + Sync + 'static {
     /// Bytes the engine holds for the column families `cfs`.
     fn size_of(&self, cfs: &[&'static str]) -> Result<u64, StorageError>;
 
+    /// Bytes still free for the engine on its device (`None`: unknown).
+    fn available_bytes(&self) -> Result<Option<u64>, StorageError> {
+        Ok(None)
+    }
+
     /// Rewrites the files to drop deleted data (etcd's defragment). Engines
     /// that keep nothing deleted do nothing.
     fn defragment(&self) -> Result<(), StorageError> {
@@ -226,6 +234,10 @@ impl Engine for Timed {
 
     fn size_of(&self, cfs: &[&'static str]) -> Result<u64, StorageError> {
         self.inner.size_of(cfs)
+    }
+
+    fn available_bytes(&self) -> Result<Option<u64>, StorageError> {
+        self.inner.available_bytes()
     }
 
     fn defragment(&self) -> Result<(), StorageError> {

@@ -12,10 +12,16 @@ pub struct RocksEngine {
     db: DB,
     /// The column families it was opened with (for size reports).
     column_families: Vec<&'static str>,
+    /// Its directory (for the free space of its filesystem).
+    dir: std::path::PathBuf,
 }
 
 fn io(err: rocksdb::Error) -> StorageError {
-    StorageError::Io(err.into_string())
+    let message = err.into_string();
+    if message.contains("No space left on device") {
+        return StorageError::NoSpace;
+    }
+    StorageError::Io(message)
 }
 
 impl RocksEngine {
@@ -54,7 +60,11 @@ impl RocksEngine {
             ColumnFamilyDescriptor::new(family.name, cf)
         });
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(io)?;
-        Ok(Self { db, column_families: column_families.iter().map(|family| family.name).collect() })
+        Ok(Self {
+            db,
+            column_families: column_families.iter().map(|family| family.name).collect(),
+            dir: dir.to_path_buf(),
+        })
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StorageError> {
@@ -97,6 +107,11 @@ impl Engine for RocksEngine {
             }
         }
         Ok(total)
+    }
+
+    fn available_bytes(&self) -> Result<Option<u64>, StorageError> {
+        let stat = rustix::fs::statvfs(&self.dir).map_err(|e| StorageError::Io(e.to_string()))?;
+        Ok(Some(stat.f_bavail.saturating_mul(stat.f_frsize)))
     }
 
     fn defragment(&self) -> Result<(), StorageError> {

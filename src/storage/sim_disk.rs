@@ -32,6 +32,9 @@ pub struct DiskFaults {
     pub fail_syncs: bool,
     /// Latency callers are asked to wait before each I/O.
     pub latency: Duration,
+    /// Bytes the device holds (`None`: unbounded): a write that would take
+    /// the live data past it fails with ENOSPC, like a full filesystem.
+    pub capacity: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -141,10 +144,25 @@ impl SimDisk {
     }
 }
 
+fn live_bytes(inner: &Inner) -> u64 {
+    inner.live.values().flat_map(|tree| tree.iter()).map(|(k, v)| (k.len() + v.len()) as u64).sum()
+}
+
+impl SimDisk {
+    /// Bytes the live data takes.
+    pub fn used_bytes(&self) -> u64 {
+        live_bytes(&self.lock())
+    }
+}
+
 impl Engine for SimDisk {
     fn size_bytes(&self) -> Result<u64, StorageError> {
+        Ok(live_bytes(&self.lock()))
+    }
+
+    fn available_bytes(&self) -> Result<Option<u64>, StorageError> {
         let inner = self.lock();
-        Ok(inner.live.values().flat_map(|tree| tree.iter()).map(|(k, v)| (k.len() + v.len()) as u64).sum())
+        Ok(inner.faults.capacity.map(|capacity| capacity.saturating_sub(live_bytes(&inner))))
     }
 
     fn size_of(&self, cfs: &[&'static str]) -> Result<u64, StorageError> {
@@ -161,6 +179,19 @@ impl Engine for SimDisk {
         let mut inner = self.lock();
         if (sync && inner.faults.fail_syncs) || (!sync && inner.faults.fail_writes) {
             return Err(StorageError::Io("injected EIO".to_string()));
+        }
+        if let Some(capacity) = inner.faults.capacity {
+            let added: u64 = batch
+                .ops
+                .iter()
+                .map(|op| match op {
+                    WriteOp::Put { key, value, .. } => (key.len() + value.len()) as u64,
+                    _ => 0,
+                })
+                .sum();
+            if added > 0 && live_bytes(&inner) + added > capacity {
+                return Err(StorageError::NoSpace);
+            }
         }
         apply(&mut inner.live, &batch);
         if sync {
