@@ -65,6 +65,12 @@ pub async fn forge(f: Forgery) -> String {
         runtime::timeout(ANSWER_WAIT, raft.install_snapshot(as_leader.request(chunk(1 << 40, vec![7; 16], false))))
             .await;
     outcomes.push(judge_snapshot("chunk at 2^40", answer.map(|a| a.map(outranked)), f.term));
+    // A snapshot that decodes, with one bit flipped after it was sealed.
+    let state = pb::StateSnapshot { revision: 7, ..Default::default() };
+    let mut sealed = placement_center::raft::state_store::seal_snapshot(prost::Message::encode_to_vec(&state));
+    sealed[1] ^= 0x01;
+    let answer = runtime::timeout(ANSWER_WAIT, raft.install_snapshot(as_leader.request(chunk(0, sealed, true)))).await;
+    outcomes.push(judge_snapshot("bad checksum", answer.map(|a| a.map(outranked)), f.term));
     outcomes.join(", ")
 }
 

@@ -58,16 +58,19 @@ impl RaftService {
         self.gate.admit(req, &view, leader)
     }
 
-    /// Installs a snapshot whose last chunk arrived, once it decodes.
+    /// Installs a snapshot whose last chunk arrived, once its checksum holds
+    /// and it decodes. Refused, the leader sends it again later.
     async fn install(
         &self,
         from: NodeId,
         rpc: codec::SnapReq,
         data: Vec<u8>,
     ) -> Result<pb::InstallSnapshotResponse, Status> {
-        let checked = codec::decode::<pb::StateSnapshot>("StateSnapshot", &data)
-            .map_err(|e| e.to_string())
-            .and_then(|snapshot| crate::state::check_snapshot(&snapshot));
+        let checked = super::state_store::unseal_snapshot(&data).and_then(|body| {
+            codec::decode::<pb::StateSnapshot>("StateSnapshot", body)
+                .map_err(|e| e.to_string())
+                .and_then(|snapshot| crate::state::check_snapshot(&snapshot))
+        });
         if let Err(e) = checked {
             tracing::warn!(from, snapshot = %rpc.meta.snapshot_id, cause = %e, "refused a snapshot that does not decode");
             return Err(Status::invalid_argument(format!("snapshot {} does not decode: {e}", rpc.meta.snapshot_id)));

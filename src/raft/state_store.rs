@@ -53,6 +53,13 @@ const KEY_SNAPSHOT: &[u8] = b"snapshot";
 const KEY_AUTH: &[u8] = b"auth";
 /// The raised alarms (`AlarmList`).
 const KEY_ALARMS: &[u8] = b"alarms";
+/// The layout version of the data dir, 4 bytes big-endian.
+const KEY_FORMAT: &[u8] = b"format_version";
+
+/// The data dir layout this build reads and writes: the column families,
+/// their keys and encodings. A data dir of another version is refused at
+/// open rather than misread.
+pub const FORMAT_VERSION: u32 = 1;
 /// Chunks of snapshots that earlier versions stored:
 /// `snapshot_chunk/<snapshot id>/<index, u32 BE>`; dropped at open.
 const CHUNK_PREFIX: &[u8] = b"snapshot_chunk/";
@@ -108,6 +115,21 @@ impl StateMachineStore {
     /// Loads the persisted state machine (empty on a fresh engine).
     pub fn open(engine: Arc<dyn Engine>) -> Result<Self, StorageError> {
         let get = |key: &[u8]| engine.get(CF_SM, key).map_err(sm_err);
+        match get(KEY_FORMAT)? {
+            Some(b) if b.as_slice() == FORMAT_VERSION.to_be_bytes() => {}
+            Some(b) => {
+                return Err(sm_err(std::io::Error::other(format!(
+                    "the data dir has format version {}, this build reads version {FORMAT_VERSION}",
+                    b.try_into().map(u32::from_be_bytes).map_or_else(|b: Vec<u8>| format!("{b:?}"), |v| v.to_string())
+                ))))
+            }
+            None => {
+                // A new data dir, or one written before versions were stored (version 1).
+                let mut batch = WriteBatch::new();
+                batch.put(CF_SM, KEY_FORMAT, FORMAT_VERSION.to_be_bytes().to_vec());
+                engine.write(batch, true).map_err(|e| write_err(ErrorSubject::StateMachine, e))?;
+            }
+        }
         let last_applied = match get(KEY_APPLIED)? {
             Some(b) => {
                 Some(decode::<pb::LogId>("LogId", &b).and_then(|id| codec::log_id_from_pb(&id)).map_err(sm_err)?)
@@ -458,7 +480,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let decoded: pb::StateSnapshot = decode("StateSnapshot", &data).map_err(sm_err)?;
+        let body = unseal_snapshot(&data).map_err(|e| sm_err(std::io::Error::other(e)))?;
+        let decoded: pb::StateSnapshot = decode("StateSnapshot", body).map_err(sm_err)?;
         let mut batch = WriteBatch::new();
         let new_state = replace_state(&self.engine, &mut batch, decoded)?;
         self.last_applied = meta.last_log_id;
@@ -493,10 +516,41 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             record_newer(&self.snapshot, &meta);
             meta
         };
-        let data =
-            if std::mem::take(&mut self.meta_only) { Vec::new() } else { snapshot_bytes(&read_state(&self.state)) };
+        let data = if std::mem::take(&mut self.meta_only) {
+            Vec::new()
+        } else {
+            seal_snapshot(snapshot_bytes(&read_state(&self.state)))
+        };
         Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
     }
+}
+
+/// The protobuf key of the checksum a Raft snapshot ends with: field 8,
+/// wire type fixed32 (a `StateSnapshot` decoder skips it as unknown).
+const CHECKSUM_KEY: u8 = (8 << 3) | 5;
+
+/// Appends to `data` (an encoded `StateSnapshot`) the CRC-32 of its bytes,
+/// as the last 5 bytes: what a member receiving it checks first.
+pub fn seal_snapshot(mut data: Vec<u8>) -> Vec<u8> {
+    let crc = crc32fast::hash(&data);
+    data.push(CHECKSUM_KEY);
+    data.extend_from_slice(&crc.to_le_bytes());
+    data
+}
+
+/// Checks the checksum that [`seal_snapshot`] appended to a snapshot, and
+/// returns the snapshot without it.
+pub fn unseal_snapshot(data: &[u8]) -> Result<&[u8], String> {
+    let Some(body_len) = data.len().checked_sub(5).filter(|n| data[*n] == CHECKSUM_KEY) else {
+        return Err("the snapshot has no checksum".into());
+    };
+    let (body, trailer) = data.split_at(body_len);
+    let sent = u32::from_le_bytes([trailer[1], trailer[2], trailer[3], trailer[4]]);
+    let computed = crc32fast::hash(body);
+    if sent != computed {
+        return Err(format!("the snapshot's checksum is {computed:08x}, it was sent as {sent:08x}"));
+    }
+    Ok(body)
 }
 
 /// Adds to `batch` the record that names the latest durable snapshot.

@@ -129,7 +129,11 @@ fn an_installed_snapshot_of_a_compacted_state_keeps_its_history_across_a_reopen(
             auth: state.auth,
             alarms: state.alarms,
         };
-        assert_eq!(snapshot.snapshot.get_ref(), &prost::Message::encode_to_vec(&copied), "encoded in place as copied");
+        let sealed = super::state_store::seal_snapshot(prost::Message::encode_to_vec(&copied));
+        assert_eq!(snapshot.snapshot.get_ref(), &sealed, "encoded in place as copied, then sealed");
+        let mut flipped = sealed.clone();
+        flipped[3] ^= 0x10;
+        assert!(super::state_store::unseal_snapshot(&flipped).is_err(), "a flipped bit passed the checksum");
 
         let engine: Arc<dyn crate::storage::Engine> = Arc::new(SimDisk::new());
         let mut follower = StateMachineStore::open(engine.clone()).unwrap();
@@ -343,4 +347,22 @@ fn reads_of_recent_entries_equal_reads_of_the_engine() {
         let held = store.try_get_log_entries(next - 1..next).await.unwrap();
         assert_eq!(held.len(), 1, "the newest entry is kept");
     });
+}
+
+#[test]
+fn a_data_dir_of_another_format_version_is_refused_at_open() {
+    use crate::storage::{Engine, WriteBatch};
+    let engine: Arc<dyn Engine> = Arc::new(SimDisk::new());
+    StateMachineStore::open(engine.clone()).expect("a new data dir opens");
+    assert_eq!(
+        engine.get(super::state_store::CF_SM, b"format_version").unwrap(),
+        Some(super::state_store::FORMAT_VERSION.to_be_bytes().to_vec()),
+        "opening records the version"
+    );
+    StateMachineStore::open(engine.clone()).expect("its own version opens");
+    let mut batch = WriteBatch::new();
+    batch.put(super::state_store::CF_SM, b"format_version".to_vec(), 2u32.to_be_bytes().to_vec());
+    engine.write(batch, true).unwrap();
+    let refused = StateMachineStore::open(engine).err().expect("version 2 was opened").to_string();
+    assert!(refused.contains("format version 2, this build reads version 1"), "{refused}");
 }
