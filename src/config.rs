@@ -93,6 +93,10 @@ pub struct Config {
     /// revisions compacted first (0: a quarter of the space quota). Always
     /// on: each event holds its record and the one it replaced, in memory.
     pub auto_compaction_retention_bytes: u64,
+    /// How often the leader compares the members' keys (HashKV at one
+    /// revision) and raises CORRUPT for a member that differs from the
+    /// majority, seconds (0: only the check each member makes at startup).
+    pub corrupt_check_interval_secs: u64,
     /// A snapshot of the state machine is taken after this many applied
     /// entries since the last one; the log behind it is then purged.
     pub snapshot_after_entries: u64,
@@ -159,6 +163,7 @@ impl Default for Config {
             auto_compaction_retention_revisions: 10_000,
             auto_compaction_retention_secs: 0,
             auto_compaction_retention_bytes: 0,
+            corrupt_check_interval_secs: 300,
             watch_progress_notify_interval_ms: 600_000,
             snapshot_after_entries: 10_000,
             log_kept_after_snapshot: 1_000,
@@ -729,6 +734,7 @@ mod tests {
                     auto_compaction_retention_revisions: timings.3,
                     auto_compaction_retention_secs: timings.4,
                     auto_compaction_retention_bytes: timings.8,
+                    corrupt_check_interval_secs: timings.7,
                     snapshot_after_entries: timings.5,
                     log_kept_after_snapshot: timings.6,
                     watch_progress_notify_interval_ms: timings.7,

@@ -250,6 +250,17 @@ impl Server {
             ),
         );
         client_tasks.spawn("disk-space", ctx.clone().watch_disk_space(client_tasks.shutdown_signal()));
+        // The startup check waits for this member to have caught up: a few
+        // election timeouts after a leader is known.
+        let settle = std::time::Duration::from_millis(config.election_timeout_ms * 4);
+        client_tasks.spawn(
+            "corruption-check",
+            ctx.clone().watch_corruption(
+                settle,
+                std::time::Duration::from_secs(config.corrupt_check_interval_secs),
+                client_tasks.shutdown_signal(),
+            ),
+        );
         let mut compactor = AutoCompaction::new(&config);
         let compact_node = node.clone();
         let mut stop = client_tasks.shutdown_signal();

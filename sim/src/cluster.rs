@@ -85,6 +85,9 @@ impl SimCluster {
                 // watchers resuming after a partition may find it.
                 auto_compaction_retention_revisions: 100,
                 auto_compaction_retention_bytes: history_budget_bytes,
+                // The leader compares the members' keys every 2 s: under
+                // every fault, none may ever differ.
+                corrupt_check_interval_secs: 2,
                 watch_progress_notify_interval_ms: 1000,
                 // Snapshots and log purges happen several times a run, and a
                 // node that was away long enough catches up by InstallSnapshot.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use placement_center::proto::etcdserverpb::cluster_client::ClusterClient;
 use placement_center::proto::etcdserverpb::kv_client::KvClient;
 use placement_center::proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use placement_center::proto::etcdserverpb::{HashRequest, MemberListRequest, RangeRequest, StatusRequest};
+use placement_center::proto::etcdserverpb::{AlarmType, HashRequest, MemberListRequest, RangeRequest, StatusRequest};
 use placement_center::runtime::{self, Instant};
 
 use crate::checker::{self, raft_invariants};
@@ -270,6 +270,16 @@ async fn run(opts: RunOptions) -> Report {
     violations.extend(checker::check_serializable_reads(&history));
     violations.extend(check_nospace(&log.nospace, &history));
     violations.extend(log.health_violations.iter().cloned());
+    // No fault of the simulation damages a member's keys: every member kept
+    // the same ones at every revision, so a CORRUPT alarm is a bug (in the
+    // state machine, the storage or the check).
+    for id in 1..=opts.nodes {
+        if let Some(node) = cluster.node(id) {
+            let alarms = placement_center::raft::state_store::read_state(node.state()).alarms();
+            let corrupt = alarms.iter().filter(|a| a.alarm == AlarmType::Corrupt as i32);
+            violations.extend(corrupt.map(|a| format!("node {id} lists member {} as CORRUPT", a.member_id)));
+        }
+    }
     violations.extend(raft_invariants::check(&samples.lock().unwrap_or_else(|e| e.into_inner())));
     violations.extend(committed_violations);
     let sessions = sessions.lock().unwrap_or_else(|e| e.into_inner()).clone();

@@ -279,6 +279,47 @@ impl ApiContext {
         }
     }
 
+    /// The corruption check (see `raft::corruption`): once at startup,
+    /// after `settle`, from this member; then every `interval` (zero:
+    /// never) from the leader. Raises CORRUPT for each member found corrupt.
+    pub async fn watch_corruption(
+        self: Arc<Self>,
+        settle: std::time::Duration,
+        interval: std::time::Duration,
+        mut stop: Shutdown,
+    ) {
+        let mut wait = settle;
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.wait() => return,
+                _ = crate::runtime::sleep(wait) => {}
+            }
+            let first = wait == settle;
+            if first || self.node.is_leader() {
+                for member_id in crate::raft::corruption::check(&self.node).await {
+                    self.raise(member_id, AlarmType::Corrupt).await;
+                }
+            }
+            if interval.is_zero() {
+                return;
+            }
+            wait = interval;
+        }
+    }
+
+    /// Raises `alarm` for `member_id` unless it is raised already.
+    async fn raise(&self, member_id: u64, alarm: AlarmType) {
+        if read_state(self.node.state()).alarms().iter().any(|a| a.member_id == member_id && a.alarm == alarm as i32) {
+            return;
+        }
+        tracing::error!(member_id, alarm = alarm.as_str_name(), "raising an alarm");
+        let request = AlarmRequest { action: AlarmAction::Activate as i32, member_id, alarm: alarm as i32 };
+        if let Err(e) = self.propose_as_server(command::Request::Alarm(request)).await {
+            tracing::warn!(cause = %e, member_id, "the alarm was not raised");
+        }
+    }
+
     /// Proposes the server's own write (lease expiry on behalf of nobody):
     /// not checked against auth.
     pub async fn propose_as_server(&self, request: command::Request) -> Result<CommandResult, ApiError> {

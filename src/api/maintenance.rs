@@ -13,7 +13,7 @@ use crate::proto::etcdserverpb::alarm_request::AlarmAction;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse, HashKvRequest,
-    HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse, RangeRequest, SnapshotRequest,
+    HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest,
     SnapshotResponse, StatusRequest, StatusResponse,
 };
 use crate::proto::raft::v1::command;
@@ -134,17 +134,12 @@ impl Maintenance for MaintenanceService {
                 let state = read_state(self.ctx.node.state());
                 let current = state.revision();
                 let at = if asked <= 0 { current } else { asked };
-                let all = RangeRequest { key: vec![0], range_end: vec![0], revision: at, ..Default::default() };
-                let kvs = state.range(&all).map_err(ApiError::from)?.kvs;
-                let mut hasher = crc32fast::Hasher::new();
-                for kv in &kvs {
-                    hasher.update(&prost::Message::encode_to_vec(kv));
-                }
+                let hash = state.hash_kv(at).map_err(ApiError::from)?;
                 let compact_revision = state.compact_revision();
                 drop(state);
                 Ok(Response::new(HashKvResponse {
                     header: Some(self.ctx.header(current)),
-                    hash: hasher.finalize(),
+                    hash,
                     compact_revision,
                     hash_revision: at,
                 }))

@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod compactor;
+pub mod corruption;
 pub mod lessor;
 pub mod log_store;
 pub mod membership;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::proto::etcdserverpb::{
-    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    HashKvRequest, HashKvResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest,
+    LeaseTimeToLiveResponse,
 };
 
 use super::codec;
@@ -18,6 +19,7 @@ use super::snapshot_receiver::SnapshotReceiver;
 use super::types::NodeId;
 use crate::proto::raft::v1 as pb;
 use crate::proto::raft::v1::raft_server::Raft as RaftRpc;
+use crate::runtime;
 
 /// The raft.v1 service of one node.
 pub struct RaftService {
@@ -229,6 +231,24 @@ impl RaftRpc for RaftService {
             }
             Err(e) => Err(node_failure(e)),
         }
+    }
+
+    async fn hash_kv(&self, req: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        self.check_sender(&req)?;
+        let asked = req.into_inner().revision;
+        let mut applied = self.node.applied_revision();
+        let wanted = asked.max(0);
+        // Not applied that far yet: wait a little (the asker is at it).
+        let _ = runtime::timeout(super::corruption::APPLY_WAIT, applied.wait_for(|r| *r >= wanted)).await;
+        let state = super::state_store::read_state(self.node.state());
+        let at = if asked <= 0 { state.revision() } else { asked };
+        let hash = state.hash_kv(at).map_err(|e| Status::out_of_range(e.to_string()))?;
+        Ok(Response::new(HashKvResponse {
+            header: None,
+            hash,
+            compact_revision: state.compact_revision(),
+            hash_revision: at,
+        }))
     }
 
     async fn campaign(&self, req: Request<pb::CampaignRequest>) -> Result<Response<pb::CampaignResponse>, Status> {

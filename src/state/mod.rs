@@ -93,6 +93,10 @@ pub enum StateError {
     /// An alarm request that raises no alarm (type NONE).
     #[error("alarm type is not given")]
     NoAlarm,
+    /// The CORRUPT alarm is raised: a member's keys differ from the others'
+    /// at the same revision, and no write applies until it is disarmed.
+    #[error("corrupt cluster")]
+    Corrupt,
     /// Too many requests wait already; this one was not queued (never
     /// returned by apply: the queues in front of Raft refuse it).
     #[error("too many requests")]
@@ -259,6 +263,24 @@ impl KvState {
         self.alarms.iter().any(|(_, alarm)| *alarm == AlarmType::Nospace as i32)
     }
 
+    /// Whether writes are refused (CORRUPT is raised).
+    pub fn corrupt(&self) -> bool {
+        self.alarms.iter().any(|(_, alarm)| *alarm == AlarmType::Corrupt as i32)
+    }
+
+    /// The CRC-32 of every record as of `revision` (0: now), in key order
+    /// (etcd's HashKV): equal on members that kept the same keys, for any
+    /// revision they both keep.
+    pub fn hash_kv(&self, revision: i64) -> Result<u32, StateError> {
+        let at = if revision <= 0 { self.revision } else { revision };
+        let all = RangeRequest { key: vec![0], range_end: vec![0], revision: at, ..Default::default() };
+        let mut hasher = crc32fast::Hasher::new();
+        for kv in &self.range(&all)?.kvs {
+            hasher.update(&prost::Message::encode_to_vec(kv));
+        }
+        Ok(hasher.finalize())
+    }
+
     /// The auth store, as permission checks read it.
     pub fn auth(&self) -> &AuthState {
         &self.auth
@@ -404,6 +426,9 @@ impl KvState {
                 return Err(AuthError::OldRevision.into());
             }
         }
+        if self.corrupt() && command.request.as_ref().is_some_and(writes_data) {
+            return Err(StateError::Corrupt);
+        }
         if self.out_of_space() && command.request.as_ref().is_some_and(grows) {
             return Err(StateError::NoSpace);
         }
@@ -541,6 +566,20 @@ impl KvState {
         }
         Ok(AlarmResponse { header: None, alarms: if changed { vec![member] } else { Vec::new() } })
     }
+}
+
+/// Whether `request` changes keys, history or leases (etcd refuses these
+/// while CORRUPT is raised); alarm and auth changes still apply.
+pub fn writes_data(request: &command::Request) -> bool {
+    matches!(
+        request,
+        command::Request::Put(_)
+            | command::Request::DeleteRange(_)
+            | command::Request::Txn(_)
+            | command::Request::Compaction(_)
+            | command::Request::LeaseGrant(_)
+            | command::Request::LeaseRevoke(_)
+    )
 }
 
 /// Whether `request` may grow the store (etcd's rule while NOSPACE is
