@@ -638,13 +638,20 @@ fn collect_truth(
         let strip = |events: &[checker::watch::WatchEvent]| -> Vec<checker::watch::WatchEvent> {
             events.iter().map(|e| checker::watch::WatchEvent { prev: None, ..e.clone() }).collect()
         };
+        let at_boundary = revision == compacted;
         match truth.events.get_mut(&revision) {
             Some(known) if *known == events => {}
-            Some(known) if revision == compacted && *known == strip(&events) && strip(known) == events => {}
-            Some(known) if revision <= truth.compacted && strip(known) == events => *known = events.clone(),
+            Some(known) if at_boundary && strip(known) == events => {}
+            Some(known) if truth.without_prev.contains(&revision) && strip(&events) == *known => {
+                *known = events.clone();
+                truth.without_prev.remove(&revision);
+            }
             Some(known) => violations
                 .push(format!("node {id} applied {events:?} at revision {revision}, another replica {known:?}")),
             None => {
+                if at_boundary {
+                    truth.without_prev.insert(revision);
+                }
                 truth.events.insert(revision, events);
             }
         }
