@@ -119,26 +119,52 @@ pub(super) fn delete(state: &mut KvState, write: &mut Write, req: &DeleteRangeRe
 }
 
 pub(super) fn range(keys: &BTreeMap<Vec<u8>, KeyValue>, req: &RangeRequest) -> RangeResponse {
-    let mut kvs: Vec<&KeyValue> = KeyRange::new(&req.key, &req.range_end)
-        .select(keys)
-        .into_iter()
-        .filter(|kv| {
-            (req.min_mod_revision == 0 || kv.mod_revision >= req.min_mod_revision)
-                && (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)
-                && (req.min_create_revision == 0 || kv.create_revision >= req.min_create_revision)
-                && (req.max_create_revision == 0 || kv.create_revision <= req.max_create_revision)
-        })
-        .collect();
-    sort(&mut kvs, req);
-    let count = kvs.len() as i64;
+    let wanted = |kv: &KeyValue| {
+        (req.min_mod_revision == 0 || kv.mod_revision >= req.min_mod_revision)
+            && (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)
+            && (req.min_create_revision == 0 || kv.create_revision >= req.min_create_revision)
+            && (req.max_create_revision == 0 || kv.create_revision <= req.max_create_revision)
+    };
+    let limit = usize::try_from(req.limit).ok().filter(|l| *l > 0).unwrap_or(usize::MAX);
+    let selected = KeyRange::new(&req.key, &req.range_end).select(keys);
+    let (count, page): (usize, Vec<&KeyValue>) = match order(req) {
+        // Key order, either way: count the range, keep only the page.
+        None => {
+            let count = selected.iter().filter(|kv| wanted(kv)).count();
+            (count, selected.into_iter().filter(|kv| wanted(kv)).take(limit).collect())
+        }
+        Some((SortTarget::Key, SortOrder::Descend)) => {
+            let count = selected.iter().filter(|kv| wanted(kv)).count();
+            (count, selected.into_iter().rev().filter(|kv| wanted(kv)).take(limit).collect())
+        }
+        // Another target: the page is the `limit` first in that order, found
+        // without sorting the whole range (etcd sorts it all).
+        Some((target, order)) => {
+            let mut kvs: Vec<&KeyValue> = selected.into_iter().filter(|kv| wanted(kv)).collect();
+            let count = kvs.len();
+            let cmp = |a: &&KeyValue, b: &&KeyValue| {
+                let by = compare(target, a, b).then_with(|| a.key.cmp(&b.key));
+                if order == SortOrder::Descend {
+                    by.reverse()
+                } else {
+                    by
+                }
+            };
+            if limit < kvs.len() {
+                kvs.select_nth_unstable_by(limit, cmp);
+                kvs.truncate(limit);
+            }
+            kvs.sort_unstable_by(cmp);
+            (count, kvs)
+        }
+    };
+    let count = count as i64;
     if req.count_only {
         return RangeResponse { header: None, kvs: Vec::new(), more: false, count };
     }
-    let limit = usize::try_from(req.limit).ok().filter(|l| *l > 0).unwrap_or(usize::MAX);
-    let more = kvs.len() > limit;
-    let kvs = kvs
+    let more = count > page.len() as i64;
+    let kvs = page
         .into_iter()
-        .take(limit)
         .map(|kv| {
             let mut kv = kv.clone();
             if req.keys_only {
@@ -151,27 +177,25 @@ pub(super) fn range(keys: &BTreeMap<Vec<u8>, KeyValue>, req: &RangeRequest) -> R
 }
 
 /// etcd's sort: key order unless asked otherwise; a target other than KEY with
-/// no order means ascending.
-fn sort(kvs: &mut [&KeyValue], req: &RangeRequest) {
+/// no order means ascending. `None`: ascending key order, as the range is.
+fn order(req: &RangeRequest) -> Option<(SortTarget, SortOrder)> {
     let target = SortTarget::try_from(req.sort_target).unwrap_or(SortTarget::Key);
     let mut order = SortOrder::try_from(req.sort_order).unwrap_or(SortOrder::None);
     if order == SortOrder::None && target != SortTarget::Key {
         order = SortOrder::Ascend;
     }
-    if order == SortOrder::None {
-        return; // already in key order
+    match (target, order) {
+        (_, SortOrder::None) | (SortTarget::Key, SortOrder::Ascend) => None,
+        other => Some(other),
     }
-    kvs.sort_by(|a, b| {
-        let by = match target {
-            SortTarget::Key => a.key.cmp(&b.key),
-            SortTarget::Version => a.version.cmp(&b.version),
-            SortTarget::Create => a.create_revision.cmp(&b.create_revision),
-            SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
-            SortTarget::Value => a.value.cmp(&b.value),
-        };
-        by.then_with(|| a.key.cmp(&b.key))
-    });
-    if order == SortOrder::Descend {
-        kvs.reverse();
+}
+
+fn compare(target: SortTarget, a: &KeyValue, b: &KeyValue) -> std::cmp::Ordering {
+    match target {
+        SortTarget::Key => a.key.cmp(&b.key),
+        SortTarget::Version => a.version.cmp(&b.version),
+        SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+        SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+        SortTarget::Value => a.value.cmp(&b.value),
     }
 }

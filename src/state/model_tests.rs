@@ -40,6 +40,42 @@ fn command(op: &Op) -> Command {
 
 proptest! {
     #[test]
+    fn a_sorted_page_is_the_first_limit_of_the_whole_range_sorted(
+        puts in proptest::collection::vec((0..8u8, 0..4u8), 1..40),
+        target in 0..5i32,
+        order in 0..3i32,
+        limit in 0..10i64,
+    ) {
+        use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+        let mut state = KvState::new();
+        for (k, v) in &puts {
+            state.apply(&command(&Op::Put(*k, *v, 0))).unwrap();
+        }
+        let req = RangeRequest { key: vec![0], range_end: vec![0], sort_target: target, sort_order: order, limit, ..Default::default() };
+        let got = state.range(&req).unwrap();
+        // The reference: everything, sorted whole (key order breaks ties), then the page.
+        let mut all: Vec<KeyValue> = state.records().cloned().collect();
+        let target = SortTarget::try_from(target).unwrap();
+        let field = |kv: &KeyValue| match target {
+            SortTarget::Key => (kv.key.clone(), 0),
+            SortTarget::Version => (Vec::new(), kv.version),
+            SortTarget::Create => (Vec::new(), kv.create_revision),
+            SortTarget::Mod => (Vec::new(), kv.mod_revision),
+            SortTarget::Value => (kv.value.clone(), 0),
+        };
+        all.sort_by(|a, b| field(a).cmp(&field(b)).then_with(|| a.key.cmp(&b.key)));
+        let order = SortOrder::try_from(order).unwrap();
+        if order == SortOrder::Descend {
+            all.reverse();
+        }
+        let count = all.len() as i64;
+        let page: Vec<KeyValue> = all.into_iter().take(if limit == 0 { usize::MAX } else { limit as usize }).collect();
+        prop_assert_eq!(got.count, count);
+        prop_assert_eq!(got.more, (page.len() as i64) < count);
+        prop_assert_eq!(got.kvs, page);
+    }
+
+    #[test]
     fn state_machine_matches_the_model(ops in proptest::collection::vec(op(), 1..80)) {
         let mut state = KvState::new();
         let mut model = Model::new();
