@@ -41,33 +41,126 @@ impl Listener {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` completes.
+/// Most connections one listener keeps open at once: past it, a new
+/// connection is closed as soon as it is accepted (each costs a descriptor,
+/// buffers and HTTP/2 state; brokers hold one each).
+pub const MAX_CONNECTIONS: usize = 16_384;
+
+/// Serves `router` on `listener` until `shutdown` completes, with at most
+/// [`MAX_CONNECTIONS`] connections open.
 #[cfg(not(madsim))]
 pub async fn serve(
     router: Router,
     listener: Listener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    serve_limited(router, listener, MAX_CONNECTIONS, shutdown).await
+}
+
+/// [`serve`] with `limit` connections at most.
+#[cfg(not(madsim))]
+pub async fn serve_limited(
+    router: Router,
+    listener: Listener,
+    limit: usize,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
     use futures::StreamExt;
-    // tonic sets TCP_NODELAY only on sockets it accepts itself; without it
-    // small responses wait for the peer's delayed ACK (~40 ms per request).
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener.0).then(|stream| async move {
-        match &stream {
-            Ok(stream) => {
-                if let Err(e) = stream.set_nodelay(true) {
-                    tracing::debug!(cause = %e, "cannot set TCP_NODELAY");
+    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(limit));
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener.0)
+        .then(move |stream| {
+            let open = open.clone();
+            async move {
+                match stream {
+                    Ok(stream) => {
+                        let Ok(permit) = open.try_acquire_owned() else {
+                            tracing::warn!(limit, "connection refused: too many open");
+                            return None;
+                        };
+                        // tonic sets TCP_NODELAY only on sockets it accepts itself; without it
+                        // small responses wait for the peer's delayed ACK (~40 ms per request).
+                        if let Err(e) = stream.set_nodelay(true) {
+                            tracing::debug!(cause = %e, "cannot set TCP_NODELAY");
+                        }
+                        Some(Ok(Counted { stream, _permit: permit }))
+                    }
+                    // EMFILE and the like fail every accept until something is
+                    // closed: pause instead of retrying in a tight loop.
+                    Err(e) => {
+                        tracing::warn!(cause = %e, "accepting a connection failed; pausing {ACCEPT_PAUSE:?}");
+                        tokio::time::sleep(ACCEPT_PAUSE).await;
+                        Some(Err(e))
+                    }
                 }
             }
-            // EMFILE and the like fail every accept until something is
-            // closed: pause instead of retrying in a tight loop.
-            Err(e) => {
-                tracing::warn!(cause = %e, "accepting a connection failed; pausing {ACCEPT_PAUSE:?}");
-                tokio::time::sleep(ACCEPT_PAUSE).await;
-            }
-        }
-        stream
-    });
+        })
+        .filter_map(std::future::ready);
     router.serve_with_incoming_shutdown(incoming, shutdown).await
+}
+
+/// An accepted connection holding its place among the open ones.
+#[cfg(not(madsim))]
+struct Counted {
+    stream: tokio::net::TcpStream,
+    /// Released when the connection is dropped (closed).
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+#[cfg(not(madsim))]
+impl tonic::transport::server::Connected for Counted {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+#[cfg(not(madsim))]
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+#[cfg(not(madsim))]
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
 }
 
 /// How long accepting pauses after an error.

@@ -8,6 +8,7 @@ mod cluster;
 mod ctl;
 mod etcdctl;
 mod health;
+mod limits;
 mod membership;
 mod peer_security;
 mod placement;
