@@ -167,6 +167,17 @@ impl tokio::io::AsyncWrite for Counted {
 #[cfg(not(madsim))]
 const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// The simulated network has no connection count: serves as [`serve`].
+#[cfg(madsim)]
+pub async fn serve_limited(
+    router: Router,
+    listener: Listener,
+    _limit: usize,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    serve(router, listener, shutdown).await
+}
+
 /// Serves `router` on `listener` until `shutdown` completes.
 #[cfg(madsim)]
 pub async fn serve(

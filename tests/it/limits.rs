@@ -45,28 +45,31 @@ async fn connections_past_the_limit_are_closed_until_one_closes() {
     let addr = listener.local_addr().unwrap();
     let router = tonic::transport::Server::builder().add_service(HealthServer::new(AlwaysServing));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(runtime::serve_limited(router, listener, 2, async move {
+    let server = runtime::serve_limited(router, listener, 2, async move {
         let _ = stopped.await;
-    }));
-    let connect = || tokio::net::TcpStream::connect(addr);
-    let mut first = connect().await.unwrap();
-    let mut second = connect().await.unwrap();
-    let mut third = connect().await.unwrap();
-    assert!(closed(&mut third).await, "a third connection was kept past a limit of 2");
-    assert!(!closed(&mut first).await && !closed(&mut second).await, "a connection within the limit was closed");
-    drop(first);
-    // The server notices the close, then takes a new one.
-    let mut kept = None;
-    for _ in 0..20 {
-        let mut again = connect().await.unwrap();
-        if !closed(&mut again).await {
-            kept = Some(again);
-            break;
+    });
+    let client = async move {
+        let connect = || tokio::net::TcpStream::connect(addr);
+        let mut first = connect().await.unwrap();
+        let mut second = connect().await.unwrap();
+        let mut third = connect().await.unwrap();
+        assert!(closed(&mut third).await, "a third connection was kept past a limit of 2");
+        assert!(!closed(&mut first).await && !closed(&mut second).await, "a connection within the limit was closed");
+        drop(first);
+        // The server notices the close, then takes a new one.
+        let mut kept = None;
+        for _ in 0..20 {
+            let mut again = connect().await.unwrap();
+            if !closed(&mut again).await {
+                kept = Some(again);
+                break;
+            }
         }
-    }
-    assert!(kept.is_some(), "no connection was taken after one of two closed");
-    // A graceful stop waits for open connections to close.
-    drop((second, third, kept));
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+        assert!(kept.is_some(), "no connection was taken after one of two closed");
+        // A graceful stop waits for open connections to close.
+        drop((second, third, kept));
+        stop.send(()).unwrap();
+    };
+    let (served, ()) = tokio::join!(server, client);
+    served.unwrap();
 }
