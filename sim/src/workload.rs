@@ -24,6 +24,9 @@ pub type History = Arc<Mutex<Vec<Op>>>;
 /// How long a client waits for one RPC before it gives up (outcome unknown).
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How often a client gives up on a call after 1-300 ms instead.
+const CANCEL_EARLY: f64 = 0.03;
+
 /// Clients move to fresh keys every this many virtual seconds, so that each
 /// key's history (and the linearizability search over its unknown-outcome
 /// operations) stays small, as with Jepsen's independent keys.
@@ -75,19 +78,27 @@ impl Client {
     /// Runs `call` on `key` at server `server` and records it.
     pub async fn run(&mut self, server: usize, key: &str, call: Call) -> Outcome {
         let invoked = runtime::now();
+        // Now and then the caller gives up early, cancelling the call at a
+        // random point (sent or not, applied or not): an unknown outcome.
+        let deadline = {
+            let mut rng = runtime::rng();
+            if rng.gen_bool(CANCEL_EARLY) {
+                Duration::from_millis(rng.gen_range(1..300))
+            } else {
+                RPC_TIMEOUT
+            }
+        };
         let kv = &mut self.kvs[server];
         let is_write = matches!(call, Call::Put(_) | Call::Delete | Call::Cas { .. });
         let result = match &call {
             Call::Put(v) => {
                 let req = PutRequest { key: key.into(), value: v.clone().into_bytes(), ..Default::default() };
-                runtime::timeout(RPC_TIMEOUT, kv.put(crate::auth::request(req)))
-                    .await
-                    .map(|r| r.map(|_| Outcome::Written))
+                runtime::timeout(deadline, kv.put(crate::auth::request(req))).await.map(|r| r.map(|_| Outcome::Written))
             }
             Call::Get | Call::GetSerializable => {
                 let req =
                     RangeRequest { key: key.into(), serializable: call == Call::GetSerializable, ..Default::default() };
-                runtime::timeout(RPC_TIMEOUT, kv.range(crate::auth::request(req))).await.map(|r| {
+                runtime::timeout(deadline, kv.range(crate::auth::request(req))).await.map(|r| {
                     r.map(|resp| {
                         Outcome::Read(
                             resp.into_inner().kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned()),
@@ -97,7 +108,7 @@ impl Client {
             }
             Call::Delete => {
                 let req = DeleteRangeRequest { key: key.into(), ..Default::default() };
-                runtime::timeout(RPC_TIMEOUT, kv.delete_range(crate::auth::request(req)))
+                runtime::timeout(deadline, kv.delete_range(crate::auth::request(req)))
                     .await
                     .map(|r| r.map(|resp| Outcome::Deleted(resp.into_inner().deleted)))
             }
@@ -119,7 +130,7 @@ impl Client {
                     }],
                     failure: Vec::new(),
                 };
-                runtime::timeout(RPC_TIMEOUT, kv.txn(crate::auth::request(req)))
+                runtime::timeout(deadline, kv.txn(crate::auth::request(req)))
                     .await
                     .map(|r| r.map(|resp| Outcome::Swapped(resp.into_inner().succeeded)))
             }

@@ -132,6 +132,14 @@ pub enum Scenario {
         #[arg(long, default_value_t = 100)]
         watchers: usize,
     },
+    /// Lease expiry: grants `--total` leases of `--ttl` seconds, each with a
+    /// key, lets them all run out, and reports (on stderr) how long after
+    /// the last TTL ended the last one was revoked.
+    LeaseExpiry {
+        /// TTL of every lease, seconds.
+        #[arg(long, default_value_t = 10)]
+        ttl: i64,
+    },
     /// Lease keepalives: every client keeps its own lease alive over one stream.
     LeaseKeepalive,
     /// Placement API: registers `--nodes` brokers, then the clients heartbeat

@@ -56,6 +56,17 @@ pub async fn run(args: &Args, channels: &[Channel]) -> anyhow::Result<Report> {
             let measured = drive("txn-put", &load, channels, |c, ch| txn_put(args, c, ch, &run)).await?;
             ("txn-put", measured, "requests", None)
         }
+        Scenario::LeaseExpiry { ttl } => {
+            settings.insert("ttl", (*ttl).into());
+            let measured = drive("lease-grant", &load, channels, |c, ch| grant_with_key(*ttl, c, ch)).await?;
+            let revoked = until_no_lease(channels, Duration::from_secs(*ttl as u64)).await?;
+            settings.insert("revoked_after_ttl_s", revoked.as_secs_f64().into());
+            eprintln!(
+                "lease-expiry: the last lease was revoked {:.2} s after the last TTL ran out",
+                revoked.as_secs_f64()
+            );
+            ("lease-grant", measured, "leases", None)
+        }
         Scenario::LeaseKeepalive => {
             let measured = drive("lease-keepalive", &load, channels, |_, ch| keepalive(ch)).await?;
             ("lease-keepalive", measured, "keepalives", None)
@@ -178,6 +189,37 @@ fn txn_put(args: &Args, client: usize, channel: Channel, run: &str) -> Requester
 
 /// One lease per client, granted on its first request, kept alive over one
 /// stream: each request is one keepalive and its answer.
+/// Grants a lease of `ttl` seconds and puts a key with it.
+fn grant_with_key(ttl: i64, client: usize, channel: Channel) -> Requester {
+    let (lease, kv) = (LeaseClient::new(channel.clone()), KvClient::new(channel));
+    Box::new(move |n| {
+        let (mut lease, mut kv) = (lease.clone(), kv.clone());
+        async move {
+            let id = lease.lease_grant(LeaseGrantRequest { ttl, id: 0 }).await?.into_inner().id;
+            let key = format!("/lease-expiry/{client}/{n}").into_bytes();
+            kv.put(PutRequest { key, value: b"x".to_vec(), lease: id, ..Default::default() }).await?;
+            Ok(())
+        }
+        .boxed()
+    })
+}
+
+/// Waits `ttl`, then until no lease is left; returns how long after `ttl`.
+async fn until_no_lease(channels: &[Channel], ttl: Duration) -> anyhow::Result<Duration> {
+    use placement_center::proto::etcdserverpb::LeaseLeasesRequest;
+    let mut lease = LeaseClient::new(channels.first().context("no endpoint")?.clone());
+    tokio::time::sleep(ttl).await;
+    let start = tokio::time::Instant::now();
+    loop {
+        let left = lease.lease_leases(LeaseLeasesRequest {}).await?.into_inner().leases.len();
+        if left == 0 {
+            return Ok(start.elapsed());
+        }
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(300), "{left} leases left 300 s after their TTL");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn keepalive(channel: Channel) -> Requester {
     type Stream = (
         tokio::sync::mpsc::Sender<LeaseKeepAliveRequest>,
