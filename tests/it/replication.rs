@@ -171,8 +171,15 @@ async fn leases_expiring_together_are_revoked_in_shared_log_entries() {
     for id in 1..=LEASES {
         leases.lease_grant(LeaseGrantRequest { ttl: 1, id }).await.unwrap();
     }
-    let metrics = cluster.nodes[leader].as_ref().unwrap().node.metrics().clone();
-    let (proposals, commands) = (metrics.proposals.load(Relaxed), metrics.proposed_commands.load(Relaxed));
+    // Counted on every member: on a loaded machine leadership may move
+    // while the leases run out, and the new leader revokes the rest.
+    let counts = || {
+        cluster.nodes.iter().flatten().fold((0, 0), |(p, c), server| {
+            let m = server.node.metrics();
+            (p + m.proposals.load(Relaxed), c + m.proposed_commands.load(Relaxed))
+        })
+    };
+    let (proposals, commands) = counts();
     let deadline = runtime::now() + Duration::from_secs(60);
     loop {
         let left = leases.lease_leases(LeaseLeasesRequest {}).await.unwrap().into_inner().leases.len();
@@ -182,8 +189,8 @@ async fn leases_expiring_together_are_revoked_in_shared_log_entries() {
         assert!(runtime::now() < deadline, "{left} leases never expired");
         runtime::sleep(Duration::from_millis(200)).await;
     }
-    let proposals = metrics.proposals.load(Relaxed) - proposals;
-    let revokes = metrics.proposed_commands.load(Relaxed) - commands;
+    let (proposals_now, commands_now) = counts();
+    let (proposals, revokes) = (proposals_now - proposals, commands_now - commands);
     assert!(revokes >= LEASES as u64, "{revokes} revokes for {LEASES} leases");
     assert!(proposals * 10 <= revokes, "{revokes} revokes took {proposals} log entries");
 }
