@@ -160,7 +160,13 @@ pub struct NemesisLog {
 
 impl NemesisLog {
     fn note(&mut self, start: Instant, what: String) {
-        self.events.push(format!("[{:>8.3}s] {what}", (runtime::now() - start).as_secs_f64()));
+        let event = format!("[{:>8.3}s] {what}", (runtime::now() - start).as_secs_f64());
+        // A run that panics never prints its log: with PLACEMENT_SIM_DEBUG
+        // each event is printed as it happens.
+        if std::env::var_os("PLACEMENT_SIM_DEBUG").is_some() {
+            eprintln!("nemesis {event}");
+        }
+        self.events.push(event);
     }
 }
 

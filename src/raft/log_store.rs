@@ -51,16 +51,51 @@ pub struct LogStore {
     engine: Arc<dyn Engine>,
     /// The newest entries, which most reads ask for (see `recent_entries`).
     recent: Arc<Mutex<RecentEntries>>,
+    /// A purge openraft asked for that is not written yet because the state
+    /// machine does not hold that far (see `purge`). Reads and the log
+    /// state already treat it as done.
+    pending_purge: Arc<Mutex<Option<LogId>>>,
 }
 
 impl LogStore {
     /// A log store over `engine` (opened with [`CF_LOG`] and [`CF_META`]).
     pub fn new(engine: Arc<dyn Engine>) -> Self {
-        Self { engine, recent: Default::default() }
+        Self { engine, recent: Default::default(), pending_purge: Default::default() }
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, RecentEntries> {
         self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pending_purge(&self) -> std::sync::MutexGuard<'_, Option<LogId>> {
+        self.pending_purge.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes the purge up to `log_id` if the state machine holds that far;
+    /// returns whether it did.
+    fn purge_if_applied(&self, log_id: &LogId) -> Result<bool, StorageError> {
+        let applied = super::state_store::applied_index(self.engine.as_ref())?;
+        if applied.is_none_or(|applied| applied < log_id.index) {
+            return Ok(false);
+        }
+        let mut batch = WriteBatch::new();
+        // Record the purge point first in the same batch: the log state stays
+        // correct whatever prefix of the deletion survives.
+        batch.put(CF_META, KEY_LAST_PURGED, codec::log_id_to_pb(log_id).encode_to_vec());
+        batch.delete_range(CF_LOG, index_key(0).to_vec(), index_key(log_id.index + 1).to_vec());
+        self.engine.write(batch, false).map_err(|e| write_err(ErrorSubject::Logs, e))?;
+        Ok(true)
+    }
+
+    /// Writes the pending purge once the state machine caught up with it.
+    fn settle_pending_purge(&self) -> Result<(), StorageError> {
+        let mut pending = self.pending_purge();
+        if let Some(log_id) = pending.as_ref() {
+            if self.purge_if_applied(log_id)? {
+                *pending = None;
+            }
+        }
+        Ok(())
     }
 
     async fn disk_latency(&self) {
@@ -141,6 +176,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
+        // Entries of a pending purge are gone as far as openraft knows.
+        let start = start.max(self.pending_purge().map_or(0, |p| p.index + 1));
         let end = match range.end_bound() {
             Bound::Included(i) => i.checked_add(1),
             Bound::Excluded(i) => Some(*i),
@@ -181,8 +218,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id = self.read_log_id(KEY_LAST_PURGED)?;
-        let last_log_id = self.last_entry_log_id()?.or(last_purged_log_id);
+        let last_purged_log_id = self.read_log_id(KEY_LAST_PURGED)?.max(*self.pending_purge());
+        let last_log_id = self.last_entry_log_id()?.max(last_purged_log_id);
         Ok(LogState { last_purged_log_id, last_log_id })
     }
 
@@ -233,6 +270,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         self.disk_latency().await;
+        self.settle_pending_purge()?;
         match self.write_entries(entries) {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
@@ -256,12 +294,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // Written only once the state machine holds that far: openraft 0.9
+        // purges the log up to a snapshot it received right after queueing
+        // the snapshot's install, and if that install then fails (a full
+        // disk) the member restarted with its log purged past its applied
+        // state, which openraft refuses ("purge_upto <= committed"; seed
+        // 20048, disk-full on a member catching up). Until then the purge is
+        // pending: reads and the log state treat it as done, and the next
+        // append or purge writes it.
         self.recent().purge(log_id.index);
-        let mut batch = WriteBatch::new();
-        // Record the purge point first in the same batch: the log state stays
-        // correct whatever prefix of the deletion survives.
-        batch.put(CF_META, KEY_LAST_PURGED, codec::log_id_to_pb(&log_id).encode_to_vec());
-        batch.delete_range(CF_LOG, index_key(0).to_vec(), index_key(log_id.index + 1).to_vec());
-        self.engine.write(batch, false).map_err(|e| write_err(ErrorSubject::Logs, e))
+        let mut pending = self.pending_purge();
+        let upto = (*pending).max(Some(log_id)).unwrap_or(log_id);
+        if self.purge_if_applied(&upto)? {
+            *pending = None;
+        } else {
+            tracing::info!(upto = upto.index, "log purge put off until the state machine holds that far");
+            *pending = Some(upto);
+        }
+        Ok(())
     }
 }

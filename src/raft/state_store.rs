@@ -221,6 +221,14 @@ impl StateMachineStore {
     }
 }
 
+/// The index of the last log entry whose effects `engine` holds (written,
+/// synced or not, in the order of the writes), `None` if none.
+pub fn applied_index(engine: &dyn Engine) -> Result<Option<u64>, StorageError> {
+    let Some(bytes) = engine.get(CF_SM, KEY_APPLIED).map_err(sm_err)? else { return Ok(None) };
+    let id = decode::<pb::LogId>("LogId", &bytes).and_then(|id| codec::log_id_from_pb(&id)).map_err(sm_err)?;
+    Ok(Some(id.index))
+}
+
 /// Decodes the stored snapshot record. Records of earlier versions carry the
 /// snapshot's bytes, inline or in chunks: they are dropped (the persisted
 /// state is the snapshot now).

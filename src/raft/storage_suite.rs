@@ -303,6 +303,8 @@ fn reads_of_recent_entries_equal_reads_of_the_engine() {
     use super::types::LogId;
 
     let engine: Arc<dyn crate::storage::Engine> = Arc::new(SimDisk::new());
+    // The state machine holds everything: purges are written at once.
+    mark_applied(&engine, 1_000_000);
     let mut store = LogStore::new(engine.clone());
     let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
     let (mut first, mut next, mut term) = (1u64, 1u64, 1u64);
@@ -365,4 +367,43 @@ fn a_data_dir_of_another_format_version_is_refused_at_open() {
     engine.write(batch, true).unwrap();
     let refused = StateMachineStore::open(engine).err().expect("version 2 was opened").to_string();
     assert!(refused.contains("format version 2, this build reads version 1"), "{refused}");
+}
+
+/// Records in `engine` that the state machine applied up to `index`.
+fn mark_applied(engine: &Arc<dyn crate::storage::Engine>, index: u64) {
+    use openraft::CommittedLeaderId;
+    let id = super::types::LogId::new(CommittedLeaderId::new(1, 1), index);
+    let mut batch = crate::storage::WriteBatch::new();
+    batch.put(
+        super::state_store::CF_SM,
+        b"applied".to_vec(),
+        prost::Message::encode_to_vec(&super::codec::log_id_to_pb(&id)),
+    );
+    engine.write(batch, true).unwrap();
+}
+
+#[test]
+fn a_purge_past_the_state_machine_is_written_only_once_it_holds_that_far() {
+    use openraft::storage::{RaftLogReader, RaftLogStorage};
+    use openraft::CommittedLeaderId;
+    let engine: Arc<dyn crate::storage::Engine> = Arc::new(SimDisk::new());
+    let mut store = LogStore::new(engine.clone());
+    store.write_entries((1..=10).map(|i| put_entry(i, 1, 8))).unwrap();
+    let upto = super::types::LogId::new(CommittedLeaderId::new(1, 1), 6);
+    futures::executor::block_on(async {
+        // openraft asked for it before the state machine got there (a
+        // snapshot being installed): it sees the purge, the disk does not.
+        store.purge(upto).await.unwrap();
+        assert_eq!(store.get_log_state().await.unwrap().last_purged_log_id, Some(upto));
+        assert_eq!(store.try_get_log_entries(0..20).await.unwrap().len(), 4);
+        let mut restarted = LogStore::new(engine.clone());
+        assert_eq!(restarted.get_log_state().await.unwrap().last_purged_log_id, None, "purged past the applied state");
+        assert_eq!(restarted.try_get_log_entries(0..20).await.unwrap().len(), 10);
+        // The state machine caught up: the next purge (or append) writes it.
+        mark_applied(&engine, 6);
+        store.purge(upto).await.unwrap();
+        let mut restarted = LogStore::new(engine.clone());
+        assert_eq!(restarted.get_log_state().await.unwrap().last_purged_log_id, Some(upto));
+        assert_eq!(restarted.try_get_log_entries(0..20).await.unwrap().len(), 4);
+    });
 }
