@@ -12,7 +12,13 @@ use crate::etcdctl::{etcdctl, ok};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_quota_nospace_refuses_growing_writes_until_space_is_freed_and_it_is_disarmed() {
-    let cluster = Cluster::start_with(3, |c| c.quota_backend_bytes = 2 * 1024 * 1024).await;
+    let cluster = Cluster::start_with(3, |c| {
+        c.quota_backend_bytes = 2 * 1024 * 1024;
+        // The history's byte budget would be a quarter of the quota, and its
+        // auto-compaction could take the revision this test compacts to.
+        c.auto_compaction_retention_bytes = 1 << 30;
+    })
+    .await;
     let leader = cluster.wait_leader().await;
     let follower = cluster.follower().await;
     let (ep, fep) = (cluster.client_addr(leader), cluster.client_addr(follower));
