@@ -169,7 +169,10 @@ async fn leases_expiring_together_are_revoked_in_shared_log_entries() {
     let mut leases = LeaseClient::connect(format!("http://{}", cluster.client_addr(leader))).await.unwrap();
     const LEASES: i64 = 600;
     for id in 1..=LEASES {
-        leases.lease_grant(LeaseGrantRequest { ttl: 1, id }).await.unwrap();
+        // Long enough that none runs out before the last is granted and the
+        // counts below are taken (600 grants took seconds on a loaded CI
+        // machine, and revokes made before the counts went uncounted).
+        leases.lease_grant(LeaseGrantRequest { ttl: 8, id }).await.unwrap();
     }
     // Counted on every member: on a loaded machine leadership may move
     // while the leases run out, and the new leader revokes the rest.
@@ -191,10 +194,7 @@ async fn leases_expiring_together_are_revoked_in_shared_log_entries() {
     }
     let (proposals_now, commands_now) = counts();
     let (proposals, revokes) = (proposals_now - proposals, commands_now - commands);
-    // A revoke is counted when openraft answers its proposal in time and
-    // without error; on a loaded machine a few are not (CI saw 592 of 600),
-    // though they applied: no lease is left.
-    assert!(revokes >= LEASES as u64 * 9 / 10, "{revokes} revokes counted for {LEASES} leases");
+    assert!(revokes >= LEASES as u64, "{revokes} revokes counted for {LEASES} leases");
     assert!(proposals * 10 <= revokes, "{revokes} revokes took {proposals} log entries");
 }
 
