@@ -14,15 +14,8 @@ small="$run/small"
 mkdir -p "$small"
 mount -t tmpfs -o size=${size}m tmpfs "$small"
 trap 'stop; umount "$small" 2>/dev/null || true; rm -rf "$run"' EXIT
-cluster="1=127.0.0.1:41380@127.0.0.1:41379,2=127.0.0.1:42380@127.0.0.1:42379,3=127.0.0.1:43380@127.0.0.1:43379"
-for n in 1 2 3; do
-    dir="$run/n$n"; [ $n = 3 ] && dir="$small/n3"
-    $pc --node-id $n --client-addr 127.0.0.1:4${n}379 --peer-addr 127.0.0.1:4${n}380 \
-        --metrics-addr 127.0.0.1:4${n}381 --data-dir "$dir" --initial-cluster "$cluster" \
-        --initial-cluster-token bench --quota-backend-bytes $((8 << 30)) >"$run/n$n.log" 2>&1 &
-    pids+=($!)
-done
-for n in 1 2 3; do until [ "$(curl -s 127.0.0.1:4${n}381/readyz)" = ok ]; do sleep 0.2; done; done
+data_dir[3]="$small/n3"
+start_three --quota-backend-bytes $((8 << 30))
 ep=127.0.0.1:41379
 export ETCDCTL_API=3
 python3 - "$ep" <<'PY'

@@ -11,15 +11,7 @@ cd "$(dirname "$0")/.."
 leases=${1:-10000}
 ttl=${2:-10}
 . bench/lib.sh
-cluster="1=127.0.0.1:41380@127.0.0.1:41379,2=127.0.0.1:42380@127.0.0.1:42379,3=127.0.0.1:43380@127.0.0.1:43379"
-endpoints=127.0.0.1:41379,127.0.0.1:42379,127.0.0.1:43379
-for n in 1 2 3; do
-    $pc --node-id $n --client-addr 127.0.0.1:4${n}379 --peer-addr 127.0.0.1:4${n}380 \
-        --metrics-addr 127.0.0.1:4${n}381 --data-dir "$run/n$n" --initial-cluster "$cluster" \
-        --initial-cluster-token bench >"$run/n$n.log" 2>&1 &
-    pids+=($!)
-done
-for n in 1 2 3; do until [ "$(curl -s 127.0.0.1:4${n}381/readyz)" = ok ]; do sleep 0.2; done; done
+start_three
 puts() { $bench --endpoints $endpoints --clients 10 --rate 500 --duration "$1" --json put | report "$2" put; }
 puts 10 quiet
 $bench --endpoints $endpoints --clients 50 --total "$leases" lease-expiry --ttl "$ttl" 2>"$run/expiry.txt" &

@@ -31,3 +31,19 @@ compare() {
         done
     done
 }
+
+# start_three [FLAGS...]: members 1-3 on loopback (client 127.0.0.1:4N379,
+# peer 4N380, metrics 4N381), data dirs $run/nN unless data_dir[N] is set,
+# with FLAGS; returns once all three are ready. Sets $endpoints.
+declare -a data_dir
+start_three() {
+    local n cluster="1=127.0.0.1:41380@127.0.0.1:41379,2=127.0.0.1:42380@127.0.0.1:42379,3=127.0.0.1:43380@127.0.0.1:43379"
+    endpoints=127.0.0.1:41379,127.0.0.1:42379,127.0.0.1:43379
+    for n in 1 2 3; do
+        $pc --node-id $n --client-addr 127.0.0.1:4${n}379 --peer-addr 127.0.0.1:4${n}380 \
+            --metrics-addr 127.0.0.1:4${n}381 --data-dir "${data_dir[n]:-$run/n$n}" --initial-cluster "$cluster" \
+            --initial-cluster-token bench "$@" >"$run/n$n.log" 2>&1 &
+        pids+=($!)
+    done
+    for n in 1 2 3; do until [ "$(curl -s 127.0.0.1:4${n}381/readyz)" = ok ]; do sleep 0.2; done; done
+}

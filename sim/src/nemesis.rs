@@ -217,15 +217,21 @@ async fn disk_full(
         log.health_violations
             .push(format!("disk-full: {victim} had {room} bytes of room for {hold:?} and never raised NOSPACE"));
     }
+    disarm_nospace(cluster, victim, start, until, log).await;
+}
+
+/// Disarms `member`'s NOSPACE alarm, retrying until it applies or 20 s past
+/// `until`; an unknown outcome marks the log `nospace_unsure`.
+async fn disarm_nospace(cluster: &SimCluster, member: u64, start: Instant, until: Instant, log: &mut NemesisLog) {
     let disarm = command::Request::Alarm(AlarmRequest {
         action: AlarmAction::Deactivate as i32,
-        member_id: victim,
+        member_id: member,
         alarm: AlarmType::Nospace as i32,
     });
     let disarm_until = until + Duration::from_secs(20);
     loop {
         let disarmed = cluster.propose_on_leader(disarm.clone()).await;
-        log.note(start, format!("disarm NOSPACE for {victim}: {:?}", disarmed.as_ref().map(|r| r.is_ok())));
+        log.note(start, format!("disarm NOSPACE for {member}: {:?}", disarmed.as_ref().map(|r| r.is_ok())));
         match disarmed {
             Some(Ok(_)) => break,
             None => log.nospace_unsure = true,
@@ -383,20 +389,7 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
                 runtime::sleep(hold.min(Duration::from_secs(2))).await;
                 let disarming_at = runtime::now() - start;
                 let unsure_before = log.nospace_unsure;
-                let disarm_until = until + Duration::from_secs(20);
-                loop {
-                    let disarmed = cluster.propose_on_leader(alarm(AlarmAction::Deactivate)).await;
-                    log.note(start, format!("disarm NOSPACE for {leader}: {:?}", disarmed.as_ref().map(|r| r.is_ok())));
-                    match disarmed {
-                        Some(Ok(_)) => break,
-                        None => log.nospace_unsure = true,
-                        Some(Err(_)) => {}
-                    }
-                    if runtime::now() >= disarm_until {
-                        break;
-                    }
-                    runtime::sleep(Duration::from_millis(300)).await;
-                }
+                disarm_nospace(cluster, leader, start, until, log).await;
                 if raised == Some(true) && !unsure_before {
                     log.nospace.push((raised_at, disarming_at));
                 }

@@ -252,15 +252,8 @@ impl ApiContext {
         if read_state(self.node.state()).out_of_space() {
             return;
         }
-        tracing::warn!(why, "raising the NOSPACE alarm");
-        let alarm = AlarmRequest {
-            action: AlarmAction::Activate as i32,
-            member_id: self.node.id,
-            alarm: AlarmType::Nospace as i32,
-        };
-        if let Err(e) = self.propose_as_server(command::Request::Alarm(alarm)).await {
-            tracing::warn!(cause = %e, "the NOSPACE alarm was not raised");
-        }
+        tracing::warn!(why, "out of space");
+        self.raise(self.node.id, AlarmType::Nospace).await;
     }
 
     /// Every [`DISK_CHECK_INTERVAL`] until `stop`: raises NOSPACE once this
