@@ -17,7 +17,7 @@ use crate::proto::etcdserverpb::{
     SnapshotResponse, StatusRequest, StatusResponse,
 };
 use crate::proto::raft::v1::command;
-use crate::raft::state_store::{read_state, snapshot_bytes};
+use crate::raft::state_store::{read_state, scan_state, snapshot_bytes};
 
 /// Bytes of backup per Snapshot stream message (etcd sends 32 KiB).
 const SNAPSHOT_CHUNK: usize = 32 * 1024;
@@ -114,10 +114,9 @@ impl Maintenance for MaintenanceService {
         self.ctx
             .observe("Maintenance/Hash", async move {
                 self.ctx.admin(&req)?;
-                let (revision, hash) = {
-                    let state = read_state(self.ctx.node.state());
-                    (state.revision(), state.hash())
-                };
+                let (revision, hash) = scan_state(self.ctx.node.state(), |state| (state.revision(), state.hash()))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?;
                 Ok(Response::new(HashResponse { header: Some(self.ctx.header(revision)), hash: fold(hash) }))
             })
             .await
@@ -131,12 +130,14 @@ impl Maintenance for MaintenanceService {
             .observe("Maintenance/HashKV", async move {
                 self.ctx.admin(&req)?;
                 let asked = req.into_inner().revision;
-                let state = read_state(self.ctx.node.state());
-                let current = state.revision();
-                let at = if asked <= 0 { current } else { asked };
-                let hash = state.hash_kv(at).map_err(ApiError::from)?;
-                let compact_revision = state.compact_revision();
-                drop(state);
+                let (current, at, hash, compact_revision) = scan_state(self.ctx.node.state(), move |state| {
+                    let current = state.revision();
+                    let at = if asked <= 0 { current } else { asked };
+                    (current, at, state.hash_kv(at), state.compact_revision())
+                })
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
+                let hash = hash.map_err(ApiError::from)?;
                 Ok(Response::new(HashKvResponse {
                     header: Some(self.ctx.header(current)),
                     hash,
@@ -156,10 +157,11 @@ impl Maintenance for MaintenanceService {
         self.ctx
             .observe("Maintenance/Snapshot", async move {
                 self.ctx.admin(&req)?;
-                let (revision, file) = {
-                    let state = read_state(self.ctx.node.state());
+                let (revision, file) = scan_state(self.ctx.node.state(), |state| {
                     (state.revision(), crate::backup::encode(&snapshot_bytes(&state)))
-                };
+                })
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
                 let header = self.ctx.header(revision);
                 let total = file.len();
                 let messages: Vec<Result<SnapshotResponse, Status>> = file

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::node::RaftNode;
 use super::types::NodeId;
 use crate::proto::etcdserverpb::HashKvRequest;
-use crate::raft::state_store::read_state;
+use crate::raft::state_store::scan_state;
 use crate::runtime;
 
 /// How long a check waits for one member's answer.
@@ -38,14 +38,12 @@ pub fn odd_ones_out(members: usize, hashes: &BTreeMap<NodeId, u32>) -> Vec<NodeI
 /// corrupt (see [`odd_ones_out`]). Members that do not answer in time, or
 /// no longer keep that revision, are left out.
 pub async fn check(node: &RaftNode) -> Vec<NodeId> {
-    let (revision, own) = {
-        let state = read_state(node.state());
+    let own = scan_state(node.state(), |state| {
         let revision = state.revision();
-        match state.hash_kv(revision) {
-            Ok(hash) => (revision, hash),
-            Err(_) => return Vec::new(),
-        }
-    };
+        state.hash_kv(revision).map(|hash| (revision, hash))
+    })
+    .await;
+    let Ok(Ok((revision, own))) = own else { return Vec::new() };
     let voters: Vec<_> = node.members().into_iter().filter(|(_, _, learner)| !learner).collect();
     let mut hashes = BTreeMap::from([(node.id, own)]);
     let asks = voters.iter().filter(|(id, _, _)| *id != node.id).map(|(id, member, _)| async move {

@@ -240,15 +240,14 @@ impl RaftRpc for RaftService {
         let wanted = asked.max(0);
         // Not applied that far yet: wait a little (the asker is at it).
         let _ = runtime::timeout(super::corruption::APPLY_WAIT, applied.wait_for(|r| *r >= wanted)).await;
-        let state = super::state_store::read_state(self.node.state());
-        let at = if asked <= 0 { state.revision() } else { asked };
-        let hash = state.hash_kv(at).map_err(|e| Status::out_of_range(e.to_string()))?;
-        Ok(Response::new(HashKvResponse {
-            header: None,
-            hash,
-            compact_revision: state.compact_revision(),
-            hash_revision: at,
-        }))
+        let (at, hash, compact_revision) = super::state_store::scan_state(self.node.state(), move |state| {
+            let at = if asked <= 0 { state.revision() } else { asked };
+            (at, state.hash_kv(at), state.compact_revision())
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        let hash = hash.map_err(|e| Status::out_of_range(e.to_string()))?;
+        Ok(Response::new(HashKvResponse { header: None, hash, compact_revision, hash_revision: at }))
     }
 
     async fn campaign(&self, req: Request<pb::CampaignRequest>) -> Result<Response<pb::CampaignResponse>, Status> {

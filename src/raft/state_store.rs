@@ -75,6 +75,24 @@ pub fn read_state(state: &SharedState) -> std::sync::RwLockReadGuard<'_, KvState
     state.read().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A copy of the state as applied now, for reads that scan all of it (Hash,
+/// HashKV, Snapshot): taking it holds the lock for O(1) (the maps are
+/// persistent, a copy shares their nodes), and applies go on while the copy
+/// is read; it keeps what later applies replace until it is dropped.
+pub fn state_view(state: &SharedState) -> KvState {
+    read_state(state).clone()
+}
+
+/// Runs `scan` on a [`state_view`] on the blocking threads, so neither the
+/// state lock nor an async thread is held while it reads the whole state.
+pub async fn scan_state<T: Send + 'static>(
+    state: &SharedState,
+    scan: impl FnOnce(KvState) -> T + Send + 'static,
+) -> std::io::Result<T> {
+    let view = state_view(state);
+    crate::runtime::blocking(move || scan(view)).await
+}
+
 fn write_state(state: &SharedState) -> std::sync::RwLockWriteGuard<'_, KvState> {
     state.write().unwrap_or_else(|e| e.into_inner())
 }
@@ -527,6 +545,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let data = if std::mem::take(&mut self.meta_only) {
             Vec::new()
         } else {
+            // The apply task is this one: it waits for the encoding
+            // whether the lock is held or not.
             seal_snapshot(snapshot_bytes(&read_state(&self.state)))
         };
         Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
@@ -606,5 +626,40 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .map_err(|e| write_err(ErrorSubject::Snapshot(Some(self.meta.signature())), e))?;
         record_newer(&self.last, &self.meta);
         Ok(Snapshot { meta: self.meta.clone(), snapshot: Box::new(Cursor::new(Vec::new())) })
+    }
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use super::*;
+    use crate::proto::etcdserverpb::PutRequest;
+    use crate::proto::raft::v1::{command, Command};
+
+    /// Hash, HashKV and Snapshot scan through [`scan_state`]: while the scan
+    /// runs, an apply can take the state's write lock (it used to wait for
+    /// the whole scan), and the scan sees the state of when it started.
+    #[test]
+    fn a_scan_of_the_whole_state_lets_applies_take_the_lock() {
+        let shared: SharedState = Arc::new(RwLock::new(KvState::new()));
+        let put = |key: &str| Command {
+            request: Some(command::Request::Put(PutRequest {
+                key: key.into(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        write_state(&shared).apply(&put("a")).expect("a put");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        let during = shared.clone();
+        let (applied_meanwhile, revision_seen) = runtime
+            .block_on(scan_state(&shared, move |view| {
+                let applied = during.try_write().map(|mut state| state.apply(&put("b")).is_ok()).unwrap_or(false);
+                (applied, view.revision())
+            }))
+            .expect("the scan runs");
+        assert!(applied_meanwhile, "an apply could not take the lock while the state was scanned");
+        assert_eq!(revision_seen, 2, "the scan saw a write made after it started");
+        assert_eq!(read_state(&shared).revision(), 3);
     }
 }

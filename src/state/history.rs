@@ -4,8 +4,7 @@
 //! revision `r` is the live records rolled back through the events newer than
 //! `r`, each of which carries the record it replaced.
 
-use std::collections::BTreeMap;
-
+use super::kv::Records;
 use super::{Change, KeyRange, KvState, StateError, Write};
 use crate::proto::mvccpb::{Event, KeyValue};
 
@@ -32,10 +31,9 @@ pub(super) fn records_at(
     range: &KeyRange,
     revision: i64,
     pending: &[Event],
-) -> Result<BTreeMap<Vec<u8>, KeyValue>, StateError> {
+) -> Result<Records, StateError> {
     check_kept(state, revision)?;
-    let mut records: BTreeMap<Vec<u8>, KeyValue> =
-        range.select(&state.keys).into_iter().map(|kv| (kv.key.clone(), kv.clone())).collect();
+    let mut records: Records = range.select(&state.keys).into_iter().map(|kv| (kv.key.clone(), kv.clone())).collect();
     let newer = state.history.range(revision + 1..).rev().flat_map(|(_, events)| events.iter().rev());
     for event in pending.iter().rev().chain(newer) {
         let Some(key) = event.kv.as_ref().map(|kv| &kv.key) else { continue };
@@ -87,8 +85,8 @@ pub(super) const DROP_PER_WRITE: usize = 64;
 /// Frees up to [`DROP_PER_WRITE`] revisions of events below the compact revision.
 pub(super) fn drop_compacted(state: &mut KvState) {
     for _ in 0..DROP_PER_WRITE {
-        match state.history.first_entry() {
-            Some(oldest) if *oldest.key() < state.compact_revision => drop(oldest.remove()),
+        match state.history.get_min().map(|(revision, _)| *revision) {
+            Some(oldest) if oldest < state.compact_revision => drop(state.history.remove(&oldest)),
             _ => break,
         }
     }

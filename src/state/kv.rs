@@ -1,6 +1,5 @@
 //! Put, DeleteRange and Range over the live key space.
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use super::{KvState, StateError, Write};
@@ -9,6 +8,9 @@ use crate::proto::etcdserverpb::{
     DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
 };
 use crate::proto::mvccpb::KeyValue;
+
+/// Records by key: the live keys, or those of a past revision.
+pub type Records = imbl::OrdMap<Vec<u8>, KeyValue>;
 
 /// The keys a request names, decoded from etcd's `key` + `range_end` convention.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +40,7 @@ impl KeyRange {
     }
 
     /// The records of `keys` inside this range, in key order.
-    pub fn select<'a>(&self, keys: &'a BTreeMap<Vec<u8>, KeyValue>) -> Vec<&'a KeyValue> {
+    pub fn select<'a>(&self, keys: &'a Records) -> Vec<&'a KeyValue> {
         match self {
             KeyRange::Single(k) => keys.get(k).into_iter().collect(),
             KeyRange::Range { start, end } => {
@@ -118,7 +120,7 @@ pub(super) fn delete(state: &mut KvState, write: &mut Write, req: &DeleteRangeRe
     }
 }
 
-pub(super) fn range(keys: &BTreeMap<Vec<u8>, KeyValue>, req: &RangeRequest) -> RangeResponse {
+pub(super) fn range(keys: &Records, req: &RangeRequest) -> RangeResponse {
     let wanted = |kv: &KeyValue| {
         (req.min_mod_revision == 0 || kv.mod_revision >= req.min_mod_revision)
             && (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)

@@ -27,6 +27,8 @@ mod model_tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use imbl::OrdMap;
+
 pub use auth::{Access, AuthError, AuthState};
 pub use kv::KeyRange;
 pub use lease::MAX_LEASE_TTL;
@@ -140,7 +142,9 @@ pub struct Lease {
     pub keys: BTreeSet<Vec<u8>>,
 }
 
-/// The key space. (No derived `Default`: an empty store is at revision 1,
+/// The key space. A clone is cheap and leaves the original free to change:
+/// the keys, history and leases are persistent maps whose copies share their
+/// nodes until one side writes. (No derived `Default`: an empty store is at revision 1,
 /// and a derived one would say 0; the state_machine fuzz target found the
 /// two disagreeing.)
 #[derive(Debug, Clone)]
@@ -148,20 +152,20 @@ pub struct KvState {
     /// The store revision: that of the last write. Starts at 1 like etcd's.
     revision: i64,
     /// Live keys and their records.
-    keys: BTreeMap<Vec<u8>, KeyValue>,
+    keys: OrdMap<Vec<u8>, KeyValue>,
     /// History is kept for revisions >= this one (0: nothing compacted yet).
     compact_revision: i64,
     /// Every kept change by revision, in the order applied. Below
     /// `compact_revision` it may still hold events that compaction
     /// dropped: they are freed a few at a time by later writes (see
     /// [`history::DROP_PER_WRITE`]), and nothing reads them.
-    history: BTreeMap<i64, Vec<Event>>,
+    history: OrdMap<i64, Vec<Event>>,
     /// Bytes of the kept history (events at or above `compact_revision`),
     /// as [`history::event_bytes`] counts them: what the byte retention of
     /// auto-compaction bounds. Derived, so not in snapshots or the hash.
     history_bytes: u64,
     /// Granted leases by id.
-    leases: BTreeMap<i64, Lease>,
+    leases: OrdMap<i64, Lease>,
     /// Users, roles and whether auth is on.
     auth: AuthState,
     /// Raised alarms: (member id, `AlarmType`).
@@ -198,11 +202,11 @@ impl KvState {
     pub fn new() -> Self {
         Self {
             revision: 1,
-            keys: BTreeMap::new(),
+            keys: OrdMap::new(),
             compact_revision: 0,
-            history: BTreeMap::new(),
+            history: OrdMap::new(),
             history_bytes: 0,
-            leases: BTreeMap::new(),
+            leases: OrdMap::new(),
             auth: AuthState::default(),
             alarms: BTreeSet::new(),
         }
@@ -219,7 +223,7 @@ impl KvState {
         }
         // Collected, not inserted one by one: from keys in order (as stored)
         // the map is built in one pass.
-        let keys: BTreeMap<Vec<u8>, KeyValue> = p.kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
+        let keys: OrdMap<Vec<u8>, KeyValue> = p.kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
         let mut history: BTreeMap<i64, Vec<Event>> = BTreeMap::new();
         let mut history_bytes = 0;
         for event in p.history.into_iter().filter(|e| history::event_revision(e) >= p.compact_revision) {
@@ -232,9 +236,9 @@ impl KvState {
             revision: p.revision.max(1),
             keys,
             compact_revision: p.compact_revision,
-            history,
+            history: history.into_iter().collect(),
             history_bytes,
-            leases,
+            leases: leases.into_iter().collect(),
             auth,
             alarms,
         }
@@ -309,7 +313,7 @@ impl KvState {
     }
 
     /// The granted leases.
-    pub fn leases(&self) -> &BTreeMap<i64, Lease> {
+    pub fn leases(&self) -> &OrdMap<i64, Lease> {
         &self.leases
     }
 

@@ -121,6 +121,31 @@ proptest! {
         let restored = KvState::restore(a.persisted());
         prop_assert_eq!(restored.hash(), a.hash());
     }
+
+    /// Hash, HashKV and Snapshot read a copy of the state taken under the
+    /// lock and scanned after it is released: the copy must stay the state
+    /// of then, whatever is applied to the original meanwhile.
+    #[test]
+    fn a_copy_keeps_the_state_of_when_it_was_taken(
+        before in proptest::collection::vec(write(), 1..40),
+        after in proptest::collection::vec(write(), 1..40),
+    ) {
+        let mut state = KvState::new();
+        let mut twin = KvState::new();
+        for op in &before {
+            let _ = state.apply(&command(op));
+            let _ = twin.apply(&command(op));
+        }
+        let copy = state.clone();
+        for op in &after {
+            let _ = state.apply(&command(op));
+        }
+        prop_assert!(copy == twin);
+        prop_assert_eq!(copy.hash(), twin.hash());
+        prop_assert_eq!(copy.hash_kv(0).ok(), twin.hash_kv(0).ok());
+        let bytes = crate::raft::state_store::snapshot_bytes;
+        prop_assert_eq!(bytes(&copy), bytes(&twin));
+    }
 }
 
 #[test]
