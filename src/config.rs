@@ -4,7 +4,6 @@
 //! startup and names what is wrong.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -34,9 +33,9 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemberConfig {
-    /// host:port of its raft.v1 service.
+    /// HOST:PORT of its raft.v1 service (a name or an address).
     pub peer_addr: String,
-    /// host:port of its client API (shown to clients; may be empty).
+    /// HOST:PORT of its client API (shown to clients; may be empty).
     #[serde(default)]
     pub client_addr: String,
 }
@@ -49,12 +48,24 @@ pub struct Config {
     pub node_id: u64,
     /// Human-readable member name; defaults to `node<id>`.
     pub name: String,
-    /// Where clients (etcdctl, brokers) connect. Default 127.0.0.1:2379, etcd's.
+    /// Where clients (etcdctl, brokers) connect, HOST:PORT (a name or an
+    /// address): what this member advertises to clients and peers (etcd's
+    /// `--advertise-client-urls`), and where it listens unless
+    /// `listen_client_addr` says otherwise. Default 127.0.0.1:2379, etcd's.
     pub client_addr: String,
-    /// Where peers connect for Raft traffic. Default 127.0.0.1:2380, etcd's.
+    /// Where the client port listens, when not at `client_addr` (etcd's
+    /// `--listen-client-urls`), e.g. `0.0.0.0:2379`. Empty: `client_addr`.
+    pub listen_client_addr: String,
+    /// Where peers connect for Raft traffic, HOST:PORT: what this member
+    /// advertises (etcd's `--initial-advertise-peer-urls`), and where it
+    /// listens unless `listen_peer_addr` says otherwise. Default
+    /// 127.0.0.1:2380, etcd's.
     pub peer_addr: String,
-    /// HTTP endpoint for /metrics (Prometheus), /livez, /readyz and /health.
-    /// Default 127.0.0.1:2381; empty: none.
+    /// Where the peer port listens, when not at `peer_addr` (etcd's
+    /// `--listen-peer-urls`). Empty: `peer_addr`.
+    pub listen_peer_addr: String,
+    /// Where /metrics (Prometheus), /livez, /readyz and /health listen
+    /// (etcd's `--listen-metrics-urls`). Default 127.0.0.1:2381; empty: none.
     pub metrics_addr: String,
     /// Directory of this node's data; created when missing.
     pub data_dir: PathBuf,
@@ -148,7 +159,9 @@ impl Default for Config {
             node_id: 1,
             name: String::new(),
             client_addr: "127.0.0.1:2379".to_string(),
+            listen_client_addr: String::new(),
             peer_addr: "127.0.0.1:2380".to_string(),
+            listen_peer_addr: String::new(),
             metrics_addr: "127.0.0.1:2381".to_string(),
             data_dir: PathBuf::from("default.placement"),
             initial_members: BTreeMap::new(),
@@ -219,15 +232,31 @@ pub struct Overrides {
     /// Member name.
     #[arg(long, env = "PLACEMENT_NAME")]
     pub name: Option<String>,
-    /// Client API address, IP:PORT.
+    /// Client API address, HOST:PORT: listened on and advertised.
     #[arg(long, env = "PLACEMENT_CLIENT_ADDR")]
     pub client_addr: Option<String>,
-    /// Peer (Raft) address, IP:PORT.
+    /// The client address advertised to clients and peers (etcd's flag; one
+    /// URL or HOST:PORT).
+    #[arg(long, env = "PLACEMENT_ADVERTISE_CLIENT_URLS", conflicts_with = "client_addr")]
+    pub advertise_client_urls: Option<String>,
+    /// Where the client port listens, e.g. http://0.0.0.0:2379 (etcd's flag).
+    #[arg(long, env = "PLACEMENT_LISTEN_CLIENT_URLS")]
+    pub listen_client_urls: Option<String>,
+    /// Peer (Raft) address, HOST:PORT: listened on and advertised.
     #[arg(long, env = "PLACEMENT_PEER_ADDR")]
     pub peer_addr: Option<String>,
-    /// HTTP address for /metrics, /livez, /readyz, /health, IP:PORT ("" for none).
+    /// The peer address advertised to the other members (etcd's flag).
+    #[arg(long, env = "PLACEMENT_INITIAL_ADVERTISE_PEER_URLS", conflicts_with = "peer_addr")]
+    pub initial_advertise_peer_urls: Option<String>,
+    /// Where the peer port listens, e.g. http://0.0.0.0:2380 (etcd's flag).
+    #[arg(long, env = "PLACEMENT_LISTEN_PEER_URLS")]
+    pub listen_peer_urls: Option<String>,
+    /// HTTP address for /metrics, /livez, /readyz, /health, HOST:PORT ("" for none).
     #[arg(long, env = "PLACEMENT_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
+    /// The same as --metrics-addr (etcd's flag).
+    #[arg(long, env = "PLACEMENT_LISTEN_METRICS_URLS", conflicts_with = "metrics_addr")]
+    pub listen_metrics_urls: Option<String>,
     /// Data directory.
     #[arg(long, env = "PLACEMENT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -302,7 +331,11 @@ pub fn parse_initial_cluster(spec: &str) -> Result<BTreeMap<u64, MemberConfig>, 
         let (id, addrs) = item.split_once('=').ok_or_else(bad)?;
         let id: u64 = id.trim().parse().map_err(|_| bad())?;
         let (peer, client) = addrs.split_once('@').unwrap_or((addrs, ""));
-        let member = MemberConfig { peer_addr: peer.trim().to_string(), client_addr: client.trim().to_string() };
+        // etcd's URL form is welcome; what is not an address is left for
+        // `validate` to name.
+        let addr = |a: &str| crate::addr::from_url(a).unwrap_or_else(|_| a.trim().to_string());
+        let client = if client.trim().is_empty() { String::new() } else { addr(client) };
+        let member = MemberConfig { peer_addr: addr(peer), client_addr: client };
         if members.insert(id, member).is_some() {
             return Err(ConfigError::Invalid(format!("node id {id} appears twice in the initial cluster")));
         }
@@ -332,6 +365,24 @@ impl Config {
         set!(node_id, name, client_addr, peer_addr, metrics_addr, data_dir, initial_cluster_token);
         set!(heartbeat_interval_ms, election_timeout_ms, request_timeout_ms, max_request_bytes, auth_token_ttl);
         set!(quota_backend_bytes);
+        let url = |flag: &str, value: &str| {
+            crate::addr::from_url(value).map_err(|e| ConfigError::Invalid(format!("--{flag}: {e}")))
+        };
+        if let Some(v) = &o.advertise_client_urls {
+            config.client_addr = url("advertise-client-urls", v)?;
+        }
+        if let Some(v) = &o.listen_client_urls {
+            config.listen_client_addr = url("listen-client-urls", v)?;
+        }
+        if let Some(v) = &o.initial_advertise_peer_urls {
+            config.peer_addr = url("initial-advertise-peer-urls", v)?;
+        }
+        if let Some(v) = &o.listen_peer_urls {
+            config.listen_peer_addr = url("listen-peer-urls", v)?;
+        }
+        if let Some(v) = &o.listen_metrics_urls {
+            config.metrics_addr = if v.is_empty() { String::new() } else { url("listen-metrics-urls", v)? };
+        }
         set!(cert_file, key_file, trusted_ca_file, peer_cert_file, peer_key_file, peer_trusted_ca_file);
         if let Some(spec) = o.initial_cluster {
             config.initial_members = parse_initial_cluster(&spec)?;
@@ -427,7 +478,7 @@ impl Config {
                 "join and initial_members exclude each other: a node either starts a cluster or joins one".into(),
             );
         }
-        if let Some(bad) = self.join.iter().find(|a| !crate::raft::membership::valid_addr(a)) {
+        if let Some(bad) = self.join.iter().find(|a| !crate::addr::valid(a)) {
             return invalid(format!("join address {bad:?} is not HOST:PORT"));
         }
         if self.snapshot_after_entries == 0 {
@@ -439,26 +490,7 @@ impl Config {
         if self.node_id == 0 {
             return invalid("node_id must be at least 1".into());
         }
-        for (what, addr) in [("client_addr", &self.client_addr), ("peer_addr", &self.peer_addr)] {
-            if addr.parse::<SocketAddr>().is_err() {
-                return invalid(format!("{what} {addr:?} is not an IP:PORT address"));
-            }
-        }
-        if self.client_addr == self.peer_addr {
-            return invalid(format!("client_addr and peer_addr are both {}", self.client_addr));
-        }
-        if !self.metrics_addr.is_empty() {
-            if self.metrics_addr.parse::<SocketAddr>().is_err() {
-                return invalid(format!(
-                    "metrics_addr {:?} is not an IP:PORT address (or empty for none)",
-                    self.metrics_addr
-                ));
-            }
-            let port_zero = self.metrics_addr.ends_with(":0");
-            if !port_zero && (self.metrics_addr == self.client_addr || self.metrics_addr == self.peer_addr) {
-                return invalid(format!("metrics_addr {} is also the client or peer address", self.metrics_addr));
-            }
-        }
+        self.validate_addresses()?;
         if !self.initial_members.is_empty() {
             let Some(me) = self.initial_members.get(&self.node_id) else {
                 let ids: Vec<String> = self.initial_members.keys().map(u64::to_string).collect();
@@ -479,9 +511,12 @@ impl Config {
                 if *id == 0 {
                     return invalid("initial member id 0 is not allowed".into());
                 }
-                if m.peer_addr.parse::<SocketAddr>().is_err() {
+                if let Err(e) = crate::addr::parse(&m.peer_addr) {
+                    return invalid(format!("initial member {id} peer address: {e}"));
+                }
+                if crate::addr::parse(&m.peer_addr).is_ok_and(|a| a.is_wildcard()) {
                     return invalid(format!(
-                        "initial member {id} peer address {:?} is not an IP:PORT address",
+                        "initial member {id} peer address {} is a wildcard no peer can dial: give its name or address",
                         m.peer_addr
                     ));
                 }
@@ -509,6 +544,67 @@ impl Config {
             return invalid(format!("initial_cluster_token is longer than {} bytes", crate::join::MAX_TOKEN_BYTES));
         }
         self.validate_tls()
+    }
+
+    /// Where this node listens for clients: `listen_client_addr`, else
+    /// `client_addr`.
+    pub fn client_listen_addr(&self) -> &str {
+        if self.listen_client_addr.is_empty() {
+            &self.client_addr
+        } else {
+            &self.listen_client_addr
+        }
+    }
+
+    /// Where this node listens for peers: `listen_peer_addr`, else `peer_addr`.
+    pub fn peer_listen_addr(&self) -> &str {
+        if self.listen_peer_addr.is_empty() {
+            &self.peer_addr
+        } else {
+            &self.listen_peer_addr
+        }
+    }
+
+    /// Every address is HOST:PORT; the advertised ones can be dialled (no
+    /// wildcard: that is for listening, with an advertised address beside
+    /// it); no two listeners share an address.
+    fn validate_addresses(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        let advertised = [
+            ("client_addr", &self.client_addr, "listen_client_addr (--listen-client-urls)", "--advertise-client-urls"),
+            ("peer_addr", &self.peer_addr, "listen_peer_addr (--listen-peer-urls)", "--initial-advertise-peer-urls"),
+        ];
+        for (what, addr, listen, flag) in advertised {
+            match crate::addr::parse(addr) {
+                Err(e) => return invalid(format!("{what}: {e}")),
+                Ok(a) if a.is_wildcard() => {
+                    return invalid(format!(
+                        "{what} {addr} is advertised to clients and peers, who cannot dial a wildcard: \
+                         listen on it with {listen} and advertise this host's name or address as {what} ({flag})"
+                    ))
+                }
+                Ok(_) => {}
+            }
+        }
+        let listeners = [
+            ("listen_client_addr", &self.listen_client_addr),
+            ("listen_peer_addr", &self.listen_peer_addr),
+            ("metrics_addr", &self.metrics_addr),
+        ];
+        for (what, addr) in listeners {
+            if let (false, Err(e)) = (addr.is_empty(), crate::addr::parse(addr)) {
+                return invalid(format!("{what}: {e} (or empty for none)"));
+            }
+        }
+        let (client, peer) = (self.client_listen_addr(), self.peer_listen_addr());
+        if client == peer {
+            return invalid(format!("the client and peer ports both listen on {client}"));
+        }
+        let port_zero = self.metrics_addr.ends_with(":0");
+        if !self.metrics_addr.is_empty() && !port_zero && (self.metrics_addr == client || self.metrics_addr == peer) {
+            return invalid(format!("metrics_addr {} is also the client or peer address", self.metrics_addr));
+        }
+        Ok(())
     }
 
     /// TLS settings that go together: a certificate and its key; client
@@ -606,9 +702,11 @@ mod tests {
         let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|c| c.node_id = 0), "node_id must be at least 1"),
             (Box::new(|c| c.node_id = 7), "node_id 7 is not among the initial members (1, 2, 3)"),
-            (Box::new(|c| c.client_addr = "nowhere".into()), "client_addr \"nowhere\" is not an IP:PORT"),
-            (Box::new(|c| c.client_addr = c.peer_addr.clone()), "client_addr and peer_addr are both"),
-            (Box::new(|c| c.metrics_addr = "metrics".into()), "metrics_addr \"metrics\" is not an IP:PORT"),
+            (Box::new(|c| c.client_addr = "nowhere".into()), "client_addr: \"nowhere\" is not HOST:PORT"),
+            (Box::new(|c| c.client_addr = c.peer_addr.clone()), "the client and peer ports both listen on"),
+            (Box::new(|c| c.metrics_addr = "metrics".into()), "metrics_addr: \"metrics\" is not HOST:PORT"),
+            (Box::new(|c| c.client_addr = "0.0.0.0:2379".into()), "listen on it with listen_client_addr"),
+            (Box::new(|c| c.listen_peer_addr = "::1:2380".into()), "write an IPv6 address in brackets"),
             (Box::new(|c| c.metrics_addr = c.client_addr.clone()), "is also the client or peer address"),
             (Box::new(|c| c.peer_addr = "127.0.0.1:9999".into()), "initial member 2 has peer address 127.0.0.1:2382"),
             (Box::new(|c| c.heartbeat_interval_ms = 5000), "heartbeat_interval_ms (5000) must be positive and below"),
@@ -704,6 +802,7 @@ mod tests {
                 ids in (num(), num(), num()),
                 name in "\\PC{0,16}",
                 addrs in (addr(), addr(), prop_oneof![Just(String::new()), addr()]),
+                listen in (prop_oneof![Just(String::new()), addr()], prop_oneof![Just(String::new()), addr()]),
                 data_dir in "[^\\x00]{1,30}",
                 initial_members in btree_map(any::<u64>(), member(), 0..4),
                 join in vec(addr(), 0..3),
@@ -719,7 +818,9 @@ mod tests {
                     node_id: ids.0,
                     name,
                     client_addr: addrs.0,
+                    listen_client_addr: listen.0,
                     peer_addr: addrs.1,
+                    listen_peer_addr: listen.1,
                     metrics_addr: addrs.2,
                     data_dir: PathBuf::from(data_dir),
                     initial_members,

@@ -22,6 +22,7 @@
 
 #![recursion_limit = "256"]
 
+pub mod addr;
 pub mod api;
 pub mod backup;
 pub mod client;

@@ -83,12 +83,16 @@ impl Listeners {
             addr => Some(bind(addr.to_string()).await?),
         };
         Ok(Self {
-            client: bind(config.client_addr.clone()).await?,
-            peer: bind(config.peer_addr.clone()).await?,
+            client: bind(config.client_listen_addr().to_string()).await?,
+            peer: bind(config.peer_listen_addr().to_string()).await?,
             metrics,
         })
     }
 }
+
+/// How many times, a second apart, a starting member tries to resolve the
+/// names it advertises before it gives up.
+const ADVERTISED_RESOLVE_ATTEMPTS: u32 = 10;
 
 /// How long a stopping node waits for its storage to close.
 const ENGINE_CLOSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -118,9 +122,20 @@ impl Server {
         let client_addr = listeners
             .client
             .local_addr()
-            .map_err(|cause| ServerError::Bind { addr: config.client_addr.clone(), cause })?;
-        let peer_addr =
-            listeners.peer.local_addr().map_err(|cause| ServerError::Bind { addr: config.peer_addr.clone(), cause })?;
+            .map_err(|cause| ServerError::Bind { addr: config.client_listen_addr().to_string(), cause })?;
+        let peer_addr = listeners
+            .peer
+            .local_addr()
+            .map_err(|cause| ServerError::Bind { addr: config.peer_listen_addr().to_string(), cause })?;
+        // What this member advertises must resolve, here too: peers and
+        // clients will dial it (they resolve again on every reconnect).
+        for (what, addr) in [("client_addr", &config.client_addr), ("peer_addr", &config.peer_addr)] {
+            runtime::await_resolvable(addr, ADVERTISED_RESOLVE_ATTEMPTS).await.map_err(|e| {
+                ServerError::Identity(format!(
+                    "the advertised {what}: {e}; advertise a name or address that clients and peers can resolve"
+                ))
+            })?;
+        }
         std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::Storage {
             dir: config.data_dir.display().to_string(),
             cause: StorageError::Io(e.to_string()),

@@ -148,10 +148,7 @@ impl MemberChange {
 
 /// Whether `addr` is HOST:PORT with a numeric port.
 pub fn valid_addr(addr: &str) -> bool {
-    match addr.rsplit_once(':') {
-        Some((host, port)) => !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok(),
-        None => false,
-    }
+    crate::addr::parse(addr).is_ok_and(|a| !a.is_wildcard())
 }
 
 /// A fresh member id: a digest of the peer address and where the log is,
@@ -389,6 +386,8 @@ mod tests {
         assert!(!valid_addr("http://127.0.0.1:2380"));
         assert!(!valid_addr(":2380"));
         assert!(!valid_addr("127.0.0.1:99999"));
+        assert!(!valid_addr("0.0.0.0:2380"), "nobody can dial a wildcard");
+        assert!(valid_addr("[::1]:2380"));
     }
 
     #[test]

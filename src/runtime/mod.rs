@@ -19,7 +19,7 @@ mod tls;
 pub use async_rt::PlacementRuntime;
 pub use clock::{now, sleep, timeout, wall_clock_millis, Elapsed, Instant};
 pub use disk::{blocking, engine_closed, open_engine};
-pub use net::serve_limited;
+pub use net::{await_resolvable, serve_limited};
 pub use net::{serve, serve_http, HttpHandler, Listener, MAX_CONNECTIONS};
 pub use signal::shutdown_signal;
 #[cfg(madsim)]

@@ -17,9 +17,33 @@ pub struct Listener(SocketAddr);
 
 #[cfg(not(madsim))]
 impl Listener {
-    /// Binds `addr` (port 0 picks a free port).
+    /// Binds `addr`, HOST:PORT with a name or an address (port 0 picks a
+    /// free port). The error says which address of a name failed and why,
+    /// in words an operator can act on.
     pub async fn bind(addr: &str) -> std::io::Result<Self> {
-        Ok(Self(tokio::net::TcpListener::bind(addr).await?))
+        use std::io::{Error, ErrorKind};
+        let targets: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|e| Error::new(e.kind(), format!("the name does not resolve ({e})")))?
+            .collect();
+        let mut failed = None;
+        for target in targets {
+            match tokio::net::TcpListener::bind(target).await {
+                Ok(listener) => return Ok(Self(listener)),
+                Err(e) => failed = Some((target, e)),
+            }
+        }
+        Err(match failed {
+            None => Error::new(ErrorKind::NotFound, "the name resolves to no address"),
+            Some((target, e)) if e.kind() == ErrorKind::AddrNotAvailable => Error::new(
+                e.kind(),
+                format!(
+                    "{target} is not an address of this host: listen on one of its addresses, \
+                     or on 0.0.0.0 and advertise the name others reach it by"
+                ),
+            ),
+            Some((target, e)) => Error::new(e.kind(), format!("{target}: {e}")),
+        })
     }
 
     /// The bound address.
@@ -39,6 +63,31 @@ impl Listener {
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         Ok(self.0)
     }
+}
+
+/// Waits until `addr` (HOST:PORT) resolves, trying `attempts` times a
+/// second apart (a pod's own name appears in DNS a moment after it starts);
+/// the error names the address and what the resolver said.
+#[cfg(not(madsim))]
+pub async fn await_resolvable(addr: &str, attempts: u32) -> Result<(), String> {
+    let mut last = String::new();
+    for attempt in 0..attempts.max(1) {
+        if attempt > 0 {
+            super::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        match tokio::net::lookup_host(addr).await.map(|mut found| found.next()) {
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) => last = "no address".to_string(),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(format!("{addr} does not resolve ({last})"))
+}
+
+/// The simulated network has no names: every address is an IP literal.
+#[cfg(madsim)]
+pub async fn await_resolvable(_addr: &str, _attempts: u32) -> Result<(), String> {
+    Ok(())
 }
 
 /// Most connections one listener keeps open at once: past it, a new

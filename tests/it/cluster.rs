@@ -56,7 +56,17 @@ impl Cluster {
         .await
     }
 
+    /// Starts `n` nodes that listen on 127.0.0.1 and advertise their client
+    /// and peer addresses as `host:PORT` (a name), and waits for a leader.
+    pub async fn start_named(n: u64, host: &str) -> Cluster {
+        Self::start_as(n, Some(host), |_| {}, |_| {}).await
+    }
+
     async fn start_prepared(n: u64, tune: impl Fn(&mut Config), prepare: impl Fn(&Config)) -> Cluster {
+        Self::start_as(n, None, tune, prepare).await
+    }
+
+    async fn start_as(n: u64, host: Option<&str>, tune: impl Fn(&mut Config), prepare: impl Fn(&Config)) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let mut listeners = Vec::new();
         for _ in 0..n {
@@ -68,9 +78,13 @@ impl Cluster {
             .iter()
             .enumerate()
             .map(|(i, l)| {
+                let advertised = |bound: std::net::SocketAddr| match host {
+                    Some(host) => format!("{host}:{}", bound.port()),
+                    None => bound.to_string(),
+                };
                 let member = MemberConfig {
-                    peer_addr: l.peer.local_addr().unwrap().to_string(),
-                    client_addr: l.client.local_addr().unwrap().to_string(),
+                    peer_addr: advertised(l.peer.local_addr().unwrap()),
+                    client_addr: advertised(l.client.local_addr().unwrap()),
                 };
                 (i as u64 + 1, member)
             })
@@ -83,6 +97,8 @@ impl Cluster {
             tune(&mut config);
             config.peer_addr = members[&id].peer_addr.clone();
             config.client_addr = members[&id].client_addr.clone();
+            config.listen_peer_addr = l.peer.local_addr().unwrap().to_string();
+            config.listen_client_addr = l.client.local_addr().unwrap().to_string();
             config.data_dir = dir.path().join(format!("node{id}"));
             config.initial_members = members.clone();
             prepare(&config);

@@ -1,6 +1,7 @@
 //! Integration tests on real tokio + RocksDB: clusters on 127.0.0.1 with port 0
 //! and temporary data dirs. One binary, a module per area.
 
+mod addresses;
 mod auth;
 mod bad_input;
 mod certs;
