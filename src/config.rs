@@ -122,8 +122,9 @@ pub struct Config {
     /// clusters built from the same member list never talk to each other and
     /// a client that learned the cluster id cannot forge Raft traffic. A
     /// single-node cluster draws a random one when empty; a cluster started
-    /// with several initial members needs the same value on each. Used only
-    /// at bootstrap: the data dir keeps it afterwards.
+    /// with several initial members needs the same value on each. The data
+    /// dir keeps it; a data dir whose token differs from a non-empty one
+    /// here belongs to another cluster, and is refused.
     pub initial_cluster_token: String,
     /// Client port TLS (etcd's `--cert-file`): this node's certificate, PEM.
     /// Empty: the client port speaks plain TCP.

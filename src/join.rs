@@ -126,8 +126,11 @@ pub async fn ask_to_join(
             for addr in addrs {
                 match try_join(addr, &peer_url, tls, token).await {
                     Ok(found) => return Ok(found),
-                    // Asking again will not change the cluster's token.
-                    Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                    // Asking again will not change the cluster's token, nor
+                    // make a started member unstarted.
+                    Err(status)
+                        if matches!(status.code(), tonic::Code::PermissionDenied | tonic::Code::AlreadyExists) =>
+                    {
                         return Err(format!("{}: {}", addr, status.message()))
                     }
                     Err(status) => {
@@ -169,8 +172,19 @@ async fn try_join(
     let list = client.member_list(MemberListRequest { linearizable: true }).await?.into_inner();
     let cluster_id = list.header.map(|h| h.cluster_id).unwrap_or(0);
     if let Some(me) = list.members.iter().find(|m| m.peer_ur_ls.iter().any(|u| u == peer_url)) {
-        // Added by an operator: restating its peer URL changes nothing and
-        // hands over the token, as an add does.
+        // A member that started before (it has a name) and now has an
+        // empty data dir lost its data: taking its place would vote with an
+        // empty log.
+        if !me.name.is_empty() {
+            return Err(tonic::Status::already_exists(format!(
+                "member {:x} at {peer_url} has already been bootstrapped: the cluster knows it as started, \
+                 but this data dir is empty, so its data was lost. Restore the data dir from a backup, or \
+                 remove the member (etcdctl member remove {:x}) and join again",
+                me.id, me.id
+            )));
+        }
+        // Added by an operator and never started: restating its peer URL
+        // changes nothing and hands over the token, as an add does.
         let update = MemberUpdateRequest { id: me.id, peer_ur_ls: vec![peer_url.to_string()] };
         let answer = client.member_update(with(token, update)).await?;
         return Ok(Joined { cluster_id, node_id: me.id, token: token_of(answer.metadata()) });
@@ -181,6 +195,49 @@ async fn try_join(
     let added = answer.into_inner();
     let id = added.member.map(|m| m.id).ok_or_else(|| tonic::Status::internal("member add answered no member"))?;
     Ok(Joined { cluster_id, node_id: id, token })
+}
+
+/// How long a member starting on an empty data dir waits for each peer to
+/// say whether it knows it as started.
+const STARTED_ASK_WAIT: Duration = Duration::from_secs(2);
+
+/// Refuses to bootstrap `me` on an empty data dir when a peer among
+/// `members` knows it as started (etcd's "member has already been
+/// bootstrapped"): its data was lost, and with an empty log it would vote
+/// and acknowledge as if it held what it had acknowledged before, so a
+/// committed write could be lost. Peers that do not answer in time (a new
+/// cluster whose members start together) are not waited for.
+pub async fn refuse_if_started(
+    members: &std::collections::BTreeMap<NodeId, crate::raft::Member>,
+    sender: &crate::raft::network::Sender,
+    peer_tls: Option<&runtime::TlsSettings>,
+    data_dir: &std::path::Path,
+) -> Result<(), String> {
+    use crate::proto::raft::v1::raft_client::RaftClient;
+    use crate::proto::raft::v1::MembersRequest;
+    let me = sender.node_id;
+    let asks = members.iter().filter(|(id, _)| **id != me).map(|(_, peer)| async move {
+        let ask = async {
+            let endpoint = runtime::endpoint(&peer.peer_addr, peer_tls).ok()?.connect_timeout(STARTED_ASK_WAIT);
+            let mut client = RaftClient::new(endpoint.connect().await.ok()?);
+            let answer = client.members(sender.request(MembersRequest {})).await.ok()?.into_inner();
+            let membership = answer.membership?;
+            Some(membership.nodes.get(&me).is_some_and(|node| node.started))
+        };
+        runtime::timeout(STARTED_ASK_WAIT, ask).await.ok().flatten().filter(|started| *started).map(|_| peer)
+    });
+    let knowing: Vec<String> =
+        futures::future::join_all(asks).await.into_iter().flatten().map(|m| m.peer_addr.clone()).collect();
+    if knowing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "member {me:x} has already been bootstrapped: its peers ({}) know it as started, but its data dir {} \
+         is empty, so its data was lost. Restore the data dir from a backup, or remove the member \
+         (etcdctl member remove {me:x}) and add it back as a new one (start it with --join)",
+        knowing.join(", "),
+        data_dir.display()
+    ))
 }
 
 /// The cluster token in a membership answer's metadata (empty when none).
@@ -206,12 +263,13 @@ pub async fn settle(
             _ = runtime::sleep(pause) => {}
         }
         let Some((_, me)) = node.member(node.id) else { continue };
-        if me.name != name || me.client_addr != client_addr {
+        if me.name != name || me.client_addr != client_addr || !me.started {
             let change = MemberChange::Update {
                 id: node.id,
                 peer_addr: None,
                 name: Some(name.clone()),
                 client_addr: Some(client_addr.clone()),
+                started: true,
             };
             if let Err(e) = node.change_members(change).await {
                 tracing::info!(cause = %e, "publishing this member's name and address: will retry");

@@ -165,7 +165,7 @@ impl Server {
         let peer_tls = peer_tls.serves().then_some(peer_tls);
         let client_tls = client_tls.serves().then_some(client_tls);
 
-        let identity = Self::identity(&config, engine.as_ref(), client_tls.as_ref()).await?;
+        let identity = Self::identity(&config, engine.as_ref(), client_tls.as_ref(), peer_tls.as_ref()).await?;
         let initial_members =
             if identity.joined { std::collections::BTreeMap::new() } else { Self::initial_members(&config) };
         let name = if config.name.is_empty() { format!("node{}", identity.node_id) } else { config.name.clone() };
@@ -305,15 +305,33 @@ impl Server {
         config: &Config,
         engine: &dyn crate::storage::Engine,
         client_tls: Option<&runtime::TlsSettings>,
+        peer_tls: Option<&runtime::TlsSettings>,
     ) -> Result<Identity, ServerError> {
         let storage = |cause| ServerError::Storage { dir: config.data_dir.display().to_string(), cause };
         if let Some(stored) = Identity::load(engine).map_err(storage)? {
             if !stored.joined && stored.node_id != config.node_id {
                 return Err(ServerError::Identity(format!(
-                    "data dir {} belongs to node {}, not to node_id {}",
+                    "data dir {} belongs to member {} (id {:x}), not to node_id {} ({:x}): give this node its own \
+                     data dir, or the node_id the data dir was made for",
                     config.data_dir.display(),
                     stored.node_id,
+                    stored.node_id,
+                    config.node_id,
                     config.node_id
+                )));
+            }
+            // Another cluster's token: the data dir is another cluster's
+            // (the cluster id, derived from the initial members and the
+            // token, names the two clusters).
+            let ours = config.initial_cluster_token.as_bytes();
+            if !ours.is_empty() && !stored.token.is_empty() && ours != stored.token.as_slice() {
+                let configured = cluster_id(&Self::initial_members(config), ours);
+                return Err(ServerError::Identity(format!(
+                    "data dir {} belongs to cluster {:x}, but initial_cluster_token is another cluster's \
+                     (that of {configured:x} with these initial members): use this cluster's data dir, or \
+                     this data dir's cluster's token",
+                    config.data_dir.display(),
+                    stored.cluster_id,
                 )));
             }
             return Ok(stored);
@@ -321,7 +339,17 @@ impl Server {
         let identity = if config.join.is_empty() {
             let members = Self::initial_members(config);
             let token = bootstrap_token(config)?;
-            Identity { cluster_id: cluster_id(&members, &token), node_id: config.node_id, joined: false, token }
+            let identity =
+                Identity { cluster_id: cluster_id(&members, &token), node_id: config.node_id, joined: false, token };
+            let sender = crate::raft::network::Sender {
+                cluster_id: identity.cluster_id,
+                node_id: identity.node_id,
+                token: identity.token.clone().into(),
+            };
+            crate::join::refuse_if_started(&members, &sender, peer_tls, &config.data_dir)
+                .await
+                .map_err(ServerError::Identity)?;
+            identity
         } else {
             let ours = config.initial_cluster_token.as_bytes();
             let joined = crate::join::ask_to_join(&config.join, &config.peer_addr, client_tls, ours)
@@ -349,7 +377,8 @@ impl Server {
             .into_iter()
             .map(|(id, m)| {
                 let name = if id == config.node_id { config.member_name() } else { format!("node{id}") };
-                (id, Member { name, peer_addr: m.peer_addr, client_addr: m.client_addr })
+                // Started once each member says so itself (`join::settle`).
+                (id, Member { name, peer_addr: m.peer_addr, client_addr: m.client_addr, started: false })
             })
             .collect()
     }

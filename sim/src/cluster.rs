@@ -172,6 +172,16 @@ impl SimCluster {
         Handle::current().restart(node.handle.id());
     }
 
+    /// Kills the node in `slot`, wipes its disk and restarts it with its
+    /// config unchanged: as the member it was, on an empty data dir.
+    pub fn wipe_and_restart(&self, slot: u64) {
+        let node = &self.nodes[slot as usize - 1];
+        running(|r| r.remove(&slot));
+        Handle::current().kill(node.handle.id());
+        node.disk.wipe();
+        Handle::current().restart(node.handle.id());
+    }
+
     /// Whether the node in `slot` runs and is a voter.
     pub fn is_voter(&self, slot: u64) -> bool {
         running(|r| r.get(&slot).is_some_and(|n| n.is_voter()))

@@ -71,11 +71,17 @@ pub enum FaultKind {
     /// stops its Raft: it is restarted once the device has room again).
     /// Then room is made and the alarm disarmed.
     DiskFull,
+    /// A started follower's disk is wiped and it is restarted as itself
+    /// (same id, same config): it must refuse to start ("already
+    /// bootstrapped"), since with an empty log it would vote and acknowledge
+    /// as if it held what it had acknowledged. Then it is removed and comes
+    /// back as a new member, as the refusal tells the operator to do.
+    WipeRestart,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 18] = [
+    pub const ALL: [FaultKind; 19] = [
         FaultKind::Partition,
         FaultKind::IsolateLeader,
         FaultKind::Bridge,
@@ -94,6 +100,7 @@ impl FaultKind {
         FaultKind::ForgePeer,
         FaultKind::NoSpace,
         FaultKind::DiskFull,
+        FaultKind::WipeRestart,
     ];
 
     /// The name used on the command line.
@@ -117,6 +124,7 @@ impl FaultKind {
             FaultKind::ForgePeer => "forge-peer",
             FaultKind::NoSpace => "nospace",
             FaultKind::DiskFull => "disk-full",
+            FaultKind::WipeRestart => "wipe-restart",
         }
     }
 }
@@ -218,6 +226,61 @@ async fn disk_full(
             .push(format!("disk-full: {victim} had {room} bytes of room for {hold:?} and never raised NOSPACE"));
     }
     disarm_nospace(cluster, victim, start, until, log).await;
+}
+
+/// See [`FaultKind::WipeRestart`].
+async fn wipe_restart(cluster: &SimCluster, start: Instant, log: &mut NemesisLog) {
+    let n = cluster.nodes.len() as u64;
+    let Some(leader) = cluster.leader() else { return };
+    let victim = (leader + runtime::rng().gen_range(0..n - 1)) % n + 1;
+    let (Some(leader_node), Some(victim_node)) = (cluster.node(leader), cluster.node(victim)) else { return };
+    let old_id = victim_node.id;
+    // Only with every member a running voter: the others stay a quorum
+    // while it is down (as an operator's cluster must, to remove it).
+    let members = leader_node.members();
+    let all_voters = members.len() as u64 == n && members.iter().all(|(_, m, learner)| !learner && m.started);
+    // ... in a membership that is applied, not one still changing (a
+    // joint config needs the victim for a quorum of its old half).
+    let settled = {
+        let metrics = leader_node.raft.metrics().borrow().clone();
+        let config = &metrics.membership_config;
+        config.membership().get_joint_config().len() == 1 && config.log_id() <= &metrics.last_applied
+    };
+    if !all_voters || !settled || !(1..=n).all(|slot| cluster.is_voter(slot)) {
+        return;
+    }
+    log.note(start, format!("wipe {victim} (member {old_id:x}) and restart it as itself"));
+    cluster.wipe_and_restart(victim);
+    // Its peers answer within 2 s whether they know it as started.
+    runtime::sleep(Duration::from_secs(4)).await;
+    if cluster.node(victim).is_some() {
+        log.health_violations.push(format!("wipe-restart: {victim} (member {old_id:x}) started on a wiped data dir"));
+        return;
+    }
+    log.note(start, format!("{victim} refused to start on its wiped data dir"));
+    // Until it is removed it stays down: retry (another change may be in
+    // progress, the leader may move) until the removal applies.
+    let deadline = runtime::now() + Duration::from_secs(60);
+    while runtime::now() < deadline {
+        let leader = cluster.leader();
+        let Some((leader, leader_node)) = leader.and_then(|l| cluster.node(l).map(|n| (l, n))) else {
+            runtime::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        if leader_node.member(old_id).is_none() {
+            cluster.replace(victim, cluster.nodes[leader as usize - 1].client_addr.clone());
+            log.note(start, format!("{victim} removed, and restarted to join as a new member"));
+            return;
+        }
+        let task = cluster.spawn_on(leader, async move {
+            leader_node.change_members(MemberChange::Remove(old_id)).await.map_err(|e| e.to_string())
+        });
+        if let Ok(Err(e)) = task.await {
+            log.note(start, format!("wipe-restart {victim}: remove refused or failed: {e}; retrying"));
+        }
+        runtime::sleep(Duration::from_millis(500)).await;
+    }
+    log.health_violations.push(format!("wipe-restart: member {old_id:x} of {victim} could not be removed in 60 s"));
 }
 
 /// Disarms `member`'s NOSPACE alarm, retrying until it applies or 20 s past
@@ -354,6 +417,7 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
                     Err(_) => log.note(start, format!("replace {victim}: interrupted (leader killed)")),
                 }
             }
+            FaultKind::WipeRestart => wipe_restart(cluster, start, log).await,
             FaultKind::ForgePeer => {
                 let Some(leader) = cluster.leader() else { continue };
                 let target = (leader % n) + 1;

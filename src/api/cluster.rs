@@ -30,13 +30,17 @@ impl ClusterService {
     }
 }
 
-/// A member as etcd describes it: URLs with their scheme.
+/// A member as etcd describes it: URLs with their scheme; until the member
+/// itself published that it runs, no name and no client URLs (etcdctl then
+/// shows it "unstarted", and a node joining as it knows it may take it).
 pub fn member(id: u64, m: &crate::raft::Member, learner: bool) -> Member {
+    let client_ur_ls =
+        if m.client_addr.is_empty() || !m.started { Vec::new() } else { vec![format!("http://{}", m.client_addr)] };
     Member {
         id,
-        name: m.name.clone(),
+        name: if m.started { m.name.clone() } else { String::new() },
         peer_ur_ls: vec![format!("http://{}", m.peer_addr)],
-        client_ur_ls: if m.client_addr.is_empty() { Vec::new() } else { vec![format!("http://{}", m.client_addr)] },
+        client_ur_ls,
         is_learner: learner,
     }
 }
@@ -123,7 +127,8 @@ impl Cluster for ClusterService {
                 let req = req.into_inner();
                 let peer_addr = peer_addr(&req.peer_ur_ls)?;
                 // etcd: a member's name and client URLs are empty until it starts.
-                let new = crate::raft::Member { name: String::new(), peer_addr, client_addr: String::new() };
+                let new =
+                    crate::raft::Member { name: String::new(), peer_addr, client_addr: String::new(), started: false };
                 let id = self.change(MemberChange::Add { member: new, learner: req.is_learner }).await?;
                 let (header, members) = self.members(true).await?;
                 let added = members.iter().find(|m| m.id == id).cloned();
@@ -152,8 +157,13 @@ impl Cluster for ClusterService {
                 self.authorize(&req)?;
                 let req = req.into_inner();
                 let peer_addr = peer_addr(&req.peer_ur_ls)?;
-                let change =
-                    MemberChange::Update { id: req.id, peer_addr: Some(peer_addr), name: None, client_addr: None };
+                let change = MemberChange::Update {
+                    id: req.id,
+                    peer_addr: Some(peer_addr),
+                    name: None,
+                    client_addr: None,
+                    started: false,
+                };
                 self.change(change).await?;
                 let (header, members) = self.members(true).await?;
                 Ok(self.with_token(Response::new(MemberUpdateResponse { header: Some(header), members })))

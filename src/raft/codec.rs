@@ -66,11 +66,21 @@ fn required_vote(v: &Option<pb::Vote>, what: &'static str) -> Result<Vote, Decod
 }
 
 pub fn member_to_pb(m: &Member) -> pb::Node {
-    pb::Node { name: m.name.clone(), peer_addr: m.peer_addr.clone(), client_addr: m.client_addr.clone() }
+    pb::Node {
+        name: m.name.clone(),
+        peer_addr: m.peer_addr.clone(),
+        client_addr: m.client_addr.clone(),
+        started: m.started,
+    }
 }
 
 pub fn member_from_pb(n: &pb::Node) -> Member {
-    Member { name: n.name.clone(), peer_addr: n.peer_addr.clone(), client_addr: n.client_addr.clone() }
+    Member {
+        name: n.name.clone(),
+        peer_addr: n.peer_addr.clone(),
+        client_addr: n.client_addr.clone(),
+        started: n.started,
+    }
 }
 
 pub fn membership_to_pb(m: &Membership) -> pb::Membership {
@@ -370,8 +380,8 @@ mod tests {
         use super::*;
 
         fn member() -> impl Strategy<Value = Member> {
-            ("[a-z0-9-]{0,12}", "[a-z0-9.:\\[\\]]{1,24}", "[a-z0-9.:]{0,24}")
-                .prop_map(|(name, peer_addr, client_addr)| Member { name, peer_addr, client_addr })
+            ("[a-z0-9-]{0,12}", "[a-z0-9.:\\[\\]]{1,24}", "[a-z0-9.:]{0,24}", any::<bool>())
+                .prop_map(|(name, peer_addr, client_addr, started)| Member { name, peer_addr, client_addr, started })
         }
 
         /// A membership of 1-5 nodes, one or two configs (joint) of voters among them.

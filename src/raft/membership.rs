@@ -34,8 +34,9 @@ pub enum MemberChange {
     Promote(NodeId),
     /// A member leaves (voter or learner).
     Remove(NodeId),
-    /// New addresses or name of a member; `None` keeps the field.
-    Update { id: NodeId, peer_addr: Option<String>, name: Option<String>, client_addr: Option<String> },
+    /// New addresses or name of a member; `None` keeps the field. `started`:
+    /// the member says it runs (false changes nothing).
+    Update { id: NodeId, peer_addr: Option<String>, name: Option<String>, client_addr: Option<String>, started: bool },
 }
 
 /// Why the leader refused a member change.
@@ -102,21 +103,17 @@ impl MemberChange {
     pub fn to_pb(&self) -> pb::MemberChange {
         use pb::member_change::{Add, Change, Update};
         let change = match self {
-            MemberChange::Add { member, learner } => Change::Add(Add {
-                node: Some(pb::Node {
-                    name: member.name.clone(),
-                    peer_addr: member.peer_addr.clone(),
-                    client_addr: member.client_addr.clone(),
-                }),
-                learner: *learner,
-            }),
+            MemberChange::Add { member, learner } => {
+                Change::Add(Add { node: Some(super::codec::member_to_pb(member)), learner: *learner })
+            }
             MemberChange::Promote(id) => Change::Promote(*id),
             MemberChange::Remove(id) => Change::Remove(*id),
-            MemberChange::Update { id, peer_addr, name, client_addr } => Change::Update(Update {
+            MemberChange::Update { id, peer_addr, name, client_addr, started } => Change::Update(Update {
                 id: *id,
                 peer_addr: peer_addr.clone().unwrap_or_default(),
                 name: name.clone().unwrap_or_default(),
                 client_addr: client_addr.clone().unwrap_or_default(),
+                started: *started,
             }),
         };
         pb::MemberChange { change: Some(change) }
@@ -129,10 +126,7 @@ impl MemberChange {
         Some(match msg.change? {
             Change::Add(add) => {
                 let node = add.node?;
-                MemberChange::Add {
-                    member: Member { name: node.name, peer_addr: node.peer_addr, client_addr: node.client_addr },
-                    learner: add.learner,
-                }
+                MemberChange::Add { member: super::codec::member_from_pb(&node), learner: add.learner }
             }
             Change::Promote(id) => MemberChange::Promote(id),
             Change::Remove(id) => MemberChange::Remove(id),
@@ -141,6 +135,7 @@ impl MemberChange {
                 peer_addr: some(u.peer_addr),
                 name: some(u.name),
                 client_addr: some(u.client_addr),
+                started: u.started,
             },
         })
     }
@@ -273,7 +268,7 @@ impl RaftNode {
                 }
                 (ChangeMembers::RemoveNodes(BTreeSet::from([id])), id)
             }
-            MemberChange::Update { id, peer_addr, name, client_addr } => {
+            MemberChange::Update { id, peer_addr, name, client_addr, started } => {
                 let Some(old) = nodes.get(&id) else {
                     return Err(MemberError::NotFound.into());
                 };
@@ -296,6 +291,7 @@ impl RaftNode {
                 if let Some(name) = name {
                     new.name = name;
                 }
+                new.started |= started;
                 if new == *old {
                     return Ok(Some(id));
                 }
@@ -404,7 +400,12 @@ mod tests {
     fn changes_and_refusals_survive_the_wire() {
         let changes = [
             MemberChange::Add {
-                member: Member { name: "n4".into(), peer_addr: "127.0.0.1:2480".into(), client_addr: String::new() },
+                member: Member {
+                    name: "n4".into(),
+                    peer_addr: "127.0.0.1:2480".into(),
+                    client_addr: String::new(),
+                    started: true,
+                },
                 learner: true,
             },
             MemberChange::Promote(4),
@@ -414,6 +415,7 @@ mod tests {
                 peer_addr: Some("127.0.0.1:1".into()),
                 name: None,
                 client_addr: Some("127.0.0.1:2".into()),
+                started: true,
             },
         ];
         for change in changes {

@@ -492,6 +492,11 @@ impl RaftNode {
         membership.nodes().map(|(id, m)| (*id, m.clone(), !voters.contains(id))).collect()
     }
 
+    /// The membership as this node knows it, in its wire form.
+    pub fn membership_pb(&self) -> crate::proto::raft::v1::Membership {
+        super::codec::membership_to_pb(self.raft.metrics().borrow().membership_config.membership())
+    }
+
     /// Whether this node has any membership yet (a node that is joining has
     /// none until the leader's first message).
     pub fn knows_members(&self) -> bool {
@@ -557,6 +562,7 @@ mod tests {
             name: String::new(),
             peer_addr: format!("10.0.0.1:{port}"),
             client_addr: String::new(),
+            started: false,
         };
         let members: BTreeMap<NodeId, Member> = [(1, member(2380)), (2, member(2381))].into_iter().collect();
         assert_eq!(cluster_id(&members, b"a"), cluster_id(&members, b"a"));

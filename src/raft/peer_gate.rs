@@ -184,7 +184,7 @@ mod tests {
     use super::*;
 
     fn member(name: &str, peer_addr: &str) -> Member {
-        Member { name: name.into(), peer_addr: peer_addr.into(), client_addr: String::new() }
+        Member { name: name.into(), peer_addr: peer_addr.into(), client_addr: String::new(), started: true }
     }
 
     #[test]

@@ -250,6 +250,11 @@ impl RaftRpc for RaftService {
         Ok(Response::new(HashKvResponse { header: None, hash, compact_revision, hash_revision: at }))
     }
 
+    async fn members(&self, req: Request<pb::MembersRequest>) -> Result<Response<pb::MembersResponse>, Status> {
+        self.check_sender(&req)?;
+        Ok(Response::new(pb::MembersResponse { membership: Some(self.node.membership_pb()) }))
+    }
+
     async fn campaign(&self, req: Request<pb::CampaignRequest>) -> Result<Response<pb::CampaignResponse>, Status> {
         self.check_sender(&req)?;
         self.node.campaign().await.map_err(node_failure)?;

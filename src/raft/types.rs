@@ -16,6 +16,10 @@ pub struct Member {
     pub peer_addr: String,
     /// host:port of the member's client API.
     pub client_addr: String,
+    /// The member itself published that it runs (etcd's "started"): set
+    /// once, never cleared. A member whose data dir is empty but whom the
+    /// cluster knows as started lost its data, and must not vote.
+    pub started: bool,
 }
 
 impl fmt::Display for Member {

@@ -107,7 +107,22 @@ impl Cluster {
         }
         let cluster = Cluster { configs, nodes, dir };
         cluster.wait_leader().await;
+        cluster.wait_started().await;
         cluster
+    }
+
+    /// Waits up to 30 s until every running node knows every member as
+    /// started (each publishes it once it runs; until then etcdctl lists
+    /// it "unstarted").
+    pub async fn wait_started(&self) {
+        for _ in 0..300 {
+            let all = self.nodes.iter().flatten().all(|s| s.node.members().iter().all(|(_, m, _)| m.started));
+            if all {
+                return;
+            }
+            runtime::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("members not all started within 30 s");
     }
 
     /// Index of the leader all running nodes agree on, waiting up to 30 s.

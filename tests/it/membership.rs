@@ -210,3 +210,106 @@ async fn a_move_leader_cancelled_mid_transfer_leaves_the_leader_serving() {
     assert_eq!(ok(&endpoint, &["get", "/after-cancel", "--print-value-only"]), "v\n");
     cluster.shutdown().await;
 }
+
+/// Starts node `i` of `cluster` on its config again; the error if refused.
+async fn start_again(cluster: &Cluster, i: usize) -> Result<placement_center::server::Server, String> {
+    use placement_center::server::{Listeners, Server};
+    let config = cluster.configs[i].clone();
+    let listeners = Listeners::bind(&config).await.map_err(|e| e.to_string())?;
+    Server::start(config, listeners).await.map_err(|e| e.to_string())
+}
+
+/// Before the check, the wiped member bootstrapped its initial membership
+/// again with an empty log and voted and acknowledged as a member in good
+/// standing: with the leader and it as a quorum, writes could commit
+/// without the only other copy of older ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_restarted_on_a_wiped_data_dir_is_refused_until_removed_and_added_back() {
+    let mut cluster = Cluster::start(3).await;
+    let mut kv = cluster.kv(0).await;
+    put(&mut kv, "k", "v").await;
+    let leader = cluster.wait_leader().await;
+    let wiped = (0..3).find(|i| *i != leader).unwrap();
+    let id = cluster.nodes[wiped].as_ref().unwrap().node.id;
+    cluster.stop(wiped).await;
+    std::fs::remove_dir_all(&cluster.configs[wiped].data_dir).unwrap();
+
+    let refused = start_again(&cluster, wiped).await.err().expect("a wiped member must not start");
+    assert!(refused.contains(&format!("member {id:x} has already been bootstrapped")), "{refused}");
+    assert!(refused.contains("etcdctl member remove"), "{refused}");
+
+    // The fix the message gives: remove it, then join as a new member.
+    let ep = cluster.client_addr(leader);
+    ok(&ep, &["member", "remove", &format!("{id:x}")]);
+    std::fs::remove_dir_all(&cluster.configs[wiped].data_dir).unwrap();
+    let peer_addr = cluster.configs[wiped].peer_addr.clone();
+    let new = cluster.join(move |c| c.peer_addr = peer_addr.clone()).await;
+    let mut on_new = cluster.kv(new).await;
+    for _ in 0..100 {
+        if get(&mut on_new, "k", true).await.ok().flatten().is_some() {
+            break;
+        }
+        runtime::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(get(&mut on_new, "k", false).await.unwrap().as_deref(), Some("v"));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joined_member_on_a_wiped_data_dir_cannot_join_as_itself_again() {
+    let mut cluster = Cluster::start(3).await;
+    let new = cluster.join(|_| {}).await;
+    let id = cluster.nodes[new].as_ref().unwrap().node.id;
+    for _ in 0..300 {
+        if cluster.nodes[0].as_ref().unwrap().node.member(id).is_some_and(|(_, m)| m.started) {
+            break;
+        }
+        runtime::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.stop(new).await;
+    std::fs::remove_dir_all(&cluster.configs[new].data_dir).unwrap();
+    let refused = start_again(&cluster, new).await.err().expect("a wiped joined member must not start");
+    assert!(refused.contains(&format!("member {id:x} at http://")), "{refused}");
+    assert!(refused.contains("has already been bootstrapped"), "{refused}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_added_by_etcdctl_is_unstarted_until_it_runs() {
+    let mut cluster = Cluster::start(3).await;
+    let ep = cluster.client_addr(0);
+    let peer = placement_center::runtime::Listener::bind("127.0.0.1:0").await.unwrap();
+    let peer_addr = peer.local_addr().unwrap().to_string();
+    ok(&ep, &["member", "add", "late", "--learner", &format!("--peer-urls=http://{peer_addr}")]);
+    let list = ok(&ep, &["member", "list"]);
+    assert!(list.lines().any(|l| l.contains(", unstarted, , http://") && l.contains(&peer_addr)), "{list}");
+    release(peer);
+    let new = cluster.join(move |c| c.peer_addr = peer_addr.clone()).await;
+    let id = cluster.nodes[new].as_ref().unwrap().node.id;
+    wait_members(&cluster, "the added member started", |lines| {
+        lines.iter().any(|l| l.starts_with(&format!("{id:x}, started")))
+    })
+    .await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_is_refused_to_another_member_id_or_another_clusters_token() {
+    let mut cluster = Cluster::start(1).await;
+    cluster.stop(0).await;
+    let original = cluster.configs[0].clone();
+
+    cluster.configs[0].node_id = 7;
+    cluster.configs[0].initial_members.clear();
+    let refused = start_again(&cluster, 0).await.err().expect("another member id");
+    assert!(refused.contains("belongs to member 1 (id 1), not to node_id 7 (7)"), "{refused}");
+
+    cluster.configs[0] = original.clone();
+    cluster.configs[0].initial_cluster_token = "another-clusters-token".into();
+    let refused = start_again(&cluster, 0).await.err().expect("another cluster's token");
+    assert!(refused.contains("but initial_cluster_token is another cluster's"), "{refused}");
+
+    cluster.configs[0] = original;
+    cluster.restart(0).await;
+    cluster.shutdown().await;
+}
