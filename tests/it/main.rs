@@ -16,4 +16,5 @@ mod placement;
 mod quota;
 mod replication;
 mod tls;
+mod upgrade;
 mod watch;
