@@ -473,6 +473,9 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     config.validate()?;
     let listeners = Listeners::bind(&config).await?;
     let server = Server::start(config, listeners).await?;
+    // Listening, with its data open: systemd's Type=notify start is done
+    // (readiness to serve is /readyz's business: it needs a quorum).
+    runtime::notify_service_manager("READY=1");
     let removed = {
         let node = server.node.clone();
         async move {
@@ -501,6 +504,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         tracing::error!(node_id = id, "this member was removed from the cluster: stopping");
     }
     tracing::info!("shutting down");
+    runtime::notify_service_manager("STOPPING=1");
     server.shutdown().await;
     if was_removed {
         return Err(ServerError::Removed(id));

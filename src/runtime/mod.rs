@@ -21,7 +21,7 @@ pub use clock::{now, sleep, timeout, wall_clock_millis, Elapsed, Instant};
 pub use disk::{blocking, engine_closed, open_engine};
 pub use net::{await_resolvable, serve_limited};
 pub use net::{serve, serve_http, HttpHandler, Listener, MAX_CONNECTIONS};
-pub use signal::shutdown_signal;
+pub use signal::{notify_service_manager, shutdown_signal};
 #[cfg(madsim)]
 pub use skew::{reset_clocks, skew_clock, with_node_clock, SkewedInstant};
 pub use tasks::{spawn_detached, Shutdown, TaskGroup};

@@ -7,6 +7,7 @@ mod bad_input;
 mod certs;
 mod cluster;
 mod ctl;
+mod deploy;
 mod etcdctl;
 mod health;
 mod limits;
