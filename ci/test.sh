@@ -22,6 +22,9 @@ RUSTFLAGS="--cfg madsim" cargo clippy -p placement-sim --all-targets --target-di
 step "tests (tokio + RocksDB: units, openraft storage suite, 3-node clusters, etcdctl)"
 cargo nextest run --no-fail-fast
 
+step "multi-host: three members in network namespaces, named by a hosts file (tests/netns, needs root)"
+bash tests/netns/multi-host.sh target/debug/placement-center
+
 step "simulator: checker unit tests, determinism across processes"
 RUSTFLAGS="--cfg madsim" cargo test -p placement-sim --profile sim --target-dir target/sim
 
