@@ -597,6 +597,29 @@ impl Config {
                 return invalid(format!("{what}: {e} (or empty for none)"));
             }
         }
+        // Listening for other hosts while advertising loopback: they would
+        // be told an address that is theirs, not this host's (etcd requires
+        // the advertise flags with explicit listen ones).
+        let pairs = [
+            (
+                "listen_client_addr",
+                &self.listen_client_addr,
+                "client_addr",
+                &self.client_addr,
+                "--advertise-client-urls",
+            ),
+            ("listen_peer_addr", &self.listen_peer_addr, "peer_addr", &self.peer_addr, "--initial-advertise-peer-urls"),
+        ];
+        for (listen_what, listen, what, advertised, flag) in pairs {
+            let wildcard = crate::addr::parse(listen).is_ok_and(|a| a.is_wildcard());
+            let loopback = crate::addr::parse(advertised).is_ok_and(|a| a.ip().is_some_and(|ip| ip.is_loopback()));
+            if wildcard && loopback {
+                return invalid(format!(
+                    "{listen_what} {listen} listens for other hosts, but {what} advertises {advertised}, which \
+                     they cannot reach: set {what} ({flag}) to this host's name or address"
+                ));
+            }
+        }
         let (client, peer) = (self.client_listen_addr(), self.peer_listen_addr());
         if client == peer {
             return invalid(format!("the client and peer ports both listen on {client}"));
@@ -708,6 +731,8 @@ mod tests {
             (Box::new(|c| c.metrics_addr = "metrics".into()), "metrics_addr: \"metrics\" is not HOST:PORT"),
             (Box::new(|c| c.client_addr = "0.0.0.0:2379".into()), "listen on it with listen_client_addr"),
             (Box::new(|c| c.listen_peer_addr = "::1:2380".into()), "write an IPv6 address in brackets"),
+            (Box::new(|c| c.listen_client_addr = "0.0.0.0:2379".into()), "set client_addr (--advertise-client-urls)"),
+            (Box::new(|c| c.listen_peer_addr = "[::]:2380".into()), "set peer_addr (--initial-advertise-peer-urls)"),
             (Box::new(|c| c.metrics_addr = c.client_addr.clone()), "is also the client or peer address"),
             (Box::new(|c| c.peer_addr = "127.0.0.1:9999".into()), "initial member 2 has peer address 127.0.0.1:2382"),
             (Box::new(|c| c.heartbeat_interval_ms = 5000), "heartbeat_interval_ms (5000) must be positive and below"),

@@ -69,6 +69,8 @@ fn addresses_that_cannot_work_are_refused_at_startup_with_the_fix() {
         "advertise this host's name or address",
     );
     refused(&["--client-addr", "::1:23790"], "[::1]:23790");
+    // Listening for other hosts with nothing but loopback to tell them.
+    refused(&["--listen-client-urls", "http://0.0.0.0:23790"], "set client_addr (--advertise-client-urls)");
     refused(&["--listen-client-urls", "http://a:1,http://b:2"], "one address");
     // 198.18.0.0/15 is reserved for network tests: not an address of this host.
     refused(
