@@ -512,14 +512,16 @@ impl Config {
                 if *id == 0 {
                     return invalid("initial member id 0 is not allowed".into());
                 }
-                if let Err(e) = crate::addr::parse(&m.peer_addr) {
-                    return invalid(format!("initial member {id} peer address: {e}"));
-                }
-                if crate::addr::parse(&m.peer_addr).is_ok_and(|a| a.is_wildcard()) {
-                    return invalid(format!(
-                        "initial member {id} peer address {} is a wildcard no peer can dial: give its name or address",
-                        m.peer_addr
-                    ));
+                match crate::addr::parse(&m.peer_addr) {
+                    Err(e) => return invalid(format!("initial member {id} peer address: {e}")),
+                    Ok(a) if a.is_wildcard() => {
+                        return invalid(format!(
+                            "initial member {id} peer address {} is a wildcard no peer can dial: \
+                             give its name or address",
+                            m.peer_addr
+                        ))
+                    }
+                    Ok(_) => {}
                 }
                 if let Some(other) = seen.insert(m.peer_addr.clone(), *id) {
                     return invalid(format!("initial members {other} and {id} share peer address {}", m.peer_addr));

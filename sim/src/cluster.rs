@@ -160,25 +160,26 @@ impl SimCluster {
     /// and restarts it with an empty data dir that joins through `via` (a
     /// client address). The caller removed the old member first.
     pub fn replace(&self, slot: u64, via: String) {
-        let node = &self.nodes[slot as usize - 1];
-        running(|r| r.remove(&slot));
-        Handle::current().kill(node.handle.id());
-        node.disk.wipe();
-        {
-            let mut config = node.config.lock().unwrap_or_else(|e| e.into_inner());
+        self.wipe_and_restart_with(slot, |config| {
             config.initial_members.clear();
             config.join = vec![via];
-        }
-        Handle::current().restart(node.handle.id());
+        });
     }
 
     /// Kills the node in `slot`, wipes its disk and restarts it with its
     /// config unchanged: as the member it was, on an empty data dir.
     pub fn wipe_and_restart(&self, slot: u64) {
+        self.wipe_and_restart_with(slot, |_| {});
+    }
+
+    /// Kills the node in `slot`, wipes its disk, lets `change` edit its
+    /// config, and restarts it.
+    fn wipe_and_restart_with(&self, slot: u64, change: impl FnOnce(&mut Config)) {
         let node = &self.nodes[slot as usize - 1];
         running(|r| r.remove(&slot));
         Handle::current().kill(node.handle.id());
         node.disk.wipe();
+        change(&mut node.config.lock().unwrap_or_else(|e| e.into_inner()));
         Handle::current().restart(node.handle.id());
     }
 

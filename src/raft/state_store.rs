@@ -75,21 +75,16 @@ pub fn read_state(state: &SharedState) -> std::sync::RwLockReadGuard<'_, KvState
     state.read().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A copy of the state as applied now, for reads that scan all of it (Hash,
-/// HashKV, Snapshot): taking it holds the lock for O(1) (the maps are
-/// persistent, a copy shares their nodes), and applies go on while the copy
-/// is read; it keeps what later applies replace until it is dropped.
-pub fn state_view(state: &SharedState) -> KvState {
-    read_state(state).clone()
-}
-
-/// Runs `scan` on a [`state_view`] on the blocking threads, so neither the
-/// state lock nor an async thread is held while it reads the whole state.
+/// Runs `scan`, a read of the whole state (Hash, HashKV, Snapshot), on a
+/// copy of the state as applied now, on the blocking threads: neither the
+/// state lock nor an async thread is held while it reads. Taking the copy
+/// holds the lock for O(1) (the maps are persistent, a copy shares their
+/// nodes); it keeps what later applies replace until it is dropped.
 pub async fn scan_state<T: Send + 'static>(
     state: &SharedState,
     scan: impl FnOnce(KvState) -> T + Send + 'static,
 ) -> std::io::Result<T> {
-    let view = state_view(state);
+    let view = read_state(state).clone();
     crate::runtime::blocking(move || scan(view)).await
 }
 

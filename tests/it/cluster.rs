@@ -165,9 +165,16 @@ impl Cluster {
 
     /// Restarts node `i` on its old addresses and data dir.
     pub async fn restart(&mut self, i: usize) {
+        self.try_restart(i).await.unwrap();
+    }
+
+    /// Restarts node `i` on its old addresses and data dir; the error if the
+    /// node refuses to start (it then stays stopped).
+    pub async fn try_restart(&mut self, i: usize) -> Result<(), String> {
         let config = self.configs[i].clone();
-        let listeners = Listeners::bind(&config).await.unwrap();
-        self.nodes[i] = Some(Server::start(config, listeners).await.unwrap());
+        let listeners = Listeners::bind(&config).await.map_err(|e| e.to_string())?;
+        self.nodes[i] = Some(Server::start(config, listeners).await.map_err(|e| e.to_string())?);
+        Ok(())
     }
 
     /// Starts a new node that joins the cluster through node 0's client

@@ -211,14 +211,6 @@ async fn a_move_leader_cancelled_mid_transfer_leaves_the_leader_serving() {
     cluster.shutdown().await;
 }
 
-/// Starts node `i` of `cluster` on its config again; the error if refused.
-async fn start_again(cluster: &Cluster, i: usize) -> Result<placement_center::server::Server, String> {
-    use placement_center::server::{Listeners, Server};
-    let config = cluster.configs[i].clone();
-    let listeners = Listeners::bind(&config).await.map_err(|e| e.to_string())?;
-    Server::start(config, listeners).await.map_err(|e| e.to_string())
-}
-
 /// Before the check, the wiped member bootstrapped its initial membership
 /// again with an empty log and voted and acknowledged as a member in good
 /// standing: with the leader and it as a quorum, writes could commit
@@ -234,7 +226,7 @@ async fn a_member_restarted_on_a_wiped_data_dir_is_refused_until_removed_and_add
     cluster.stop(wiped).await;
     std::fs::remove_dir_all(&cluster.configs[wiped].data_dir).unwrap();
 
-    let refused = start_again(&cluster, wiped).await.err().expect("a wiped member must not start");
+    let refused = cluster.try_restart(wiped).await.expect_err("a wiped member must not start");
     assert!(refused.contains(&format!("member {id:x} has already been bootstrapped")), "{refused}");
     assert!(refused.contains("etcdctl member remove"), "{refused}");
 
@@ -268,7 +260,7 @@ async fn a_joined_member_on_a_wiped_data_dir_cannot_join_as_itself_again() {
     }
     cluster.stop(new).await;
     std::fs::remove_dir_all(&cluster.configs[new].data_dir).unwrap();
-    let refused = start_again(&cluster, new).await.err().expect("a wiped joined member must not start");
+    let refused = cluster.try_restart(new).await.expect_err("a wiped joined member must not start");
     assert!(refused.contains(&format!("member {id:x} at http://")), "{refused}");
     assert!(refused.contains("has already been bootstrapped"), "{refused}");
     cluster.shutdown().await;
@@ -301,12 +293,12 @@ async fn a_data_dir_is_refused_to_another_member_id_or_another_clusters_token() 
 
     cluster.configs[0].node_id = 7;
     cluster.configs[0].initial_members.clear();
-    let refused = start_again(&cluster, 0).await.err().expect("another member id");
+    let refused = cluster.try_restart(0).await.expect_err("another member id");
     assert!(refused.contains("belongs to member 1 (id 1), not to node_id 7 (7)"), "{refused}");
 
     cluster.configs[0] = original.clone();
     cluster.configs[0].initial_cluster_token = "another-clusters-token".into();
-    let refused = start_again(&cluster, 0).await.err().expect("another cluster's token");
+    let refused = cluster.try_restart(0).await.expect_err("another cluster's token");
     assert!(refused.contains("but initial_cluster_token is another cluster's"), "{refused}");
 
     cluster.configs[0] = original;
