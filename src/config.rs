@@ -622,6 +622,9 @@ impl Config {
                 ));
             }
         }
+        if self.client_addr == self.peer_addr {
+            return invalid(format!("client_addr and peer_addr both advertise {}", self.client_addr));
+        }
         let (client, peer) = (self.client_listen_addr(), self.peer_listen_addr());
         if client == peer {
             return invalid(format!("the client and peer ports both listen on {client}"));
@@ -729,7 +732,14 @@ mod tests {
             (Box::new(|c| c.node_id = 0), "node_id must be at least 1"),
             (Box::new(|c| c.node_id = 7), "node_id 7 is not among the initial members (1, 2, 3)"),
             (Box::new(|c| c.client_addr = "nowhere".into()), "client_addr: \"nowhere\" is not HOST:PORT"),
-            (Box::new(|c| c.client_addr = c.peer_addr.clone()), "the client and peer ports both listen on"),
+            (Box::new(|c| c.client_addr = c.peer_addr.clone()), "client_addr and peer_addr both advertise"),
+            (
+                Box::new(|c| {
+                    c.listen_client_addr = c.peer_addr.clone();
+                    c.client_addr = "pc-2:2379".into();
+                }),
+                "the client and peer ports both listen on",
+            ),
             (Box::new(|c| c.metrics_addr = "metrics".into()), "metrics_addr: \"metrics\" is not HOST:PORT"),
             (Box::new(|c| c.client_addr = "0.0.0.0:2379".into()), "listen on it with listen_client_addr"),
             (Box::new(|c| c.listen_peer_addr = "::1:2380".into()), "write an IPv6 address in brackets"),

@@ -178,8 +178,9 @@ async fn try_join(
         if !me.name.is_empty() {
             return Err(tonic::Status::already_exists(format!(
                 "member {:x} at {peer_url} has already been bootstrapped: the cluster knows it as started, \
-                 but this data dir is empty, so its data was lost. Restore the data dir from a backup, or \
-                 remove the member (etcdctl member remove {:x}) and join again",
+                 but this data dir is empty, so its data was lost. Remove the member (etcdctl member \
+                 remove {:x}) and join again as a new one (a backup of its old data dir would lack what \
+                 it acknowledged since)",
                 me.id, me.id
             )));
         }
@@ -196,6 +197,9 @@ async fn try_join(
     let id = added.member.map(|m| m.id).ok_or_else(|| tonic::Status::internal("member add answered no member"))?;
     Ok(Joined { cluster_id, node_id: id, token })
 }
+
+/// How often a settled member checks that its published record still holds.
+const SETTLED_PAUSE: Duration = Duration::from_secs(5);
 
 /// How long a member starting on an empty data dir waits for each peer to
 /// say whether it knows it as started.
@@ -233,8 +237,9 @@ pub async fn refuse_if_started(
     }
     Err(format!(
         "member {me:x} has already been bootstrapped: its peers ({}) know it as started, but its data dir {} \
-         is empty, so its data was lost. Restore the data dir from a backup, or remove the member \
-         (etcdctl member remove {me:x}) and add it back as a new one (start it with --join)",
+         is empty, so its data was lost. Remove the member (etcdctl member remove {me:x}) and add it back \
+         as a new one (start it with --join); a backup of its old data dir would lack what it acknowledged \
+         since",
         knowing.join(", "),
         data_dir.display()
     ))
@@ -255,7 +260,7 @@ pub async fn settle(
     promote: bool,
     mut stop: Shutdown,
 ) {
-    let pause = Duration::from_millis(500);
+    let mut pause = Duration::from_millis(500);
     loop {
         tokio::select! {
             biased;
@@ -276,8 +281,12 @@ pub async fn settle(
             }
             continue;
         }
+        // Settled: keep looking, more slowly. A membership written by a
+        // release that does not know `started` drops it, and it must come
+        // back (the wiped-member check and MemberList rely on it).
         if !promote || node.is_voter() {
-            return;
+            pause = SETTLED_PAUSE;
+            continue;
         }
         match node.change_members(MemberChange::Promote(node.id)).await {
             Ok(_) => tracing::info!("promoted to voter"),

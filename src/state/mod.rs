@@ -138,8 +138,10 @@ pub struct Applied {
 pub struct Lease {
     /// TTL in seconds, as granted.
     pub ttl: i64,
-    /// Keys whose record names this lease.
-    pub keys: BTreeSet<Vec<u8>>,
+    /// Keys whose record names this lease. Persistent, like the maps that
+    /// hold the leases: a write after the state was copied (see
+    /// [`KvState`]) copies a lease's map node, not every key of its leases.
+    pub keys: imbl::OrdSet<Vec<u8>>,
 }
 
 /// The key space. A clone is cheap and leaves the original free to change:
@@ -215,7 +217,7 @@ impl KvState {
     /// A store restored from what was persisted.
     pub fn restore(p: Persisted) -> Self {
         let mut leases: BTreeMap<i64, Lease> =
-            p.leases.into_iter().map(|(id, ttl)| (id, Lease { ttl, keys: BTreeSet::new() })).collect();
+            p.leases.into_iter().map(|(id, ttl)| (id, Lease { ttl, keys: imbl::OrdSet::new() })).collect();
         for kv in &p.kvs {
             if let Some(lease) = leases.get_mut(&kv.lease) {
                 lease.keys.insert(kv.key.clone());

@@ -319,7 +319,7 @@ pub fn same_end(state: &KvState, model: &Model) -> Result<(), String> {
     for (id, lease) in state.leases() {
         let attached: BTreeSet<Vec<u8>> =
             model.keys.iter().filter(|(_, r)| r.4 == *id).map(|(k, _)| k.clone()).collect();
-        if lease.keys != attached {
+        if lease.keys.iter().cloned().collect::<BTreeSet<_>>() != attached {
             return Err(format!("lease {id} lists keys {:?}, the model {attached:?}", lease.keys));
         }
     }
