@@ -274,6 +274,7 @@ impl SimCluster {
                     is_leader: m.current_leader == Some(m.id) && m.state.is_leader(),
                     last_log: m.last_log_index.unwrap_or(0),
                     applied: m.last_applied.map_or(0, |id| id.index),
+                    purged: m.purged.map_or(0, |id| id.index),
                     member: m.membership_config.membership().get_node(&m.id).is_some(),
                     removed,
                 }

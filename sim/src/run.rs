@@ -181,10 +181,9 @@ async fn run(opts: RunOptions) -> Report {
                 let at = runtime::now() - start;
                 let now = cluster.sample(at);
                 for s in &now {
-                    // A node's applied entries are committed. After a power loss
-                    // `applied` may go back; those entries are compared again.
-                    let from = checked.get(&s.slot).map_or(1, |c| (c + 1).min(s.applied + 1));
-                    for (index, bytes) in cluster.log_entries(s.slot, from, s.applied) {
+                    // A node's applied entries are committed (see `to_compare`).
+                    let range = raft_invariants::to_compare(checked.get(&s.slot).copied(), s);
+                    for (index, bytes) in cluster.log_entries(s.slot, *range.start(), *range.end()) {
                         committed_violations.extend(committed.observe(s.node, at, index, &bytes));
                     }
                     checked.insert(s.slot, s.applied);

@@ -1,8 +1,8 @@
 //! The Raft log and vote, kept in the storage engine.
 //!
 //! Layout: column family `raft_log` maps the big-endian log index to a
-//! protobuf `raft.v1.Entry`; `raft_meta` holds the vote, the committed log id
-//! and the last purged log id.
+//! protobuf `raft.v1.Entry`; `raft_meta` holds the vote, the committed log id,
+//! the last purged log id and a purge put off (see `purge`).
 //!
 //! Durability (openraft's storage contract): `append` calls back only after the
 //! entries are fsynced, and `save_vote` returns only after the vote is fsynced,
@@ -30,6 +30,8 @@ pub const CF_META: &str = "raft_meta";
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
+/// A purge put off while entries after it were appended (see `write_entries`).
+const KEY_PURGE_PUT_OFF: &[u8] = b"purge_put_off";
 
 pub(super) fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
@@ -82,6 +84,7 @@ impl LogStore {
         // Record the purge point first in the same batch: the log state stays
         // correct whatever prefix of the deletion survives.
         batch.put(CF_META, KEY_LAST_PURGED, codec::log_id_to_pb(log_id).encode_to_vec());
+        batch.delete(CF_META, KEY_PURGE_PUT_OFF);
         batch.delete_range(CF_LOG, index_key(0).to_vec(), index_key(log_id.index + 1).to_vec());
         self.engine.write(batch, false).map_err(|e| write_err(ErrorSubject::Logs, e))?;
         Ok(true)
@@ -115,11 +118,22 @@ impl LogStore {
 
     /// Writes `entries`, synced (an entry is acknowledged only once durable),
     /// and keeps them among the recent entries once written.
+    ///
+    /// With a purge still put off, the batch records it too. The entries below
+    /// it may be stale ones of an old term that a snapshot replaced (openraft
+    /// 0.9 truncates before installing a snapshot only if the snapshot's last
+    /// index conflicts), and the new entries follow it: after a crash the log
+    /// on disk would run stale entries, a gap, then the new ones, and a
+    /// restarted leader could send a stale one to a follower as committed.
+    /// The record makes the restarted log start after the purge.
     pub(super) fn write_entries(
         &self,
         entries: impl IntoIterator<Item = Entry>,
     ) -> Result<(), crate::storage::StorageError> {
         let mut batch = WriteBatch::new();
+        if let Some(put_off) = *self.pending_purge() {
+            batch.put(CF_META, KEY_PURGE_PUT_OFF, codec::log_id_to_pb(&put_off).encode_to_vec());
+        }
         let mut written = Vec::new();
         for entry in entries {
             let bytes = codec::entry_to_pb(&entry).encode_to_vec();
@@ -218,7 +232,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id = self.read_log_id(KEY_LAST_PURGED)?.max(*self.pending_purge());
+        let put_off = self.read_log_id(KEY_PURGE_PUT_OFF)?;
+        let mut pending = self.pending_purge();
+        if let Some(put_off) = put_off.filter(|p| Some(*p) > *pending) {
+            // Recorded before a restart. The state machine installed the
+            // snapshot before the entries after it arrived (synced), unless
+            // the data dir lost that write.
+            let applied = super::state_store::applied_index(self.engine.as_ref())?;
+            if applied.is_none_or(|applied| applied < put_off.index) {
+                return Err(read_err(
+                    ErrorSubject::Logs,
+                    std::io::Error::other(format!(
+                        "the log continues after index {} but the state machine holds only up to {}: the snapshot \
+                         that covered the gap was lost; remove this member and add it back with an empty data dir",
+                        put_off.index,
+                        applied.unwrap_or(0)
+                    )),
+                ));
+            }
+            *pending = Some(put_off);
+        }
+        let last_purged_log_id = self.read_log_id(KEY_LAST_PURGED)?.max(*pending);
+        drop(pending);
         let last_log_id = self.last_entry_log_id()?.max(last_purged_log_id);
         Ok(LogState { last_purged_log_id, last_log_id })
     }

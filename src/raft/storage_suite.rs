@@ -407,3 +407,61 @@ fn a_purge_past_the_state_machine_is_written_only_once_it_holds_that_far() {
         assert_eq!(restarted.try_get_log_entries(0..20).await.unwrap().len(), 4);
     });
 }
+
+#[test]
+fn entries_appended_after_a_purge_put_off_restart_after_the_purge() {
+    use openraft::storage::{RaftLogReader, RaftLogStorage};
+    use openraft::CommittedLeaderId;
+    let engine: Arc<dyn crate::storage::Engine> = Arc::new(SimDisk::new());
+    mark_applied(&engine, 7);
+    let mut store = LogStore::new(engine.clone());
+    // 8..=10 are stale (an old leader's); the new leader sent a snapshot up to
+    // 20 and then 21..=23. openraft 0.9 truncates nothing (no entry at 20).
+    store.write_entries((1..=10).map(|i| put_entry(i, 1, 8))).unwrap();
+    let snapshot = super::types::LogId::new(CommittedLeaderId::new(2, 2), 20);
+    let newer = |index| {
+        let mut entry = put_entry(index, 2, 8);
+        entry.log_id.leader_id = CommittedLeaderId::new(2, 2);
+        entry
+    };
+    futures::executor::block_on(async {
+        store.purge(snapshot).await.unwrap();
+        // A new leader's entries arrive while the install is still under way.
+        store.write_entries((21..=23).map(newer)).unwrap();
+        // The install finishes (synced), then the member crashes.
+        mark_applied(&engine, 20);
+        // A store that never saw the purge (a restart) must not see 8..=10.
+        let mut restarted = LogStore::new(engine.clone());
+        let state = restarted.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(snapshot), "the log restarts after the snapshot");
+        assert_eq!(state.last_log_id.map(|id| id.index), Some(23));
+        let held: Vec<u64> =
+            restarted.try_get_log_entries(0..30).await.unwrap().iter().map(|e| e.log_id.index).collect();
+        assert_eq!(held, vec![21, 22, 23], "no stale entry is served");
+        // The next append writes the purge and drops the record.
+        restarted.write_entries([newer(24)]).unwrap();
+        restarted.purge(snapshot).await.unwrap();
+        let mut again = LogStore::new(engine.clone());
+        assert_eq!(again.get_log_state().await.unwrap().last_purged_log_id, Some(snapshot));
+        assert_eq!(again.try_get_log_entries(0..30).await.unwrap().len(), 4);
+        assert_eq!(engine.get(super::log_store::CF_META, b"purge_put_off").unwrap(), None, "record dropped");
+    });
+}
+
+#[test]
+fn a_log_that_continues_past_a_lost_snapshot_is_refused_at_restart() {
+    use openraft::storage::RaftLogStorage;
+    use openraft::CommittedLeaderId;
+    let engine: Arc<dyn crate::storage::Engine> = Arc::new(SimDisk::new());
+    mark_applied(&engine, 7);
+    let mut store = LogStore::new(engine.clone());
+    store.write_entries((1..=10).map(|i| put_entry(i, 1, 8))).unwrap();
+    let snapshot = super::types::LogId::new(CommittedLeaderId::new(2, 2), 20);
+    futures::executor::block_on(async {
+        store.purge(snapshot).await.unwrap();
+        store.write_entries((21..=23).map(|i| put_entry(i, 2, 8))).unwrap();
+        // The state machine never got to 20.
+        let refused = LogStore::new(engine.clone()).get_log_state().await.expect_err("opened a log with a gap");
+        assert!(refused.to_string().contains("remove this member and add it back"), "{refused}");
+    });
+}

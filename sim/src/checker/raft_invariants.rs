@@ -35,6 +35,9 @@ pub struct Sample {
     pub last_log: u64,
     /// Index of its last applied entry.
     pub applied: u64,
+    /// Index of the last entry purged from its log (openraft's view: a purge
+    /// the log store put off until the state machine holds that far counts).
+    pub purged: u64,
     /// Whether it is in its own view of the membership.
     pub member: bool,
     /// Whether it considers itself removed from the cluster.
@@ -110,6 +113,7 @@ mod tests {
             is_leader,
             last_log: 10,
             applied: 5,
+            purged: 0,
             member: true,
             removed: false,
         }
@@ -139,6 +143,20 @@ mod tests {
         bad.applied = 11;
         assert_eq!(check(&[bad]).len(), 1, "applied beyond log");
     }
+}
+
+/// The indexes of `s`'s log to compare next, given the highest index compared
+/// on its slot before (`checked`): its applied entries not compared yet, and
+/// again those an `applied` that went back (a power loss) covers, but none at
+/// or below its purge point. Entries there are no longer in its log even while
+/// the disk still holds them: after a snapshot install the log store puts the
+/// deletion off until the state machine holds the snapshot, and a stale entry
+/// from an old term may sit there meanwhile, which openraft never reads again.
+/// After a restart the purge point is the one on disk, so such an entry that
+/// survived a crash is compared.
+pub fn to_compare(checked: Option<u64>, s: &Sample) -> std::ops::RangeInclusive<u64> {
+    let from = checked.map_or(1, |c| (c + 1).min(s.applied + 1));
+    from.max(s.purged + 1)..=s.applied
 }
 
 /// Committed entries never change: the first bytes seen at a committed index
@@ -179,6 +197,35 @@ impl CommittedLog {
 #[cfg(test)]
 mod committed_tests {
     use super::*;
+
+    fn at(applied: u64, purged: u64) -> Sample {
+        Sample {
+            at: Duration::ZERO,
+            node: 2,
+            slot: 2,
+            vote: (6, 1, true),
+            is_leader: false,
+            last_log: applied,
+            applied,
+            purged,
+            member: true,
+            removed: false,
+        }
+    }
+
+    #[test]
+    fn entries_compared_are_the_applied_ones_above_the_purge_point() {
+        assert_eq!(to_compare(None, &at(5, 0)), 1..=5, "first sample: all applied");
+        assert_eq!(to_compare(Some(5), &at(9, 0)), 6..=9, "then only the new ones");
+        assert!(to_compare(Some(9), &at(7, 0)).is_empty(), "applied went back: nothing new yet");
+        assert_eq!(to_compare(Some(7), &at(9, 0)), 8..=9, "and what it applies again is compared again");
+        // Seed 10219 (3 nodes, at 85fb892): node 2 restarted holding a term-5
+        // entry at 541 that the term-6 leader had replaced, then installed a
+        // snapshot up to 614. Its state machine said 614 applied while the
+        // log store's deletion of 541 waited: that entry is no longer its log.
+        assert!(to_compare(Some(540), &at(614, 614)).is_empty(), "snapshot installed: nothing of the old log");
+        assert_eq!(to_compare(Some(540), &at(620, 614)), 615..=620);
+    }
 
     #[test]
     fn a_committed_entry_that_changes_is_reported() {
