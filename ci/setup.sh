@@ -6,12 +6,16 @@
 #   librocksdb-dev     the system RocksDB 7.8 we link dynamically (no 30-min C++ build)
 #   etcd-client        etcdctl for the compatibility tests
 #   systemd            systemd-analyze, to verify deploy/systemd's unit
-#   iproute2           ip netns, for the multi-host test (tests/netns)
+#   iproute2           ip netns and tc, for the multi-host test (tests/netns) and ci/robustness.sh
+#   nftables           ci/robustness.sh's partitions and packet loss
+#   faketime           libfaketime, ci/robustness.sh's clock fault
 need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || need+=(faketime)
 [ -e /usr/lib/x86_64-linux-gnu/librocksdb.so ] || [ -e /usr/lib/librocksdb.so ] || need+=(librocksdb-dev)
 ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need+=(libclang-dev)
 if [ ${#need[@]} -gt 0 ]; then

@@ -12,12 +12,13 @@ step() { echo; echo "=== $* ($(date +%T))"; }
 step "fmt"
 cargo fmt --all -- --check
 
-step "clippy (tokio + RocksDB)"
+step "clippy (tokio + RocksDB; the checkers, and the robustness suite's runner)"
 cargo clippy --all-targets -- -D warnings
+cargo clippy -p placement-check -p placement-sim --all-targets -- -D warnings
 
 step "clippy (madsim flavour: must build without RocksDB) and the simulator"
 RUSTFLAGS="--cfg madsim" cargo clippy -p placement-center --all-targets --target-dir target/sim -- -D warnings
-RUSTFLAGS="--cfg madsim" cargo clippy -p placement-sim --all-targets --target-dir target/sim -- -D warnings
+RUSTFLAGS="--cfg madsim" cargo clippy -p placement-check -p placement-sim --all-targets --target-dir target/sim -- -D warnings
 
 step "tests (tokio + RocksDB: units, openraft storage suite, 3-node clusters, etcdctl)"
 cargo nextest run --no-fail-fast
@@ -25,8 +26,11 @@ cargo nextest run --no-fail-fast
 step "multi-host: three members in network namespaces, named by a hosts file (tests/netns, needs root)"
 bash tests/netns/multi-host.sh target/debug/placement-center
 
+step "robustness: 3 real members in namespaces, every fault at least once (ci/robustness.sh, needs root)"
+bash ci/robustness.sh --bin target/debug/placement-center --duration 150 --seed 1
+
 step "simulator: checker unit tests, determinism across processes"
-RUSTFLAGS="--cfg madsim" cargo test -p placement-sim --profile sim --target-dir target/sim
+RUSTFLAGS="--cfg madsim" cargo test -p placement-check -p placement-sim --profile sim --target-dir target/sim
 
 step "simulator: regression seeds"
 bash ci/sim.sh --regression

@@ -60,6 +60,9 @@ pub enum ServerError {
     /// The cluster removed this member: it stopped serving.
     #[error("this member (id {0:x}) was removed from the cluster; it stopped serving. Start a new member with an empty data dir to take its place")]
     Removed(u64),
+    /// Raft stopped on a storage error; a restart resumes from the data dir.
+    #[error("raft stopped: {0}. Exiting so that the service manager restarts this member; its data dir holds everything it acknowledged")]
+    RaftStopped(String),
 }
 
 /// The listening sockets of a node.
@@ -495,19 +498,44 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             }
         }
     };
-    let was_removed = tokio::select! {
-        _ = shutdown => false,
-        _ = removed => true,
+    // Raft stops for good on a storage error (a full disk, EIO): the member
+    // then serves nothing. It exits instead, as etcd does, so that its
+    // service manager restarts it on its intact data dir (everything it
+    // acknowledged is durable); the robustness suite found members left
+    // stopped after a full disk had room again.
+    let raft_stopped = {
+        let node = server.node.clone();
+        async move {
+            loop {
+                if let Err(e) = &node.raft.metrics().borrow().running_state {
+                    return e.to_string();
+                }
+                crate::runtime::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    };
+    enum Ended {
+        Shutdown,
+        Removed,
+        RaftStopped(String),
+    }
+    let ended = tokio::select! {
+        _ = shutdown => Ended::Shutdown,
+        _ = removed => Ended::Removed,
+        reason = raft_stopped => Ended::RaftStopped(reason),
     };
     let id = server.node.id;
-    if was_removed {
-        tracing::error!(node_id = id, "this member was removed from the cluster: stopping");
+    match &ended {
+        Ended::Removed => tracing::error!(node_id = id, "this member was removed from the cluster: stopping"),
+        Ended::RaftStopped(reason) => tracing::error!(node_id = id, %reason, "raft stopped: exiting"),
+        Ended::Shutdown => {}
     }
     tracing::info!("shutting down");
     runtime::notify_service_manager("STOPPING=1");
     server.shutdown().await;
-    if was_removed {
-        return Err(ServerError::Removed(id));
+    match ended {
+        Ended::Shutdown => Ok(()),
+        Ended::Removed => Err(ServerError::Removed(id)),
+        Ended::RaftStopped(reason) => Err(ServerError::RaftStopped(reason)),
     }
-    Ok(())
 }

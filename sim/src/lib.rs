@@ -3,17 +3,20 @@
 //! workload through the real gRPC API, a nemesis injecting faults drawn from the
 //! seed, then heal, convergence and checkers over the recorded history.
 //!
-//! - [`history`]: what clients did and saw (pure data).
-//! - [`checker`]: linearizability (Wing–Gong–Lowe, per key), serializable reads,
-//!   Raft invariants, convergence. Pure: unit-tested with hand-made histories.
-//! - `cluster`, `nemesis`, `workload`, `watchers`, `brokers`, `run` (only with `--cfg madsim`): the
-//!   harness, the faults, the clients and one seed's run.
+//! - [`history`], [`checker`]: the recorded history and the checkers over
+//!   it, from `placement-check` (shared with the robustness suite).
+//! - `workload`, `watchers`: KV clients, watchers and lease holders recording
+//!   histories, in both flavours (the simulator's nodes, or real sockets).
+//! - `cluster`, `nemesis`, `brokers`, `run` (only with `--cfg madsim`): the
+//!   harness, the faults, the brokers and one seed's run.
+//! - `robust` (only without madsim): the robustness suite, real processes in
+//!   network namespaces under real faults (`ci/robustness.sh`).
 
-pub mod checker;
-pub mod history;
+pub use placement_check::{checker, history};
 
 #[cfg(madsim)]
 pub mod auth;
+#[cfg(madsim)]
 pub mod brokers;
 #[cfg(madsim)]
 pub mod cluster;
@@ -21,9 +24,17 @@ pub mod cluster;
 pub mod forgery;
 #[cfg(madsim)]
 pub mod nemesis;
+#[cfg(not(madsim))]
+pub mod robust;
 #[cfg(madsim)]
 pub mod run;
-#[cfg(madsim)]
 pub mod watchers;
-#[cfg(madsim)]
 pub mod workload;
+
+/// `message` as a request: with the simulator's auth on, carrying root's token.
+pub(crate) fn request<T>(message: T) -> tonic::Request<T> {
+    #[cfg(madsim)]
+    return auth::request(message);
+    #[cfg(not(madsim))]
+    tonic::Request::new(message)
+}

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+#[cfg(madsim)]
 use madsim::runtime::Handle;
 use placement_center::api::context::receiver_stream;
 use placement_center::proto::etcdserverpb::kv_client::KvClient;
@@ -50,6 +51,7 @@ pub fn watch_event(e: &Event) -> WatchEvent {
 }
 
 /// Starts `n` watchers; each records its sessions until `until`.
+#[cfg(madsim)]
 pub fn start_watchers(
     n: u32,
     addrs: &[String],
@@ -68,7 +70,9 @@ pub fn start_watchers(
         .collect()
 }
 
-async fn watcher_loop(id: u32, addrs: Vec<String>, until: Instant, sessions: Arc<Mutex<Vec<Session>>>) {
+/// One watcher: sessions on random servers until `until`, resuming each
+/// from where the last one ended.
+pub async fn watcher_loop(id: u32, addrs: Vec<String>, until: Instant, sessions: Arc<Mutex<Vec<Session>>>) {
     let mut next = 0;
     while runtime::now() < until {
         let server = runtime::rng().gen_range(0..addrs.len());
@@ -104,7 +108,7 @@ async fn watch_session(watcher: u32, server: usize, addr: &str, start: i64, end:
         return session;
     }
     let Ok(Ok(resp)) =
-        runtime::timeout(Duration::from_secs(2), client.watch(crate::auth::request(receiver_stream(rx)))).await
+        runtime::timeout(Duration::from_secs(2), client.watch(crate::request(receiver_stream(rx)))).await
     else {
         return session;
     };
@@ -155,6 +159,7 @@ fn record(session: &mut Session, resp: WatchResponse) -> bool {
 }
 
 /// Starts `n` lease clients; each records its lease episodes until `until`.
+#[cfg(madsim)]
 pub fn start_lease_clients(
     n: u32,
     addrs: &[String],
@@ -174,7 +179,8 @@ pub fn start_lease_clients(
         .collect()
 }
 
-async fn lease_loop(
+/// One lease holder: lease episodes on random servers until `until`.
+pub async fn lease_loop(
     client: u32,
     addrs: Vec<String>,
     start: Instant,
@@ -207,7 +213,7 @@ async fn lease_episode(
     let mut leases = LeaseClient::new(channel(&addrs[server]));
     let mut kv = KvClient::new(channel(&addrs[server]));
     let grant = LeaseGrantRequest { ttl: LEASE_TTL, id: 0 };
-    let granted = runtime::timeout(Duration::from_secs(2), leases.lease_grant(crate::auth::request(grant)))
+    let granted = runtime::timeout(Duration::from_secs(2), leases.lease_grant(crate::request(grant)))
         .await
         .ok()?
         .ok()?
@@ -217,13 +223,12 @@ async fn lease_episode(
     let put =
         PutRequest { key: key.clone().into_bytes(), value: b"alive".to_vec(), lease: granted.id, ..Default::default() };
     episode.key_written =
-        matches!(runtime::timeout(Duration::from_secs(2), kv.put(crate::auth::request(put))).await, Ok(Ok(_)));
+        matches!(runtime::timeout(Duration::from_secs(2), kv.put(crate::request(put))).await, Ok(Ok(_)));
     while runtime::now() < end {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let _ = tx.send(LeaseKeepAliveRequest { id: granted.id }).await;
         let renewed = async {
-            let mut stream =
-                leases.lease_keep_alive(crate::auth::request(receiver_stream(rx))).await.ok()?.into_inner();
+            let mut stream = leases.lease_keep_alive(crate::request(receiver_stream(rx))).await.ok()?.into_inner();
             stream.message().await.ok()?
         };
         if let Ok(Some(resp)) = runtime::timeout(Duration::from_secs(1), renewed).await {
@@ -233,7 +238,7 @@ async fn lease_episode(
         }
         let invoked = runtime::now() - start;
         let read = RangeRequest { key: key.clone().into_bytes(), ..Default::default() };
-        if let Ok(Ok(resp)) = runtime::timeout(Duration::from_secs(2), kv.range(crate::auth::request(read))).await {
+        if let Ok(Ok(resp)) = runtime::timeout(Duration::from_secs(2), kv.range(crate::request(read))).await {
             episode.reads.push((invoked, runtime::now() - start, !resp.into_inner().kvs.is_empty()));
         }
         runtime::sleep(Duration::from_millis(500)).await;

@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+#[cfg(madsim)]
 use madsim::runtime::Handle;
 use placement_center::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use placement_center::proto::etcdserverpb::kv_client::KvClient;
@@ -93,12 +94,12 @@ impl Client {
         let result = match &call {
             Call::Put(v) => {
                 let req = PutRequest { key: key.into(), value: v.clone().into_bytes(), ..Default::default() };
-                runtime::timeout(deadline, kv.put(crate::auth::request(req))).await.map(|r| r.map(|_| Outcome::Written))
+                runtime::timeout(deadline, kv.put(crate::request(req))).await.map(|r| r.map(|_| Outcome::Written))
             }
             Call::Get | Call::GetSerializable => {
                 let req =
                     RangeRequest { key: key.into(), serializable: call == Call::GetSerializable, ..Default::default() };
-                runtime::timeout(deadline, kv.range(crate::auth::request(req))).await.map(|r| {
+                runtime::timeout(deadline, kv.range(crate::request(req))).await.map(|r| {
                     r.map(|resp| {
                         Outcome::Read(
                             resp.into_inner().kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned()),
@@ -108,7 +109,7 @@ impl Client {
             }
             Call::Delete => {
                 let req = DeleteRangeRequest { key: key.into(), ..Default::default() };
-                runtime::timeout(deadline, kv.delete_range(crate::auth::request(req)))
+                runtime::timeout(deadline, kv.delete_range(crate::request(req)))
                     .await
                     .map(|r| r.map(|resp| Outcome::Deleted(resp.into_inner().deleted)))
             }
@@ -130,7 +131,7 @@ impl Client {
                     }],
                     failure: Vec::new(),
                 };
-                runtime::timeout(deadline, kv.txn(crate::auth::request(req)))
+                runtime::timeout(deadline, kv.txn(crate::request(req)))
                     .await
                     .map(|r| r.map(|resp| Outcome::Swapped(resp.into_inner().succeeded)))
             }
@@ -161,7 +162,17 @@ impl Client {
             }
             // madsim's tonic says "transport error" only when it could not
             // connect: the request was never sent, so it did not happen.
+            // (Real tonic says it also when a connection broke after sending.)
+            #[cfg(madsim)]
             Ok(Err(status)) if status.code() == tonic::Code::Unavailable && status.message() == "transport error" => {
+                Outcome::Failed
+            }
+            // Real tonic: the connection could not be made (refused, no
+            // route), so the request was never sent.
+            #[cfg(not(madsim))]
+            Ok(Err(status))
+                if status.code() == tonic::Code::Unavailable && status.message().contains("tcp connect error") =>
+            {
                 Outcome::Failed
             }
             // The server says nothing was proposed.
@@ -186,8 +197,7 @@ impl Client {
         let mut end = last.clone().into_bytes();
         end.push(0);
         let req = RangeRequest { key: first.clone().into_bytes(), range_end: end, ..Default::default() };
-        let Ok(Ok(resp)) = runtime::timeout(RPC_TIMEOUT, self.kvs[server].range(crate::auth::request(req))).await
-        else {
+        let Ok(Ok(resp)) = runtime::timeout(RPC_TIMEOUT, self.kvs[server].range(crate::request(req))).await else {
             return;
         };
         let found: std::collections::BTreeMap<Vec<u8>, String> = resp
@@ -266,6 +276,7 @@ pub async fn client_loop(mut client: Client, keys: u32, until: Instant) {
 }
 
 /// Starts `clients` client nodes running [`client_loop`]; returns their join handles.
+#[cfg(madsim)]
 pub fn start_clients(
     clients: u32,
     keys: u32,
