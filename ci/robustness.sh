@@ -5,12 +5,13 @@
 # judges it (sim/src/robust.rs). Needs root, iproute2, nftables, faketime.
 #   ci/robustness.sh [--nodes 3|5] [--duration S] [--seed N] [--faults LIST|all]
 #                    [--bin path/to/placement-center] [--soak]
-# --soak: 30 minutes with every fault (the long run; --duration overrides).
+# Defaults: 3 members, 120 s (every fault kind once), seed 1, the release build.
+# --soak: 30 minutes with every fault (a --duration after it overrides).
 # Everything it makes (namespaces, rules, mounts, processes) goes at exit,
 # also on failure; member logs are printed on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-nodes=3 duration=60 seed=1 faults=all bin="" extra=()
+nodes=3 duration=120 seed=1 faults=all bin="" extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --nodes) nodes=$2; shift 2 ;;
