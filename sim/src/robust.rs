@@ -213,6 +213,9 @@ struct Member {
     id: u64,
     /// Joined with `--join` (restarts without the initial cluster).
     joined: bool,
+    /// Being stopped on purpose (SIGTERM of a rolling restart): the
+    /// supervisor leaves it alone.
+    stopping: bool,
     /// Started under libfaketime, reading its offset from this file.
     clock_file: Option<PathBuf>,
 }
@@ -282,6 +285,7 @@ impl Cluster {
                 child: None,
                 id: slot as u64,
                 joined: false,
+                stopping: false,
                 clock_file,
             }));
         }
@@ -331,6 +335,12 @@ impl Cluster {
 
     /// Starts member `slot`'s process.
     pub fn start_member(&self, slot: usize) -> Result<(), String> {
+        self.start_with(slot, None)
+    }
+
+    /// Starts member `slot`'s process; with `join`, on an empty data dir as
+    /// a new member joining through those client addresses.
+    fn start_with(&self, slot: usize, join: Option<&str>) -> Result<(), String> {
         let mut m = self.member(slot);
         let client = format!("http://{}:{CLIENT_PORT}", m.ip);
         let peer = format!("http://{}:{PEER_PORT}", m.ip);
@@ -351,7 +361,9 @@ impl Cluster {
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--listen-metrics-urls", &format!("http://{}:2381", m.ip)])
             .args(["--election-timeout-ms", &ELECTION_TIMEOUT_MS.to_string(), "--heartbeat-interval-ms", "100"]);
-        if m.joined {
+        if let Some(join) = join {
+            cmd.args(["--join", join]);
+        } else if m.joined {
             cmd.args(["--node-id", &m.id.to_string()]);
         } else if m.id == slot as u64 {
             cmd.args(["--node-id", &slot.to_string(), "--initial-cluster", &initial.join(",")])
@@ -393,7 +405,8 @@ impl Cluster {
             for slot in 1..=self.members.len() {
                 let status = {
                     let mut m = self.member(slot);
-                    match m.child.as_mut().map(|c| c.try_wait()) {
+                    let stopping = m.stopping;
+                    match m.child.as_mut().filter(|_| !stopping).map(|c| c.try_wait()) {
                         Some(Ok(Some(status))) => {
                             m.child = None;
                             Some(status)
@@ -582,6 +595,7 @@ impl Cluster {
             Fault::Rolling => {
                 self.note("rolling-restart: every member in turn (SIGTERM, restart, serving again)");
                 for s in 1..=n {
+                    self.member(s).stopping = true;
                     self.signal(s, "-TERM");
                     let deadline = runtime::now() + Duration::from_secs(15);
                     while !self.exited(s) && runtime::now() < deadline {
@@ -592,6 +606,7 @@ impl Cluster {
                         self.kill(s);
                     }
                     self.restart(s);
+                    self.member(s).stopping = false;
                     if !self.wait_serving([s], Duration::from_secs(30)).await {
                         self.note(format!("rolling-restart: m{s} not serving 30 s after its restart"));
                     }
@@ -656,23 +671,35 @@ impl Cluster {
             .filter(|s| *s != slot)
             .map(|s| format!("{}:{CLIENT_PORT}", self.member(s).ip))
             .collect();
+        // A removal is refused while the remaining voters lack a quorum of
+        // started members (a member still restarting from the last fault).
+        if !self.wait_serving(1..=self.members.len(), Duration::from_secs(30)).await {
+            self.note("rejoin: not every member serves 30 s after the last fault; removing anyway");
+        }
         let mut removed = false;
-        for _ in 0..20 {
+        let mut refusal = String::new();
+        for _ in 0..40 {
             for addr in &others {
                 let mut client = ClusterClient::new(channel(addr));
                 let remove = runtime::timeout(Duration::from_secs(3), client.member_remove(MemberRemoveRequest { id }));
-                if matches!(remove.await, Ok(Ok(_))) {
-                    removed = true;
-                    break;
+                match remove.await {
+                    Ok(Ok(_)) => {
+                        removed = true;
+                        break;
+                    }
+                    Ok(Err(status)) => refusal = format!("{:?}: {}", status.code(), status.message()),
+                    Err(_) => refusal = "timed out".into(),
                 }
             }
-            if removed {
+            // A removal whose answer was lost may have been applied.
+            if removed || self.member_ids().await.is_some_and(|ids| !ids.contains(&id)) {
+                removed = true;
                 break;
             }
             runtime::sleep(Duration::from_millis(500)).await;
         }
         if !removed {
-            self.harness_error(format!("rejoin: m{slot} could not be removed in 10 s"));
+            self.harness_error(format!("rejoin: m{slot} could not be removed in 20 s: {refusal}"));
             return;
         }
         self.kill(slot);
@@ -682,40 +709,11 @@ impl Cluster {
             let _ = std::fs::create_dir_all(&m.dir);
         }
         // Started with --join through the others; it gets a new member id.
-        let join = others.join(",");
-        let mut cmd_ok = false;
-        {
-            let mut m = self.member(slot);
-            let client = format!("http://{}:{CLIENT_PORT}", m.ip);
-            let peer = format!("http://{}:{PEER_PORT}", m.ip);
-            let log = std::fs::OpenOptions::new().create(true).append(true).open(&m.log);
-            if let Ok(log) = log {
-                let err = log.try_clone().ok();
-                let child = Command::new("ip")
-                    .args(["netns", "exec", &m.ns])
-                    .arg(&self.bin)
-                    .args(["--name", &format!("m{slot}"), "--data-dir"])
-                    .arg(&m.dir)
-                    .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-                    .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-                    .args(["--listen-metrics-urls", &format!("http://{}:2381", m.ip)])
-                    .args(["--election-timeout-ms", &ELECTION_TIMEOUT_MS.to_string(), "--heartbeat-interval-ms", "100"])
-                    .args(["--join", &join])
-                    .stdin(Stdio::null())
-                    .stdout(log)
-                    .stderr(err.map(Stdio::from).unwrap_or_else(Stdio::null))
-                    .spawn();
-                if let Ok(child) = child {
-                    m.child = Some(child);
-                    m.joined = true;
-                    cmd_ok = true;
-                }
-            }
-        }
-        if !cmd_ok {
-            self.harness_error(format!("rejoin: m{slot} could not be started"));
+        if let Err(e) = self.start_with(slot, Some(&others.join(","))) {
+            self.harness_error(format!("rejoin: m{slot} could not be started: {e}"));
             return;
         }
+        self.member(slot).joined = true;
         // Its new id, once it serves as a voter.
         let deadline = runtime::now() + Duration::from_secs(60);
         while runtime::now() < deadline {
@@ -730,6 +728,19 @@ impl Cluster {
             runtime::sleep(Duration::from_millis(500)).await;
         }
         self.harness_error(format!("rejoin: m{slot} not a voter 60 s after joining"));
+    }
+
+    /// The member ids of a linearizable member list, if a member answers.
+    async fn member_ids(&self) -> Option<Vec<u64>> {
+        for addr in self.addrs() {
+            let mut client = ClusterClient::new(channel(&addr));
+            let list =
+                runtime::timeout(Duration::from_secs(2), client.member_list(MemberListRequest { linearizable: true }));
+            if let Ok(Ok(resp)) = list.await {
+                return Some(resp.into_inner().members.iter().map(|m| m.id).collect());
+            }
+        }
+        None
     }
 
     async fn is_voter(&self, id: u64) -> bool {
