@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -730,29 +730,26 @@ impl Cluster {
         self.harness_error(format!("rejoin: m{slot} not a voter 60 s after joining"));
     }
 
-    /// The member ids of a linearizable member list, if a member answers.
-    async fn member_ids(&self) -> Option<Vec<u64>> {
+    /// A linearizable member list from the first member that answers.
+    async fn member_list(&self) -> Option<Vec<placement_center::proto::etcdserverpb::Member>> {
         for addr in self.addrs() {
             let mut client = ClusterClient::new(channel(&addr));
             let list =
                 runtime::timeout(Duration::from_secs(2), client.member_list(MemberListRequest { linearizable: true }));
             if let Ok(Ok(resp)) = list.await {
-                return Some(resp.into_inner().members.iter().map(|m| m.id).collect());
+                return Some(resp.into_inner().members);
             }
         }
         None
     }
 
+    /// The member ids of a member list, if a member answers.
+    async fn member_ids(&self) -> Option<Vec<u64>> {
+        Some(self.member_list().await?.iter().map(|m| m.id).collect())
+    }
+
     async fn is_voter(&self, id: u64) -> bool {
-        for addr in self.addrs() {
-            let mut client = ClusterClient::new(channel(&addr));
-            let list =
-                runtime::timeout(Duration::from_secs(2), client.member_list(MemberListRequest { linearizable: true }));
-            if let Ok(Ok(resp)) = list.await {
-                return resp.into_inner().members.iter().any(|m| m.id == id && !m.is_learner);
-            }
-        }
-        false
+        self.member_list().await.is_some_and(|members| members.iter().any(|m| m.id == id && !m.is_learner))
     }
 
     /// Undoes whatever a fault may have left: rules removed, clocks back,
@@ -1029,9 +1026,4 @@ pub async fn run(cluster: &Cluster, opts: &Options) -> Report {
         check_time: runtime::now() - checks_began,
         wall: runtime::now() - began,
     }
-}
-
-/// Whether `path` is a mount point (the disk member's tmpfs), for cleanup.
-pub fn unmount_if_mounted(path: &Path) {
-    let _ = sh("umount", &["-l", &path.to_string_lossy()]);
 }

@@ -412,13 +412,9 @@ fn a_purge_past_the_state_machine_is_written_only_once_it_holds_that_far() {
 fn entries_appended_after_a_purge_put_off_restart_after_the_purge() {
     use openraft::storage::{RaftLogReader, RaftLogStorage};
     use openraft::CommittedLeaderId;
-    let engine: Arc<dyn crate::storage::Engine> = Arc::new(SimDisk::new());
-    mark_applied(&engine, 7);
-    let mut store = LogStore::new(engine.clone());
     // 8..=10 are stale (an old leader's); the new leader sent a snapshot up to
     // 20 and then 21..=23. openraft 0.9 truncates nothing (no entry at 20).
-    store.write_entries((1..=10).map(|i| put_entry(i, 1, 8))).unwrap();
-    let snapshot = super::types::LogId::new(CommittedLeaderId::new(2, 2), 20);
+    let (engine, mut store, snapshot) = stale_entries_below_a_snapshot();
     let newer = |index| {
         let mut entry = put_entry(index, 2, 8);
         entry.log_id.leader_id = CommittedLeaderId::new(2, 2);
@@ -451,12 +447,7 @@ fn entries_appended_after_a_purge_put_off_restart_after_the_purge() {
 #[test]
 fn a_log_that_continues_past_a_lost_snapshot_is_refused_at_restart() {
     use openraft::storage::RaftLogStorage;
-    use openraft::CommittedLeaderId;
-    let engine: Arc<dyn crate::storage::Engine> = Arc::new(SimDisk::new());
-    mark_applied(&engine, 7);
-    let mut store = LogStore::new(engine.clone());
-    store.write_entries((1..=10).map(|i| put_entry(i, 1, 8))).unwrap();
-    let snapshot = super::types::LogId::new(CommittedLeaderId::new(2, 2), 20);
+    let (engine, mut store, snapshot) = stale_entries_below_a_snapshot();
     futures::executor::block_on(async {
         store.purge(snapshot).await.unwrap();
         store.write_entries((21..=23).map(|i| put_entry(i, 2, 8))).unwrap();
@@ -464,4 +455,14 @@ fn a_log_that_continues_past_a_lost_snapshot_is_refused_at_restart() {
         let refused = LogStore::new(engine.clone()).get_log_state().await.expect_err("opened a log with a gap");
         assert!(refused.to_string().contains("remove this member and add it back"), "{refused}");
     });
+}
+
+/// A log store holding entries 1..=10 with the state machine at 7, and the id
+/// of a newer leader's snapshot up to 20 that it is about to receive.
+fn stale_entries_below_a_snapshot() -> (Arc<dyn crate::storage::Engine>, LogStore, super::types::LogId) {
+    let engine: Arc<dyn crate::storage::Engine> = Arc::new(SimDisk::new());
+    mark_applied(&engine, 7);
+    let store = LogStore::new(engine.clone());
+    store.write_entries((1..=10).map(|i| put_entry(i, 1, 8))).unwrap();
+    (engine, store, super::types::LogId::new(openraft::CommittedLeaderId::new(2, 2), 20))
 }
