@@ -5,8 +5,15 @@
 //! after its invocation, or never: it has no completion event, and any output
 //! is acceptable. `Failed` operations did not happen and are left out, as are
 //! serializable reads (checked elsewhere: they may be stale).
+//!
+//! Lost answers are what make the search long (a crash of every member
+//! leaves dozens on one key), so the search never tries an order that
+//! leaving such an op out would explain as well: a lost op that changes
+//! nothing, or one followed by a blind write; it treats written values no op
+//! compares with as one; and its memo counts a point reached with fewer lost
+//! ops as at least as good. A test checks it against trying every order.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use crate::history::{Call, Op, Outcome};
@@ -101,6 +108,8 @@ struct Frame {
     next: usize,
     /// The op chosen at this level and the state before it.
     chosen: Option<(usize, State)>,
+    /// Whether the op linearized just before this level had an unknown outcome.
+    after_unknown: bool,
 }
 
 /// Wing–Gong–Lowe on one key's operations, as a depth-first search. At each
@@ -119,13 +128,41 @@ fn check_key(key: &str, ops: &[&Op]) -> Option<Violation> {
     }
     events.sort_by_key(|(t, kind, i)| (*t, *kind == Kind::Return, *i));
     let must_linearize = ops.iter().filter(|op| op.outcome != Outcome::Unknown).count();
+    let model = unobserved_as_one(ops);
 
     let words = ops.len().div_ceil(64);
     let mut linearized = vec![0u64; words];
     let is_set = |set: &[u64], i: usize| set[i / 64] & (1 << (i % 64)) != 0;
     let mut done_known = 0usize;
     let mut state: State = None;
-    let mut cache: HashSet<(Vec<u64>, State)> = HashSet::new();
+    let mut unknown_ops = vec![0u64; words];
+    for (i, op) in ops.iter().enumerate() {
+        if op.outcome == Outcome::Unknown {
+            unknown_ops[i / 64] |= 1 << (i % 64);
+        }
+    }
+    // Lowe's memo, with the ops of unknown outcome apart: a point of the
+    // search (linearized ops, state) is no better than one already reached
+    // with the same known ops and state and fewer unknown ones (those can
+    // still take effect later, or never). Per (known ops, state), the sets
+    // of unknown ops it was reached with, none a subset of another.
+    // A point reached by an op of unknown outcome is kept apart from one
+    // reached by a known op: the search goes on from it with fewer choices
+    // (see below), so neither stands for the other.
+    let mut cache: HashMap<(Vec<u64>, State, bool), Vec<Vec<u64>>> = HashMap::new();
+    let mut visit = |set: &[u64], state: &State, by_unknown: bool| -> bool {
+        let known: Vec<u64> = set.iter().zip(&unknown_ops).map(|(s, u)| s & !u).collect();
+        let unknown: Vec<u64> = set.iter().zip(&unknown_ops).map(|(s, u)| s & u).collect();
+        let subset = |a: &[u64], b: &[u64]| a.iter().zip(b).all(|(a, b)| a & !b == 0);
+        let reached = cache.entry((known, state.clone(), by_unknown)).or_default();
+        if reached.iter().any(|r| subset(r, &unknown)) {
+            return false;
+        }
+        reached.retain(|r| !subset(&unknown, r));
+        reached.push(unknown);
+        true
+    };
+    visit(&linearized, &state, false);
     let mut stack: Vec<Frame> = Vec::new();
     let mut steps: u64 = 0;
     // The pending completion the search could not get past, furthest in time.
@@ -162,7 +199,9 @@ fn check_key(key: &str, ops: &[&Op]) -> Option<Violation> {
                 stuck = Some(b);
             }
         }
-        stack.push(Frame { candidates: cands, next: 0, chosen: None });
+        let after_unknown =
+            stack.last().and_then(|f| f.chosen.as_ref()).is_some_and(|(j, _)| ops[*j].outcome == Outcome::Unknown);
+        stack.push(Frame { candidates: cands, next: 0, chosen: None, after_unknown });
         loop {
             steps += 1;
             if steps > STEP_BUDGET {
@@ -181,13 +220,30 @@ fn check_key(key: &str, ops: &[&Op]) -> Option<Violation> {
                 }
                 state = previous;
             }
+            let after_unknown = frame.after_unknown;
             while frame.next < frame.candidates.len() {
                 let i = frame.candidates[frame.next];
                 frame.next += 1;
-                let Some(after) = step(&state, ops[i]) else { continue };
+                let Some(after) = step(&state, &model[i]) else { continue };
+                // An op with a lost answer may also never take effect, so an
+                // order that applies one is only worth trying if leaving it
+                // out could not do as well. Leaving it out is as good when it
+                // changes nothing, and when the op right after it is a blind
+                // write (a put, or a delete with a lost answer), which
+                // overwrites what it did and whose own outcome does not
+                // depend on it. Leaving ops with lost answers out never makes
+                // another op's turn come later (they block nothing), so any
+                // history some order explains is explained by an order with
+                // neither; skipping both keeps the search from trying every
+                // subset of a run of lost writes.
+                let unknown = model[i].outcome == Outcome::Unknown;
+                let blind = matches!(model[i].call, Call::Put(_)) || (unknown && model[i].call == Call::Delete);
+                if (unknown && after == state) || (blind && after_unknown) {
+                    continue;
+                }
                 let mut set = linearized.clone();
                 set[i / 64] |= 1 << (i % 64);
-                if !cache.insert((set.clone(), after.clone())) {
+                if !visit(&set, &after, ops[i].outcome == Outcome::Unknown) {
                     continue;
                 }
                 frame.chosen = Some((i, std::mem::replace(&mut state, after)));
@@ -201,6 +257,39 @@ fn check_key(key: &str, ops: &[&Op]) -> Option<Violation> {
             stack.pop();
         }
     }
+}
+
+/// Stands for every value no op compares with.
+const UNOBSERVED: &str = "\u{0}unobserved";
+
+/// `ops` with every written value that no read returned and no CAS expected
+/// replaced by one [`UNOBSERVED`]: such values differ from every value an
+/// op compares with, so which of them the register holds changes no
+/// outcome, and the search need not tell them apart.
+fn unobserved_as_one(ops: &[&Op]) -> Vec<Op> {
+    let mut observed = HashSet::new();
+    for op in ops {
+        match (&op.call, &op.outcome) {
+            (_, Outcome::Read(Some(v))) => {
+                observed.insert(v.clone());
+            }
+            (Call::Cas { expected, .. }, _) => {
+                observed.insert(expected.clone());
+            }
+            _ => {}
+        }
+    }
+    let canonical = |v: &String| if observed.contains(v) { v.clone() } else { UNOBSERVED.to_string() };
+    ops.iter()
+        .map(|op| {
+            let call = match &op.call {
+                Call::Put(v) => Call::Put(canonical(v)),
+                Call::Cas { expected, new } => Call::Cas { expected: expected.clone(), new: canonical(new) },
+                other => other.clone(),
+            };
+            Op { call, ..(*op).clone() }
+        })
+        .collect()
 }
 
 /// The op whose completion could not be reached, and every op overlapping it.
@@ -352,5 +441,147 @@ mod tests {
             }
         }
         assert!(check(&history).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod many_unknowns {
+    use super::*;
+
+    /// A history made by running a register: every op takes effect at one
+    /// instant inside its call (or, for a lost answer, after its invocation
+    /// or never), so it is linearizable by construction.
+    fn outage_history(seed: u64, ops: usize, unknown_every: u64) -> Vec<Op> {
+        let mut rng = seed;
+        let mut next = |n: u64| {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (rng >> 33) % n
+        };
+        let mut state: Option<String> = None;
+        let mut history = Vec::new();
+        for i in 0..ops as u64 {
+            let at = i * 10;
+            let invoked = Duration::from_millis(at.saturating_sub(next(60)));
+            let completed = Duration::from_millis(at + next(60));
+            let lost = next(unknown_every) == 0;
+            let takes_effect = !lost || next(2) == 0;
+            let (call, outcome) = match next(4) {
+                0 | 1 => {
+                    let v = format!("v{i}");
+                    if takes_effect {
+                        state = Some(v.clone());
+                    }
+                    (Call::Put(v), Outcome::Written)
+                }
+                2 => {
+                    let n = i64::from(state.is_some());
+                    if takes_effect {
+                        state = None;
+                    }
+                    (Call::Delete, Outcome::Deleted(n))
+                }
+                _ if lost => {
+                    let expected = format!("v{}", i.saturating_sub(1 + next(4)));
+                    let holds = state.as_deref() == Some(expected.as_str());
+                    if takes_effect && holds {
+                        state = Some(format!("v{i}"));
+                    }
+                    (Call::Cas { expected, new: format!("v{i}") }, Outcome::Swapped(holds))
+                }
+                _ => (Call::Get, Outcome::Read(state.clone())),
+            };
+            let outcome = if lost { Outcome::Unknown } else { outcome };
+            let completed = if lost { invoked + Duration::from_secs(2) } else { completed };
+            history.push(Op { client: (i % 8) as u32, key: "k".into(), call, invoked, completed, outcome });
+        }
+        history
+    }
+
+    #[test]
+    fn a_history_with_many_lost_answers_is_decided() {
+        for seed in 0..8 {
+            let history = outage_history(seed, 200, 3);
+            let unknown = history.iter().filter(|op| op.outcome == Outcome::Unknown).count();
+            assert!(unknown > 45, "seed {seed}: {unknown} unknown");
+            let violations = check(&history);
+            assert!(violations.is_empty(), "seed {seed}, {unknown} unknown: {}", violations[0]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod against_brute_force {
+    use super::*;
+
+    /// Whether some order explains `ops`, trying every one (small histories).
+    fn brute_force(ops: &[Op], done: &mut Vec<bool>, state: &State) -> bool {
+        let pending_known = |done: &[bool], i: usize| !done[i] && ops[i].outcome != Outcome::Unknown;
+        if !(0..ops.len()).any(|i| pending_known(done, i)) {
+            return true;
+        }
+        for i in 0..ops.len() {
+            // i may go next if no pending known op returned before i began.
+            if done[i] || (0..ops.len()).any(|j| j != i && pending_known(done, j) && ops[j].completed < ops[i].invoked)
+            {
+                continue;
+            }
+            if let Some(after) = step(state, &ops[i]) {
+                done[i] = true;
+                let explained = brute_force(ops, done, &after);
+                done[i] = false;
+                if explained {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn the_search_agrees_with_trying_every_order() {
+        let mut rng = 7u64;
+        let mut next = |n: u64| {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (rng >> 33) % n
+        };
+        // Reads and compares see a, b or c; d and e are only written.
+        let values = ["a", "b", "c", "d", "e"];
+        let (mut linearizable, mut not) = (0, 0);
+        for round in 0..20000 {
+            let n = 3 + next(6) as usize;
+            let mut history = Vec::new();
+            for i in 0..n {
+                let invoked = next(100);
+                let completed = invoked + next(40);
+                let value = |r: u64| values[r as usize].to_string();
+                let (call, outcome) = match next(5) {
+                    0 => (Call::Put(value(next(5))), Outcome::Written),
+                    1 => {
+                        let seen = next(4);
+                        (Call::Get, Outcome::Read((seen < 3).then(|| value(seen))))
+                    }
+                    2 => (Call::Delete, Outcome::Deleted(next(2) as i64)),
+                    _ => (Call::Cas { expected: value(next(3)), new: value(next(5)) }, Outcome::Swapped(next(2) == 0)),
+                };
+                let outcome = if !matches!(call, Call::Get) && next(3) == 0 { Outcome::Unknown } else { outcome };
+                history.push(Op {
+                    client: i as u32,
+                    key: "k".into(),
+                    call,
+                    invoked: Duration::from_millis(invoked),
+                    completed: Duration::from_millis(completed),
+                    outcome,
+                });
+            }
+            let expected = brute_force(&history, &mut vec![false; n], &None);
+            let found = check(&history).is_empty();
+            assert_eq!(found, expected, "round {round}: {history:#?}");
+            if expected {
+                linearizable += 1;
+            } else {
+                not += 1;
+            }
+        }
+        assert!(linearizable > 2000 && not > 2000, "{linearizable} linearizable, {not} not");
     }
 }
