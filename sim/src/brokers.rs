@@ -1,13 +1,16 @@
-//! Brokers on their own simulated nodes, living through the placement API
-//! with the client library as a real broker would: register, heartbeat,
-//! list, sometimes get cut off from the network for longer than the expiry
-//! (then register again, and check that the replaced epoch is refused),
-//! sometimes unregister. A node watcher follows every registration.
+//! Brokers living through the placement API with the client library as a
+//! real broker would: register, heartbeat, list, sometimes go silent for
+//! longer than the expiry (then register again, and check that the replaced
+//! epoch is refused), sometimes unregister. A node watcher follows every
+//! registration. In the simulator each broker runs on a node of its own and
+//! goes silent by being cut off from the network; in the robustness suite
+//! they are tasks of the runner and go silent by not sending.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+#[cfg(madsim)]
 use madsim::runtime::Handle;
 use placement_center::client::{Client, ClientError, ClientOptions, Registration, Retry};
 use placement_center::proto::placement::v1::node_event::Kind;
@@ -37,9 +40,12 @@ fn client(addrs: &[String]) -> Arc<Client> {
         initial_backoff: Duration::from_millis(100),
         max_backoff: Duration::from_millis(500),
         tls: None,
+        #[cfg(madsim)]
         credentials: crate::auth::credentials(),
+        #[cfg(not(madsim))]
+        credentials: None,
     };
-    Client::new(addrs, options).expect("valid simulated addresses")
+    Client::new(addrs, options).expect("valid member addresses")
 }
 
 fn answer<T>(result: &Result<Result<T, ClientError>, runtime::Elapsed>) -> Answer {
@@ -86,6 +92,7 @@ pub async fn configure(addrs: Vec<String>) {
 
 /// Starts `n` brokers (node ids 1..=n), each on its own simulated node,
 /// until `until`.
+#[cfg(madsim)]
 pub fn start(
     n: u64,
     addrs: &[String],
@@ -103,9 +110,28 @@ pub fn start(
         .collect()
 }
 
+/// Runs `n` brokers (node ids 1..=n) as tasks until `until`.
+#[cfg(not(madsim))]
+pub async fn run(n: u64, addrs: &[String], start: Instant, until: Instant, history: &BrokerHistory) {
+    futures::future::join_all((1..=n).map(|id| {
+        let broker = Broker { id, client: client(addrs), start, history: history.clone() };
+        broker.run(until)
+    }))
+    .await;
+}
+
+/// The address a broker advertises (never dialled).
+fn advertised(id: u64) -> String {
+    #[cfg(madsim)]
+    return format!("10.0.1.{id}:1883");
+    #[cfg(not(madsim))]
+    format!("198.18.1.{id}:1883")
+}
+
 struct Broker {
     id: u64,
     /// Its simulated node, for cutting it off.
+    #[cfg(madsim)]
     net_id: madsim::task::NodeId,
     client: Arc<Client>,
     start: Instant,
@@ -146,7 +172,7 @@ impl Broker {
             cluster: CLUSTER.into(),
             node_id: self.id,
             roles: vec!["mqtt".into()],
-            addresses: [("mqtt".to_string(), format!("10.0.1.{}:1883", self.id))].into(),
+            addresses: [("mqtt".to_string(), advertised(self.id))].into(),
             labels: BTreeMap::new(),
         };
         let invoked = runtime::now();
@@ -196,11 +222,8 @@ impl Broker {
         }
         match runtime::rng().gen_range(0..4) {
             0 => {
-                // Cut off from everything for longer than the expiry.
-                let net = madsim::net::NetSim::current();
-                net.clog_node(self.net_id);
-                runtime::sleep(EXPIRY + Duration::from_millis(runtime::rng().gen_range(500..3000))).await;
-                net.unclog_node(self.net_id);
+                // Silent for longer than the expiry.
+                self.go_silent(EXPIRY + Duration::from_millis(runtime::rng().gen_range(500..3000))).await;
                 self.heartbeat(node).await;
                 self.list().await;
             }
@@ -219,6 +242,23 @@ impl Broker {
             }
             _ => {} // registers again while alive
         }
+    }
+}
+
+impl Broker {
+    /// Cut off from everything (its requests and their answers lost) for `how_long`.
+    #[cfg(madsim)]
+    async fn go_silent(&self, how_long: Duration) {
+        let net = madsim::net::NetSim::current();
+        net.clog_node(self.net_id);
+        runtime::sleep(how_long).await;
+        net.unclog_node(self.net_id);
+    }
+
+    /// Sends nothing for `how_long` (a stalled broker process).
+    #[cfg(not(madsim))]
+    async fn go_silent(&self, how_long: Duration) {
+        runtime::sleep(how_long).await;
     }
 }
 

@@ -5,10 +5,11 @@
 //!
 //! - [`history`], [`checker`]: the recorded history and the checkers over
 //!   it, from `placement-check` (shared with the robustness suite).
-//! - `workload`, `watchers`: KV clients, watchers and lease holders recording
-//!   histories, in both flavours (the simulator's nodes, or real sockets).
-//! - `cluster`, `nemesis`, `brokers`, `run` (only with `--cfg madsim`): the
-//!   harness, the faults, the brokers and one seed's run.
+//! - `workload`, `watchers`, `brokers`: KV clients, watchers, lease holders
+//!   and brokers recording histories, in both flavours (the simulator's
+//!   nodes, or real sockets).
+//! - `cluster`, `nemesis`, `run` (only with `--cfg madsim`): the harness,
+//!   the faults and one seed's run.
 //! - `robust` (only without madsim): the robustness suite, real processes in
 //!   network namespaces under real faults (`ci/robustness.sh`).
 
@@ -16,7 +17,6 @@ pub use placement_check::{checker, history};
 
 #[cfg(madsim)]
 pub mod auth;
-#[cfg(madsim)]
 pub mod brokers;
 #[cfg(madsim)]
 pub mod cluster;

@@ -32,7 +32,10 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::checker::{self, watch::Truth};
 use crate::history::{Call, Outcome};
-use crate::{watchers, workload};
+use crate::{brokers, watchers, workload};
+
+/// Brokers registering through the placement API during a run.
+const BROKERS: u64 = 3;
 
 /// The faults, each a function below with its own log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -158,6 +161,8 @@ pub struct Report {
     pub leases: usize,
     /// Keepalives acknowledged.
     pub lease_acks: usize,
+    /// Broker registrations and heartbeats acknowledged.
+    pub broker_acks: (usize, usize),
     /// Every broken guarantee.
     pub violations: Vec<String>,
     /// How long the checkers took.
@@ -171,7 +176,7 @@ impl fmt::Display for Report {
         let faults: Vec<String> = self.faults.iter().map(|(k, n)| format!("{k}={n}")).collect();
         writeln!(
             f,
-            "robustness {}: ops={} unknown={} watch={}/{} leases={}/{} sigkills={} faults: {} wall={:.0}s check={:.1}s",
+            "robustness {}: ops={} unknown={} watch={}/{} leases={}/{} brokers={}/{} sigkills={} faults: {} wall={:.0}s check={:.1}s",
             if self.violations.is_empty() { "ok" } else { "FAIL" },
             self.ops,
             self.unknown,
@@ -179,6 +184,8 @@ impl fmt::Display for Report {
             self.watch_sessions,
             self.leases,
             self.lease_acks,
+            self.broker_acks.0,
+            self.broker_acks.1,
             self.sigkills,
             faults.join(" "),
             self.wall.as_secs_f64(),
@@ -223,6 +230,8 @@ struct Member {
 /// The members and the fault log.
 pub struct Cluster {
     bin: PathBuf,
+    /// The members' config file.
+    config: PathBuf,
     members: Vec<Mutex<Member>>,
     start: Instant,
     log: Mutex<Vec<String>>,
@@ -289,8 +298,14 @@ impl Cluster {
                 clock_file,
             }));
         }
+        // The checks read every member's whole history at the end (a soak
+        // writes far more than the default 10,000 revisions): keep it.
+        let config = opts.work.join("member.toml");
+        std::fs::write(&config, "auto_compaction_retention_revisions = 0\n")
+            .map_err(|e| format!("{}: {e}", config.display()))?;
         Ok(Self {
             bin: opts.bin.clone(),
+            config,
             members,
             start: runtime::now(),
             log: Mutex::new(Vec::new()),
@@ -355,6 +370,8 @@ impl Cluster {
                 .env("FAKETIME_DONT_RESET", "1");
         }
         cmd.arg(&self.bin)
+            .arg("--config")
+            .arg(&self.config)
             .args(["--name", &format!("m{slot}"), "--data-dir"])
             .arg(&m.dir)
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
@@ -802,8 +819,7 @@ fn nft_rules(ns: &str, rules: &[String]) -> Result<(), String> {
 }
 
 /// Every member's watch history of the workload's keys up to `revision`,
-/// from revision 1 (the suite's members keep their history: nothing is
-/// compacted by count in a run).
+/// from revision 1 (the suite's members keep their history: see `member.toml`).
 async fn applied_history(addr: &str, revision: i64) -> Result<BTreeMap<i64, Vec<checker::watch::WatchEvent>>, String> {
     let mut client = WatchClient::new(channel(addr));
     let (tx, rx) = tokio::sync::mpsc::channel(2);
@@ -867,6 +883,18 @@ pub async fn run(cluster: &Cluster, opts: &Options) -> Report {
     let history: workload::History = Arc::new(Mutex::new(Vec::new()));
     let sessions = Arc::new(Mutex::new(Vec::new()));
     let episodes = Arc::new(Mutex::new(Vec::new()));
+    brokers::configure(addrs.clone()).await;
+    let broker_history: brokers::BrokerHistory = Arc::new(Mutex::new(Vec::new()));
+    let observed = Arc::new(Mutex::new(checker::brokers::Observed::default()));
+    let (stop_observer, observer_stop) = tokio::sync::watch::channel(false);
+    let (observer_done, observer) = tokio::sync::oneshot::channel();
+    runtime::spawn_detached("node-watcher", {
+        let watch = brokers::observe(addrs.clone(), observed.clone(), observer_stop);
+        async move {
+            watch.await;
+            let _ = observer_done.send(());
+        }
+    });
 
     let clients = futures::future::join_all((0..opts.clients).map(|i| {
         let client = workload::Client::new(i, &addrs, start, history.clone());
@@ -892,7 +920,8 @@ pub async fn run(cluster: &Cluster, opts: &Options) -> Report {
             runtime::sleep(quiet).await;
         }
     };
-    futures::join!(clients, watch, leases, nemesis, cluster.supervise(until));
+    let brokers = brokers::run(BROKERS, &addrs, start, until, &broker_history);
+    futures::join!(clients, watch, leases, brokers, nemesis, cluster.supervise(until));
     cluster.heal().await;
     cluster.note("heal: every fault undone; waiting for every member to serve");
 
@@ -999,6 +1028,49 @@ pub async fn run(cluster: &Cluster, opts: &Options) -> Report {
     let episodes = episodes.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let excused = cluster.excused.lock().unwrap_or_else(|e| e.into_inner()).clone();
     violations.extend(checker::lease::check(&episodes, &excused).into_iter().map(|v| v.to_string()));
+
+    // Every broker has been silent since the workload ended, longer than
+    // the expiry by now: its registrations must be gone, and the node
+    // watcher must have seen each broker's last one leave.
+    let broker_history = broker_history.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let listed = brokers::still_listed(&addrs).await;
+    let gone = |observed: &checker::brokers::Observed| match &listed {
+        Ok(listed) => checker::brokers::check_gone(&broker_history, observed, listed),
+        Err(problem) => vec![checker::brokers::BrokerViolation(problem.clone())],
+    };
+    let deadline = runtime::now() + Duration::from_secs(10);
+    while runtime::now() < deadline && !gone(&observed.lock().unwrap_or_else(|e| e.into_inner())).is_empty() {
+        runtime::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = stop_observer.send(true);
+    let _ = observer.await;
+    let observed = observed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    violations.extend(gone(&observed).into_iter().map(|v| v.to_string()));
+    violations.extend(
+        checker::brokers::check(&broker_history, &observed, brokers::EXPIRY, &excused)
+            .into_iter()
+            .map(|v| v.to_string()),
+    );
+    let acknowledged = |registration: bool| {
+        broker_history
+            .iter()
+            .filter(|op| op.answer == checker::brokers::Answer::Ok)
+            .filter(|op| {
+                if registration {
+                    matches!(op.call, checker::brokers::Call::Register(Some(_)))
+                } else {
+                    matches!(op.call, checker::brokers::Call::Heartbeat(_))
+                }
+            })
+            .count()
+    };
+    let broker_acks = (acknowledged(true), acknowledged(false));
+    if broker_acks.0 == 0 || broker_acks.1 == 0 {
+        violations.push(format!(
+            "the brokers made {} registrations and {} heartbeats: the broker checks checked nothing",
+            broker_acks.0, broker_acks.1
+        ));
+    }
     let events_seen: usize = sessions.iter().flat_map(|s| &s.responses).map(Vec::len).sum();
     if events_seen == 0 {
         violations.push("the watchers saw no event: the watch check checked nothing".into());
@@ -1022,6 +1094,7 @@ pub async fn run(cluster: &Cluster, opts: &Options) -> Report {
         watch_sessions: sessions.len(),
         leases: episodes.len(),
         lease_acks: episodes.iter().map(|e| e.acks.len()).sum(),
+        broker_acks,
         violations,
         check_time: runtime::now() - checks_began,
         wall: runtime::now() - began,
