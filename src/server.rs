@@ -279,6 +279,19 @@ impl Server {
                 client_tasks.shutdown_signal(),
             ),
         );
+        // A removed member nobody sends to any more asks (see `ask_whether_removed`).
+        let probe_node = node.clone();
+        let mut stop = client_tasks.shutdown_signal();
+        client_tasks.spawn("removal-probe", async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = stop.wait() => return,
+                    _ = runtime::sleep(probe_node.election_timeout().1) => {}
+                }
+                probe_node.ask_whether_removed().await;
+            }
+        });
         let mut compactor = AutoCompaction::new(&config);
         let compact_node = node.clone();
         let mut stop = client_tasks.shutdown_signal();

@@ -532,6 +532,64 @@ impl RaftNode {
         refusing > voters.len() / 2
     }
 
+    /// Asks the voters this node knows whether they still count it a
+    /// member, when no leader has reached it for five election timeouts:
+    /// a removed learner, or a removed follower that lost the race with its
+    /// removal, is sent nothing more and would otherwise wait forever (etcd's
+    /// peers answer such a member "removed" when it reconnects). A refusal as
+    /// a non-member counts towards `removed`, an answer clears it. A leader
+    /// does not ask: it hears its removal by committing it.
+    pub async fn ask_whether_removed(&self) {
+        let (voters, leader) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            let membership = m.membership_config.membership();
+            if membership.get_node(&self.id).is_none() {
+                return;
+            }
+            let voters: Vec<(NodeId, String)> = membership
+                .voter_ids()
+                .filter(|id| *id != self.id)
+                .filter_map(|id| membership.get_node(&id).map(|m| (id, m.peer_addr.clone())))
+                .collect();
+            (voters, m.current_leader)
+        };
+        let last_contact = *self.leader_contact.lock().unwrap_or_else(|e| e.into_inner());
+        let quiet = last_contact.is_none_or(|at| runtime::now() - at > 5 * self.election_timeout.1);
+        if leader == Some(self.id) || !quiet {
+            return;
+        }
+        let asks = voters.into_iter().map(|(id, peer_addr)| async move {
+            let Ok(mut client) = self.peer(&peer_addr) else { return (id, None) };
+            let ask = client.members(self.sender().request(pb::MembersRequest {}));
+            let answer = runtime::timeout(self.election_timeout.1, ask).await;
+            let disowned = match answer {
+                Ok(Ok(_)) => Some(false),
+                Ok(Err(status))
+                    if status.code() == tonic::Code::FailedPrecondition
+                        && status.message().contains(super::network::NOT_A_MEMBER) =>
+                {
+                    Some(true)
+                }
+                _ => None,
+            };
+            (id, disowned)
+        });
+        let answers = futures::future::join_all(asks).await;
+        let mut set = self.disowned.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, disowned) in answers {
+            match disowned {
+                Some(true) => {
+                    set.insert(id);
+                }
+                Some(false) => {
+                    set.remove(&id);
+                }
+                None => {}
+            }
+        }
+    }
+
     pub(super) fn peer(&self, peer_addr: &str) -> Result<RaftClient<tonic::transport::Channel>, NodeError> {
         self.peers
             .get(peer_addr, super::network::PEER_CONNECT_TIMEOUT)

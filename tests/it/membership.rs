@@ -62,6 +62,37 @@ async fn a_node_started_with_join_catches_up_is_promoted_serves_and_stops_when_r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_that_missed_its_removal_learns_it_from_the_voters() {
+    let mut cluster = Cluster::start(3).await;
+    let new = cluster
+        .join(|c| {
+            c.name = "learner".into();
+            c.join_as_learner = true;
+        })
+        .await;
+    let id = cluster.nodes[new].as_ref().unwrap().node.id;
+    let listed = format!("{id:x}, started, learner,");
+    wait_members(&cluster, "the learner published", |lines| lines.iter().any(|l| l.starts_with(&listed))).await;
+
+    // Down while it is removed, it comes back to a membership that still
+    // names it, and no leader sends a learner anything once it is removed.
+    cluster.stop(new).await;
+    ok(&cluster.client_addr(0), &["member", "remove", &format!("{id:x}")]);
+    wait_members(&cluster, "the learner removed", |lines| lines.len() == 3).await;
+    cluster.restart(new).await;
+    let node = cluster.nodes[new].as_ref().unwrap();
+    assert!(!node.removed(), "it cannot know yet");
+    for _ in 0..300 {
+        if node.removed() {
+            break;
+        }
+        runtime::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(node.removed(), "the removed learner never learned it");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_member_add_learner_then_promote_and_bad_changes_are_refused() {
     let mut cluster = Cluster::start(3).await;
     let ep = cluster.client_addr(0);
