@@ -2,7 +2,8 @@
 # The robustness suite: real placement-center processes, each in a network
 # namespace of its own (tests/netns/lib.sh), under real faults drawn from a
 # seed; the simulator's clients record the history and placement-check
-# judges it (sim/src/robust.rs). Needs root, iproute2, nftables, faketime.
+# judges it (sim/src/robust.rs). Needs root, iproute2, nftables, faketime,
+# e2fsprogs and the blkio cgroup (v1).
 #   ci/robustness.sh [--nodes 3|5] [--duration S] [--seed N] [--faults LIST|all]
 #                    [--bin path/to/placement-center] [--soak]
 # Defaults: 3 members, 120 s (every fault kind once), seed 1, the release build.
@@ -40,6 +41,8 @@ cleanup() {
     local rc=$?
     netns_down
     umount -l "$work"/m* 2>/dev/null || true
+    # The slow-disk member's blkio cgroup (empty once its processes are gone).
+    for cg in /sys/fs/cgroup/blkio/robust-*; do [ -d "$cg" ] && rmdir "$cg" 2>/dev/null; done || true
     if [ $rc -ne 0 ]; then
         # The members' whole logs are kept; their tails printed.
         mkdir -p target/robust-logs

@@ -59,8 +59,11 @@ pub enum Fault {
     SlowLink,
     /// The disk of the member whose data dir is a small tmpfs filled up.
     DiskFull,
+    /// The disk of the member whose data dir is an ext4 image on a loop
+    /// device throttled to 10 writes and 1 MiB a second (blkio cgroup).
+    SlowDisk,
     /// The clock of the member started under libfaketime jumps forward,
-    /// then back.
+    /// then back; or it runs fast (1.2-3x) for a while.
     Clock,
     /// A member removed, its data dir wiped, added back with `--join`.
     Rejoin,
@@ -70,7 +73,7 @@ pub enum Fault {
 
 impl Fault {
     /// Every fault kind.
-    pub const ALL: [Fault; 12] = [
+    pub const ALL: [Fault; 13] = [
         Fault::Kill,
         Fault::KillLeader,
         Fault::KillAll,
@@ -80,6 +83,7 @@ impl Fault {
         Fault::Loss,
         Fault::SlowLink,
         Fault::DiskFull,
+        Fault::SlowDisk,
         Fault::Clock,
         Fault::Rejoin,
         Fault::Rolling,
@@ -97,6 +101,7 @@ impl Fault {
             Fault::Loss => "loss",
             Fault::SlowLink => "slow-link",
             Fault::DiskFull => "disk-full",
+            Fault::SlowDisk => "slow-disk",
             Fault::Clock => "clock",
             Fault::Rejoin => "rejoin",
             Fault::Rolling => "rolling-restart",
@@ -208,6 +213,75 @@ fn disk_member(n: usize) -> usize {
     n
 }
 const CLOCK_MEMBER: usize = 1;
+/// The member whose data dir is on a loop device that slow-disk throttles.
+const SLOW_DISK_MEMBER: usize = 2;
+
+/// The slow-disk member's throttle: a blkio cgroup (v1) of its own and the
+/// loop device under its data dir.
+struct Throttle {
+    /// The cgroup's directory (the runner mounts the blkio hierarchy:
+    /// `ip netns exec` hides the machine's /sys/fs/cgroup).
+    cgroup: PathBuf,
+    /// The loop device, as major:minor.
+    device: String,
+}
+
+impl Throttle {
+    /// An ext4 image mounted on `dir` through a loop device, and a cgroup
+    /// for the member's process.
+    fn new(work: &std::path::Path, dir: &std::path::Path) -> Result<Self, String> {
+        let image = work.join("slow-disk.img");
+        let image_path = image.to_string_lossy().into_owned();
+        let dir = dir.to_string_lossy().into_owned();
+        sh("truncate", &["-s", "1G", &image_path])?;
+        sh("mkfs.ext4", &["-q", "-F", &image_path])?;
+        // -o loop: the loop device goes when the runner's mount namespace does.
+        sh("mount", &["-o", "loop", &image_path, &dir])?;
+        let source = sh("findmnt", &["-n", "-o", "SOURCE", &dir])?;
+        let loop_name = source.trim().trim_start_matches("/dev/").to_string();
+        let device = std::fs::read_to_string(format!("/sys/block/{loop_name}/dev"))
+            .map_err(|e| format!("{loop_name}: {e}"))?
+            .trim()
+            .to_string();
+        let hierarchy = work.join("blkio");
+        std::fs::create_dir_all(&hierarchy).map_err(|e| e.to_string())?;
+        sh("mount", &["-t", "cgroup", "-o", "blkio", "robust-blkio", &hierarchy.to_string_lossy()])?;
+        let cgroup = hierarchy.join(format!("robust-{}", std::process::id()));
+        std::fs::create_dir_all(&cgroup).map_err(|e| format!("{}: {e}", cgroup.display()))?;
+        Ok(Self { cgroup, device })
+    }
+
+    fn write(&self, file: &str, value: &str) -> Result<(), String> {
+        let path = self.cgroup.join(file);
+        std::fs::write(&path, value).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Moves process `pid` into the cgroup.
+    fn admit(&self, pid: u32) -> Result<(), String> {
+        self.write("cgroup.procs", &pid.to_string())
+    }
+
+    /// Writes limited to `iops` and `bps` a second (0, 0: unlimited).
+    fn limit(&self, iops: u64, bps: u64) -> Result<(), String> {
+        self.write("blkio.throttle.write_iops_device", &format!("{} {iops}", self.device))?;
+        self.write("blkio.throttle.write_bps_device", &format!("{} {bps}", self.device))
+    }
+
+    /// Writes the member's processes made to the device through the cgroup.
+    fn writes(&self) -> u64 {
+        let served = std::fs::read_to_string(self.cgroup.join("blkio.throttle.io_serviced")).unwrap_or_default();
+        let prefix = format!("{} Write ", self.device);
+        served.lines().find_map(|l| l.strip_prefix(&prefix).and_then(|n| n.trim().parse().ok())).unwrap_or(0)
+    }
+
+    /// Removes the cgroup (its processes gone) and unmounts the hierarchy.
+    fn remove(&self) {
+        let _ = std::fs::remove_dir(&self.cgroup);
+        if let Some(hierarchy) = self.cgroup.parent() {
+            let _ = sh("umount", &[&hierarchy.to_string_lossy()]);
+        }
+    }
+}
 
 /// One member slot: a namespace, an address, a data dir, maybe a process.
 struct Member {
@@ -232,6 +306,8 @@ pub struct Cluster {
     bin: PathBuf,
     /// The members' config file.
     config: PathBuf,
+    /// The slow-disk member's throttle, when slow-disk is drawn from.
+    throttle: Option<Throttle>,
     members: Vec<Mutex<Member>>,
     start: Instant,
     log: Mutex<Vec<String>>,
@@ -273,6 +349,7 @@ impl Cluster {
     pub fn new(opts: &Options) -> Result<Self, String> {
         let n = opts.namespaces.len();
         let mut members = Vec::new();
+        let mut throttle = None;
         for (i, ns) in opts.namespaces.iter().enumerate() {
             let slot = i + 1;
             let dir = opts.work.join(format!("m{slot}"));
@@ -280,6 +357,9 @@ impl Cluster {
             if slot == disk_member(n) && opts.faults.contains(&Fault::DiskFull) {
                 let d = dir.to_string_lossy().into_owned();
                 sh("mount", &["-t", "tmpfs", "-o", "size=256m", "robust-disk", &d])?;
+            }
+            if slot == SLOW_DISK_MEMBER && opts.faults.contains(&Fault::SlowDisk) {
+                throttle = Some(Throttle::new(&opts.work, &dir)?);
             }
             let clock_file = (slot == CLOCK_MEMBER && opts.faults.contains(&Fault::Clock)).then(|| {
                 let file = opts.work.join(format!("clock{slot}"));
@@ -306,6 +386,7 @@ impl Cluster {
         Ok(Self {
             bin: opts.bin.clone(),
             config,
+            throttle,
             members,
             start: runtime::now(),
             log: Mutex::new(Vec::new()),
@@ -367,7 +448,8 @@ impl Cluster {
             cmd.env("LD_PRELOAD", LIBFAKETIME)
                 .env("FAKETIME_TIMESTAMP_FILE", file)
                 .env("FAKETIME_CACHE_DURATION", "1")
-                .env("FAKETIME_DONT_RESET", "1");
+                .env("FAKETIME_DONT_RESET", "1")
+                .env("FAKETIME_XRESET", "1");
         }
         cmd.arg(&self.bin)
             .arg("--config")
@@ -394,6 +476,12 @@ impl Cluster {
         let err = log.try_clone().map_err(|e| e.to_string())?;
         let child =
             cmd.stdin(Stdio::null()).stdout(log).stderr(err).spawn().map_err(|e| format!("ip netns exec: {e}"))?;
+        if let (true, Some(throttle)) = (slot == SLOW_DISK_MEMBER, &self.throttle) {
+            // `ip netns exec` execs the member: the pid is the member's.
+            if let Err(e) = throttle.admit(child.id()) {
+                self.harness_error(format!("slow-disk: m{slot} not in its cgroup: {e}"));
+            }
+        }
         m.child = Some(child);
         Ok(())
     }
@@ -594,15 +682,47 @@ impl Cluster {
                 self.note(format!("slow-link: healed m{slot}"));
             }
             Fault::DiskFull => self.disk_full(hold).await,
+            Fault::SlowDisk => match &self.throttle {
+                Some(throttle) => {
+                    self.note(format!(
+                        "slow-disk: m{SLOW_DISK_MEMBER}'s disk at 10 writes and 1 MiB a second for {hold:?}"
+                    ));
+                    let before = throttle.writes();
+                    if let Err(e) = throttle.limit(10, 1 << 20) {
+                        self.harness_error(format!("slow-disk: {e}"));
+                    }
+                    runtime::sleep(hold).await;
+                    if let Err(e) = throttle.limit(0, 0) {
+                        self.harness_error(format!("slow-disk: {e}"));
+                    }
+                    let writes = throttle.writes() - before;
+                    self.note(format!(
+                        "slow-disk: m{SLOW_DISK_MEMBER}'s disk at full speed ({writes} writes throttled)"
+                    ));
+                }
+                None => self.harness_error("slow-disk: no throttled member".into()),
+            },
             Fault::Clock => {
-                let jump = rng.gen_range(5..60);
-                self.note(format!("clock: m{CLOCK_MEMBER}'s clock jumps {jump} s ahead for {hold:?}"));
+                // libfaketime reads the file every second: an offset makes
+                // the member's clocks (wall and monotonic) jump, a rate
+                // makes them run fast (FAKETIME_XRESET: from now on,
+                // without a jump, and without going back when the rate
+                // returns to 1).
+                let setting = if rng.gen_bool(0.5) {
+                    let jump = rng.gen_range(5..60);
+                    self.note(format!("clock: m{CLOCK_MEMBER}'s clock jumps {jump} s ahead for {hold:?}"));
+                    format!("+{jump}s")
+                } else {
+                    let rate = rng.gen_range(12..30) as f64 / 10.0;
+                    self.note(format!("clock: m{CLOCK_MEMBER}'s clock runs {rate}x fast for {hold:?}"));
+                    format!("+0 x{rate:.1}")
+                };
                 let file = self.member(CLOCK_MEMBER).clock_file.clone();
                 match file {
                     Some(file) => {
-                        let _ = std::fs::write(&file, format!("+{jump}s\n"));
+                        let _ = std::fs::write(&file, format!("{setting}\n"));
                         runtime::sleep(hold).await;
-                        let _ = std::fs::write(&file, "+0\n");
+                        let _ = std::fs::write(&file, "+0 x1.0\n");
                     }
                     None => self.harness_error(format!("clock: m{CLOCK_MEMBER} was not started under libfaketime")),
                 }
@@ -780,6 +900,9 @@ impl Cluster {
                 let _ = std::fs::write(file, "+0\n");
             }
             self.signal(slot, "-CONT");
+            if let (true, Some(throttle)) = (slot == SLOW_DISK_MEMBER, &self.throttle) {
+                let _ = throttle.limit(0, 0);
+            }
             if self.exited(slot) {
                 self.note(format!("heal: m{slot} had exited; restarted"));
                 self.restart(slot);
@@ -795,6 +918,9 @@ impl Cluster {
                 let _ = child.kill();
                 let _ = child.wait();
             }
+        }
+        if let Some(throttle) = &self.throttle {
+            throttle.remove();
         }
     }
 
@@ -1032,20 +1158,23 @@ pub async fn run(cluster: &Cluster, opts: &Options) -> Report {
     // Every broker has been silent since the workload ended, longer than
     // the expiry by now: its registrations must be gone, and the node
     // watcher must have seen each broker's last one leave.
+    // (A short run gets here within the expiry: asked again until 10 s
+    // past it.)
     let broker_history = broker_history.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let listed = brokers::still_listed(&addrs).await;
-    let gone = |observed: &checker::brokers::Observed| match &listed {
+    let gone = |observed: &checker::brokers::Observed, listed: &Result<Vec<(u64, i64)>, String>| match listed {
         Ok(listed) => checker::brokers::check_gone(&broker_history, observed, listed),
         Err(problem) => vec![checker::brokers::BrokerViolation(problem.clone())],
     };
-    let deadline = runtime::now() + Duration::from_secs(10);
-    while runtime::now() < deadline && !gone(&observed.lock().unwrap_or_else(|e| e.into_inner())).is_empty() {
-        runtime::sleep(Duration::from_millis(200)).await;
+    let deadline = until.max(runtime::now()) + brokers::EXPIRY + Duration::from_secs(10);
+    let mut listed = brokers::still_listed(&addrs).await;
+    while runtime::now() < deadline && !gone(&observed.lock().unwrap_or_else(|e| e.into_inner()), &listed).is_empty() {
+        runtime::sleep(Duration::from_millis(500)).await;
+        listed = brokers::still_listed(&addrs).await;
     }
     let _ = stop_observer.send(true);
     let _ = observer.await;
     let observed = observed.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    violations.extend(gone(&observed).into_iter().map(|v| v.to_string()));
+    violations.extend(gone(&observed, &listed).into_iter().map(|v| v.to_string()));
     violations.extend(
         checker::brokers::check(&broker_history, &observed, brokers::EXPIRY, &excused)
             .into_iter()
