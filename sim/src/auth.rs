@@ -30,7 +30,7 @@ use placement_center::runtime::{self, Instant};
 use placement_center::state::StateError;
 use rand::Rng;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::cluster::SimCluster;
 
@@ -66,13 +66,6 @@ pub fn credentials() -> Option<Credentials> {
         .then(|| Credentials { user: "root".into(), password: ROOT_PASSWORD.into() })
 }
 
-fn channel(addr: &str) -> Channel {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .expect("valid address")
-        .connect_timeout(Duration::from_secs(1))
-        .connect_lazy()
-}
-
 /// Runs `call` on the members in turn until it succeeds (or is refused as
 /// already done: a retried step that had happened).
 async fn until_done<T, F, Fut>(addrs: &[String], what: &str, mut call: F) -> Option<T>
@@ -83,7 +76,7 @@ where
 {
     for attempt in 0..60 {
         let addr = &addrs[attempt % addrs.len()];
-        match runtime::timeout(Duration::from_secs(2), call(channel(addr))).await {
+        match runtime::timeout(Duration::from_secs(2), call(crate::channel(addr))).await {
             Ok(Ok(resp)) => return Some(resp.into_inner()),
             Ok(Err(status)) if status.message().contains("already exists") => return Some(T::default()),
             Ok(Err(status)) if status.code() == tonic::Code::FailedPrecondition || attempt > 50 => {
@@ -171,7 +164,7 @@ pub async fn probe(addrs: Vec<String>, start: Instant, until: Instant, ops: Arc<
         let addr = &addrs[runtime::rng().gen_range(0..addrs.len())];
         let key = format!("probe/{}", n % 4).into_bytes();
         n += 1;
-        let mut kv = KvClient::new(channel(addr));
+        let mut kv = KvClient::new(crate::channel(addr));
         let invoked = runtime::now();
         let (what, answer) = if n.is_multiple_of(2) {
             let mut req =

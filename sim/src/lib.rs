@@ -31,6 +31,19 @@ pub mod run;
 pub mod watchers;
 pub mod workload;
 
+/// The endpoint of a member's client address (connect attempts time out
+/// after 1 s).
+pub(crate) fn endpoint(addr: &str) -> tonic::transport::Endpoint {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("valid address")
+        .connect_timeout(std::time::Duration::from_secs(1))
+}
+
+/// A lazily connected channel to a member's client address.
+pub(crate) fn channel(addr: &str) -> tonic::transport::Channel {
+    endpoint(addr).connect_lazy()
+}
+
 /// `message` as a request: with the simulator's auth on, carrying root's token.
 pub(crate) fn request<T>(message: T) -> tonic::Request<T> {
     #[cfg(madsim)]

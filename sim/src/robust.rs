@@ -28,7 +28,7 @@ use placement_center::runtime::{self, Instant};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::checker::{self, watch::Truth};
 use crate::history::{Call, Outcome};
@@ -336,12 +336,9 @@ fn in_ns(ns: &str, args: &[&str]) -> Result<String, String> {
     sh("ip", &all)
 }
 
+/// A channel whose every call gives up after 3 s (a paused member answers nothing).
 fn channel(addr: &str) -> Channel {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .expect("valid address")
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(3))
-        .connect_lazy()
+    crate::endpoint(addr).timeout(Duration::from_secs(3)).connect_lazy()
 }
 
 impl Cluster {
@@ -565,6 +562,27 @@ impl Cluster {
         let addr = format!("{}:{CLIENT_PORT}", self.member(slot).ip);
         let mut client = workload::Client::new(u32::MAX, &[addr], runtime::now(), history);
         matches!(client.run(0, "health", Call::Get).await, Outcome::Read(_))
+    }
+
+    /// Why member `slot` is unhealthy, if it is: its gRPC health check is
+    /// not SERVING, or an alarm is raised (after heal, none may be: the
+    /// disk-full fault disarms its NOSPACE).
+    async fn unhealthy(&self, slot: usize) -> Option<String> {
+        use placement_center::proto::grpc::health::v1::health_check_response::ServingStatus;
+        use placement_center::proto::grpc::health::v1::health_client::HealthClient;
+        use placement_center::proto::grpc::health::v1::HealthCheckRequest;
+        let addr = format!("{}:{CLIENT_PORT}", self.member(slot).ip);
+        let check = HealthClient::new(channel(&addr)).check(HealthCheckRequest { service: String::new() }).await;
+        match check.map(|r| r.into_inner().status) {
+            Ok(status) if status == ServingStatus::Serving as i32 => {}
+            other => return Some(format!("m{slot}'s health check answered {other:?}")),
+        }
+        let get = AlarmRequest { action: AlarmAction::Get as i32, member_id: 0, alarm: AlarmType::None as i32 };
+        match MaintenanceClient::new(channel(&addr)).alarm(get).await {
+            Ok(resp) if resp.get_ref().alarms.is_empty() => None,
+            Ok(resp) => Some(format!("m{slot} lists alarms {:?}", resp.into_inner().alarms)),
+            Err(e) => Some(format!("m{slot}'s alarm list: {e}")),
+        }
     }
 
     async fn wait_serving(&self, slots: impl IntoIterator<Item = usize> + Clone, limit: Duration) -> bool {
@@ -1064,6 +1082,17 @@ pub async fn run(cluster: &Cluster, opts: &Options) -> Report {
             down
         };
         violations.push(format!("members {down:?} do not serve a linearizable read 60 s after heal"));
+    }
+    // No member left unhealthy: each says SERVING and lists no alarm (within
+    // 10 s more: health needs a leader's word since the last election).
+    for slot in 1..=n {
+        let deadline = runtime::now() + Duration::from_secs(10);
+        let mut problem = cluster.unhealthy(slot).await;
+        while problem.is_some() && runtime::now() < deadline {
+            runtime::sleep(Duration::from_millis(500)).await;
+            problem = cluster.unhealthy(slot).await;
+        }
+        violations.extend(problem);
     }
     // No acknowledged write lost: a final linearizable read of every key,
     // through every member in turn, joins the history.

@@ -19,7 +19,6 @@ use placement_center::proto::mvccpb::event::EventType;
 use placement_center::proto::mvccpb::Event;
 use placement_center::runtime::{self, Instant};
 use rand::Rng;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::checker::lease::LeaseEpisode;
 use crate::checker::watch::{Session, WatchEvent};
@@ -30,13 +29,6 @@ pub const WATCHED: (&[u8], &[u8]) = (b"k", b"l");
 pub const LEASE_TTL: i64 = 3;
 /// Keys attached to leases start with this (outside the watched range).
 pub const LEASE_KEY_PREFIX: &str = "lease-";
-
-fn channel(addr: &str) -> Channel {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .expect("valid address")
-        .connect_timeout(Duration::from_secs(1))
-        .connect_lazy()
-}
 
 /// The event as the checker compares it.
 pub fn watch_event(e: &Event) -> WatchEvent {
@@ -94,7 +86,7 @@ pub async fn watcher_loop(id: u32, addrs: Vec<String>, until: Instant, sessions:
 /// or the server going silent.
 async fn watch_session(watcher: u32, server: usize, addr: &str, start: i64, end: Instant) -> Session {
     let mut session = Session { watcher, server, requested_start: start, ..Default::default() };
-    let mut client = WatchClient::new(channel(addr));
+    let mut client = WatchClient::new(crate::channel(addr));
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let create = WatchCreateRequest {
         key: WATCHED.0.to_vec(),
@@ -210,8 +202,8 @@ async fn lease_episode(
     start: Instant,
     end: Instant,
 ) -> Option<LeaseEpisode> {
-    let mut leases = LeaseClient::new(channel(&addrs[server]));
-    let mut kv = KvClient::new(channel(&addrs[server]));
+    let mut leases = LeaseClient::new(crate::channel(&addrs[server]));
+    let mut kv = KvClient::new(crate::channel(&addrs[server]));
     let grant = LeaseGrantRequest { ttl: LEASE_TTL, id: 0 };
     let granted = runtime::timeout(Duration::from_secs(2), leases.lease_grant(crate::request(grant)))
         .await
