@@ -55,7 +55,11 @@ pub enum FaultKind {
     MoveLeader,
     /// A follower is removed from the cluster, its data dir wiped, and it
     /// comes back as a new member: joins as a learner, catches up (by
-    /// snapshot once the log was purged), is promoted.
+    /// snapshot once the log was purged), is promoted. Half the time it is
+    /// down while removed (a learner not yet promoted, if there is one) and
+    /// first restarts on its old data dir, where nobody tells it of its
+    /// removal: it must learn it from its peers within 20 s (the robustness
+    /// suite found such a member left running).
     Replace,
     /// Forged Raft messages to a follower: without the token, replication in
     /// a non-leader's name, a snapshot that does not decode and a chunk far
@@ -228,6 +232,47 @@ async fn disk_full(
     disarm_nospace(cluster, victim, start, until, log).await;
 }
 
+/// Whether every member is a running voter of an applied, settled
+/// membership (as `leader` sees it): then the others stay a quorum while one
+/// is down, as an operator's cluster must for it to be removed. A joint
+/// config would need the victim for a quorum of its old half.
+fn settled_voters(cluster: &SimCluster, leader: &placement_center::raft::RaftNode) -> bool {
+    let n = cluster.nodes.len() as u64;
+    let members = leader.members();
+    let all_voters = members.len() as u64 == n && members.iter().all(|(_, m, learner)| !learner && m.started);
+    let settled = {
+        let metrics = leader.raft.metrics().borrow().clone();
+        let config = &metrics.membership_config;
+        config.membership().get_joint_config().len() == 1 && config.log_id() <= &metrics.last_applied
+    };
+    all_voters && settled && (1..=n).all(|slot| cluster.is_voter(slot))
+}
+
+/// `victim`, removed while down, restarts on its old data dir: nobody sends
+/// it its removal, and it must learn it from its peers within 20 s.
+async fn learns_removal(cluster: &SimCluster, victim: u64, start: Instant, log: &mut NemesisLog) {
+    cluster.restart(victim);
+    let deadline = runtime::now() + Duration::from_secs(20);
+    while runtime::now() < deadline {
+        if cluster.node(victim).is_some_and(|node| node.removed()) {
+            log.note(start, format!("{victim}, removed while down, learned it"));
+            return;
+        }
+        runtime::sleep(Duration::from_millis(200)).await;
+    }
+    // Only a member that knows itself a member can learn otherwise: one that
+    // joined and went down before it held the membership naming it restarts
+    // with none (a learner that holds nothing and serves nothing).
+    let knows_itself = cluster
+        .node(victim)
+        .is_some_and(|node| node.raft.metrics().borrow().membership_config.membership().get_node(&node.id).is_some());
+    if knows_itself {
+        log.health_violations.push(format!("replace: {victim}, removed while down, did not learn it in 20 s"));
+    } else {
+        log.note(start, format!("{victim}, removed while down, restarted without a membership naming it"));
+    }
+}
+
 /// See [`FaultKind::WipeRestart`].
 async fn wipe_restart(cluster: &SimCluster, start: Instant, log: &mut NemesisLog) {
     let n = cluster.nodes.len() as u64;
@@ -235,18 +280,7 @@ async fn wipe_restart(cluster: &SimCluster, start: Instant, log: &mut NemesisLog
     let victim = (leader + runtime::rng().gen_range(0..n - 1)) % n + 1;
     let (Some(leader_node), Some(victim_node)) = (cluster.node(leader), cluster.node(victim)) else { return };
     let old_id = victim_node.id;
-    // Only with every member a running voter: the others stay a quorum
-    // while it is down (as an operator's cluster must, to remove it).
-    let members = leader_node.members();
-    let all_voters = members.len() as u64 == n && members.iter().all(|(_, m, learner)| !learner && m.started);
-    // ... in a membership that is applied, not one still changing (a
-    // joint config needs the victim for a quorum of its old half).
-    let settled = {
-        let metrics = leader_node.raft.metrics().borrow().clone();
-        let config = &metrics.membership_config;
-        config.membership().get_joint_config().len() == 1 && config.log_id() <= &metrics.last_applied
-    };
-    if !all_voters || !settled || !(1..=n).all(|slot| cluster.is_voter(slot)) {
+    if !settled_voters(cluster, &leader_node) {
         return;
     }
     log.note(start, format!("wipe {victim} (member {old_id:x}) and restart it as itself"));
@@ -399,22 +433,42 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
             }
             FaultKind::Replace => {
                 let Some(leader) = cluster.leader() else { continue };
-                let victim = (leader + runtime::rng().gen_range(0..n - 1)) % n + 1;
+                // A member still a learner (replaced, not yet promoted) is
+                // the one a leader stops sending to once it is removed.
+                let learner = (1..=n).find(|slot| cluster.node(*slot).is_some_and(|node| !node.is_voter()));
+                let down_while_removed = runtime::rng().gen_bool(0.5);
+                let victim = match learner {
+                    Some(learner) if down_while_removed => learner,
+                    _ => (leader + runtime::rng().gen_range(0..n - 1)) % n + 1,
+                };
                 let (Some(leader_node), Some(victim_node)) = (cluster.node(leader), cluster.node(victim)) else {
                     continue;
                 };
                 let old_id = victim_node.id;
-                log.note(start, format!("replace {victim}: remove member {old_id:x}"));
+                // Down while removed only when the others stay a quorum.
+                let missed = down_while_removed && (learner == Some(victim) || settled_voters(cluster, &leader_node));
+                if missed {
+                    log.note(start, format!("replace {victim}: down while member {old_id:x} is removed"));
+                    cluster.kill(victim);
+                } else {
+                    log.note(start, format!("replace {victim}: remove member {old_id:x}"));
+                }
                 let task = cluster.spawn_on(leader, async move {
                     leader_node.change_members(MemberChange::Remove(old_id)).await.map_err(|e| e.to_string())
                 });
                 match task.await {
                     Ok(Ok(_)) => {
+                        if missed {
+                            learns_removal(cluster, victim, start, log).await;
+                        }
                         cluster.replace(victim, cluster.nodes[leader as usize - 1].client_addr.clone());
                         log.note(start, format!("{victim} wiped and restarted to join as a new member"));
                     }
                     Ok(Err(e)) => log.note(start, format!("replace {victim}: remove refused or failed: {e}")),
                     Err(_) => log.note(start, format!("replace {victim}: interrupted (leader killed)")),
+                }
+                if missed && cluster.node(victim).is_none() {
+                    cluster.restart(victim); // not removed after all
                 }
             }
             FaultKind::WipeRestart => wipe_restart(cluster, start, log).await,

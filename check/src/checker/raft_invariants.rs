@@ -51,12 +51,17 @@ pub fn check(samples: &[Sample]) -> Vec<String> {
     let mut last_vote: BTreeMap<u64, &Sample> = BTreeMap::new();
     let mut removed_at: BTreeMap<u64, &Sample> = BTreeMap::new();
     for s in samples {
-        // A member that said it was removed is never a member again (a
-        // joining node must not take an older configuration for its removal).
+        // A member that said it was removed never takes it back (a joining
+        // node must not take an older configuration for its removal). One
+        // removed while down still names itself in the membership it kept,
+        // with nobody left to send it the change: it learns of it from its
+        // peers' refusals and stays removed.
         if let Some(r) = removed_at.get(&s.node) {
-            if s.member {
-                violations
-                    .push(format!("node {} said it was removed at {:?} but is a member at {:?}", s.node, r.at, s.at));
+            if s.member && !s.removed {
+                violations.push(format!(
+                    "node {} said it was removed at {:?} but is a member again at {:?}",
+                    s.node, r.at, s.at
+                ));
             }
         }
         if s.removed {
@@ -142,6 +147,12 @@ mod tests {
         let mut bad = s(0, 1, (1, 1, false), false);
         bad.applied = 11;
         assert_eq!(check(&[bad]).len(), 1, "applied beyond log");
+        let removed = |at, member, removed| Sample { member, removed, ..s(at, 1, (1, 2, true), false) };
+        assert_eq!(check(&[removed(0, false, true), removed(5, true, false)]).len(), 1, "a member again");
+        assert!(
+            check(&[removed(0, true, true), removed(5, true, true)]).is_empty(),
+            "removed while down: told by its peers, its own membership still names it"
+        );
     }
 }
 
