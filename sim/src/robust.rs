@@ -62,8 +62,9 @@ pub enum Fault {
     /// The disk of the member whose data dir is an ext4 image on a loop
     /// device throttled to 10 writes and 1 MiB a second (blkio cgroup).
     SlowDisk,
-    /// The clock of the member started under libfaketime jumps forward,
-    /// then back; or it runs fast (1.2-3x) for a while.
+    /// The clock of the member started under libfaketime jumps forward
+    /// (for good: a monotonic clock never goes back), or runs fast (1.2-3x)
+    /// for a while.
     Clock,
     /// A member removed, its data dir wiped, added back with `--join`.
     Rejoin,
@@ -306,6 +307,9 @@ pub struct Cluster {
     bin: PathBuf,
     /// The members' config file.
     config: PathBuf,
+    /// How far the clock member's clocks have been moved ahead, seconds
+    /// (they never go back).
+    clock_ahead: Mutex<u64>,
     /// The slow-disk member's throttle, when slow-disk is drawn from.
     throttle: Option<Throttle>,
     members: Vec<Mutex<Member>>,
@@ -383,6 +387,7 @@ impl Cluster {
         Ok(Self {
             bin: opts.bin.clone(),
             config,
+            clock_ahead: Mutex::new(0),
             throttle,
             members,
             start: runtime::now(),
@@ -721,30 +726,35 @@ impl Cluster {
                 None => self.harness_error("slow-disk: no throttled member".into()),
             },
             Fault::Clock => {
-                // libfaketime reads the file every second: an offset makes
-                // the member's clocks (wall and monotonic) jump, a rate
-                // makes them run fast (FAKETIME_XRESET: from now on,
-                // without a jump, and without going back when the rate
-                // returns to 1).
-                let setting = if rng.gen_bool(0.5) {
-                    let jump = rng.gen_range(5..60);
-                    self.note(format!("clock: m{CLOCK_MEMBER}'s clock jumps {jump} s ahead for {hold:?}"));
-                    format!("+{jump}s")
-                } else {
-                    let rate = rng.gen_range(12..30) as f64 / 10.0;
-                    self.note(format!("clock: m{CLOCK_MEMBER}'s clock runs {rate}x fast for {hold:?}"));
-                    format!("+0 x{rate:.1}")
+                // libfaketime reads the file every second and moves the
+                // member's wall and monotonic clocks together, so they only
+                // ever go forward: a monotonic clock never goes back (one
+                // that did would hold every timer the process set while
+                // ahead, for as long as the jump; the CI run found a member
+                // so stalled). An offset makes them jump; a rate makes them
+                // run fast (FAKETIME_XRESET: from when it is set, without a
+                // jump, and keeping what they gained when it returns to 1).
+                let Some(file) = self.member(CLOCK_MEMBER).clock_file.clone() else {
+                    self.harness_error(format!("clock: m{CLOCK_MEMBER} was not started under libfaketime"));
+                    return;
                 };
-                let file = self.member(CLOCK_MEMBER).clock_file.clone();
-                match file {
-                    Some(file) => {
-                        let _ = std::fs::write(&file, format!("{setting}\n"));
-                        runtime::sleep(hold).await;
-                        let _ = std::fs::write(&file, "+0 x1.0\n");
+                let (ahead, setting) = {
+                    let mut ahead = self.clock_ahead.lock().unwrap_or_else(|e| e.into_inner());
+                    if rng.gen_bool(0.5) {
+                        let jump = rng.gen_range(5..60);
+                        *ahead += jump;
+                        self.note(format!("clock: m{CLOCK_MEMBER}'s clock jumps {jump} s ahead, for good"));
+                        (*ahead, format!("+{}s x1.0", *ahead))
+                    } else {
+                        let rate = rng.gen_range(12..30) as f64 / 10.0;
+                        self.note(format!("clock: m{CLOCK_MEMBER}'s clock runs {rate}x fast for {hold:?}"));
+                        (*ahead, format!("+{}s x{rate:.1}", *ahead))
                     }
-                    None => self.harness_error(format!("clock: m{CLOCK_MEMBER} was not started under libfaketime")),
-                }
-                self.note(format!("clock: m{CLOCK_MEMBER}'s clock back"));
+                };
+                let _ = std::fs::write(&file, format!("{setting}\n"));
+                runtime::sleep(hold).await;
+                let _ = std::fs::write(&file, format!("+{ahead}s x1.0\n"));
+                self.note(format!("clock: m{CLOCK_MEMBER}'s clock at normal speed, {ahead} s ahead and more"));
             }
             Fault::Rejoin => self.rejoin(slot).await,
             Fault::Rolling => {
@@ -915,7 +925,8 @@ impl Cluster {
             let _ = in_ns(&ns, &["nft", "delete", "table", "inet", "robust"]);
             let _ = in_ns(&ns, &["tc", "qdisc", "del", "dev", "eth0", "root"]);
             if let Some(file) = self.member(slot).clock_file.clone() {
-                let _ = std::fs::write(file, "+0\n");
+                let ahead = *self.clock_ahead.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = std::fs::write(file, format!("+{ahead}s x1.0\n"));
             }
             self.signal(slot, "-CONT");
             if let (true, Some(throttle)) = (slot == SLOW_DISK_MEMBER, &self.throttle) {
