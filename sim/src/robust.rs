@@ -801,9 +801,13 @@ impl Cluster {
         self.disarm_nospace().await;
     }
 
-    /// Clears NOSPACE alarms (etcd's `alarm disarm`), retried for 20 s.
+    /// Clears NOSPACE alarms (etcd's `alarm disarm`), retried for 20 s,
+    /// until none has been listed for 3 s: a write that found the disk full
+    /// just before the room came back may raise one after (the CI run's
+    /// short pass found one raised the moment a first clean list returned).
     async fn disarm_nospace(&self) {
         let deadline = runtime::now() + Duration::from_secs(20);
+        let mut clean_since: Option<Instant> = None;
         while runtime::now() < deadline {
             for addr in self.addrs() {
                 let mut client = MaintenanceClient::new(channel(&addr));
@@ -812,8 +816,13 @@ impl Cluster {
                 let raised: Vec<_> =
                     resp.into_inner().alarms.into_iter().filter(|a| a.alarm == AlarmType::Nospace as i32).collect();
                 if raised.is_empty() {
-                    return;
+                    let since = *clean_since.get_or_insert_with(runtime::now);
+                    if runtime::now() - since >= Duration::from_secs(3) {
+                        return;
+                    }
+                    break;
                 }
+                clean_since = None;
                 for alarm in raised {
                     let off = AlarmRequest {
                         action: AlarmAction::Deactivate as i32,
