@@ -2,6 +2,7 @@
 //! in a declared order. The caller binds the listeners and decides when to
 //! stop (the binary: on SIGINT/SIGTERM; tests: when they like).
 
+use openraft::async_runtime::WatchReceiver as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -520,7 +521,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         let node = server.node.clone();
         async move {
             loop {
-                if let Err(e) = &node.raft.metrics().borrow().running_state {
+                if let Err(e) = &node.raft.metrics().borrow_watched().running_state {
                     return e.to_string();
                 }
                 crate::runtime::sleep(std::time::Duration::from_millis(500)).await;

@@ -11,7 +11,7 @@ use prost::Message;
 
 fuzz_target!(|data: &[u8]| {
     let Some((kind, bytes)) = data.split_first() else { return };
-    match kind % 7 {
+    match kind % 9 {
         0 => {
             if let Ok(m) = pb::AppendEntriesRequest::decode(bytes) {
                 if let Ok(req) = codec::append_req_from_pb(m) {
@@ -48,6 +48,20 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(m) = pb::MemberChange::decode(bytes) {
                 if let Some(change) = MemberChange::from_pb(m) {
                     assert_eq!(MemberChange::from_pb(change.to_pb()), Some(change));
+                }
+            }
+        }
+        7 => {
+            if let Ok(m) = pb::TransferLeaderRequest::decode(bytes) {
+                if let Ok(req) = codec::transfer_req_from_pb(&m) {
+                    assert!(codec::transfer_req_from_pb(&codec::transfer_req_to_pb(&req)).is_ok());
+                }
+            }
+        }
+        8 => {
+            if let Ok(m) = pb::TransferLeaderResponse::decode(bytes) {
+                if let Ok(resp) = codec::transfer_resp_from_pb(&m) {
+                    assert_eq!(codec::transfer_resp_from_pb(&codec::transfer_resp_to_pb(&resp)).ok(), Some(resp));
                 }
             }
         }

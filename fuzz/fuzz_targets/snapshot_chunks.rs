@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
         rest = next;
         let Ok(req) = pb::InstallSnapshotRequest::decode(msg) else { continue };
         let Ok(rpc) = codec::snapshot_req_from_pb(req) else { continue };
-        let id = rpc.meta.snapshot_id.clone();
+        let id = rpc.snapshot_id.clone();
         let (offset, chunk, done) = (rpc.offset, rpc.data.clone(), rpc.done);
         match receiver.accept(&id, offset, rpc.data, done) {
             Err(_) => {

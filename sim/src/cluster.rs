@@ -5,6 +5,7 @@
 //! Addresses are in 192.0.2.0/24 (TEST-NET-1) of madsim's in-process network:
 //! no packet ever leaves the process.
 
+use placement_center::raft::MetricsWatch as _;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -149,7 +150,7 @@ impl SimCluster {
         running(|nodes| {
             nodes
                 .iter()
-                .map(|(slot, n)| (*slot, n.raft.metrics().borrow().clone()))
+                .map(|(slot, n)| (*slot, n.raft.metrics().borrow_watched().clone()))
                 .filter(|(_, m)| m.current_leader == Some(m.id) && m.state.is_leader())
                 .max_by_key(|(_, m)| m.current_term)
                 .map(|(slot, _)| slot)
@@ -231,7 +232,7 @@ impl SimCluster {
 
     /// Whether node `id` is running with a live Raft (not stopped by a disk error).
     pub fn is_healthy(&self, id: u64) -> bool {
-        running(|r| r.get(&id).is_some_and(|n| n.raft.metrics().borrow().running_state.is_ok()))
+        running(|r| r.get(&id).is_some_and(|n| n.raft.metrics().borrow_watched().running_state.is_ok()))
     }
 
     /// The raw log entries of node `id` with index in `from..=to`, read from its
@@ -255,8 +256,9 @@ impl SimCluster {
     /// storage error is left out: its metrics are its last in-memory state,
     /// which the failed write never made durable (nor acted upon).
     pub fn sample(&self, at: Duration) -> Vec<Sample> {
-        let metrics: Vec<_> =
-            running(|r| r.iter().map(|(slot, n)| (*slot, n.raft.metrics().borrow().clone(), n.removed())).collect());
+        let metrics: Vec<_> = running(|r| {
+            r.iter().map(|(slot, n)| (*slot, n.raft.metrics().borrow_watched().clone(), n.removed())).collect()
+        });
         metrics
             .into_iter()
             .filter(|(_, m, _)| m.running_state.is_ok())

@@ -1,6 +1,7 @@
 //! Faults drawn from the seed: one at a time, each held for a random while and
 //! then healed, until the run's fault phase ends.
 
+use placement_center::raft::MetricsWatch as _;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
@@ -241,7 +242,7 @@ fn settled_voters(cluster: &SimCluster, leader: &placement_center::raft::RaftNod
     let members = leader.members();
     let all_voters = members.len() as u64 == n && members.iter().all(|(_, m, learner)| !learner && m.started);
     let settled = {
-        let metrics = leader.raft.metrics().borrow().clone();
+        let metrics = leader.raft.metrics().borrow_watched().clone();
         let config = &metrics.membership_config;
         config.membership().get_joint_config().len() == 1 && config.log_id() <= &metrics.last_applied
     };
@@ -263,9 +264,9 @@ async fn learns_removal(cluster: &SimCluster, victim: u64, start: Instant, log: 
     // Only a member that knows itself a member can learn otherwise: one that
     // joined and went down before it held the membership naming it restarts
     // with none (a learner that holds nothing and serves nothing).
-    let knows_itself = cluster
-        .node(victim)
-        .is_some_and(|node| node.raft.metrics().borrow().membership_config.membership().get_node(&node.id).is_some());
+    let knows_itself = cluster.node(victim).is_some_and(|node| {
+        node.raft.metrics().borrow_watched().membership_config.membership().get_node(&node.id).is_some()
+    });
     if knows_itself {
         log.health_violations.push(format!("replace: {victim}, removed while down, did not learn it in 20 s"));
     } else {

@@ -7,6 +7,7 @@
 //! election timeout (knowing a leader is not enough: openraft 0.9 never
 //! steps an isolated leader down).
 
+use openraft::async_runtime::WatchReceiver as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +36,7 @@ const KNOWN_SERVICES: [&str; 7] = [
 
 /// Why this node is not live, if it is not.
 pub fn not_live(node: &RaftNode) -> Option<String> {
-    node.raft.metrics().borrow().running_state.as_ref().err().map(|e| format!("raft stopped: {e}"))
+    node.raft.metrics().borrow_watched().running_state.as_ref().err().map(|e| format!("raft stopped: {e}"))
 }
 
 /// Why this node is not ready to serve, if it is not.
@@ -61,7 +62,7 @@ fn raised_alarm(node: &RaftNode) -> Option<String> {
 pub fn gauges(node: &RaftNode) -> NodeGauges {
     let (term, last_log_index, applied_index, purged, leader) = {
         let m = node.raft.metrics();
-        let m = m.borrow();
+        let m = m.borrow_watched();
         let purged = m.purged.map_or(0, |l| l.index);
         (m.current_term, m.last_log_index.unwrap_or(0), m.last_applied.map_or(0, |l| l.index), purged, m.current_leader)
     };
@@ -198,14 +199,14 @@ impl Health for HealthService {
 /// member's samples under 100 clients putting.
 pub async fn count_leader_changes(node: Arc<RaftNode>, mut stop: runtime::Shutdown) {
     let mut metrics = node.raft.server_metrics();
-    let mut leader = metrics.borrow().current_leader;
+    let mut leader = metrics.borrow_watched().current_leader;
     loop {
         tokio::select! {
             biased;
             _ = stop.wait() => return,
             changed = metrics.changed() => if changed.is_err() { return },
         }
-        let now = metrics.borrow().current_leader;
+        let now = metrics.borrow_watched().current_leader;
         if now != leader {
             if now.is_some() {
                 node.metrics().leader_changes.fetch_add(1, Ordering::Relaxed);

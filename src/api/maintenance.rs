@@ -2,6 +2,7 @@
 //! shows), Hash and HashKV (compare members), Defragment, and Snapshot (a
 //! consistent backup, see `backup`).
 
+use openraft::async_runtime::WatchReceiver as _;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
@@ -56,7 +57,7 @@ impl Maintenance for MaintenanceService {
         self.ctx
             .observe("Maintenance/Status", async move {
                 let node = &self.ctx.node;
-                let metrics = node.raft.metrics().borrow().clone();
+                let metrics = node.raft.metrics().borrow_watched().clone();
                 let mut errors = Vec::new();
                 if let Err(e) = &metrics.running_state {
                     errors.push(format!("raft stopped: {e}"));

@@ -6,10 +6,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use openraft::{CommittedLeaderId, EntryPayload};
 use prost::Message;
 
-use super::types::{Entry, LogId, Member, Membership, NodeId, SnapshotMeta, StoredMembership, Vote};
+use super::types::{
+    Entry, EntryPayload, LeaderId, LogId, Member, Membership, NodeId, SnapshotMeta, StoredMembership, Vote,
+};
 use crate::proto::raft::v1 as pb;
 
 /// Bytes that do not decode to what they should be.
@@ -42,7 +43,7 @@ pub fn log_id_to_pb(id: &LogId) -> pb::LogId {
 
 pub fn log_id_from_pb(id: &pb::LogId) -> Result<LogId, DecodeError> {
     let leader = id.leader_id.as_ref().ok_or_else(|| DecodeError::missing("LogId", "leader_id"))?;
-    Ok(LogId::new(CommittedLeaderId::new(leader.term, leader.node_id), id.index))
+    Ok(LogId::new(LeaderId { term: leader.term, node_id: leader.node_id }, id.index))
 }
 
 pub fn opt_log_id_from_pb(id: &Option<pb::LogId>) -> Result<Option<LogId>, DecodeError> {
@@ -99,7 +100,7 @@ pub fn membership_from_pb(m: &pb::Membership) -> Result<Membership, DecodeError>
             return Err(DecodeError { what: "Membership", reason: format!("voter {id} has no node record") });
         }
     }
-    Ok(Membership::new(configs, nodes))
+    Membership::new(configs, nodes).map_err(|e| DecodeError { what: "Membership", reason: e.to_string() })
 }
 
 pub fn stored_membership_to_pb(m: &StoredMembership) -> pb::StoredMembership {
@@ -138,7 +139,17 @@ pub fn snapshot_meta_to_pb(m: &SnapshotMeta) -> pb::SnapshotMeta {
     pb::SnapshotMeta {
         last_log_id: m.last_log_id.as_ref().map(log_id_to_pb),
         last_membership: Some(stored_membership_to_pb(&m.last_membership)),
-        snapshot_id: m.snapshot_id.clone(),
+        snapshot_id: snapshot_id(m),
+    }
+}
+
+/// The name a snapshot's chunks carry: snapshots with one last log id hold
+/// the same state. (openraft 0.9 kept a `snapshot_id` in the metadata; the
+/// field stays on the wire and on disk, and is ignored when read.)
+pub fn snapshot_id(m: &SnapshotMeta) -> String {
+    match &m.last_log_id {
+        Some(id) => format!("{}-{}-{}", id.leader_id.term, id.leader_id.node_id, id.index),
+        None => "empty".to_string(),
     }
 }
 
@@ -148,17 +159,32 @@ pub fn snapshot_meta_from_pb(m: &pb::SnapshotMeta) -> Result<SnapshotMeta, Decod
     Ok(SnapshotMeta {
         last_log_id: opt_log_id_from_pb(&m.last_log_id)?,
         last_membership: stored_membership_from_pb(membership)?,
-        snapshot_id: m.snapshot_id.clone(),
     })
 }
 
 // ---- RPC messages ----
 
 type AppendReq = openraft::raft::AppendEntriesRequest<super::types::TypeConfig>;
-type AppendResp = openraft::raft::AppendEntriesResponse<NodeId>;
-type VoteReq = openraft::raft::VoteRequest<NodeId>;
-type VoteResp = openraft::raft::VoteResponse<NodeId>;
-pub type SnapReq = openraft::raft::InstallSnapshotRequest<super::types::TypeConfig>;
+type AppendResp = openraft::raft::AppendEntriesResponse<super::types::TypeConfig>;
+type VoteReq = openraft::raft::VoteRequest<super::types::TypeConfig>;
+type VoteResp = openraft::raft::VoteResponse<super::types::TypeConfig>;
+
+/// One chunk of a snapshot as a leader sends it (raft.v1 InstallSnapshot).
+#[derive(Debug, Clone)]
+pub struct SnapReq {
+    /// The sending leader's vote.
+    pub vote: Vote,
+    /// What the snapshot covers.
+    pub meta: SnapshotMeta,
+    /// The snapshot's name (see [`snapshot_id`]).
+    pub snapshot_id: String,
+    /// Where in the snapshot this chunk starts.
+    pub offset: u64,
+    /// The chunk's bytes.
+    pub data: Vec<u8>,
+    /// Whether this is the last chunk.
+    pub done: bool,
+}
 
 pub fn append_req_to_pb(r: &AppendReq) -> pb::AppendEntriesRequest {
     pb::AppendEntriesRequest {
@@ -209,11 +235,17 @@ pub fn append_resp_from_pb(r: &pb::AppendEntriesResponse) -> Result<AppendResp, 
 }
 
 pub fn vote_req_to_pb(r: &VoteReq) -> pb::VoteRequest {
-    pb::VoteRequest { vote: Some(vote_to_pb(&r.vote)), last_log_id: r.last_log_id.as_ref().map(log_id_to_pb) }
+    pb::VoteRequest {
+        vote: Some(vote_to_pb(&r.vote)),
+        last_log_id: r.last_log_id.as_ref().map(log_id_to_pb),
+        leadership_transfer: r.leadership_transfer,
+    }
 }
 
 pub fn vote_req_from_pb(r: &pb::VoteRequest) -> Result<VoteReq, DecodeError> {
-    Ok(VoteReq { vote: required_vote(&r.vote, "VoteRequest")?, last_log_id: opt_log_id_from_pb(&r.last_log_id)? })
+    let mut req = VoteReq::new(required_vote(&r.vote, "VoteRequest")?, opt_log_id_from_pb(&r.last_log_id)?);
+    req.leadership_transfer = r.leadership_transfer;
+    Ok(req)
 }
 
 pub fn vote_resp_to_pb(r: &VoteResp) -> pb::VoteResponse {
@@ -235,7 +267,7 @@ pub fn vote_resp_from_pb(r: &pb::VoteResponse) -> Result<VoteResp, DecodeError> 
 pub fn snapshot_req_to_pb(r: &SnapReq) -> pb::InstallSnapshotRequest {
     pb::InstallSnapshotRequest {
         vote: Some(vote_to_pb(&r.vote)),
-        meta: Some(snapshot_meta_to_pb(&r.meta)),
+        meta: Some(pb::SnapshotMeta { snapshot_id: r.snapshot_id.clone(), ..snapshot_meta_to_pb(&r.meta) }),
         offset: r.offset,
         data: r.data.clone(),
         done: r.done,
@@ -247,9 +279,67 @@ pub fn snapshot_req_from_pb(r: pb::InstallSnapshotRequest) -> Result<SnapReq, De
     Ok(SnapReq {
         vote: required_vote(&r.vote, "InstallSnapshotRequest")?,
         meta: snapshot_meta_from_pb(meta)?,
+        snapshot_id: meta.snapshot_id.clone(),
         offset: r.offset,
         data: r.data,
         done: r.done,
+    })
+}
+
+type TransferReq = openraft::raft::TransferLeaderRequest<super::types::TypeConfig>;
+type TransferResp = openraft::raft::TransferLeaderResponse<super::types::TypeConfig>;
+
+pub fn transfer_req_to_pb(r: &TransferReq) -> pb::TransferLeaderRequest {
+    pb::TransferLeaderRequest {
+        from_leader: Some(vote_to_pb(r.from_leader())),
+        to_node_id: *r.to_node_id(),
+        last_log_id: r.last_log_id().map(log_id_to_pb),
+    }
+}
+
+pub fn transfer_req_from_pb(r: &pb::TransferLeaderRequest) -> Result<TransferReq, DecodeError> {
+    Ok(TransferReq::new(
+        required_vote(&r.from_leader, "TransferLeaderRequest")?,
+        r.to_node_id,
+        opt_log_id_from_pb(&r.last_log_id)?,
+    ))
+}
+
+pub fn transfer_resp_to_pb(r: &TransferResp) -> pb::TransferLeaderResponse {
+    use openraft::raft::TransferLeaderError as E;
+    use pb::transfer_leader_response::Kind;
+    let mut out = pb::TransferLeaderResponse::default();
+    match r {
+        Ok(()) => out.set_kind(Kind::Done),
+        Err(E::VoteChanged { expected, actual }) => {
+            out.set_kind(Kind::VoteChanged);
+            out.expected_vote = Some(vote_to_pb(expected));
+            out.actual_vote = Some(vote_to_pb(actual));
+        }
+        Err(E::LogNotFlushed { expected, actual }) => {
+            out.set_kind(Kind::LogNotFlushed);
+            out.expected_log_id = expected.as_ref().map(log_id_to_pb);
+            out.actual_log_id = actual.as_ref().map(log_id_to_pb);
+        }
+    }
+    out
+}
+
+pub fn transfer_resp_from_pb(r: &pb::TransferLeaderResponse) -> Result<TransferResp, DecodeError> {
+    use openraft::raft::TransferLeaderError as E;
+    use pb::transfer_leader_response::Kind;
+    let kind = Kind::try_from(r.kind)
+        .map_err(|_| DecodeError { what: "TransferLeaderResponse", reason: format!("unknown kind {}", r.kind) })?;
+    Ok(match kind {
+        Kind::Done => Ok(()),
+        Kind::VoteChanged => Err(E::VoteChanged {
+            expected: required_vote(&r.expected_vote, "TransferLeaderResponse")?,
+            actual: required_vote(&r.actual_vote, "TransferLeaderResponse")?,
+        }),
+        Kind::LogNotFlushed => Err(E::LogNotFlushed {
+            expected: opt_log_id_from_pb(&r.expected_log_id)?,
+            actual: opt_log_id_from_pb(&r.actual_log_id)?,
+        }),
     })
 }
 
@@ -348,7 +438,7 @@ mod tests {
             request: Some(pb::command::Request::Put(PutRequest { key: b"k".to_vec(), ..Default::default() })),
         };
         let old = pb::Entry {
-            log_id: Some(log_id_to_pb(&LogId::new(CommittedLeaderId::new(1, 1), 4))),
+            log_id: Some(log_id_to_pb(&LogId::new(LeaderId { term: 1, node_id: 1 }, 4))),
             payload: Some(pb::entry::Payload::Normal(cmd.clone())),
         };
         let entry = entry_from_pb(old).unwrap();
@@ -367,8 +457,25 @@ mod tests {
     }
 
     #[test]
+    fn transfer_leader_messages_round_trip() {
+        use openraft::raft::{TransferLeaderError, TransferLeaderRequest};
+        let id = |term, index| LogId::new(LeaderId { term, node_id: 1 }, index);
+        let req = TransferLeaderRequest::new(Vote::new_committed(3, 1), 2, Some(id(3, 40)));
+        assert_eq!(transfer_req_from_pb(&transfer_req_to_pb(&req)).unwrap(), req);
+        for resp in [
+            Ok(()),
+            Err(TransferLeaderError::VoteChanged { expected: Vote::new_committed(3, 1), actual: Vote::new(4, 2) }),
+            Err(TransferLeaderError::LogNotFlushed { expected: Some(id(3, 40)), actual: None }),
+        ] {
+            assert_eq!(transfer_resp_from_pb(&transfer_resp_to_pb(&resp)).unwrap(), resp);
+        }
+        let unknown = pb::TransferLeaderResponse { kind: 9, ..Default::default() };
+        assert!(transfer_resp_from_pb(&unknown).is_err());
+    }
+
+    #[test]
     fn votes_round_trip() {
-        for vote in [Vote::new(4, 2), Vote::new_committed(5, 3), Vote::default()] {
+        for vote in [Vote::new(4, 2), Vote::new_committed(5, 3), Vote::new(0, 0)] {
             assert_eq!(vote_from_pb(&vote_to_pb(&vote)), vote);
         }
     }
@@ -389,7 +496,8 @@ mod tests {
             btree_map(1..20u64, member(), 1..6).prop_flat_map(|nodes| {
                 let ids: Vec<u64> = nodes.keys().copied().collect();
                 let config = btree_set(proptest::sample::select(ids), 1..=nodes.len());
-                vec(config, 1..3).prop_map(move |configs| Membership::new(configs, nodes.clone()))
+                vec(config, 1..3)
+                    .prop_map(move |configs| Membership::new(configs, nodes.clone()).expect("every voter has a node"))
             })
         }
 
@@ -402,7 +510,7 @@ mod tests {
             })
         }
 
-        fn payload() -> impl Strategy<Value = EntryPayload<crate::raft::types::TypeConfig>> {
+        fn payload() -> impl Strategy<Value = EntryPayload> {
             prop_oneof![
                 Just(EntryPayload::Blank),
                 vec(command(), 0..8).prop_map(|commands| EntryPayload::Normal(pb::Proposal { commands })),
@@ -412,7 +520,7 @@ mod tests {
 
         fn log_id() -> impl Strategy<Value = LogId> {
             (any::<u64>(), any::<u64>(), any::<u64>())
-                .prop_map(|(term, node, index)| LogId::new(CommittedLeaderId::new(term, node), index))
+                .prop_map(|(term, node, index)| LogId::new(LeaderId { term, node_id: node }, index))
         }
 
         proptest! {
@@ -441,8 +549,8 @@ mod tests {
             }
 
             #[test]
-            fn snapshot_metadata_survives_its_bytes(last in proptest::option::of(log_id()), at in proptest::option::of(log_id()), membership in membership(), snapshot_id in "[0-9a-z-]{0,20}") {
-                let meta = SnapshotMeta { last_log_id: last, last_membership: StoredMembership::new(at, membership), snapshot_id };
+            fn snapshot_metadata_survives_its_bytes(last in proptest::option::of(log_id()), at in proptest::option::of(log_id()), membership in membership()) {
+                let meta = SnapshotMeta { last_log_id: last, last_membership: StoredMembership::new(at, membership) };
                 let bytes = snapshot_meta_to_pb(&meta).encode_to_vec();
                 let back = snapshot_meta_from_pb(&decode("SnapshotMeta", &bytes).unwrap()).unwrap();
                 prop_assert_eq!(back, meta);

@@ -7,13 +7,19 @@
 //! Durability (openraft's storage contract): `append` calls back only after the
 //! entries are fsynced, and `save_vote` returns only after the vote is fsynced,
 //! so no reply that depends on them is sent before they are durable.
+//!
+//! `append` writes the entries without waiting for the disk and returns; a
+//! flusher task syncs and then calls back, once for every append that queued
+//! meanwhile (a group commit). openraft replicates entries as soon as
+//! `append` returns, so a leader's own fsync overlaps its followers'
+//! (0.9 waited for the leader's flush before replicating).
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex};
 
-use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::{ErrorSubject, ErrorVerb, OptionalSend};
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::OptionalSend;
 use prost::Message;
 
 use super::codec::{self, decode};
@@ -37,12 +43,14 @@ pub(super) fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
 
-pub(super) fn read_err(subject: ErrorSubject<u64>, e: impl std::error::Error + 'static) -> StorageError {
-    StorageError::from_io_error(subject, ErrorVerb::Read, std::io::Error::other(e.to_string()))
+/// A failed read of `subject`, as openraft's storage traits report it.
+pub(super) fn read_err(subject: &str, e: impl std::fmt::Display) -> StorageError {
+    std::io::Error::other(format!("reading the {subject}: {e}"))
 }
 
-pub(super) fn write_err(subject: ErrorSubject<u64>, e: impl std::error::Error + 'static) -> StorageError {
-    StorageError::from_io_error(subject, ErrorVerb::Write, std::io::Error::other(e.to_string()))
+/// A failed write of `subject`, as openraft's storage traits report it.
+pub(super) fn write_err(subject: &str, e: impl std::fmt::Display) -> StorageError {
+    std::io::Error::other(format!("writing the {subject}: {e}"))
 }
 
 /// The log store; clones share the engine and the recent entries (one
@@ -57,12 +65,52 @@ pub struct LogStore {
     /// machine does not hold that far (see `purge`). Reads and the log
     /// state already treat it as done.
     pending_purge: Arc<Mutex<Option<LogId>>>,
+    /// Where appends queue to be synced (see the module); the flusher task
+    /// starts with the first append and stops when the store is dropped.
+    flusher: Arc<Mutex<Option<FlushQueue>>>,
+}
+
+/// Appends whose entries are written and wait for the fsync.
+type FlushQueue = tokio::sync::mpsc::UnboundedSender<IOFlushed<TypeConfig>>;
+
+/// Syncs the engine for the appends queued, then tells openraft they are
+/// durable; runs until every store handle (every sender) is gone.
+async fn flush_appends(
+    engine: Arc<dyn Engine>,
+    mut queued: tokio::sync::mpsc::UnboundedReceiver<IOFlushed<TypeConfig>>,
+) {
+    while let Some(first) = queued.recv().await {
+        let latency = engine.injected_latency();
+        if !latency.is_zero() {
+            crate::runtime::sleep(latency).await;
+        }
+        // Every append queued by now was written before this sync.
+        let mut callbacks = vec![first];
+        while let Ok(more) = queued.try_recv() {
+            callbacks.push(more);
+        }
+        let synced = {
+            let engine = engine.clone();
+            crate::runtime::blocking(move || engine.sync()).await
+        };
+        let failure = match synced {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        for callback in callbacks {
+            callback.io_completed(match &failure {
+                None => Ok(()),
+                Some(e) => Err(write_err("log", e)),
+            });
+        }
+    }
 }
 
 impl LogStore {
     /// A log store over `engine` (opened with [`CF_LOG`] and [`CF_META`]).
     pub fn new(engine: Arc<dyn Engine>) -> Self {
-        Self { engine, recent: Default::default(), pending_purge: Default::default() }
+        Self { engine, recent: Default::default(), pending_purge: Default::default(), flusher: Default::default() }
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, RecentEntries> {
@@ -86,7 +134,7 @@ impl LogStore {
         batch.put(CF_META, KEY_LAST_PURGED, codec::log_id_to_pb(log_id).encode_to_vec());
         batch.delete(CF_META, KEY_PURGE_PUT_OFF);
         batch.delete_range(CF_LOG, index_key(0).to_vec(), index_key(log_id.index + 1).to_vec());
-        self.engine.write(batch, false).map_err(|e| write_err(ErrorSubject::Logs, e))?;
+        self.engine.write(batch, false).map_err(|e| write_err("log", e))?;
         Ok(true)
     }
 
@@ -109,15 +157,40 @@ impl LogStore {
     }
 
     fn read_log_id(&self, key: &[u8]) -> Result<Option<LogId>, StorageError> {
-        let Some(bytes) = self.engine.get(CF_META, key).map_err(|e| read_err(ErrorSubject::Store, e))? else {
+        let Some(bytes) = self.engine.get(CF_META, key).map_err(|e| read_err("log bookkeeping", e))? else {
             return Ok(None);
         };
-        let id: pb::LogId = decode("LogId", &bytes).map_err(|e| read_err(ErrorSubject::Store, e))?;
-        codec::log_id_from_pb(&id).map(Some).map_err(|e| read_err(ErrorSubject::Store, e))
+        let id: pb::LogId = decode("LogId", &bytes).map_err(|e| read_err("log bookkeeping", e))?;
+        codec::log_id_from_pb(&id).map(Some).map_err(|e| read_err("log bookkeeping", e))
     }
 
-    /// Writes `entries`, synced (an entry is acknowledged only once durable),
-    /// and keeps them among the recent entries once written.
+    /// Writes `entries`, synced, and keeps them among the recent entries.
+    #[cfg(test)]
+    pub(super) fn write_entries(
+        &self,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Result<(), crate::storage::StorageError> {
+        self.put_entries(entries, true)
+    }
+
+    /// Queues `callback` for the flusher's next sync (see the module).
+    fn flush_later(&self, callback: IOFlushed<TypeConfig>) {
+        let mut flusher = self.flusher.lock().unwrap_or_else(|e| e.into_inner());
+        let queue = match flusher.as_ref().filter(|queue| !queue.is_closed()) {
+            Some(queue) => queue,
+            None => {
+                let (queue, queued) = tokio::sync::mpsc::unbounded_channel();
+                crate::runtime::spawn_detached("log-flush", flush_appends(self.engine.clone(), queued));
+                flusher.insert(queue)
+            }
+        };
+        if let Err(unsent) = queue.send(callback) {
+            unsent.0.io_completed(Err(write_err("log", "the log flusher stopped")));
+        }
+    }
+
+    /// Writes `entries` (synced or not) and keeps them among the recent
+    /// entries once written.
     ///
     /// With a purge still put off, the batch records it too. The entries below
     /// it may be stale ones of an old term that a snapshot replaced (openraft
@@ -126,9 +199,10 @@ impl LogStore {
     /// on disk would run stale entries, a gap, then the new ones, and a
     /// restarted leader could send a stale one to a follower as committed.
     /// The record makes the restarted log start after the purge.
-    pub(super) fn write_entries(
+    fn put_entries(
         &self,
         entries: impl IntoIterator<Item = Entry>,
+        sync: bool,
     ) -> Result<(), crate::storage::StorageError> {
         let mut batch = WriteBatch::new();
         if let Some(put_off) = *self.pending_purge() {
@@ -141,18 +215,17 @@ impl LogStore {
             batch.put(CF_LOG, index_key(entry.log_id.index), bytes);
             written.push((entry, size));
         }
-        self.engine.write(batch, true)?;
+        self.engine.write(batch, sync)?;
         self.recent().appended(written);
         Ok(())
     }
 
     fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
-        let Some((_, bytes)) = self.engine.last(CF_LOG).map_err(|e| read_err(ErrorSubject::Logs, e))? else {
+        let Some((_, bytes)) = self.engine.last(CF_LOG).map_err(|e| read_err("log", e))? else {
             return Ok(None);
         };
-        let entry = decode::<pb::Entry>("Entry", &bytes)
-            .and_then(codec::entry_from_pb)
-            .map_err(|e| read_err(ErrorSubject::Logs, e))?;
+        let entry =
+            decode::<pb::Entry>("Entry", &bytes).and_then(codec::entry_from_pb).map_err(|e| read_err("log", e))?;
         Ok(Some(entry.log_id))
     }
 }
@@ -167,17 +240,17 @@ impl LogStore {
 /// follows every acknowledged write. (etcd's members also restart as
 /// followers.)
 pub(super) fn demote_restarted_leader(engine: &Arc<dyn Engine>, id: u64) -> Result<(), StorageError> {
-    let Some(bytes) = engine.get(CF_META, KEY_VOTE).map_err(|e| read_err(ErrorSubject::Vote, e))? else {
+    let Some(bytes) = engine.get(CF_META, KEY_VOTE).map_err(|e| read_err("vote", e))? else {
         return Ok(());
     };
-    let mut vote: pb::Vote = decode("Vote", &bytes).map_err(|e| read_err(ErrorSubject::Vote, e))?;
+    let mut vote: pb::Vote = decode("Vote", &bytes).map_err(|e| read_err("vote", e))?;
     if !(vote.committed && vote.node_id == id) {
         return Ok(());
     }
     vote.committed = false;
     let mut batch = WriteBatch::new();
     batch.put(CF_META, KEY_VOTE, vote.encode_to_vec());
-    engine.write(batch, true).map_err(|e| write_err(ErrorSubject::Vote, e))
+    engine.write(batch, true).map_err(|e| write_err("vote", e))
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -204,12 +277,20 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let pairs = self
             .engine
             .scan(CF_LOG, &index_key(start), end_key.as_ref().map(|k| k.as_slice()), usize::MAX)
-            .map_err(|e| read_err(ErrorSubject::Logs, e))?;
+            .map_err(|e| read_err("log", e))?;
         pairs
             .into_iter()
             .map(|(_, bytes)| decode::<pb::Entry>("Entry", &bytes).and_then(codec::entry_from_pb))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| read_err(ErrorSubject::Logs, e))
+            .map_err(|e| read_err("log", e))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        let Some(bytes) = self.engine.get(CF_META, KEY_VOTE).map_err(|e| read_err("vote", e))? else {
+            return Ok(None);
+        };
+        let vote: pb::Vote = decode("Vote", &bytes).map_err(|e| read_err("vote", e))?;
+        Ok(Some(codec::vote_from_pb(&vote)))
     }
 
     /// What replication sends after the entry at `start - 1`: only the run of
@@ -241,7 +322,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let applied = super::state_store::applied_index(self.engine.as_ref())?;
             if applied.is_none_or(|applied| applied < put_off.index) {
                 return Err(read_err(
-                    ErrorSubject::Logs,
+                    "log",
                     std::io::Error::other(format!(
                         "the log continues after index {} but the state machine holds only up to {}: the snapshot \
                          that covered the gap was lost; remove this member and add it back with an empty data dir",
@@ -267,15 +348,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::new();
         batch.put(CF_META, KEY_VOTE, codec::vote_to_pb(vote).encode_to_vec());
         // Synced: a vote granted must survive any crash.
-        self.engine.write(batch, true).map_err(|e| write_err(ErrorSubject::Vote, e))
-    }
-
-    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        let Some(bytes) = self.engine.get(CF_META, KEY_VOTE).map_err(|e| read_err(ErrorSubject::Vote, e))? else {
-            return Ok(None);
-        };
-        let vote: pb::Vote = decode("Vote", &bytes).map_err(|e| read_err(ErrorSubject::Vote, e))?;
-        Ok(Some(codec::vote_from_pb(&vote)))
+        self.engine.write(batch, true).map_err(|e| write_err("vote", e))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
@@ -292,40 +365,43 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // that (sim seed 20131 found a stale read when it was possible).
         // RocksDB keeps unsynced writes in order, so the apply that follows is
         // never kept without this.
-        self.engine.write(batch, false).map_err(|e| write_err(ErrorSubject::Store, e))
+        self.engine.write(batch, false).map_err(|e| write_err("log bookkeeping", e))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
         self.read_log_id(KEY_COMMITTED)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        self.disk_latency().await;
         self.settle_pending_purge()?;
-        match self.write_entries(entries) {
+        // Written now, readable for replication at once; durable (and
+        // reported so) after the flusher's next sync.
+        match self.put_entries(entries, false) {
             Ok(()) => {
-                callback.log_io_completed(Ok(()));
+                self.flush_later(callback);
                 Ok(())
             }
             Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(write_err(ErrorSubject::Logs, e))
+                callback.io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(write_err("log", e))
             }
         }
     }
 
-    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.recent().truncate(log_id.index);
+    /// Removes every entry after `last` (all of them when `None`).
+    async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), StorageError> {
+        let from = last.map_or(0, |id| id.index + 1);
+        self.recent().truncate(from);
         let mut batch = WriteBatch::new();
-        batch.delete_range(CF_LOG, index_key(log_id.index).to_vec(), index_key(u64::MAX).to_vec());
+        batch.delete_range(CF_LOG, index_key(from).to_vec(), index_key(u64::MAX).to_vec());
         batch.delete(CF_LOG, index_key(u64::MAX));
         // Synced: a truncated suffix must not come back after a crash while newer
         // entries from another leader are appended in its place.
-        self.engine.write(batch, true).map_err(|e| write_err(ErrorSubject::Logs, e))
+        self.engine.write(batch, true).map_err(|e| write_err("log", e))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {

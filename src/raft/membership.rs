@@ -8,6 +8,7 @@
 //! log is within 10% of the leader's (etcd's rule), and at most one learner
 //! exists at a time.
 
+use openraft::async_runtime::WatchReceiver as _;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -206,7 +207,7 @@ impl RaftNode {
         if !self.is_leader() {
             return Ok(None);
         }
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership().clone();
         if membership.get_joint_config().len() > 1 {
             return Err(MemberError::ChangeInProgress.into());
@@ -321,11 +322,14 @@ impl RaftNode {
                 ChangeMembershipError::InProgress(_) => MemberError::ChangeInProgress.into(),
                 ChangeMembershipError::EmptyMembership(_) => MemberError::LastVoter.into(),
                 ChangeMembershipError::LearnerNotFound(_) => MemberError::NotFound.into(),
+                ChangeMembershipError::UncommittedLeaderLog(_) => MemberError::ChangeInProgress.into(),
+                other => NodeError::Raft(other.to_string()),
             }),
             // Lost leadership midway: the change may or may not commit.
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                Err(NodeError::LeaderUnreachable("leadership lost during a membership change".into()))
-            }
+            Ok(Err(RaftError::APIError(
+                ClientWriteError::ForwardToLeader(_) | ClientWriteError::LogEntryDiscarded(_),
+            ))) => Err(NodeError::LeaderUnreachable("leadership lost during a membership change".into())),
+            Ok(Err(RaftError::APIError(e))) => Err(NodeError::Raft(e.to_string())),
             Ok(Err(RaftError::Fatal(_))) => Err(NodeError::Stopped),
         }
     }

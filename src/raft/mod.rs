@@ -42,4 +42,6 @@ pub mod snapshot_receiver;
 pub mod transfer;
 
 pub use node::{NodeError, NodeOptions, RaftNode};
+/// The trait of `Raft::metrics()`'s receiver (`borrow_watched`, `changed`).
+pub use openraft::async_runtime::WatchReceiver as MetricsWatch;
 pub use types::{Member, NodeId};

@@ -6,16 +6,16 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
 };
 use tonic::transport::Channel;
 
 use super::codec;
-use super::types::{Member, NodeId, TypeConfig};
+use super::types::{Member, NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
 use crate::proto::raft::v1 as pb;
 use crate::proto::raft::v1::raft_client::RaftClient;
 use crate::runtime::{TlsError, TlsSettings};
@@ -187,25 +187,45 @@ pub struct PeerNetwork {
     client: Result<RaftClient<Channel>, String>,
 }
 
-type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, Member, RaftError<NodeId, E>>;
-
-fn unreachable<E: std::error::Error>(msg: impl ToString) -> RPCError<NodeId, Member, E> {
-    RPCError::Unreachable(Unreachable::new(&std::io::Error::other(msg.to_string())))
+/// Why a call to a peer failed.
+#[derive(Debug)]
+enum CallError {
+    /// Nothing reached the peer, or no answer came in time: back off.
+    Unreachable(String),
+    /// The peer answered with an error.
+    Network(tonic::Status),
 }
 
-fn network<E: std::error::Error>(err: impl std::error::Error + 'static) -> RPCError<NodeId, Member, E> {
-    RPCError::Network(NetworkError::new(&err))
+impl From<CallError> for RPCError<TypeConfig> {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Unreachable(msg) => RPCError::Unreachable(Unreachable::from_string(msg)),
+            CallError::Network(status) => RPCError::Network(NetworkError::new(&status)),
+        }
+    }
+}
+
+impl From<CallError> for StreamingError<TypeConfig> {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Unreachable(msg) => StreamingError::Unreachable(Unreachable::from_string(msg)),
+            CallError::Network(status) => StreamingError::Network(NetworkError::new(&status)),
+        }
+    }
+}
+
+fn bad_answer(e: super::codec::DecodeError) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::new(&e))
 }
 
 impl PeerNetwork {
-    fn client<E: std::error::Error>(&self) -> Result<RaftClient<Channel>, RPCError<NodeId, Member, E>> {
-        self.client.clone().map_err(unreachable)
+    fn client(&self) -> Result<RaftClient<Channel>, CallError> {
+        self.client.clone().map_err(CallError::Unreachable)
     }
 
     /// Sends one RPC with a deadline and maps transport failures.
-    async fn call<T, E, F>(&self, ttl: Duration, fut: F) -> Result<T, RPCError<NodeId, Member, E>>
+    async fn call<T, F>(&self, ttl: Duration, fut: F) -> Result<T, CallError>
     where
-        E: std::error::Error,
         F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let result = crate::runtime::timeout(ttl, fut).await;
@@ -219,49 +239,113 @@ impl PeerNetwork {
             }
         }
         match result {
-            Err(_) => Err(unreachable(format!("rpc to node {} timed out after {ttl:?}", self.target))),
-            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => Err(unreachable(status)),
-            Ok(Err(status)) => Err(network(status)),
+            Err(_) => Err(CallError::Unreachable(format!("rpc to node {} timed out after {ttl:?}", self.target))),
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                Err(CallError::Unreachable(status.to_string()))
+            }
+            Ok(Err(status)) => Err(CallError::Network(status)),
             Ok(Ok(resp)) => Ok(resp.into_inner()),
         }
     }
 }
 
-impl RaftNetwork<TypeConfig> for PeerNetwork {
+/// The size of the chunks a snapshot is sent in.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
+impl RaftNetworkV2<TypeConfig> for PeerNetwork {
+    type SnapshotData = SnapshotData;
+
+    /// Sends `rpc`, or only the leading entries that fit in
+    /// [`MAX_APPEND_BYTES`]: then a follower's success is reported as a
+    /// partial one up to the last entry sent, and openraft sends the rest next.
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
-        let req = codec::append_req_to_pb(&rpc);
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut req = codec::append_req_to_pb(&rpc);
+        let mut cut_after = None;
         if let Some(fitting) = entries_that_fit(&req) {
-            // openraft sends the first `fitting` entries next, at once.
-            return Err(RPCError::PayloadTooLarge(openraft::error::PayloadTooLarge::new_entries_hint(fitting)));
+            let fitting = fitting as usize;
+            req.entries.truncate(fitting);
+            cut_after = Some(rpc.entries[fitting - 1].log_id);
         }
         let mut client = self.client()?;
         let resp = self.call(option.hard_ttl(), client.append_entries(self.sender.request(req))).await?;
-        codec::append_resp_from_pb(&resp).map_err(network)
+        let resp = codec::append_resp_from_pb(&resp).map_err(bad_answer)?;
+        Ok(match (resp, cut_after) {
+            (AppendEntriesResponse::Success, Some(last)) => AppendEntriesResponse::PartialSuccess(Some(last)),
+            (resp, _) => resp,
+        })
     }
 
-    async fn install_snapshot(
+    async fn vote(
         &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
+        rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
-        let mut client = self.client()?;
-        let resp = self
-            .call(option.hard_ttl(), client.install_snapshot(self.sender.request(codec::snapshot_req_to_pb(&rpc))))
-            .await?;
-        let vote = resp.vote.as_ref().ok_or_else(|| {
-            RPCError::RemoteError(RemoteError::new(self.target, RaftError::Fatal(openraft::error::Fatal::Panicked)))
-        })?;
-        Ok(InstallSnapshotResponse { vote: codec::vote_from_pb(vote) })
-    }
-
-    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RpcErr> {
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         let mut client = self.client()?;
         let resp = self.call(option.hard_ttl(), client.vote(self.sender.request(codec::vote_req_to_pb(&rpc)))).await?;
-        codec::vote_resp_from_pb(&resp).map_err(network)
+        codec::vote_resp_from_pb(&resp).map_err(bad_answer)
+    }
+
+    /// Tells the member about a leadership transfer (see `transfer`).
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut client = self.client()?;
+        let resp = self
+            .call(option.hard_ttl(), client.transfer_leader(self.sender.request(codec::transfer_req_to_pb(&req))))
+            .await?;
+        codec::transfer_resp_from_pb(&resp).map_err(bad_answer)
+    }
+
+    /// Sends the snapshot in chunks of [`SNAPSHOT_CHUNK_BYTES`] (each with
+    /// the RPC's deadline), which the follower puts together and checks
+    /// (see `snapshot_receiver`). A follower whose vote is higher stops it.
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let mut cancel = std::pin::pin!(cancel);
+        let data = snapshot.snapshot;
+        let snapshot_id = codec::snapshot_id(&snapshot.meta);
+        let mut offset = 0;
+        loop {
+            let end = (offset + SNAPSHOT_CHUNK_BYTES).min(data.len());
+            let chunk = codec::SnapReq {
+                vote,
+                meta: snapshot.meta.clone(),
+                snapshot_id: snapshot_id.clone(),
+                offset: offset as u64,
+                data: data[offset..end].to_vec(),
+                done: end == data.len(),
+            };
+            let mut client = self.client()?;
+            let send = self.call(
+                option.hard_ttl(),
+                client.install_snapshot(self.sender.request(codec::snapshot_req_to_pb(&chunk))),
+            );
+            let resp = tokio::select! {
+                closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+                resp = send => resp?,
+            };
+            let their_vote = resp.vote.as_ref().map(codec::vote_from_pb).ok_or_else(|| {
+                StreamingError::Network(NetworkError::from_string(format!(
+                    "node {} answered a snapshot chunk without its vote",
+                    self.target
+                )))
+            })?;
+            if their_vote > vote || chunk.done {
+                return Ok(SnapshotResponse::new(their_vote));
+            }
+            offset = end;
+        }
     }
 }
 

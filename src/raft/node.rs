@@ -1,6 +1,7 @@
 //! The node handle the API uses: propose a write (here or at the leader) and
 //! make a read linearizable (ReadIndex, here or through the leader).
 
+use openraft::async_runtime::WatchReceiver as _;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -249,17 +250,17 @@ impl RaftNode {
         let limit = self.election_timeout.1;
         let (leader, since_quorum_ack, alone) = {
             let metrics = self.raft.metrics();
-            let m = metrics.borrow();
+            let m = metrics.borrow_watched();
             let mut voters = m.membership_config.membership().voter_ids();
             let alone = voters.next() == Some(self.id) && voters.next().is_none();
-            (m.current_leader, m.millis_since_quorum_ack, alone)
+            (m.current_leader, since_quorum_ack(self.id, &m), alone)
         };
         match leader {
             None => Err("no leader".into()),
             Some(leader) if leader == self.id => match since_quorum_ack {
                 _ if alone => Ok(()),
-                Some(ms) if Duration::from_millis(ms) <= limit => Ok(()),
-                Some(ms) => Err(format!("this leader has not heard from a quorum for {ms} ms")),
+                Some(since) if since <= limit => Ok(()),
+                Some(since) => Err(format!("this leader has not heard from a quorum for {} ms", since.as_millis())),
                 None => Err("this leader has not heard from a quorum yet".into()),
             },
             Some(_) => match *self.leader_contact.lock().unwrap_or_else(|e| e.into_inner()) {
@@ -307,7 +308,7 @@ impl RaftNode {
     /// check: a deposed leader may not know yet).
     pub fn is_leader(&self) -> bool {
         let m = self.raft.metrics();
-        let m = m.borrow();
+        let m = m.borrow_watched();
         m.current_leader == Some(self.id) && m.state.is_leader()
     }
 
@@ -329,12 +330,12 @@ impl RaftNode {
 
     /// The current Raft term.
     pub fn term(&self) -> u64 {
-        self.raft.metrics().borrow().current_term
+        self.raft.metrics().borrow_watched().current_term
     }
 
     /// The leader this node knows of.
     pub fn leader(&self) -> Option<NodeId> {
-        self.raft.metrics().borrow().current_leader
+        self.raft.metrics().borrow_watched().current_leader
     }
 
     /// The member record of the leader this node knows of, unless that is
@@ -356,7 +357,7 @@ impl RaftNode {
 
     /// Whether Raft has stopped (a fatal storage error, or shutdown).
     pub fn raft_stopped(&self) -> bool {
-        self.raft.metrics().borrow().running_state.is_err()
+        self.raft.metrics().borrow_watched().running_state.is_err()
     }
 
     async fn propose_until_done(&self, command: pb::Command) -> Result<pb::CommandResult, NodeError> {
@@ -382,9 +383,11 @@ impl RaftNode {
                             continue;
                         }
                     },
-                    Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                        return Err(NodeError::Raft(e.to_string()))
+                    // Proposed, then leadership changed: it may yet commit.
+                    Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
+                        return Err(NodeError::LeaderUnreachable(WRITE_DISCARDED.into()))
                     }
+                    Err(RaftError::APIError(e)) => return Err(NodeError::Raft(e.to_string())),
                     Err(RaftError::Fatal(_)) => return Err(NodeError::Stopped),
                 },
             };
@@ -408,9 +411,11 @@ impl RaftNode {
             match self.client_write(command).await {
                 Ok(result) => Ok(Some(result?)),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Ok(None),
-                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                    Err(NodeError::Raft(e.to_string()))
+                // Proposed, then leadership changed: it may yet commit.
+                Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
+                    Err(NodeError::LeaderUnreachable(WRITE_DISCARDED.into()))
                 }
+                Err(RaftError::APIError(e)) => Err(NodeError::Raft(e.to_string())),
                 Err(RaftError::Fatal(_)) => Err(NodeError::Stopped),
             }
         };
@@ -480,13 +485,13 @@ impl RaftNode {
 
     /// The member record of `id` in the current membership.
     pub fn member(&self, id: NodeId) -> Option<(NodeId, Member)> {
-        self.raft.metrics().borrow().membership_config.membership().get_node(&id).map(|m| (id, m.clone()))
+        self.raft.metrics().borrow_watched().membership_config.membership().get_node(&id).map(|m| (id, m.clone()))
     }
 
     /// Every member of the current membership with whether it is a learner, by id.
     pub fn members(&self) -> Vec<(NodeId, Member, bool)> {
         let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         let membership = metrics.membership_config.membership();
         let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
         membership.nodes().map(|(id, m)| (*id, m.clone(), !voters.contains(id))).collect()
@@ -494,18 +499,18 @@ impl RaftNode {
 
     /// The membership as this node knows it, in its wire form.
     pub fn membership_pb(&self) -> crate::proto::raft::v1::Membership {
-        super::codec::membership_to_pb(self.raft.metrics().borrow().membership_config.membership())
+        super::codec::membership_to_pb(self.raft.metrics().borrow_watched().membership_config.membership())
     }
 
     /// Whether this node has any membership yet (a node that is joining has
     /// none until the leader's first message).
     pub fn knows_members(&self) -> bool {
-        self.raft.metrics().borrow().membership_config.membership().nodes().next().is_some()
+        self.raft.metrics().borrow_watched().membership_config.membership().nodes().next().is_some()
     }
 
     /// Whether this node is a voter of the current membership.
     pub fn is_voter(&self) -> bool {
-        self.raft.metrics().borrow().membership_config.membership().voter_ids().any(|id| id == self.id)
+        self.raft.metrics().borrow_watched().membership_config.membership().voter_ids().any(|id| id == self.id)
     }
 
     /// Whether this node was removed from the cluster: it has a membership
@@ -519,7 +524,7 @@ impl RaftNode {
     /// a snapshot from before it was added), which do not name it.
     pub fn removed(&self) -> bool {
         let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         let membership = metrics.membership_config.membership();
         if membership.get_node(&self.id).is_some() {
             self.was_member.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -542,7 +547,7 @@ impl RaftNode {
     pub async fn ask_whether_removed(&self) {
         let (voters, leader) = {
             let metrics = self.raft.metrics();
-            let m = metrics.borrow();
+            let m = metrics.borrow_watched();
             let membership = m.membership_config.membership();
             if membership.get_node(&self.id).is_none() {
                 return;
@@ -604,9 +609,19 @@ impl RaftNode {
     }
 }
 
+/// How long ago a quorum last acknowledged node `id` as leader, from its
+/// metrics (`None` unless it leads and has heard from one).
+pub(super) fn since_quorum_ack(id: NodeId, metrics: &super::types::RaftMetrics) -> Option<Duration> {
+    metrics.last_quorum_acked.as_ref().map(|acked| crate::runtime::raft_now(id) - **acked)
+}
+
+/// Why a write proposed on a leader that lost its leadership before it
+/// committed has an unknown outcome (openraft's `LogEntryDiscarded`).
+const WRITE_DISCARDED: &str = "leadership changed after the write was proposed; it may or may not be applied";
+
 /// The last log index the leader knows `id` holds, from a leader's metrics
 /// (`None` on a follower, or before `id` first answered).
-pub(super) fn matched_index(metrics: &openraft::RaftMetrics<NodeId, Member>, id: NodeId) -> Option<u64> {
+pub(super) fn matched_index(metrics: &super::types::RaftMetrics, id: NodeId) -> Option<u64> {
     metrics.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map(|l| l.index)
 }
 

@@ -20,14 +20,14 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, Fatal, RaftError};
 
 use super::node::RaftNode;
-use super::types::{ApplyResult, Member, NodeId, Raft};
+use super::types::{ApplyResult, Raft, TypeConfig};
 use crate::metrics::Metrics;
 use crate::proto::raft::v1::{Command, Proposal};
 use crate::runtime;
 
 /// What a caller gets: its command's result, or why the proposal that
 /// carried it was not applied.
-pub(super) type Outcome = Result<ApplyResult, RaftError<NodeId, ClientWriteError<NodeId, Member>>>;
+pub(super) type Outcome = Result<ApplyResult, RaftError<TypeConfig, ClientWriteError<TypeConfig>>>;
 
 /// Proposals in flight at once. With two, the next entry could be appended
 /// while the last one replicates; but the two cores are the limit, not the

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::error::{LinearizableReadError, RaftError};
 
 use super::batch::{take_fitting, Queue};
 use super::network::{leader_call, LeaderCall, Sender};
@@ -110,11 +110,11 @@ async fn remote_calls(queue: Arc<RemoteReadQueue>, timeout: Duration) {
 /// before it started.
 async fn rounds(raft: Raft, batch: Arc<ReadIndexBatch>) {
     while let Some(callers) = batch.next_batch(|waiting| waiting.drain(..).collect()) {
-        let answer = match raft.get_read_log_id().await {
-            Ok((read_log_id, _)) => Ok(Some(read_log_id.map_or(0, |id| id.index))),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => Ok(None),
+        let answer = match raft.get_read_log_id(openraft::ReadPolicy::ReadIndex).await {
+            Ok((read_log_id, _)) => Ok(Some(read_log_id.index())),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_))) => Ok(None),
             // Leadership could not be confirmed right now: let the callers retry.
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => Ok(None),
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => Ok(None),
             Err(RaftError::Fatal(_)) => Err(()),
         };
         for caller in callers {

@@ -95,13 +95,13 @@ impl RecentEntries {
 
 #[cfg(test)]
 mod tests {
-    use openraft::{CommittedLeaderId, EntryPayload};
+    use crate::raft::types::{EntryPayload, LeaderId};
 
     use super::*;
     use crate::raft::types::LogId;
 
     fn entry(term: u64, index: u64) -> (Entry, usize) {
-        (Entry { log_id: LogId::new(CommittedLeaderId::new(term, 1), index), payload: EntryPayload::Blank }, 100)
+        (Entry { log_id: LogId::new(LeaderId { term, node_id: 1 }, index), payload: EntryPayload::Blank }, 100)
     }
 
     fn ids(entries: Option<Vec<Entry>>) -> Option<Vec<(u64, u64)>> {

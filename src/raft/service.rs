@@ -1,6 +1,7 @@
 //! The server side of raft.v1: hands peers' Raft RPCs to openraft, and serves
 //! the leader-only calls followers make (ForwardBatch, ReadIndex).
 
+use openraft::async_runtime::WatchReceiver as _;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
@@ -74,10 +75,10 @@ impl RaftService {
                 .and_then(|snapshot| crate::state::check_snapshot(&snapshot))
         });
         if let Err(e) = checked {
-            tracing::warn!(from, snapshot = %rpc.meta.snapshot_id, cause = %e, "refused a snapshot that does not decode");
-            return Err(Status::invalid_argument(format!("snapshot {} does not decode: {e}", rpc.meta.snapshot_id)));
+            tracing::warn!(from, snapshot = %rpc.snapshot_id, cause = %e, "refused a snapshot that does not decode");
+            return Err(Status::invalid_argument(format!("snapshot {} does not decode: {e}", rpc.snapshot_id)));
         }
-        let snapshot = openraft::Snapshot { meta: rpc.meta, snapshot: Box::new(std::io::Cursor::new(data)) };
+        let snapshot = super::types::Snapshot { meta: rpc.meta, snapshot: data };
         let resp = self.node.raft.install_full_snapshot(rpc.vote, snapshot).await.map_err(raft_failure)?;
         Ok(pb::InstallSnapshotResponse { vote: Some(codec::vote_to_pb(&resp.vote)) })
     }
@@ -138,13 +139,13 @@ impl RaftRpc for RaftService {
         let mut rpc = codec::snapshot_req_from_pb(req.into_inner()).map_err(bad_message)?;
         // A stale leader's chunks are answered with the vote that outranks it
         // (as openraft does), and never buffered.
-        let my_vote = self.node.raft.metrics().borrow().vote;
+        let my_vote = self.node.raft.metrics().borrow_watched().vote;
         if rpc.vote < my_vote {
             return Ok(Response::new(pb::InstallSnapshotResponse { vote: Some(codec::vote_to_pb(&my_vote)) }));
         }
         let mut receiver = self.receiver.lock().await;
         let data = std::mem::take(&mut rpc.data);
-        let complete = receiver.accept(&rpc.meta.snapshot_id, rpc.offset, data, rpc.done).map_err(|e| {
+        let complete = receiver.accept(&rpc.snapshot_id, rpc.offset, data, rpc.done).map_err(|e| {
             tracing::warn!(from, cause = %e, "refused a snapshot chunk");
             Status::invalid_argument(e.to_string())
         })?;
@@ -153,6 +154,16 @@ impl RaftRpc for RaftService {
         };
         drop(receiver);
         Ok(Response::new(self.install(from, rpc, data).await?))
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        self.check_leader(&req, req.get_ref().from_leader.as_ref())?;
+        let rpc = codec::transfer_req_from_pb(req.get_ref()).map_err(bad_message)?;
+        let resp = self.node.raft.handle_transfer_leader(rpc).await.map_err(raft_failure)?;
+        Ok(Response::new(codec::transfer_resp_to_pb(&resp)))
     }
 
     async fn forward_batch(&self, req: Request<pb::Proposal>) -> Result<Response<pb::ForwardBatchResponse>, Status> {

@@ -20,16 +20,18 @@
 //! 46-89 ms copy and 160-200 ms of writes every 10,000 entries, the write
 //! latency p99 of 250 ms that the benchmark saw.
 
-use std::io::Cursor;
 use std::sync::{Arc, RwLock};
 
-use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
-use openraft::{EntryPayload, ErrorSubject, OptionalSend};
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::OptionalSend;
 use prost::Message;
 
 use super::codec::{self, decode};
 use super::log_store::{read_err, write_err};
-use super::types::{Entry, EntryResults, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use super::types::{
+    EntryPayload, LogId, Snapshot, SnapshotData, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
 use crate::proto::mvccpb::{Event, KeyValue};
 use crate::proto::raft::v1 as pb;
 use crate::state::{Change, KvState, Persisted};
@@ -92,6 +94,12 @@ fn write_state(state: &SharedState) -> std::sync::RwLockWriteGuard<'_, KvState> 
     state.write().unwrap_or_else(|e| e.into_inner())
 }
 
+/// How many times openraft's startup (`StorageHelper::get_initial_state`)
+/// reads the current snapshot, using only its meta: once to see whether a
+/// transient state machine must be restored from it, once for the snapshot's
+/// log id (openraft 0.10, storage/helper.rs).
+const META_ONLY_AT_STARTUP: u8 = 2;
+
 /// openraft's state machine over the engine.
 pub struct StateMachineStore {
     /// Where keys and bookkeeping persist.
@@ -102,21 +110,19 @@ pub struct StateMachineStore {
     last_applied: Option<LogId>,
     /// Membership as of `last_applied`.
     membership: StoredMembership,
-    /// Distinguishes snapshots built at the same log id.
-    snapshot_seq: u64,
     /// Publishes the applied revision to watchers.
     revision_tx: tokio::sync::watch::Sender<i64>,
     /// Where apply durations go.
     metrics: Option<Arc<crate::metrics::Metrics>>,
     /// The meta of the snapshot last made durable, if any; builders set it.
     snapshot: LastSnapshot,
-    /// The next `get_current_snapshot` answers without bytes (see
+    /// How many more `get_current_snapshot` calls answer without bytes (see
     /// [`StateMachineStore::meta_only_at_startup`]).
-    meta_only: bool,
+    meta_only: u8,
 }
 
 fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
-    read_err(ErrorSubject::StateMachine, e)
+    read_err("state machine", e)
 }
 
 impl StateMachineStore {
@@ -140,7 +146,7 @@ impl StateMachineStore {
                 // A new data dir, or one written before versions were stored (version 1).
                 let mut batch = WriteBatch::new();
                 batch.put(CF_SM, KEY_FORMAT, FORMAT_VERSION.to_be_bytes().to_vec());
-                engine.write(batch, true).map_err(|e| write_err(ErrorSubject::StateMachine, e))?;
+                engine.write(batch, true).map_err(|e| write_err("state machine", e))?;
             }
         }
         let last_applied = match get(KEY_APPLIED)? {
@@ -182,11 +188,10 @@ impl StateMachineStore {
             membership,
             // Not 0: a snapshot made after a restart at the log id of the
             // stored one gets an id of its own.
-            snapshot_seq: crate::runtime::wall_clock_millis(),
             revision_tx: tokio::sync::watch::Sender::new(revision),
             metrics: None,
             snapshot: Arc::new(std::sync::Mutex::new(snapshot)),
-            meta_only: false,
+            meta_only: 0,
         })
     }
 
@@ -210,27 +215,20 @@ impl StateMachineStore {
         self.revision_tx.subscribe()
     }
 
-    /// Makes the next `get_current_snapshot` answer the meta only, with no
-    /// bytes. For openraft 0.9's startup (`StorageHelper::get_initial_state`,
-    /// run inside `Raft::new`), which reads the current snapshot's meta and
-    /// drops the rest: at 1M keys encoding those bytes took 790 ms of a
-    /// restart. Call it right before `Raft::new`; the storage tests check
-    /// that openraft's startup is the call that uses it up.
+    /// Makes the next [`META_ONLY_AT_STARTUP`] `get_current_snapshot` calls
+    /// answer the meta only, with no bytes. For openraft's startup
+    /// (`StorageHelper::get_initial_state`, run inside `Raft::new`), which
+    /// reads the current snapshot's meta and drops the rest: at 1M keys
+    /// encoding those bytes took 790 ms of a restart. Call it right before
+    /// `Raft::new`; the storage tests check that openraft's startup is what
+    /// uses it up.
     pub fn meta_only_at_startup(&mut self) {
-        self.meta_only = true;
+        self.meta_only = META_ONLY_AT_STARTUP;
     }
 
-    /// The meta of a snapshot of the state as applied now, with a new id.
-    fn meta_now(&mut self) -> SnapshotMeta {
-        self.snapshot_seq += 1;
-        SnapshotMeta {
-            last_log_id: self.last_applied,
-            last_membership: self.membership.clone(),
-            snapshot_id: match &self.last_applied {
-                Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, self.snapshot_seq),
-                None => format!("0-0-{}", self.snapshot_seq),
-            },
-        }
+    /// The meta of a snapshot of the state as applied now.
+    fn meta_now(&self) -> SnapshotMeta {
+        SnapshotMeta { last_log_id: self.last_applied, last_membership: self.membership.clone() }
     }
 }
 
@@ -253,7 +251,7 @@ fn drop_legacy_snapshot_data(engine: &Arc<dyn Engine>, bytes: &[u8]) -> Result<S
         let mut batch = WriteBatch::new();
         put_snapshot_record(&mut batch, &meta);
         batch.delete_range(CF_SM, CHUNK_PREFIX.to_vec(), CHUNK_END.to_vec());
-        engine.write(batch, true).map_err(|e| write_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
+        engine.write(batch, true).map_err(|e| write_err("snapshot", e))?;
     }
     Ok(meta)
 }
@@ -306,7 +304,7 @@ pub fn restore_backup(engine: &Arc<dyn Engine>, snapshot: pb::StateSnapshot) -> 
     let state = replace_state(engine, &mut batch, snapshot)?;
     batch.put(CF_SM, KEY_REVISION, state.revision().to_be_bytes().to_vec());
     batch.put(CF_SM, KEY_COMPACT, state.compact_revision().to_be_bytes().to_vec());
-    engine.write(batch, true).map_err(|e| write_err(ErrorSubject::StateMachine, e))?;
+    engine.write(batch, true).map_err(|e| write_err("state machine", e))?;
     Ok(state.revision())
 }
 
@@ -431,29 +429,32 @@ pub fn snapshot_bytes(kv: &KvState) -> Vec<u8> {
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
         Ok((self.last_applied, self.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<EntryResults>, StorageError>
+    async fn apply<S>(&mut self, entries: S) -> Result<(), StorageError>
     where
-        I: IntoIterator<Item = Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
+        S: Stream<Item = Result<EntryResponder<TypeConfig>, StorageError>> + Unpin + OptionalSend,
     {
+        // The committed entries openraft hands over at once, read before the
+        // state's lock is taken (it is not held across an await).
+        let entries: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
         let started = crate::runtime::now();
         let mut batch = WriteBatch::new();
-        let mut results = Vec::new();
+        let mut answers = Vec::new();
         let state = self.state.clone();
         let mut kv = write_state(&state);
-        for entry in entries {
+        for (entry, responder) in entries {
             self.last_applied = Some(entry.log_id);
-            match entry.payload {
-                EntryPayload::Blank => results.push(Vec::new()),
+            let results = match entry.payload {
+                EntryPayload::Blank => Vec::new(),
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
-                    results.push(Vec::new());
+                    Vec::new()
                 }
                 EntryPayload::Normal(proposal) => {
                     let mut outcomes = Vec::with_capacity(proposal.commands.len());
@@ -467,8 +468,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             Err(refused) => outcomes.push(Err(refused)),
                         }
                     }
-                    results.push(outcomes);
+                    outcomes
                 }
+            };
+            if let Some(responder) = responder {
+                answers.push((responder, results));
             }
         }
         self.bookkeeping(&mut batch, &kv);
@@ -476,13 +480,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         drop(kv);
         // One atomic batch: changes + last applied (see the module comment). Not
         // synced: the log is durable, a lost suffix is re-applied from it.
-        self.engine.write(batch, false).map_err(|e| write_err(ErrorSubject::StateMachine, e))?;
+        self.engine.write(batch, false).map_err(|e| write_err("state machine", e))?;
         // Watchers read the state once it is applied (and persisted).
         self.revision_tx.send_if_modified(|r| std::mem::replace(r, revision) != revision);
         if let Some(metrics) = &self.metrics {
             metrics.apply.observe(crate::runtime::now() - started);
         }
-        Ok(results)
+        // Proposers hear their results once the changes are written.
+        for (responder, results) in answers {
+            responder.send(results);
+        }
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -491,16 +499,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         SnapshotBuilder { engine: self.engine.clone(), meta: self.meta_now(), last: self.snapshot.clone() }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, data: SnapshotData) -> Result<(), StorageError> {
         let body = unseal_snapshot(&data).map_err(|e| sm_err(std::io::Error::other(e)))?;
         let decoded: pb::StateSnapshot = decode("StateSnapshot", body).map_err(sm_err)?;
         let mut batch = WriteBatch::new();
@@ -510,7 +509,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.bookkeeping(&mut batch, &new_state);
         put_snapshot_record(&mut batch, meta);
         // Synced: the log before this point may be purged right after.
-        self.engine.write(batch, true).map_err(|e| write_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
+        self.engine.write(batch, true).map_err(|e| write_err("snapshot", e))?;
         let revision = new_state.revision();
         *write_state(&self.state) = new_state;
         *lock(&self.snapshot) = Some(meta.clone());
@@ -522,9 +521,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     /// the bookkeeping agree. Unchanged since the last snapshot, it is that
     /// snapshot (same meta); else it is a newer one, made durable here
     /// first, since openraft may purge the log up to what it is told.
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         let Some(last) = lock(&self.snapshot).clone() else {
-            self.meta_only = false;
+            self.meta_only = 0;
             return Ok(None);
         };
         let meta = if last.last_log_id == self.last_applied {
@@ -533,18 +532,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let meta = self.meta_now();
             let mut batch = WriteBatch::new();
             put_snapshot_record(&mut batch, &meta);
-            self.engine.write(batch, true).map_err(|e| write_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
+            self.engine.write(batch, true).map_err(|e| write_err("snapshot", e))?;
             record_newer(&self.snapshot, &meta);
             meta
         };
-        let data = if std::mem::take(&mut self.meta_only) {
+        let data = if self.meta_only > 0 {
+            self.meta_only -= 1;
             Vec::new()
         } else {
             // The apply task is this one: it waits for the encoding
             // whether the lock is held or not.
             seal_snapshot(snapshot_bytes(&read_state(&self.state)))
         };
-        Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+        Ok(Some(Snapshot { meta, snapshot: data }))
     }
 }
 
@@ -608,19 +608,19 @@ fn record_newer(last: &LastSnapshot, meta: &SnapshotMeta) {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    /// The returned snapshot carries no bytes: openraft 0.9 keeps only the
-    /// meta of a built snapshot, and reads the bytes, when a follower needs
-    /// them, from `get_current_snapshot`.
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+    type SnapshotData = SnapshotData;
+
+    /// The returned snapshot carries no bytes: openraft keeps only the meta
+    /// of a built snapshot (core/sm/worker.rs, `build_snapshot`), and reads
+    /// the bytes, when a follower needs them, from `get_current_snapshot`.
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let mut batch = WriteBatch::new();
         put_snapshot_record(&mut batch, &self.meta);
         // Synced, so every earlier write is durable too: the applies up to
         // the meta's log id, which were written unsynced.
-        self.engine
-            .write(batch, true)
-            .map_err(|e| write_err(ErrorSubject::Snapshot(Some(self.meta.signature())), e))?;
+        self.engine.write(batch, true).map_err(|e| write_err("snapshot", e))?;
         record_newer(&self.last, &self.meta);
-        Ok(Snapshot { meta: self.meta.clone(), snapshot: Box::new(Cursor::new(Vec::new())) })
+        Ok(Snapshot { meta: self.meta.clone(), snapshot: Vec::new() })
     }
 }
 

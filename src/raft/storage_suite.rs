@@ -3,41 +3,58 @@
 
 use std::sync::Arc;
 
-use openraft::testing::{StoreBuilder, Suite};
+use openraft::testing::log::{StoreBuilder, Suite};
 
 use super::log_store::LogStore;
 use super::state_store::StateMachineStore;
-use super::types::{StorageError, TypeConfig};
+use super::types::{Entry, TypeConfig};
 use super::COLUMN_FAMILIES;
 use crate::storage::sim_disk::SimDisk;
+
+/// Committed entries as openraft hands them to the state machine, with no
+/// proposer waiting for their results.
+fn stream(
+    entries: impl IntoIterator<Item = Entry>,
+) -> impl futures::Stream<Item = Result<openraft::storage::EntryResponder<TypeConfig>, std::io::Error>> + Unpin {
+    futures::stream::iter(entries.into_iter().map(|entry| Ok((entry, None))).collect::<Vec<_>>())
+}
+
+/// The state machine over `engine`, its failure as the suite reports it.
+fn open_sm(engine: Arc<dyn crate::storage::Engine>) -> Result<StateMachineStore, openraft::StorageError<TypeConfig>> {
+    StateMachineStore::open(engine).map_err(|e| {
+        openraft::StorageError::from_io_error(openraft::ErrorSubject::StateMachine, openraft::ErrorVerb::Read, e)
+    })
+}
 
 struct SimDiskBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, ()> for SimDiskBuilder {
-    async fn build(&self) -> Result<((), LogStore, StateMachineStore), StorageError> {
+    async fn build(&self) -> Result<((), LogStore, StateMachineStore), openraft::StorageError<TypeConfig>> {
         let engine: Arc<dyn crate::storage::Engine> = Arc::new(SimDisk::new());
-        Ok(((), LogStore::new(engine.clone()), StateMachineStore::open(engine)?))
+        Ok(((), LogStore::new(engine.clone()), open_sm(engine)?))
     }
 }
 
 struct RocksBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for RocksBuilder {
-    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError> {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), openraft::StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = crate::runtime::open_engine(dir.path(), &COLUMN_FAMILIES).expect("open rocksdb");
-        Ok((dir, LogStore::new(engine.clone()), StateMachineStore::open(engine)?))
+        Ok((dir, LogStore::new(engine.clone()), open_sm(engine)?))
     }
 }
 
-#[test]
-fn openraft_storage_suite_passes_on_simdisk() {
-    Suite::test_all(SimDiskBuilder).unwrap();
+#[tokio::test]
+async fn openraft_storage_suite_passes_on_simdisk() {
+    Suite::test_all(SimDiskBuilder).await.unwrap();
 }
 
-#[test]
-fn openraft_storage_suite_passes_on_rocksdb() {
-    Suite::test_all(RocksBuilder).unwrap();
+#[tokio::test]
+async fn openraft_storage_suite_passes_on_rocksdb() {
+    Suite::test_all(RocksBuilder).await.unwrap();
 }
 
 /// A replication read whose head was purged (a purge racing with
@@ -45,8 +62,8 @@ fn openraft_storage_suite_passes_on_rocksdb() {
 /// sent right after the purged one, and the follower's log would have a gap.
 #[test]
 fn a_log_read_never_returns_entries_after_a_hole() {
+    use crate::raft::types::{EntryPayload, LeaderId};
     use openraft::storage::RaftLogReader;
-    use openraft::{CommittedLeaderId, EntryPayload};
     use prost::Message;
 
     use super::codec;
@@ -57,7 +74,7 @@ fn a_log_read_never_returns_entries_after_a_hole() {
     let engine = Arc::new(SimDisk::new());
     let mut batch = WriteBatch::new();
     for index in 1..=10 {
-        let entry = Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Blank };
+        let entry = Entry { log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, index), payload: EntryPayload::Blank };
         batch.put(CF_LOG, index_key(index), codec::entry_to_pb(&entry).encode_to_vec());
     }
     // Entries 1..=5 purged.
@@ -80,8 +97,8 @@ fn a_log_read_never_returns_entries_after_a_hole() {
 /// store must be able to serve a read at a kept revision). Seed 10388 lost it.
 #[test]
 fn an_installed_snapshot_of_a_compacted_state_keeps_its_history_across_a_reopen() {
+    use crate::raft::types::{EntryPayload, LeaderId};
     use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
-    use openraft::{CommittedLeaderId, EntryPayload};
 
     use super::types::{Entry, LogId};
     use crate::proto::etcdserverpb::{
@@ -108,7 +125,7 @@ fn an_installed_snapshot_of_a_compacted_state_keeps_its_history_across_a_reopen(
     // And the raised alarms.
     requests.push(Request::Alarm(AlarmRequest { action: 1, member_id: 2, alarm: AlarmType::Nospace as i32 }));
     let entries = requests.into_iter().enumerate().map(|(i, request)| Entry {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), i as u64 + 1),
+        log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, i as u64 + 1),
         payload: EntryPayload::Normal(Proposal {
             commands: vec![Command { auth_revision: None, request: Some(request) }],
         }),
@@ -116,7 +133,7 @@ fn an_installed_snapshot_of_a_compacted_state_keeps_its_history_across_a_reopen(
 
     futures::executor::block_on(async {
         let mut leader = StateMachineStore::open(Arc::new(SimDisk::new())).unwrap();
-        leader.apply(entries).await.unwrap();
+        leader.apply(stream(entries)).await.unwrap();
         leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
         let snapshot = leader.get_current_snapshot().await.unwrap().expect("a snapshot");
         let state = super::state_store::read_state(&leader.shared_state()).persisted();
@@ -130,7 +147,7 @@ fn an_installed_snapshot_of_a_compacted_state_keeps_its_history_across_a_reopen(
             alarms: state.alarms,
         };
         let sealed = super::state_store::seal_snapshot(prost::Message::encode_to_vec(&copied));
-        assert_eq!(snapshot.snapshot.get_ref(), &sealed, "encoded in place as copied, then sealed");
+        assert_eq!(snapshot.snapshot, sealed, "encoded in place as copied, then sealed");
         let mut flipped = sealed.clone();
         flipped[3] ^= 0x10;
         assert!(super::state_store::unseal_snapshot(&flipped).is_err(), "a flipped bit passed the checksum");
@@ -167,15 +184,23 @@ fn a_restarted_leader_comes_back_with_its_vote_uncommitted() {
         let engine: Arc<dyn crate::storage::Engine> = Arc::new(SimDisk::new());
         let mut log = LogStore::new(engine.clone());
         super::log_store::demote_restarted_leader(&engine, 1).expect("no vote yet is fine");
-        assert_eq!(log.read_vote().await.unwrap(), None);
+        assert_eq!(openraft::storage::RaftLogReader::read_vote(&mut log).await.unwrap(), None);
 
         log.save_vote(&Vote::new_committed(4, 1)).await.unwrap();
         super::log_store::demote_restarted_leader(&engine, 1).unwrap();
-        assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(4, 1)), "its own vote, no longer committed");
+        assert_eq!(
+            openraft::storage::RaftLogReader::read_vote(&mut log).await.unwrap(),
+            Some(Vote::new(4, 1)),
+            "its own vote, no longer committed"
+        );
 
         log.save_vote(&Vote::new_committed(5, 2)).await.unwrap();
         super::log_store::demote_restarted_leader(&engine, 1).unwrap();
-        assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new_committed(5, 2)), "a vote for another leader");
+        assert_eq!(
+            openraft::storage::RaftLogReader::read_vote(&mut log).await.unwrap(),
+            Some(Vote::new_committed(5, 2)),
+            "a vote for another leader"
+        );
     });
 }
 
@@ -186,7 +211,7 @@ fn put_entry(index: u64, key: u8, value_len: usize) -> super::types::Entry {
 
     let put = PutRequest { key: vec![key], value: vec![key; value_len], ..Default::default() };
     super::types::Entry {
-        log_id: super::types::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+        log_id: super::types::LogId::new(crate::raft::types::LeaderId { term: 1, node_id: 1 }, index),
         payload: openraft::EntryPayload::Normal(Proposal {
             commands: vec![Command { auth_revision: None, request: Some(Request::Put(put)) }],
         }),
@@ -207,7 +232,7 @@ fn the_current_snapshot_is_the_applied_state() {
         let engine: Arc<dyn crate::storage::Engine> = Arc::new(SimDisk::new());
         let mut sm = StateMachineStore::open(engine.clone()).unwrap();
         assert!(sm.get_current_snapshot().await.unwrap().is_none(), "none before the first build");
-        sm.apply((1..=3).map(|i| put_entry(i, i as u8, 100))).await.unwrap();
+        sm.apply(stream((1..=3).map(|i| put_entry(i, i as u8, 100)))).await.unwrap();
         let built = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
         assert_eq!(built.meta.last_log_id.map(|id| id.index), Some(3));
         let current = sm.get_current_snapshot().await.unwrap().expect("a snapshot");
@@ -218,15 +243,15 @@ fn the_current_snapshot_is_the_applied_state() {
         let hash = |s: &StateMachineStore| read_state(&s.shared_state()).hash();
         assert_eq!(hash(&other), hash(&sm));
 
-        sm.apply([put_entry(4, 4, 100)]).await.unwrap();
+        sm.apply(stream([put_entry(4, 4, 100)])).await.unwrap();
         let newer = sm.get_current_snapshot().await.unwrap().expect("a snapshot");
         assert_eq!(newer.meta.last_log_id.map(|id| id.index), Some(4));
-        assert_ne!(newer.meta.snapshot_id, built.meta.snapshot_id);
+        assert_ne!(super::codec::snapshot_id(&newer.meta), super::codec::snapshot_id(&built.meta));
 
         let mut reopened = StateMachineStore::open(engine).unwrap();
         let served = reopened.get_current_snapshot().await.unwrap().expect("a snapshot");
         assert_eq!(served.meta, newer.meta);
-        assert_eq!(served.snapshot.get_ref(), newer.snapshot.get_ref());
+        assert_eq!(served.snapshot, newer.snapshot);
     });
 }
 
@@ -243,15 +268,15 @@ fn a_snapshot_makes_the_state_it_names_durable() {
             let disk = Arc::new(SimDisk::new());
             let engine: Arc<dyn crate::storage::Engine> = disk.clone();
             let mut sm = StateMachineStore::open(engine.clone()).unwrap();
-            sm.apply((1..=3).map(|i| put_entry(i, i as u8, 10))).await.unwrap();
+            sm.apply(stream((1..=3).map(|i| put_entry(i, i as u8, 10)))).await.unwrap();
             sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
-            sm.apply((4..=5).map(|i| put_entry(i, i as u8, 10))).await.unwrap();
+            sm.apply(stream((4..=5).map(|i| put_entry(i, i as u8, 10)))).await.unwrap();
             disk.power_loss(&mut rand::rngs::StdRng::seed_from_u64(seed));
             let mut reopened = StateMachineStore::open(engine.clone()).unwrap();
             let (applied, _) = reopened.applied_state().await.unwrap();
             assert!(applied.unwrap().index >= 3, "seed {seed}: the built snapshot's state was lost");
 
-            reopened.apply((applied.unwrap().index + 1..=7).map(|i| put_entry(i, i as u8, 10))).await.unwrap();
+            reopened.apply(stream((applied.unwrap().index + 1..=7).map(|i| put_entry(i, i as u8, 10)))).await.unwrap();
             let current = reopened.get_current_snapshot().await.unwrap().expect("a snapshot");
             assert_eq!(current.meta.last_log_id.map(|id| id.index), Some(7));
             disk.power_loss(&mut rand::rngs::StdRng::seed_from_u64(seed));
@@ -277,17 +302,17 @@ fn openraft_startup_uses_up_the_meta_only_snapshot() {
         let mut log = LogStore::new(engine.clone());
         log.save_vote(&Vote::new_committed(1, 1)).await.unwrap();
         let mut sm = StateMachineStore::open(engine.clone()).unwrap();
-        sm.apply((1..=3).map(|i| put_entry(i, i as u8, 100))).await.unwrap();
+        sm.apply(stream((1..=3).map(|i| put_entry(i, i as u8, 100)))).await.unwrap();
         sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
         let full = sm.get_current_snapshot().await.unwrap().expect("a snapshot");
-        assert!(!full.snapshot.get_ref().is_empty());
+        assert!(!full.snapshot.is_empty());
 
         let mut sm = StateMachineStore::open(engine.clone()).unwrap();
         sm.meta_only_at_startup();
         let state = StorageHelper::new(&mut log, &mut sm).get_initial_state().await.unwrap();
         assert_eq!(state.snapshot_meta, full.meta, "startup saw the snapshot's meta");
         let after = sm.get_current_snapshot().await.unwrap().expect("a snapshot");
-        assert_eq!(after.snapshot.get_ref(), full.snapshot.get_ref(), "bytes again after the startup");
+        assert_eq!(after.snapshot, full.snapshot, "bytes again after the startup");
     });
 }
 
@@ -296,8 +321,8 @@ fn openraft_startup_uses_up_the_meta_only_snapshot() {
 /// replacing a suffix) and purges.
 #[test]
 fn reads_of_recent_entries_equal_reads_of_the_engine() {
+    use crate::raft::types::LeaderId;
     use openraft::storage::{RaftLogReader, RaftLogStorage};
-    use openraft::CommittedLeaderId;
     use rand::{Rng, SeedableRng};
 
     use super::types::LogId;
@@ -317,12 +342,15 @@ fn reads_of_recent_entries_equal_reads_of_the_engine() {
                 0 if next > first + 1 => {
                     let since = rng.gen_range(first + 1..next);
                     term += 1;
-                    store.truncate(LogId::new(CommittedLeaderId::new(term, 1), since)).await.unwrap();
+                    store
+                        .truncate_after(Some(LogId::new(LeaderId { term: term - 1, node_id: 1 }, since - 1)))
+                        .await
+                        .unwrap();
                     next = since;
                 }
                 1 if next > first + 1 => {
                     let upto = rng.gen_range(first..next - 1);
-                    store.purge(LogId::new(CommittedLeaderId::new(term, 1), upto)).await.unwrap();
+                    store.purge(LogId::new(LeaderId { term, node_id: 1 }, upto)).await.unwrap();
                     first = upto + 1;
                 }
                 _ => {
@@ -330,7 +358,7 @@ fn reads_of_recent_entries_equal_reads_of_the_engine() {
                     let entries: Vec<_> = (next..next + count)
                         .map(|index| {
                             let mut entry = put_entry(index, rng.gen(), rng.gen_range(0..64));
-                            entry.log_id.leader_id = CommittedLeaderId::new(term, 1);
+                            entry.log_id.leader_id = LeaderId { term, node_id: 1 };
                             entry
                         })
                         .collect();
@@ -371,8 +399,8 @@ fn a_data_dir_of_another_format_version_is_refused_at_open() {
 
 /// Records in `engine` that the state machine applied up to `index`.
 fn mark_applied(engine: &Arc<dyn crate::storage::Engine>, index: u64) {
-    use openraft::CommittedLeaderId;
-    let id = super::types::LogId::new(CommittedLeaderId::new(1, 1), index);
+    use crate::raft::types::LeaderId;
+    let id = super::types::LogId::new(LeaderId { term: 1, node_id: 1 }, index);
     let mut batch = crate::storage::WriteBatch::new();
     batch.put(
         super::state_store::CF_SM,
@@ -384,12 +412,12 @@ fn mark_applied(engine: &Arc<dyn crate::storage::Engine>, index: u64) {
 
 #[test]
 fn a_purge_past_the_state_machine_is_written_only_once_it_holds_that_far() {
+    use crate::raft::types::LeaderId;
     use openraft::storage::{RaftLogReader, RaftLogStorage};
-    use openraft::CommittedLeaderId;
     let engine: Arc<dyn crate::storage::Engine> = Arc::new(SimDisk::new());
     let mut store = LogStore::new(engine.clone());
     store.write_entries((1..=10).map(|i| put_entry(i, 1, 8))).unwrap();
-    let upto = super::types::LogId::new(CommittedLeaderId::new(1, 1), 6);
+    let upto = super::types::LogId::new(LeaderId { term: 1, node_id: 1 }, 6);
     futures::executor::block_on(async {
         // openraft asked for it before the state machine got there (a
         // snapshot being installed): it sees the purge, the disk does not.
@@ -410,14 +438,14 @@ fn a_purge_past_the_state_machine_is_written_only_once_it_holds_that_far() {
 
 #[test]
 fn entries_appended_after_a_purge_put_off_restart_after_the_purge() {
+    use crate::raft::types::LeaderId;
     use openraft::storage::{RaftLogReader, RaftLogStorage};
-    use openraft::CommittedLeaderId;
     // 8..=10 are stale (an old leader's); the new leader sent a snapshot up to
     // 20 and then 21..=23. openraft 0.9 truncates nothing (no entry at 20).
     let (engine, mut store, snapshot) = stale_entries_below_a_snapshot();
     let newer = |index| {
         let mut entry = put_entry(index, 2, 8);
-        entry.log_id.leader_id = CommittedLeaderId::new(2, 2);
+        entry.log_id.leader_id = LeaderId { term: 2, node_id: 2 };
         entry
     };
     futures::executor::block_on(async {
@@ -464,5 +492,5 @@ fn stale_entries_below_a_snapshot() -> (Arc<dyn crate::storage::Engine>, LogStor
     mark_applied(&engine, 7);
     let store = LogStore::new(engine.clone());
     store.write_entries((1..=10).map(|i| put_entry(i, 1, 8))).unwrap();
-    (engine, store, super::types::LogId::new(openraft::CommittedLeaderId::new(2, 2), 20))
+    (engine, store, super::types::LogId::new(crate::raft::types::LeaderId { term: 2, node_id: 2 }, 20))
 }

@@ -1,41 +1,39 @@
-//! Leadership transfer (etcd's MoveLeader, and a leader's graceful shutdown).
-//!
-//! openraft 0.9 has no transfer: a follower refuses to vote while its leader
-//! lease (the longest election timeout since it last heard from the leader)
-//! runs. So the leader waits for the transferee's log to match its own,
-//! pauses writes, reads and heartbeats (nothing then renews the followers'
-//! leases), and asks the transferee to campaign until it wins. The others'
-//! own election timers fire only after lease plus election timeout, so the
-//! transferee, holding the longest log, wins first. Writes pause for about
-//! one lease; a transfer that does not land in time resumes the old leader.
+//! Leadership transfer (etcd's MoveLeader, and a leader's graceful shutdown),
+//! on openraft's own: once the transferee's log matches the leader's, the
+//! leader pauses writes and reads and tells every member
+//! (`trigger().transfer_leader`); the transferee campaigns as soon as it
+//! holds the leader's last entry, and the others grant it their vote without
+//! waiting out the old leader's lease. The transfer runs in a task of its
+//! own, so a caller that goes away (a MoveLeader whose client hung up or ran
+//! out of time) never leaves it half done: it ends, landed or timed out, and
+//! writes resume.
 
+use openraft::async_runtime::WatchReceiver as _;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::node::{matched_index, NodeError, RaftNode};
 use super::types::NodeId;
-use crate::proto::raft::v1 as pb;
 use crate::runtime;
 
-/// How often the leader asks the transferee to campaign.
-const CAMPAIGN_EVERY: Duration = Duration::from_millis(100);
+/// How often the leader repeats the transfer request while it has not landed
+/// (a member that missed it, or was not ready, hears it again).
+const RETRY_EVERY: Duration = Duration::from_millis(300);
 
-/// Writes, reads and heartbeats paused for a transfer; resumed when dropped,
-/// so a transfer whose caller goes away (a MoveLeader whose client hung up or
-/// ran out of time drops the handler's future) never leaves them paused.
+/// Writes and reads paused for a transfer; resumed when dropped, so a
+/// transfer that fails or times out never leaves them paused.
 struct Paused<'a>(&'a RaftNode);
 
 impl<'a> Paused<'a> {
     fn pause(node: &'a RaftNode) -> Self {
         node.transferring.store(true, Ordering::Release);
-        node.raft.runtime_config().heartbeat(false);
         Paused(node)
     }
 }
 
 impl Drop for Paused<'_> {
     fn drop(&mut self) {
-        self.0.raft.runtime_config().heartbeat(true);
         self.0.transferring.store(false, Ordering::Release);
     }
 }
@@ -48,7 +46,7 @@ impl RaftNode {
     }
 
     /// Hands leadership to `target`, a caught-up voter. Only the leader can.
-    pub async fn transfer_leadership(&self, target: NodeId) -> Result<(), NodeError> {
+    pub async fn transfer_leadership(self: &Arc<Self>, target: NodeId) -> Result<(), NodeError> {
         if !self.is_leader() {
             return Err(NodeError::NotLeader);
         }
@@ -57,38 +55,58 @@ impl RaftNode {
         }
         let voter = {
             let metrics = self.raft.metrics();
-            let metrics = metrics.borrow();
+            let metrics = metrics.borrow_watched();
             let is_voter = metrics.membership_config.membership().voter_ids().any(|id| id == target);
             is_voter
         };
-        let Some((_, member)) = self.member(target).filter(|_| voter) else {
+        if !voter || self.member(target).is_none() {
             return Err(NodeError::BadTransferee);
-        };
+        }
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let node = self.clone();
+        runtime::spawn_detached("leader-transfer", async move {
+            let _ = done.send(node.transfer(target).await);
+        });
+        outcome.await.unwrap_or(Err(NodeError::Stopped))
+    }
+
+    /// The transfer itself, in its own task (see the module).
+    async fn transfer(&self, target: NodeId) -> Result<(), NodeError> {
         let (_, lease_max) = self.election_timeout();
-        // The transfer itself: catch-up, one lease, one election, and margin.
+        // Catch-up, one election, and margin.
         let deadline = self.request_timeout() + lease_max * 3;
-        // One transfer at a time: a second would resume writes and
-        // heartbeats when it ends, in the middle of the first.
+        // One transfer at a time: a second would resume writes when it
+        // ends, in the middle of the first.
         let _one_at_a_time = self.transfer_lock.lock().await;
         let attempt = async {
             self.wait_caught_up(target).await?;
             let _paused = Paused::pause(self);
             loop {
-                if let Ok(mut client) = self.peer(&member.peer_addr) {
-                    let _ = runtime::timeout(
-                        CAMPAIGN_EVERY,
-                        client.campaign(self.sender().request(pb::CampaignRequest {})),
-                    )
-                    .await;
-                }
-                runtime::sleep(CAMPAIGN_EVERY).await;
-                let metrics = self.raft.metrics();
-                let leader = metrics.borrow().current_leader;
-                if leader == Some(target) {
-                    return Ok(());
-                }
-                if self.raft_stopped() {
-                    return Err(NodeError::Stopped);
+                self.raft.trigger().transfer_leader(target).await.map_err(|_| NodeError::Stopped)?;
+                let waited = runtime::timeout(RETRY_EVERY, async {
+                    let mut metrics = self.raft.metrics();
+                    loop {
+                        let (leader, leading) = {
+                            let m = metrics.borrow_watched();
+                            (m.current_leader, m.state.is_leader())
+                        };
+                        if leader == Some(target) {
+                            return Ok(());
+                        }
+                        if !leading && leader.is_some() && leader != Some(self.id) {
+                            // Another member won: the transfer did not land where asked.
+                            return Err(NodeError::NotLeader);
+                        }
+                        if metrics.changed().await.is_err() {
+                            return Err(NodeError::Stopped);
+                        }
+                    }
+                })
+                .await;
+                match waited {
+                    Ok(result) => return result,
+                    Err(_) if self.raft_stopped() => return Err(NodeError::Stopped),
+                    Err(_) => {}
                 }
             }
         };
@@ -100,19 +118,19 @@ impl RaftNode {
     /// the cluster does not wait out an election timeout).
     /// Skipped when the leader has not heard from a quorum lately (no one
     /// could take over).
-    pub async fn hand_over_leadership(&self) -> Result<(), NodeError> {
+    pub async fn hand_over_leadership(self: &Arc<Self>) -> Result<(), NodeError> {
         let (election_min, _) = self.election_timeout();
         let quorum_recent = {
             let metrics = self.raft.metrics();
-            let since = metrics.borrow().millis_since_quorum_ack;
-            since.is_some_and(|ms| u128::from(ms) < election_min.as_millis())
+            let since = super::node::since_quorum_ack(self.id, &metrics.borrow_watched());
+            since.is_some_and(|since| since < election_min)
         };
         if !self.is_leader() || !quorum_recent {
             return Ok(());
         }
         let best = {
             let metrics = self.raft.metrics();
-            let metrics = metrics.borrow();
+            let metrics = metrics.borrow_watched();
             let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
             voters.into_iter().filter(|id| *id != self.id).max_by_key(|id| matched_index(&metrics, *id))
         };
@@ -130,7 +148,7 @@ impl RaftNode {
         loop {
             {
                 let metrics = self.raft.metrics();
-                let metrics = metrics.borrow();
+                let metrics = metrics.borrow_watched();
                 if !metrics.state.is_leader() {
                     return Err(NodeError::NotLeader);
                 }
@@ -144,6 +162,6 @@ impl RaftNode {
 
     /// The transferee's side: campaign now (the Campaign RPC's handler).
     pub async fn campaign(&self) -> Result<(), NodeError> {
-        self.raft.trigger().elect().await.map_err(|_| NodeError::Stopped)
+        self.raft.trigger().elect(false).await.map_err(|_| NodeError::Stopped)
     }
 }

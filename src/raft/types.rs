@@ -1,7 +1,6 @@
 //! openraft's type configuration for Placement Center.
 
 use std::fmt;
-use std::io::Cursor;
 
 use crate::proto::raft::v1::{CommandResult, Proposal};
 use crate::runtime::PlacementRuntime;
@@ -36,32 +35,48 @@ pub type ApplyResult = Result<CommandResult, StateError>;
 pub type EntryResults = Vec<ApplyResult>;
 
 openraft::declare_raft_types!(
-    /// Placement Center's Raft types.
+    /// Placement Center's Raft types (leader ids as in openraft 0.9's
+    /// default: a term and the node that leads it).
     pub TypeConfig:
         D = Proposal,
         R = EntryResults,
         NodeId = u64,
         Node = Member,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
         AsyncRuntime = PlacementRuntime,
 );
 
 /// A Raft node id (etcd's member id).
 pub type NodeId = u64;
+/// openraft's leader id (a term and its leader) for our types.
+pub type LeaderId = openraft::alias::LeaderIdOf<TypeConfig>;
 /// openraft's log id for our types.
-pub type LogId = openraft::LogId<NodeId>;
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
 /// openraft's vote for our types.
-pub type Vote = openraft::Vote<NodeId>;
+pub type Vote = openraft::alias::VoteOf<TypeConfig>;
 /// openraft's log entry for our types.
-pub type Entry = openraft::Entry<TypeConfig>;
+pub type Entry = openraft::alias::EntryOf<TypeConfig>;
+/// openraft's entry payload for our types.
+pub type EntryPayload = openraft::alias::EntryPayloadOf<TypeConfig>;
 /// openraft's membership for our types.
 pub type Membership = openraft::Membership<NodeId, Member>;
 /// openraft's stored membership for our types.
-pub type StoredMembership = openraft::StoredMembership<NodeId, Member>;
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 /// openraft's snapshot metadata for our types.
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Member>;
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+/// A snapshot as openraft hands it around: its metadata and its bytes.
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotData>;
+/// A snapshot's bytes (the sealed `StateSnapshot`, see `state_store`).
+pub type SnapshotData = Vec<u8>;
 /// The Raft handle.
-pub type Raft = openraft::Raft<TypeConfig>;
-/// openraft's storage error for our types.
-pub type StorageError = openraft::StorageError<NodeId>;
+pub type Raft = openraft::Raft<TypeConfig, super::state_store::StateMachineStore>;
+/// openraft's metrics for our types.
+pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
+
+impl fmt::Display for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Proposal({} commands)", self.commands.len())
+    }
+}
+
+/// What openraft's storage traits fail with.
+pub type StorageError = std::io::Error;

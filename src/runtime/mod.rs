@@ -16,7 +16,7 @@ mod skew;
 mod tasks;
 mod tls;
 
-pub use async_rt::PlacementRuntime;
+pub use async_rt::{raft_now, PlacementRuntime};
 pub use clock::{now, sleep, timeout, wall_clock_millis, Elapsed, Instant};
 pub use disk::{blocking, engine_closed, open_engine};
 pub use net::{await_resolvable, serve_limited};

@@ -121,6 +121,11 @@ pub trait Engine: Send + Sync + 'static {
     /// Applies `batch` atomically; with `sync`, durably (see the module contract).
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StorageError>;
 
+    /// Makes every write before it durable, as a synced write would.
+    fn sync(&self) -> Result<(), StorageError> {
+        self.write(WriteBatch::new(), true)
+    }
+
     /// Up to `limit` pairs with `start <= key < end` (no `end`: to the last key),
     /// in ascending key order.
     fn scan(&self, cf: &'static str, start: &[u8], end: Option<&[u8]>, limit: usize)
@@ -202,6 +207,13 @@ impl Engine for Timed {
         }
         let started = crate::runtime::now();
         let result = self.inner.write(batch, true);
+        self.metrics.disk_sync.observe(crate::runtime::now() - started);
+        result
+    }
+
+    fn sync(&self) -> Result<(), StorageError> {
+        let started = crate::runtime::now();
+        let result = self.inner.sync();
         self.metrics.disk_sync.observe(crate::runtime::now() - started);
         result
     }

@@ -139,6 +139,10 @@ impl Engine for RocksEngine {
         self.db.write_opt(wb, &opts).map_err(io)
     }
 
+    fn sync(&self) -> Result<(), StorageError> {
+        self.db.flush_wal(true).map_err(io)
+    }
+
     fn scan(
         &self,
         cf: &'static str,

@@ -80,6 +80,7 @@ async fn raft_messages_from_strangers_or_malformed_are_refused() {
     let vote = || raftpb::VoteRequest {
         vote: Some(raftpb::Vote { term: 99, node_id: 3, committed: false }),
         last_log_id: None,
+        leadership_transfer: false,
     };
 
     // No identity, another cluster, an unknown member: refused before Raft sees them.

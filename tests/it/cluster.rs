@@ -177,8 +177,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// Starts a new node that joins the cluster through node 0's client
-    /// address (`tune` adjusts its config); returns its index.
+    /// Starts a new node that joins the cluster through the client address
+    /// of every running node (`tune` adjusts its config); returns its index.
     pub async fn join(&mut self, tune: impl Fn(&mut Config)) -> usize {
         let client = Listener::bind("127.0.0.1:0").await.unwrap();
         let peer = Listener::bind("127.0.0.1:0").await.unwrap();
@@ -188,7 +188,7 @@ impl Cluster {
         config.client_addr = client.local_addr().unwrap().to_string();
         config.peer_addr = peer.local_addr().unwrap().to_string();
         config.data_dir = self.dir.path().join(format!("joined{i}"));
-        config.join = vec![self.client_addr(0)];
+        config.join = (0..self.nodes.len()).filter(|n| self.nodes[*n].is_some()).map(|n| self.client_addr(n)).collect();
         let bound_peer = config.peer_addr.clone();
         tune(&mut config);
         let peer = if config.peer_addr == bound_peer {

@@ -1,5 +1,6 @@
 //! Replication, failover and recovery on a 3-node cluster.
 
+use placement_center::raft::MetricsWatch as _;
 use std::time::Duration;
 
 use placement_center::proto::etcdserverpb::RangeRequest;
@@ -92,7 +93,8 @@ async fn a_node_behind_the_purged_log_catches_up_by_snapshot_with_its_history() 
     let leader = cluster.wait_leader().await;
     let mut client = cluster.kv(leader).await;
     let first = put(&mut client, "k", "0").await;
-    let raft_of = |cluster: &Cluster, i: usize| cluster.nodes[i].as_ref().unwrap().node.raft.metrics().borrow().clone();
+    let raft_of =
+        |cluster: &Cluster, i: usize| cluster.nodes[i].as_ref().unwrap().node.raft.metrics().borrow_watched().clone();
     let stopped_at = raft_of(&cluster, follower).last_log_index.unwrap_or(0);
     cluster.stop(follower).await;
     // Far more entries than a snapshot interval plus the kept tail: the
