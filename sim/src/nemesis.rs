@@ -204,11 +204,18 @@ async fn disk_full(
     log.note(start, format!("disk of {victim} full but {room} bytes for {hold:?}"));
     disk.set_faults(DiskFaults { capacity: Some(capacity), ..Default::default() });
     // When the alarm is seen applied on the victim, every write
-    // proposed after must be refused.
+    // proposed after must be refused. Only a raise seen after the victim's
+    // state showed no alarm counts: a victim just restarted may not yet have
+    // applied the disarm of an earlier alarm (seed 41541: restarted at
+    // 26.77 s, its old alarm disarmed at 26.78 s and still applied on it at
+    // 27.17 s, when writes were rightly taken again).
     let mut raised_at = None;
+    let mut seen_clear = false;
     let held_until = runtime::now() + hold;
     while runtime::now() < held_until {
-        if raised_at.is_none() && cluster.node(victim).is_some_and(|n| read_state(n.state()).out_of_space()) {
+        let raised = cluster.node(victim).map(|n| read_state(n.state()).out_of_space());
+        seen_clear |= raised == Some(false);
+        if raised_at.is_none() && seen_clear && raised == Some(true) {
             raised_at = Some(runtime::now() - start);
         }
         runtime::sleep(Duration::from_millis(100)).await;
@@ -226,7 +233,7 @@ async fn disk_full(
         if !log.nospace_unsure {
             log.nospace.push((raised_at, disarming_at));
         }
-    } else if !tight && hold >= Duration::from_secs(3) {
+    } else if !tight && seen_clear && hold >= Duration::from_secs(3) {
         log.health_violations
             .push(format!("disk-full: {victim} had {room} bytes of room for {hold:?} and never raised NOSPACE"));
     }
