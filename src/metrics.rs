@@ -68,6 +68,8 @@ pub struct Metrics {
     pub proposed_commands: AtomicU64,
     /// Open watchers.
     pub watchers: AtomicU64,
+    /// Replication streams (raft.v1 AppendStream) this node accepted from leaders.
+    pub append_streams: AtomicU64,
     /// gRPC calls by method: count by status code, latency.
     requests: Mutex<BTreeMap<&'static str, MethodStats>>,
 }
@@ -139,6 +141,7 @@ impl Metrics {
                 "Client commands those entries carried.",
                 &self.proposed_commands,
             ),
+            ("placement_raft_append_streams_total", "Replication streams accepted from leaders.", &self.append_streams),
         ] {
             let value = counter.load(Ordering::Relaxed);
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");

@@ -191,7 +191,7 @@ impl Server {
         let peer_tasks = TaskGroup::new();
         let gate = PeerGate::new(&config);
         let peer_router = runtime::server_builder(peer_tls.as_ref()).map_err(|e| tls("peer TLS", e))?.add_service(
-            RaftServer::new(RaftService::new(node.clone(), gate))
+            RaftServer::new(RaftService::new(node.clone(), gate, peer_tasks.shutdown_signal()))
                 .max_decoding_message_size(crate::raft::network::MAX_PEER_MESSAGE_BYTES),
         );
         let mut stop = peer_tasks.shutdown_signal();

@@ -23,6 +23,10 @@ fuzz_target!(|data: &[u8]| {
         1 => {
             if let Ok(m) = pb::AppendEntriesResponse::decode(bytes) {
                 let _ = codec::append_resp_from_pb(&m);
+                // The same bytes as an AppendStream answer.
+                if let Ok(result) = codec::stream_result_from_pb(&m) {
+                    assert_eq!(codec::stream_result_from_pb(&codec::stream_result_to_pb(&result)).ok(), Some(result));
+                }
             }
         }
         2 => {

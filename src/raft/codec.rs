@@ -166,6 +166,7 @@ pub fn snapshot_meta_from_pb(m: &pb::SnapshotMeta) -> Result<SnapshotMeta, Decod
 
 type AppendReq = openraft::raft::AppendEntriesRequest<super::types::TypeConfig>;
 type AppendResp = openraft::raft::AppendEntriesResponse<super::types::TypeConfig>;
+type StreamAppendResult = openraft::raft::StreamAppendResult<super::types::TypeConfig>;
 type VoteReq = openraft::raft::VoteRequest<super::types::TypeConfig>;
 type VoteResp = openraft::raft::VoteResponse<super::types::TypeConfig>;
 
@@ -231,6 +232,45 @@ pub fn append_resp_from_pb(r: &pb::AppendEntriesResponse) -> Result<AppendResp, 
         Kind::PartialSuccess => AppendResp::PartialSuccess(opt_log_id_from_pb(&r.matching)?),
         Kind::Conflict => AppendResp::Conflict,
         Kind::HigherVote => AppendResp::HigherVote(required_vote(&r.higher_vote, "AppendEntriesResponse")?),
+    })
+}
+
+/// One answer of an AppendStream (see raft.proto): unlike a unary answer,
+/// SUCCESS and CONFLICT name their log id.
+pub fn stream_result_to_pb(r: &StreamAppendResult) -> pb::AppendEntriesResponse {
+    use pb::append_entries_response::Kind;
+    let mut out = pb::AppendEntriesResponse::default();
+    match r {
+        Ok(matching) => {
+            out.set_kind(Kind::Success);
+            out.matching = matching.as_ref().map(log_id_to_pb);
+        }
+        Err(openraft::raft::StreamAppendError::Conflict(prev)) => {
+            out.set_kind(Kind::Conflict);
+            out.matching = Some(log_id_to_pb(prev));
+        }
+        Err(openraft::raft::StreamAppendError::HigherVote(v)) => {
+            out.set_kind(Kind::HigherVote);
+            out.higher_vote = Some(vote_to_pb(v));
+        }
+    }
+    out
+}
+
+pub fn stream_result_from_pb(r: &pb::AppendEntriesResponse) -> Result<StreamAppendResult, DecodeError> {
+    use pb::append_entries_response::Kind;
+    let what = "AppendStream answer";
+    let kind = Kind::try_from(r.kind).map_err(|_| DecodeError { what, reason: format!("unknown kind {}", r.kind) })?;
+    Ok(match kind {
+        Kind::Success => Ok(opt_log_id_from_pb(&r.matching)?),
+        Kind::Conflict => Err(openraft::raft::StreamAppendError::Conflict(
+            opt_log_id_from_pb(&r.matching)?
+                .ok_or_else(|| DecodeError { what, reason: "a conflict without its log id".into() })?,
+        )),
+        Kind::HigherVote => Err(openraft::raft::StreamAppendError::HigherVote(required_vote(&r.higher_vote, what)?)),
+        Kind::PartialSuccess => {
+            return Err(DecodeError { what, reason: "PARTIAL_SUCCESS is a unary answer".into() });
+        }
     })
 }
 
@@ -471,6 +511,25 @@ mod tests {
         }
         let unknown = pb::TransferLeaderResponse { kind: 9, ..Default::default() };
         assert!(transfer_resp_from_pb(&unknown).is_err());
+    }
+
+    #[test]
+    fn append_stream_answers_round_trip_and_name_their_log_ids() {
+        use openraft::raft::StreamAppendError;
+        let id = |term, index| LogId::new(LeaderId { term, node_id: 1 }, index);
+        for result in [
+            Ok(None),
+            Ok(Some(id(2, 17))),
+            Err(StreamAppendError::Conflict(id(1, 9))),
+            Err(StreamAppendError::HigherVote(Vote::new(5, 3))),
+        ] {
+            assert_eq!(stream_result_from_pb(&stream_result_to_pb(&result)).unwrap(), result);
+        }
+        use pb::append_entries_response::Kind;
+        let conflict_without_id = pb::AppendEntriesResponse { kind: Kind::Conflict as i32, ..Default::default() };
+        assert!(stream_result_from_pb(&conflict_without_id).is_err());
+        let partial = pb::AppendEntriesResponse { kind: Kind::PartialSuccess as i32, ..Default::default() };
+        assert!(stream_result_from_pb(&partial).is_err());
     }
 
     #[test]

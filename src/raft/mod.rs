@@ -4,6 +4,7 @@
 // openraft's error types are large by design; they are its API, returned as is.
 #![allow(clippy::result_large_err)]
 
+mod append_stream;
 pub mod codec;
 pub mod compactor;
 pub mod corruption;

@@ -3,19 +3,21 @@
 //! link delays, it does not fail by itself).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use tonic::transport::Channel;
 
-use super::codec;
 use super::types::{Member, NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
+use super::{append_stream, codec};
 use crate::proto::raft::v1 as pb;
 use crate::proto::raft::v1::raft_client::RaftClient;
 use crate::runtime::{TlsError, TlsSettings};
@@ -171,6 +173,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             sender: self.sender.clone(),
             disowned: self.disowned.clone(),
             client: connect(&node.peer_addr, self.connect_timeout, self.tls.as_ref()).map_err(|e| e.to_string()),
+            unary_only: Default::default(),
         }
     }
 }
@@ -185,6 +188,9 @@ pub struct PeerNetwork {
     disowned: Disowned,
     /// The client, or why the peer address is unusable.
     client: Result<RaftClient<Channel>, String>,
+    /// The peer does not serve AppendStream (a version before it): replicate
+    /// one message at a time.
+    unary_only: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why a call to a peer failed.
@@ -228,24 +234,49 @@ impl PeerNetwork {
     where
         F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let result = crate::runtime::timeout(ttl, fut).await;
-        let disowned = matches!(&result, Ok(Err(s)) if s.code() == tonic::Code::FailedPrecondition && s.message().contains(NOT_A_MEMBER));
-        if disowned || matches!(result, Ok(Ok(_))) {
-            let mut set = self.disowned.lock().unwrap_or_else(|e| e.into_inner());
-            if disowned {
-                set.insert(self.target);
-            } else {
-                set.remove(&self.target);
-            }
+        match crate::runtime::timeout(ttl, fut).await {
+            Err(_) => Err(self.silent(ttl)),
+            Ok(answer) => answered(&self.disowned, self.target, answer.map(tonic::Response::into_inner)),
         }
-        match result {
-            Err(_) => Err(CallError::Unreachable(format!("rpc to node {} timed out after {ttl:?}", self.target))),
-            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
-                Err(CallError::Unreachable(status.to_string()))
-            }
-            Ok(Err(status)) => Err(CallError::Network(status)),
-            Ok(Ok(resp)) => Ok(resp.into_inner()),
+    }
+
+    fn silent(&self, ttl: Duration) -> CallError {
+        CallError::Unreachable(format!("rpc to node {} timed out after {ttl:?}", self.target))
+    }
+}
+
+/// Opens an AppendStream carrying `body` (see `append_stream`).
+fn open_stream(
+    mut client: RaftClient<Channel>,
+    body: tonic::Request<append_stream::Body>,
+    ttl: Duration,
+) -> append_stream::Opening {
+    Box::pin(async move {
+        match crate::runtime::timeout(ttl, client.append_stream(body)).await {
+            Err(_) => Err(append_stream::Stopped::Silent(ttl)),
+            Ok(Err(status)) => Err(append_stream::Stopped::Failed(status)),
+            Ok(Ok(opened)) => Ok(opened.into_inner()),
         }
+    })
+}
+
+/// Maps a peer's answer (or its failure), and notes whether it refused this
+/// node as a non-member (see [`Disowned`]).
+fn answered<T>(disowned: &Disowned, target: NodeId, answer: Result<T, tonic::Status>) -> Result<T, CallError> {
+    let refused =
+        matches!(&answer, Err(s) if s.code() == tonic::Code::FailedPrecondition && s.message().contains(NOT_A_MEMBER));
+    if refused || answer.is_ok() {
+        let mut set = disowned.lock().unwrap_or_else(|e| e.into_inner());
+        if refused {
+            set.insert(target);
+        } else {
+            set.remove(&target);
+        }
+    }
+    match answer {
+        Err(status) if status.code() == tonic::Code::Unavailable => Err(CallError::Unreachable(status.to_string())),
+        Err(status) => Err(CallError::Network(status)),
+        Ok(answer) => Ok(answer),
     }
 }
 
@@ -276,6 +307,52 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         Ok(match (resp, cut_after) {
             (AppendEntriesResponse::Success, Some(last)) => AppendEntriesResponse::PartialSuccess(Some(last)),
             (resp, _) => resp,
+        })
+    }
+
+    /// Pipelines `input` on one AppendStream (see `append_stream`). A stream
+    /// that holds a single message (openraft's heartbeats) goes as a unary
+    /// AppendEntries instead, as does everything to a peer without streams.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>, RPCError<TypeConfig>>,
+    >
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + openraft::OptionalSend + Unpin + 'static,
+    {
+        if self.unary_only.load(Ordering::Relaxed) || input.size_hint().1 == Some(1) {
+            return openraft::network::stream_append_sequential(self, input, option);
+        }
+        Box::pin(async move {
+            use futures::StreamExt;
+            let ttl = option.hard_ttl();
+            let client = self.client()?;
+            let (sender, unary_only) = (self.sender.clone(), self.unary_only.clone());
+            let (disowned, target) = (self.disowned.clone(), self.target);
+            let open = move |body| open_stream(client, sender.request(body), ttl);
+            let answers = append_stream::answers(input, ttl, open).map(move |answer| match answer {
+                Ok(result) => answered(&disowned, target, Ok(result)).map_err(RPCError::from),
+                Err(append_stream::Stopped::Silent(ttl)) => Err(RPCError::Unreachable(Unreachable::from_string(
+                    format!("node {target} answered no AppendStream message within {ttl:?}"),
+                ))),
+                Err(append_stream::Stopped::Failed(status)) if status.code() == tonic::Code::Unimplemented => {
+                    unary_only.store(true, Ordering::Relaxed);
+                    Err(RPCError::Unreachable(Unreachable::from_string(format!(
+                        "node {target} does not serve AppendStream: replicating to it one message at a time"
+                    ))))
+                }
+                Err(append_stream::Stopped::Failed(status)) => {
+                    answered(&disowned, target, Err(status)).map_err(RPCError::from)
+                }
+                Err(append_stream::Stopped::BadAnswer(why)) => {
+                    Err(RPCError::Network(NetworkError::from_string(format!("node {target}: {why}"))))
+                }
+            });
+            Ok(Box::pin(answers) as BoxStream<'s, _>)
         })
     }
 

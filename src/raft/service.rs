@@ -30,12 +30,15 @@ pub struct RaftService {
     gate: PeerGate,
     /// The snapshot a leader is sending this node in chunks.
     receiver: tokio::sync::Mutex<SnapshotReceiver>,
+    /// Ends replication streams when the peer server stops (an idle one
+    /// would hold its graceful shutdown forever).
+    stop: runtime::Shutdown,
 }
 
 impl RaftService {
-    /// The service for `node`, admitting peers by `gate`.
-    pub fn new(node: Arc<RaftNode>, gate: PeerGate) -> Self {
-        Self { node, gate, receiver: Default::default() }
+    /// The service for `node`, admitting peers by `gate`, until `stop`.
+    pub fn new(node: Arc<RaftNode>, gate: PeerGate, stop: runtime::Shutdown) -> Self {
+        Self { node, gate, receiver: Default::default(), stop }
     }
 
     /// Admits `req` from a member of this cluster (see `PeerGate::admit`).
@@ -129,6 +132,28 @@ impl RaftRpc for RaftService {
             self.node.note_leader_contact();
         }
         Ok(Response::new(codec::append_resp_to_pb(&resp)))
+    }
+
+    type AppendStreamStream = super::append_stream::Answers;
+
+    /// A leader's replication stream (see `append_stream`): admitted once, as
+    /// a unary AppendEntries would be from the node it says it comes from;
+    /// every message must then name that node as its leader.
+    async fn append_stream(
+        &self,
+        req: Request<tonic::Streaming<pb::AppendEntriesRequest>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        let claimed = req
+            .metadata()
+            .get(super::network::FROM_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<NodeId>().ok());
+        let leader = self.admit(&req, claimed)?;
+        self.node.metrics().append_streams.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let node = self.node.clone();
+        let contact = move || node.note_leader_contact();
+        let inbound = req.into_inner();
+        Ok(Response::new(super::append_stream::serve(&self.node.raft, leader, inbound, self.stop.clone(), contact)))
     }
 
     async fn install_snapshot(

@@ -51,6 +51,20 @@ async fn forged_peer_messages_are_refused_and_the_node_keeps_serving() {
             format!("replication from node {other} for leader {leader}: only the leader replicates").as_str()
         )
     );
+    // The same on a replication stream: refused as it opens without the
+    // token, and at the first message whose vote names another leader.
+    let one = |m: &raftpb::AppendEntriesRequest| futures::stream::iter(vec![m.clone()]);
+    let status = raft.append_stream(without_token.request(one(&append))).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let mut answers = raft.append_stream(not_leader.request(one(&append))).await.unwrap().into_inner();
+    let status = answers.message().await.unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (
+            Code::PermissionDenied,
+            format!("replication from node {other} for leader {leader}: only the leader replicates").as_str()
+        )
+    );
     let snapshot = |offset: u64, data: Vec<u8>, done: bool| raftpb::InstallSnapshotRequest {
         vote: vote(leader),
         meta: Some(raftpb::SnapshotMeta {

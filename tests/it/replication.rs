@@ -200,6 +200,24 @@ async fn leases_expiring_together_are_revoked_in_shared_log_entries() {
     assert!(proposals * 10 <= revokes, "{revokes} revokes took {proposals} log entries");
 }
 
+/// A leader replicates on one AppendStream per follower, pipelined, not one
+/// call per message: a follower that took 200 writes (each an entry and a
+/// commit message) accepted a few streams (a new one after each probe or
+/// failure), and none at all would mean the one-call-at-a-time fallback.
+/// Counted over all members, in case leadership moves meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_take_replication_on_streams_not_a_call_per_message() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    let mut kv = cluster.kv(leader).await;
+    for i in 0..200 {
+        put(&mut kv, &format!("/streamed/{i}"), "v").await;
+    }
+    let streams: u64 = cluster.nodes.iter().flatten().map(|s| s.node.metrics().append_streams.load(Relaxed)).sum();
+    assert!((2..=80).contains(&streams), "followers accepted {streams} streams for 200 writes");
+}
+
 /// A follower that missed 110 MiB of log catches up: AppendEntries are cut to
 /// 16 MiB. Before, openraft sent up to 300 entries at once, past what a
 /// member decodes (64 MiB, now 96), and the leader repeated the refused batch
