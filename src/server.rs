@@ -26,6 +26,7 @@ use crate::raft::compactor::AutoCompaction;
 use crate::raft::node::cluster_id;
 use crate::raft::peer_gate::PeerGate;
 use crate::raft::service::RaftService;
+use crate::raft::types::MetricsReceiver;
 use crate::raft::{Member, NodeError, NodeOptions, RaftNode, COLUMN_FAMILIES};
 use crate::runtime::{self, Listener, TaskGroup};
 use crate::storage::StorageError;
@@ -516,18 +517,9 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     // then serves nothing. It exits instead, as etcd does, so that its
     // service manager restarts it on its intact data dir (everything it
     // acknowledged is durable); the robustness suite found members left
-    // stopped after a full disk had room again.
-    let raft_stopped = {
-        let node = server.node.clone();
-        async move {
-            loop {
-                if let Err(e) = &node.raft.metrics().borrow_watched().running_state {
-                    return e.to_string();
-                }
-                crate::runtime::sleep(std::time::Duration::from_millis(500)).await;
-            }
-        }
-    };
+    // stopped after a full disk had room again, and after a panic in
+    // openraft's core.
+    let raft_stopped = raft_stopped(server.node.raft.metrics());
     enum Ended {
         Shutdown,
         Removed,
@@ -551,5 +543,61 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         Ended::Shutdown => Ok(()),
         Ended::Removed => Err(ServerError::Removed(id)),
         Ended::RaftStopped(reason) => Err(ServerError::RaftStopped(reason)),
+    }
+}
+
+/// Resolves with why Raft stopped for good: openraft's report of a fatal
+/// error, or the end of its core task without one (a panic unwinds the
+/// task, which drops the sender of `metrics` without a last report).
+/// Looks at most twice a second: the metrics change with every log write.
+async fn raft_stopped(mut metrics: MetricsReceiver) -> String {
+    loop {
+        if let Err(e) = &metrics.borrow_watched().running_state {
+            return e.to_string();
+        }
+        if metrics.changed().await.is_err() {
+            return match &metrics.borrow_watched().running_state {
+                Err(e) => e.to_string(),
+                Ok(()) => "its core task ended without a report (a panic: see the log above)".to_string(),
+            };
+        }
+        runtime::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use openraft::async_runtime::{Watch as _, WatchSender as _};
+    use openraft::error::Fatal;
+
+    use super::*;
+    use crate::raft::types::RaftMetrics;
+
+    type MetricsWatch = <crate::runtime::PlacementRuntime as openraft::AsyncRuntime>::Watch;
+
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn a_core_that_reports_a_fatal_error_stops_the_member() {
+        let (tx, rx) = MetricsWatch::channel(RaftMetrics::new_initial(1));
+        let mut last = RaftMetrics::new_initial(1);
+        last.running_state = Err(Fatal::Stopped);
+        tx.send(last).expect("receiver alive");
+        let reason = tokio::time::timeout(PATIENCE, raft_stopped(rx)).await.expect("noticed");
+        assert_eq!(reason, Fatal::<crate::raft::types::TypeConfig>::Stopped.to_string());
+    }
+
+    #[tokio::test]
+    async fn a_core_that_ends_without_a_report_stops_the_member() {
+        let (tx, rx) = MetricsWatch::channel(RaftMetrics::new_initial(1));
+        let mut stopped = std::pin::pin!(raft_stopped(rx));
+        // Still running: a change with running_state Ok keeps it waiting.
+        tx.send(RaftMetrics::new_initial(1)).expect("receiver alive");
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), stopped.as_mut()).await;
+        assert!(waiting.is_err(), "a running core must not stop the member");
+        // A panicking core drops its sender with the last report still Ok.
+        drop(tx);
+        let reason = tokio::time::timeout(PATIENCE, stopped).await.expect("noticed");
+        assert!(reason.contains("ended without a report"), "{reason}");
     }
 }

@@ -71,6 +71,8 @@ pub type SnapshotData = Vec<u8>;
 pub type Raft = openraft::Raft<TypeConfig, super::state_store::StateMachineStore>;
 /// openraft's metrics for our types.
 pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
+/// The receiving end of openraft's metrics (`Raft::metrics`).
+pub type MetricsReceiver = openraft::alias::WatchReceiverOf<TypeConfig, RaftMetrics>;
 
 impl fmt::Display for Proposal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
