@@ -15,7 +15,6 @@ use prost::Message;
 
 use super::batch::{take_fitting, Queue};
 use super::network::{leader_call, LeaderCall, PeerClients, Sender, PEER_CONNECT_TIMEOUT};
-use super::node::RaftNode;
 use super::proposals::{MAX_BYTES, MAX_COMMANDS};
 use crate::proto::raft::v1 as pb;
 use crate::runtime;
@@ -30,9 +29,9 @@ use crate::runtime;
 const IN_FLIGHT: usize = 3;
 
 /// Writes waiting for the next ForwardBatch.
-pub(super) type ForwardQueue = Queue<Pending>;
+type ForwardQueue = Queue<Pending>;
 
-pub(super) struct Pending {
+struct Pending {
     /// The leader's raft.v1 address when the write was queued.
     leader: String,
     command: pb::Command,
@@ -40,15 +39,28 @@ pub(super) struct Pending {
     reply: tokio::sync::oneshot::Sender<LeaderCall<pb::ForwardResponse>>,
 }
 
-impl RaftNode {
+/// Hands this follower's writes to the leader, batched (see the module).
+pub(super) struct Forwarder {
+    peers: Arc<PeerClients>,
+    sender: Sender,
+    request_timeout: Duration,
+    /// Writes waiting for the next ForwardBatch.
+    waiting: Arc<ForwardQueue>,
+}
+
+impl Forwarder {
+    pub(super) fn new(peers: Arc<PeerClients>, sender: Sender, request_timeout: Duration) -> Self {
+        Self { peers, sender, request_timeout, waiting: Default::default() }
+    }
+
     /// Hands `command` to the leader at `leader` (its raft.v1 address),
     /// together with whatever other writes wait for it.
     pub(super) async fn forward(&self, leader: &str, command: pb::Command) -> LeaderCall<pb::ForwardResponse> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let pending = Pending { leader: leader.to_string(), bytes: command.encoded_len(), command, reply };
-        match self.forwards.push(pending, IN_FLIGHT) {
+        match self.waiting.push(pending, IN_FLIGHT) {
             Ok(true) => {
-                let task = batches(self.peers.clone(), self.sender(), self.request_timeout(), self.forwards.clone());
+                let task = batches(self.peers.clone(), self.sender.clone(), self.request_timeout, self.waiting.clone());
                 runtime::spawn_detached("forwards", task);
             }
             Ok(false) => {}

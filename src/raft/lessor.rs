@@ -12,12 +12,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::network::{leader_call, LeaderCall, Sender};
-use super::node::{NodeError, RaftNode};
-use crate::proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseTimeToLiveRequest};
+use super::error::NodeError;
+use super::handle::RaftHandle;
+use super::state_store::{read_state, SharedState};
 use crate::proto::raft::v1 as pb;
-use crate::proto::raft::v1::raft_client::RaftClient;
-use crate::raft::state_store::read_state;
 use crate::runtime;
 
 /// The leader's own clock (each simulated node's own, skewable one), read the
@@ -35,7 +33,7 @@ const REVOKES_IN_FLIGHT: usize = 256;
 
 /// Deadlines of the leases, valid for one leadership term.
 #[derive(Default)]
-pub struct LeaderLeases {
+struct LeaderLeases {
     /// The term the deadlines belong to (0: not leading).
     term: u64,
     /// Lease id → when it expires unless kept alive.
@@ -58,19 +56,32 @@ fn ttl_duration(ttl: i64) -> Duration {
     Duration::from_secs(ttl.clamp(0, crate::state::MAX_LEASE_TTL) as u64)
 }
 
-impl RaftNode {
+/// The leader's lease deadlines (see the module).
+pub(super) struct Lessor {
+    handle: RaftHandle,
+    /// The applied leases (their granted TTLs).
+    state: SharedState,
+    /// Deadlines while this node leads.
+    leases: std::sync::Mutex<LeaderLeases>,
+}
+
+impl Lessor {
+    pub(super) fn new(handle: RaftHandle, state: SharedState) -> Self {
+        Self { handle, state, leases: Default::default() }
+    }
+
     /// Brings the deadlines in line with leadership and the applied leases;
     /// returns the leases' granted TTLs, or `None` when this node does not lead.
     fn sync_leases(&self, leases: &mut LeaderLeases) -> Option<BTreeMap<i64, i64>> {
-        let term = self.term();
-        if !self.is_leader() {
+        let term = self.handle.term();
+        if !self.handle.is_leader() {
             leases.term = 0;
             leases.deadlines.clear();
             return None;
         }
         let granted: BTreeMap<i64, i64> =
-            read_state(self.state()).leases().iter().map(|(id, lease)| (*id, lease.ttl)).collect();
-        let now = runtime::node_now(self.id);
+            read_state(&self.state).leases().iter().map(|(id, lease)| (*id, lease.ttl)).collect();
+        let now = runtime::node_now(self.handle.id);
         if leases.term != term {
             // A new leadership: every lease starts a full TTL from now.
             leases.term = term;
@@ -87,63 +98,29 @@ impl RaftNode {
         self.leases.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// On the leader: renews lease `id` once a quorum confirmed this node
-    /// still leads. `Ok(None)`: it does not; `Ok(Some(0))`: no such lease
-    /// (etcd answers a keepalive so).
-    ///
-    /// Why the quorum check: a leader cut off from the others still believes
-    /// it leads; acknowledging keepalives then would promise a lease that the
-    /// real leader (which never saw them) expires. After the check, any newer
-    /// leader was elected after this point and gives the lease a full TTL
-    /// from its election, so the acknowledged TTL holds.
-    pub async fn renew_lease_as_leader(&self, id: i64) -> Result<Option<i64>, NodeError> {
-        if !self.is_leader() || self.leader_read_index().await?.is_none() {
-            return Ok(None);
-        }
-        Ok(self.renew_lease_locally(id))
-    }
-
-    /// On the leader: once a quorum confirmed this node leads and it applied
-    /// everything committed before (a linearizable read), runs `check` on
-    /// the state and renews the lease it names. The answer: the new TTL (0
-    /// if there is no such lease) or `check`'s refusal; `None` if this node
-    /// does not lead. One quorum round does for both the read and the
-    /// renewal (a broker's heartbeat: see `api::placement`).
-    pub async fn renew_lease_checked<E>(
-        &self,
-        check: impl FnOnce(&crate::state::KvState) -> Result<i64, E>,
-    ) -> Result<Option<Result<i64, E>>, NodeError> {
-        if !self.is_leader() {
-            return Ok(None);
-        }
-        let Some(index) = self.leader_read_index().await? else { return Ok(None) };
-        self.wait_applied(index).await?;
-        let lease = match check(&super::state_store::read_state(self.state())) {
-            Ok(lease) => lease,
-            Err(refused) => return Ok(Some(Err(refused))),
-        };
-        Ok(self.renew_lease_locally(lease).map(Ok))
-    }
-
     /// The deadlines of this term with `id`'s granted TTL (`None`: no such
     /// lease), or `None` when this node does not lead. Costs a lookup, not a
     /// sync of every lease (keepalives are frequent; a whole sync happens
     /// on a new term and in every expiry pass).
     fn lease_locally(&self, id: i64) -> Option<(std::sync::MutexGuard<'_, LeaderLeases>, Option<i64>)> {
         let mut leases = self.lock_leases();
-        if !self.is_leader() || leases.term != self.term() {
+        if !self.handle.is_leader() || leases.term != self.handle.term() {
             self.sync_leases(&mut leases)?;
         }
-        let granted = read_state(self.state()).leases().get(&id).map(|lease| lease.ttl);
+        let granted = read_state(&self.state).leases().get(&id).map(|lease| lease.ttl);
         if granted.is_none() {
             leases.deadlines.remove(&id);
         }
         Some((leases, granted))
     }
 
-    fn renew_lease_locally(&self, id: i64) -> Option<i64> {
+    /// Renews lease `id` by this node's clock: its new TTL, 0 if there is no
+    /// such lease (etcd answers a keepalive so), `None` when this node does
+    /// not lead. The caller has had a quorum confirm this node leads (see
+    /// `RaftNode::renew_lease_as_leader`).
+    pub(super) fn renew(&self, id: i64) -> Option<i64> {
         let (mut leases, granted) = self.lease_locally(id)?;
-        let now = runtime::node_now(self.id);
+        let now = runtime::node_now(self.handle.id);
         match granted {
             // Past its deadline the lease is as good as revoked: the expiry
             // pass may have proposed the revoke already, and renewing it now
@@ -157,11 +134,11 @@ impl RaftNode {
         }
     }
 
-    /// On the leader: what is left of lease `id`. `None`: this node does not
-    /// lead; `Some(None)`: no such lease.
-    pub fn lease_ttl_locally(&self, id: i64) -> Option<Option<LeaseTtl>> {
+    /// What is left of lease `id`. `None`: this node does not lead;
+    /// `Some(None)`: no such lease.
+    pub(super) fn ttl(&self, id: i64) -> Option<Option<LeaseTtl>> {
         let (mut leases, granted) = self.lease_locally(id)?;
-        let now = runtime::node_now(self.id);
+        let now = runtime::node_now(self.handle.id);
         Some(granted.map(|ttl| {
             // Granted since the last sync: its deadline starts now.
             let deadline = *leases.deadlines.entry(id).or_insert_with(|| now + ttl_duration(ttl));
@@ -170,66 +147,34 @@ impl RaftNode {
         }))
     }
 
-    /// Renews lease `id` on whichever node leads; the new TTL, 0 if there is no such lease.
-    pub async fn renew_lease(&self, id: i64) -> Result<i64, NodeError> {
-        self.ask_leader_in_time(
-            || self.renew_lease_as_leader(id),
-            |mut client, sender| async move {
-                leader_call(client.lease_keep_alive(sender.request(LeaseKeepAliveRequest { id })).await)
-                    .map(|resp| resp.ttl)
-            },
-        )
-        .await
-    }
-
-    /// What the leader knows of lease `id` (`None`: no such lease).
-    pub async fn lease_ttl(&self, id: i64) -> Result<Option<LeaseTtl>, NodeError> {
-        self.ask_leader_in_time(
-            || async move { Ok(self.lease_ttl_locally(id)) },
-            |mut client, sender| async move {
-                leader_call(client.lease_time_to_live(sender.request(LeaseTimeToLiveRequest { id, keys: false })).await)
-                    .map(|r| (r.ttl >= 0).then_some(LeaseTtl { remaining: r.ttl, granted: r.granted_ttl }))
-            },
-        )
-        .await
-    }
-
-    /// [`RaftNode::until_leader_answers`] within the request timeout.
-    pub(super) async fn ask_leader_in_time<'a, T, Local, Remote>(
-        &'a self,
-        local: impl Fn() -> Local,
-        remote: impl Fn(RaftClient<tonic::transport::Channel>, Sender) -> Remote,
-    ) -> Result<T, NodeError>
+    /// One expiry pass on the leader: proposes with `propose` (a proposal
+    /// made only if this node still leads: `Ok(None)` when it does not) a
+    /// revoke for every lease past its deadline. Returns how many were
+    /// revoked.
+    pub(super) async fn expire<F, Proposed>(&self, propose: F) -> usize
     where
-        Local: std::future::Future<Output = Result<Option<T>, NodeError>> + 'a,
-        Remote: std::future::Future<Output = LeaderCall<T>>,
+        F: Fn(pb::Command) -> Proposed,
+        Proposed: std::future::Future<Output = Result<Option<pb::CommandResult>, NodeError>>,
     {
-        runtime::timeout(self.request_timeout(), self.until_leader_answers(local, remote))
-            .await
-            .unwrap_or(Err(NodeError::Timeout))
-    }
-
-    /// One expiry pass on the leader: proposes a revoke for every lease past
-    /// its deadline. Returns how many were revoked.
-    pub async fn expire_leases(&self) -> usize {
         let expired: Vec<i64> = {
             let mut leases = self.lock_leases();
             if self.sync_leases(&mut leases).is_none() {
                 return 0;
             }
-            let now = runtime::node_now(self.id);
+            let now = runtime::node_now(self.handle.id);
             leases.deadlines.iter().filter(|(_, d)| **d <= now).map(|(id, _)| *id).take(MAX_REVOKES_PER_PASS).collect()
         };
         let mut revoked = 0;
         for chunk in expired.chunks(REVOKES_IN_FLIGHT) {
-            let proposals = chunk.iter().map(|&id| async move {
+            let proposals = chunk.iter().map(|&id| {
                 let command = pb::Command {
                     auth_revision: None,
                     request: Some(pb::command::Request::LeaseRevoke(crate::proto::etcdserverpb::LeaseRevokeRequest {
                         id,
                     })),
                 };
-                (id, self.propose_as_leader(command).await)
+                let proposed = propose(command);
+                async move { (id, proposed.await) }
             });
             let mut stop = false;
             for (id, outcome) in futures::future::join_all(proposals).await {

@@ -15,8 +15,9 @@ use std::time::Duration;
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 
+use super::error::NodeError;
+use super::handle::{matched_index, RaftHandle};
 use super::network::leader_call;
-use super::node::{NodeError, RaftNode};
 use super::types::{Member, NodeId};
 use crate::proto::raft::v1 as pb;
 
@@ -172,12 +173,22 @@ fn quorum(started: usize, voters: usize) -> bool {
     started > voters / 2
 }
 
-impl RaftNode {
+/// Makes member changes, through the leader (see the module).
+pub(super) struct MemberChanger {
+    handle: RaftHandle,
+}
+
+impl MemberChanger {
+    pub(super) fn new(handle: RaftHandle) -> Self {
+        Self { handle }
+    }
+
     /// Makes `change` through the leader; returns the id of the member it
     /// added or changed. A retried change that had in fact happened is
     /// refused the second time (e.g. an Add with PeerAddrExists), never done twice.
-    pub async fn change_members(&self, change: MemberChange) -> Result<NodeId, NodeError> {
+    pub(super) async fn change_members(&self, change: MemberChange) -> Result<NodeId, NodeError> {
         let answer = self
+            .handle
             .ask_leader_in_time(
                 || {
                     let change = change.clone();
@@ -203,11 +214,11 @@ impl RaftNode {
     }
 
     /// Makes `change` if this node leads (`None` if it does not).
-    pub async fn change_members_as_leader(&self, change: MemberChange) -> Result<Option<NodeId>, NodeError> {
-        if !self.is_leader() {
+    pub(super) async fn change_members_as_leader(&self, change: MemberChange) -> Result<Option<NodeId>, NodeError> {
+        if !self.handle.is_leader() {
             return Ok(None);
         }
-        let metrics = self.raft.metrics().borrow_watched().clone();
+        let metrics = self.handle.raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership().clone();
         if membership.get_joint_config().len() > 1 {
             return Err(MemberError::ChangeInProgress.into());
@@ -245,7 +256,7 @@ impl RaftNode {
                 if voters.contains(&id) {
                     return Err(MemberError::NotLearner.into());
                 }
-                if !learner_ready(super::node::matched_index(&metrics, id), leader_last) {
+                if !learner_ready(matched_index(&metrics, id), leader_last) {
                     return Err(MemberError::LearnerNotReady.into());
                 }
                 (ChangeMembers::AddVoterIds(BTreeSet::from([id])), id)
@@ -314,8 +325,8 @@ impl RaftNode {
         changes: ChangeMembers<NodeId, Member>,
         retain: bool,
     ) -> Result<(), NodeError> {
-        let attempt = self.raft.change_membership(changes, retain);
-        match crate::runtime::timeout(self.request_timeout(), attempt).await {
+        let attempt = self.handle.raft.change_membership(changes, retain);
+        match crate::runtime::timeout(self.handle.request_timeout, attempt).await {
             Err(_) => Err(NodeError::Timeout),
             Ok(Ok(_)) => Ok(()),
             Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => Err(match e {
@@ -339,13 +350,13 @@ impl RaftNode {
     async fn started_voters(&self, voters: &BTreeSet<NodeId>, nodes: &BTreeMap<NodeId, Member>) -> usize {
         let mut started = 0;
         for id in voters {
-            if *id == self.id {
+            if *id == self.handle.id {
                 started += 1;
                 continue;
             }
             let Some(member) = nodes.get(id) else { continue };
-            let Ok(mut client) = self.peer(&member.peer_addr) else { continue };
-            let probe = client.read_index(self.sender().request(pb::ReadIndexRequest {}));
+            let Ok(mut client) = self.handle.peer(&member.peer_addr) else { continue };
+            let probe = client.read_index(self.handle.sender.request(pb::ReadIndexRequest {}));
             match crate::runtime::timeout(STARTED_PROBE, probe).await {
                 Ok(Ok(_)) => started += 1,
                 // Any answer but "could not connect" means it runs.

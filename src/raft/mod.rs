@@ -31,7 +31,10 @@ pub const COLUMN_FAMILIES: [ColumnFamily; 6] = [
     ColumnFamily::scanned_at_open(state_store::CF_LEASE),
 ];
 mod batch;
+mod contact;
+mod error;
 mod forwards;
+mod handle;
 pub mod network;
 pub mod node;
 pub mod peer_gate;

@@ -1,5 +1,19 @@
-//! The node handle the API uses: propose a write (here or at the leader) and
-//! make a read linearizable (ReadIndex, here or through the leader).
+//! The node the API and the raft.v1 service use: it builds each Raft
+//! concern of a member and is the one place they meet. Each concern owns
+//! its state and depends on the small `RaftHandle` (openraft's `Raft`, peer
+//! clients, deadlines), not on the node:
+//!
+//! - `proposals::Proposer`: commands batched into proposals on this node;
+//! - `forwards::Forwarder`: a follower's writes batched to the leader;
+//! - `read_index::ReadIndexReader`: ReadIndex rounds and calls, batched;
+//! - `lessor::Lessor`: the leader's lease deadlines;
+//! - `transfer::LeaderTransfer`: handing leadership over;
+//! - `membership::MemberChanger`: member changes through the leader;
+//! - `contact::Contact`: readiness and whether this member was removed.
+//!
+//! What a request needs of several (a write waits out a transfer, then
+//! proposes here or forwards; a keepalive needs a quorum round before the
+//! lessor renews) is composed here.
 
 use openraft::async_runtime::WatchReceiver as _;
 use std::collections::BTreeMap;
@@ -9,51 +23,24 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::Config;
 
+use super::contact::Contact;
+pub use super::error::NodeError;
+use super::forwards::Forwarder;
+use super::handle::RaftHandle;
+use super::lessor::{LeaseTtl, Lessor};
 use super::log_store::LogStore;
-use super::network::{LeaderCall, Network, PeerClients, Sender};
-use super::state_store::{SharedState, StateMachineStore};
+use super::membership::{MemberChange, MemberChanger};
+use super::network::{leader_call, LeaderCall, Network, PeerClients, Sender};
+use super::proposals::Proposer;
+use super::read_index::ReadIndexReader;
+use super::state_store::{read_state, SharedState, StateMachineStore};
+use super::transfer::LeaderTransfer;
 use super::types::{Member, NodeId, Raft};
+use crate::proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseTimeToLiveRequest};
 use crate::proto::raft::v1 as pb;
 use crate::proto::raft::v1::raft_client::RaftClient;
 use crate::runtime;
-use crate::state::StateError;
 use crate::storage::Engine;
-
-/// Errors of the Raft layer, as the API sees them.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum NodeError {
-    /// No leader is known (election in progress or no quorum).
-    #[error("no leader")]
-    NoLeader,
-    /// The request did not finish in time; a write may or may not have happened.
-    #[error("request timed out")]
-    Timeout,
-    /// This node is shutting down or has stopped; a write may or may not have happened.
-    #[error("server stopped")]
-    Stopped,
-    /// This node's Raft had stopped before the request: nothing was proposed.
-    #[error("server stopped")]
-    StoppedBeforeProposing,
-    /// The state machine refused the command.
-    #[error(transparent)]
-    Refused(#[from] StateError),
-    /// The leader could not be asked; a write may or may not have happened.
-    #[error("leader unreachable: {0}")]
-    LeaderUnreachable(String),
-    /// Only the leader can do this (etcd's ErrNotLeader).
-    #[error("not leader")]
-    NotLeader,
-    /// Leadership can only go to a voter (etcd's ErrBadLeaderTransferee).
-    #[error("bad leader transferee")]
-    BadTransferee,
-    /// The leader refused a member change.
-    #[error(transparent)]
-    Member(#[from] super::membership::MemberError),
-    /// Raft could not start or hit a fatal storage error.
-    #[error("raft: {0}")]
-    Raft(String),
-}
 
 /// Tuning of the Raft node.
 #[derive(Debug, Clone)]
@@ -88,45 +75,23 @@ pub struct RaftNode {
     pub id: NodeId,
     /// The openraft handle.
     pub raft: Raft,
+    /// What every concern below depends on.
+    handle: RaftHandle,
     /// The applied key space.
     state: SharedState,
     /// The applied revision, changed after every apply that wrote.
     applied_revision: tokio::sync::watch::Receiver<i64>,
-    /// This node as it introduces itself to peers: its id, the cluster id
-    /// (derived from the initial membership, equal on every member) and the
-    /// cluster token.
-    sender: Sender,
-    /// Deadline for client requests.
-    request_timeout: Duration,
-    /// Clients to peers for forwarding and ReadIndex.
-    pub(super) peers: Arc<PeerClients>,
     /// The storage engine (for size reports).
     engine: Arc<dyn Engine>,
-    /// Election timeout range (the longest is the followers' leader lease).
-    election_timeout: (Duration, Duration),
     /// What this node measures (see `/metrics`).
     metrics: Arc<crate::metrics::Metrics>,
-    /// Set once this node saw itself in the membership (see `removed`).
-    was_member: std::sync::atomic::AtomicBool,
-    /// Peers that refused our Raft messages as from a non-member.
-    disowned: super::network::Disowned,
-    /// Set while this leader hands over leadership (see `transfer`).
-    pub(super) transferring: std::sync::atomic::AtomicBool,
-    /// Held for the whole of a leadership transfer (see `transfer`).
-    pub(super) transfer_lock: tokio::sync::Mutex<()>,
-    /// Lease deadlines while this node leads (see `lessor`).
-    pub(super) leases: std::sync::Mutex<super::lessor::LeaderLeases>,
-    /// Callers of `leader_read_index` waiting for a round (see `read_index`).
-    pub(super) read_index: Arc<super::read_index::ReadIndexBatch>,
-    /// Commands waiting for the next proposal (see `proposals`).
-    pub(super) proposals: Arc<super::proposals::ProposalBatch>,
-    /// Writes waiting to be forwarded to the leader (see `forwards`).
-    pub(super) forwards: Arc<super::forwards::ForwardQueue>,
-    /// Reads waiting for a ReadIndex call to the leader (see `read_index`).
-    pub(super) remote_reads: Arc<super::read_index::RemoteReadQueue>,
-    /// When a leader's AppendEntries (a heartbeat or entries) last reached
-    /// this node and was accepted (see `quorum_contact`).
-    leader_contact: std::sync::Mutex<Option<runtime::Instant>>,
+    proposer: Proposer,
+    forwarder: Forwarder,
+    reads: ReadIndexReader,
+    lessor: Lessor,
+    transfer: LeaderTransfer,
+    members: MemberChanger,
+    contact: Contact,
 }
 
 /// etcd-style cluster id: a digest of the cluster token and the initial
@@ -191,26 +156,28 @@ impl RaftNode {
                 tracing::info!(cause = %e, "not initializing the cluster");
             }
         }
+        let handle = RaftHandle {
+            id: opts.id,
+            raft: raft.clone(),
+            sender: sender.clone(),
+            peers: Arc::new(PeerClients::new(opts.peer_tls)),
+            request_timeout: opts.request_timeout,
+            election_timeout: opts.election_timeout,
+        };
         Ok(Arc::new(Self {
             id: opts.id,
+            proposer: Proposer::new(raft.clone(), metrics.clone(), opts.request_timeout),
+            forwarder: Forwarder::new(handle.peers.clone(), sender, opts.request_timeout),
+            reads: ReadIndexReader::new(raft.clone(), opts.request_timeout),
+            lessor: Lessor::new(handle.clone(), state.clone()),
+            transfer: LeaderTransfer::new(handle.clone()),
+            members: MemberChanger::new(handle.clone()),
+            contact: Contact::new(handle.clone(), disowned),
             raft,
+            handle,
             state,
             applied_revision,
-            sender,
-            request_timeout: opts.request_timeout,
-            peers: Arc::new(PeerClients::new(opts.peer_tls)),
-            leases: Default::default(),
-            election_timeout: opts.election_timeout,
             metrics,
-            was_member: Default::default(),
-            disowned,
-            transferring: Default::default(),
-            transfer_lock: Default::default(),
-            read_index: Default::default(),
-            proposals: Default::default(),
-            forwards: Default::default(),
-            remote_reads: Default::default(),
-            leader_contact: Default::default(),
             engine: engine_for_status,
         }))
     }
@@ -223,7 +190,7 @@ impl RaftNode {
 
     /// Deadline for client requests.
     pub fn request_timeout(&self) -> Duration {
-        self.request_timeout
+        self.handle.request_timeout
     }
 
     /// What this node measures.
@@ -233,42 +200,29 @@ impl RaftNode {
 
     /// The election timeout range.
     pub fn election_timeout(&self) -> (Duration, Duration) {
-        self.election_timeout
+        self.handle.election_timeout
     }
 
     /// Notes that a leader's AppendEntries was accepted just now.
     pub fn note_leader_contact(&self) {
-        *self.leader_contact.lock().unwrap_or_else(|e| e.into_inner()) = Some(runtime::now());
+        self.contact.note_leader_contact()
     }
 
-    /// Whether the cluster is in touch, as this node sees it: a leader has
-    /// had a quorum acknowledge it, a follower has heard from the leader,
-    /// within the longest election timeout. An isolated leader (openraft 0.9
-    /// never steps one down) or a follower cut off from it is not ready,
-    /// though it still knows a leader.
+    /// Whether the cluster is in touch, as this node sees it (see
+    /// `Contact::quorum_contact`).
     pub fn quorum_contact(&self) -> Result<(), String> {
-        let limit = self.election_timeout.1;
-        let (leader, since_quorum_ack, alone) = {
-            let metrics = self.raft.metrics();
-            let m = metrics.borrow_watched();
-            let mut voters = m.membership_config.membership().voter_ids();
-            let alone = voters.next() == Some(self.id) && voters.next().is_none();
-            (m.current_leader, since_quorum_ack(self.id, &m), alone)
-        };
-        match leader {
-            None => Err("no leader".into()),
-            Some(leader) if leader == self.id => match since_quorum_ack {
-                _ if alone => Ok(()),
-                Some(since) if since <= limit => Ok(()),
-                Some(since) => Err(format!("this leader has not heard from a quorum for {} ms", since.as_millis())),
-                None => Err("this leader has not heard from a quorum yet".into()),
-            },
-            Some(_) => match *self.leader_contact.lock().unwrap_or_else(|e| e.into_inner()) {
-                Some(at) if runtime::now() - at <= limit => Ok(()),
-                Some(at) => Err(format!("no word from the leader for {} ms", (runtime::now() - at).as_millis())),
-                None => Err("no word from the leader yet".into()),
-            },
-        }
+        self.contact.quorum_contact()
+    }
+
+    /// Whether the cluster removed this node (see `Contact::removed`).
+    pub fn removed(&self) -> bool {
+        self.contact.removed()
+    }
+
+    /// Asks the voters whether they still count this node a member, when no
+    /// leader has reached it for long (see `Contact::ask_whether_removed`).
+    pub async fn ask_whether_removed(&self) {
+        self.contact.ask_whether_removed().await
     }
 
     /// Compacts the storage engine's files (etcd's defragment), off the
@@ -307,57 +261,50 @@ impl RaftNode {
     /// Whether this node is the leader as far as it knows (not a linearizable
     /// check: a deposed leader may not know yet).
     pub fn is_leader(&self) -> bool {
-        let m = self.raft.metrics();
-        let m = m.borrow_watched();
-        m.current_leader == Some(self.id) && m.state.is_leader()
+        self.handle.is_leader()
     }
 
     /// This node's identity on raft.v1.
     pub fn sender(&self) -> Sender {
-        self.sender.clone()
+        self.handle.sender.clone()
     }
 
     /// The cluster token peers must present (empty on clusters bootstrapped
     /// before tokens existed: then none is asked for).
     pub fn cluster_token(&self) -> &[u8] {
-        &self.sender.token
+        &self.handle.sender.token
     }
 
     /// The cluster id for response headers.
     pub fn cluster_id(&self) -> u64 {
-        self.sender.cluster_id
+        self.handle.sender.cluster_id
     }
 
     /// The current Raft term.
     pub fn term(&self) -> u64 {
-        self.raft.metrics().borrow_watched().current_term
+        self.handle.term()
     }
 
     /// The leader this node knows of.
     pub fn leader(&self) -> Option<NodeId> {
-        self.raft.metrics().borrow_watched().current_leader
-    }
-
-    /// The member record of the leader this node knows of, unless that is
-    /// this node.
-    fn remote_leader(&self) -> Option<Member> {
-        self.leader().filter(|id| *id != self.id).and_then(|id| self.member(id)).map(|(_, leader)| leader)
-    }
-
-    fn pause() -> Duration {
-        Duration::from_millis(20)
-    }
-
-    /// Applies `command` through the leader and returns its result.
-    pub async fn propose(&self, command: pb::Command) -> Result<pb::CommandResult, NodeError> {
-        runtime::timeout(self.request_timeout, self.propose_until_done(command))
-            .await
-            .unwrap_or(Err(NodeError::Timeout))
+        self.handle.leader()
     }
 
     /// Whether Raft has stopped (a fatal storage error, or shutdown).
     pub fn raft_stopped(&self) -> bool {
-        self.raft.metrics().borrow_watched().running_state.is_err()
+        self.handle.raft_stopped()
+    }
+
+    /// A client of the peer at `peer_addr` (its raft.v1 address).
+    pub(super) fn peer(&self, peer_addr: &str) -> Result<RaftClient<tonic::transport::Channel>, NodeError> {
+        self.handle.peer(peer_addr)
+    }
+
+    /// Applies `command` through the leader and returns its result.
+    pub async fn propose(&self, command: pb::Command) -> Result<pb::CommandResult, NodeError> {
+        runtime::timeout(self.request_timeout(), self.propose_until_done(command))
+            .await
+            .unwrap_or(Err(NodeError::Timeout))
     }
 
     async fn propose_until_done(&self, command: pb::Command) -> Result<pb::CommandResult, NodeError> {
@@ -365,21 +312,21 @@ impl RaftNode {
             if self.raft_stopped() {
                 return Err(NodeError::StoppedBeforeProposing);
             }
-            if self.transferring() {
-                runtime::sleep(Self::pause()).await;
+            if self.transfer.in_progress() {
+                runtime::sleep(RaftHandle::pause()).await;
                 continue;
             }
             // A follower that knows its leader hands the write over at once.
             // Proposing it here first only queued it behind this node's other
             // writes for openraft to answer ForwardToLeader.
-            let leader = match self.remote_leader() {
+            let leader = match self.handle.remote_leader() {
                 Some(leader) => leader,
-                None => match self.client_write(command.clone()).await {
+                None => match self.proposer.client_write(command.clone()).await {
                     Ok(result) => return result.map_err(NodeError::Refused),
                     Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => match fwd.leader_node {
                         Some(leader) => leader,
                         None => {
-                            runtime::sleep(Self::pause()).await;
+                            runtime::sleep(RaftHandle::pause()).await;
                             continue;
                         }
                     },
@@ -391,10 +338,10 @@ impl RaftNode {
                     Err(RaftError::Fatal(_)) => return Err(NodeError::Stopped),
                 },
             };
-            match self.forward(&leader.peer_addr, command.clone()).await {
+            match self.forwarder.forward(&leader.peer_addr, command.clone()).await {
                 LeaderCall::Done(resp) => return super::network::forward_result(resp).map_err(NodeError::Refused),
                 // Nothing happened there: safe to try again.
-                LeaderCall::NotLeader => runtime::sleep(Self::pause()).await,
+                LeaderCall::NotLeader => runtime::sleep(RaftHandle::pause()).await,
                 // The write may have happened: never retry it blindly.
                 LeaderCall::Failed(status) => return Err(NodeError::LeaderUnreachable(status.message().to_string())),
             }
@@ -403,12 +350,12 @@ impl RaftNode {
 
     /// Applies `command` only if this node leads (for the ForwardBatch RPC's handler).
     pub async fn propose_as_leader(&self, command: pb::Command) -> Result<Option<pb::CommandResult>, NodeError> {
-        if self.raft_stopped() || self.transferring() {
+        if self.raft_stopped() || self.transfer.in_progress() {
             // Nothing proposed: the follower may safely try the next leader.
             return Ok(None);
         }
         let attempt = async {
-            match self.client_write(command).await {
+            match self.proposer.client_write(command).await {
                 Ok(result) => Ok(Some(result?)),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Ok(None),
                 // Proposed, then leadership changed: it may yet commit.
@@ -419,68 +366,138 @@ impl RaftNode {
                 Err(RaftError::Fatal(_)) => Err(NodeError::Stopped),
             }
         };
-        runtime::timeout(self.request_timeout, attempt).await.unwrap_or(Err(NodeError::Timeout))
+        runtime::timeout(self.request_timeout(), attempt).await.unwrap_or(Err(NodeError::Timeout))
     }
 
     /// Waits until this node has applied everything committed when the call
     /// began, as confirmed by a leader holding a quorum (ReadIndex). A read of
     /// the local state after this returns is linearizable.
     pub async fn read_barrier(&self) -> Result<(), NodeError> {
-        runtime::timeout(self.request_timeout, async {
-            let index = self.read_index_until_done().await?;
-            self.wait_applied(index).await
+        runtime::timeout(self.request_timeout(), async {
+            let index = self
+                .handle
+                .until_leader_answers(
+                    || self.leader_read_index(),
+                    |client, sender| self.reads.remote_read_index(self.leader(), client, sender),
+                )
+                .await?;
+            self.handle.wait_applied(index).await
         })
         .await
         .unwrap_or(Err(NodeError::Timeout))
     }
 
-    async fn read_index_until_done(&self) -> Result<u64, NodeError> {
-        self.until_leader_answers(|| self.leader_read_index(), |client, sender| self.remote_read_index(client, sender))
+    /// The read index if this node is the leader and confirms it with a
+    /// quorum; `None` if it is not the leader, or is handing leadership over.
+    pub async fn leader_read_index(&self) -> Result<Option<u64>, NodeError> {
+        if self.transfer.in_progress() {
+            return Ok(None);
+        }
+        self.reads.leader_read_index().await
+    }
+
+    /// On the leader: renews lease `id` once a quorum confirmed this node
+    /// still leads. `Ok(None)`: it does not; `Ok(Some(0))`: no such lease
+    /// (etcd answers a keepalive so).
+    ///
+    /// Why the quorum check: a leader cut off from the others still believes
+    /// it leads; acknowledging keepalives then would promise a lease that the
+    /// real leader (which never saw them) expires. After the check, any newer
+    /// leader was elected after this point and gives the lease a full TTL
+    /// from its election, so the acknowledged TTL holds.
+    pub async fn renew_lease_as_leader(&self, id: i64) -> Result<Option<i64>, NodeError> {
+        if !self.is_leader() || self.leader_read_index().await?.is_none() {
+            return Ok(None);
+        }
+        Ok(self.lessor.renew(id))
+    }
+
+    /// On the leader: once a quorum confirmed this node leads and it applied
+    /// everything committed before (a linearizable read), runs `check` on
+    /// the state and renews the lease it names. The answer: the new TTL (0
+    /// if there is no such lease) or `check`'s refusal; `None` if this node
+    /// does not lead. One quorum round does for both the read and the
+    /// renewal (a broker's heartbeat: see `api::placement`).
+    pub async fn renew_lease_checked<E>(
+        &self,
+        check: impl FnOnce(&crate::state::KvState) -> Result<i64, E>,
+    ) -> Result<Option<Result<i64, E>>, NodeError> {
+        if !self.is_leader() {
+            return Ok(None);
+        }
+        let Some(index) = self.leader_read_index().await? else { return Ok(None) };
+        self.handle.wait_applied(index).await?;
+        let lease = match check(&read_state(&self.state)) {
+            Ok(lease) => lease,
+            Err(refused) => return Ok(Some(Err(refused))),
+        };
+        Ok(self.lessor.renew(lease).map(Ok))
+    }
+
+    /// On the leader: what is left of lease `id`. `None`: this node does not
+    /// lead; `Some(None)`: no such lease.
+    pub fn lease_ttl_locally(&self, id: i64) -> Option<Option<LeaseTtl>> {
+        self.lessor.ttl(id)
+    }
+
+    /// Renews lease `id` on whichever node leads; the new TTL, 0 if there is no such lease.
+    pub async fn renew_lease(&self, id: i64) -> Result<i64, NodeError> {
+        self.handle
+            .ask_leader_in_time(
+                || self.renew_lease_as_leader(id),
+                |mut client, sender| async move {
+                    leader_call(client.lease_keep_alive(sender.request(LeaseKeepAliveRequest { id })).await)
+                        .map(|resp| resp.ttl)
+                },
+            )
             .await
     }
 
-    /// Answers with `local` when this node leads (it returns `None` when not),
-    /// else asks the leader with `remote`; retries while there is no leader or
-    /// it cannot be reached. The caller bounds the wait.
-    pub(super) async fn until_leader_answers<'a, T, Local, Remote>(
-        &'a self,
-        local: impl Fn() -> Local,
-        remote: impl Fn(RaftClient<tonic::transport::Channel>, Sender) -> Remote,
-    ) -> Result<T, NodeError>
-    where
-        Local: std::future::Future<Output = Result<Option<T>, NodeError>> + 'a,
-        Remote: std::future::Future<Output = LeaderCall<T>>,
-    {
-        loop {
-            if self.raft_stopped() {
-                return Err(NodeError::Stopped);
-            }
-            if let Some(answer) = local().await? {
-                return Ok(answer);
-            }
-            if let Some(leader) = self.remote_leader() {
-                let client = self.peer(&leader.peer_addr)?;
-                if let LeaderCall::Done(answer) = remote(client, self.sender()).await {
-                    return Ok(answer);
-                }
-            }
-            runtime::sleep(Self::pause()).await;
-        }
+    /// What the leader knows of lease `id` (`None`: no such lease).
+    pub async fn lease_ttl(&self, id: i64) -> Result<Option<LeaseTtl>, NodeError> {
+        self.handle
+            .ask_leader_in_time(
+                || async move { Ok(self.lessor.ttl(id)) },
+                |mut client, sender| async move {
+                    let ask = LeaseTimeToLiveRequest { id, keys: false };
+                    leader_call(client.lease_time_to_live(sender.request(ask)).await)
+                        .map(|r| (r.ttl >= 0).then_some(LeaseTtl { remaining: r.ttl, granted: r.granted_ttl }))
+                },
+            )
+            .await
     }
 
-    pub(super) async fn wait_applied(&self, index: u64) -> Result<(), NodeError> {
-        if index == 0 {
-            return Ok(());
-        }
-        self.raft
-            .wait(Some(self.request_timeout))
-            .applied_index_at_least(Some(index), "read barrier")
-            .await
-            .map(|_| ())
-            .map_err(|e| match e {
-                openraft::metrics::WaitError::Timeout(..) => NodeError::Timeout,
-                openraft::metrics::WaitError::ShuttingDown => NodeError::Stopped,
-            })
+    /// One expiry pass on the leader: proposes a revoke for every lease past
+    /// its deadline. Returns how many were revoked.
+    pub async fn expire_leases(&self) -> usize {
+        self.lessor.expire(|command| self.propose_as_leader(command)).await
+    }
+
+    /// Makes `change` through the leader; returns the id of the member it
+    /// added or changed (see `MemberChanger::change_members`).
+    pub async fn change_members(&self, change: MemberChange) -> Result<NodeId, NodeError> {
+        self.members.change_members(change).await
+    }
+
+    /// Makes `change` if this node leads (`None` if it does not).
+    pub async fn change_members_as_leader(&self, change: MemberChange) -> Result<Option<NodeId>, NodeError> {
+        self.members.change_members_as_leader(change).await
+    }
+
+    /// Hands leadership to `target`, a caught-up voter. Only the leader can.
+    pub async fn transfer_leadership(&self, target: NodeId) -> Result<(), NodeError> {
+        self.transfer.transfer_leadership(target).await
+    }
+
+    /// If this node leads a cluster with other voters, hands leadership to
+    /// the one whose log is furthest along (before a graceful shutdown).
+    pub async fn hand_over_leadership(&self) -> Result<(), NodeError> {
+        self.transfer.hand_over_leadership().await
+    }
+
+    /// The transferee's side: campaign now (the Campaign RPC's handler).
+    pub async fn campaign(&self) -> Result<(), NodeError> {
+        self.transfer.campaign().await
     }
 
     /// The member record of `id` in the current membership.
@@ -513,94 +530,6 @@ impl RaftNode {
         self.raft.metrics().borrow_watched().membership_config.membership().voter_ids().any(|id| id == self.id)
     }
 
-    /// Whether this node was removed from the cluster: it has a membership
-    /// and is not in it, or a quorum of the voters it knows refused its
-    /// messages as from a non-member (a removed voter is no longer sent the
-    /// entry that removed it). A quorum, because a lagging peer may not yet
-    /// know a member that was just added, but a quorum has the entry.
-    ///
-    /// Only a node that has seen itself in the membership can be removed: a
-    /// joining learner first receives the older configurations (entries or
-    /// a snapshot from before it was added), which do not name it.
-    pub fn removed(&self) -> bool {
-        let metrics = self.raft.metrics();
-        let metrics = metrics.borrow_watched();
-        let membership = metrics.membership_config.membership();
-        if membership.get_node(&self.id).is_some() {
-            self.was_member.store(true, std::sync::atomic::Ordering::Relaxed);
-        } else {
-            return self.was_member.load(std::sync::atomic::Ordering::Relaxed);
-        }
-        let disowned = self.disowned.lock().unwrap_or_else(|e| e.into_inner());
-        let voters: Vec<NodeId> = membership.voter_ids().collect();
-        let refusing = voters.iter().filter(|v| disowned.contains(v)).count();
-        refusing > voters.len() / 2
-    }
-
-    /// Asks the voters this node knows whether they still count it a
-    /// member, when no leader has reached it for five election timeouts:
-    /// a removed learner, or a removed follower that lost the race with its
-    /// removal, is sent nothing more and would otherwise wait forever (etcd's
-    /// peers answer such a member "removed" when it reconnects). A refusal as
-    /// a non-member counts towards `removed`, an answer clears it. A leader
-    /// does not ask: it hears its removal by committing it.
-    pub async fn ask_whether_removed(&self) {
-        let (voters, leader) = {
-            let metrics = self.raft.metrics();
-            let m = metrics.borrow_watched();
-            let membership = m.membership_config.membership();
-            if membership.get_node(&self.id).is_none() {
-                return;
-            }
-            let voters: Vec<(NodeId, String)> = membership
-                .voter_ids()
-                .filter(|id| *id != self.id)
-                .filter_map(|id| membership.get_node(&id).map(|m| (id, m.peer_addr.clone())))
-                .collect();
-            (voters, m.current_leader)
-        };
-        let last_contact = *self.leader_contact.lock().unwrap_or_else(|e| e.into_inner());
-        let quiet = last_contact.is_none_or(|at| runtime::now() - at > 5 * self.election_timeout.1);
-        if leader == Some(self.id) || !quiet {
-            return;
-        }
-        let asks = voters.into_iter().map(|(id, peer_addr)| async move {
-            let Ok(mut client) = self.peer(&peer_addr) else { return (id, None) };
-            let ask = client.members(self.sender().request(pb::MembersRequest {}));
-            let answer = runtime::timeout(self.election_timeout.1, ask).await;
-            let disowned = match answer {
-                Ok(Ok(_)) => Some(false),
-                Ok(Err(status))
-                    if status.code() == tonic::Code::FailedPrecondition
-                        && status.message().contains(super::network::NOT_A_MEMBER) =>
-                {
-                    Some(true)
-                }
-                _ => None,
-            };
-            (id, disowned)
-        });
-        let answers = futures::future::join_all(asks).await;
-        let mut set = self.disowned.lock().unwrap_or_else(|e| e.into_inner());
-        for (id, disowned) in answers {
-            match disowned {
-                Some(true) => {
-                    set.insert(id);
-                }
-                Some(false) => {
-                    set.remove(&id);
-                }
-                None => {}
-            }
-        }
-    }
-
-    pub(super) fn peer(&self, peer_addr: &str) -> Result<RaftClient<tonic::transport::Channel>, NodeError> {
-        self.peers
-            .get(peer_addr, super::network::PEER_CONNECT_TIMEOUT)
-            .map_err(|e| NodeError::LeaderUnreachable(e.to_string()))
-    }
-
     /// Stops Raft.
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
@@ -609,21 +538,9 @@ impl RaftNode {
     }
 }
 
-/// How long ago a quorum last acknowledged node `id` as leader, from its
-/// metrics (`None` unless it leads and has heard from one).
-pub(super) fn since_quorum_ack(id: NodeId, metrics: &super::types::RaftMetrics) -> Option<Duration> {
-    metrics.last_quorum_acked.as_ref().map(|acked| crate::runtime::raft_now(id) - **acked)
-}
-
 /// Why a write proposed on a leader that lost its leadership before it
 /// committed has an unknown outcome (openraft's `LogEntryDiscarded`).
 const WRITE_DISCARDED: &str = "leadership changed after the write was proposed; it may or may not be applied";
-
-/// The last log index the leader knows `id` holds, from a leader's metrics
-/// (`None` on a follower, or before `id` first answered).
-pub(super) fn matched_index(metrics: &super::types::RaftMetrics, id: NodeId) -> Option<u64> {
-    metrics.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map(|l| l.index)
-}
 
 #[cfg(test)]
 mod tests {

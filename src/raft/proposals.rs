@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use openraft::error::{ClientWriteError, Fatal, RaftError};
 
-use super::node::RaftNode;
 use super::types::{ApplyResult, Raft, TypeConfig};
 use crate::metrics::Metrics;
 use crate::proto::raft::v1::{Command, Proposal};
@@ -43,28 +42,37 @@ pub(super) const MAX_COMMANDS: usize = 512;
 pub(super) const MAX_BYTES: usize = 1024 * 1024;
 
 /// Commands waiting for the next proposal.
-pub(super) type ProposalBatch = super::batch::Queue<Caller>;
+type ProposalBatch = super::batch::Queue<Caller>;
 
-pub(super) struct Caller {
+struct Caller {
     command: Command,
     bytes: usize,
     reply: tokio::sync::oneshot::Sender<Outcome>,
 }
 
-impl RaftNode {
+/// Proposes commands on this node's Raft, batched (see the module).
+pub(super) struct Proposer {
+    raft: Raft,
+    /// Commands waiting for the next proposal.
+    waiting: Arc<ProposalBatch>,
+    metrics: Arc<Metrics>,
+    request_timeout: Duration,
+}
+
+impl Proposer {
+    pub(super) fn new(raft: Raft, metrics: Arc<Metrics>, request_timeout: Duration) -> Self {
+        Self { raft, waiting: Default::default(), metrics, request_timeout }
+    }
+
     /// Proposes `command` on this node's Raft, together with whatever other
     /// commands wait (see the module).
     pub(super) async fn client_write(&self, command: Command) -> Outcome {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let bytes = prost::Message::encoded_len(&command);
-        match self.proposals.push(Caller { command, bytes, reply }, IN_FLIGHT) {
+        match self.waiting.push(Caller { command, bytes, reply }, IN_FLIGHT) {
             Ok(true) => {
-                let task = proposals(
-                    self.raft.clone(),
-                    self.proposals.clone(),
-                    self.metrics().clone(),
-                    self.request_timeout(),
-                );
+                let task =
+                    proposals(self.raft.clone(), self.waiting.clone(), self.metrics.clone(), self.request_timeout);
                 runtime::spawn_detached("proposals", task);
             }
             Ok(false) => {}

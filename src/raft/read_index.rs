@@ -17,8 +17,8 @@ use std::time::Duration;
 use openraft::error::{LinearizableReadError, RaftError};
 
 use super::batch::{take_fitting, Queue};
+use super::error::NodeError;
 use super::network::{leader_call, LeaderCall, Sender};
-use super::node::{NodeError, RaftNode};
 use super::types::{NodeId, Raft};
 use crate::proto::raft::v1 as pb;
 use crate::proto::raft::v1::raft_client::RaftClient;
@@ -29,12 +29,12 @@ use crate::runtime;
 type Answer = Result<Option<u64>, ()>;
 
 /// Callers waiting for the next round (one task runs rounds).
-pub(super) type ReadIndexBatch = Queue<tokio::sync::oneshot::Sender<Answer>>;
+type ReadIndexBatch = Queue<tokio::sync::oneshot::Sender<Answer>>;
 
 /// Reads on this follower waiting for the next ReadIndex call to the leader.
-pub(super) type RemoteReadQueue = Queue<RemoteRead>;
+type RemoteReadQueue = Queue<RemoteRead>;
 
-pub(super) struct RemoteRead {
+struct RemoteRead {
     /// The leader when the read was queued, and a client of it.
     leader: Option<NodeId>,
     client: RaftClient<tonic::transport::Channel>,
@@ -42,18 +42,28 @@ pub(super) struct RemoteRead {
     reply: tokio::sync::oneshot::Sender<LeaderCall<u64>>,
 }
 
-impl RaftNode {
+/// Finds read indexes, batched: as the leader by a quorum round, as a
+/// follower by a call to the leader (see the module).
+pub(super) struct ReadIndexReader {
+    raft: Raft,
+    request_timeout: Duration,
+    /// Callers of `leader_read_index` waiting for a round.
+    rounds: Arc<ReadIndexBatch>,
+    /// Reads waiting for a ReadIndex call to the leader.
+    remote: Arc<RemoteReadQueue>,
+}
+
+impl ReadIndexReader {
+    pub(super) fn new(raft: Raft, request_timeout: Duration) -> Self {
+        Self { raft, request_timeout, rounds: Default::default(), remote: Default::default() }
+    }
+
     /// The read index if this node is the leader and confirms it with a
     /// quorum; `None` if it is not the leader. Batched (see the module).
-    pub async fn leader_read_index(&self) -> Result<Option<u64>, NodeError> {
-        if self.transferring() {
-            return Ok(None);
-        }
+    pub(super) async fn leader_read_index(&self) -> Result<Option<u64>, NodeError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        match self.read_index.push(tx, 1) {
-            Ok(true) => {
-                runtime::spawn_detached("read-index-rounds", rounds(self.raft.clone(), self.read_index.clone()))
-            }
+        match self.rounds.push(tx, 1) {
+            Ok(true) => runtime::spawn_detached("read-index-rounds", rounds(self.raft.clone(), self.rounds.clone())),
             Ok(false) => {}
             Err(_) => return Err(NodeError::Refused(crate::state::StateError::TooManyRequests)),
         }
@@ -62,23 +72,21 @@ impl RaftNode {
             Ok(Err(())) | Err(_) => Err(NodeError::Stopped),
         }
     }
-}
 
-impl RaftNode {
-    /// The leader's read index, asked through `client` in one call for every
-    /// read of this follower that waits for it (see the module).
+    /// The read index of `leader`, asked through `client` in one call for
+    /// every read of this follower that waits for it (see the module).
     pub(super) async fn remote_read_index(
         &self,
+        leader: Option<NodeId>,
         client: RaftClient<tonic::transport::Channel>,
         sender: Sender,
     ) -> LeaderCall<u64> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        let read = RemoteRead { leader: self.leader(), client, sender, reply };
-        match self.remote_reads.push(read, 1) {
-            Ok(true) => runtime::spawn_detached(
-                "remote-read-index",
-                remote_calls(self.remote_reads.clone(), self.request_timeout()),
-            ),
+        let read = RemoteRead { leader, client, sender, reply };
+        match self.remote.push(read, 1) {
+            Ok(true) => {
+                runtime::spawn_detached("remote-read-index", remote_calls(self.remote.clone(), self.request_timeout))
+            }
             Ok(false) => {}
             Err(_) => return LeaderCall::Failed(tonic::Status::resource_exhausted("etcdserver: too many requests")),
         }

@@ -9,11 +9,12 @@
 //! writes resume.
 
 use openraft::async_runtime::WatchReceiver as _;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::node::{matched_index, NodeError, RaftNode};
+use super::error::NodeError;
+use super::handle::{matched_index, since_quorum_ack, RaftHandle};
 use super::types::NodeId;
 use crate::runtime;
 
@@ -23,68 +24,85 @@ const RETRY_EVERY: Duration = Duration::from_millis(300);
 
 /// Writes and reads paused for a transfer; resumed when dropped, so a
 /// transfer that fails or times out never leaves them paused.
-struct Paused<'a>(&'a RaftNode);
+struct Paused<'a>(&'a AtomicBool);
 
 impl<'a> Paused<'a> {
-    fn pause(node: &'a RaftNode) -> Self {
-        node.transferring.store(true, Ordering::Release);
-        Paused(node)
+    fn pause(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::Release);
+        Paused(flag)
     }
 }
 
 impl Drop for Paused<'_> {
     fn drop(&mut self) {
-        self.0.transferring.store(false, Ordering::Release);
+        self.0.store(false, Ordering::Release);
     }
 }
 
-impl RaftNode {
+/// Hands this leader's leadership over (see the module). Clones share the
+/// transfer under way.
+#[derive(Clone)]
+pub(super) struct LeaderTransfer {
+    handle: RaftHandle,
+    /// Set while this leader hands over leadership.
+    transferring: Arc<AtomicBool>,
+    /// Held for the whole of a transfer.
+    one_at_a_time: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl LeaderTransfer {
+    pub(super) fn new(handle: RaftHandle) -> Self {
+        Self { handle, transferring: Default::default(), one_at_a_time: Default::default() }
+    }
+
     /// Whether a leadership transfer is under way here: writes, reads and
     /// lease renewals wait (they are not served by a leader about to leave).
-    pub(super) fn transferring(&self) -> bool {
+    pub(super) fn in_progress(&self) -> bool {
         self.transferring.load(Ordering::Acquire)
     }
 
     /// Hands leadership to `target`, a caught-up voter. Only the leader can.
-    pub async fn transfer_leadership(self: &Arc<Self>, target: NodeId) -> Result<(), NodeError> {
-        if !self.is_leader() {
+    pub(super) async fn transfer_leadership(&self, target: NodeId) -> Result<(), NodeError> {
+        let handle = &self.handle;
+        if !handle.is_leader() {
             return Err(NodeError::NotLeader);
         }
-        if target == self.id {
+        if target == handle.id {
             return Ok(());
         }
         let voter = {
-            let metrics = self.raft.metrics();
+            let metrics = handle.raft.metrics();
             let metrics = metrics.borrow_watched();
             let is_voter = metrics.membership_config.membership().voter_ids().any(|id| id == target);
             is_voter
         };
-        if !voter || self.member(target).is_none() {
+        if !voter || handle.member(target).is_none() {
             return Err(NodeError::BadTransferee);
         }
         let (done, outcome) = tokio::sync::oneshot::channel();
-        let node = self.clone();
+        let transfer = self.clone();
         runtime::spawn_detached("leader-transfer", async move {
-            let _ = done.send(node.transfer(target).await);
+            let _ = done.send(transfer.transfer(target).await);
         });
         outcome.await.unwrap_or(Err(NodeError::Stopped))
     }
 
     /// The transfer itself, in its own task (see the module).
     async fn transfer(&self, target: NodeId) -> Result<(), NodeError> {
-        let (_, lease_max) = self.election_timeout();
+        let handle = &self.handle;
+        let (_, lease_max) = handle.election_timeout;
         // Catch-up, one election, and margin.
-        let deadline = self.request_timeout() + lease_max * 3;
+        let deadline = handle.request_timeout + lease_max * 3;
         // One transfer at a time: a second would resume writes when it
         // ends, in the middle of the first.
-        let _one_at_a_time = self.transfer_lock.lock().await;
+        let _one_at_a_time = self.one_at_a_time.lock().await;
         let attempt = async {
             self.wait_caught_up(target).await?;
-            let _paused = Paused::pause(self);
+            let _paused = Paused::pause(&self.transferring);
             loop {
-                self.raft.trigger().transfer_leader(target).await.map_err(|_| NodeError::Stopped)?;
+                handle.raft.trigger().transfer_leader(target).await.map_err(|_| NodeError::Stopped)?;
                 let waited = runtime::timeout(RETRY_EVERY, async {
-                    let mut metrics = self.raft.metrics();
+                    let mut metrics = handle.raft.metrics();
                     loop {
                         let (leader, leading) = {
                             let m = metrics.borrow_watched();
@@ -93,7 +111,7 @@ impl RaftNode {
                         if leader == Some(target) {
                             return Ok(());
                         }
-                        if !leading && leader.is_some() && leader != Some(self.id) {
+                        if !leading && leader.is_some() && leader != Some(handle.id) {
                             // Another member won: the transfer did not land where asked.
                             return Err(NodeError::NotLeader);
                         }
@@ -105,7 +123,7 @@ impl RaftNode {
                 .await;
                 match waited {
                     Ok(result) => return result,
-                    Err(_) if self.raft_stopped() => return Err(NodeError::Stopped),
+                    Err(_) if handle.raft_stopped() => return Err(NodeError::Stopped),
                     Err(_) => {}
                 }
             }
@@ -118,21 +136,22 @@ impl RaftNode {
     /// the cluster does not wait out an election timeout).
     /// Skipped when the leader has not heard from a quorum lately (no one
     /// could take over).
-    pub async fn hand_over_leadership(self: &Arc<Self>) -> Result<(), NodeError> {
-        let (election_min, _) = self.election_timeout();
+    pub(super) async fn hand_over_leadership(&self) -> Result<(), NodeError> {
+        let handle = &self.handle;
+        let (election_min, _) = handle.election_timeout;
         let quorum_recent = {
-            let metrics = self.raft.metrics();
-            let since = super::node::since_quorum_ack(self.id, &metrics.borrow_watched());
+            let metrics = handle.raft.metrics();
+            let since = since_quorum_ack(handle.id, &metrics.borrow_watched());
             since.is_some_and(|since| since < election_min)
         };
-        if !self.is_leader() || !quorum_recent {
+        if !handle.is_leader() || !quorum_recent {
             return Ok(());
         }
         let best = {
-            let metrics = self.raft.metrics();
+            let metrics = handle.raft.metrics();
             let metrics = metrics.borrow_watched();
             let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
-            voters.into_iter().filter(|id| *id != self.id).max_by_key(|id| matched_index(&metrics, *id))
+            voters.into_iter().filter(|id| *id != handle.id).max_by_key(|id| matched_index(&metrics, *id))
         };
         match best {
             Some(target) => {
@@ -147,7 +166,7 @@ impl RaftNode {
     async fn wait_caught_up(&self, target: NodeId) -> Result<(), NodeError> {
         loop {
             {
-                let metrics = self.raft.metrics();
+                let metrics = self.handle.raft.metrics();
                 let metrics = metrics.borrow_watched();
                 if !metrics.state.is_leader() {
                     return Err(NodeError::NotLeader);
@@ -161,7 +180,7 @@ impl RaftNode {
     }
 
     /// The transferee's side: campaign now (the Campaign RPC's handler).
-    pub async fn campaign(&self) -> Result<(), NodeError> {
-        self.raft.trigger().elect(false).await.map_err(|_| NodeError::Stopped)
+    pub(super) async fn campaign(&self) -> Result<(), NodeError> {
+        self.handle.raft.trigger().elect(false).await.map_err(|_| NodeError::Stopped)
     }
 }
