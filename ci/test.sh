@@ -9,8 +9,9 @@ command -v cargo-nextest >/dev/null 2>&1 || cargo install cargo-nextest --locked
 
 step() { echo; echo "=== $* ($(date +%T))"; }
 
-step "fmt"
+step "fmt, and the Raft node's parts never naming the node (ci/module-deps.sh)"
 cargo fmt --all -- --check
+bash ci/module-deps.sh --check
 
 step "clippy (tokio + RocksDB; the checkers, and the robustness suite's runner)"
 cargo clippy --all-targets -- -D warnings
