@@ -285,9 +285,10 @@ async fn run(opts: RunOptions) -> Report {
     let watched = |key: &str| key.as_bytes() >= watchers::WATCHED.0 && key.as_bytes() < watchers::WATCHED.1;
     violations.extend(checker::watch::check(&sessions, &truth, watched).into_iter().map(|v| v.to_string()));
     let episodes = episodes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    // Leases: only a skewed clock excuses an early end (see checker::lease).
+    violations.extend(checker::lease::check(&episodes, &log.skewed).into_iter().map(|v| v.to_string()));
     let mut excused = log.skewed.clone();
     excused.extend(leader_changes(&samples.lock().unwrap_or_else(|e| e.into_inner())));
-    violations.extend(checker::lease::check(&episodes, &excused).into_iter().map(|v| v.to_string()));
     violations.extend(
         checker::brokers::check(&broker_history, &observed, brokers::EXPIRY, &excused)
             .into_iter()

@@ -217,6 +217,7 @@ async fn lease_episode(
     episode.key_written =
         matches!(runtime::timeout(Duration::from_secs(2), kv.put(crate::request(put))).await, Ok(Ok(_)));
     while runtime::now() < end {
+        let sent = runtime::now() - start;
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let _ = tx.send(LeaseKeepAliveRequest { id: granted.id }).await;
         let renewed = async {
@@ -225,7 +226,7 @@ async fn lease_episode(
         };
         if let Ok(Some(resp)) = runtime::timeout(Duration::from_secs(1), renewed).await {
             if resp.ttl > 0 {
-                episode.acks.push(runtime::now() - start);
+                episode.acks.push(sent);
             }
         }
         let invoked = runtime::now() - start;

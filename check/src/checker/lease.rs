@@ -1,7 +1,15 @@
-//! Lease safety: a key attached to a lease is not deleted while keepalives
-//! are acknowledged in time, unless the leader changed or its clock was
-//! skewed meanwhile (then a lease may legitimately end early: deadlines live
-//! in the leader's memory, measured by its clock).
+//! Lease safety, exact: a keepalive acknowledged with a positive TTL that
+//! was sent at time t promises the lease (and the keys attached to it) lives
+//! until t + TTL, whatever happens to the leader. The leader that renewed it
+//! did so after t, once a quorum had confirmed it still leads; any leader
+//! elected later was elected after that confirmation and gives every lease a
+//! full TTL from its election. So a leader change excuses nothing: only a
+//! node clock that ran fast (the deadlines live in the leader's memory,
+//! measured by its clock) may end a lease early.
+//!
+//! (Until issue 23 the checker dated a promise from the acknowledgement and
+//! excused every leader change: the bug of regression seed 238, a leader cut
+//! off acknowledging keepalives the new leader never saw, hid behind it.)
 
 use std::fmt;
 use std::time::Duration;
@@ -17,13 +25,14 @@ pub struct LeaseEpisode {
     pub ttl: i64,
     /// Whether the put attaching the key was acknowledged.
     pub key_written: bool,
-    /// When keepalives were acknowledged with a positive TTL.
+    /// When each keepalive that was then acknowledged with a positive TTL
+    /// was sent (the leader renewed the lease no earlier).
     pub acks: Vec<Duration>,
     /// Linearizable reads of the key: (invoked, completed, present).
     pub reads: Vec<(Duration, Duration, bool)>,
 }
 
-/// A time range during which leases may end early (leader change, skewed clock).
+/// A time range during which leases may end early: a node's clock ran fast.
 pub type Excused = (Duration, Duration);
 
 /// A key that vanished while its lease was kept alive.
@@ -39,7 +48,7 @@ impl fmt::Display for LeaseViolation {
 /// Slack for message delays and whole-second rounding.
 const SLACK: Duration = Duration::from_secs(1);
 
-/// Checks every episode against the excused windows.
+/// Checks every episode; `excused`: windows of skewed clocks.
 pub fn check(episodes: &[LeaseEpisode], excused: &[Excused]) -> Vec<LeaseViolation> {
     let mut violations = Vec::new();
     for ep in episodes.iter().filter(|ep| ep.key_written) {
@@ -48,17 +57,17 @@ pub fn check(episodes: &[LeaseEpisode], excused: &[Excused]) -> Vec<LeaseViolati
             if *present {
                 continue;
             }
-            // The last keepalive acknowledged before the read began.
+            // The last acknowledged keepalive sent before the read began.
             let Some(ack) = ep.acks.iter().filter(|a| **a <= *invoked).max() else { continue };
             if *ack + ttl < *completed + SLACK {
-                continue; // the lease may have run out
+                continue; // the lease may have run out: its promise ended before the read did
             }
             let window = (ack.saturating_sub(ttl), *completed);
             if excused.iter().any(|(from, to)| *from <= window.1 && window.0 <= *to) {
                 continue;
             }
             violations.push(LeaseViolation(format!(
-                "client {} lease {:x} (TTL {}s): key gone at a read [{:.3}s..{:.3}s] though a keepalive was acknowledged at {:.3}s",
+                "client {} lease {:x} (TTL {}s): key gone at a read [{:.3}s..{:.3}s] though a keepalive sent at {:.3}s was acknowledged",
                 ep.client,
                 ep.id,
                 ep.ttl,
@@ -93,6 +102,13 @@ mod tests {
     #[test]
     fn a_key_gone_right_after_a_keepalive_is_a_violation() {
         assert_eq!(check(&[episode(2.5)], &[]).len(), 1);
+    }
+
+    #[test]
+    fn a_leader_change_does_not_excuse_a_key_gone_within_the_promise() {
+        // Acknowledged keepalives sent at 1 s and 2 s promise the lease to 5 s;
+        // no window but a skewed clock's excuses the key gone at 4 s.
+        assert_eq!(check(&[episode(3.8)], &[]).len(), 1);
     }
 
     #[test]

@@ -67,9 +67,12 @@ pub struct Cluster {
     pub(super) log: Mutex<Vec<String>>,
     pub(super) counts: Mutex<BTreeMap<&'static str, u32>>,
     pub(super) sigkills: Mutex<u32>,
-    /// Times during which leases may end early (a leader killed, paused,
-    /// cut off, or its clock moved): (from, to) since the start.
+    /// Times during which brokers' registrations may end early (a leader
+    /// killed, paused, cut off, or its clock moved): (from, to) since the start.
     pub(super) excused: Mutex<Vec<(Duration, Duration)>>,
+    /// Times during which leases may end early: the clock member's clock
+    /// was moved (nothing else excuses a lease: see checker::lease).
+    pub(super) skewed: Mutex<Vec<(Duration, Duration)>>,
     /// Faults that could not be injected or undone (a broken harness must
     /// not pass as a clean run).
     pub(super) harness_errors: Mutex<Vec<String>>,
@@ -145,6 +148,7 @@ impl Cluster {
             counts: Mutex::new(BTreeMap::new()),
             sigkills: Mutex::new(0),
             excused: Mutex::new(Vec::new()),
+            skewed: Mutex::new(Vec::new()),
             harness_errors: Mutex::new(Vec::new()),
         })
     }
@@ -175,10 +179,17 @@ impl Cluster {
         self.harness_errors.lock().unwrap_or_else(|e| e.into_inner()).push(what);
     }
 
+    /// A registration may end early until a TTL after the fault (plus slack).
     pub(super) fn excuse(&self, from: Duration) {
-        // A lease may end early until a TTL after the fault (plus slack).
         let to = self.since_start() + Duration::from_secs(watchers::LEASE_TTL as u64 + 2);
         self.excused.lock().unwrap_or_else(|e| e.into_inner()).push((from, to));
+    }
+
+    /// A lease may end early until a TTL after a clock moved (plus slack);
+    /// the clock member keeps deadlines it set while its clock ran fast.
+    pub(super) fn excuse_skew(&self, from: Duration) {
+        let to = self.since_start() + Duration::from_secs(watchers::LEASE_TTL as u64 + 2);
+        self.skewed.lock().unwrap_or_else(|e| e.into_inner()).push((from, to));
     }
 
     /// Starts member `slot`'s process.

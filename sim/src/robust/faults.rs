@@ -212,6 +212,7 @@ impl Cluster {
                 runtime::sleep(hold).await;
                 let _ = std::fs::write(&file, format!("+{ahead}s x1.0\n"));
                 self.note(format!("clock: m{CLOCK_MEMBER}'s clock at normal speed, {ahead} s ahead and more"));
+                self.excuse_skew(began);
             }
             Fault::Rejoin => self.rejoin(slot).await,
             Fault::Rolling => {

@@ -422,8 +422,10 @@ pub async fn run(cluster: &Cluster, opts: &Options) -> Report {
         violations.extend(checker::watch::check(&sessions, &truth, watched).into_iter().map(|v| v.to_string()));
     }
     let episodes = episodes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    // Leases: only a moved clock excuses an early end (see checker::lease).
+    let skewed = cluster.skewed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    violations.extend(checker::lease::check(&episodes, &skewed).into_iter().map(|v| v.to_string()));
     let excused = cluster.excused.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    violations.extend(checker::lease::check(&episodes, &excused).into_iter().map(|v| v.to_string()));
 
     // Every broker has been silent since the workload ended, longer than
     // the expiry by now: its registrations must be gone, and the node
