@@ -3,6 +3,7 @@
 #   ci/sim.sh --seeds N --from S           sweep seeds S..S+N-1
 #   ci/sim.sh --seed S [--verbose]         replay one seed (same trace hash every time)
 #   ci/sim.sh --regression                 the seeds that once found a bug (sim/regression-seeds.txt)
+#                                          and the regression scenarios (sim/src/scenarios.rs)
 # Other flags: --nodes 3|5, --duration SECS (virtual), --faults LIST|all|none,
 #   --clients N, --keys N. Prints one line per seed, the faults injected, a
 #   summary with virtual seconds per wall second, and a replay command per failure.
@@ -23,6 +24,7 @@ if [ "${1:-}" = "--regression" ]; then
         [ "$faults" = old11 ] && faults=$old11
         "$bin" --seed "$seed" --nodes "$nodes" --faults "$faults" "$@" || status=1
     done < <(grep -v '^ ' sim/regression-seeds.txt)
+    "$bin" --scenario all || status=1
     exit $status
 fi
 exec "$bin" "$@"

@@ -10,6 +10,8 @@
 //!   nodes, or real sockets).
 //! - `cluster`, `nemesis`, `run` (only with `--cfg madsim`): the harness,
 //!   the faults and one seed's run.
+//! - `scenarios` (only with `--cfg madsim`): regression scenarios, explicit
+//!   fault schedules that keep reproducing a bug's shape as the code moves.
 //! - `robust` (only without madsim): the robustness suite, real processes in
 //!   network namespaces under real faults (`ci/robustness.sh`).
 
@@ -28,6 +30,8 @@ pub mod nemesis;
 pub mod robust;
 #[cfg(madsim)]
 pub mod run;
+#[cfg(madsim)]
+pub mod scenarios;
 pub mod watchers;
 pub mod workload;
 

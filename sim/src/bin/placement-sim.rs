@@ -55,6 +55,10 @@ mod sweep {
         /// Seeds run at once in a sweep, each in its own process (default: one per core).
         #[arg(long)]
         jobs: Option<usize>,
+        /// Run the regression scenario NAME (an explicit fault schedule: see
+        /// sim/src/scenarios.rs), or `all` of them, instead of seeds.
+        #[arg(long)]
+        scenario: Option<String>,
         /// Internal: run as a sweep's child and end with a machine-readable report line.
         #[arg(long, hide = true)]
         child: bool,
@@ -65,6 +69,9 @@ mod sweep {
 
     pub fn main() {
         let args = Args::parse();
+        if let Some(name) = &args.scenario {
+            std::process::exit(if run_scenarios(name) { 0 } else { 1 });
+        }
         let faults: Vec<FaultKind> = match args.faults.as_str() {
             "all" => FaultKind::ALL.to_vec(),
             "none" => Vec::new(),
@@ -83,6 +90,32 @@ mod sweep {
             }
             None => sweep(&args),
         }
+    }
+
+    /// Runs scenario `name` (or `all`), one line each; true if all passed.
+    fn run_scenarios(name: &str) -> bool {
+        let names: Vec<&str> = match name {
+            "all" => placement_sim::scenarios::SCENARIOS.iter().map(|(n, _)| *n).collect(),
+            one => vec![one],
+        };
+        let mut passed = true;
+        for name in names {
+            match placement_sim::scenarios::run(name) {
+                None => {
+                    eprintln!("no scenario {name}");
+                    passed = false;
+                }
+                Some(violations) if violations.is_empty() => println!("scenario {name} ok"),
+                Some(violations) => {
+                    println!("scenario {name} FAIL");
+                    for v in violations {
+                        println!("  {v}");
+                    }
+                    passed = false;
+                }
+            }
+        }
+        passed
     }
 
     /// Runs `seed` in this process and prints its outcome; true if it passed.
