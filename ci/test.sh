@@ -37,8 +37,9 @@ step "simulator: regression seeds"
 bash ci/sim.sh --regression
 
 step "simulator: sweeps with every fault (fixed seeds, so CI is reproducible)"
-bash ci/sim.sh --from 10000 --seeds 400 --duration 30 --nodes 3
-bash ci/sim.sh --from 20000 --seeds 150 --duration 30 --nodes 5
+# --require-coverage: each sweep must reach every rare path (src/runtime/coverage.rs).
+bash ci/sim.sh --from 10000 --seeds 400 --duration 30 --nodes 3 --require-coverage
+bash ci/sim.sh --from 20000 --seeds 150 --duration 30 --nodes 5 --require-coverage
 # 5 nodes replaced one after another (removed, wiped, rejoined) under load,
 # among crashes, partitions and snapshot-forcing lag.
 bash ci/sim.sh --from 30000 --seeds 40 --duration 30 --nodes 5 --faults replace,kill,partition,lag-behind

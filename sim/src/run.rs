@@ -81,6 +81,9 @@ pub struct Report {
     pub revocation_windows: usize,
     /// Prober requests that failed (denied while revoked, or faults).
     pub probes_denied: usize,
+    /// The rare paths the server reached, with how often (see
+    /// `placement_center::runtime::coverage`).
+    pub coverage: BTreeMap<&'static str, u64>,
 }
 
 /// Stack of a seed's thread: the whole simulated world's futures are polled
@@ -116,15 +119,19 @@ fn run_seed_here(opts: &RunOptions) -> Report {
     let mut rt = madsim::runtime::Runtime::with_seed_and_config(opts.seed, madsim::Config::default());
     rt.set_time_limit(opts.duration + Duration::from_secs(300));
     let opts2 = opts.clone();
+    // The seed's world runs on this thread: the points it reaches count here.
+    let _ = placement_center::runtime::coverage::take_reached();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || rt.block_on(run(opts2))));
-    result.unwrap_or_else(|panic| {
+    let mut report = result.unwrap_or_else(|panic| {
         let msg = panic
             .downcast_ref::<String>()
             .cloned()
             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "non-string panic".into());
         Report { seed: opts.seed, violations: vec![format!("the run panicked: {msg}")], ..Default::default() }
-    })
+    });
+    report.coverage = placement_center::runtime::coverage::take_reached();
+    report
 }
 
 async fn run(opts: RunOptions) -> Report {
@@ -367,6 +374,8 @@ async fn run(opts: RunOptions) -> Report {
         auth: auth_on,
         revocation_windows: revocations.windows.len(),
         probes_denied: probes.iter().filter(|p| !p.succeeded).count(),
+        // Filled in by `run_seed_here`, which owns the thread's counts.
+        coverage: BTreeMap::new(),
     }
 }
 

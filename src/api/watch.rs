@@ -114,6 +114,7 @@ impl Watcher {
             return Next::UpToDate;
         }
         let Ok(events) = state.events_from(self.next) else {
+            crate::runtime::coverage::reached("watch-canceled-by-compaction");
             return Next::Compacted { compact_revision: state.compact_revision() };
         };
         let mut selected = Vec::new();

@@ -125,7 +125,10 @@ impl Lessor {
             // Past its deadline the lease is as good as revoked: the expiry
             // pass may have proposed the revoke already, and renewing it now
             // would acknowledge a TTL that the revoke is about to break.
-            Some(_) if leases.deadlines.get(&id).is_some_and(|d| *d <= now) => Some(0),
+            Some(_) if leases.deadlines.get(&id).is_some_and(|d| *d <= now) => {
+                runtime::coverage::reached("keepalive-after-deadline");
+                Some(0)
+            }
             Some(ttl) => {
                 leases.deadlines.insert(id, now + ttl_duration(ttl));
                 Some(ttl)

@@ -122,6 +122,9 @@ async fn proposals(raft: Raft, batch: Arc<ProposalBatch>, metrics: Arc<Metrics>,
                 }
             }
             Err(e) => {
+                if replies.len() > 1 {
+                    runtime::coverage::reached("proposal-batch-cut");
+                }
                 for reply in replies {
                     let _ = reply.send(Err(e.clone()));
                 }

@@ -122,7 +122,10 @@ async fn rounds(raft: Raft, batch: Arc<ReadIndexBatch>) {
             Ok((read_log_id, _)) => Ok(Some(read_log_id.index())),
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_))) => Ok(None),
             // Leadership could not be confirmed right now: let the callers retry.
-            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => Ok(None),
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => {
+                runtime::coverage::reached("read-index-without-quorum");
+                Ok(None)
+            }
             Err(RaftError::Fatal(_)) => Err(()),
         };
         for caller in callers {

@@ -514,6 +514,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         *write_state(&self.state) = new_state;
         *lock(&self.snapshot) = Some(meta.clone());
         self.revision_tx.send_replace(revision);
+        crate::runtime::coverage::reached("snapshot-installed");
         Ok(())
     }
 

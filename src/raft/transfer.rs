@@ -109,6 +109,7 @@ impl LeaderTransfer {
                             (m.current_leader, m.state.is_leader())
                         };
                         if leader == Some(target) {
+                            runtime::coverage::reached("leader-transfer-landed");
                             return Ok(());
                         }
                         if !leading && leader.is_some() && leader != Some(handle.id) {

@@ -8,6 +8,7 @@
 
 mod async_rt;
 mod clock;
+pub mod coverage;
 mod disk;
 mod net;
 mod signal;

@@ -18,6 +18,7 @@ mod sweep {
     use std::time::Duration;
 
     use clap::Parser;
+    use placement_center::runtime::coverage;
     use placement_sim::nemesis::FaultKind;
     use placement_sim::run::{run_seed, RunOptions};
 
@@ -59,6 +60,10 @@ mod sweep {
         /// sim/src/scenarios.rs), or `all` of them, instead of seeds.
         #[arg(long)]
         scenario: Option<String>,
+        /// Fail a sweep in which some rare path of the server (a coverage
+        /// point: src/runtime/coverage.rs) was never reached.
+        #[arg(long)]
+        require_coverage: bool,
         /// Internal: run as a sweep's child and end with a machine-readable report line.
         #[arg(long, hide = true)]
         child: bool,
@@ -170,15 +175,18 @@ mod sweep {
             );
         }
         let counts: Vec<String> = report.fault_counts.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        let reached: Vec<String> = report.coverage.iter().map(|(k, n)| format!("{k}={n}")).collect();
         if args.child {
             println!(
-                "{REPORT_TAG} {status} {} {} {}",
+                "{REPORT_TAG} {status} {} {} faults:{} reached:{}",
                 report.virtual_time.as_nanos(),
                 wall.as_nanos(),
-                counts.join(",")
+                counts.join(","),
+                reached.join(",")
             );
         } else {
             println!("faults injected: {}", counts.join(" "));
+            println!("rare paths reached: {}", reached.join(" "));
             println!(
                 "summary: seeds=1 failures={} virtual={:.0}s wall={:.1}s speed={:.0} virtual s/wall s",
                 u8::from(!report.violations.is_empty()),
@@ -198,6 +206,8 @@ mod sweep {
         virtual_time: Duration,
         wall: Duration,
         fault_counts: Vec<(String, u32)>,
+        /// Coverage points reached, with how often.
+        reached: Vec<(String, u64)>,
     }
 
     /// Runs `seed` in a child process: a process per seed is what makes a
@@ -212,6 +222,7 @@ mod sweep {
             virtual_time: Duration::ZERO,
             wall: Duration::ZERO,
             fault_counts: Vec::new(),
+            reached: Vec::new(),
         }
         };
         let exe = match std::env::current_exe() {
@@ -246,21 +257,26 @@ mod sweep {
             return failed(format!("the seed's process ended ({}) without a report:\n{text}", output.status));
         };
         let nanos = |i: usize| Duration::from_nanos(fields.get(i).and_then(|f| f.parse().ok()).unwrap_or(0));
-        let fault_counts = fields
-            .get(3)
-            .map(|list| {
-                list.split(',')
-                    .filter_map(|kv| kv.split_once('='))
-                    .filter_map(|(k, n)| Some((k.to_string(), n.parse().ok()?)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        // "faults:k=n,..." and "reached:k=n,...".
+        fn counts<N: std::str::FromStr>(fields: &[String], tag: &str) -> Vec<(String, N)> {
+            fields
+                .iter()
+                .find_map(|f| f.strip_prefix(tag))
+                .map(|list| {
+                    list.split(',')
+                        .filter_map(|kv| kv.split_once('='))
+                        .filter_map(|(k, n)| Some((k.to_string(), n.parse().ok()?)))
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
         ChildOutcome {
             text,
             passed: fields.first().map(String::as_str) == Some("ok") && output.status.success(),
             virtual_time: nanos(1),
             wall: nanos(2),
-            fault_counts,
+            fault_counts: counts(&fields, "faults:"),
+            reached: counts(&fields, "reached:"),
         }
     }
 
@@ -278,6 +294,7 @@ mod sweep {
         let mut busy_total = Duration::ZERO;
         let mut failed = Vec::new();
         let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+        let mut reached: BTreeMap<String, u64> = coverage::POINTS.iter().map(|point| (point.to_string(), 0)).collect();
         // The harness's own threads (outside any simulation), each driving
         // child processes.
         #[allow(clippy::disallowed_methods)]
@@ -306,6 +323,9 @@ mod sweep {
                     for (kind, n) in outcome.fault_counts {
                         *counts.entry(kind).or_default() += n;
                     }
+                    for (point, n) in outcome.reached {
+                        *reached.entry(point).or_default() += n;
+                    }
                     if !outcome.passed {
                         failed.push(seeds[printed]);
                     }
@@ -314,8 +334,16 @@ mod sweep {
             }
         });
         let wall = started.elapsed().as_secs_f64();
+        let mut failed_coverage = false;
         let faults: Vec<String> = counts.iter().map(|(k, n)| format!("{k}={n}")).collect();
         println!("faults injected: {}", faults.join(" "));
+        let points: Vec<String> = reached.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        println!("rare paths reached: {}", points.join(" "));
+        let never: Vec<&str> = reached.iter().filter(|(_, n)| **n == 0).map(|(k, _)| k.as_str()).collect();
+        if args.require_coverage && !never.is_empty() {
+            println!("never reached (--require-coverage): {}", never.join(" "));
+            failed_coverage = true;
+        }
         println!("{} passed, {} failed", seeds.len() - failed.len(), failed.len());
         println!(
             "summary: seeds={} failures={} virtual={:.0}s wall={:.1}s jobs={jobs} speed={:.0} virtual s/wall s (one seed alone: {:.0}){}",
@@ -327,7 +355,7 @@ mod sweep {
             virtual_total.as_secs_f64() / busy_total.as_secs_f64().max(1e-9),
             if failed.is_empty() { String::new() } else { format!(" failed seeds: {failed:?}") }
         );
-        if !failed.is_empty() {
+        if !failed.is_empty() || failed_coverage {
             std::process::exit(1);
         }
     }

@@ -1,0 +1,47 @@
+//! "Sometimes" points (FoundationDB's `TEST()`): rare paths the simulator
+//! must show it reaches, so a sweep that passes is known to have exercised
+//! them. The server marks a point with [`reached`]; outside the simulator it
+//! compiles to nothing. A simulated seed runs on a thread of its own, and
+//! its harness takes the counts at the end ([`take_reached`]).
+
+/// Every point, by name: a sweep reports each, and can require them all.
+pub const POINTS: [&str; 6] = [
+    // A follower installed a snapshot the leader sent (it was too far behind).
+    "snapshot-installed",
+    // A leadership transfer (MoveLeader, or a leader's graceful hand-over) landed.
+    "leader-transfer-landed",
+    // A watcher asked for history older than the compaction and was canceled.
+    "watch-canceled-by-compaction",
+    // A keepalive reached the leader after its lease's deadline (answered TTL 0).
+    "keepalive-after-deadline",
+    // A proposal carrying several commands was cut by a leader change (not applied here).
+    "proposal-batch-cut",
+    // A ReadIndex round found no quorum behind the leader (the reads retried).
+    "read-index-without-quorum",
+];
+
+/// Marks `point` (one of [`POINTS`]) as reached.
+#[inline]
+pub fn reached(point: &'static str) {
+    #[cfg(madsim)]
+    sim::HITS.with(|hits| *hits.borrow_mut().entry(point).or_default() += 1);
+    #[cfg(not(madsim))]
+    let _ = point;
+}
+
+/// The points reached on this thread since the last call, with how often;
+/// and forgets them.
+#[cfg(madsim)]
+pub fn take_reached() -> std::collections::BTreeMap<&'static str, u64> {
+    sim::HITS.with(|hits| std::mem::take(&mut *hits.borrow_mut()))
+}
+
+#[cfg(madsim)]
+mod sim {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    thread_local! {
+        pub(super) static HITS: RefCell<BTreeMap<&'static str, u64>> = const { RefCell::new(BTreeMap::new()) };
+    }
+}
