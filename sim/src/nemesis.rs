@@ -82,11 +82,23 @@ pub enum FaultKind {
     /// as if it held what it had acknowledged. Then it is removed and comes
     /// back as a new member, as the refusal tells the operator to do.
     WipeRestart,
+    /// A majority of the nodes, or all of them, lose power at once (a rack
+    /// outage): each loses its unsynced writes, and they come back together
+    /// or one after another. Nothing acknowledged may be lost.
+    PowerLossMany,
+    /// A node's tasks are frozen (a process stopped, a VM descheduled, a long
+    /// GC pause) while the others go on, then resumed with its old view of
+    /// time and leadership: a leader paused past its lease must not serve
+    /// from it (etcd's stale read #20418 was of this kind).
+    Pause,
+    /// Swizzle-clog (FoundationDB): links among a few nodes are clogged one
+    /// by one, then unclogged in another random order.
+    SwizzleClog,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 19] = [
+    pub const ALL: [FaultKind; 22] = [
         FaultKind::Partition,
         FaultKind::IsolateLeader,
         FaultKind::Bridge,
@@ -106,6 +118,9 @@ impl FaultKind {
         FaultKind::NoSpace,
         FaultKind::DiskFull,
         FaultKind::WipeRestart,
+        FaultKind::PowerLossMany,
+        FaultKind::Pause,
+        FaultKind::SwizzleClog,
     ];
 
     /// The name used on the command line.
@@ -130,6 +145,9 @@ impl FaultKind {
             FaultKind::NoSpace => "nospace",
             FaultKind::DiskFull => "disk-full",
             FaultKind::WipeRestart => "wipe-restart",
+            FaultKind::PowerLossMany => "power-loss-many",
+            FaultKind::Pause => "pause",
+            FaultKind::SwizzleClog => "swizzle-clog",
         }
     }
 }
@@ -480,6 +498,63 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
                 }
             }
             FaultKind::WipeRestart => wipe_restart(cluster, start, log).await,
+            FaultKind::PowerLossMany => {
+                let mut ids: Vec<u64> = (1..=n).collect();
+                ids.shuffle(&mut runtime::rng());
+                let count = runtime::rng().gen_range(n as usize / 2 + 1..=n as usize);
+                let victims = &ids[..count];
+                let lost: Vec<usize> =
+                    victims.iter().map(|victim| cluster.power_loss(*victim, &mut runtime::rng())).collect();
+                let together = runtime::rng().gen_bool(0.5);
+                log.note(
+                    start,
+                    format!(
+                        "power loss on {victims:?} at once ({lost:?} unsynced batches lost), restart {} after {hold:?}",
+                        if together { "together" } else { "one by one" }
+                    ),
+                );
+                runtime::sleep(hold).await;
+                for victim in victims {
+                    cluster.restart(*victim);
+                    if !together {
+                        runtime::sleep(millis(&mut runtime::rng(), 100..1500)).await;
+                    }
+                }
+                log.note(start, format!("restarted {victims:?}"));
+            }
+            FaultKind::Pause => {
+                // The leader half the time: the one whose stale view matters.
+                let victim = match cluster.leader() {
+                    Some(leader) if runtime::rng().gen_bool(0.5) => leader,
+                    _ => random_node(),
+                };
+                log.note(start, format!("pause {victim} for {hold:?}"));
+                madsim::runtime::Handle::current().pause(sim_id(victim));
+                runtime::sleep(hold).await;
+                madsim::runtime::Handle::current().resume(sim_id(victim));
+                log.note(start, format!("resumed {victim}"));
+            }
+            FaultKind::SwizzleClog => {
+                let mut ids: Vec<u64> = (1..=n).collect();
+                ids.shuffle(&mut runtime::rng());
+                let count = runtime::rng().gen_range(2..=n as usize);
+                let chosen = ids[..count].to_vec();
+                let mut links: Vec<(u64, u64)> =
+                    chosen.iter().flat_map(|a| chosen.iter().filter(move |b| *b != a).map(move |b| (*a, *b))).collect();
+                links.shuffle(&mut runtime::rng());
+                log.note(start, format!("swizzle-clog among {chosen:?}: {} links, one by one", links.len()));
+                for (from, to) in &links {
+                    net.clog_link(sim_id(*from), sim_id(*to));
+                    runtime::sleep(millis(&mut runtime::rng(), 50..400)).await;
+                }
+                runtime::sleep(hold / 2).await;
+                links.shuffle(&mut runtime::rng());
+                for (from, to) in &links {
+                    net.unclog_link(sim_id(*from), sim_id(*to));
+                    runtime::sleep(millis(&mut runtime::rng(), 50..400)).await;
+                }
+                log.note(start, "swizzle-clog: every link unclogged".into());
+            }
             FaultKind::ForgePeer => {
                 let Some(leader) = cluster.leader() else { continue };
                 let target = (leader % n) + 1;
