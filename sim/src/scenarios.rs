@@ -14,6 +14,8 @@ use placement_center::proto::etcdserverpb::lease_client::LeaseClient;
 use placement_center::proto::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest, PutRequest, RangeRequest};
 use placement_center::runtime::{self, Instant};
 
+use placement_center::raft::membership::MemberChange;
+
 use crate::checker::lease::{self, LeaseEpisode};
 use crate::cluster::{ip, SimCluster};
 
@@ -21,7 +23,8 @@ use crate::cluster::{ip, SimCluster};
 pub type Scenario = fn() -> Vec<String>;
 
 /// Every scenario by name.
-pub const SCENARIOS: [(&str, Scenario); 1] = [("lease-leader-cut-off", lease_leader_cut_off)];
+pub const SCENARIOS: [(&str, Scenario); 2] =
+    [("lease-leader-cut-off", lease_leader_cut_off), ("readiness-replaced-skewed", readiness_replaced_skewed)];
 
 /// Runs scenario `name` in a simulation of its own (`None`: no such scenario).
 pub fn run(name: &str) -> Option<Vec<String>> {
@@ -170,4 +173,86 @@ async fn keep_alive(leases: &mut LeaseClient<tonic::transport::Channel>, id: i64
         stream.message().await.ok()?
     };
     matches!(runtime::timeout(Duration::from_millis(300), renewed).await, Ok(Some(resp)) if resp.ttl > 0)
+}
+
+/// A replaced member keeps its machine (slot) but gets a new member id.
+/// Until this scenario, the node's clock was looked up by member id, which
+/// only the first member of a slot shares: a replaced member whose clock
+/// ran ahead measured its last quorum contact on its own clock against the
+/// true time, saw it in the future, and reported itself ready though cut
+/// off for longer than twice the election timeout (seeds 10037 and 10252
+/// with the new faults of issue 23). Here: slot 3 is replaced, its clock
+/// jumps 3 s ahead, it is made leader and cut off for 3 s.
+fn readiness_replaced_skewed() -> Vec<String> {
+    simulate(|| async {
+        let cluster = SimCluster::start(3, 0);
+        if !wait_for(Duration::from_secs(20), || cluster.leader().is_some()).await {
+            return vec!["readiness-replaced-skewed: no leader in 20 s".into()];
+        }
+        // Make sure slot 3 is not the leader while it is replaced.
+        let slot = 3;
+        if cluster.leader() == Some(slot) {
+            if let Some(node) = cluster.node(slot) {
+                let _ = cluster.spawn_on(slot, async move { node.transfer_leadership(1).await }).await;
+            }
+        }
+        // Removed once the cluster has settled (a fresh leader refuses
+        // member changes until its first entry commits).
+        let Some(old_id) = cluster.node(slot).map(|old| old.id) else {
+            return vec!["readiness-replaced-skewed: no node 3".into()];
+        };
+        let mut removed = Err("not tried".to_string());
+        let mut leader = 1;
+        for _ in 0..40 {
+            let Some(current) = cluster.leader().filter(|l| *l != slot) else {
+                runtime::sleep(Duration::from_millis(250)).await;
+                continue;
+            };
+            leader = current;
+            let Some(leader_node) = cluster.node(leader) else { continue };
+            removed = cluster
+                .spawn_on(leader, async move {
+                    leader_node.change_members(MemberChange::Remove(old_id)).await.map_err(|e| e.to_string())
+                })
+                .await
+                .unwrap_or_else(|_| Err("interrupted".into()))
+                .map(|_| ());
+            if removed.is_ok() {
+                break;
+            }
+            runtime::sleep(Duration::from_millis(250)).await;
+        }
+        if let Err(e) = removed {
+            return vec![format!("readiness-replaced-skewed: member 3 could not be removed: {e}")];
+        }
+        cluster.replace(slot, cluster.nodes[leader as usize - 1].client_addr.clone());
+        if !wait_for(Duration::from_secs(30), || cluster.is_voter(slot)).await {
+            return vec!["readiness-replaced-skewed: the new member in slot 3 never became a voter".into()];
+        }
+        placement_center::runtime::skew_clock(slot, Duration::from_secs(3), 1.0);
+        // Hand it the leadership.
+        let Some(new) = cluster.node(slot) else { return vec!["readiness-replaced-skewed: slot 3 not running".into()] };
+        let Some(current) = cluster.leader() else { return vec!["readiness-replaced-skewed: no leader".into()] };
+        if let Some(node) = cluster.node(current) {
+            let target = new.id;
+            let _ = cluster.spawn_on(current, async move { node.transfer_leadership(target).await }).await;
+        }
+        if !wait_for(Duration::from_secs(10), || cluster.leader() == Some(slot)).await {
+            return vec!["readiness-replaced-skewed: the replaced member never led".into()];
+        }
+        runtime::sleep(Duration::from_millis(500)).await;
+        let net = NetSim::current();
+        let id = cluster.nodes[slot as usize - 1].handle.id();
+        net.clog_node(id);
+        runtime::sleep(Duration::from_secs(3)).await;
+        let verdict = placement_center::api::health::not_ready(&new);
+        let still_leader = new.leader() == Some(new.id);
+        net.unclog_node(id);
+        match verdict {
+            None if still_leader => {
+                vec!["readiness-replaced-skewed: a leader cut off for 3 s still reported itself ready".into()]
+            }
+            _ => Vec::new(),
+        }
+    })
 }

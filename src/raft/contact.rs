@@ -45,7 +45,7 @@ impl Contact {
             let m = metrics.borrow_watched();
             let mut voters = m.membership_config.membership().voter_ids();
             let alone = voters.next() == Some(self.handle.id) && voters.next().is_none();
-            (m.current_leader, since_quorum_ack(self.handle.id, &m), alone)
+            (m.current_leader, since_quorum_ack(self.handle.clock, &m), alone)
         };
         match leader {
             None => Err("no leader".into()),

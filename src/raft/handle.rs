@@ -18,6 +18,8 @@ use crate::runtime;
 pub struct RaftHandle {
     /// This node's id.
     pub id: NodeId,
+    /// The clock its timers and lease deadlines run on (`runtime::node_clock`).
+    pub(super) clock: u64,
     /// The openraft handle.
     pub raft: Raft,
     /// This node as it introduces itself to peers: its id, the cluster id
@@ -138,10 +140,11 @@ impl RaftHandle {
     }
 }
 
-/// How long ago a quorum last acknowledged node `id` as leader, from its
-/// metrics (`None` unless it leads and has heard from one).
-pub(super) fn since_quorum_ack(id: NodeId, metrics: &RaftMetrics) -> Option<Duration> {
-    metrics.last_quorum_acked.as_ref().map(|acked| crate::runtime::raft_now(id) - **acked)
+/// How long ago a quorum last acknowledged the node whose Raft runs on
+/// `clock` as leader, from its metrics (`None` unless it leads and has heard
+/// from one).
+pub(super) fn since_quorum_ack(clock: u64, metrics: &RaftMetrics) -> Option<Duration> {
+    metrics.last_quorum_acked.as_ref().map(|acked| crate::runtime::raft_now(clock) - **acked)
 }
 
 /// The last log index the leader knows `id` holds, from a leader's metrics

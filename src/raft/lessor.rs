@@ -81,7 +81,7 @@ impl Lessor {
         }
         let granted: BTreeMap<i64, i64> =
             read_state(&self.state).leases().iter().map(|(id, lease)| (*id, lease.ttl)).collect();
-        let now = runtime::node_now(self.handle.id);
+        let now = runtime::node_now(self.handle.clock);
         if leases.term != term {
             // A new leadership: every lease starts a full TTL from now.
             leases.term = term;
@@ -120,7 +120,7 @@ impl Lessor {
     /// `RaftNode::renew_lease_as_leader`).
     pub(super) fn renew(&self, id: i64) -> Option<i64> {
         let (mut leases, granted) = self.lease_locally(id)?;
-        let now = runtime::node_now(self.handle.id);
+        let now = runtime::node_now(self.handle.clock);
         match granted {
             // Past its deadline the lease is as good as revoked: the expiry
             // pass may have proposed the revoke already, and renewing it now
@@ -141,7 +141,7 @@ impl Lessor {
     /// `Some(None)`: no such lease.
     pub(super) fn ttl(&self, id: i64) -> Option<Option<LeaseTtl>> {
         let (mut leases, granted) = self.lease_locally(id)?;
-        let now = runtime::node_now(self.handle.id);
+        let now = runtime::node_now(self.handle.clock);
         Some(granted.map(|ttl| {
             // Granted since the last sync: its deadline starts now.
             let deadline = *leases.deadlines.entry(id).or_insert_with(|| now + ttl_duration(ttl));
@@ -164,7 +164,7 @@ impl Lessor {
             if self.sync_leases(&mut leases).is_none() {
                 return 0;
             }
-            let now = runtime::node_now(self.handle.id);
+            let now = runtime::node_now(self.handle.clock);
             leases.deadlines.iter().filter(|(_, d)| **d <= now).map(|(id, _)| *id).take(MAX_REVOKES_PER_PASS).collect()
         };
         let mut revoked = 0;

@@ -158,6 +158,7 @@ impl RaftNode {
         }
         let handle = RaftHandle {
             id: opts.id,
+            clock: runtime::node_clock(opts.id),
             raft: raft.clone(),
             sender: sender.clone(),
             peers: Arc::new(PeerClients::new(opts.peer_tls)),

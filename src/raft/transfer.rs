@@ -142,7 +142,7 @@ impl LeaderTransfer {
         let (election_min, _) = handle.election_timeout;
         let quorum_recent = {
             let metrics = handle.raft.metrics();
-            let since = since_quorum_ack(handle.id, &metrics.borrow_watched());
+            let since = since_quorum_ack(handle.clock, &metrics.borrow_watched());
             since.is_some_and(|since| since < election_min)
         };
         if !handle.is_leader() || !quorum_recent {

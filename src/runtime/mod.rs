@@ -7,6 +7,7 @@
 #![allow(clippy::disallowed_methods)] // this module IS the seam
 
 mod async_rt;
+pub mod buggify;
 mod clock;
 pub mod coverage;
 mod disk;
@@ -36,7 +37,19 @@ pub type NodeInstant = tokio::time::Instant;
 #[cfg(madsim)]
 pub type NodeInstant = SkewedInstant;
 
-/// Now on node `node`'s clock (see [`NodeInstant`]).
+/// The clock a node starting now runs on, for [`node_now`] and
+/// [`raft_now`] from any task: in simulation the clock of the simulated
+/// machine the calling task runs on, which a replaced member keeps though
+/// its member id (`node`) changes; `node` itself outside the simulator
+/// (where there is one clock).
+pub fn node_clock(node: u64) -> u64 {
+    #[cfg(madsim)]
+    return skew::current_node().unwrap_or(node);
+    #[cfg(not(madsim))]
+    node
+}
+
+/// Now on clock `node` (see [`NodeInstant`] and [`node_clock`]).
 pub fn node_now(node: u64) -> NodeInstant {
     #[cfg(not(madsim))]
     {
