@@ -56,6 +56,9 @@ impl Forwarder {
     /// Hands `command` to the leader at `leader` (its raft.v1 address),
     /// together with whatever other writes wait for it.
     pub(super) async fn forward(&self, leader: &str, command: pb::Command) -> LeaderCall<pb::ForwardResponse> {
+        if runtime::buggify::buggify("forward-not-proposed") {
+            return LeaderCall::NotLeader;
+        }
         let (reply, rx) = tokio::sync::oneshot::channel();
         let pending = Pending { leader: leader.to_string(), bytes: command.encoded_len(), command, reply };
         match self.waiting.push(pending, IN_FLIGHT) {

@@ -84,6 +84,9 @@ async fn flush_appends(
         if !latency.is_zero() {
             crate::runtime::sleep(latency).await;
         }
+        if crate::runtime::buggify::buggify("log-flush-delay") {
+            crate::runtime::sleep(std::time::Duration::from_millis(30)).await;
+        }
         // Every append queued by now was written before this sync.
         let mut callbacks = vec![first];
         while let Ok(more) = queued.try_recv() {

@@ -142,7 +142,8 @@ fn still_wanted(callers: Vec<Caller>) -> Vec<Caller> {
 
 /// The oldest waiting callers that fit in one proposal (at least one).
 fn take_batch(callers: &mut VecDeque<Caller>) -> Vec<Caller> {
-    super::batch::take_fitting(callers, MAX_COMMANDS, MAX_BYTES, |c| c.bytes, |_| true)
+    let most = if runtime::buggify::buggify("proposal-batch-small") { 2 } else { MAX_COMMANDS };
+    super::batch::take_fitting(callers, most, MAX_BYTES, |c| c.bytes, |_| true)
 }
 
 #[cfg(test)]

@@ -61,6 +61,9 @@ impl ReadIndexReader {
     /// The read index if this node is the leader and confirms it with a
     /// quorum; `None` if it is not the leader. Batched (see the module).
     pub(super) async fn leader_read_index(&self) -> Result<Option<u64>, NodeError> {
+        if runtime::buggify::buggify("read-index-not-now") {
+            return Ok(None);
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         match self.rounds.push(tx, 1) {
             Ok(true) => runtime::spawn_detached("read-index-rounds", rounds(self.raft.clone(), self.rounds.clone())),

@@ -29,6 +29,20 @@ pub fn reached(point: &'static str) {
     let _ = point;
 }
 
+/// Counts a BUGGIFY point's firing (reported as `buggify:<point>`; not
+/// required: a seed enables only some points).
+#[cfg(madsim)]
+pub(crate) fn reached_buggify(point: &'static str) {
+    let name: &'static str = match point {
+        "log-flush-delay" => "buggify:log-flush-delay",
+        "proposal-batch-small" => "buggify:proposal-batch-small",
+        "forward-not-proposed" => "buggify:forward-not-proposed",
+        "read-index-not-now" => "buggify:read-index-not-now",
+        _ => "buggify:other",
+    };
+    reached(name);
+}
+
 /// The points reached on this thread since the last call, with how often;
 /// and forgets them.
 #[cfg(madsim)]
