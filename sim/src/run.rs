@@ -83,7 +83,7 @@ pub struct Report {
     pub probes_denied: usize,
     /// The rare paths the server reached, with how often (see
     /// `placement_center::runtime::coverage`).
-    pub coverage: BTreeMap<&'static str, u64>,
+    pub coverage: BTreeMap<String, u64>,
 }
 
 /// Stack of a seed's thread: the whole simulated world's futures are polled
@@ -392,7 +392,7 @@ fn on_own_node<T: Send + 'static>(
 }
 
 /// Polls `cond` every 100 ms for up to `limit`.
-async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = runtime::now() + limit;
     while runtime::now() < deadline {
         if cond() {

@@ -18,6 +18,7 @@ use placement_center::raft::membership::MemberChange;
 
 use crate::checker::lease::{self, LeaseEpisode};
 use crate::cluster::{ip, SimCluster};
+use crate::run::wait_for;
 
 /// A scenario: it runs a simulation of its own and returns its violations.
 pub type Scenario = fn() -> Vec<String>;
@@ -36,18 +37,6 @@ fn simulate<F: std::future::Future<Output = Vec<String>> + 'static>(scenario: im
     let mut rt = madsim::runtime::Runtime::with_seed_and_config(1, madsim::Config::default());
     rt.set_time_limit(Duration::from_secs(300));
     rt.block_on(scenario())
-}
-
-/// Waits up to `limit` for `cond`.
-async fn wait_for(limit: Duration, cond: impl Fn() -> bool) -> bool {
-    let deadline = runtime::now() + limit;
-    while runtime::now() < deadline {
-        if cond() {
-            return true;
-        }
-        runtime::sleep(Duration::from_millis(50)).await;
-    }
-    cond()
 }
 
 /// How long `lease_leader_cut_off` cuts the leader off.

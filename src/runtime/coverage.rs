@@ -24,7 +24,7 @@ pub const POINTS: [&str; 6] = [
 #[inline]
 pub fn reached(point: &'static str) {
     #[cfg(madsim)]
-    sim::HITS.with(|hits| *hits.borrow_mut().entry(point).or_default() += 1);
+    sim::count("", point);
     #[cfg(not(madsim))]
     let _ = point;
 }
@@ -33,21 +33,15 @@ pub fn reached(point: &'static str) {
 /// required: a seed enables only some points).
 #[cfg(madsim)]
 pub(crate) fn reached_buggify(point: &'static str) {
-    let name: &'static str = match point {
-        "log-flush-delay" => "buggify:log-flush-delay",
-        "proposal-batch-small" => "buggify:proposal-batch-small",
-        "forward-not-proposed" => "buggify:forward-not-proposed",
-        "read-index-not-now" => "buggify:read-index-not-now",
-        _ => "buggify:other",
-    };
-    reached(name);
+    sim::count("buggify:", point);
 }
 
-/// The points reached on this thread since the last call, with how often;
-/// and forgets them.
+/// The points reached on this thread since the last call, by name, with
+/// how often; and forgets them.
 #[cfg(madsim)]
-pub fn take_reached() -> std::collections::BTreeMap<&'static str, u64> {
-    sim::HITS.with(|hits| std::mem::take(&mut *hits.borrow_mut()))
+pub fn take_reached() -> std::collections::BTreeMap<String, u64> {
+    let hits = sim::HITS.with(|hits| std::mem::take(&mut *hits.borrow_mut()));
+    hits.into_iter().map(|((prefix, point), n)| (format!("{prefix}{point}"), n)).collect()
 }
 
 #[cfg(madsim)]
@@ -56,6 +50,12 @@ mod sim {
     use std::collections::BTreeMap;
 
     thread_local! {
-        pub(super) static HITS: RefCell<BTreeMap<&'static str, u64>> = const { RefCell::new(BTreeMap::new()) };
+        /// (prefix, point) -> hits: a name is only built when the counts are taken.
+        pub(super) static HITS: RefCell<BTreeMap<(&'static str, &'static str), u64>> =
+            const { RefCell::new(BTreeMap::new()) };
+    }
+
+    pub(super) fn count(prefix: &'static str, point: &'static str) {
+        HITS.with(|hits| *hits.borrow_mut().entry((prefix, point)).or_default() += 1);
     }
 }
