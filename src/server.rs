@@ -27,7 +27,7 @@ use crate::raft::node::cluster_id;
 use crate::raft::peer_gate::PeerGate;
 use crate::raft::service::RaftService;
 use crate::raft::types::MetricsReceiver;
-use crate::raft::{Member, NodeError, NodeOptions, RaftNode, COLUMN_FAMILIES};
+use crate::raft::{Member, NodeError, NodeOptions, RaftNode};
 use crate::runtime::{self, Listener, TaskGroup};
 use crate::storage::StorageError;
 
@@ -147,7 +147,7 @@ impl Server {
         })?;
         let db_dir = config.data_dir.join("db");
         let opening = runtime::now();
-        let engine = runtime::open_engine(&db_dir, &COLUMN_FAMILIES)
+        let engine = crate::raft::open_data(&db_dir)
             .map_err(|cause| ServerError::Storage { dir: db_dir.display().to_string(), cause })?;
         let closing = Arc::downgrade(&engine);
         tracing::info!(elapsed_ms = (runtime::now() - opening).as_millis() as u64, "storage engine opened");
@@ -450,7 +450,7 @@ pub fn restore(config: &Config, file: &std::path::Path) -> Result<i64, ServerErr
     let state = crate::backup::decode(&bytes).map_err(|e| err(e.to_string()))?;
     let db_dir = config.data_dir.join("db");
     std::fs::create_dir_all(&db_dir).map_err(|e| err(format!("data dir {}: {e}", db_dir.display())))?;
-    let engine = runtime::open_engine(&db_dir, &COLUMN_FAMILIES)
+    let engine = crate::raft::open_data(&db_dir)
         .map_err(|cause| ServerError::Storage { dir: db_dir.display().to_string(), cause })?;
     let storage = |cause| ServerError::Storage { dir: db_dir.display().to_string(), cause };
     let used = Identity::load(engine.as_ref()).map_err(storage)?.is_some()

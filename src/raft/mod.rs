@@ -17,7 +17,11 @@ pub mod types;
 #[cfg(test)]
 mod storage_suite;
 
-use crate::storage::ColumnFamily;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::storage::checked::Checked;
+use crate::storage::{ColumnFamily, Engine, StorageError};
 
 /// Every column family the Raft layer keeps in the engine.
 /// The state machine's state is served from memory, so the families that
@@ -30,6 +34,16 @@ pub const COLUMN_FAMILIES: [ColumnFamily; 6] = [
     ColumnFamily::scanned_at_open(state_store::CF_HISTORY),
     ColumnFamily::scanned_at_open(state_store::CF_LEASE),
 ];
+
+/// Opens the data dir's engine (`dir` is its `db` directory) as the node
+/// uses it: every value checksummed and verified on read (see
+/// [`crate::storage::checked`]). A data dir written before values carried
+/// checksums (format version 1) is rewritten with them first.
+pub fn open_data(dir: &Path) -> Result<Arc<dyn Engine>, StorageError> {
+    let raw = crate::runtime::open_engine(dir, &COLUMN_FAMILIES)?;
+    state_store::seal_unchecked_records(raw.as_ref())?;
+    Ok(Arc::new(Checked::new(raw)))
+}
 mod batch;
 mod contact;
 mod error;

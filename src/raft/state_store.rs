@@ -60,8 +60,10 @@ const KEY_FORMAT: &[u8] = b"format_version";
 
 /// The data dir layout this build reads and writes: the column families,
 /// their keys and encodings. A data dir of another version is refused at
-/// open rather than misread.
-pub const FORMAT_VERSION: u32 = 1;
+/// open rather than misread. Version 2: every value ends with its checksum
+/// (`storage::checked`); version 1 data dirs are rewritten at open
+/// ([`seal_unchecked_records`]).
+pub const FORMAT_VERSION: u32 = 2;
 /// Chunks of snapshots that earlier versions stored:
 /// `snapshot_chunk/<snapshot id>/<index, u32 BE>`; dropped at open.
 const CHUNK_PREFIX: &[u8] = b"snapshot_chunk/";
@@ -88,6 +90,57 @@ pub async fn scan_state<T: Send + 'static>(
 ) -> std::io::Result<T> {
     let view = read_state(state).clone();
     crate::runtime::blocking(move || scan(view)).await
+}
+
+/// Adds checksums to a data dir written before values carried them (format
+/// version 1, or a data dir from before versions were stored): every value
+/// of every column family is rewritten sealed, and the version set to 2, in
+/// one synced batch, so a crash halfway leaves the old data dir as it was.
+/// The batch holds the whole data dir in memory once: the space quota
+/// bounds it. A data dir already at version 2 or later, or empty, is left
+/// alone.
+pub fn seal_unchecked_records(raw: &dyn Engine) -> Result<(), crate::storage::StorageError> {
+    use crate::storage::StorageError as DiskError;
+    let sealed_version = 4 + crate::storage::checked::TRAILER_BYTES;
+    match raw.get(CF_SM, KEY_FORMAT)? {
+        Some(version) if version.len() == sealed_version => return Ok(()),
+        Some(version) if version.as_slice() != 1u32.to_be_bytes() => {
+            return Err(DiskError::Corrupt(format!(
+                "the data dir's format version record is {version:?}, neither version 1 nor checksummed"
+            )))
+        }
+        Some(_) => {}
+        None => {
+            let mut empty = true;
+            for family in super::COLUMN_FAMILIES {
+                empty &= raw.last(family.name)?.is_none();
+            }
+            if empty {
+                return Ok(());
+            }
+        }
+    }
+    let started = crate::runtime::now();
+    let mut batch = WriteBatch::new();
+    for family in super::COLUMN_FAMILIES {
+        for (key, value) in raw.export(family.name)? {
+            let value =
+                if family.name == CF_SM && key == KEY_FORMAT { FORMAT_VERSION.to_be_bytes().to_vec() } else { value };
+            let sealed = crate::storage::checked::seal(family.name, &key, value);
+            batch.put(family.name, key, sealed);
+        }
+    }
+    let sealed = crate::storage::checked::seal(CF_SM, KEY_FORMAT, FORMAT_VERSION.to_be_bytes().to_vec());
+    batch.put(CF_SM, KEY_FORMAT, sealed);
+    let records = batch.ops.len();
+    raw.write(batch, true)?;
+    let elapsed_ms = (crate::runtime::now() - started).as_millis() as u64;
+    tracing::info!(
+        records,
+        elapsed_ms,
+        "data dir upgraded to format version {FORMAT_VERSION}: values now carry checksums"
+    );
+    Ok(())
 }
 
 fn write_state(state: &SharedState) -> std::sync::RwLockWriteGuard<'_, KvState> {
@@ -143,7 +196,7 @@ impl StateMachineStore {
                 ))))
             }
             None => {
-                // A new data dir, or one written before versions were stored (version 1).
+                // A new data dir (older ones were upgraded by `seal_unchecked_records`).
                 let mut batch = WriteBatch::new();
                 batch.put(CF_SM, KEY_FORMAT, FORMAT_VERSION.to_be_bytes().to_vec());
                 engine.write(batch, true).map_err(|e| write_err("state machine", e))?;

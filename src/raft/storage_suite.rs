@@ -8,7 +8,7 @@ use openraft::testing::log::{StoreBuilder, Suite};
 use super::log_store::LogStore;
 use super::state_store::StateMachineStore;
 use super::types::{Entry, TypeConfig};
-use super::COLUMN_FAMILIES;
+use crate::storage::checked::Checked;
 use crate::storage::sim_disk::SimDisk;
 
 /// Committed entries as openraft hands them to the state machine, with no
@@ -30,7 +30,7 @@ struct SimDiskBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, ()> for SimDiskBuilder {
     async fn build(&self) -> Result<((), LogStore, StateMachineStore), openraft::StorageError<TypeConfig>> {
-        let engine: Arc<dyn crate::storage::Engine> = Arc::new(SimDisk::new());
+        let engine: Arc<dyn crate::storage::Engine> = Arc::new(Checked::new(Arc::new(SimDisk::new())));
         Ok(((), LogStore::new(engine.clone()), open_sm(engine)?))
     }
 }
@@ -42,7 +42,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
         &self,
     ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), openraft::StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let engine = crate::runtime::open_engine(dir.path(), &COLUMN_FAMILIES).expect("open rocksdb");
+        let engine = super::open_data(dir.path()).expect("open rocksdb");
         Ok((dir, LogStore::new(engine.clone()), open_sm(engine)?))
     }
 }
@@ -391,10 +391,80 @@ fn a_data_dir_of_another_format_version_is_refused_at_open() {
     );
     StateMachineStore::open(engine.clone()).expect("its own version opens");
     let mut batch = WriteBatch::new();
-    batch.put(super::state_store::CF_SM, b"format_version".to_vec(), 2u32.to_be_bytes().to_vec());
+    batch.put(super::state_store::CF_SM, b"format_version".to_vec(), 3u32.to_be_bytes().to_vec());
     engine.write(batch, true).unwrap();
-    let refused = StateMachineStore::open(engine).err().expect("version 2 was opened").to_string();
-    assert!(refused.contains("format version 2, this build reads version 1"), "{refused}");
+    let refused = StateMachineStore::open(engine).err().expect("version 3 was opened").to_string();
+    assert!(refused.contains("format version 3, this build reads version 2"), "{refused}");
+}
+
+/// Flips one bit of the value `cf`/`key` holds on `disk`, below any checksum.
+fn flip_a_bit(disk: &SimDisk, cf: &'static str, key: &[u8]) {
+    use crate::storage::{Engine, WriteBatch};
+    let mut value = disk.get(cf, key).unwrap().expect("the record exists");
+    value[0] ^= 0x10;
+    let mut batch = WriteBatch::new();
+    batch.put(cf, key.to_vec(), value);
+    disk.write(batch, true).unwrap();
+}
+
+#[test]
+fn a_version_1_data_dir_gets_checksums_and_keeps_its_records() {
+    use crate::storage::{Engine, WriteBatch};
+    let disk = Arc::new(SimDisk::new());
+    let raw: Arc<dyn Engine> = disk.clone();
+    // What version 1 wrote: the same records, without checksums.
+    StateMachineStore::open(raw.clone()).unwrap();
+    mark_applied(&raw, 7);
+    let mut batch = WriteBatch::new();
+    batch.put(super::state_store::CF_SM, b"format_version".to_vec(), 1u32.to_be_bytes().to_vec());
+    raw.write(batch, true).unwrap();
+    LogStore::new(raw.clone()).write_entries((1..=3).map(|i| put_entry(i, 1, 8))).unwrap();
+    let applied = raw.get(super::state_store::CF_SM, b"applied").unwrap();
+
+    super::state_store::seal_unchecked_records(raw.as_ref()).unwrap();
+    let checked: Arc<dyn Engine> = Arc::new(Checked::new(disk.clone()));
+    assert_eq!(checked.get(super::state_store::CF_SM, b"applied").unwrap(), applied);
+    assert_eq!(
+        checked.get(super::state_store::CF_SM, b"format_version").unwrap(),
+        Some(super::state_store::FORMAT_VERSION.to_be_bytes().to_vec())
+    );
+    StateMachineStore::open(checked.clone()).expect("the upgraded data dir opens");
+    let entries = futures::executor::block_on(async {
+        use openraft::storage::RaftLogReader;
+        LogStore::new(checked.clone()).try_get_log_entries(1..4).await.unwrap()
+    });
+    assert_eq!(entries.len(), 3);
+    // A second open finds it upgraded and changes nothing.
+    let before = disk.export(super::state_store::CF_SM).unwrap();
+    super::state_store::seal_unchecked_records(raw.as_ref()).unwrap();
+    assert_eq!(disk.export(super::state_store::CF_SM).unwrap(), before);
+}
+
+#[test]
+fn a_damaged_state_record_stops_the_open() {
+    let disk = Arc::new(SimDisk::new());
+    let checked: Arc<dyn crate::storage::Engine> = Arc::new(Checked::new(disk.clone()));
+    StateMachineStore::open(checked.clone()).unwrap();
+    mark_applied(&checked, 7);
+    flip_a_bit(&disk, super::state_store::CF_SM, b"applied");
+    let refused = StateMachineStore::open(checked).err().expect("a damaged record was read as valid").to_string();
+    assert!(refused.contains("sm_meta/applied fails its checksum"), "{refused}");
+}
+
+#[test]
+fn a_damaged_log_entry_is_never_read_as_valid() {
+    use openraft::storage::RaftLogReader;
+    let disk = Arc::new(SimDisk::new());
+    let checked: Arc<dyn crate::storage::Engine> = Arc::new(Checked::new(disk.clone()));
+    LogStore::new(checked.clone()).write_entries((1..=5).map(|i| put_entry(i, 1, 8))).unwrap();
+    flip_a_bit(&disk, super::log_store::CF_LOG, &super::log_store::index_key(3));
+    futures::executor::block_on(async {
+        // A restarted store reads from the disk, not from its recent entries.
+        let mut restarted = LogStore::new(checked.clone());
+        let err = restarted.try_get_log_entries(1..6).await.expect_err("a damaged entry was read");
+        assert!(err.to_string().contains("fails its checksum"), "{err}");
+        assert_eq!(restarted.try_get_log_entries(4..6).await.unwrap().len(), 2, "the others read");
+    });
 }
 
 /// Records in `engine` that the state machine applied up to `index`.

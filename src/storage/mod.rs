@@ -7,6 +7,7 @@
 //! returns. A batch written without sync survives a process crash but may be
 //! lost, as a suffix of unsynced batches, on power loss.
 
+pub mod checked;
 #[cfg(not(madsim))]
 pub mod rocksdb;
 pub mod sim_disk;
@@ -27,6 +28,9 @@ pub enum StorageError {
     /// The device is full (ENOSPC).
     #[error("no space left on device")]
     NoSpace,
+    /// A stored record is damaged (its checksum does not hold).
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
     /// A column family the engine was not opened with.
     #[error("unknown column family {0:?}")]
     UnknownColumnFamily(String),

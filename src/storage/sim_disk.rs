@@ -142,6 +142,78 @@ impl SimDisk {
     pub fn unsynced_batches(&self) -> usize {
         self.lock().unsynced.len()
     }
+
+    /// Damages one stored record, on the medium (what survives and what
+    /// reads see), the way `kind` says; the record is drawn from a column
+    /// family drawn first. Call it on a stopped node's disk. `None`: the
+    /// disk holds nothing to damage that way.
+    pub fn damage(&self, kind: DamageKind, rng: &mut impl Rng) -> Option<Damage> {
+        let mut inner = self.lock();
+        let cfs: Vec<&'static str> = inner
+            .durable
+            .iter()
+            .filter(|(_, tree)| tree.len() >= if kind == DamageKind::Misdirected { 2 } else { 1 })
+            .map(|(cf, _)| *cf)
+            .collect();
+        let cf = *cfs.get(rng.gen_range(0..cfs.len().max(1)))?;
+        let tree = inner.durable.get(cf)?;
+        let pick = |rng: &mut dyn rand::RngCore| tree.keys().nth(rng.gen_range(0..tree.len())).cloned();
+        let key = pick(rng)?;
+        let mut value = tree.get(&key)?.clone();
+        let (key, damage) = match kind {
+            DamageKind::BitFlip => {
+                let bit = rng.gen_range(0..value.len().max(1) * 8);
+                if let Some(byte) = value.get_mut(bit / 8) {
+                    *byte ^= 1 << (bit % 8);
+                } else {
+                    value.push(1);
+                }
+                (key.clone(), Damage { cf, key, what: format!("bit {bit} flipped") })
+            }
+            DamageKind::Torn => {
+                let kept = rng.gen_range(0..value.len().max(1));
+                value.truncate(kept);
+                (key.clone(), Damage { cf, key, what: format!("torn after {kept} bytes") })
+            }
+            DamageKind::Misdirected => {
+                // The write of `key`'s value landed on another record.
+                let target = std::iter::repeat_with(|| pick(rng)).flatten().find(|k| *k != key)?;
+                let what = format!("overwritten by the value of {}", key.escape_ascii());
+                (target.clone(), Damage { cf, key: target, what })
+            }
+        };
+        inner.durable.entry(cf).or_default().insert(key.clone(), value.clone());
+        inner.live.entry(cf).or_default().insert(key, value);
+        Some(damage)
+    }
+}
+
+/// How [`SimDisk::damage`] damages a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DamageKind {
+    /// One bit of the value flips (bit rot, a bad sector read back).
+    BitFlip,
+    /// The value is cut short (a torn write: power failed halfway).
+    Torn,
+    /// Another record's value is written over it (a misdirected write).
+    Misdirected,
+}
+
+/// What [`SimDisk::damage`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// The damaged record's column family.
+    pub cf: &'static str,
+    /// Its key.
+    pub key: Vec<u8>,
+    /// What happened to it.
+    pub what: String,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}: {}", self.cf, self.key.escape_ascii(), self.what)
+    }
 }
 
 fn live_bytes(inner: &Inner) -> u64 {

@@ -147,7 +147,7 @@ async fn a_member_whose_keys_differ_is_named_in_a_corrupt_alarm_that_stops_write
     cluster.stop(follower).await;
     {
         let db = cluster.configs[follower].data_dir.join("db");
-        let engine = placement_center::runtime::open_engine(&db, &placement_center::raft::COLUMN_FAMILIES).unwrap();
+        let engine = placement_center::raft::open_data(&db).unwrap();
         let mut record = KeyValue::decode(engine.get(CF_KV, b"/a").unwrap().unwrap().as_slice()).unwrap();
         record.value = b"2".to_vec();
         let mut batch = WriteBatch::new();

@@ -27,11 +27,21 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_dir_written_by_the_previous_release_opens_and_serves_its_keys() {
+    opens_and_serves_its_keys(2).await;
+}
+
+/// Version 1 stored values without checksums: the first open adds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_data_dir_gets_checksums_and_serves_its_keys() {
+    opens_and_serves_its_keys(1).await;
+}
+
+async fn opens_and_serves_its_keys(version: u32) {
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let lease = std::fs::read_to_string(fixtures.join("datadir-v1.txt")).unwrap();
+    let lease = std::fs::read_to_string(fixtures.join(format!("datadir-v{version}.txt"))).unwrap();
     let lease = i64::from_str_radix(lease.trim().trim_start_matches("lease "), 16).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixtures.join("datadir-v1"), &dir.path().join("data"));
+    copy_dir(&fixtures.join(format!("datadir-v{version}")), &dir.path().join("data"));
 
     let client = Listener::bind("127.0.0.1:0").await.unwrap();
     let peer = Listener::bind("127.0.0.1:0").await.unwrap();
