@@ -30,6 +30,15 @@ fn running<R>(f: impl FnOnce(&mut BTreeMap<u64, Arc<RaftNode>>) -> R) -> R {
     RUNNING.with(|r| f(&mut r.borrow_mut()))
 }
 
+thread_local! {
+    /// Why each slot's last start failed, if it did (cleared per run).
+    static START_ERRORS: std::cell::RefCell<BTreeMap<u64, String>> = const { std::cell::RefCell::new(BTreeMap::new()) };
+}
+
+fn start_errors<R>(f: impl FnOnce(&mut BTreeMap<u64, String>) -> R) -> R {
+    START_ERRORS.with(|r| f(&mut r.borrow_mut()))
+}
+
 /// Simulated IP of node `id` (clients use ids from 100).
 pub fn ip(id: u64) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(192, 0, 2, id as u8))
@@ -61,6 +70,7 @@ impl SimCluster {
         SimDisk::clear_registry();
         placement_center::runtime::reset_clocks();
         running(|r| r.clear());
+        start_errors(|r| r.clear());
         let handle = Handle::current();
         let members: BTreeMap<u64, MemberConfig> = (1..=n)
             .map(|id| {
@@ -108,13 +118,17 @@ impl SimCluster {
                     // The node's Raft timers run on its own skewable clock.
                     placement_center::runtime::with_node_clock(id, async move {
                         let listeners = Listeners::bind(&config).await.expect("bind simulated address");
+                        start_errors(|r| r.remove(&id));
                         match Server::start(config, listeners).await {
                             Ok(server) => {
                                 running(|r| r.insert(id, server.node.clone()));
                                 // Runs until the node is killed.
                                 futures::future::pending::<()>().await;
                             }
-                            Err(e) => tracing::warn!(node = id, cause = %e, "node did not start"),
+                            Err(e) => {
+                                tracing::warn!(node = id, cause = %e, "node did not start");
+                                start_errors(|r| r.insert(id, e.to_string()));
+                            }
                         }
                     })
                 })
@@ -184,6 +198,11 @@ impl SimCluster {
         Handle::current().restart(node.handle.id());
     }
 
+    /// Why the node in `slot` failed its last start, if it did.
+    pub fn start_error(&self, slot: u64) -> Option<String> {
+        start_errors(|r| r.get(&slot).cloned())
+    }
+
     /// Whether the node in `slot` runs and is a voter.
     pub fn is_voter(&self, slot: u64) -> bool {
         running(|r| r.get(&slot).is_some_and(|n| n.is_voter()))
@@ -235,20 +254,25 @@ impl SimCluster {
         running(|r| r.get(&id).is_some_and(|n| n.raft.metrics().borrow_watched().running_state.is_ok()))
     }
 
-    /// The raw log entries of node `id` with index in `from..=to`, read from its
-    /// disk (what survives a crash). Only called for indexes the node applied,
-    /// which are committed.
+    /// The encoded log entries of node `id` with index in `from..=to`, read
+    /// from its disk (what survives a crash). Only called for indexes the node
+    /// applied, which are committed. An entry the corrupt-disk fault damaged
+    /// is left out: its checksum fails, so the node cannot read it either.
     pub fn log_entries(&self, id: u64, from: u64, to: u64) -> Vec<(u64, Vec<u8>)> {
-        use placement_center::storage::Engine;
+        use placement_center::raft::log_store::CF_LOG;
+        use placement_center::storage::{checked, Engine};
         if from > to {
             return Vec::new();
         }
         let disk = &self.nodes[id as usize - 1].disk;
         let end = (to + 1).to_be_bytes();
-        disk.scan(placement_center::raft::log_store::CF_LOG, &from.to_be_bytes(), Some(&end), usize::MAX)
+        disk.scan(CF_LOG, &from.to_be_bytes(), Some(&end), usize::MAX)
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|(k, v)| Some((u64::from_be_bytes(k.as_slice().try_into().ok()?), v)))
+            .filter_map(|(k, v)| {
+                let value = checked::unseal(CF_LOG, &k, v).ok()?;
+                Some((u64::from_be_bytes(k.as_slice().try_into().ok()?), value))
+            })
             .collect()
     }
 

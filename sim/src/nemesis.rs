@@ -94,11 +94,18 @@ pub enum FaultKind {
     /// Swizzle-clog (FoundationDB): links among a few nodes are clogged one
     /// by one, then unclogged in another random order.
     SwizzleClog,
+    /// A stopped follower's disk damages one record (a flipped bit, a torn
+    /// value, a misdirected write) and it restarts: the damage must be caught
+    /// by the record's checksum, never served or replicated. A record read at
+    /// open (state, bookkeeping) must stop the start; a log entry may lie
+    /// unread. Then it is removed and comes back as a new member, as the
+    /// refusal tells the operator to do.
+    CorruptDisk,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 22] = [
+    pub const ALL: [FaultKind; 23] = [
         FaultKind::Partition,
         FaultKind::IsolateLeader,
         FaultKind::Bridge,
@@ -121,6 +128,7 @@ impl FaultKind {
         FaultKind::PowerLossMany,
         FaultKind::Pause,
         FaultKind::SwizzleClog,
+        FaultKind::CorruptDisk,
     ];
 
     /// The name used on the command line.
@@ -148,6 +156,7 @@ impl FaultKind {
             FaultKind::PowerLossMany => "power-loss-many",
             FaultKind::Pause => "pause",
             FaultKind::SwizzleClog => "swizzle-clog",
+            FaultKind::CorruptDisk => "corrupt-disk",
         }
     }
 }
@@ -318,6 +327,20 @@ async fn wipe_restart(cluster: &SimCluster, start: Instant, log: &mut NemesisLog
         return;
     }
     log.note(start, format!("{victim} refused to start on its wiped data dir"));
+    remove_and_rejoin(cluster, victim, old_id, start, log, "wipe-restart").await;
+}
+
+/// Removes member `old_id` of the stopped `victim`, then restarts `victim`
+/// on an empty data dir to join as a new member (what an operator does with
+/// a member that cannot start on its data).
+async fn remove_and_rejoin(
+    cluster: &SimCluster,
+    victim: u64,
+    old_id: u64,
+    start: Instant,
+    log: &mut NemesisLog,
+    fault: &str,
+) {
     // Until it is removed it stays down: retry (another change may be in
     // progress, the leader may move) until the removal applies.
     let deadline = runtime::now() + Duration::from_secs(60);
@@ -336,11 +359,59 @@ async fn wipe_restart(cluster: &SimCluster, start: Instant, log: &mut NemesisLog
             leader_node.change_members(MemberChange::Remove(old_id)).await.map_err(|e| e.to_string())
         });
         if let Ok(Err(e)) = task.await {
-            log.note(start, format!("wipe-restart {victim}: remove refused or failed: {e}; retrying"));
+            log.note(start, format!("{fault} {victim}: remove refused or failed: {e}; retrying"));
         }
         runtime::sleep(Duration::from_millis(500)).await;
     }
-    log.health_violations.push(format!("wipe-restart: member {old_id:x} of {victim} could not be removed in 60 s"));
+    log.health_violations.push(format!("{fault}: member {old_id:x} of {victim} could not be removed in 60 s"));
+}
+
+/// See [`FaultKind::CorruptDisk`].
+async fn corrupt_disk(cluster: &SimCluster, start: Instant, log: &mut NemesisLog) {
+    use placement_center::raft::log_store::{CF_LOG, CF_META};
+    use placement_center::storage::sim_disk::DamageKind;
+    let n = cluster.nodes.len() as u64;
+    let Some(leader) = cluster.leader() else { return };
+    let victim = (leader + runtime::rng().gen_range(0..n - 1)) % n + 1;
+    let (Some(leader_node), Some(victim_node)) = (cluster.node(leader), cluster.node(victim)) else { return };
+    let old_id = victim_node.id;
+    drop(victim_node);
+    if !settled_voters(cluster, &leader_node) {
+        return;
+    }
+    let kind = *[DamageKind::BitFlip, DamageKind::Torn, DamageKind::Misdirected]
+        .choose(&mut runtime::rng())
+        .expect("three kinds");
+    cluster.kill(victim);
+    let Some(damage) = cluster.nodes[victim as usize - 1].disk.damage(kind, &mut runtime::rng()) else {
+        cluster.restart(victim);
+        return;
+    };
+    log.note(start, format!("damage {victim}'s disk ({damage}) and restart it"));
+    cluster.restart(victim);
+    runtime::sleep(Duration::from_secs(4)).await;
+    let refusal = cluster.start_error(victim);
+    match (cluster.node(victim).is_some(), refusal) {
+        (false, Some(refusal)) if refusal.contains("corrupt data") => {
+            log.note(start, format!("{victim} refused to start: the damage was caught"));
+        }
+        (false, refusal) => {
+            log.health_violations
+                .push(format!("corrupt-disk: {victim} did not start, not for the damage: {refusal:?}"));
+        }
+        // The log is read from where the state machine stands, and its
+        // bookkeeping lazily: a damaged record there may lie unread (and
+        // fails the read that reaches it).
+        (true, _) if damage.cf == CF_LOG || damage.cf == CF_META => {
+            log.note(start, format!("{victim} started: the damaged {} record was not read", damage.cf));
+        }
+        (true, _) => {
+            log.health_violations
+                .push(format!("corrupt-disk: {victim} started on a damaged record read at open ({damage})"));
+        }
+    }
+    cluster.kill(victim);
+    remove_and_rejoin(cluster, victim, old_id, start, log, "corrupt-disk").await;
 }
 
 /// Disarms `member`'s NOSPACE alarm, retrying until it applies or 20 s past
@@ -498,6 +569,7 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
                 }
             }
             FaultKind::WipeRestart => wipe_restart(cluster, start, log).await,
+            FaultKind::CorruptDisk => corrupt_disk(cluster, start, log).await,
             FaultKind::PowerLossMany => {
                 let mut ids: Vec<u64> = (1..=n).collect();
                 ids.shuffle(&mut runtime::rng());
