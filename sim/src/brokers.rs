@@ -176,7 +176,7 @@ impl Broker {
             labels: BTreeMap::new(),
         };
         let invoked = runtime::now();
-        let result = runtime::timeout(Duration::from_secs(5), self.client.register(req)).await;
+        let result = runtime::timeout(crate::caller_deadline(Duration::from_secs(5)), self.client.register(req)).await;
         let epoch = result.as_ref().ok().and_then(|r| r.as_ref().ok()).map(|r| r.node.epoch);
         self.record(Call::Register(epoch), invoked, answer(&result));
         result.ok()?.ok()
@@ -185,7 +185,8 @@ impl Broker {
     /// One heartbeat; whether the registration is still there as far as it knows.
     async fn heartbeat(&self, node: &NodeInfo) -> bool {
         let invoked = runtime::now();
-        let result = runtime::timeout(Duration::from_secs(2), self.client.heartbeat(node)).await;
+        let result =
+            runtime::timeout(crate::caller_deadline(Duration::from_secs(2)), self.client.heartbeat(node)).await;
         let answer = answer(&result);
         self.record(Call::Heartbeat(node.epoch), invoked, answer.clone());
         !matches!(answer, Answer::Refused(..))

@@ -43,6 +43,22 @@ pub(crate) fn endpoint(addr: &str) -> tonic::transport::Endpoint {
         .connect_timeout(std::time::Duration::from_secs(1))
 }
 
+/// How often a caller gives up on a call after 1-300 ms instead of at its
+/// deadline, cancelling it at a random point (sent or not, applied or not).
+const CANCEL_EARLY: f64 = 0.03;
+
+/// The deadline a caller gives a call whose usual one is `usual`: now and
+/// then a short random one (see [`CANCEL_EARLY`]).
+pub(crate) fn caller_deadline(usual: std::time::Duration) -> std::time::Duration {
+    use rand::Rng;
+    let mut rng = placement_center::runtime::rng();
+    if rng.gen_bool(CANCEL_EARLY) {
+        std::time::Duration::from_millis(rng.gen_range(1..300))
+    } else {
+        usual
+    }
+}
+
 /// A lazily connected channel to a member's client address.
 pub(crate) fn channel(addr: &str) -> tonic::transport::Channel {
     endpoint(addr).connect_lazy()

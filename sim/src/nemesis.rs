@@ -72,8 +72,9 @@ pub enum FaultKind {
     NoSpace,
     /// A node's device fills up: mostly to within the space a member keeps
     /// free (it must raise NOSPACE itself, see `check_nospace`), sometimes
-    /// to within a few KiB (its next log write fails with ENOSPC, which
-    /// stops its Raft: it is restarted once the device has room again).
+    /// to a random point within its next 64 KiB of writes (the write that
+    /// reaches it, whichever it is, fails with ENOSPC, which stops its Raft:
+    /// it is restarted once the device has room again).
     /// Then room is made and the alarm disarmed.
     DiskFull,
     /// A started follower's disk is wiped and it is restarted as itself
@@ -101,11 +102,15 @@ pub enum FaultKind {
     /// unread. Then it is removed and comes back as a new member, as the
     /// refusal tells the operator to do.
     CorruptDisk,
+    /// Every node is restarted in turn (an operator's upgrade): killed,
+    /// started again after a moment, and given a few seconds to rejoin
+    /// before the next one goes.
+    RollingRestart,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 23] = [
+    pub const ALL: [FaultKind; 24] = [
         FaultKind::Partition,
         FaultKind::IsolateLeader,
         FaultKind::Bridge,
@@ -129,6 +134,7 @@ impl FaultKind {
         FaultKind::Pause,
         FaultKind::SwizzleClog,
         FaultKind::CorruptDisk,
+        FaultKind::RollingRestart,
     ];
 
     /// The name used on the command line.
@@ -157,6 +163,7 @@ impl FaultKind {
             FaultKind::Pause => "pause",
             FaultKind::SwizzleClog => "swizzle-clog",
             FaultKind::CorruptDisk => "corrupt-disk",
+            FaultKind::RollingRestart => "rolling-restart",
         }
     }
 }
@@ -225,8 +232,10 @@ async fn disk_full(
 ) {
     use placement_center::api::context::DISK_RESERVE_BYTES;
     let disk = &cluster.nodes[victim as usize - 1].disk;
+    // Tight: the device fills at a random point within the next 64 KiB of
+    // writes (a log append, an apply, a snapshot, a vote), with ENOSPC.
     let tight = runtime::rng().gen_bool(0.25);
-    let room = if tight { 2 * 1024 } else { DISK_RESERVE_BYTES - 256 * 1024 };
+    let room = if tight { runtime::rng().gen_range(0..64 * 1024) } else { DISK_RESERVE_BYTES - 256 * 1024 };
     let capacity = disk.used_bytes() + room;
     log.note(start, format!("disk of {victim} full but {room} bytes for {hold:?}"));
     disk.set_faults(DiskFaults { capacity: Some(capacity), ..Default::default() });
@@ -570,6 +579,23 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
             }
             FaultKind::WipeRestart => wipe_restart(cluster, start, log).await,
             FaultKind::CorruptDisk => corrupt_disk(cluster, start, log).await,
+            FaultKind::RollingRestart => {
+                let mut order: Vec<u64> = (1..=n).collect();
+                order.shuffle(&mut runtime::rng());
+                log.note(start, format!("rolling restart in the order {order:?}"));
+                for slot in order {
+                    cluster.kill(slot);
+                    runtime::sleep(millis(&mut runtime::rng(), 100..1500)).await;
+                    cluster.restart(slot);
+                    // As an operator's script waits for the member to be back.
+                    let back_by = runtime::now() + Duration::from_secs(5);
+                    while runtime::now() < back_by && !cluster.is_healthy(slot) {
+                        runtime::sleep(Duration::from_millis(200)).await;
+                    }
+                    runtime::sleep(millis(&mut runtime::rng(), 500..2000)).await;
+                }
+                log.note(start, "rolling restart done".into());
+            }
             FaultKind::PowerLossMany => {
                 let mut ids: Vec<u64> = (1..=n).collect();
                 ids.shuffle(&mut runtime::rng());

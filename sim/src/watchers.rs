@@ -224,7 +224,8 @@ async fn lease_episode(
             let mut stream = leases.lease_keep_alive(crate::request(receiver_stream(rx))).await.ok()?.into_inner();
             stream.message().await.ok()?
         };
-        if let Ok(Some(resp)) = runtime::timeout(Duration::from_secs(1), renewed).await {
+        // A keepalive the caller gives up on early promises nothing.
+        if let Ok(Some(resp)) = runtime::timeout(crate::caller_deadline(Duration::from_secs(1)), renewed).await {
             if resp.ttl > 0 {
                 episode.acks.push(sent);
             }

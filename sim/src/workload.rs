@@ -25,9 +25,6 @@ pub type History = Arc<Mutex<Vec<Op>>>;
 /// How long a client waits for one RPC before it gives up (outcome unknown).
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How often a client gives up on a call after 1-300 ms instead.
-const CANCEL_EARLY: f64 = 0.03;
-
 /// Clients move to fresh keys every this many virtual seconds, so that each
 /// key's history (and the linearizability search over its unknown-outcome
 /// operations) stays small, as with Jepsen's independent keys.
@@ -79,16 +76,8 @@ impl Client {
     /// Runs `call` on `key` at server `server` and records it.
     pub async fn run(&mut self, server: usize, key: &str, call: Call) -> Outcome {
         let invoked = runtime::now();
-        // Now and then the caller gives up early, cancelling the call at a
-        // random point (sent or not, applied or not): an unknown outcome.
-        let deadline = {
-            let mut rng = runtime::rng();
-            if rng.gen_bool(CANCEL_EARLY) {
-                Duration::from_millis(rng.gen_range(1..300))
-            } else {
-                RPC_TIMEOUT
-            }
-        };
+        // Now and then the caller gives up early: an unknown outcome.
+        let deadline = crate::caller_deadline(RPC_TIMEOUT);
         let kv = &mut self.kvs[server];
         let is_write = matches!(call, Call::Put(_) | Call::Delete | Call::Cas { .. });
         let result = match &call {
