@@ -152,6 +152,13 @@ impl SimCluster {
         self.nodes[id as usize - 1].disk.power_loss(rng)
     }
 
+    /// Kills node `id` with a power loss that loses every unsynced write.
+    pub fn power_loss_all(&self, id: u64) -> usize {
+        running(|r| r.remove(&id));
+        Handle::current().kill(self.nodes[id as usize - 1].handle.id());
+        self.nodes[id as usize - 1].disk.power_loss_keeping(0)
+    }
+
     /// Restarts a killed node from its disk.
     pub fn restart(&self, id: u64) {
         Handle::current().restart(self.nodes[id as usize - 1].handle.id());

@@ -128,9 +128,16 @@ impl SimDisk {
     /// The machine lost power: a random prefix of the unsynced batches survives.
     /// Returns how many batches were lost.
     pub fn power_loss(&self, rng: &mut impl Rng) -> usize {
+        let kept = rng.gen_range(0..=self.unsynced_batches());
+        self.power_loss_keeping(kept)
+    }
+
+    /// The machine lost power, and the first `kept` unsynced batches
+    /// survive. Returns how many batches were lost.
+    pub fn power_loss_keeping(&self, kept: usize) -> usize {
         let mut inner = self.lock();
         let unsynced = std::mem::take(&mut inner.unsynced);
-        let kept = rng.gen_range(0..=unsynced.len());
+        let kept = kept.min(unsynced.len());
         for batch in &unsynced[..kept] {
             apply(&mut inner.durable, batch);
         }
