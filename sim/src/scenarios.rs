@@ -24,10 +24,11 @@ use crate::run::wait_for;
 pub type Scenario = fn() -> Vec<String>;
 
 /// Every scenario by name.
-pub const SCENARIOS: [(&str, Scenario); 3] = [
+pub const SCENARIOS: [(&str, Scenario); 4] = [
     ("lease-leader-cut-off", lease_leader_cut_off),
     ("readiness-replaced-skewed", readiness_replaced_skewed),
     ("leader-power-loss-read", leader_power_loss_read),
+    ("keepalive-during-revoke", keepalive_during_revoke),
 ];
 
 /// Runs scenario `name` in a simulation of its own (`None`: no such scenario).
@@ -158,13 +159,19 @@ async fn hold_lease_across_cut(
 
 /// One keepalive of lease `id`: whether it was acknowledged with a positive TTL.
 async fn keep_alive(leases: &mut LeaseClient<tonic::transport::Channel>, id: i64) -> bool {
+    keep_alive_within(leases, id, Duration::from_millis(300)).await
+}
+
+/// One keepalive of lease `id`, waiting `wait` at most: whether it was
+/// acknowledged with a positive TTL.
+async fn keep_alive_within(leases: &mut LeaseClient<tonic::transport::Channel>, id: i64, wait: Duration) -> bool {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let _ = tx.send(LeaseKeepAliveRequest { id }).await;
     let renewed = async {
         let mut stream = leases.lease_keep_alive(receiver_stream(rx)).await.ok()?.into_inner();
         stream.message().await.ok()?
     };
-    matches!(runtime::timeout(Duration::from_millis(300), renewed).await, Ok(Some(resp)) if resp.ttl > 0)
+    matches!(runtime::timeout(wait, renewed).await, Ok(Some(resp)) if resp.ttl > 0)
 }
 
 /// A replaced member keeps its machine (slot) but gets a new member id.
@@ -314,4 +321,105 @@ fn leader_power_loss_read() -> Vec<String> {
         }
         violations
     })
+}
+
+/// The TTL of the lease `keepalive_during_revoke` lets run out: long
+/// against the 2 s the revoke takes to commit, so that a keepalive
+/// acknowledged meanwhile promises far past the revoke (the lease checker
+/// allows 1 s of slack).
+const REVOKED_TTL: Duration = Duration::from_secs(10);
+
+/// Regression seed 438's bug class: a lease's deadline passes, the leader's
+/// expiry pass proposes its revoke, and the followers' disks are slow, so
+/// the revoke takes a while to commit. Keepalives that reach the leader
+/// meanwhile must not be acknowledged with a TTL: a renewal then promised a
+/// TTL that the revoke, applied next, broke.
+fn keepalive_during_revoke() -> Vec<String> {
+    use placement_center::storage::sim_disk::DiskFaults;
+    simulate(|| async {
+        let cluster = SimCluster::start(3, 0);
+        if !wait_for(Duration::from_secs(20), || cluster.leader().is_some()).await {
+            return vec!["keepalive-during-revoke: no leader in 20 s".into()];
+        }
+        let Some(leader) = cluster.leader() else { return vec!["keepalive-during-revoke: no leader".into()] };
+        let addr = cluster.nodes[leader as usize - 1].client_addr.clone();
+        let start = runtime::now();
+        let (granted, granted_rx) = tokio::sync::oneshot::channel::<()>();
+        let client = Handle::current().create_node().name("scenario-client").ip(ip(200)).build();
+        let holder = client.spawn(keep_alive_past_deadline(addr, start, granted));
+        if granted_rx.await.is_err() {
+            return vec!["keepalive-during-revoke: the client could not grant a lease".into()];
+        }
+        // The lease is granted and unrenewed: slow the followers' disks
+        // before its deadline, so that its revoke commits about 2 s after
+        // the expiry pass proposes it.
+        runtime::sleep(REVOKED_TTL - Duration::from_millis(500)).await;
+        let followers: Vec<u64> = (1..=3).filter(|slot| *slot != leader).collect();
+        for slot in &followers {
+            let slow = DiskFaults { latency: Duration::from_secs(2), ..Default::default() };
+            cluster.nodes[*slot as usize - 1].disk.set_faults(slow);
+        }
+        runtime::sleep(Duration::from_secs(4)).await;
+        for slot in &followers {
+            cluster.nodes[*slot as usize - 1].disk.set_faults(DiskFaults::default());
+        }
+        let episode = match holder.await {
+            Ok(episode) => episode,
+            Err(_) => return vec!["keepalive-during-revoke: the client task failed".into()],
+        };
+        if std::env::var_os("PLACEMENT_SIM_DEBUG").is_some() {
+            eprintln!("keepalive-during-revoke: leader {leader}: {episode:?}");
+        }
+        let mut violations: Vec<String> = lease::check(&[episode], &[]).into_iter().map(|v| v.to_string()).collect();
+        let reached = runtime::coverage::take_reached();
+        if violations.is_empty() && reached.get("keepalive-after-deadline").copied().unwrap_or(0) == 0 {
+            violations.push("keepalive-during-revoke: no keepalive reached the leader past the deadline".into());
+        }
+        violations
+    })
+}
+
+/// The client of `keepalive_during_revoke`: grants a lease and attaches a
+/// key through `leader`, says so on `granted`, lets the TTL run out, then
+/// sends a keepalive every 100 ms from 0.7 s past the TTL (after the expiry
+/// pass, every 500 ms) for 1.5 s, and reads the key until 4 s past the last.
+async fn keep_alive_past_deadline(
+    leader: String,
+    start: Instant,
+    granted: tokio::sync::oneshot::Sender<()>,
+) -> LeaseEpisode {
+    let mut leases = LeaseClient::new(crate::channel(&leader));
+    let mut kv = KvClient::new(crate::channel(&leader));
+    let since = |at: Instant| at - start;
+    let mut episode = LeaseEpisode { client: 0, ..Default::default() };
+    let grant = LeaseGrantRequest { ttl: REVOKED_TTL.as_secs() as i64, id: 0 };
+    let Ok(Ok(lease)) = runtime::timeout(Duration::from_secs(2), leases.lease_grant(grant)).await else {
+        return episode;
+    };
+    let granted_at = runtime::now();
+    let lease = lease.into_inner();
+    (episode.id, episode.ttl) = (lease.id, lease.ttl);
+    let key = b"scenario/lease-key".to_vec();
+    let put = PutRequest { key: key.clone(), value: b"alive".to_vec(), lease: lease.id, ..Default::default() };
+    episode.key_written = matches!(runtime::timeout(Duration::from_secs(2), kv.put(put)).await, Ok(Ok(_)));
+    if granted.send(()).is_err() {
+        return episode;
+    }
+    let ttl = Duration::from_secs(lease.ttl.max(0) as u64);
+    let first = granted_at + ttl + Duration::from_millis(700);
+    let last = first + Duration::from_millis(1500);
+    runtime::sleep(first.saturating_duration_since(runtime::now())).await;
+    while runtime::now() < last + ttl + Duration::from_secs(4) {
+        let now = runtime::now();
+        if now < last && keep_alive_within(&mut leases, lease.id, Duration::from_secs(3)).await {
+            episode.acks.push(since(now));
+        }
+        let invoked = runtime::now();
+        let read = RangeRequest { key: key.clone(), ..Default::default() };
+        if let Ok(Ok(resp)) = runtime::timeout(Duration::from_millis(500), kv.range(read)).await {
+            episode.reads.push((since(invoked), since(runtime::now()), !resp.into_inner().kvs.is_empty()));
+        }
+        runtime::sleep(Duration::from_millis(100)).await;
+    }
+    episode
 }
