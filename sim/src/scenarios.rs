@@ -15,6 +15,7 @@ use placement_center::proto::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveReq
 use placement_center::runtime::{self, Instant};
 
 use placement_center::raft::membership::MemberChange;
+use placement_center::raft::MetricsWatch as _;
 
 use crate::checker::lease::{self, LeaseEpisode};
 use crate::cluster::{ip, SimCluster};
@@ -24,11 +25,12 @@ use crate::run::wait_for;
 pub type Scenario = fn() -> Vec<String>;
 
 /// Every scenario by name.
-pub const SCENARIOS: [(&str, Scenario); 4] = [
+pub const SCENARIOS: [(&str, Scenario); 5] = [
     ("lease-leader-cut-off", lease_leader_cut_off),
     ("readiness-replaced-skewed", readiness_replaced_skewed),
     ("leader-power-loss-read", leader_power_loss_read),
     ("keepalive-during-revoke", keepalive_during_revoke),
+    ("snapshot-install-restart", snapshot_install_restart),
 ];
 
 /// Runs scenario `name` in a simulation of its own (`None`: no such scenario).
@@ -422,4 +424,84 @@ async fn keep_alive_past_deadline(
         runtime::sleep(Duration::from_millis(100)).await;
     }
     episode
+}
+
+/// Regression seed 10388's bug class: a follower cut off while the others
+/// write, compact and snapshot catches up by installing a snapshot of a
+/// compacted state, then restarts. Its install wrote the history from
+/// revision 0, which errs once compacted: the history on disk was dropped,
+/// and after the restart it held none. Here: its kept history after the
+/// restart must be the leader's.
+fn snapshot_install_restart() -> Vec<String> {
+    simulate(|| async {
+        let cluster = SimCluster::start(3, 0);
+        if !wait_for(Duration::from_secs(20), || cluster.leader().is_some()).await {
+            return vec!["snapshot-install-restart: no leader in 20 s".into()];
+        }
+        let Some(leader) = cluster.leader() else { return vec!["snapshot-install-restart: no leader".into()] };
+        let follower = leader % 3 + 1;
+        let net = NetSim::current();
+        let follower_id = cluster.nodes[follower as usize - 1].handle.id();
+        net.clog_node(follower_id);
+        // Past a snapshot (every 200 entries, 50 kept) and the compaction
+        // (100 revisions kept).
+        let addr = cluster.nodes[leader as usize - 1].client_addr.clone();
+        let client = Handle::current().create_node().name("scenario-client").ip(ip(200)).build();
+        let written = client
+            .spawn(async move {
+                let mut kv = KvClient::new(crate::channel(&addr));
+                let mut written = 0;
+                for i in 0..400u32 {
+                    let put = PutRequest {
+                        key: format!("scenario/k{}", i % 10).into_bytes(),
+                        value: i.to_string().into_bytes(),
+                        ..Default::default()
+                    };
+                    written +=
+                        u32::from(matches!(runtime::timeout(Duration::from_secs(2), kv.put(put)).await, Ok(Ok(_))));
+                }
+                written
+            })
+            .await
+            .unwrap_or(0);
+        if written < 300 {
+            return vec![format!("snapshot-install-restart: only {written} of 400 puts acknowledged")];
+        }
+        let compacted = || cluster.applied_events(leader, 0).0;
+        if !wait_for(Duration::from_secs(10), || compacted() > 0).await {
+            return vec!["snapshot-install-restart: the leader never compacted".into()];
+        }
+        let _ = runtime::coverage::take_reached();
+        net.unclog_node(follower_id);
+        let caught_up = || {
+            let applied = |slot| cluster.node(slot).map(|n| n.raft.metrics().borrow_watched().last_applied);
+            applied(follower).is_some() && applied(follower) == applied(leader)
+        };
+        if !wait_for(Duration::from_secs(20), caught_up).await {
+            return vec!["snapshot-install-restart: the follower never caught up".into()];
+        }
+        if runtime::coverage::take_reached().get("snapshot-installed").copied().unwrap_or(0) == 0 {
+            return vec!["snapshot-install-restart: the follower caught up without a snapshot".into()];
+        }
+        cluster.kill(follower);
+        cluster.restart(follower);
+        if !wait_for(Duration::from_secs(20), caught_up).await {
+            return vec!["snapshot-install-restart: the restarted follower never caught up".into()];
+        }
+        let (leader_compacted, leader_events) = cluster.applied_events(leader, 0.max(compacted()) + 1);
+        let (follower_compacted, follower_events) = cluster.applied_events(follower, leader_compacted + 1);
+        let revisions = |events: &[(i64, Vec<_>)]| events.iter().map(|(rev, _)| *rev).collect::<Vec<i64>>();
+        if follower_events != leader_events {
+            return vec![format!(
+                "snapshot-install-restart: after its restart, {follower} (compacted at {follower_compacted}) holds \
+                 history revisions {:?}, the leader (compacted at {leader_compacted}) {:?}",
+                revisions(&follower_events),
+                revisions(&leader_events)
+            )];
+        }
+        if leader_events.is_empty() {
+            return vec!["snapshot-install-restart: the leader kept no history to compare".into()];
+        }
+        Vec::new()
+    })
 }
