@@ -25,12 +25,13 @@ use crate::run::wait_for;
 pub type Scenario = fn() -> Vec<String>;
 
 /// Every scenario by name.
-pub const SCENARIOS: [(&str, Scenario); 5] = [
+pub const SCENARIOS: [(&str, Scenario); 6] = [
     ("lease-leader-cut-off", lease_leader_cut_off),
     ("readiness-replaced-skewed", readiness_replaced_skewed),
     ("leader-power-loss-read", leader_power_loss_read),
     ("keepalive-during-revoke", keepalive_during_revoke),
     ("snapshot-install-restart", snapshot_install_restart),
+    ("install-on-a-full-disk", install_on_a_full_disk),
 ];
 
 /// Runs scenario `name` in a simulation of its own (`None`: no such scenario).
@@ -426,6 +427,83 @@ async fn keep_alive_past_deadline(
     episode
 }
 
+/// Puts 400 values on 10 keys through `addr` from a client machine of its
+/// own (past a snapshot, every 200 entries in the simulation, with 50 kept,
+/// and past the compaction, 100 revisions kept); returns how many were
+/// acknowledged.
+async fn write_past_a_snapshot(addr: String) -> u32 {
+    let client = Handle::current().create_node().name("scenario-writer").ip(ip(201)).build();
+    let writes = client.spawn(async move {
+        let mut kv = KvClient::new(crate::channel(&addr));
+        let mut written = 0;
+        for i in 0..400u32 {
+            let put = PutRequest {
+                key: format!("scenario/k{}", i % 10).into_bytes(),
+                value: i.to_string().into_bytes(),
+                ..Default::default()
+            };
+            written += u32::from(matches!(runtime::timeout(Duration::from_secs(2), kv.put(put)).await, Ok(Ok(_))));
+        }
+        written
+    });
+    writes.await.unwrap_or(0)
+}
+
+/// Regression seed 20048's bug class: a member replaced after the log was
+/// purged catches up by a snapshot, and its new disk is full: the install
+/// fails on ENOSPC. openraft (0.9) had purged the log up to the snapshot
+/// when it queued the install, so the member restarted with its log purged
+/// past its applied state, and openraft refused to start it ("purge_upto <=
+/// committed"). Here: the new member gets 4 KiB, then room, a restart, and
+/// must become a voter.
+fn install_on_a_full_disk() -> Vec<String> {
+    use placement_center::storage::sim_disk::DiskFaults;
+    simulate(|| async {
+        let cluster = SimCluster::start(3, 0);
+        if !wait_for(Duration::from_secs(20), || cluster.leader().is_some()).await {
+            return vec!["install-on-a-full-disk: no leader in 20 s".into()];
+        }
+        let Some(leader) = cluster.leader() else { return vec!["install-on-a-full-disk: no leader".into()] };
+        let addr = cluster.nodes[leader as usize - 1].client_addr.clone();
+        let written = write_past_a_snapshot(addr.clone()).await;
+        if written < 300 {
+            return vec![format!("install-on-a-full-disk: only {written} of 400 puts acknowledged")];
+        }
+        let slot = leader % 3 + 1;
+        let Some(old_id) = cluster.node(slot).map(|n| n.id) else {
+            return vec!["install-on-a-full-disk: the follower is not running".into()];
+        };
+        let Some(leader_node) = cluster.node(leader) else { return vec!["install-on-a-full-disk: no leader".into()] };
+        let removed = cluster
+            .spawn_on(leader, async move { leader_node.change_members(MemberChange::Remove(old_id)).await.map(|_| ()) })
+            .await;
+        if !matches!(removed, Ok(Ok(()))) {
+            return vec![format!("install-on-a-full-disk: member {old_id:x} could not be removed")];
+        }
+        let disk = &cluster.nodes[slot as usize - 1].disk;
+        disk.set_faults(DiskFaults { capacity: Some(4 * 1024), ..Default::default() });
+        let _ = runtime::coverage::take_reached();
+        cluster.replace(slot, addr);
+        // It joins, is sent the snapshot, and fails to store it.
+        runtime::sleep(Duration::from_secs(5)).await;
+        if cluster.is_healthy(slot) {
+            return vec!["install-on-a-full-disk: the new member stored its snapshot in 4 KiB".into()];
+        }
+        if cluster.node(slot).is_none() {
+            let why = cluster.start_error(slot).unwrap_or_default();
+            return vec![format!("install-on-a-full-disk: the new member did not even start in 4 KiB: {why}")];
+        }
+        disk.set_faults(DiskFaults::default());
+        cluster.kill(slot);
+        cluster.restart(slot);
+        if !wait_for(Duration::from_secs(30), || cluster.is_voter(slot)).await {
+            let why = cluster.start_error(slot).unwrap_or_else(|| "it runs".into());
+            return vec![format!("install-on-a-full-disk: with room again it did not become a voter in 30 s ({why})")];
+        }
+        Vec::new()
+    })
+}
+
 /// Regression seed 10388's bug class: a follower cut off while the others
 /// write, compact and snapshot catches up by installing a snapshot of a
 /// compacted state, then restarts. Its install wrote the history from
@@ -446,24 +524,7 @@ fn snapshot_install_restart() -> Vec<String> {
         // Past a snapshot (every 200 entries, 50 kept) and the compaction
         // (100 revisions kept).
         let addr = cluster.nodes[leader as usize - 1].client_addr.clone();
-        let client = Handle::current().create_node().name("scenario-client").ip(ip(200)).build();
-        let written = client
-            .spawn(async move {
-                let mut kv = KvClient::new(crate::channel(&addr));
-                let mut written = 0;
-                for i in 0..400u32 {
-                    let put = PutRequest {
-                        key: format!("scenario/k{}", i % 10).into_bytes(),
-                        value: i.to_string().into_bytes(),
-                        ..Default::default()
-                    };
-                    written +=
-                        u32::from(matches!(runtime::timeout(Duration::from_secs(2), kv.put(put)).await, Ok(Ok(_))));
-                }
-                written
-            })
-            .await
-            .unwrap_or(0);
+        let written = write_past_a_snapshot(addr).await;
         if written < 300 {
             return vec![format!("snapshot-install-restart: only {written} of 400 puts acknowledged")];
         }
