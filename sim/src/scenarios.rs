@@ -25,13 +25,14 @@ use crate::run::wait_for;
 pub type Scenario = fn() -> Vec<String>;
 
 /// Every scenario by name.
-pub const SCENARIOS: [(&str, Scenario); 6] = [
+pub const SCENARIOS: [(&str, Scenario); 7] = [
     ("lease-leader-cut-off", lease_leader_cut_off),
     ("readiness-replaced-skewed", readiness_replaced_skewed),
     ("leader-power-loss-read", leader_power_loss_read),
     ("keepalive-during-revoke", keepalive_during_revoke),
     ("snapshot-install-restart", snapshot_install_restart),
     ("install-on-a-full-disk", install_on_a_full_disk),
+    ("proposal-lost-to-a-snapshot", proposal_lost_to_a_snapshot),
 ];
 
 /// Runs scenario `name` in a simulation of its own (`None`: no such scenario).
@@ -564,5 +565,84 @@ fn snapshot_install_restart() -> Vec<String> {
             return vec!["snapshot-install-restart: the leader kept no history to compare".into()];
         }
         Vec::new()
+    })
+}
+
+/// Regression seed 1415's bug class: a leader is cut off with a write in
+/// flight; the others elect, write past a snapshot and purge; back, the old
+/// leader catches up by the snapshot, which discards the entry of that
+/// write. openraft (0.9) never answered it, and the node's one proposal
+/// task waited on it for good: once that node led again, every write on it
+/// timed out. Here: it is handed the leadership back and must take writes.
+fn proposal_lost_to_a_snapshot() -> Vec<String> {
+    simulate(|| async {
+        let cluster = SimCluster::start(3, 0);
+        if !wait_for(Duration::from_secs(20), || cluster.leader().is_some()).await {
+            return vec!["proposal-lost-to-a-snapshot: no leader in 20 s".into()];
+        }
+        let Some(old) = cluster.leader() else { return vec!["proposal-lost-to-a-snapshot: no leader".into()] };
+        let old_addr = cluster.nodes[old as usize - 1].client_addr.clone();
+        let net = NetSim::current();
+        let old_id = cluster.nodes[old as usize - 1].handle.id();
+        // A write reaches it, and it is cut off before a follower answers.
+        let client = Handle::current().create_node().name("scenario-client").ip(ip(200)).build();
+        let addr = old_addr.clone();
+        let stranded = client.spawn(async move {
+            let mut kv = KvClient::new(crate::channel(&addr));
+            let put = PutRequest { key: b"scenario/stranded".to_vec(), value: b"v".to_vec(), ..Default::default() };
+            runtime::timeout(Duration::from_secs(20), kv.put(put)).await.is_ok()
+        });
+        runtime::sleep(Duration::from_millis(1)).await;
+        net.clog_node(old_id);
+        if !wait_for(Duration::from_secs(10), || cluster.leader().is_some_and(|l| l != old)).await {
+            net.unclog_node(old_id);
+            return vec!["proposal-lost-to-a-snapshot: no new leader while it was cut off".into()];
+        }
+        let Some(new) = cluster.leader().filter(|l| *l != old) else {
+            return vec!["proposal-lost-to-a-snapshot: no new leader".into()];
+        };
+        let written = write_past_a_snapshot(cluster.nodes[new as usize - 1].client_addr.clone()).await;
+        if written < 300 {
+            return vec![format!("proposal-lost-to-a-snapshot: only {written} of 400 puts acknowledged")];
+        }
+        let _ = runtime::coverage::take_reached();
+        net.unclog_node(old_id);
+        let caught_up = || {
+            let applied = |slot| cluster.node(slot).map(|n| n.raft.metrics().borrow_watched().last_applied);
+            applied(old).is_some() && applied(old) == applied(new)
+        };
+        if !wait_for(Duration::from_secs(20), caught_up).await {
+            return vec!["proposal-lost-to-a-snapshot: the old leader never caught up".into()];
+        }
+        if runtime::coverage::take_reached().get("snapshot-installed").copied().unwrap_or(0) == 0 {
+            return vec!["proposal-lost-to-a-snapshot: the old leader caught up without a snapshot".into()];
+        }
+        let _ = stranded.await;
+        // Leadership back to it, then writes through it.
+        let (Some(new_node), Some(target)) = (cluster.node(new), cluster.node(old).map(|n| n.id)) else {
+            return vec!["proposal-lost-to-a-snapshot: a node is not running".into()];
+        };
+        let _ = cluster.spawn_on(new, async move { new_node.transfer_leadership(target).await }).await;
+        if !wait_for(Duration::from_secs(10), || cluster.leader() == Some(old)).await {
+            return vec!["proposal-lost-to-a-snapshot: the old leader never led again".into()];
+        }
+        let writes = client.spawn(async move {
+            let mut kv = KvClient::new(crate::channel(&old_addr));
+            let mut written = 0;
+            for i in 0..5u32 {
+                let put = PutRequest {
+                    key: b"scenario/after".to_vec(),
+                    value: i.to_string().into_bytes(),
+                    ..Default::default()
+                };
+                written += u32::from(matches!(runtime::timeout(Duration::from_secs(5), kv.put(put)).await, Ok(Ok(_))));
+            }
+            written
+        });
+        match writes.await {
+            Ok(5) => Vec::new(),
+            Ok(n) => vec![format!("proposal-lost-to-a-snapshot: leading again, it took {n} of 5 writes")],
+            Err(_) => vec!["proposal-lost-to-a-snapshot: the client task failed".into()],
+        }
     })
 }
