@@ -40,8 +40,10 @@ pub fn run(name: &str) -> Option<Vec<String>> {
     SCENARIOS.iter().find(|(n, _)| *n == name).map(|(_, scenario)| scenario())
 }
 
-/// A fresh simulation with a fixed seed: the scenario fixes its faults.
+/// A fresh simulation with a fixed seed and no BUGGIFY: the scenario fixes
+/// its faults.
 fn simulate<F: std::future::Future<Output = Vec<String>> + 'static>(scenario: impl FnOnce() -> F) -> Vec<String> {
+    placement_center::runtime::buggify::turn_off();
     let mut rt = madsim::runtime::Runtime::with_seed_and_config(1, madsim::Config::default());
     rt.set_time_limit(Duration::from_secs(300));
     rt.block_on(scenario())

@@ -201,7 +201,8 @@ where
             return;
         };
         let mut req = codec::append_req_to_pb(&rpc);
-        let cut = entries_that_fit(&req).map(|fitting| req.entries.truncate(fitting as usize)).is_some();
+        let cut = entries_that_fit(&req).map(|fitting| req.entries.truncate(fitting as usize)).is_some()
+            || runtime::buggify::buggify("append-stream-end");
         // `next_to_send` saw room, and only this session sends: there still is.
         if outbound.try_send(req).is_err() {
             (self.input, self.outbound) = (None, None);

@@ -403,6 +403,12 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
                 data: data[offset..end].to_vec(),
                 done: end == data.len(),
             };
+            if crate::runtime::buggify::buggify("snapshot-chunk-lost") {
+                return Err(StreamingError::Network(NetworkError::from_string(format!(
+                    "snapshot chunk at {offset} to node {} lost (simulated)",
+                    self.target
+                ))));
+            }
             let mut client = self.client()?;
             let send = self.call(
                 option.hard_ttl(),

@@ -496,6 +496,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // The committed entries openraft hands over at once, read before the
         // state's lock is taken (it is not held across an await).
         let entries: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
+        if crate::runtime::buggify::buggify("apply-delay") {
+            crate::runtime::sleep(std::time::Duration::from_millis(40)).await;
+        }
         let started = crate::runtime::now();
         let mut batch = WriteBatch::new();
         let mut answers = Vec::new();

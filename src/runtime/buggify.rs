@@ -7,9 +7,15 @@
 //! which seams they stress, and every run replays exactly.
 
 /// Every point, by name.
-pub const POINTS: [&str; 4] = [
+pub const POINTS: [&str; 7] = [
     // The log flusher waits a while before it syncs and reports appends durable.
     "log-flush-delay",
+    // The state machine waits a while before it applies what was committed.
+    "apply-delay",
+    // A snapshot being sent to a follower fails at a chunk (openraft sends it again later).
+    "snapshot-chunk-lost",
+    // A replication stream ends after a message's answer (openraft opens another).
+    "append-stream-end",
     // A proposal carries at most two commands.
     "proposal-batch-small",
     // A follower's write is answered "not proposed" before it is forwarded (it retries).
@@ -30,6 +36,13 @@ pub fn buggify(point: &'static str) -> bool {
     }
 }
 
+/// Turns every point off for the simulation on this thread (a regression
+/// scenario fixes its own faults: the seams' draws would move its shape).
+#[cfg(madsim)]
+pub fn turn_off() {
+    sim::ENABLED.with(|e| *e.borrow_mut() = POINTS.iter().map(|point| (*point, false)).collect());
+}
+
 #[cfg(madsim)]
 mod sim {
     use std::cell::RefCell;
@@ -39,7 +52,7 @@ mod sim {
 
     thread_local! {
         /// Per seed (a seed runs on a thread of its own): which points are on.
-        static ENABLED: RefCell<BTreeMap<&'static str, bool>> = const { RefCell::new(BTreeMap::new()) };
+        pub(super) static ENABLED: RefCell<BTreeMap<&'static str, bool>> = const { RefCell::new(BTreeMap::new()) };
     }
 
     pub(super) fn fire(point: &'static str) -> bool {
