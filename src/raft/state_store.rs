@@ -97,8 +97,8 @@ pub async fn scan_state<T: Send + 'static>(
 /// of every column family is rewritten sealed, and the version set to 2, in
 /// one synced batch, so a crash halfway leaves the old data dir as it was.
 /// The batch holds the whole data dir in memory once: the space quota
-/// bounds it. A data dir already at version 2 or later, or empty, is left
-/// alone.
+/// bounds it. A data dir already at version 2 or later is left alone; an
+/// empty one gets its version record.
 pub fn seal_unchecked_records(raw: &dyn Engine) -> Result<(), crate::storage::StorageError> {
     use crate::storage::StorageError as DiskError;
     let sealed_version = 4 + crate::storage::checked::TRAILER_BYTES;
@@ -116,7 +116,12 @@ pub fn seal_unchecked_records(raw: &dyn Engine) -> Result<(), crate::storage::St
                 empty &= raw.last(family.name)?.is_none();
             }
             if empty {
-                return Ok(());
+                // A new data dir: versioned before anything else is written
+                // (a restore writes state before the node first starts).
+                let mut batch = WriteBatch::new();
+                let sealed = crate::storage::checked::seal(CF_SM, KEY_FORMAT, FORMAT_VERSION.to_be_bytes().to_vec());
+                batch.put(CF_SM, KEY_FORMAT, sealed);
+                return raw.write(batch, true);
             }
         }
     }

@@ -441,6 +441,21 @@ fn a_version_1_data_dir_gets_checksums_and_keeps_its_records() {
 }
 
 #[test]
+fn a_data_dir_written_before_its_first_start_is_not_sealed_twice() {
+    use crate::storage::{Engine, WriteBatch};
+    // What `restore` does: open a new data dir, write state, and only then
+    // does the node start and open it again.
+    let disk = Arc::new(SimDisk::new());
+    super::state_store::seal_unchecked_records(disk.as_ref()).unwrap();
+    let checked: Arc<dyn Engine> = Arc::new(Checked::new(disk.clone()));
+    let mut batch = WriteBatch::new();
+    batch.put(super::state_store::CF_KV, b"k".to_vec(), b"restored".to_vec());
+    checked.write(batch, true).unwrap();
+    super::state_store::seal_unchecked_records(disk.as_ref()).unwrap();
+    assert_eq!(checked.get(super::state_store::CF_KV, b"k").unwrap().as_deref(), Some(&b"restored"[..]));
+}
+
+#[test]
 fn a_damaged_state_record_stops_the_open() {
     let disk = Arc::new(SimDisk::new());
     let checked: Arc<dyn crate::storage::Engine> = Arc::new(Checked::new(disk.clone()));
