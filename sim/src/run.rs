@@ -625,7 +625,16 @@ async fn convergence(cluster: &SimCluster) -> Option<String> {
         }
         Some(format!("nodes did not converge within 10 s after heal:\n{last}"))
     });
-    check.await.unwrap_or_else(|e| Some(format!("convergence check failed: {e}")))
+    let verdict = check.await.unwrap_or_else(|e| Some(format!("convergence check failed: {e}")));
+    // A node that is not running says why its last start failed.
+    verdict.map(|mut verdict| {
+        for slot in 1..=cluster.nodes.len() as u64 {
+            if let Some(why) = cluster.start_error(slot) {
+                verdict.push_str(&format!("\n  node {slot} did not start: {why}"));
+            }
+        }
+        verdict
+    })
 }
 
 /// Adds node `id`'s newly applied events to `truth`; replicas must agree on
