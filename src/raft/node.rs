@@ -406,10 +406,21 @@ impl RaftNode {
     /// real leader (which never saw them) expires. After the check, any newer
     /// leader was elected after this point and gives the lease a full TTL
     /// from its election, so the acknowledged TTL holds.
+    ///
+    /// Why it then waits to apply up to the read index: a revoke that an
+    /// earlier leader proposed (its deadline passed while the keepalives went
+    /// to this one) can sit in this leader's log and commit with this term's
+    /// first entry; renewing before it applies would acknowledge a TTL that
+    /// the revoke, applied next, breaks. The read index covers this term's
+    /// first entry, so every such revoke has applied (the renewal then
+    /// answers TTL 0) or can never commit. etcd's leader waits for its
+    /// applied index before a renewal too.
     pub async fn renew_lease_as_leader(&self, id: i64) -> Result<Option<i64>, NodeError> {
-        if !self.is_leader() || self.leader_read_index().await?.is_none() {
+        if !self.is_leader() {
             return Ok(None);
         }
+        let Some(index) = self.leader_read_index().await? else { return Ok(None) };
+        self.handle.wait_applied(index).await?;
         Ok(self.lessor.renew(id))
     }
 
