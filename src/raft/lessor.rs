@@ -151,21 +151,23 @@ impl Lessor {
     }
 
     /// One expiry pass on the leader: proposes with `propose` (a proposal
-    /// made only if this node still leads: `Ok(None)` when it does not) a
-    /// revoke for every lease past its deadline. Returns how many were
+    /// made only if this node still leads in the given term: `Ok(None)` when
+    /// it does not) a revoke for every lease past its deadline. Returns how many were
     /// revoked.
     pub(super) async fn expire<F, Proposed>(&self, propose: F) -> usize
     where
-        F: Fn(pb::Command) -> Proposed,
+        F: Fn(pb::Command, u64) -> Proposed,
         Proposed: std::future::Future<Output = Result<Option<pb::CommandResult>, NodeError>>,
     {
-        let expired: Vec<i64> = {
+        let (expired, term): (Vec<i64>, u64) = {
             let mut leases = self.lock_leases();
             if self.sync_leases(&mut leases).is_none() {
                 return 0;
             }
             let now = runtime::node_now(self.handle.clock);
-            leases.deadlines.iter().filter(|(_, d)| **d <= now).map(|(id, _)| *id).take(MAX_REVOKES_PER_PASS).collect()
+            let expired =
+                leases.deadlines.iter().filter(|(_, d)| **d <= now).map(|(id, _)| *id).take(MAX_REVOKES_PER_PASS);
+            (expired.collect(), leases.term)
         };
         let mut revoked = 0;
         for chunk in expired.chunks(REVOKES_IN_FLIGHT) {
@@ -176,7 +178,8 @@ impl Lessor {
                         id,
                     })),
                 };
-                let proposed = propose(command);
+                // Proposed only in the term whose deadlines decided it.
+                let proposed = propose(command, term);
                 async move { (id, proposed.await) }
             });
             let mut stop = false;

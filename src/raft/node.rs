@@ -351,12 +351,26 @@ impl RaftNode {
 
     /// Applies `command` only if this node leads (for the ForwardBatch RPC's handler).
     pub async fn propose_as_leader(&self, command: pb::Command) -> Result<Option<pb::CommandResult>, NodeError> {
+        self.propose_as_leader_in(command, None).await
+    }
+
+    /// [`RaftNode::propose_as_leader`], proposed only while this node leads
+    /// in `term` (when given): `Ok(None)` otherwise.
+    async fn propose_as_leader_in(
+        &self,
+        command: pb::Command,
+        term: Option<u64>,
+    ) -> Result<Option<pb::CommandResult>, NodeError> {
         if self.raft_stopped() || self.transfer.in_progress() {
             // Nothing proposed: the follower may safely try the next leader.
             return Ok(None);
         }
         let attempt = async {
-            match self.proposer.client_write(command).await {
+            let written = match term {
+                Some(term) => self.proposer.client_write_in_term(command, term).await,
+                None => self.proposer.client_write(command).await,
+            };
+            match written {
                 Ok(result) => Ok(Some(result?)),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Ok(None),
                 // Proposed, then leadership changed: it may yet commit.
@@ -482,7 +496,7 @@ impl RaftNode {
     /// One expiry pass on the leader: proposes a revoke for every lease past
     /// its deadline. Returns how many were revoked.
     pub async fn expire_leases(&self) -> usize {
-        self.lessor.expire(|command| self.propose_as_leader(command)).await
+        self.lessor.expire(|command, term| self.propose_as_leader_in(command, Some(term))).await
     }
 
     /// Makes `change` through the leader; returns the id of the member it

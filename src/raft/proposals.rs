@@ -47,6 +47,9 @@ type ProposalBatch = super::batch::Queue<Caller>;
 struct Caller {
     command: Command,
     bytes: usize,
+    /// The leader term the command was decided in, if it must not be
+    /// proposed in another (a lease expiry: see [`Proposer::client_write_in_term`]).
+    term: Option<u64>,
     reply: tokio::sync::oneshot::Sender<Outcome>,
 }
 
@@ -67,9 +70,24 @@ impl Proposer {
     /// Proposes `command` on this node's Raft, together with whatever other
     /// commands wait (see the module).
     pub(super) async fn client_write(&self, command: Command) -> Outcome {
+        self.queue(command, None).await
+    }
+
+    /// Proposes `command` as [`Proposer::client_write`] does, only while
+    /// this node leads in `term`: otherwise it answers "not the leader"
+    /// without proposing it. A lease expiry decided on one term's deadlines
+    /// must not be proposed in a later term, whose deadlines started afresh
+    /// and whose keepalives it would break (10,000-seed soak of 2026-12-05,
+    /// seed 204267: decided in term 1, queued behind a stuck proposal, proposed
+    /// and applied in term 4 after a keepalive the same node acknowledged).
+    pub(super) async fn client_write_in_term(&self, command: Command, term: u64) -> Outcome {
+        self.queue(command, Some(term)).await
+    }
+
+    async fn queue(&self, command: Command, term: Option<u64>) -> Outcome {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let bytes = prost::Message::encoded_len(&command);
-        match self.waiting.push(Caller { command, bytes, reply }, IN_FLIGHT) {
+        match self.waiting.push(Caller { command, bytes, term, reply }, IN_FLIGHT) {
             Ok(true) => {
                 let task =
                     proposals(self.raft.clone(), self.waiting.clone(), self.metrics.clone(), self.request_timeout);
@@ -95,7 +113,7 @@ impl Proposer {
 /// a timeout's should.
 async fn proposals(raft: Raft, batch: Arc<ProposalBatch>, metrics: Arc<Metrics>, request_timeout: Duration) {
     while let Some(callers) = batch.next_batch(take_batch) {
-        let callers = still_wanted(callers);
+        let callers = in_their_term(&raft, still_wanted(callers));
         if callers.is_empty() {
             continue;
         }
@@ -133,6 +151,35 @@ async fn proposals(raft: Raft, batch: Arc<ProposalBatch>, metrics: Arc<Metrics>,
     }
 }
 
+/// The callers whose command may be proposed now: those bound to a term
+/// (see [`Proposer::client_write_in_term`]) only while this node leads in
+/// it; the others are answered "not the leader". A command checked here is
+/// handed to openraft at once, and openraft takes it in the term it leads
+/// in then or refuses it: a new term needs an election, which a queued
+/// write does not outwait.
+fn in_their_term(raft: &Raft, callers: Vec<Caller>) -> Vec<Caller> {
+    use openraft::async_runtime::WatchReceiver as _;
+    if callers.iter().all(|c| c.term.is_none()) {
+        return callers;
+    }
+    let leading_in = {
+        let metrics = raft.metrics();
+        let m = metrics.borrow_watched();
+        (m.current_leader == Some(m.id) && m.state.is_leader()).then_some(m.current_term)
+    };
+    callers
+        .into_iter()
+        .filter_map(|caller| match caller.term {
+            Some(term) if leading_in != Some(term) => {
+                let not_leader = openraft::error::ForwardToLeader::empty();
+                let _ = caller.reply.send(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(not_leader))));
+                None
+            }
+            _ => Some(caller),
+        })
+        .collect()
+}
+
 /// The callers still waiting for their answer: a command whose caller gave
 /// up (its deadline passed, or it hung up) is never proposed. Its outcome
 /// was unknown to the caller, and is now "did not happen".
@@ -162,7 +209,7 @@ mod tests {
             })),
         };
         let bytes = prost::Message::encoded_len(&command);
-        Caller { command, bytes, reply: tokio::sync::oneshot::channel().0 }
+        Caller { command, bytes, term: None, reply: tokio::sync::oneshot::channel().0 }
     }
 
     #[test]
