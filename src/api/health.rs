@@ -199,19 +199,22 @@ impl Health for HealthService {
 /// member's samples under 100 clients putting.
 pub async fn count_leader_changes(node: Arc<RaftNode>, mut stop: runtime::Shutdown) {
     let mut metrics = node.raft.server_metrics();
-    let mut leader = metrics.borrow_watched().current_leader;
+    // The first leader seen counts (as etcd's leader_changes_seen does), also
+    // one elected before this task looked: a single member elects itself at
+    // once, and reading the leader only after the first change missed it.
+    let mut leader = None;
     loop {
-        tokio::select! {
-            biased;
-            _ = stop.wait() => return,
-            changed = metrics.changed() => if changed.is_err() { return },
-        }
         let now = metrics.borrow_watched().current_leader;
         if now != leader {
             if now.is_some() {
                 node.metrics().leader_changes.fetch_add(1, Ordering::Relaxed);
             }
             leader = now;
+        }
+        tokio::select! {
+            biased;
+            _ = stop.wait() => return,
+            changed = metrics.changed() => if changed.is_err() { return },
         }
     }
 }
