@@ -317,16 +317,20 @@ async fn learns_removal(cluster: &SimCluster, victim: u64, start: Instant, log: 
     }
 }
 
+/// A random follower (its slot and member id) that may go down for good
+/// until it is replaced: every member is a running voter of a settled
+/// membership (see [`settled_voters`]). `None`: no leader, or not settled.
+fn follower_of_settled_voters(cluster: &SimCluster) -> Option<(u64, u64)> {
+    let n = cluster.nodes.len() as u64;
+    let leader = cluster.leader()?;
+    let victim = (leader + runtime::rng().gen_range(0..n - 1)) % n + 1;
+    let (leader_node, victim_node) = (cluster.node(leader)?, cluster.node(victim)?);
+    settled_voters(cluster, &leader_node).then_some((victim, victim_node.id))
+}
+
 /// See [`FaultKind::WipeRestart`].
 async fn wipe_restart(cluster: &SimCluster, start: Instant, log: &mut NemesisLog) {
-    let n = cluster.nodes.len() as u64;
-    let Some(leader) = cluster.leader() else { return };
-    let victim = (leader + runtime::rng().gen_range(0..n - 1)) % n + 1;
-    let (Some(leader_node), Some(victim_node)) = (cluster.node(leader), cluster.node(victim)) else { return };
-    let old_id = victim_node.id;
-    if !settled_voters(cluster, &leader_node) {
-        return;
-    }
+    let Some((victim, old_id)) = follower_of_settled_voters(cluster) else { return };
     log.note(start, format!("wipe {victim} (member {old_id:x}) and restart it as itself"));
     cluster.wipe_and_restart(victim);
     // Its peers answer within 2 s whether they know it as started.
@@ -379,15 +383,7 @@ async fn remove_and_rejoin(
 async fn corrupt_disk(cluster: &SimCluster, start: Instant, log: &mut NemesisLog) {
     use placement_center::raft::log_store::{CF_LOG, CF_META};
     use placement_center::storage::sim_disk::DamageKind;
-    let n = cluster.nodes.len() as u64;
-    let Some(leader) = cluster.leader() else { return };
-    let victim = (leader + runtime::rng().gen_range(0..n - 1)) % n + 1;
-    let (Some(leader_node), Some(victim_node)) = (cluster.node(leader), cluster.node(victim)) else { return };
-    let old_id = victim_node.id;
-    drop(victim_node);
-    if !settled_voters(cluster, &leader_node) {
-        return;
-    }
+    let Some((victim, old_id)) = follower_of_settled_voters(cluster) else { return };
     let kind = *[DamageKind::BitFlip, DamageKind::Torn, DamageKind::Misdirected]
         .choose(&mut runtime::rng())
         .expect("three kinds");

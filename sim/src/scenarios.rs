@@ -49,6 +49,43 @@ fn simulate<F: std::future::Future<Output = Vec<String>> + 'static>(scenario: im
     rt.block_on(scenario())
 }
 
+/// A new 3-node cluster and its leader's slot, or why `scenario` cannot go on.
+async fn three_nodes_led(scenario: &str) -> Result<(SimCluster, u64), Vec<String>> {
+    let cluster = SimCluster::start(3, 0);
+    if !wait_for(Duration::from_secs(20), || cluster.leader().is_some()).await {
+        return Err(vec![format!("{scenario}: no leader in 20 s")]);
+    }
+    let leader = cluster.leader().ok_or_else(|| vec![format!("{scenario}: no leader")])?;
+    Ok((cluster, leader))
+}
+
+/// Whether `slot` runs and has applied what `leader` has.
+fn caught_up(cluster: &SimCluster, slot: u64, leader: u64) -> bool {
+    let applied = |slot| cluster.node(slot).map(|n| n.raft.metrics().borrow_watched().last_applied);
+    applied(slot).is_some() && applied(slot) == applied(leader)
+}
+
+/// Reconnects `slot` (cut off while the others wrote past a snapshot) and
+/// requires it to catch up with `leader` within 20 s, by installing a
+/// snapshot; `who` names it in the violation.
+async fn catches_up_by_snapshot(
+    cluster: &SimCluster,
+    slot: u64,
+    leader: u64,
+    scenario: &str,
+    who: &str,
+) -> Vec<String> {
+    let _ = runtime::coverage::take_reached();
+    NetSim::current().unclog_node(cluster.nodes[slot as usize - 1].handle.id());
+    if !wait_for(Duration::from_secs(20), || caught_up(cluster, slot, leader)).await {
+        return vec![format!("{scenario}: {who} never caught up")];
+    }
+    if runtime::coverage::take_reached().get("snapshot-installed").copied().unwrap_or(0) == 0 {
+        return vec![format!("{scenario}: {who} caught up without a snapshot")];
+    }
+    Vec::new()
+}
+
 /// How long `lease_leader_cut_off` cuts the leader off.
 const CUT: Duration = Duration::from_secs(8);
 
@@ -59,11 +96,10 @@ const CUT: Duration = Duration::from_secs(8);
 /// them, does not keep: the key goes before the promise ends.
 fn lease_leader_cut_off() -> Vec<String> {
     simulate(|| async {
-        let cluster = SimCluster::start(3, 0);
-        if !wait_for(Duration::from_secs(20), || cluster.leader().is_some()).await {
-            return vec!["lease-leader-cut-off: no leader in 20 s".into()];
-        }
-        let Some(leader) = cluster.leader() else { return vec!["lease-leader-cut-off: no leader".into()] };
+        let (cluster, leader) = match three_nodes_led("lease-leader-cut-off").await {
+            Ok(led) => led,
+            Err(violations) => return violations,
+        };
         let other = (1..=3).find(|id| *id != leader).unwrap_or(1);
         let to_leader = cluster.nodes[leader as usize - 1].client_addr.clone();
         let to_other = cluster.nodes[other as usize - 1].client_addr.clone();
@@ -190,10 +226,10 @@ async fn keep_alive_within(leases: &mut LeaseClient<tonic::transport::Channel>, 
 /// jumps 3 s ahead, it is made leader and cut off for 3 s.
 fn readiness_replaced_skewed() -> Vec<String> {
     simulate(|| async {
-        let cluster = SimCluster::start(3, 0);
-        if !wait_for(Duration::from_secs(20), || cluster.leader().is_some()).await {
-            return vec!["readiness-replaced-skewed: no leader in 20 s".into()];
-        }
+        let cluster = match three_nodes_led("readiness-replaced-skewed").await {
+            Ok((cluster, _)) => cluster,
+            Err(violations) => return violations,
+        };
         // Make sure slot 3 is not the leader while it is replaced.
         let slot = 3;
         if cluster.leader() == Some(slot) {
@@ -343,11 +379,10 @@ const REVOKED_TTL: Duration = Duration::from_secs(10);
 fn keepalive_during_revoke() -> Vec<String> {
     use placement_center::storage::sim_disk::DiskFaults;
     simulate(|| async {
-        let cluster = SimCluster::start(3, 0);
-        if !wait_for(Duration::from_secs(20), || cluster.leader().is_some()).await {
-            return vec!["keepalive-during-revoke: no leader in 20 s".into()];
-        }
-        let Some(leader) = cluster.leader() else { return vec!["keepalive-during-revoke: no leader".into()] };
+        let (cluster, leader) = match three_nodes_led("keepalive-during-revoke").await {
+            Ok(led) => led,
+            Err(violations) => return violations,
+        };
         let addr = cluster.nodes[leader as usize - 1].client_addr.clone();
         let start = runtime::now();
         let (granted, granted_rx) = tokio::sync::oneshot::channel::<()>();
@@ -462,11 +497,10 @@ async fn write_past_a_snapshot(addr: String) -> u32 {
 fn install_on_a_full_disk() -> Vec<String> {
     use placement_center::storage::sim_disk::DiskFaults;
     simulate(|| async {
-        let cluster = SimCluster::start(3, 0);
-        if !wait_for(Duration::from_secs(20), || cluster.leader().is_some()).await {
-            return vec!["install-on-a-full-disk: no leader in 20 s".into()];
-        }
-        let Some(leader) = cluster.leader() else { return vec!["install-on-a-full-disk: no leader".into()] };
+        let (cluster, leader) = match three_nodes_led("install-on-a-full-disk").await {
+            Ok(led) => led,
+            Err(violations) => return violations,
+        };
         let addr = cluster.nodes[leader as usize - 1].client_addr.clone();
         let written = write_past_a_snapshot(addr.clone()).await;
         if written < 300 {
@@ -515,11 +549,10 @@ fn install_on_a_full_disk() -> Vec<String> {
 /// restart must be the leader's.
 fn snapshot_install_restart() -> Vec<String> {
     simulate(|| async {
-        let cluster = SimCluster::start(3, 0);
-        if !wait_for(Duration::from_secs(20), || cluster.leader().is_some()).await {
-            return vec!["snapshot-install-restart: no leader in 20 s".into()];
-        }
-        let Some(leader) = cluster.leader() else { return vec!["snapshot-install-restart: no leader".into()] };
+        let (cluster, leader) = match three_nodes_led("snapshot-install-restart").await {
+            Ok(led) => led,
+            Err(violations) => return violations,
+        };
         let follower = leader % 3 + 1;
         let net = NetSim::current();
         let follower_id = cluster.nodes[follower as usize - 1].handle.id();
@@ -535,21 +568,14 @@ fn snapshot_install_restart() -> Vec<String> {
         if !wait_for(Duration::from_secs(10), || compacted() > 0).await {
             return vec!["snapshot-install-restart: the leader never compacted".into()];
         }
-        let _ = runtime::coverage::take_reached();
-        net.unclog_node(follower_id);
-        let caught_up = || {
-            let applied = |slot| cluster.node(slot).map(|n| n.raft.metrics().borrow_watched().last_applied);
-            applied(follower).is_some() && applied(follower) == applied(leader)
-        };
-        if !wait_for(Duration::from_secs(20), caught_up).await {
-            return vec!["snapshot-install-restart: the follower never caught up".into()];
-        }
-        if runtime::coverage::take_reached().get("snapshot-installed").copied().unwrap_or(0) == 0 {
-            return vec!["snapshot-install-restart: the follower caught up without a snapshot".into()];
+        let caught =
+            catches_up_by_snapshot(&cluster, follower, leader, "snapshot-install-restart", "the follower").await;
+        if !caught.is_empty() {
+            return caught;
         }
         cluster.kill(follower);
         cluster.restart(follower);
-        if !wait_for(Duration::from_secs(20), caught_up).await {
+        if !wait_for(Duration::from_secs(20), || caught_up(&cluster, follower, leader)).await {
             return vec!["snapshot-install-restart: the restarted follower never caught up".into()];
         }
         let (leader_compacted, leader_events) = cluster.applied_events(leader, 0.max(compacted()) + 1);
@@ -578,11 +604,10 @@ fn snapshot_install_restart() -> Vec<String> {
 /// timed out. Here: it is handed the leadership back and must take writes.
 fn proposal_lost_to_a_snapshot() -> Vec<String> {
     simulate(|| async {
-        let cluster = SimCluster::start(3, 0);
-        if !wait_for(Duration::from_secs(20), || cluster.leader().is_some()).await {
-            return vec!["proposal-lost-to-a-snapshot: no leader in 20 s".into()];
-        }
-        let Some(old) = cluster.leader() else { return vec!["proposal-lost-to-a-snapshot: no leader".into()] };
+        let (cluster, old) = match three_nodes_led("proposal-lost-to-a-snapshot").await {
+            Ok(led) => led,
+            Err(violations) => return violations,
+        };
         let old_addr = cluster.nodes[old as usize - 1].client_addr.clone();
         let net = NetSim::current();
         let old_id = cluster.nodes[old as usize - 1].handle.id();
@@ -607,17 +632,9 @@ fn proposal_lost_to_a_snapshot() -> Vec<String> {
         if written < 300 {
             return vec![format!("proposal-lost-to-a-snapshot: only {written} of 400 puts acknowledged")];
         }
-        let _ = runtime::coverage::take_reached();
-        net.unclog_node(old_id);
-        let caught_up = || {
-            let applied = |slot| cluster.node(slot).map(|n| n.raft.metrics().borrow_watched().last_applied);
-            applied(old).is_some() && applied(old) == applied(new)
-        };
-        if !wait_for(Duration::from_secs(20), caught_up).await {
-            return vec!["proposal-lost-to-a-snapshot: the old leader never caught up".into()];
-        }
-        if runtime::coverage::take_reached().get("snapshot-installed").copied().unwrap_or(0) == 0 {
-            return vec!["proposal-lost-to-a-snapshot: the old leader caught up without a snapshot".into()];
+        let caught = catches_up_by_snapshot(&cluster, old, new, "proposal-lost-to-a-snapshot", "the old leader").await;
+        if !caught.is_empty() {
+            return caught;
         }
         let _ = stranded.await;
         // Leadership back to it, then writes through it.
