@@ -430,12 +430,11 @@ impl RaftNode {
     /// answers TTL 0) or can never commit. etcd's leader waits for its
     /// applied index before a renewal too.
     pub async fn renew_lease_as_leader(&self, id: i64) -> Result<Option<i64>, NodeError> {
-        if !self.is_leader() {
-            return Ok(None);
-        }
-        let Some(index) = self.leader_read_index().await? else { return Ok(None) };
-        self.handle.wait_applied(index).await?;
-        Ok(self.lessor.renew(id))
+        let renewed = self.renew_lease_checked(|_| Ok::<i64, std::convert::Infallible>(id)).await?;
+        Ok(renewed.map(|ttl| match ttl {
+            Ok(ttl) => ttl,
+            Err(never) => match never {},
+        }))
     }
 
     /// On the leader: once a quorum confirmed this node leads and it applied
