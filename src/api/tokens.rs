@@ -130,13 +130,11 @@ impl Tokens {
 /// takes keep the seeds fast (a hash records its parameters, and
 /// verification uses the recorded ones).
 fn argon2() -> argon2::Argon2<'static> {
-    #[cfg(madsim)]
-    {
-        let params = argon2::Params::new(argon2::Params::MIN_M_COST, 1, 1, None).unwrap_or_default();
-        argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+    if !crate::runtime::simulated() {
+        return argon2::Argon2::default();
     }
-    #[cfg(not(madsim))]
-    argon2::Argon2::default()
+    let params = argon2::Params::new(argon2::Params::MIN_M_COST, 1, 1, None).unwrap_or_default();
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
 }
 
 /// The PHC string of `password` under a fresh salt.

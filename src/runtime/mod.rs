@@ -37,6 +37,12 @@ pub type NodeInstant = tokio::time::Instant;
 #[cfg(madsim)]
 pub type NodeInstant = SkewedInstant;
 
+/// Whether this is the simulator's build: for costs that buy nothing there
+/// (a password hash's memory and passes take wall time and no virtual time).
+pub const fn simulated() -> bool {
+    cfg!(madsim)
+}
+
 /// The clock a node starting now runs on, for [`node_now`] and
 /// [`raft_now`] from any task: in simulation the clock of the simulated
 /// machine the calling task runs on, which a replaced member keeps though
