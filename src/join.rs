@@ -252,7 +252,9 @@ fn token_of(metadata: &tonic::metadata::MetadataMap) -> Vec<u8> {
 
 /// Runs until this node is a published member: its name and client address
 /// are in the membership and, unless it stays a learner, it is a voter.
-/// Harmless on a node that already is (the initial members).
+/// Harmless on a node that already is (the initial members). While it leads,
+/// it also leaves a joint membership configuration that a change left
+/// behind, as etcd's joint changes leave by themselves.
 pub async fn settle(
     node: std::sync::Arc<RaftNode>,
     name: String,
@@ -266,6 +268,11 @@ pub async fn settle(
             biased;
             _ = stop.wait() => return,
             _ = runtime::sleep(pause) => {}
+        }
+        match node.leave_joint_membership().await {
+            Ok(true) => tracing::info!("left a joint membership configuration"),
+            Ok(false) => {}
+            Err(e) => tracing::info!(cause = %e, "leaving a joint membership configuration: will retry"),
         }
         let Some((_, me)) = node.member(node.id) else { continue };
         if me.name != name || me.client_addr != client_addr || !me.started {

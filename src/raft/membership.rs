@@ -10,6 +10,7 @@
 
 use openraft::async_runtime::WatchReceiver as _;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
@@ -176,11 +177,53 @@ fn quorum(started: usize, voters: usize) -> bool {
 /// Makes member changes, through the leader (see the module).
 pub(super) struct MemberChanger {
     handle: RaftHandle,
+    /// Held by the task of the membership change in flight on this node.
+    in_flight: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl MemberChanger {
     pub(super) fn new(handle: RaftHandle) -> Self {
-        Self { handle }
+        Self { handle, in_flight: Arc::default() }
+    }
+
+    /// Whether this node leads and is a voter of its newest membership. A
+    /// leader that appended a membership without itself leads until that
+    /// commits and then steps down: openraft would take another membership
+    /// change from it meanwhile and fail an assertion ("Only leader is
+    /// allowed to call update_effective_membership()"), so it makes none.
+    fn leads_as_voter(&self) -> bool {
+        self.handle.is_leader()
+            && self
+                .handle
+                .raft
+                .metrics()
+                .borrow_watched()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == self.handle.id)
+    }
+
+    /// On the leader, leaves a joint configuration that a change left
+    /// behind: its leader lost leadership, or its task ended, between the
+    /// joint step and the uniform one. openraft leaves the cluster joint then
+    /// (etcd's joint changes leave automatically), and every later change
+    /// would be refused as "in progress". Voters that the joint configuration
+    /// drops leave the members too: only a removal drops voters. Returns
+    /// whether it left one; an error when it could not yet (the joint entry
+    /// is not committed, another change is in flight, no leadership).
+    pub(super) async fn leave_joint(&self) -> Result<bool, NodeError> {
+        if !self.leads_as_voter() {
+            return Ok(false);
+        }
+        let joint =
+            self.handle.raft.metrics().borrow_watched().membership_config.membership().get_joint_config().len() > 1;
+        if !joint {
+            return Ok(false);
+        }
+        tracing::info!("leaving a joint membership configuration that a change left behind");
+        self.membership_write_retain(ChangeMembers::AddVoterIds(BTreeSet::new()), false).await?;
+        Ok(true)
     }
 
     /// Makes `change` through the leader; returns the id of the member it
@@ -215,8 +258,12 @@ impl MemberChanger {
 
     /// Makes `change` if this node leads (`None` if it does not).
     pub(super) async fn change_members_as_leader(&self, change: MemberChange) -> Result<Option<NodeId>, NodeError> {
-        if !self.handle.is_leader() {
+        if !self.leads_as_voter() {
             return Ok(None);
+        }
+        self.leave_joint().await?;
+        if !self.leads_as_voter() {
+            return Ok(None); // it just left the membership
         }
         let metrics = self.handle.raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership().clone();
@@ -319,17 +366,32 @@ impl MemberChanger {
     }
 
     /// One Raft membership change, waited for until the new configuration
-    /// is committed. `retain`: removed voters stay as learners.
+    /// is committed. `retain`: removed voters stay as learners. One at a
+    /// time on this node; it runs in its own task, so that a caller who
+    /// gives up (a deadline, a dropped RPC) cannot stop it between its joint
+    /// and its uniform step.
     async fn membership_write_retain(
         &self,
         changes: ChangeMembers<NodeId, Member>,
         retain: bool,
     ) -> Result<(), NodeError> {
-        let attempt = self.handle.raft.change_membership(changes, retain);
-        match crate::runtime::timeout(self.handle.request_timeout, attempt).await {
+        let Ok(in_flight) = self.in_flight.clone().try_lock_owned() else {
+            return Err(MemberError::ChangeInProgress.into());
+        };
+        if !self.leads_as_voter() {
+            return Err(NodeError::LeaderUnreachable("this node no longer leads as a voter".into()));
+        }
+        let raft = self.handle.raft.clone();
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        crate::runtime::spawn_detached("membership-change", async move {
+            let _ = done.send(raft.change_membership(changes, retain).await);
+            drop(in_flight);
+        });
+        match crate::runtime::timeout(self.handle.request_timeout, outcome).await {
             Err(_) => Err(NodeError::Timeout),
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => Err(match e {
+            Ok(Err(_)) => Err(NodeError::Stopped),
+            Ok(Ok(Ok(_))) => Ok(()),
+            Ok(Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))))) => Err(match e {
                 ChangeMembershipError::InProgress(_) => MemberError::ChangeInProgress.into(),
                 ChangeMembershipError::EmptyMembership(_) => MemberError::LastVoter.into(),
                 ChangeMembershipError::LearnerNotFound(_) => MemberError::NotFound.into(),
@@ -337,11 +399,11 @@ impl MemberChanger {
                 other => NodeError::Raft(other.to_string()),
             }),
             // Lost leadership midway: the change may or may not commit.
-            Ok(Err(RaftError::APIError(
+            Ok(Ok(Err(RaftError::APIError(
                 ClientWriteError::ForwardToLeader(_) | ClientWriteError::LogEntryDiscarded(_),
-            ))) => Err(NodeError::LeaderUnreachable("leadership lost during a membership change".into())),
-            Ok(Err(RaftError::APIError(e))) => Err(NodeError::Raft(e.to_string())),
-            Ok(Err(RaftError::Fatal(_))) => Err(NodeError::Stopped),
+            )))) => Err(NodeError::LeaderUnreachable("leadership lost during a membership change".into())),
+            Ok(Ok(Err(RaftError::APIError(e)))) => Err(NodeError::Raft(e.to_string())),
+            Ok(Ok(Err(RaftError::Fatal(_)))) => Err(NodeError::Stopped),
         }
     }
 

@@ -504,6 +504,13 @@ impl RaftNode {
         self.members.change_members(change).await
     }
 
+    /// On the leader, leaves a joint membership configuration that a change
+    /// left behind (its leader lost leadership between the two steps).
+    /// Whether it left one; an error when it cannot yet.
+    pub async fn leave_joint_membership(&self) -> Result<bool, NodeError> {
+        self.members.leave_joint().await
+    }
+
     /// Makes `change` if this node leads (`None` if it does not).
     pub async fn change_members_as_leader(&self, change: MemberChange) -> Result<Option<NodeId>, NodeError> {
         self.members.change_members_as_leader(change).await
