@@ -87,11 +87,11 @@ fuzz_target!(|data: &[u8]| {
         let revision = state.auth().revision();
         // Checked one revision ago: refused once auth is on.
         if state.auth().enabled() && revision > 0 && op % 3 == 0 {
-            let stale = Command { auth_revision: Some(revision - 1), request: Some(request.clone()) };
+            let stale = Command { auth_revision: Some(revision - 1), alarm_disarms: None, request: Some(request.clone()) };
             assert_eq!(state.apply(&stale).map(|_| ()), Err(StateError::Auth(AuthError::OldRevision)));
             assert_eq!(state.auth(), &before);
         }
-        let command = Command { auth_revision: Some(revision), request: Some(request) };
+        let command = Command { auth_revision: Some(revision), alarm_disarms: None, request: Some(request) };
         if state.apply(&command).is_err() {
             assert_eq!(state.auth(), &before, "a refused command changed the auth store");
         }

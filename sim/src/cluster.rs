@@ -231,7 +231,7 @@ impl SimCluster {
         let leader = self.leader()?;
         let node = self.node(leader)?;
         let task = self.spawn_on(leader, async move {
-            node.propose(Command { auth_revision: None, request: Some(request) }).await
+            node.propose(Command { auth_revision: None, alarm_disarms: None, request: Some(request) }).await
         });
         match task.await {
             Ok(Ok(result)) => Some(Ok(result)),

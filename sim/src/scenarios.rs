@@ -25,7 +25,7 @@ use crate::run::wait_for;
 pub type Scenario = fn() -> Vec<String>;
 
 /// Every scenario by name.
-pub const SCENARIOS: [(&str, Scenario); 9] = [
+pub const SCENARIOS: [(&str, Scenario); 10] = [
     ("lease-leader-cut-off", lease_leader_cut_off),
     ("readiness-replaced-skewed", readiness_replaced_skewed),
     ("leader-power-loss-read", leader_power_loss_read),
@@ -35,6 +35,7 @@ pub const SCENARIOS: [(&str, Scenario); 9] = [
     ("proposal-lost-to-a-snapshot", proposal_lost_to_a_snapshot),
     ("membership-change-given-up", membership_change_given_up),
     ("leader-lost-mid-membership-change", leader_lost_mid_membership_change),
+    ("nospace-raised-after-its-disarm", nospace_raised_after_its_disarm),
 ];
 
 /// Runs scenario `name` in a simulation of its own (`None`: no such scenario).
@@ -831,5 +832,106 @@ fn leader_lost_mid_membership_change() -> Vec<String> {
             }
         }
         vec![format!("{NAME}: in {MEMBERSHIP_ROUNDS} rounds, no new leader found a joint configuration")]
+    })
+}
+
+/// Rounds of `nospace_raised_after_its_disarm`.
+const NOSPACE_ROUNDS: u32 = 12;
+
+/// Soak seed 100668's bug class: a member's disk fills and it raises
+/// NOSPACE; room comes back and the operator disarms at once. A write on
+/// that member, refused by a free-space reading cached from before the room
+/// came back, raised the alarm again after the disarm, and it stayed raised
+/// (every write and broker heartbeat failed until the end of the run).
+/// Each round fills the victim's disk while a client writes through it,
+/// waits for the alarm, frees the disk and disarms 5 ms later than the last
+/// round; the alarm must stay down.
+fn nospace_raised_after_its_disarm() -> Vec<String> {
+    use placement_center::proto::etcdserverpb::alarm_request::AlarmAction;
+    use placement_center::proto::etcdserverpb::{AlarmRequest, AlarmType};
+    use placement_center::raft::state_store::read_state;
+    use placement_center::storage::sim_disk::DiskFaults;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::Arc;
+    const NAME: &str = "nospace-raised-after-its-disarm";
+    simulate(|| async {
+        let (cluster, leader) = match three_nodes_led(NAME).await {
+            Ok(led) => led,
+            Err(violations) => return violations,
+        };
+        let victim = leader % 3 + 1;
+        let raised = |cluster: &SimCluster| {
+            cluster.leader().and_then(|l| cluster.node(l)).is_some_and(|node| {
+                read_state(node.state())
+                    .alarms()
+                    .iter()
+                    .any(|a| a.member_id == victim && a.alarm == AlarmType::Nospace as i32)
+            })
+        };
+        // A client writes through the victim every 2 ms.
+        let stop = Arc::new(AtomicBool::new(false));
+        let acknowledged = Arc::new(AtomicU32::new(0));
+        let client = Handle::current().create_node().name("scenario-client").ip(ip(200)).build();
+        let addr = cluster.nodes[victim as usize - 1].client_addr.clone();
+        let (writing, counted) = (stop.clone(), acknowledged.clone());
+        let writer = client.spawn(async move {
+            let mut kv = KvClient::new(crate::channel(&addr));
+            let mut i = 0u32;
+            while !writing.load(Ordering::Relaxed) {
+                i += 1;
+                let put =
+                    PutRequest { key: b"scenario/k".to_vec(), value: i.to_string().into_bytes(), ..Default::default() };
+                if let Ok(Ok(_)) = runtime::timeout(Duration::from_millis(500), kv.put(put)).await {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
+                runtime::sleep(Duration::from_millis(2)).await;
+            }
+        });
+        let disk = cluster.nodes[victim as usize - 1].disk.clone();
+        let disarm = placement_center::proto::raft::v1::command::Request::Alarm(AlarmRequest {
+            action: AlarmAction::Deactivate as i32,
+            member_id: victim,
+            alarm: AlarmType::Nospace as i32,
+        });
+        let mut violations = Vec::new();
+        for round in 1..=NOSPACE_ROUNDS {
+            let room = placement_center::api::context::DISK_RESERVE_BYTES - 256 * 1024;
+            disk.set_faults(DiskFaults { capacity: Some(disk.used_bytes() + room), ..Default::default() });
+            if !wait_for(Duration::from_secs(5), || raised(&cluster)).await {
+                violations.push(format!("{NAME}: round {round}: a full disk raised no NOSPACE in 5 s"));
+                break;
+            }
+            runtime::sleep(Duration::from_millis(300)).await;
+            disk.set_faults(DiskFaults::default());
+            runtime::sleep(Duration::from_millis(5) * (round - 1)).await;
+            let mut disarmed = false;
+            for _ in 0..20 {
+                if let Some(Ok(_)) = cluster.propose_on_leader(disarm.clone()).await {
+                    disarmed = true;
+                    break;
+                }
+                runtime::sleep(Duration::from_millis(100)).await;
+            }
+            if !disarmed {
+                violations.push(format!("{NAME}: round {round}: the disarm never applied"));
+                break;
+            }
+            let before = acknowledged.load(Ordering::Relaxed);
+            runtime::sleep(Duration::from_millis(1500)).await;
+            if raised(&cluster) {
+                violations.push(format!(
+                    "{NAME}: round {round}: NOSPACE raised again after room came back and it was disarmed {:?} later",
+                    Duration::from_millis(5) * (round - 1)
+                ));
+                break;
+            }
+            if acknowledged.load(Ordering::Relaxed) == before {
+                violations.push(format!("{NAME}: round {round}: no write went through after the disarm"));
+                break;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let _ = writer.await;
+        violations
     })
 }

@@ -82,12 +82,22 @@ fn short_of_space(quota: u64, state_bytes: u64, free: Option<u64>, cost: u64) ->
 impl Quota {
     const REFRESH: std::time::Duration = std::time::Duration::from_millis(100);
 
-    /// Why `cost` more bytes would not fit, if they would not.
+    /// Why `cost` more bytes would not fit, if they would not, by sizes
+    /// read at most [`Self::REFRESH`] ago.
     fn exceeded_by(&self, node: &RaftNode, cost: u64) -> Option<String> {
+        self.exceeded_as_of(node, cost, Self::REFRESH)
+    }
+
+    /// The same, by sizes read now.
+    fn exceeded_now(&self, node: &RaftNode, cost: u64) -> Option<String> {
+        self.exceeded_as_of(node, cost, std::time::Duration::ZERO)
+    }
+
+    fn exceeded_as_of(&self, node: &RaftNode, cost: u64, age: std::time::Duration) -> Option<String> {
         let now = crate::runtime::now();
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         let (size, free) = match *known {
-            Some((at, size, free)) if now - at < Self::REFRESH => (size, free),
+            Some((at, size, free)) if now - at < age => (size, free),
             _ => {
                 // Unknown size (an engine error): let the write try the disk.
                 let size = node.state_bytes().unwrap_or(0);
@@ -233,8 +243,11 @@ impl ApiContext {
     /// changed by the time it applies, it is refused there.
     pub async fn propose(&self, caller: &Caller, request: command::Request) -> Result<CommandResult, ApiError> {
         if crate::state::grows(&request) {
-            if let Some(why) = self.quota.exceeded_by(&self.node, request.encoded_len() as u64) {
-                self.raise_nospace(&why).await;
+            let cost = request.encoded_len() as u64;
+            // A short reading is taken again before it raises the alarm.
+            if self.quota.exceeded_by(&self.node, cost).is_some()
+                && self.raise_nospace_if(|| self.quota.exceeded_now(&self.node, cost)).await
+            {
                 return Err(StateError::NoSpace.into());
             }
         }
@@ -243,17 +256,32 @@ impl ApiContext {
             state.authorize(caller.user(), &request)?;
             state.auth().revision()
         };
-        self.propose_command(Command { auth_revision: Some(auth_revision), request: Some(request) }).await
+        self.propose_command(Command {
+            auth_revision: Some(auth_revision),
+            alarm_disarms: None,
+            request: Some(request),
+        })
+        .await
     }
 
-    /// Raises this member's NOSPACE alarm (once: while it is raised, writes
-    /// that grow the store are refused at apply anyway).
-    async fn raise_nospace(&self, why: &str) {
-        if read_state(self.node.state()).out_of_space() {
-            return;
-        }
+    /// Raises this member's NOSPACE alarm if `short` (a reading of the
+    /// sizes, taken now) says why space is short; whether the alarm is
+    /// raised (or was). Once: while it is raised, writes that grow the store
+    /// are refused at apply anyway.
+    async fn raise_nospace_if(&self, short: impl FnOnce() -> Option<String>) -> bool {
+        // The disarm count first, the reading after it: a raise decided on
+        // a reading from before a disarm is refused at apply.
+        let disarms = {
+            let state = read_state(self.node.state());
+            if state.out_of_space() {
+                return true;
+            }
+            state.alarm_disarms()
+        };
+        let Some(why) = short() else { return false };
         tracing::warn!(why, "out of space");
-        self.raise(self.node.id, AlarmType::Nospace).await;
+        self.raise(self.node.id, AlarmType::Nospace, disarms).await;
+        true
     }
 
     /// Every [`DISK_CHECK_INTERVAL`] until `stop`: raises NOSPACE once this
@@ -265,10 +293,7 @@ impl ApiContext {
                 _ = stop.wait() => return,
                 _ = crate::runtime::sleep(DISK_CHECK_INTERVAL) => {}
             }
-            let free = self.node.available_disk_bytes();
-            if let Some(why) = short_of_space(u64::MAX, 0, free, 0) {
-                self.raise_nospace(&why).await;
-            }
+            self.raise_nospace_if(|| short_of_space(u64::MAX, 0, self.node.available_disk_bytes(), 0)).await;
         }
     }
 
@@ -290,8 +315,9 @@ impl ApiContext {
             }
             let first = wait == settle;
             if first || self.node.is_leader() {
+                let disarms = read_state(self.node.state()).alarm_disarms();
                 for member_id in crate::raft::corruption::check(&self.node).await {
-                    self.raise(member_id, AlarmType::Corrupt).await;
+                    self.raise(member_id, AlarmType::Corrupt, disarms).await;
                 }
             }
             if interval.is_zero() {
@@ -301,14 +327,22 @@ impl ApiContext {
         }
     }
 
-    /// Raises `alarm` for `member_id` unless it is raised already.
-    async fn raise(&self, member_id: u64, alarm: AlarmType) {
+    /// Raises `alarm` for `member_id` unless it is raised already. The
+    /// condition was read after `disarms` alarms had been disarmed: if more
+    /// are by the time the raise applies, it is refused (the reading may
+    /// predate the fix a disarm answered), and the next reading decides.
+    async fn raise(&self, member_id: u64, alarm: AlarmType, disarms: u64) {
         if read_state(self.node.state()).alarms().iter().any(|a| a.member_id == member_id && a.alarm == alarm as i32) {
             return;
         }
         tracing::error!(member_id, alarm = alarm.as_str_name(), "raising an alarm");
         let request = AlarmRequest { action: AlarmAction::Activate as i32, member_id, alarm: alarm as i32 };
-        if let Err(e) = self.propose_as_server(command::Request::Alarm(request)).await {
+        let command = Command {
+            auth_revision: None,
+            alarm_disarms: Some(disarms),
+            request: Some(command::Request::Alarm(request)),
+        };
+        if let Err(e) = self.propose_command(command).await {
             tracing::warn!(cause = %e, member_id, "the alarm was not raised");
         }
     }
@@ -316,7 +350,7 @@ impl ApiContext {
     /// Proposes the server's own write (lease expiry on behalf of nobody):
     /// not checked against auth.
     pub async fn propose_as_server(&self, request: command::Request) -> Result<CommandResult, ApiError> {
-        self.propose_command(Command { auth_revision: None, request: Some(request) }).await
+        self.propose_command(Command { auth_revision: None, alarm_disarms: None, request: Some(request) }).await
     }
 
     async fn propose_command(&self, command: Command) -> Result<CommandResult, ApiError> {

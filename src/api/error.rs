@@ -59,6 +59,7 @@ fn state_status(e: &StateError) -> Status {
         StateError::Auth(auth) => return auth_status(auth),
         StateError::NoSpace => (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded"),
         StateError::NoAlarm => (Code::InvalidArgument, "etcdserver: alarm type is not given"),
+        StateError::AlarmDisarmedSince => (Code::FailedPrecondition, "etcdserver: alarm raise decided before a disarm"),
         StateError::Corrupt => (Code::DataLoss, "etcdserver: corrupt cluster"),
         StateError::TooManyRequests => (Code::ResourceExhausted, "etcdserver: too many requests"),
     };

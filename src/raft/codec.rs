@@ -402,6 +402,7 @@ pub fn refusal_to_pb(e: &crate::state::StateError) -> pb::Refusal {
         E::LeaseTtlTooLarge => pb::Refusal::LeaseTtlTooLarge,
         E::NoSpace => pb::Refusal::NoSpace,
         E::NoAlarm => pb::Refusal::NoAlarm,
+        E::AlarmDisarmedSince => pb::Refusal::AlarmDisarmedSince,
         E::Corrupt => pb::Refusal::Corrupt,
         E::TooManyRequests => pb::Refusal::TooManyRequests,
         E::Auth(A::RootUserNotExist) => pb::Refusal::AuthRootUserNotExist,
@@ -444,6 +445,7 @@ pub fn refusal_from_pb(code: i32) -> Option<crate::state::StateError> {
         pb::Refusal::LeaseTtlTooLarge => E::LeaseTtlTooLarge,
         pb::Refusal::NoSpace => E::NoSpace,
         pb::Refusal::NoAlarm => E::NoAlarm,
+        pb::Refusal::AlarmDisarmedSince => E::AlarmDisarmedSince,
         pb::Refusal::Corrupt => E::Corrupt,
         pb::Refusal::TooManyRequests => E::TooManyRequests,
         pb::Refusal::AuthRootUserNotExist => E::Auth(A::RootUserNotExist),
@@ -472,9 +474,21 @@ mod tests {
     use crate::proto::etcdserverpb::PutRequest;
 
     #[test]
+    fn every_refusal_crosses_the_wire_as_itself() {
+        let mut seen = 0;
+        for code in 1..64 {
+            let Some(refusal) = refusal_from_pb(code) else { continue };
+            assert_eq!(refusal_to_pb(&refusal) as i32, code, "{refusal:?}");
+            seen += 1;
+        }
+        assert_eq!(seen, 34, "a refusal code does not decode");
+    }
+
+    #[test]
     fn a_single_command_entry_of_older_versions_reads_as_a_proposal_of_one() {
         let cmd = pb::Command {
             auth_revision: None,
+            alarm_disarms: None,
             request: Some(pb::command::Request::Put(PutRequest { key: b"k".to_vec(), ..Default::default() })),
         };
         let old = pb::Entry {
@@ -564,6 +578,7 @@ mod tests {
             (vec(any::<u8>(), 1..16), vec(any::<u8>(), 0..64), any::<i64>()).prop_map(|(key, value, lease)| {
                 pb::Command {
                     auth_revision: None,
+                    alarm_disarms: None,
                     request: Some(pb::command::Request::Put(PutRequest { key, value, lease, ..Default::default() })),
                 }
             })

@@ -96,6 +96,7 @@ impl AutoCompaction {
         let Some(target) = by_rules.max(to_fit) else { return };
         let command = pb::Command {
             auth_revision: None,
+            alarm_disarms: None,
             request: Some(pb::command::Request::Compaction(CompactionRequest { revision: target, physical: false })),
         };
         match node.propose_as_leader(command).await {

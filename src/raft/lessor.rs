@@ -174,6 +174,7 @@ impl Lessor {
             let proposals = chunk.iter().map(|&id| {
                 let command = pb::Command {
                     auth_revision: None,
+                    alarm_disarms: None,
                     request: Some(pb::command::Request::LeaseRevoke(crate::proto::etcdserverpb::LeaseRevokeRequest {
                         id,
                     })),

@@ -497,6 +497,7 @@ mod tests {
                 payload: Some(pb::entry::Payload::Proposal(pb::Proposal {
                     commands: vec![pb::Command {
                         auth_revision: None,
+                        alarm_disarms: None,
                         request: Some(pb::command::Request::Put(crate::proto::etcdserverpb::PutRequest {
                             key: b"k".to_vec(),
                             value: vec![0; *size],

@@ -202,6 +202,7 @@ mod tests {
     fn caller(value_len: usize) -> Caller {
         let command = Command {
             auth_revision: None,
+            alarm_disarms: None,
             request: Some(Request::Put(PutRequest {
                 key: b"k".to_vec(),
                 value: vec![0; value_len],

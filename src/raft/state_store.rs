@@ -229,12 +229,21 @@ impl StateMachineStore {
             .collect();
         let auth =
             get(KEY_AUTH)?.map(|b| decode::<pb::AuthSnapshot>("AuthSnapshot", &b)).transpose().map_err(sm_err)?;
-        let alarms = get(KEY_ALARMS)?
+        let alarm_list = get(KEY_ALARMS)?
             .map(|b| decode::<pb::AlarmList>("AlarmList", &b))
             .transpose()
             .map_err(sm_err)?
-            .map_or_else(Vec::new, |list| list.alarms);
-        let persisted = Persisted { revision, kvs, compact_revision, history, leases, auth, alarms };
+            .unwrap_or_default();
+        let persisted = Persisted {
+            revision,
+            kvs,
+            compact_revision,
+            history,
+            leases,
+            auth,
+            alarms: alarm_list.alarms,
+            alarm_disarms: alarm_list.disarms,
+        };
         let snapshot = match get(KEY_SNAPSHOT)? {
             Some(bytes) => Some(drop_legacy_snapshot_data(&engine, &bytes)?),
             None => None,
@@ -333,8 +342,10 @@ fn replace_state(
         leases: snapshot.leases.iter().map(|l| (l.id, l.ttl)).collect(),
         auth: snapshot.auth,
         alarms: snapshot.alarms,
+        alarm_disarms: snapshot.alarm_disarms,
     });
-    batch.put(CF_SM, KEY_ALARMS, pb::AlarmList { alarms: new_state.alarms() }.encode_to_vec());
+    let alarms = pb::AlarmList { alarms: new_state.alarms(), disarms: new_state.alarm_disarms() };
+    batch.put(CF_SM, KEY_ALARMS, alarms.encode_to_vec());
     match new_state.auth_record() {
         Some(auth) => batch.put(CF_SM, KEY_AUTH, auth.encode_to_vec()),
         None => batch.delete(CF_SM, KEY_AUTH),
@@ -432,7 +443,9 @@ fn persist_changes(batch: &mut WriteBatch, revision: i64, changes: Vec<Change>) 
                 }
             }
             Change::Auth(auth) => batch.put(CF_SM, KEY_AUTH, auth.encode_to_vec()),
-            Change::Alarms(alarms) => batch.put(CF_SM, KEY_ALARMS, pb::AlarmList { alarms }.encode_to_vec()),
+            Change::Alarms { alarms, disarms } => {
+                batch.put(CF_SM, KEY_ALARMS, pb::AlarmList { alarms, disarms }.encode_to_vec())
+            }
         }
     }
 }
@@ -454,6 +467,7 @@ pub fn snapshot_bytes(kv: &KvState) -> Vec<u8> {
     const LEASES: u32 = 5;
     const AUTH: u32 = 6;
     const ALARMS: u32 = 7;
+    const ALARM_DISARMS: u32 = 8;
     let leases: Vec<pb::LeaseRecord> =
         kv.leases().iter().map(|(id, lease)| pb::LeaseRecord { id: *id, ttl: lease.ttl }).collect();
     let auth = kv.auth_record();
@@ -467,7 +481,11 @@ pub fn snapshot_bytes(kv: &KvState) -> Vec<u8> {
         + events().map(|e| field(HISTORY, e.encoded_len())).sum::<usize>()
         + leases.iter().map(|l| field(LEASES, l.encoded_len())).sum::<usize>()
         + auth.as_ref().map_or(0, |a| field(AUTH, a.encoded_len()))
-        + alarms.iter().map(|a| field(ALARMS, a.encoded_len())).sum::<usize>();
+        + alarms.iter().map(|a| field(ALARMS, a.encoded_len())).sum::<usize>()
+        + match kv.alarm_disarms() {
+            0 => 0,
+            disarms => prost::encoding::uint64::encoded_len(ALARM_DISARMS, &disarms),
+        };
     let mut buf = Vec::with_capacity(len);
     // proto3: fields at their default are not written.
     if kv.revision() != 0 {
@@ -483,6 +501,9 @@ pub fn snapshot_bytes(kv: &KvState) -> Vec<u8> {
         message::encode(AUTH, auth, &mut buf);
     }
     alarms.iter().for_each(|a| message::encode(ALARMS, a, &mut buf));
+    if kv.alarm_disarms() != 0 {
+        prost::encoding::uint64::encode(ALARM_DISARMS, &kv.alarm_disarms(), &mut buf);
+    }
     buf
 }
 

@@ -122,12 +122,14 @@ fn an_installed_snapshot_of_a_compacted_state_keeps_its_history_across_a_reopen(
     requests.push(Request::UserGrantRole(AuthUserGrantRoleRequest { user: "root".into(), role: "root".into() }));
     requests.push(Request::RoleAdd(AuthRoleAddRequest { name: "app".into() }));
     requests.push(Request::AuthEnable(AuthEnable { token_key: vec![3; 32] }));
-    // And the raised alarms.
+    // And the raised alarms, one of them raised and disarmed before.
+    requests.push(Request::Alarm(AlarmRequest { action: 1, member_id: 3, alarm: AlarmType::Nospace as i32 }));
+    requests.push(Request::Alarm(AlarmRequest { action: 2, member_id: 3, alarm: AlarmType::Nospace as i32 }));
     requests.push(Request::Alarm(AlarmRequest { action: 1, member_id: 2, alarm: AlarmType::Nospace as i32 }));
     let entries = requests.into_iter().enumerate().map(|(i, request)| Entry {
         log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, i as u64 + 1),
         payload: EntryPayload::Normal(Proposal {
-            commands: vec![Command { auth_revision: None, request: Some(request) }],
+            commands: vec![Command { auth_revision: None, alarm_disarms: None, request: Some(request) }],
         }),
     });
 
@@ -145,6 +147,7 @@ fn an_installed_snapshot_of_a_compacted_state_keeps_its_history_across_a_reopen(
             leases: state.leases.into_iter().map(|(id, ttl)| crate::proto::raft::v1::LeaseRecord { id, ttl }).collect(),
             auth: state.auth,
             alarms: state.alarms,
+            alarm_disarms: state.alarm_disarms,
         };
         let sealed = super::state_store::seal_snapshot(prost::Message::encode_to_vec(&copied));
         assert_eq!(snapshot.snapshot, sealed, "encoded in place as copied, then sealed");
@@ -164,6 +167,8 @@ fn an_installed_snapshot_of_a_compacted_state_keeps_its_history_across_a_reopen(
         assert_eq!(auth(&leader), auth(&reopened));
         let alarms = |s: &StateMachineStore| super::state_store::read_state(&s.shared_state()).alarms();
         assert_eq!(alarms(&reopened).len(), 1, "the alarm was not installed");
+        let disarms = |s: &StateMachineStore| super::state_store::read_state(&s.shared_state()).alarm_disarms();
+        assert_eq!((disarms(&leader), disarms(&reopened)), (1, 1), "the disarm count was not installed");
         let at_5 = super::state_store::read_state(&reopened.shared_state())
             .range(&RangeRequest { key: vec![b'k'], revision: 5, ..Default::default() })
             .expect("revision 5 is kept");
@@ -213,7 +218,7 @@ fn put_entry(index: u64, key: u8, value_len: usize) -> super::types::Entry {
     super::types::Entry {
         log_id: super::types::LogId::new(crate::raft::types::LeaderId { term: 1, node_id: 1 }, index),
         payload: openraft::EntryPayload::Normal(Proposal {
-            commands: vec![Command { auth_revision: None, request: Some(Request::Put(put)) }],
+            commands: vec![Command { auth_revision: None, alarm_disarms: None, request: Some(Request::Put(put)) }],
         }),
     }
 }

@@ -95,6 +95,11 @@ pub enum StateError {
     /// An alarm request that raises no alarm (type NONE).
     #[error("alarm type is not given")]
     NoAlarm,
+    /// A member's alarm raise read its condition before an alarm was
+    /// disarmed: the reading may predate what the disarm answered (room
+    /// freed on the disk), so it is not raised; the member reads again.
+    #[error("alarm raise decided before a disarm")]
+    AlarmDisarmedSince,
     /// The CORRUPT alarm is raised: a member's keys differ from the others'
     /// at the same revision, and no write applies until it is disarmed.
     #[error("corrupt cluster")]
@@ -120,8 +125,9 @@ pub enum Change {
     Compacted { below: i64, boundary: Vec<Event> },
     /// The auth store changed; this is all of it now.
     Auth(AuthSnapshot),
-    /// The raised alarms changed; these are all of them now.
-    Alarms(Vec<AlarmMember>),
+    /// The raised alarms changed; these are all of them now, and the count
+    /// of disarms.
+    Alarms { alarms: Vec<AlarmMember>, disarms: u64 },
 }
 
 /// What applying a command produced.
@@ -172,6 +178,9 @@ pub struct KvState {
     auth: AuthState,
     /// Raised alarms: (member id, `AlarmType`).
     alarms: BTreeSet<(u64, i32)>,
+    /// How many times a raised alarm was disarmed: a member's raise decided
+    /// at a lower count is refused (see [`StateError::AlarmDisarmedSince`]).
+    alarm_disarms: u64,
 }
 
 /// What [`KvState::restore`] rebuilds a state from.
@@ -191,6 +200,8 @@ pub struct Persisted {
     pub auth: Option<AuthSnapshot>,
     /// Raised alarms.
     pub alarms: Vec<AlarmMember>,
+    /// How many times a raised alarm was disarmed.
+    pub alarm_disarms: u64,
 }
 
 impl Default for KvState {
@@ -211,6 +222,7 @@ impl KvState {
             leases: OrdMap::new(),
             auth: AuthState::default(),
             alarms: BTreeSet::new(),
+            alarm_disarms: 0,
         }
     }
 
@@ -243,6 +255,7 @@ impl KvState {
             leases: leases.into_iter().collect(),
             auth,
             alarms,
+            alarm_disarms: p.alarm_disarms,
         }
     }
 
@@ -256,7 +269,14 @@ impl KvState {
             leases: self.leases.iter().map(|(id, l)| (*id, l.ttl)).collect(),
             auth: self.auth_record(),
             alarms: self.alarms(),
+            alarm_disarms: self.alarm_disarms,
         }
+    }
+
+    /// How many times a raised alarm was disarmed (see
+    /// `Command::alarm_disarms`).
+    pub fn alarm_disarms(&self) -> u64 {
+        self.alarm_disarms
     }
 
     /// The raised alarms, by member.
@@ -399,6 +419,9 @@ impl KvState {
         for (member, alarm) in &self.alarms {
             feed_kv(&KeyValue { lease: *member as i64, version: i64::from(*alarm), ..Default::default() });
         }
+        if self.alarm_disarms != 0 {
+            feed_kv(&KeyValue { version: self.alarm_disarms as i64, ..Default::default() });
+        }
         feed_kv(&KeyValue {
             mod_revision: self.revision,
             create_revision: self.compact_revision,
@@ -430,6 +453,11 @@ impl KvState {
             // or revoke came in between, so its check no longer holds.
             if self.auth.enabled() && checked_at < self.auth.revision() {
                 return Err(AuthError::OldRevision.into());
+            }
+        }
+        if let (Some(decided_at), Some(command::Request::Alarm(alarm))) = (command.alarm_disarms, &command.request) {
+            if alarm.action == AlarmAction::Activate as i32 && decided_at < self.alarm_disarms {
+                return Err(StateError::AlarmDisarmedSince);
             }
         }
         if self.corrupt() && command.request.as_ref().is_some_and(writes_data) {
@@ -565,10 +593,14 @@ impl KvState {
                 return Err(StateError::NoAlarm)
             }
             AlarmAction::Activate => self.alarms.insert((req.member_id, req.alarm)),
-            AlarmAction::Deactivate => self.alarms.remove(&(req.member_id, req.alarm)),
+            AlarmAction::Deactivate => {
+                let removed = self.alarms.remove(&(req.member_id, req.alarm));
+                self.alarm_disarms += u64::from(removed);
+                removed
+            }
         };
         if changed {
-            write.other.push(Change::Alarms(self.alarms()));
+            write.other.push(Change::Alarms { alarms: self.alarms(), disarms: self.alarm_disarms });
         }
         Ok(AlarmResponse { header: None, alarms: if changed { vec![member] } else { Vec::new() } })
     }

@@ -83,7 +83,7 @@ impl Op {
             }
             Op::GetAll(_) => return None,
         };
-        Some(Command { auth_revision: None, request: Some(request) })
+        Some(Command { auth_revision: None, alarm_disarms: None, request: Some(request) })
     }
 
     /// Steps decoded from fuzzer bytes, four bytes each.

@@ -161,11 +161,12 @@ fn an_empty_store_is_the_same_however_it_is_made() {
 fn invalid_commands_are_refused_without_changing_state() {
     let mut state = KvState::new();
     let cases: Vec<(Command, StateError)> = vec![
-        (Command { auth_revision: None, request: None }, StateError::EmptyCommand),
+        (Command { auth_revision: None, alarm_disarms: None, request: None }, StateError::EmptyCommand),
         (command(&Op::Put(0, 1, 0)).with_key(Vec::new()), StateError::EmptyKey),
         (
             Command {
                 auth_revision: None,
+                alarm_disarms: None,
                 request: Some(command::Request::Txn(TxnRequest {
                     success: vec![
                         RequestOp {
@@ -181,6 +182,7 @@ fn invalid_commands_are_refused_without_changing_state() {
         (
             Command {
                 auth_revision: None,
+                alarm_disarms: None,
                 request: Some(command::Request::Txn(TxnRequest {
                     success: vec![
                         RequestOp {
@@ -196,6 +198,7 @@ fn invalid_commands_are_refused_without_changing_state() {
         (
             Command {
                 auth_revision: None,
+                alarm_disarms: None,
                 request: Some(command::Request::Put(PutRequest { key: key(0), lease: 7, ..Default::default() })),
             },
             StateError::LeaseNotFound,
@@ -203,6 +206,7 @@ fn invalid_commands_are_refused_without_changing_state() {
         (
             Command {
                 auth_revision: None,
+                alarm_disarms: None,
                 request: Some(command::Request::Put(PutRequest {
                     key: key(0),
                     ignore_value: true,
@@ -243,7 +247,9 @@ fn a_txn_failing_midway_leaves_no_trace() {
         ],
         ..Default::default()
     };
-    let refused = state.apply(&Command { auth_revision: None, request: Some(command::Request::Txn(txn)) }).unwrap_err();
+    let refused = state
+        .apply(&Command { auth_revision: None, alarm_disarms: None, request: Some(command::Request::Txn(txn)) })
+        .unwrap_err();
     assert_eq!(refused, StateError::LeaseNotFound);
     assert_eq!(state, before);
     assert_eq!(state.hash(), before.hash());
@@ -268,6 +274,7 @@ fn reads_at_past_revisions_see_the_past_until_compacted() {
 
     let compact = |revision| Command {
         auth_revision: None,
+        alarm_disarms: None,
         request: Some(command::Request::Compaction(CompactionRequest { revision, physical: false })),
     };
     assert_eq!(state.apply(&compact(9)).unwrap_err(), StateError::FutureRevision);
@@ -287,6 +294,7 @@ fn compaction_to_fit_drops_the_oldest_revisions_until_the_history_fits_its_budge
     let mut state = KvState::new();
     let put = |key: u8, len: usize| Command {
         auth_revision: None,
+        alarm_disarms: None,
         request: Some(command::Request::Put(PutRequest { key: vec![key], value: vec![7; len], ..Default::default() })),
     };
     for key in 0..10 {
@@ -299,6 +307,7 @@ fn compaction_to_fit_drops_the_oldest_revisions_until_the_history_fits_its_budge
     assert_eq!(state.compaction_to_fit(0), Some(11), "the newest revision is never compacted");
     let compact = Command {
         auth_revision: None,
+        alarm_disarms: None,
         request: Some(command::Request::Compaction(CompactionRequest { revision: 8, physical: false })),
     };
     state.apply(&compact).unwrap();
@@ -312,6 +321,7 @@ fn compacting_to_a_delete_frees_the_values_it_deleted() {
     let mut state = KvState::new();
     let put = Command {
         auth_revision: None,
+        alarm_disarms: None,
         request: Some(command::Request::Put(PutRequest { key: key(1), value: vec![7; 10_000], ..Default::default() })),
     };
     state.apply(&put).unwrap(); // revision 2
@@ -319,6 +329,7 @@ fn compacting_to_a_delete_frees_the_values_it_deleted() {
     assert!(state.history_bytes() > 20_000);
     let compact = Command {
         auth_revision: None,
+        alarm_disarms: None,
         request: Some(command::Request::Compaction(CompactionRequest { revision: 3, physical: false })),
     };
     let applied = state.apply(&compact).unwrap();
@@ -336,16 +347,25 @@ fn compacting_to_a_delete_frees_the_values_it_deleted() {
 }
 
 fn grant(id: i64, ttl: i64) -> Command {
-    Command { auth_revision: None, request: Some(command::Request::LeaseGrant(LeaseGrantRequest { id, ttl })) }
+    Command {
+        auth_revision: None,
+        alarm_disarms: None,
+        request: Some(command::Request::LeaseGrant(LeaseGrantRequest { id, ttl })),
+    }
 }
 
 fn revoke(id: i64) -> Command {
-    Command { auth_revision: None, request: Some(command::Request::LeaseRevoke(LeaseRevokeRequest { id })) }
+    Command {
+        auth_revision: None,
+        alarm_disarms: None,
+        request: Some(command::Request::LeaseRevoke(LeaseRevokeRequest { id })),
+    }
 }
 
 fn put_with_lease(k: u8, lease: i64) -> Command {
     Command {
         auth_revision: None,
+        alarm_disarms: None,
         request: Some(command::Request::Put(PutRequest { key: key(k), value: vec![k], lease, ..Default::default() })),
     }
 }
@@ -394,7 +414,9 @@ fn a_refused_txn_leaves_leases_and_history_untouched() {
         ],
         ..Default::default()
     };
-    let refused = state.apply(&Command { auth_revision: None, request: Some(command::Request::Txn(txn)) }).unwrap_err();
+    let refused = state
+        .apply(&Command { auth_revision: None, alarm_disarms: None, request: Some(command::Request::Txn(txn)) })
+        .unwrap_err();
     assert_eq!(refused, StateError::LeaseNotFound);
     assert_eq!(state, before);
 }
@@ -440,6 +462,7 @@ fn compacted_events_are_freed_over_the_following_writes() {
     }
     let compact = Command {
         auth_revision: None,
+        alarm_disarms: None,
         request: Some(command::Request::Compaction(CompactionRequest { revision: 901, physical: false })),
     };
     state.apply(&compact).unwrap();
@@ -465,10 +488,11 @@ fn a_write_checked_at_an_older_auth_revision_is_refused_at_apply() {
     use crate::proto::raft::v1::AuthEnable;
     let mut state = KvState::new();
     let auth = |state: &mut KvState, request| {
-        state.apply(&Command { auth_revision: None, request: Some(request) }).unwrap();
+        state.apply(&Command { auth_revision: None, alarm_disarms: None, request: Some(request) }).unwrap();
     };
     let put = |checked_at| Command {
         auth_revision: checked_at,
+        alarm_disarms: None,
         request: Some(command::Request::Put(PutRequest { key: b"k".to_vec(), ..Default::default() })),
     };
     let add = AuthUserAddRequest { name: "root".into(), hashed_password: "h".into(), ..Default::default() };
@@ -499,6 +523,7 @@ fn nospace_refuses_growing_writes_until_it_is_disarmed() {
     let mut state = KvState::new();
     let alarm = |action: AlarmAction, alarm: AlarmType| Command {
         auth_revision: None,
+        alarm_disarms: None,
         request: Some(command::Request::Alarm(AlarmRequest {
             action: action as i32,
             member_id: 2,
@@ -522,4 +547,43 @@ fn nospace_refuses_growing_writes_until_it_is_disarmed() {
     state.apply(&alarm(AlarmAction::Deactivate, AlarmType::Nospace)).unwrap();
     assert!(!state.out_of_space());
     state.apply(&command(&Op::Put(1, 1, 0))).unwrap();
+}
+
+/// A member's own raise carries the disarm count it read its condition at:
+/// applied after a disarm, it is refused and changes nothing (its reading
+/// may predate the room the operator freed), while one decided after the
+/// disarm, and a client's raise (no count), apply. Only a disarm that
+/// removes an alarm counts; the count survives the persisted form and is
+/// in the state hash.
+#[test]
+fn a_raise_decided_before_a_disarm_is_refused() {
+    use crate::proto::etcdserverpb::alarm_request::AlarmAction;
+    use crate::proto::etcdserverpb::{AlarmRequest, AlarmType};
+    let alarm = |action: AlarmAction, alarm_disarms: Option<u64>| Command {
+        auth_revision: None,
+        alarm_disarms,
+        request: Some(command::Request::Alarm(AlarmRequest {
+            action: action as i32,
+            member_id: 2,
+            alarm: AlarmType::Nospace as i32,
+        })),
+    };
+    let mut state = KvState::new();
+    state.apply(&alarm(AlarmAction::Deactivate, None)).unwrap();
+    assert_eq!(state.alarm_disarms(), 0, "disarming no alarm counted");
+    let untouched = state.hash();
+    state.apply(&alarm(AlarmAction::Activate, Some(0))).unwrap();
+    assert!(state.out_of_space());
+    state.apply(&alarm(AlarmAction::Deactivate, None)).unwrap();
+    assert_eq!(state.alarm_disarms(), 1);
+    assert_ne!(state.hash(), untouched, "the disarm count is not in the hash");
+    assert_eq!(KvState::restore(state.persisted()), state, "the disarm count is not persisted");
+    let before = state.clone();
+    assert_eq!(state.apply(&alarm(AlarmAction::Activate, Some(0))).unwrap_err(), StateError::AlarmDisarmedSince);
+    assert_eq!(state, before, "a refused raise changed the state");
+    state.apply(&alarm(AlarmAction::Activate, Some(1))).unwrap();
+    assert!(state.out_of_space(), "a raise decided after the disarm was refused");
+    state.apply(&alarm(AlarmAction::Deactivate, None)).unwrap();
+    state.apply(&alarm(AlarmAction::Activate, None)).unwrap();
+    assert!(state.out_of_space(), "a client's raise was checked against the count");
 }
