@@ -697,8 +697,26 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
             }
             FaultKind::IsolateLeader => {
                 let Some(leader) = cluster.leader() else { continue };
-                log.note(start, format!("isolate leader {leader} for {hold:?}"));
-                net.clog_node(sim_id(leader));
+                // Half the time from its peers only: its clients still
+                // reach it (regression seed 238's shape: a leader cut off
+                // acknowledged keepalives the new leader never saw), for
+                // long enough that the others elect and a lease TTL (3 s)
+                // runs out there.
+                let peers_only = runtime::rng().gen_bool(0.5);
+                let peers: Vec<u64> = (1..=n).filter(|p| *p != leader).collect();
+                let hold = if peers_only {
+                    let hold = millis(&mut runtime::rng(), 3000..8000);
+                    log.note(start, format!("cut leader {leader} off from its peers for {hold:?}"));
+                    for peer in &peers {
+                        net.clog_link(sim_id(leader), sim_id(*peer));
+                        net.clog_link(sim_id(*peer), sim_id(leader));
+                    }
+                    hold
+                } else {
+                    log.note(start, format!("isolate leader {leader} for {hold:?}"));
+                    net.clog_node(sim_id(leader));
+                    hold
+                };
                 runtime::sleep(hold).await;
                 // Cut off for over twice the longest election timeout, it
                 // must no longer call itself ready (it is still its own leader).
@@ -710,7 +728,14 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
                             .push(format!("health: leader {leader}, isolated for {hold:?}, still reported ready"));
                     }
                 }
-                net.unclog_node(sim_id(leader));
+                if peers_only {
+                    for peer in &peers {
+                        net.unclog_link(sim_id(leader), sim_id(*peer));
+                        net.unclog_link(sim_id(*peer), sim_id(leader));
+                    }
+                } else {
+                    net.unclog_node(sim_id(leader));
+                }
                 log.note(start, format!("unisolated {leader}"));
             }
             FaultKind::Bridge => {
