@@ -167,6 +167,12 @@ fn in_their_term(raft: &Raft, callers: Vec<Caller>) -> Vec<Caller> {
         let m = metrics.borrow_watched();
         (m.current_leader == Some(m.id) && m.state.is_leader()).then_some(m.current_term)
     };
+    in_term(leading_in, callers)
+}
+
+/// [`in_their_term`] for a node that leads in `leading_in` (`None`: it
+/// does not lead).
+fn in_term(leading_in: Option<u64>, callers: Vec<Caller>) -> Vec<Caller> {
     callers
         .into_iter()
         .filter_map(|caller| match caller.term {
@@ -228,6 +234,32 @@ mod tests {
         assert_eq!(take_batch(&mut callers).len(), 1);
         assert_eq!(take_batch(&mut callers).len(), 1, "a command over the limit is proposed alone");
         assert_eq!(take_batch(&mut callers).len(), 1);
+    }
+
+    /// Soak seeds 203590, 203653 and 204267: a lease expiry decided in term
+    /// 1 waited in the queue and was proposed in term 4, after the same
+    /// node, leading again with fresh deadlines, had acknowledged a
+    /// keepalive. A command bound to a term goes only in that term; the
+    /// others are answered "not the leader" at once.
+    #[test]
+    fn a_command_bound_to_a_term_is_proposed_only_while_leading_in_it() {
+        let bound = |term| {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            (Caller { term: Some(term), reply, ..caller(1) }, answer)
+        };
+        let (decided_in_1, mut answer_1) = bound(1);
+        let (decided_in_4, mut answer_4) = bound(4);
+        let (free, _answer) = tokio::sync::oneshot::channel();
+        let unbound = Caller { reply: free, ..caller(2) };
+        let left = in_term(Some(4), vec![decided_in_1, decided_in_4, unbound]);
+        assert_eq!(left.iter().map(|c| c.term).collect::<Vec<_>>(), [Some(4), None]);
+        assert!(
+            matches!(answer_1.try_recv(), Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))))),
+            "the command of term 1 was not answered \"not the leader\""
+        );
+        assert!(answer_4.try_recv().is_err(), "the command of the current term was answered");
+        let (decided_in_4, _) = bound(4);
+        assert!(in_term(None, vec![decided_in_4]).is_empty(), "a node that does not lead proposed it");
     }
 
     #[test]
