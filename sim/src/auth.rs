@@ -192,6 +192,23 @@ pub async fn probe(addrs: Vec<String>, start: Instant, until: Instant, ops: Arc<
     }
 }
 
+/// The prober's token (for the scenarios).
+pub(crate) async fn prober_token(addrs: &[String]) -> Option<MetadataValue<Ascii>> {
+    authenticate(addrs, PROBER, PROBER_PASSWORD).await
+}
+
+/// Grants the prober its role, or revokes it, on the leader: `Some(Ok(auth
+/// revision after it))`, `Some(Err)` refused, `None` unknown.
+pub(crate) async fn set_prober_role(cluster: &SimCluster, granted: bool) -> Option<Result<u64, StateError>> {
+    let (name, role) = (PROBER.to_string(), PROBE_ROLE.to_string());
+    let request = if granted {
+        command::Request::UserGrantRole(AuthUserGrantRoleRequest { user: name, role })
+    } else {
+        command::Request::UserRevokeRole(AuthUserRevokeRoleRequest { name, role })
+    };
+    on_leader(cluster, request).await
+}
+
 /// What the auth nemesis did.
 #[derive(Debug, Default)]
 pub struct Revocations {
