@@ -25,7 +25,7 @@ use crate::run::wait_for;
 pub type Scenario = fn() -> Vec<String>;
 
 /// Every scenario by name.
-pub const SCENARIOS: [(&str, Scenario); 11] = [
+pub const SCENARIOS: [(&str, Scenario); 12] = [
     ("lease-leader-cut-off", lease_leader_cut_off),
     ("readiness-replaced-skewed", readiness_replaced_skewed),
     ("leader-power-loss-read", leader_power_loss_read),
@@ -37,6 +37,7 @@ pub const SCENARIOS: [(&str, Scenario); 11] = [
     ("leader-lost-mid-membership-change", leader_lost_mid_membership_change),
     ("nospace-raised-after-its-disarm", nospace_raised_after_its_disarm),
     ("revoked-put-through-a-lagging-follower", revoked_put_through_a_lagging_follower),
+    ("writes-to-a-member-stopped-by-eio", writes_to_a_member_stopped_by_eio),
 ];
 
 /// Runs scenario `name` in a simulation of its own (`None`: no such scenario).
@@ -1038,5 +1039,65 @@ fn revoked_put_through_a_lagging_follower() -> Vec<String> {
             return vec![format!("{NAME}: no put met a follower whose auth store was still behind the revoke")];
         }
         Vec::new()
+    })
+}
+
+/// Regression seed 10007's bug class: a follower's disk fails with EIO and
+/// its Raft stops. It answered every client call "etcdserver: server
+/// stopped" without saying that nothing was proposed, so clients held its
+/// writes as unknown outcomes (and the linearizability search blew up).
+/// Here every put through it, once its Raft has stopped, must be refused
+/// as not applied (`pc-not-applied`), and the others must go on writing.
+fn writes_to_a_member_stopped_by_eio() -> Vec<String> {
+    use placement_center::api::error::NOT_APPLIED_METADATA;
+    use placement_center::storage::sim_disk::DiskFaults;
+    const NAME: &str = "writes-to-a-member-stopped-by-eio";
+    simulate(|| async {
+        let (cluster, leader) = match three_nodes_led(NAME).await {
+            Ok(led) => led,
+            Err(violations) => return violations,
+        };
+        let follower = leader % 3 + 1;
+        cluster.nodes[follower as usize - 1].disk.set_faults(DiskFaults {
+            fail_writes: true,
+            fail_syncs: true,
+            ..Default::default()
+        });
+        let client = Handle::current().create_node().name("scenario-client").ip(ip(200)).build();
+        let put_via = |addr: String, i: u32| {
+            client.spawn(async move {
+                let mut kv = KvClient::new(crate::channel(&addr));
+                let put =
+                    PutRequest { key: b"scenario/k".to_vec(), value: i.to_string().into_bytes(), ..Default::default() };
+                runtime::timeout(Duration::from_secs(5), kv.put(put)).await
+            })
+        };
+        // Writes through the leader reach the follower's failing disk.
+        let leader_addr = cluster.nodes[leader as usize - 1].client_addr.clone();
+        let mut i = 0;
+        while cluster.is_healthy(follower) && i < 200 {
+            i += 1;
+            let _ = put_via(leader_addr.clone(), i).await;
+        }
+        if cluster.is_healthy(follower) {
+            return vec![format!("{NAME}: {follower}'s Raft never stopped on its failing disk")];
+        }
+        let follower_addr = cluster.nodes[follower as usize - 1].client_addr.clone();
+        let mut violations = Vec::new();
+        for round in 1..=5 {
+            i += 1;
+            match put_via(follower_addr.clone(), i).await {
+                Ok(Ok(Err(status))) if status.metadata().contains_key(NOT_APPLIED_METADATA) => {}
+                other => violations.push(format!(
+                    "{NAME}: put {round} through {follower}, whose Raft stopped, was not refused as not applied: \
+                     {other:?}"
+                )),
+            }
+        }
+        i += 1;
+        if !matches!(put_via(leader_addr, i).await, Ok(Ok(Ok(_)))) {
+            violations.push(format!("{NAME}: the leader took no write once {follower} had stopped"));
+        }
+        violations
     })
 }
