@@ -25,6 +25,10 @@ use crate::proto::raft::v1 as pb;
 /// etcd allows one learner at a time.
 pub const MAX_LEARNERS: usize = 1;
 
+/// A membership change still unanswered after this many request timeouts
+/// is given up (see `membership_write_retain`).
+const UNANSWERED_CHANGE_TIMEOUTS: u32 = 10;
+
 /// How long the leader waits for a peer to answer when it counts started members.
 const STARTED_PROBE: Duration = Duration::from_millis(500);
 
@@ -383,8 +387,14 @@ impl MemberChanger {
         }
         let raft = self.handle.raft.clone();
         let (done, outcome) = tokio::sync::oneshot::channel();
+        // Bounded all the same: a change openraft never answered would
+        // otherwise hold this node's changes for good. One cut off between
+        // its steps leaves a joint configuration that `leave_joint` leaves.
+        let bound = self.handle.request_timeout * UNANSWERED_CHANGE_TIMEOUTS;
         crate::runtime::spawn_detached("membership-change", async move {
-            let _ = done.send(raft.change_membership(changes, retain).await);
+            if let Ok(answer) = crate::runtime::timeout(bound, raft.change_membership(changes, retain)).await {
+                let _ = done.send(answer);
+            }
             drop(in_flight);
         });
         match crate::runtime::timeout(self.handle.request_timeout, outcome).await {
