@@ -450,14 +450,21 @@ async fn cut_both_ways(
     sim_id: impl Fn(u64) -> madsim::task::NodeId,
     hold: Duration,
 ) {
-    for (a, b) in links {
-        net.clog_link(sim_id(*a), sim_id(*b));
-        net.clog_link(sim_id(*b), sim_id(*a));
-    }
+    set_both_ways(net, links, &sim_id, true);
     runtime::sleep(hold).await;
+    set_both_ways(net, links, &sim_id, false);
+}
+
+/// Clogs (`clogged`) or unclogs every link in `links`, both directions.
+fn set_both_ways(net: &NetSim, links: &[(u64, u64)], sim_id: impl Fn(u64) -> madsim::task::NodeId, clogged: bool) {
     for (a, b) in links {
-        net.unclog_link(sim_id(*a), sim_id(*b));
-        net.unclog_link(sim_id(*b), sim_id(*a));
+        for (from, to) in [(sim_id(*a), sim_id(*b)), (sim_id(*b), sim_id(*a))] {
+            if clogged {
+                net.clog_link(from, to);
+            } else {
+                net.unclog_link(from, to);
+            }
+        }
     }
 }
 
@@ -703,14 +710,11 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
                 // long enough that the others elect and a lease TTL (3 s)
                 // runs out there.
                 let peers_only = runtime::rng().gen_bool(0.5);
-                let peers: Vec<u64> = (1..=n).filter(|p| *p != leader).collect();
+                let links: Vec<(u64, u64)> = (1..=n).filter(|p| *p != leader).map(|p| (leader, p)).collect();
                 let hold = if peers_only {
                     let hold = millis(&mut runtime::rng(), 3000..8000);
                     log.note(start, format!("cut leader {leader} off from its peers for {hold:?}"));
-                    for peer in &peers {
-                        net.clog_link(sim_id(leader), sim_id(*peer));
-                        net.clog_link(sim_id(*peer), sim_id(leader));
-                    }
+                    set_both_ways(&net, &links, sim_id, true);
                     hold
                 } else {
                     log.note(start, format!("isolate leader {leader} for {hold:?}"));
@@ -729,10 +733,7 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
                     }
                 }
                 if peers_only {
-                    for peer in &peers {
-                        net.unclog_link(sim_id(leader), sim_id(*peer));
-                        net.unclog_link(sim_id(*peer), sim_id(leader));
-                    }
+                    set_both_ways(&net, &links, sim_id, false);
                 } else {
                     net.unclog_node(sim_id(leader));
                 }

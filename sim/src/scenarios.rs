@@ -54,6 +54,27 @@ fn simulate<F: std::future::Future<Output = Vec<String>> + 'static>(scenario: im
     rt.block_on(scenario())
 }
 
+/// The simulated host a scenario's client calls run on.
+fn scenario_client() -> madsim::runtime::NodeHandle {
+    Handle::current().create_node().name("scenario-client").ip(ip(200)).build()
+}
+
+/// Runs `attempt` up to `tries` times, `pause` apart, until it succeeds;
+/// whether it did.
+async fn until_it_succeeds<F: std::future::Future<Output = bool>>(
+    tries: u32,
+    pause: Duration,
+    mut attempt: impl FnMut() -> F,
+) -> bool {
+    for _ in 0..tries {
+        if attempt().await {
+            return true;
+        }
+        runtime::sleep(pause).await;
+    }
+    false
+}
+
 /// A new 3-node cluster and its leader's slot, or why `scenario` cannot go on.
 async fn three_nodes_led(scenario: &str) -> Result<(SimCluster, u64), Vec<String>> {
     nodes_led(3, scenario).await
@@ -118,7 +139,7 @@ fn lease_leader_cut_off() -> Vec<String> {
         // keepalives to the leader and reads on the other side.
         let (cut, cut_rx) = tokio::sync::oneshot::channel::<()>();
         let (healed, healed_rx) = tokio::sync::oneshot::channel::<()>();
-        let client = Handle::current().create_node().name("scenario-client").ip(ip(200)).build();
+        let client = scenario_client();
         let holder = client.spawn(hold_lease_across_cut(to_leader, to_other, start, cut, healed_rx));
         // The cut: the leader from both peers, both ways, for longer than an
         // election and a TTL, so the lease runs out on the new leader unless
@@ -321,7 +342,7 @@ const POWER_LOSS_ROUNDS: u32 = 12;
 fn leader_power_loss_read() -> Vec<String> {
     simulate(|| async {
         let cluster = SimCluster::start(3, 0);
-        let client = Handle::current().create_node().name("scenario-client").ip(ip(200)).build();
+        let client = scenario_client();
         let mut acknowledged = 0;
         let mut violations = Vec::new();
         for round in 1..=POWER_LOSS_ROUNDS {
@@ -396,7 +417,7 @@ fn keepalive_during_revoke() -> Vec<String> {
         let addr = cluster.nodes[leader as usize - 1].client_addr.clone();
         let start = runtime::now();
         let (granted, granted_rx) = tokio::sync::oneshot::channel::<()>();
-        let client = Handle::current().create_node().name("scenario-client").ip(ip(200)).build();
+        let client = scenario_client();
         let holder = client.spawn(keep_alive_past_deadline(addr, start, granted));
         if granted_rx.await.is_err() {
             return vec!["keepalive-during-revoke: the client could not grant a lease".into()];
@@ -622,7 +643,7 @@ fn proposal_lost_to_a_snapshot() -> Vec<String> {
         let net = NetSim::current();
         let old_id = cluster.nodes[old as usize - 1].handle.id();
         // A write reaches it, and it is cut off before a follower answers.
-        let client = Handle::current().create_node().name("scenario-client").ip(ip(200)).build();
+        let client = scenario_client();
         let addr = old_addr.clone();
         let stranded = client.spawn(async move {
             let mut kv = KvClient::new(crate::channel(&addr));
@@ -873,7 +894,7 @@ fn nospace_raised_after_its_disarm() -> Vec<String> {
         // A client writes through the victim every 2 ms.
         let stop = Arc::new(AtomicBool::new(false));
         let acknowledged = Arc::new(AtomicU32::new(0));
-        let client = Handle::current().create_node().name("scenario-client").ip(ip(200)).build();
+        let client = scenario_client();
         let addr = cluster.nodes[victim as usize - 1].client_addr.clone();
         let (writing, counted) = (stop.clone(), acknowledged.clone());
         let writer = client.spawn(async move {
@@ -906,15 +927,10 @@ fn nospace_raised_after_its_disarm() -> Vec<String> {
             runtime::sleep(Duration::from_millis(300)).await;
             disk.set_faults(DiskFaults::default());
             runtime::sleep(Duration::from_millis(5) * (round - 1)).await;
-            let mut disarmed = false;
-            for _ in 0..20 {
-                if let Some(Ok(_)) = cluster.propose_on_leader(disarm.clone()).await {
-                    disarmed = true;
-                    break;
-                }
-                runtime::sleep(Duration::from_millis(100)).await;
-            }
-            if !disarmed {
+            let disarmed = until_it_succeeds(20, Duration::from_millis(100), || async {
+                matches!(cluster.propose_on_leader(disarm.clone()).await, Some(Ok(_)))
+            });
+            if !disarmed.await {
                 violations.push(format!("{NAME}: round {round}: the disarm never applied"));
                 break;
             }
@@ -959,7 +975,7 @@ fn revoked_put_through_a_lagging_follower() -> Vec<String> {
             Err(violations) => return violations,
         };
         let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.client_addr.clone()).collect();
-        let client = Handle::current().create_node().name("scenario-client").ip(ip(200)).build();
+        let client = scenario_client();
         let setup = addrs.clone();
         let Ok(Some(token)) = client
             .spawn(async move {
@@ -1009,15 +1025,9 @@ fn revoked_put_through_a_lagging_follower() -> Vec<String> {
                 return vec![format!("{NAME}: round {round}: the client task failed")];
             };
             disk.set_faults(DiskFaults::default());
-            let granted = async {
-                for _ in 0..20 {
-                    if let Some(Ok(_)) = crate::auth::set_prober_role(&cluster, true).await {
-                        return true;
-                    }
-                    runtime::sleep(Duration::from_millis(200)).await;
-                }
-                false
-            };
+            let granted = until_it_succeeds(20, Duration::from_millis(200), || async {
+                matches!(crate::auth::set_prober_role(&cluster, true).await, Some(Ok(_)))
+            });
             if !granted.await {
                 return vec![format!("{NAME}: round {round}: the role was never granted back")];
             }
@@ -1063,7 +1073,7 @@ fn writes_to_a_member_stopped_by_eio() -> Vec<String> {
             fail_syncs: true,
             ..Default::default()
         });
-        let client = Handle::current().create_node().name("scenario-client").ip(ip(200)).build();
+        let client = scenario_client();
         let put_via = |addr: String, i: u32| {
             client.spawn(async move {
                 let mut kv = KvClient::new(crate::channel(&addr));
