@@ -48,6 +48,7 @@ def summary(results):
         "p99": mean(r["latency_ms"].get("p99", 0) for r in results),
         "p999": mean(r["latency_ms"].get("p99.9", 0) for r in results),
         "errors": sum(sum(r["errors"].values()) for r in results),
+        "cpu_us": mean(r.get("server_cpu_us", 0) for r in results),
         "rounds": len(results),
         "unit": results[0].get("unit", "requests"),
     }
@@ -59,8 +60,9 @@ def ratio(a, b):
 
 def markdown(runs, order):
     lines = [
-        "| scenario | etcd /s | placement /s | ratio | etcd p50 / p99 ms | placement p50 / p99 ms | p99 ratio | errors (etcd / placement) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | etcd /s | placement /s | ratio | etcd p50 / p99 ms | placement p50 / p99 ms | p99 ratio "
+        "| members' CPU per request, etcd / placement | CPU ratio | errors (etcd / placement) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     s = {}
     for name in order:
@@ -71,6 +73,7 @@ def markdown(runs, order):
         lines.append(
             f"| {name} | {e['throughput']:.0f} | {p['throughput']:.0f} | {ratio(p['throughput'], e['throughput']):.2f}x "
             f"| {e['p50']:.2f} / {e['p99']:.2f} | {p['p50']:.2f} / {p['p99']:.2f} | {ratio(p['p99'], e['p99']):.2f}x "
+            f"| {e['cpu_us']:.0f} / {p['cpu_us']:.0f} us | {ratio(p['cpu_us'], e['cpu_us']):.2f}x "
             f"| {e['errors']} / {p['errors']} |"
         )
     rss = s.get("rss-after-load")
@@ -97,7 +100,7 @@ def markdown(runs, order):
             f"| {ratio(p['restart_s'], e['restart_s']):.2f}x |"
         )
     lines.append("")
-    lines.append("| target (issue 8) | measured | met |")
+    lines.append("| target (issue 22) | measured | met |")
     lines.append("|---|---|---|")
 
     def target(label, name, field, want, better_high):

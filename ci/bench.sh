@@ -90,6 +90,8 @@ start_etcd() {
 # name | placement-bench arguments ("RATE" is replaced by half of etcd's put-100 throughput of the round)
 scenarios=(
     "put-1|--clients 1 --total $((2000 / scale)) put"
+    "put-1-at-leader|AT=leader --clients 1 --total $((2000 / scale)) put"
+    "put-1-at-follower|AT=follower --clients 1 --total $((2000 / scale)) put"
     "put-100|--clients 100 --total $((60000 / scale)) put"
     "put-100-half-etcd-rate|--clients 100 --rate RATE --duration $((20 / scale)) put"
     "range-l-100|--clients 100 --total $((100000 / scale)) range --consistency l"
@@ -99,23 +101,45 @@ scenarios=(
     "watch-latency|--clients 10 --rate 1000 --total $((10000 / scale)) watch-latency --watchers 100"
 )
 
+# Clock ticks of CPU (user and system) the members have used so far.
+cpu_ticks() { local t=0 p; for p in "${pids[@]}"; do t=$((t + $(awk '{print $14 + $15}' /proc/"$p"/stat))); done; echo $t; }
+clk_tck=$(getconf CLK_TCK)
+
+# The client endpoint of the member that leads ($1 = leader) or of one that
+# follows ($1 = follower), by etcdctl's endpoint status (both targets answer it).
+member_at() {
+    ETCDCTL_API=3 etcdctl --endpoints="$endpoints" endpoint status -w json | python3 -c "
+import json, sys
+members = json.load(sys.stdin)
+leading = [m['Endpoint'] for m in members if m['Status']['header']['member_id'] == m['Status']['leader']]
+following = [m['Endpoint'] for m in members if m['Endpoint'] not in leading]
+print((leading if '$1' == 'leader' else following)[0])"
+}
+
 rss_kib() { local t=0; for p in "${pids[@]}"; do t=$((t + $(awk '/VmRSS/{print $2}' /proc/$p/status))); done; echo $((t / 3)); }
 
-# measure NAME ROUND ARGS...: one placement-bench run against $endpoints,
-# appended to $raw (tagged with $target) and printed as a line.
+# measure NAME ROUND [AT=leader|AT=follower] ARGS...: one placement-bench run
+# against $endpoints (or only the member that leads, or one that follows),
+# appended to $raw (tagged with $target, with the CPU the three members used
+# per request) and printed as a line.
 measure() {
-    local name=$1 round=$2
+    local name=$1 round=$2 at=$endpoints before
     shift 2
-    $bench --endpoints "$endpoints" --json "$@" | python3 -c "
+    case "${1:-}" in AT=*) at=$(member_at "${1#AT=}"); shift ;; esac
+    before=$(cpu_ticks)
+    $bench --endpoints "$at" --json "$@" >"$run/measured.json"
+    python3 -c "
 import json, sys
 r = json.load(sys.stdin)
-r.update(name='$name', target='$target', round=$round)
-print(json.dumps(r))" >>"$raw"
+done = r.get('count') or 0
+cpu_s = ($(cpu_ticks) - $before) / $clk_tck
+r.update(name='$name', target='$target', round=$round, server_cpu_us=1e6 * cpu_s / done if done else 0)
+print(json.dumps(r))" <"$run/measured.json" >>"$raw"
     tail -1 "$raw" | python3 -c "
 import json, sys
 r = json.load(sys.stdin)
 l = r['latency_ms']
-print(f\"  {r['name']:<24} {r['throughput']:>9.0f}/s  p50 {l.get('p50', 0):7.2f} ms  p99 {l.get('p99', 0):7.2f} ms  errors {sum(r['errors'].values())}\")"
+print(f\"  {r['name']:<24} {r['throughput']:>9.0f}/s  p50 {l.get('p50', 0):7.2f} ms  p99 {l.get('p99', 0):7.2f} ms  cpu {r['server_cpu_us']:6.0f} us/req  errors {sum(r['errors'].values())}\")"
 }
 
 # How many keys member_endpoint serves from its own state (a serializable
