@@ -24,6 +24,9 @@ RUSTFLAGS="--cfg madsim" cargo clippy -p placement-check -p placement-sim --all-
 step "tests (tokio + RocksDB: units, openraft storage suite, 3-node clusters, etcdctl)"
 cargo nextest run --no-fail-fast
 
+step "third-party clients: Python etcd3 (PyPI) and Node etcd3 (npm) against 3 members (tests/clients)"
+bash tests/clients/run.sh --bin target/debug/placement-center
+
 step "multi-host: three members in network namespaces, named by a hosts file (tests/netns, needs root)"
 bash tests/netns/multi-host.sh target/debug/placement-center
 

@@ -25,7 +25,7 @@ use crate::run::wait_for;
 pub type Scenario = fn() -> Vec<String>;
 
 /// Every scenario by name.
-pub const SCENARIOS: [(&str, Scenario); 14] = [
+pub const SCENARIOS: [(&str, Scenario); 15] = [
     ("lease-leader-cut-off", lease_leader_cut_off),
     ("readiness-replaced-skewed", readiness_replaced_skewed),
     ("leader-power-loss-read", leader_power_loss_read),
@@ -40,6 +40,7 @@ pub const SCENARIOS: [(&str, Scenario); 14] = [
     ("writes-to-a-member-stopped-by-eio", writes_to_a_member_stopped_by_eio),
     ("forwards-to-a-leader-stopped-by-eio", forwards_to_a_leader_stopped_by_eio),
     ("whole-cluster-power-loss", whole_cluster_power_loss),
+    ("ready-only-once-published", ready_only_once_published),
 ];
 
 /// Runs scenario `name` in a simulation of its own (`None`: no such scenario).
@@ -1276,6 +1277,46 @@ fn whole_cluster_power_loss() -> Vec<String> {
                 )),
                 Some(_) => {}
             }
+        }
+        violations
+    })
+}
+
+/// How often `ready_only_once_published` looks at the members.
+const READY_POLL: Duration = Duration::from_millis(5);
+
+/// A member called itself ready as soon as it was in touch with a quorum,
+/// before it had published its name and client address (a first pause of
+/// 500 ms in `join::settle`), so a client that waited for readiness could
+/// list the members and find one without client URLs (the Python etcd3
+/// client's member test, tests/clients). Here: from a fresh 3-node
+/// cluster's first moment, no member may be ready while its own view of
+/// the membership shows it unpublished, and every member must be ready
+/// within 10 s.
+fn ready_only_once_published() -> Vec<String> {
+    simulate(|| async {
+        let cluster = SimCluster::start(3, 0);
+        let mut violations = Vec::new();
+        let mut ready = [false; 3];
+        let deadline = runtime::now() + Duration::from_secs(10);
+        while runtime::now() < deadline && !ready.iter().all(|r| *r) {
+            for slot in 1..=3u64 {
+                let Some(node) = cluster.node(slot) else { continue };
+                if placement_center::api::health::not_ready(&node).is_some() {
+                    continue;
+                }
+                let published = node.member(node.id).is_some_and(|(_, me)| me.started && !me.client_addr.is_empty());
+                if !published && violations.is_empty() {
+                    violations.push(format!(
+                        "ready-only-once-published: member {slot} was ready before it published its client address"
+                    ));
+                }
+                ready[slot as usize - 1] = true;
+            }
+            runtime::sleep(READY_POLL).await;
+        }
+        if let Some(slot) = ready.iter().position(|r| !r) {
+            violations.push(format!("ready-only-once-published: member {} never became ready in 10 s", slot + 1));
         }
         violations
     })

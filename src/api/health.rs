@@ -2,10 +2,13 @@
 //! HTTP endpoints `/livez`, `/readyz`, `/health` and `/metrics`.
 //!
 //! Live: the process runs and its Raft has not stopped. Ready (serving): live,
-//! a member of the cluster, and in touch with a quorum: a leader had a quorum
+//! a member of the cluster, in touch with a quorum (a leader had a quorum
 //! acknowledge it, a follower heard from the leader, within the longest
-//! election timeout (knowing a leader is not enough: openraft 0.9 never
-//! steps an isolated leader down).
+//! election timeout: knowing a leader is not enough, openraft never steps an
+//! isolated leader down), and published: the membership carries this
+//! member's name and client address, as etcd serves clients only once its
+//! member published them (until then clients' member lists show it without
+//! client URLs).
 
 use openraft::async_runtime::WatchReceiver as _;
 use std::sync::atomic::Ordering;
@@ -47,7 +50,13 @@ pub fn not_ready(node: &RaftNode) -> Option<String> {
     if node.removed() {
         return Some("removed from the cluster".into());
     }
-    node.quorum_contact().err()
+    if let Err(why) = node.quorum_contact() {
+        return Some(why);
+    }
+    if !node.member(node.id).is_some_and(|(_, me)| me.started) {
+        return Some("this member has not published its name and client address yet".into());
+    }
+    None
 }
 
 /// etcd's /health is false while an alarm is raised: "ALARM NOSPACE".

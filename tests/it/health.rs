@@ -50,15 +50,16 @@ async fn metrics_probes_and_grpc_health_describe_a_serving_node() {
     config.data_dir = dir.path().join("node1");
     let server = Server::start(config.clone(), Listeners { client, peer, metrics: Some(metrics) }).await.unwrap();
     let http = server.metrics_addr.expect("metrics served");
-    for _ in 0..100 {
-        if server.node.leader().is_some() {
-            break;
-        }
+    assert_eq!(http_get(http, "/livez").await, (200, "ok\n".into()));
+    // Ready once it leads and has published its client address (a member
+    // list read by a client that waited for readiness shows its URL).
+    let deadline = runtime::now() + Duration::from_secs(10);
+    while http_get(http, "/readyz").await != (200, "ok\n".into()) {
+        assert!(runtime::now() < deadline, "a single node never became ready");
         runtime::sleep(Duration::from_millis(50)).await;
     }
-
-    assert_eq!(http_get(http, "/livez").await, (200, "ok\n".into()));
-    assert_eq!(http_get(http, "/readyz").await, (200, "ok\n".into()));
+    let (_, me) = server.node.member(server.node.id).expect("in its membership");
+    assert!(me.started && me.client_addr == config.client_addr, "ready but unpublished: {me:?}");
     assert_eq!(http_get(http, "/health").await, (200, "{\"health\":\"true\"}".into()));
     assert_eq!(http_get(http, "/nothing").await.0, 404);
 
