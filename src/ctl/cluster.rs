@@ -84,7 +84,7 @@ impl Ctl {
                     })
                     .await?;
                 self.print(
-                    || member_table(&resp.members).render(),
+                    || member_table(&resp.members),
                     || json!({"members": resp.members.iter().map(member_json).collect::<Vec<_>>()}),
                 );
                 Ok(())

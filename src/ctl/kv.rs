@@ -1,6 +1,6 @@
 //! `placement-ctl kv`: keys and values, over etcd's KV and Watch.
 
-use super::output::{kv_json, text, Table};
+use super::output::{kv_json, text, Format, Shown, Table};
 use super::{not_found, parse_hex, prefix_end, Ctl, CtlError, Outcome};
 use crate::client::{Client, ClientError, Retry};
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
@@ -72,14 +72,20 @@ impl Ctl {
                     return Err(not_found(format!("key not found: {key}")));
                 }
                 let revision = resp.header.as_ref().map_or(0, |h| h.revision);
+                let simple = self.format == Format::Simple;
                 self.print(
                     || {
+                        if simple {
+                            // etcdctl's: the key, then the value, each on a line.
+                            let lines = resp.kvs.iter().map(|kv| format!("{}\n{}\n", text(&kv.key), text(&kv.value)));
+                            return Shown::Text(lines.collect());
+                        }
                         let mut t = Table::new(vec!["KEY", "VALUE", "MOD_REVISION", "LEASE"]);
                         for kv in &resp.kvs {
                             let lease = if kv.lease == 0 { String::new() } else { format!("{:x}", kv.lease) };
                             t.row(vec![text(&kv.key), text(&kv.value), kv.mod_revision.to_string(), lease]);
                         }
-                        t.render()
+                        Shown::Table(t)
                     },
                     || json!({"revision": revision, "kvs": resp.kvs.iter().map(kv_json).collect::<Vec<_>>()}),
                 );

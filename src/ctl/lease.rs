@@ -39,7 +39,7 @@ impl Ctl {
                     || {
                         let mut t = Table::new(vec!["LEASE"]);
                         ids.iter().for_each(|id| t.row(vec![format!("{id:x}")]));
-                        t.render()
+                        t
                     },
                     || json!({"leases": ids}),
                 );

@@ -21,6 +21,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use tonic::Code;
 
 pub use output::Format;
+use output::Shown;
 
 use crate::client::{Client, ClientError, ClientOptions, Credentials};
 
@@ -36,8 +37,8 @@ pub struct Cli {
     /// Comma-separated client addresses of members (HOST:PORT).
     #[arg(long, global = true, env = "PLACEMENT_ENDPOINTS", default_value = "127.0.0.1:2379")]
     pub endpoints: String,
-    /// Output format.
-    #[arg(short, long, global = true, value_enum, default_value = "table")]
+    /// Output format (`-w`/`--write-out`, as etcdctl spells it, also work).
+    #[arg(short, long, global = true, value_enum, default_value = "table", short_alias = 'w', alias = "write-out")]
     pub output: Format,
     /// Seconds one request may take.
     #[arg(long, global = true, default_value_t = 10)]
@@ -194,11 +195,11 @@ fn prefix_end(key: &[u8]) -> Vec<u8> {
 }
 
 impl Ctl {
-    /// Prints `table` or `json` as the format asks.
-    fn print(&self, table: impl FnOnce() -> String, json: impl FnOnce() -> serde_json::Value) {
+    /// Prints `shown` (a table or text) or `json` as the format asks.
+    fn print<S: Into<Shown>>(&self, shown: impl FnOnce() -> S, json: impl FnOnce() -> serde_json::Value) {
         match self.format {
-            Format::Table => print!("{}", table()),
             Format::Json => println!("{}", json()),
+            human => print!("{}", shown().into().render(human)),
         }
     }
 }

@@ -128,7 +128,7 @@ impl Ctl {
                 let resp = self.client.list_nodes(&cluster, &role).await?;
                 let revision = resp.header.as_ref().map_or(0, |h| h.revision);
                 self.print(
-                    || node_table(&resp.nodes).render(),
+                    || node_table(&resp.nodes),
                     || json!({"revision": revision, "nodes": resp.nodes.iter().map(node_json).collect::<Vec<_>>()}),
                 );
                 Ok(())

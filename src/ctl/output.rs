@@ -1,4 +1,5 @@
-//! What placement-ctl prints: aligned tables for people, JSON for scripts.
+//! What placement-ctl prints: aligned tables for people, JSON for scripts,
+//! and etcdctl's `simple` lines for shell pipelines.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,41 @@ pub enum Format {
     Table,
     /// One JSON document (one per line for streams).
     Json,
+    /// etcdctl's `simple`: a table's rows without the header, cells
+    /// separated by ", "; a key and its value on lines of their own.
+    Simple,
+}
+
+/// What a command shows people: a table, or text that is the same in
+/// every human format.
+pub enum Shown {
+    /// Rows under a header (`table`), or comma-separated rows (`simple`).
+    Table(Table),
+    /// Lines printed as they are.
+    Text(String),
+}
+
+impl From<Table> for Shown {
+    fn from(table: Table) -> Self {
+        Shown::Table(table)
+    }
+}
+
+impl From<String> for Shown {
+    fn from(text: String) -> Self {
+        Shown::Text(text)
+    }
+}
+
+impl Shown {
+    /// The text `format` prints (`Json` is printed by the caller).
+    pub fn render(&self, format: Format) -> String {
+        match (self, format) {
+            (Shown::Table(t), Format::Simple) => t.render_simple(),
+            (Shown::Table(t), _) => t.render(),
+            (Shown::Text(text), _) => text.clone(),
+        }
+    }
 }
 
 /// Rows under a header, each column as wide as its widest cell.
@@ -51,6 +87,12 @@ impl Table {
             out += &line(row.iter().map(String::as_str).collect());
         }
         out
+    }
+
+    /// The rows as etcdctl's `simple` prints them: no header, cells
+    /// separated by ", ", one line per row.
+    pub fn render_simple(&self) -> String {
+        self.rows.iter().map(|row| row.join(", ") + "\n").collect()
     }
 }
 

@@ -174,6 +174,11 @@ async fn placement_ctl_kv_lease_and_cluster_commands_print_what_scripts_rely_on(
     );
     let all = json(ep, &["kv", "get", "/mq/", "--prefix", "--serializable"]);
     assert_eq!(all["kvs"].as_array().unwrap().len(), 2);
+    // etcdctl's spellings: -w/--write-out, and its simple format.
+    assert_eq!(ok(ep, &["-w", "simple", "kv", "get", "/mq/", "--prefix"]), "/mq/a\n1\n/mq/b\n2\n");
+    let written_out: serde_json::Value =
+        serde_json::from_str(&ok(ep, &["kv", "get", "/mq/b", "--write-out", "json"])).unwrap();
+    assert_eq!(written_out["kvs"][0]["mod_revision"], revision);
     let (code, stdout, stderr) = ctl(ep, &["kv", "get", "/missing"]);
     assert_eq!((code, stdout.as_str(), stderr.as_str()), (3, "", "Error: key not found: /missing\n"));
     assert_eq!(ok(ep, &["kv", "del", "/mq/", "--prefix"]), "deleted 2\n");
@@ -193,6 +198,13 @@ async fn placement_ctl_kv_lease_and_cluster_commands_print_what_scripts_rely_on(
     let members = ok(ep, &["cluster", "members"]);
     assert_eq!(members.lines().count(), 4, "{members}");
     assert_eq!(members.lines().filter(|l| l.ends_with("voter")).count(), 3, "{members}");
+    let simple = ok(ep, &["cluster", "members", "-w", "simple"]);
+    assert_eq!(simple.lines().count(), 3, "no header: {simple}");
+    for line in simple.lines() {
+        let cells: Vec<&str> = line.split(", ").collect();
+        assert_eq!((cells.len(), cells[4]), (5, "voter"), "{line}");
+        assert!(cells[3].starts_with("http://127.0.0.1:"), "{line}");
+    }
     let status = ok(ep, &["cluster", "status"]);
     assert!(status.starts_with(&format!("leader {leader:x}, term ")), "{status}");
     assert_eq!(status.lines().filter(|l| l.contains(" true ")).count(), 3, "three healthy members: {status}");
