@@ -6,16 +6,19 @@
 /// etcd's `mvccpb`: KeyValue and Event.
 pub mod mvccpb {
     tonic::include_proto!("mvccpb");
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
 }
 
 /// etcd's `authpb`: users, roles and permissions.
 pub mod authpb {
     tonic::include_proto!("authpb");
+    include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
 }
 
 /// etcd's `etcdserverpb`: the client API.
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
 }
 
 /// Node-to-node traffic.
@@ -31,6 +34,7 @@ pub mod placement {
     /// Version 1 of the `placement` package.
     pub mod v1 {
         tonic::include_proto!("placement.v1");
+        include!(concat!(env!("OUT_DIR"), "/placement.v1.serde.rs"));
     }
 }
 

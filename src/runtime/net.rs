@@ -98,18 +98,52 @@ pub const MAX_CONNECTIONS: usize = 16_384;
 /// Serves `router` on `listener` until `shutdown` completes, with at most
 /// [`MAX_CONNECTIONS`] connections open.
 #[cfg(not(madsim))]
-pub async fn serve(
-    router: Router,
+pub async fn serve<L: RoutesLayer>(
+    router: Router<L>,
     listener: Listener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     serve_limited(router, listener, MAX_CONNECTIONS, shutdown).await
 }
 
+/// A layer around a server's gRPC routes (the client port's JSON gateway),
+/// or none (`Identity`).
+#[cfg(not(madsim))]
+pub trait RoutesLayer:
+    tower_layer::Layer<
+    tonic::service::Routes,
+    Service: tower_service::Service<
+        http::Request<tonic::body::Body>,
+        Response = http::Response<tonic::body::Body>,
+        Error = std::convert::Infallible,
+        Future: Send,
+    > + Clone
+                 + Send
+                 + 'static,
+>
+{
+}
+
+#[cfg(not(madsim))]
+impl<L> RoutesLayer for L where
+    L: tower_layer::Layer<
+        tonic::service::Routes,
+        Service: tower_service::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+            Future: Send,
+        > + Clone
+                     + Send
+                     + 'static,
+    >
+{
+}
+
 /// [`serve`] with `limit` connections at most.
 #[cfg(not(madsim))]
-pub async fn serve_limited(
-    router: Router,
+pub async fn serve_limited<L: RoutesLayer>(
+    router: Router<L>,
     listener: Listener,
     limit: usize,
     shutdown: impl Future<Output = ()>,

@@ -9,6 +9,7 @@ mod cluster;
 mod ctl;
 mod deploy;
 mod etcdctl;
+mod gateway;
 mod health;
 mod limits;
 mod membership;
