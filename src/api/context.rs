@@ -132,6 +132,7 @@ const TOKEN_KEYS: [&str; 2] = ["token", "authorization"];
 impl ApiContext {
     /// The context over `node`.
     pub fn new(node: Arc<RaftNode>, config: &crate::config::Config, shutdown: Shutdown) -> Arc<Self> {
+        node.metrics().quota_bytes.set(i64::try_from(config.quota_backend_bytes()).unwrap_or(i64::MAX));
         Arc::new(Self {
             node,
             max_request_bytes: config.max_request_bytes,

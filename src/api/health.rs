@@ -11,7 +11,6 @@
 //! client URLs).
 
 use openraft::async_runtime::WatchReceiver as _;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,11 +68,17 @@ fn raised_alarm(node: &RaftNode) -> Option<String> {
 
 /// The point-in-time numbers `/metrics` shows besides the node's own metrics.
 pub fn gauges(node: &RaftNode) -> NodeGauges {
-    let (term, last_log_index, applied_index, purged, leader) = {
+    let (term, last_log_index, applied_index, committed_index, purged, leader) = {
         let m = node.raft.metrics();
         let m = m.borrow_watched();
-        let purged = m.purged.map_or(0, |l| l.index);
-        (m.current_term, m.last_log_index.unwrap_or(0), m.last_applied.map_or(0, |l| l.index), purged, m.current_leader)
+        (
+            m.current_term,
+            m.last_log_index.unwrap_or(0),
+            m.last_applied.map_or(0, |l| l.index),
+            m.local_committed.map_or(0, |l| l.index),
+            m.purged.map_or(0, |l| l.index),
+            m.current_leader,
+        )
     };
     let (revision, keys, leases) = {
         let state = read_state(node.state());
@@ -83,6 +88,7 @@ pub fn gauges(node: &RaftNode) -> NodeGauges {
         term,
         last_log_index,
         applied_index,
+        committed_index,
         log_entries: last_log_index.saturating_sub(purged),
         is_leader: leader == Some(node.id),
         has_leader: leader.is_some(),
@@ -216,7 +222,7 @@ pub async fn count_leader_changes(node: Arc<RaftNode>, mut stop: runtime::Shutdo
         let now = metrics.borrow_watched().current_leader;
         if now != leader {
             if now.is_some() {
-                node.metrics().leader_changes.fetch_add(1, Ordering::Relaxed);
+                node.metrics().leader_changes.inc();
             }
             leader = now;
         }

@@ -184,7 +184,7 @@ impl Watch for WatchService {
 impl Drop for WatchStream {
     fn drop(&mut self) {
         let open = self.watchers.len() as u64;
-        self.ctx.node.metrics().watchers.fetch_sub(open, std::sync::atomic::Ordering::Relaxed);
+        self.ctx.node.metrics().watchers.dec_by(open as i64);
     }
 }
 
@@ -193,7 +193,7 @@ impl WatchStream {
     fn remove(&mut self, id: i64) -> bool {
         let existed = self.watchers.remove(&id).is_some();
         if existed {
-            self.ctx.node.metrics().watchers.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.ctx.node.metrics().watchers.dec();
         }
         existed
     }
@@ -303,7 +303,7 @@ impl WatchStream {
             return self.send(refused).await;
         }
         self.watchers.insert(id, Watcher::new(&create, current));
-        self.ctx.node.metrics().watchers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.ctx.node.metrics().watchers.inc();
         self.send(WatchResponse { header, watch_id: id, created: true, ..Default::default() }).await?;
         // A start revision in the past has events to replay right away.
         self.deliver().await

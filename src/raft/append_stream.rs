@@ -59,6 +59,8 @@ struct Session<S> {
     outbound: Option<tokio::sync::mpsc::Sender<pb::AppendEntriesRequest>>,
     unanswered: VecDeque<Sent>,
     ttl: Duration,
+    /// Time from a message to its answer.
+    round_trip: crate::metrics::Latency,
 }
 
 /// The messages a stream carries, as the transport reads them.
@@ -109,6 +111,7 @@ enum Step {
 pub(super) fn answers<S, O>(
     input: S,
     ttl: Duration,
+    round_trip: crate::metrics::Latency,
     open: O,
 ) -> impl Stream<Item = Result<StreamAppendResult<TypeConfig>, Stopped>> + Send
 where
@@ -116,7 +119,8 @@ where
     O: FnOnce(Body) -> Opening + Send + 'static,
 {
     let (outbound, queued) = tokio::sync::mpsc::channel(QUEUED);
-    let mut session = Session { input: Some(input), outbound: Some(outbound), unanswered: VecDeque::new(), ttl };
+    let mut session =
+        Session { input: Some(input), outbound: Some(outbound), unanswered: VecDeque::new(), ttl, round_trip };
     let opening = async move {
         let first = session.next_to_send().await?;
         session.send(Some(first));
@@ -167,6 +171,7 @@ where
             let Some(sent) = session.unanswered.pop_front() else {
                 return Some((Err(Stopped::BadAnswer("an answer to no message".into())), None));
             };
+            session.round_trip.observe(last_answer - sent.at);
             return match codec::stream_result_from_pb(&answer) {
                 Err(e) => Some((Err(Stopped::BadAnswer(e.to_string())), None)),
                 Ok(result) => {

@@ -20,7 +20,7 @@ use super::types::{Member, NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
 use super::{append_stream, codec};
 use crate::proto::raft::v1 as pb;
 use crate::proto::raft::v1::raft_client::RaftClient;
-use crate::runtime::{TlsError, TlsSettings};
+use crate::runtime::{self, TlsError, TlsSettings};
 
 /// A lazily connecting client to a peer's raft.v1 service, over TLS when
 /// `tls` is set (peer TLS: verifies the peer against the peer CA, presents
@@ -162,6 +162,8 @@ pub struct Network {
     pub disowned: Disowned,
     /// Peer TLS, when the peer port uses it.
     pub tls: Option<TlsSettings>,
+    /// Where each peer's round-trip times go.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -174,6 +176,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             disowned: self.disowned.clone(),
             client: connect(&node.peer_addr, self.connect_timeout, self.tls.as_ref()).map_err(|e| e.to_string()),
             unary_only: Default::default(),
+            round_trip: self.metrics.peer_round_trip(target),
         }
     }
 }
@@ -191,6 +194,8 @@ pub struct PeerNetwork {
     /// The peer does not serve AppendStream (a version before it): replicate
     /// one message at a time.
     unary_only: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Time from a replication message to its answer.
+    round_trip: crate::metrics::Latency,
 }
 
 /// Why a call to a peer failed.
@@ -302,7 +307,9 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             cut_after = Some(rpc.entries[fitting - 1].log_id);
         }
         let mut client = self.client()?;
+        let sent = runtime::now();
         let resp = self.call(option.hard_ttl(), client.append_entries(self.sender.request(req))).await?;
+        self.round_trip.observe(runtime::now() - sent);
         let resp = codec::append_resp_from_pb(&resp).map_err(bad_answer)?;
         Ok(match (resp, cut_after) {
             (AppendEntriesResponse::Success, Some(last)) => AppendEntriesResponse::PartialSuccess(Some(last)),
@@ -334,24 +341,25 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             let (sender, unary_only) = (self.sender.clone(), self.unary_only.clone());
             let (disowned, target) = (self.disowned.clone(), self.target);
             let open = move |body| open_stream(client, sender.request(body), ttl);
-            let answers = append_stream::answers(input, ttl, open).map(move |answer| match answer {
-                Ok(result) => answered(&disowned, target, Ok(result)).map_err(RPCError::from),
-                Err(append_stream::Stopped::Silent(ttl)) => Err(RPCError::Unreachable(Unreachable::from_string(
-                    format!("node {target} answered no AppendStream message within {ttl:?}"),
-                ))),
-                Err(append_stream::Stopped::Failed(status)) if status.code() == tonic::Code::Unimplemented => {
-                    unary_only.store(true, Ordering::Relaxed);
-                    Err(RPCError::Unreachable(Unreachable::from_string(format!(
-                        "node {target} does not serve AppendStream: replicating to it one message at a time"
-                    ))))
-                }
-                Err(append_stream::Stopped::Failed(status)) => {
-                    answered(&disowned, target, Err(status)).map_err(RPCError::from)
-                }
-                Err(append_stream::Stopped::BadAnswer(why)) => {
-                    Err(RPCError::Network(NetworkError::from_string(format!("node {target}: {why}"))))
-                }
-            });
+            let answers =
+                append_stream::answers(input, ttl, self.round_trip.clone(), open).map(move |answer| match answer {
+                    Ok(result) => answered(&disowned, target, Ok(result)).map_err(RPCError::from),
+                    Err(append_stream::Stopped::Silent(ttl)) => Err(RPCError::Unreachable(Unreachable::from_string(
+                        format!("node {target} answered no AppendStream message within {ttl:?}"),
+                    ))),
+                    Err(append_stream::Stopped::Failed(status)) if status.code() == tonic::Code::Unimplemented => {
+                        unary_only.store(true, Ordering::Relaxed);
+                        Err(RPCError::Unreachable(Unreachable::from_string(format!(
+                            "node {target} does not serve AppendStream: replicating to it one message at a time"
+                        ))))
+                    }
+                    Err(append_stream::Stopped::Failed(status)) => {
+                        answered(&disowned, target, Err(status)).map_err(RPCError::from)
+                    }
+                    Err(append_stream::Stopped::BadAnswer(why)) => {
+                        Err(RPCError::Network(NetworkError::from_string(format!("node {target}: {why}"))))
+                    }
+                });
             Ok(Box::pin(answers) as BoxStream<'s, _>)
         })
     }

@@ -142,6 +142,7 @@ impl RaftNode {
             sender: sender.clone(),
             disowned: disowned.clone(),
             tls: opts.peer_tls.clone(),
+            metrics: metrics.clone(),
         };
         super::log_store::demote_restarted_leader(&engine, opts.id).map_err(|e| NodeError::Raft(e.to_string()))?;
         sm.meta_only_at_startup();

@@ -13,7 +13,6 @@
 //! give up).
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -130,8 +129,8 @@ async fn proposals(raft: Raft, batch: Arc<ProposalBatch>, metrics: Arc<Metrics>,
         };
         match written {
             Ok(response) => {
-                metrics.proposals.fetch_add(1, Ordering::Relaxed);
-                metrics.proposed_commands.fetch_add(count, Ordering::Relaxed);
+                metrics.proposals.inc();
+                metrics.proposed_commands.inc_by(count);
                 let mut results = response.data.into_iter();
                 for reply in replies {
                     // The state machine answers every command of a proposal;

@@ -149,7 +149,7 @@ impl RaftRpc for RaftService {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<NodeId>().ok());
         let leader = self.admit(&req, claimed)?;
-        self.node.metrics().append_streams.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.node.metrics().append_streams.inc();
         let node = self.node.clone();
         let contact = move || node.note_leader_contact();
         let inbound = req.into_inner();

@@ -164,7 +164,6 @@ async fn serializable_read_is_served_locally_without_a_quorum() {
 async fn leases_expiring_together_are_revoked_in_shared_log_entries() {
     use placement_center::proto::etcdserverpb::lease_client::LeaseClient;
     use placement_center::proto::etcdserverpb::{LeaseGrantRequest, LeaseLeasesRequest};
-    use std::sync::atomic::Ordering::Relaxed;
 
     let cluster = Cluster::start(3).await;
     let leader = cluster.wait_leader().await;
@@ -181,7 +180,7 @@ async fn leases_expiring_together_are_revoked_in_shared_log_entries() {
     let counts = || {
         cluster.nodes.iter().flatten().fold((0, 0), |(p, c), server| {
             let m = server.node.metrics();
-            (p + m.proposals.load(Relaxed), c + m.proposed_commands.load(Relaxed))
+            (p + m.proposals.get(), c + m.proposed_commands.get())
         })
     };
     let (proposals, commands) = counts();
@@ -207,14 +206,13 @@ async fn leases_expiring_together_are_revoked_in_shared_log_entries() {
 /// Counted over all members, in case leadership moves meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_take_replication_on_streams_not_a_call_per_message() {
-    use std::sync::atomic::Ordering::Relaxed;
     let cluster = Cluster::start(3).await;
     let leader = cluster.wait_leader().await;
     let mut kv = cluster.kv(leader).await;
     for i in 0..200 {
         put(&mut kv, &format!("/streamed/{i}"), "v").await;
     }
-    let streams: u64 = cluster.nodes.iter().flatten().map(|s| s.node.metrics().append_streams.load(Relaxed)).sum();
+    let streams: u64 = cluster.nodes.iter().flatten().map(|s| s.node.metrics().append_streams.get()).sum();
     assert!((2..=80).contains(&streams), "followers accepted {streams} streams for 200 writes");
 }
 
