@@ -10,6 +10,7 @@
 #   nftables           ci/robustness.sh's partitions and packet loss
 #   faketime           libfaketime, ci/robustness.sh's clock fault
 #   e2fsprogs          mkfs.ext4, ci/robustness.sh's slow disk (an ext4 image on a loop device)
+#   prometheus         promtool, to check and unit-test deploy/monitoring's alert rules
 need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
@@ -18,6 +19,7 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || need+=(faketime)
 command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 [ -e /usr/lib/x86_64-linux-gnu/librocksdb.so ] || [ -e /usr/lib/librocksdb.so ] || need+=(librocksdb-dev)
 ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need+=(libclang-dev)
 if [ ${#need[@]} -gt 0 ]; then

@@ -107,3 +107,111 @@ fn the_kubernetes_statefulset_passes_settings_the_binary_takes_and_probes_what_i
     assert!(script.contains(r#"--name "$POD_NAME""#), "{script}");
     assert_valid(&env, &["--node-id", "1", "--name", pod]);
 }
+
+/// The metric names a PromQL expression selects (ours, etcd's and gRPC's).
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(start) = ["etcd_", "placement_", "grpc_"].iter().filter_map(|p| rest.find(p)).min() {
+        let tail = &rest[start..];
+        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+        // A label is compared (grpc_code="OK") or grouped by (`by (instance, le)`).
+        let scanned = expr.len() - rest.len() + start;
+        let compared = tail[end..].trim_start().starts_with(['=', '!']);
+        let grouped = expr[..scanned].rfind('(').is_some_and(|open| {
+            let group = &expr[open..scanned];
+            !group.contains(')')
+                && (expr[..open].trim_end().ends_with(" by") || expr[..open].trim_end().ends_with("without"))
+        });
+        let part_of_a_word = rest[..start].chars().last().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !compared && !grouped && !part_of_a_word {
+            names.push(tail[..end].to_string());
+        }
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// Every PromQL expression of the alert rules and of the dashboard.
+fn monitoring_exprs() -> Vec<String> {
+    let rules: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(deploy("monitoring/alerts.yaml")).unwrap()).unwrap();
+    let mut exprs: Vec<String> = rules["groups"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().unwrap().iter())
+        .map(|r| r["expr"].as_str().unwrap().to_string())
+        .collect();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(deploy("monitoring/grafana-dashboard.json")).unwrap()).unwrap();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            exprs.push(target["expr"].as_str().unwrap().to_string());
+        }
+    }
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(query) = variable["definition"].as_str() {
+            exprs.push(query.to_string());
+        }
+    }
+    exprs
+}
+
+/// The dashboard and the alert rules select only metrics a member exports
+/// (a renamed or dropped metric breaks this, not a dashboard in the field).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_and_alert_rules_use_only_metrics_a_member_exports() {
+    // Three members and a write: families with labels (calls by method, round
+    // trips by peer) show once they have a sample.
+    let cluster = crate::cluster::Cluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    let endpoint = format!("http://{}", cluster.client_addr(leader));
+    let mut kv = placement_center::proto::etcdserverpb::kv_client::KvClient::connect(endpoint).await.unwrap();
+    crate::cluster::put(&mut kv, "k", "v").await;
+    let node = cluster.nodes[leader].as_ref().unwrap().node.clone();
+    let (_, _, text) = placement_center::api::health::http_answer(node, "/metrics".into()).await;
+    let declared: std::collections::BTreeMap<&str, &str> =
+        text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split_once(' ')).collect();
+    let exported = |name: &str| {
+        declared.contains_key(name)
+            || ["_bucket", "_sum", "_count"]
+                .iter()
+                .any(|s| name.strip_suffix(s).is_some_and(|base| declared.get(base) == Some(&"histogram")))
+    };
+    let mut used = std::collections::BTreeSet::new();
+    for expr in monitoring_exprs() {
+        for name in metric_names(&expr) {
+            assert!(exported(&name), "{name} (in `{expr}`) is not exported; /metrics has {:?}", declared.keys());
+            used.insert(name);
+        }
+    }
+    assert!(used.len() >= 15, "the files name only {used:?}");
+}
+
+#[test]
+fn metric_names_are_found_in_promql_and_labels_are_not() {
+    assert_eq!(
+        metric_names(r#"sum by (grpc_method) (rate(grpc_server_handled_total{grpc_code!="OK",instance=~"$i"}[5m]))"#),
+        ["grpc_server_handled_total"]
+    );
+    assert_eq!(metric_names("etcd_a - etcd_b > 5"), ["etcd_a", "etcd_b"]);
+    assert_eq!(metric_names("label_values(etcd_server_has_leader, instance)"), ["etcd_server_has_leader"]);
+}
+
+/// The alert rules load in Prometheus (promtool) and fire as their unit
+/// tests say (alerts.test.yaml).
+#[test]
+fn the_alert_rules_pass_promtool_and_their_unit_tests() {
+    let dir = deploy("monitoring");
+    for args in [&["check", "rules", "alerts.yaml"][..], &["test", "rules", "alerts.test.yaml"][..]] {
+        let out =
+            Command::new("promtool").args(args).current_dir(&dir).output().expect("promtool (ci/setup.sh installs it)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
