@@ -202,19 +202,24 @@ impl WatchStream {
         let mut applied = self.ctx.node.applied_revision();
         let mut next_tick = runtime::now() + progress_interval;
         let mut shutdown = self.ctx.shutdown.clone();
+        // A client that closed its sending side (etcd's grpc-gateway does,
+        // after the one create request of a `curl -d`) still gets its
+        // events, as from etcd: the stream ends when the client hangs up.
+        let mut sending = true;
         loop {
             let tick = runtime::sleep(next_tick.saturating_duration_since(runtime::now()));
             tokio::select! {
                 biased;
                 _ = shutdown.wait() => return,
-                req = requests.next() => match req {
+                req = requests.next(), if sending => match req {
                     Some(Ok(req)) => {
                         if self.handle(req).await.is_err() {
                             return;
                         }
                     }
-                    // The client closed its side, or the connection broke.
-                    Some(Err(_)) | None => return,
+                    None => sending = false,
+                    // The connection broke.
+                    Some(Err(_)) => return,
                 },
                 changed = applied.changed() => {
                     if changed.is_err() {

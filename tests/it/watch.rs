@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use placement_center::proto::etcdserverpb::kv_client::KvClient;
 use placement_center::proto::etcdserverpb::request_op::Request as Op;
 use placement_center::proto::etcdserverpb::watch_client::WatchClient;
 use placement_center::proto::etcdserverpb::watch_create_request::FilterType;
@@ -140,4 +141,26 @@ async fn a_watcher_that_reads_slowly_misses_nothing_and_does_not_slow_writes() {
         assert_eq!(*prev, (i > 0).then(|| (i - 1).to_string()));
     }
     cluster.shutdown().await;
+}
+
+/// etcd keeps a watch stream going after the client closed its sending side
+/// (grpc-gateway does so after a `curl -d` body): the events still come.
+/// Before, the stream ended with the client's half-close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_goes_on_after_the_client_closes_its_sending_side() {
+    let cluster = Cluster::start(1).await;
+    cluster.wait_leader().await;
+    let mut stream = Stream::open(&cluster, 0).await;
+    stream.create(WatchCreateRequest { key: b"half".to_vec(), ..Default::default() }).await;
+    assert!(stream.next().await.created);
+    drop(stream.requests);
+    let mut kv = KvClient::connect(format!("http://{}", cluster.client_addr(0))).await.unwrap();
+    put(&mut kv, "half", "1").await;
+    let mut responses = stream.responses;
+    let event = tokio::time::timeout(Duration::from_secs(15), responses.message())
+        .await
+        .expect("an event within 15 s")
+        .unwrap()
+        .expect("the stream stays open after the half-close");
+    assert_eq!(event.events[0].kv.as_ref().unwrap().value, b"1");
 }
