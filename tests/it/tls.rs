@@ -53,6 +53,23 @@ async fn etcdctl_and_peers_speak_tls_and_untrusted_or_forged_peers_are_refused()
     let (ok, _, _) = etcdctl(&plain, &["--command-timeout=3s", "get", "/secure"]);
     assert!(!ok, "a plain-TCP client was served on a TLS port");
 
+    // The JSON gateway over TLS, with the client's certificate as its
+    // identity (HTTP/2: tonic's TLS offers only h2 by ALPN).
+    let curl = |extra: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--max-time", "5", "--cacert"])
+            .arg(&pki.ca_file)
+            .args(extra)
+            .args(["-X", "POST", &format!("{https}/v3/kv/range"), "-d", r#"{"key": "L3NlY3VyZQ=="}"#])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (cert_file, key_file) = (client.cert.to_str().unwrap(), client.key.to_str().unwrap());
+    let answer = curl(&["--cert", cert_file, "--key", key_file]);
+    assert!(answer.contains(r#""value":"eWVz""#), "{answer}");
+    assert!(!curl(&[]).contains("eWVz"), "the gateway served a client without a certificate");
+
     // placement-ctl takes the same flags.
     let (code, out, err) = crate::ctl::ctl(&https, &[&ca, &cert, &key, "kv", "get", "/secure"]);
     assert_eq!(code, 0, "placement-ctl over TLS failed: {err}");
