@@ -106,39 +106,40 @@ pub async fn serve<L: RoutesLayer>(
     serve_limited(router, listener, MAX_CONNECTIONS, shutdown).await
 }
 
-/// A layer around a server's gRPC routes (the client port's JSON gateway),
-/// or none (`Identity`).
+/// What serves a connection's requests: the gRPC routes, maybe wrapped.
 #[cfg(not(madsim))]
-pub trait RoutesLayer:
-    tower_layer::Layer<
-    tonic::service::Routes,
-    Service: tower_service::Service<
+pub trait RoutesService:
+    tower_service::Service<
         http::Request<tonic::body::Body>,
         Response = http::Response<tonic::body::Body>,
         Error = std::convert::Infallible,
         Future: Send,
     > + Clone
-                 + Send
-                 + 'static,
->
+    + Send
+    + 'static
 {
 }
 
 #[cfg(not(madsim))]
-impl<L> RoutesLayer for L where
-    L: tower_layer::Layer<
-        tonic::service::Routes,
-        Service: tower_service::Service<
+impl<S> RoutesService for S where
+    S: tower_service::Service<
             http::Request<tonic::body::Body>,
             Response = http::Response<tonic::body::Body>,
             Error = std::convert::Infallible,
             Future: Send,
         > + Clone
-                     + Send
-                     + 'static,
-    >
+        + Send
+        + 'static
 {
 }
+
+/// A layer around a server's gRPC routes (the client port's JSON gateway),
+/// or none (`Identity`).
+#[cfg(not(madsim))]
+pub trait RoutesLayer: tower_layer::Layer<tonic::service::Routes, Service: RoutesService> {}
+
+#[cfg(not(madsim))]
+impl<L: tower_layer::Layer<tonic::service::Routes, Service: RoutesService>> RoutesLayer for L {}
 
 /// [`serve`] with `limit` connections at most.
 #[cfg(not(madsim))]
