@@ -212,13 +212,10 @@ impl Server {
             .max_decoding_message_size(max_message);
         let lease = LeaseServer::new(LeaseService::new(ctx.clone(), config.min_lease_ttl()))
             .max_decoding_message_size(max_message);
-        #[cfg_attr(not(madsim), allow(unused_mut))] // shadowed below, but for the simulation
-        let mut client_builder = runtime::server_builder(client_tls.as_ref()).map_err(|e| tls("client TLS", e))?;
-        // etcd's JSON gateway beside gRPC (HTTP/1.1 or h2 without gRPC's
-        // content type); the simulation models gRPC only.
-        #[cfg(not(madsim))]
+        // etcd's JSON gateway beside gRPC (see runtime::client_server_builder).
+        let gateway = crate::api::gateway::GatewayLayer::new(node.clone(), max_message);
         let mut client_builder =
-            client_builder.accept_http1(true).layer(crate::api::gateway::GatewayLayer::new(node.clone(), max_message));
+            runtime::client_server_builder(client_tls.as_ref(), gateway).map_err(|e| tls("client TLS", e))?;
         let client_router = client_builder
             .add_service(kv)
             .add_service(watch)

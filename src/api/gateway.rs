@@ -417,7 +417,7 @@ fn requests(body: Body, encode: fn(&[u8]) -> Result<Vec<u8>, String>, max_pendin
             tx.closed().await;
         }
     });
-    let frames = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let frames = super::context::receiver_stream(rx);
     Body::new(StreamBody::new(futures::StreamExt::map(frames, |b| Ok::<_, Infallible>(Frame::data(b)))))
 }
 

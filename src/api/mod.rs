@@ -5,7 +5,6 @@ pub mod auth;
 pub mod cluster;
 pub mod context;
 pub mod error;
-#[cfg(not(madsim))]
 pub mod gateway;
 pub mod health;
 pub mod kv;

@@ -106,6 +106,23 @@ pub fn server_builder(tls: Option<&TlsSettings>) -> Result<tonic::transport::Ser
     builder.tls_config(config).map_err(|e| TlsError::Config(source_chain(&e)))
 }
 
+/// The client port's server builder: gRPC and, on the same listener, the
+/// HTTP requests `gateway` answers (HTTP/1.1 accepted beside h2).
+#[cfg(not(madsim))]
+pub fn client_server_builder<L>(
+    tls: Option<&TlsSettings>,
+    gateway: L,
+) -> Result<tonic::transport::Server<tower_layer::Stack<L, tower_layer::Identity>>, TlsError> {
+    Ok(server_builder(tls)?.accept_http1(true).layer(gateway))
+}
+
+/// See the production definition: the simulated network carries gRPC
+/// only, so there is no HTTP to route to the gateway.
+#[cfg(madsim)]
+pub fn client_server_builder<L>(tls: Option<&TlsSettings>, _gateway: L) -> Result<tonic::transport::Server, TlsError> {
+    server_builder(tls)
+}
+
 /// Streams one client connection may have open at once.
 #[cfg(not(madsim))]
 pub const MAX_CONCURRENT_STREAMS: u32 = 16_384;
