@@ -11,7 +11,9 @@ use madsim::runtime::Handle;
 use placement_center::api::context::receiver_stream;
 use placement_center::proto::etcdserverpb::kv_client::KvClient;
 use placement_center::proto::etcdserverpb::lease_client::LeaseClient;
-use placement_center::proto::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest, PutRequest, RangeRequest};
+use placement_center::proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseKeepAliveRequest, PutRequest, PutResponse, RangeRequest,
+};
 use placement_center::runtime::{self, Instant};
 
 use placement_center::raft::membership::MemberChange;
@@ -1055,6 +1057,43 @@ fn revoked_put_through_a_lagging_follower() -> Vec<String> {
     })
 }
 
+/// Makes every write and sync of `slot`'s disk fail with EIO.
+fn fail_disk(cluster: &SimCluster, slot: u64) {
+    use placement_center::storage::sim_disk::DiskFaults;
+    let faults = DiskFaults { fail_writes: true, fail_syncs: true, ..Default::default() };
+    cluster.nodes[slot as usize - 1].disk.set_faults(faults);
+}
+
+/// A put of `scenario/k` = `i` through `addr`, made from `client`, given `wait`.
+fn put_on(
+    client: &madsim::runtime::NodeHandle,
+    addr: String,
+    i: u32,
+    wait: Duration,
+) -> madsim::task::JoinHandle<Result<Result<tonic::Response<PutResponse>, tonic::Status>, runtime::Elapsed>> {
+    client.spawn(async move {
+        let mut kv = KvClient::new(crate::channel(&addr));
+        let put = PutRequest { key: b"scenario/k".to_vec(), value: i.to_string().into_bytes(), ..Default::default() };
+        runtime::timeout(wait, kv.put(put)).await
+    })
+}
+
+/// Writes with `put` (numbered from 1, `tries` at most) until `slot`'s Raft
+/// stops; the last number used, or `None` if it never stopped.
+async fn write_until_stopped<F: std::future::Future>(
+    cluster: &SimCluster,
+    slot: u64,
+    tries: u32,
+    mut put: impl FnMut(u32) -> F,
+) -> Option<u32> {
+    let mut i = 0;
+    while cluster.is_healthy(slot) && i < tries {
+        i += 1;
+        let _ = put(i).await;
+    }
+    (!cluster.is_healthy(slot)).then_some(i)
+}
+
 /// Regression seed 10007's bug class: a follower's disk fails with EIO and
 /// its Raft stops. It answered every client call "etcdserver: server
 /// stopped" without saying that nothing was proposed, so clients held its
@@ -1063,7 +1102,6 @@ fn revoked_put_through_a_lagging_follower() -> Vec<String> {
 /// as not applied (`pc-not-applied`), and the others must go on writing.
 fn writes_to_a_member_stopped_by_eio() -> Vec<String> {
     use placement_center::api::error::NOT_APPLIED_METADATA;
-    use placement_center::storage::sim_disk::DiskFaults;
     const NAME: &str = "writes-to-a-member-stopped-by-eio";
     simulate(|| async {
         let (cluster, leader) = match three_nodes_led(NAME).await {
@@ -1071,30 +1109,15 @@ fn writes_to_a_member_stopped_by_eio() -> Vec<String> {
             Err(violations) => return violations,
         };
         let follower = leader % 3 + 1;
-        cluster.nodes[follower as usize - 1].disk.set_faults(DiskFaults {
-            fail_writes: true,
-            fail_syncs: true,
-            ..Default::default()
-        });
+        fail_disk(&cluster, follower);
         let client = scenario_client();
-        let put_via = |addr: String, i: u32| {
-            client.spawn(async move {
-                let mut kv = KvClient::new(crate::channel(&addr));
-                let put =
-                    PutRequest { key: b"scenario/k".to_vec(), value: i.to_string().into_bytes(), ..Default::default() };
-                runtime::timeout(Duration::from_secs(5), kv.put(put)).await
-            })
-        };
+        let put_via = |addr: String, i: u32| put_on(&client, addr, i, Duration::from_secs(5));
         // Writes through the leader reach the follower's failing disk.
         let leader_addr = cluster.nodes[leader as usize - 1].client_addr.clone();
-        let mut i = 0;
-        while cluster.is_healthy(follower) && i < 200 {
-            i += 1;
-            let _ = put_via(leader_addr.clone(), i).await;
-        }
-        if cluster.is_healthy(follower) {
+        let Some(mut i) = write_until_stopped(&cluster, follower, 200, |i| put_via(leader_addr.clone(), i)).await
+        else {
             return vec![format!("{NAME}: {follower}'s Raft never stopped on its failing disk")];
-        }
+        };
         let follower_addr = cluster.nodes[follower as usize - 1].client_addr.clone();
         let mut violations = Vec::new();
         for round in 1..=5 {
@@ -1129,7 +1152,6 @@ const PUTS_PAST_A_STOPPED_LEADER: u32 = 30;
 /// forwarded while the follower still took the stopped node for its leader.
 fn forwards_to_a_leader_stopped_by_eio() -> Vec<String> {
     use placement_center::api::error::NOT_APPLIED_METADATA;
-    use placement_center::storage::sim_disk::DiskFaults;
     const NAME: &str = "forwards-to-a-leader-stopped-by-eio";
     simulate(|| async {
         let (cluster, leader) = match three_nodes_led(NAME).await {
@@ -1138,14 +1160,7 @@ fn forwards_to_a_leader_stopped_by_eio() -> Vec<String> {
         };
         let follower = leader % 3 + 1;
         let client = scenario_client();
-        let put_via = |addr: String, i: u32| {
-            client.spawn(async move {
-                let mut kv = KvClient::new(crate::channel(&addr));
-                let put =
-                    PutRequest { key: b"scenario/k".to_vec(), value: i.to_string().into_bytes(), ..Default::default() };
-                runtime::timeout(Duration::from_secs(10), kv.put(put)).await
-            })
-        };
+        let put_via = |addr: String, i: u32| put_on(&client, addr, i, Duration::from_secs(10));
         let leader_addr = cluster.nodes[leader as usize - 1].client_addr.clone();
         let follower_addr = cluster.nodes[follower as usize - 1].client_addr.clone();
         if !until_it_succeeds(50, Duration::from_millis(100), || {
@@ -1156,20 +1171,11 @@ fn forwards_to_a_leader_stopped_by_eio() -> Vec<String> {
         {
             return vec![format!("{NAME}: no put through {follower} succeeded before the fault")];
         }
-        cluster.nodes[leader as usize - 1].disk.set_faults(DiskFaults {
-            fail_writes: true,
-            fail_syncs: true,
-            ..Default::default()
-        });
+        fail_disk(&cluster, leader);
         // A write on the leader reaches its failing disk.
-        let mut i = 0;
-        while cluster.is_healthy(leader) && i < 100 {
-            i += 1;
-            let _ = put_via(leader_addr.clone(), i).await;
-        }
-        if cluster.is_healthy(leader) {
+        let Some(mut i) = write_until_stopped(&cluster, leader, 100, |i| put_via(leader_addr.clone(), i)).await else {
             return vec![format!("{NAME}: {leader}'s Raft never stopped on its failing disk")];
-        }
+        };
         let takes_stopped_for_leader = || cluster.node(follower).is_some_and(|node| node.leader() == Some(leader));
         let mut puts = Vec::new();
         let mut met_the_stopped_leader = 0;
