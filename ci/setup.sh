@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on a fresh Debian machine, and
 # exports the build settings. Source it: `. ci/setup.sh`.
-#   protobuf-compiler  protoc for build.rs
+#   protobuf-compiler  protoc for the simulator's build of placement-proto, and placement-proto-codegen
 #   libclang-dev       bindgen for librocksdb-sys
 #   librocksdb-dev     the system RocksDB 7.8 we link dynamically (no 30-min C++ build)
 #   etcd-client        etcdctl for the compatibility tests

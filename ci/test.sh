@@ -13,19 +13,25 @@ step "fmt, and the Raft node's parts never naming the node (ci/module-deps.sh)"
 cargo fmt --all -- --check
 bash ci/module-deps.sh --check
 
-step "clippy (tokio + RocksDB; the checkers, and the robustness suite's runner)"
-cargo clippy --all-targets -- -D warnings
-cargo clippy -p placement-check -p placement-sim --all-targets -- -D warnings
+step "clippy (tokio + RocksDB; the crates: proto, client, checkers, the robustness suite's runner, the broker example)"
+cargo clippy --workspace --all-targets -- -D warnings
 
 step "clippy (madsim flavour: must build without RocksDB) and the simulator"
-RUSTFLAGS="--cfg madsim" cargo clippy -p placement-center --all-targets --target-dir target/sim -- -D warnings
+RUSTFLAGS="--cfg madsim" cargo clippy -p placement-proto -p placement-client -p placement-center --all-targets --target-dir target/sim -- -D warnings
 RUSTFLAGS="--cfg madsim" cargo clippy -p placement-check -p placement-sim --all-targets --target-dir target/sim -- -D warnings
+
+step "crates: generated code current, docs without warnings, the client's doc examples compile, proto and client package and build alone"
+cargo run -q -p placement-proto-codegen -- --check
+RUSTDOCFLAGS="-D warnings" cargo doc -q --workspace --no-deps
+cargo test -q --doc -p placement-proto -p placement-client
+cargo package -q --allow-dirty -p placement-proto -p placement-client
 
 step "tests (tokio + RocksDB: units, openraft storage suite, 3-node clusters, etcdctl)"
 cargo nextest run --no-fail-fast
 
-step "third-party clients: Python etcd3 (PyPI) and Node etcd3 (npm) against 3 members (tests/clients)"
-bash tests/clients/run.sh --bin target/debug/placement-center
+step "clients: Python etcd3 (PyPI), Node etcd3 (npm) and our broker example against 3 members (tests/clients)"
+cargo build -q -p placement-broker-example
+bash tests/clients/run.sh --bin target/debug/placement-center --broker target/debug/broker
 
 step "multi-host: three members in network namespaces, named by a hosts file (tests/netns, needs root)"
 bash tests/netns/multi-host.sh target/debug/placement-center

@@ -8,7 +8,7 @@
 //! - [`raft`]: openraft over the storage engine: log store, state-machine store,
 //!   the `raft.v1` network and service, forwarding to the leader, ReadIndex.
 //! - [`client`]: a client for brokers and tools (endpoints, leader, retries, keep-alive);
-//!   it sits beside the stack, speaking only gRPC.
+//!   it sits beside the stack, speaking only gRPC: the `placement-client` crate.
 //! - [`ctl`]: placement-ctl's commands and output, over [`client`].
 //! - [`placement`]: the placement API's records and rules over the key space.
 //! - [`state`]: the deterministic state machine (MVCC key space, txn). Pure: no I/O,
@@ -18,22 +18,25 @@
 //!   engine factory — in a production (tokio, RocksDB) and a simulation (madsim,
 //!   SimDisk) flavour.
 //! - [`config`]: one serde tree from TOML file, `PLACEMENT_*` env and flags.
-//! - [`proto`]: generated protobuf messages and gRPC stubs.
+//! - [`proto`]: generated protobuf messages and gRPC stubs: the `placement-proto` crate.
 
 #![recursion_limit = "256"]
 
 pub mod addr;
 pub mod api;
 pub mod backup;
-pub mod client;
 pub mod config;
 pub mod ctl;
 pub mod join;
 pub mod metrics;
 pub mod placement;
-pub mod proto;
 pub mod raft;
 pub mod runtime;
 pub mod server;
 pub mod state;
 pub mod storage;
+
+/// The client library (the `placement-client` crate).
+pub use placement_client as client;
+/// The wire types (the `placement-proto` crate).
+pub use placement_proto as proto;

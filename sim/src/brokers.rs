@@ -231,14 +231,7 @@ impl Broker {
             1 => {
                 let req = UnregisterNodeRequest { cluster: CLUSTER.into(), node_id: self.id, epoch: node.epoch };
                 let invoked = runtime::now();
-                let result = runtime::timeout(
-                    Duration::from_secs(2),
-                    self.client.call(Retry::Idempotent, |ch| {
-                        let req = self.client.request(req.clone());
-                        async move { Client::placement(ch).unregister_node(req).await }
-                    }),
-                )
-                .await;
+                let result = runtime::timeout(Duration::from_secs(2), self.client.unregister(req)).await;
                 self.record(Call::Unregister(node.epoch), invoked, answer(&result));
             }
             _ => {} // registers again while alive

@@ -8,8 +8,9 @@ use crate::raft::membership::MemberError;
 use crate::raft::NodeError;
 use crate::state::{AuthError, StateError};
 
-/// Metadata key on an error whose request certainly had no effect.
-pub const NOT_APPLIED_METADATA: &str = "pc-not-applied";
+/// Metadata key on an error whose request certainly had no effect (the
+/// client retries such writes: see the client crate).
+pub use placement_client::NOT_APPLIED_METADATA;
 
 /// Errors of the API layer.
 #[derive(Debug, thiserror::Error)]

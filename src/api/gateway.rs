@@ -13,7 +13,7 @@
 //! out; errors as `{"error","code","message"}` with the HTTP status
 //! grpc-gateway gives the gRPC code; a streaming answer as one
 //! `{"result":...}` line per message (`{"error":{...}}` when it fails).
-//! Routes: [`method`]; `/v1/placement/...` is our placement API's twin.
+//! Routes: `method`; `/v1/placement/...` is our placement API's twin.
 //! `GET /version` and `GET /health` answer as etcd's do.
 
 use std::convert::Infallible;

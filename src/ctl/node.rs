@@ -2,7 +2,6 @@
 
 use super::output::{event_json, event_line, node_json, node_table};
 use super::{parse_pair, Ctl, CtlError, Outcome};
-use crate::client::{Client, Retry};
 use crate::proto::placement::v1::{NodeInfo, RegisterNodeRequest, UnregisterNodeRequest};
 use crate::runtime;
 use clap::Subcommand;
@@ -169,14 +168,7 @@ impl Ctl {
     }
 
     async fn unregister(&self, req: UnregisterNodeRequest) -> Result<bool, CtlError> {
-        let resp = self
-            .client
-            .call(Retry::Idempotent, |ch| {
-                let req = self.client.request(req.clone());
-                async move { Client::placement(ch).unregister_node(req).await }
-            })
-            .await?;
-        Ok(resp.removed)
+        Ok(self.client.unregister(req).await?)
     }
 
     /// Heartbeats until interrupted (then unregisters) or the registration is lost.

@@ -1,5 +1,5 @@
 //! The state-machine store: applies committed entries to the pure
-//! [`KvState`](crate::state::KvState) and persists the result.
+//! [`KvState`] and persists the result.
 //!
 //! Layout: column family `kv` maps a key to its protobuf `mvccpb.KeyValue`;
 //! `history` maps (revision, index) big-endian to the `mvccpb.Event` (with the
@@ -282,7 +282,7 @@ impl StateMachineStore {
         self.revision_tx.subscribe()
     }
 
-    /// Makes the next [`META_ONLY_AT_STARTUP`] `get_current_snapshot` calls
+    /// Makes the next `META_ONLY_AT_STARTUP` `get_current_snapshot` calls
     /// answer the meta only, with no bytes. For openraft's startup
     /// (`StorageHelper::get_initial_state`, run inside `Raft::new`), which
     /// reads the current snapshot's meta and drops the rest: at 1M keys

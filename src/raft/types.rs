@@ -74,11 +74,5 @@ pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
 /// The receiving end of openraft's metrics (`Raft::metrics`).
 pub type MetricsReceiver = openraft::alias::WatchReceiverOf<TypeConfig, RaftMetrics>;
 
-impl fmt::Display for Proposal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Proposal({} commands)", self.commands.len())
-    }
-}
-
 /// What openraft's storage traits fail with.
 pub type StorageError = std::io::Error;

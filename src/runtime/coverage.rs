@@ -2,7 +2,7 @@
 //! must show it reaches, so a sweep that passes is known to have exercised
 //! them. The server marks a point with [`reached`]; outside the simulator it
 //! compiles to nothing. A simulated seed runs on a thread of its own, and
-//! its harness takes the counts at the end ([`take_reached`]).
+//! its harness takes the counts at the end (`take_reached`, simulation only).
 
 /// Every point, by name: a sweep reports each, and can require them all.
 pub const POINTS: [&str; 6] = [

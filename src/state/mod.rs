@@ -360,7 +360,7 @@ impl KvState {
         live + self.history_bytes
     }
 
-    /// Bytes of the kept history (see [`history::event_bytes`]).
+    /// Bytes of the kept history (see `history::event_bytes`).
     pub fn history_bytes(&self) -> u64 {
         self.history_bytes
     }

@@ -162,7 +162,7 @@ fn invalid_commands_are_refused_without_changing_state() {
     let mut state = KvState::new();
     let cases: Vec<(Command, StateError)> = vec![
         (Command { auth_revision: None, alarm_disarms: None, request: None }, StateError::EmptyCommand),
-        (command(&Op::Put(0, 1, 0)).with_key(Vec::new()), StateError::EmptyKey),
+        (with_key(command(&Op::Put(0, 1, 0)), Vec::new()), StateError::EmptyKey),
         (
             Command {
                 auth_revision: None,
@@ -442,13 +442,12 @@ fn range_honours_limit_count_keys_only_and_sort() {
     assert_eq!(desc.kvs[0].key, key(3));
 }
 
-impl Command {
-    fn with_key(mut self, k: Vec<u8>) -> Self {
-        if let Some(command::Request::Put(p)) = &mut self.request {
-            p.key = k;
-        }
-        self
+/// `command` with its put's key replaced by `k`.
+fn with_key(mut command: Command, k: Vec<u8>) -> Command {
+    if let Some(command::Request::Put(p)) = &mut command.request {
+        p.key = k;
     }
+    command
 }
 
 /// A compaction drops its events from every read at once, and frees them

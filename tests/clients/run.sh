@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Third-party etcd clients against a 3-node Placement Center cluster:
-# the Python `etcd3` package (PyPI) and the Node `etcd3` package (npm), at the
-# versions pinned in requirements.txt and package-lock.json.
-#   bash tests/clients/run.sh [--bin target/debug/placement-center] [python|node ...]
+# Clients against a 3-node Placement Center cluster: the Python `etcd3`
+# package (PyPI) and the Node `etcd3` package (npm), at the versions pinned in
+# requirements.txt and package-lock.json, and our broker example
+# (examples/broker, on placement-client alone).
+#   bash tests/clients/run.sh [--bin target/debug/placement-center]
+#        [--broker target/debug/broker] [python|node|broker ...]
 # Installs the clients (a venv under target/clients, node_modules here), starts
 # three members on 127.0.0.1:2379x with data in a temporary directory, runs the
 # tests, and stops the members and removes their data also when a test fails.
@@ -10,15 +12,17 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 bin=$root/target/debug/placement-center
+broker=$root/target/debug/broker
 suites=()
 while [ $# -gt 0 ]; do
     case "$1" in
     --bin) bin=$(realpath "$2"); shift 2 ;;
-    python | node) suites+=("$1"); shift ;;
-    *) echo "usage: $0 [--bin PATH] [python|node ...]" >&2; exit 2 ;;
+    --broker) broker=$(realpath "$2"); shift 2 ;;
+    python | node | broker) suites+=("$1"); shift ;;
+    *) echo "usage: $0 [--bin PATH] [--broker PATH] [python|node|broker ...]" >&2; exit 2 ;;
     esac
 done
-[ ${#suites[@]} -gt 0 ] || suites=(python node)
+[ ${#suites[@]} -gt 0 ] || suites=(python node broker)
 [ -x "$bin" ] || { echo "no server binary at $bin (cargo build first)" >&2; exit 2; }
 
 for s in "${suites[@]}"; do
@@ -32,6 +36,8 @@ for s in "${suites[@]}"; do
     node)
         command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
         (cd "$here" && npm ci --no-audit --no-fund --loglevel=error) ;;
+    broker)
+        [ -x "$broker" ] || { echo "no broker example at $broker (cargo build -p placement-broker-example)" >&2; exit 2; } ;;
     esac
 done
 
@@ -83,12 +89,50 @@ for _ in $(seq 1 100); do
 done
 [ $ready = 1 ] || { failed=1; echo "the cluster did not elect a leader in 20 s" >&2; exit 1; }
 
+# Waits up to 20 s for a line matching $2 in file $1.
+wait_for_line() {
+    for _ in $(seq 1 100); do
+        grep -qE "$2" "$1" && return 0
+        sleep 0.2
+    done
+    echo "no line matching '$2' in $1:" >&2
+    cat "$1" >&2
+    return 1
+}
+
+# Two brokers of cluster "mqtt": the first sees the second join and, once it
+# is stopped (and unregisters), leave; each unregisters its own epoch on exit.
+broker_suite() {
+    local out=$data/broker
+    "$broker" "$endpoints" mqtt 1 mqtt=127.0.0.1:1883 >"$out.1" 2>&1 &
+    local b1=$!
+    pids+=("$b1")
+    wait_for_line "$out.1" '^registered node 1 epoch [0-9]+ mqtt=127.0.0.1:1883 ' || return 1
+    "$broker" "$endpoints" mqtt 2 mqtt=127.0.0.1:1884 grpc=127.0.0.1:1228 >"$out.2" 2>&1 &
+    local b2=$!
+    pids+=("$b2")
+    wait_for_line "$out.1" '^joined node 2 epoch [0-9]+ grpc=127.0.0.1:1228 mqtt=127.0.0.1:1884$' || return 1
+    kill -INT "$b2"
+    wait "$b2" || { echo "broker 2 exited with $?" >&2; cat "$out.2" >&2; return 1; }
+    wait_for_line "$out.2" '^unregistered node 2 epoch [0-9]+ \(removed: true\)$' || return 1
+    wait_for_line "$out.1" '^left node 2 ' || return 1
+    kill -TERM "$b1"
+    wait "$b1" || { echo "broker 1 exited with $?" >&2; cat "$out.1" >&2; return 1; }
+    wait_for_line "$out.1" '^unregistered node 1 epoch [0-9]+ \(removed: true\)$' || return 1
+    # Bad arguments: exit 2 with the usage, before any connection.
+    local rc=0
+    "$broker" "$endpoints" mqtt not-a-number >"$out.bad" 2>&1 || rc=$?
+    [ "$rc" = 2 ] && grep -q 'NODE_ID "not-a-number" is not a number' "$out.bad" || { cat "$out.bad" >&2; return 1; }
+    echo "broker example: registered, saw the other join and leave, unregistered"
+}
+
 export PC_ENDPOINTS=$endpoints
 for s in "${suites[@]}"; do
-    echo "--- $s etcd3 client against $endpoints"
+    echo "--- $s client against $endpoints"
     case "$s" in
     python) (cd "$here" && timeout 300 "$root/target/clients/venv/bin/python" test_python_etcd3.py) || failed=1 ;;
     node) (cd "$here" && timeout 300 node --test --test-reporter=spec node_etcd3.test.mjs) || failed=1 ;;
+    broker) broker_suite || failed=1 ;;
     esac
 done
 [ "${failed:-0}" = 0 ] || { echo "client tests failed" >&2; exit 1; }

@@ -1,5 +1,7 @@
 //! A client of Placement Center, for brokers and for our own tools
-//! (placement-ctl, placement-bench, the tests and the simulator).
+//! (placement-ctl, placement-bench, the tests and the simulator). It depends
+//! on the wire types ([`proto`], re-exported) and tonic only: no RocksDB, no
+//! Raft, no system libraries.
 //!
 //! - **Endpoints**: any members' client addresses; channels connect lazily.
 //! - **Leader discovery**: [`Client::discover_leader`] asks the members who
@@ -10,8 +12,44 @@
 //!   a server (no connection, or the server said nothing was applied).
 //! - **Keep-alive**: [`Client::keep_alive`] heartbeats for a registered node
 //!   in the background and reports when the registration is lost.
+//! - **etcd v3**: the typed stubs of etcd's services ([`Client::kv`],
+//!   [`Client::watch`], ...) over the same channels, through [`Client::call`].
+//!
+//! A broker's life: register, stay registered, learn who else serves.
+//!
+//! ```no_run
+//! use placement_client::proto::placement::v1::RegisterNodeRequest;
+//! use placement_client::{Client, ClientOptions};
+//!
+//! # async fn broker() -> Result<(), placement_client::ClientError> {
+//! let client = Client::new(&["127.0.0.1:2379".to_string()], ClientOptions::default())?;
+//! let registration = client
+//!     .register(RegisterNodeRequest {
+//!         cluster: "mqtt".into(),
+//!         node_id: 1,
+//!         roles: vec!["broker".into()],
+//!         addresses: [("mqtt".to_string(), "10.0.0.1:1883".to_string())].into(),
+//!         ..Default::default()
+//!     })
+//!     .await?;
+//! let mut keep_alive = client.keep_alive(&registration);
+//! let mut events = client.watch_nodes("mqtt", 0);
+//! loop {
+//!     tokio::select! {
+//!         lost = keep_alive.lost() => {
+//!             eprintln!("registration lost: {lost:?}");
+//!             break;
+//!         }
+//!         Some(event) = events.recv() => println!("{:?}", event?.events),
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 mod keepalive;
+mod rt;
+pub mod tls;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,6 +59,11 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 pub use keepalive::{KeepAlive, Lost};
+pub use placement_proto as proto;
+pub use tls::{TlsError, TlsSettings};
+/// The gRPC library the stubs are built on, for its `Channel`, `Request` and
+/// `Status` (same version as this crate's).
+pub use tonic;
 
 use crate::proto::etcdserverpb::auth_client::AuthClient;
 use crate::proto::etcdserverpb::cluster_client::ClusterClient;
@@ -32,9 +75,8 @@ use crate::proto::etcdserverpb::{AuthenticateRequest, MemberListRequest, StatusR
 use crate::proto::placement::v1::placement_client::PlacementClient;
 use crate::proto::placement::v1::{
     HeartbeatRequest, HeartbeatResponse, ListNodesRequest, ListNodesResponse, NodeInfo, RegisterNodeRequest,
-    RegisterNodeResponse, WatchNodesRequest, WatchNodesResponse,
+    RegisterNodeResponse, UnregisterNodeRequest, WatchNodesRequest, WatchNodesResponse,
 };
-use crate::runtime;
 
 /// Why a call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -96,7 +138,7 @@ pub struct ClientOptions {
     pub max_backoff: Duration,
     /// TLS to the members (their CA, and a client certificate when they
     /// require one); `None`: plain TCP, unless an endpoint says `https://`.
-    pub tls: Option<runtime::TlsSettings>,
+    pub tls: Option<TlsSettings>,
     /// A user to authenticate as (clusters with auth on); `None`: none.
     pub credentials: Option<Credentials>,
 }
@@ -148,10 +190,28 @@ impl Client {
     /// A client of the members at `endpoints` (`host:port`, `http://host:port`,
     /// or `https://host:port`: TLS, with `options.tls` or the defaults).
     /// Connects on first use.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use placement_client::{Client, ClientOptions, Credentials, TlsSettings};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // Three members over TLS, trusting their CA, as user "broker".
+    /// let tls = TlsSettings::for_client(Some("ca.pem".as_ref()), None, None)?;
+    /// let options = ClientOptions {
+    ///     tls,
+    ///     credentials: Some(Credentials { user: "broker".into(), password: "secret".into() }),
+    ///     request_timeout: Duration::from_secs(5),
+    ///     ..ClientOptions::default()
+    /// };
+    /// let client = Client::new(&["https://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379".to_string()], options)?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(endpoints: &[String], mut options: ClientOptions) -> Result<Arc<Self>, ClientError> {
         let endpoints: Vec<&str> = endpoints.iter().flat_map(|e| e.split(',')).map(str::trim).collect();
         if options.tls.is_none() && endpoints.iter().any(|e| e.starts_with("https://")) {
-            options.tls = Some(runtime::TlsSettings::default());
+            options.tls = Some(TlsSettings::default());
         }
         let endpoints: Vec<String> = endpoints
             .iter()
@@ -167,7 +227,7 @@ impl Client {
             if !endpoint.contains(':') {
                 return Err(bad("expected host:port".to_string()));
             }
-            let channel = runtime::endpoint(endpoint, options.tls.as_ref())
+            let channel = tls::endpoint(endpoint, options.tls.as_ref())
                 .map_err(|e| bad(e.to_string()))?
                 .connect_timeout(options.connect_timeout)
                 .connect_lazy();
@@ -236,6 +296,34 @@ impl Client {
     /// Runs `call` on the preferred endpoint, and per `retry` on the others,
     /// backing off between attempts. With credentials, authenticates first,
     /// and again when the server says the token is no longer valid.
+    ///
+    /// Any etcd v3 call goes through it, with the stubs of [`proto`]:
+    ///
+    /// ```no_run
+    /// use placement_client::proto::etcdserverpb::{PutRequest, RangeRequest};
+    /// use placement_client::{Client, Retry};
+    ///
+    /// # async fn example(client: &Client) -> Result<(), placement_client::ClientError> {
+    /// let put = PutRequest { key: b"/mq/topics/orders".to_vec(), value: b"3".to_vec(), ..Default::default() };
+    /// // A write: retried only if it certainly did not reach a member.
+    /// client
+    ///     .call(Retry::OnlyIfNotSent, |ch| {
+    ///         let req = client.request(put.clone());
+    ///         async move { Client::kv(ch).put(req).await }
+    ///     })
+    ///     .await?;
+    /// // A linearizable read: retried on any transient failure.
+    /// let range = RangeRequest { key: b"/mq/topics/orders".to_vec(), ..Default::default() };
+    /// let got = client
+    ///     .call(Retry::Idempotent, |ch| {
+    ///         let req = client.request(range.clone());
+    ///         async move { Client::kv(ch).range(req).await }
+    ///     })
+    ///     .await?;
+    /// assert_eq!(got.kvs[0].value, b"3");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn call<T, F, Fut>(&self, retry: Retry, mut call: F) -> Result<T, ClientError>
     where
         F: FnMut(Channel) -> Fut,
@@ -266,7 +354,7 @@ impl Client {
         let mut attempt = 1;
         loop {
             let i = self.preferred.load(Ordering::Relaxed) % self.channels.len();
-            let answer = runtime::timeout(self.options.request_timeout, call(self.channels[i].clone()))
+            let answer = rt::timeout(self.options.request_timeout, call(self.channels[i].clone()))
                 .await
                 .unwrap_or_else(|_| Err(Status::deadline_exceeded("request timed out (client side)")));
             let status = match answer {
@@ -277,17 +365,14 @@ impl Client {
                 Retry::Idempotent => {
                     matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Unknown)
                 }
-                Retry::OnlyIfNotSent => {
-                    crate::raft::network::never_sent(&status)
-                        || status.metadata().contains_key(crate::api::error::NOT_APPLIED_METADATA)
-                }
+                Retry::OnlyIfNotSent => never_sent(&status) || status.metadata().contains_key(NOT_APPLIED_METADATA),
             };
             if !transient || attempt >= self.options.attempts {
                 return Err(ClientError::Status { endpoint: self.endpoints[i].clone(), status });
             }
             tracing::debug!(endpoint = %self.endpoints[i], cause = %status.message(), attempt, "retrying on the next endpoint");
             self.preferred.store((i + 1) % self.channels.len(), Ordering::Relaxed);
-            runtime::sleep(backoff).await;
+            rt::sleep(backoff).await;
             backoff = (backoff * 2).min(self.options.max_backoff);
             attempt += 1;
         }
@@ -295,6 +380,15 @@ impl Client {
 
     /// Asks the members who leads and prefers that member's endpoint when it
     /// is one of ours. Returns the leader's id (0: none known).
+    ///
+    /// ```no_run
+    /// # async fn example(client: &placement_client::Client) -> Result<(), placement_client::ClientError> {
+    /// // Writes now go straight to the leader, without a forwarding hop.
+    /// let leader = client.discover_leader().await?;
+    /// println!("member {leader:x} leads");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn discover_leader(&self) -> Result<u64, ClientError> {
         let status = self
             .call(Retry::Idempotent, |ch| {
@@ -364,8 +458,30 @@ impl Client {
         })
     }
 
+    /// Unregisters a node (`epoch` 0: whatever is registered under its id;
+    /// else only that epoch, FailedPrecondition if it is stale). Returns
+    /// whether something was removed. Idempotent: retried.
+    pub async fn unregister(&self, req: UnregisterNodeRequest) -> Result<bool, ClientError> {
+        let resp = self
+            .call(Retry::Idempotent, |ch| {
+                let req = self.request(req.clone());
+                async move { PlacementClient::new(ch).unregister_node(req).await }
+            })
+            .await?;
+        Ok(resp.removed)
+    }
+
     /// The registered nodes of `cluster` ("": every cluster) with `role`
     /// ("": any), linearizable (idempotent: retried).
+    ///
+    /// ```no_run
+    /// # async fn example(client: &placement_client::Client) -> Result<(), placement_client::ClientError> {
+    /// for node in client.list_nodes("mqtt", "mqtt").await?.nodes {
+    ///     println!("node {} serves MQTT at {:?}", node.node_id, node.addresses.get("mqtt"));
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn list_nodes(&self, cluster: &str, role: &str) -> Result<ListNodesResponse, ClientError> {
         let req = ListNodesRequest { cluster: cluster.to_string(), role: role.to_string() };
         self.call(Retry::Idempotent, |ch| {
@@ -397,7 +513,7 @@ impl Client {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let client = self.clone();
         let cluster = cluster.to_string();
-        runtime::spawn_detached("client-watch-nodes", async move {
+        rt::spawn_detached("client-watch-nodes", async move {
             let mut next = start_revision;
             if next <= 0 {
                 // "From now" must survive a broken stream: pin now to a revision.
@@ -443,13 +559,26 @@ impl Client {
                 client.rotate();
                 tokio::select! {
                     _ = tx.closed() => return,
-                    _ = runtime::sleep(backoff) => {}
+                    _ = rt::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(client.options.max_backoff);
             }
         });
         rx
     }
+}
+
+/// The metadata key a member sets on an error when the request was certainly
+/// not applied (refused before it was proposed), so a write may be retried.
+pub const NOT_APPLIED_METADATA: &str = "pc-not-applied";
+
+/// Whether a call failed before any member could have received it (the
+/// connection could not be made): repeating it cannot apply it twice. tonic
+/// reports this as Unavailable with a connect error; madsim's tonic as
+/// "transport error".
+pub fn never_sent(status: &Status) -> bool {
+    status.code() == Code::Unavailable
+        && (status.message() == "transport error" || status.message().contains("connect error"))
 }
 
 /// Whether the server refused a call for its token: expired, or issued

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use tonic::Code;
 
 use super::{Client, ClientError, Registration};
-use crate::runtime;
+use crate::rt;
 
 /// Why a kept-alive registration is gone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,20 +84,20 @@ impl Client {
         let (stop, mut stopped) = watch::channel(());
         let client = self.clone();
         let registration = registration.clone();
-        runtime::spawn_detached("client-keep-alive", async move {
+        rt::spawn_detached("client-keep-alive", async move {
             let interval = registration.heartbeat_interval;
-            let mut last_ack = runtime::now();
+            let mut last_ack = rt::now();
             loop {
                 tokio::select! {
                     biased;
                     _ = stopped.changed() => return,
-                    _ = runtime::sleep(interval) => {}
+                    _ = rt::sleep(interval) => {}
                 }
                 // One heartbeat may not take longer than the interval: the next is due.
-                let attempt = runtime::timeout(interval, client.heartbeat(&registration.node)).await;
+                let attempt = rt::timeout(interval, client.heartbeat(&registration.node)).await;
                 let error = match attempt {
                     Ok(Ok(_)) => {
-                        last_ack = runtime::now();
+                        last_ack = rt::now();
                         acked_tx.send_modify(|n| *n += 1);
                         continue;
                     }
@@ -114,7 +114,7 @@ impl Client {
                         "heartbeat timed out".to_string()
                     }
                 };
-                let since = runtime::now() - last_ack;
+                let since = rt::now() - last_ack;
                 tracing::debug!(cause = %error, ?since, "heartbeat failed");
                 if since >= registration.expiry {
                     let _ = lost_tx.send(Some(Lost::Silent { since, last_error: error }));

@@ -1,0 +1,144 @@
+//! A broker's life with Placement Center, depending on `placement-client`
+//! alone (no RocksDB, no Raft):
+//!
+//! 1. register in a cluster with its roles and addresses;
+//! 2. keep the registration alive in the background, and register again (a
+//!    new epoch) if it is ever lost;
+//! 3. watch the cluster's nodes join, change and leave;
+//! 4. on Ctrl-C or SIGTERM, unregister its own epoch and exit.
+//!
+//! ```text
+//! broker ENDPOINTS CLUSTER NODE_ID [ROLE=ADDR ...]
+//! broker 127.0.0.1:2379 mqtt 1 mqtt=127.0.0.1:1883
+//! ```
+//!
+//! Each line it prints is one fact: `registered`, `joined`, `changed`,
+//! `left`, `lost`, `unregistered`.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use placement_client::proto::placement::v1::node_event::Kind;
+use placement_client::proto::placement::v1::{NodeInfo, RegisterNodeRequest, UnregisterNodeRequest};
+use placement_client::{Client, ClientError, ClientOptions, Registration};
+
+/// What the command line asks for.
+struct Args {
+    endpoints: Vec<String>,
+    cluster: String,
+    node_id: u64,
+    addresses: BTreeMap<String, String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [endpoints, cluster, node_id, addresses @ ..] = args.as_slice() else {
+        return Err("usage: broker ENDPOINTS CLUSTER NODE_ID [ROLE=ADDR ...]".into());
+    };
+    let node_id = node_id.parse().map_err(|_| format!("NODE_ID {node_id:?} is not a number"))?;
+    let addresses = addresses
+        .iter()
+        .map(|a| a.split_once('=').map(|(r, a)| (r.to_string(), a.to_string())))
+        .collect::<Option<_>>()
+        .ok_or("each address is ROLE=HOST:PORT")?;
+    Ok(Args { endpoints: vec![endpoints.clone()], cluster: cluster.clone(), node_id, addresses })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("broker: {e} ({:?})", e.code());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), ClientError> {
+    // A comma-separated list of members; the client finds the leader and
+    // retries on the others.
+    let client = Client::new(&args.endpoints, ClientOptions::default())?;
+    let request = RegisterNodeRequest {
+        cluster: args.cluster.clone(),
+        node_id: args.node_id,
+        roles: args.addresses.keys().cloned().collect(),
+        addresses: args.addresses.clone(),
+        labels: BTreeMap::new(),
+    };
+    let mut registration = register(&client, &request).await?;
+    let mut keep_alive = client.keep_alive(&registration);
+    // From now on: the watch resumes by itself on another member.
+    let mut events = client.watch_nodes(&args.cluster, 0);
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            lost = keep_alive.lost() => {
+                println!("lost epoch {}: {lost}", registration.node.epoch);
+                registration = register(&client, &request).await?;
+                keep_alive = client.keep_alive(&registration);
+            }
+            event = events.recv() => {
+                let Some(response) = event else { break };
+                for event in response?.events {
+                    let kind = match event.kind() {
+                        Kind::Joined => "joined",
+                        Kind::Changed => "changed",
+                        Kind::Left => "left",
+                    };
+                    println!("{kind} {}", describe(&event.node.unwrap_or_default()));
+                }
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(keep_alive);
+    let mine = UnregisterNodeRequest { cluster: args.cluster, node_id: args.node_id, epoch: registration.node.epoch };
+    let removed = client.unregister(mine).await?;
+    println!("unregistered node {} epoch {} (removed: {removed})", args.node_id, registration.node.epoch);
+    Ok(())
+}
+
+async fn register(client: &Client, request: &RegisterNodeRequest) -> Result<Registration, ClientError> {
+    let registration = client.register(request.clone()).await?;
+    println!(
+        "registered {} (heartbeat every {:?}, expires after {:?} without one)",
+        describe(&registration.node),
+        registration.heartbeat_interval,
+        registration.expiry
+    );
+    Ok(registration)
+}
+
+/// `node 1 epoch 7 mqtt=127.0.0.1:1883`
+fn describe(node: &NodeInfo) -> String {
+    let mut out = format!("node {} epoch {}", node.node_id, node.epoch);
+    for (role, addr) in &node.addresses {
+        out.push_str(&format!(" {role}={addr}"));
+    }
+    out
+}
+
+/// Ctrl-C or SIGTERM (Ctrl-C alone where SIGTERM cannot be caught).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
