@@ -9,7 +9,6 @@
 //!   the `raft.v1` network and service, forwarding to the leader, ReadIndex.
 //! - [`client`]: a client for brokers and tools (endpoints, leader, retries, keep-alive);
 //!   it sits beside the stack, speaking only gRPC: the `placement-client` crate.
-//! - [`ctl`]: placement-ctl's commands and output, over [`client`].
 //! - [`placement`]: the placement API's records and rules over the key space.
 //! - [`state`]: the deterministic state machine (MVCC key space, txn). Pure: no I/O,
 //!   no clock, no randomness.
@@ -26,7 +25,6 @@ pub mod addr;
 pub mod api;
 pub mod backup;
 pub mod config;
-pub mod ctl;
 pub mod join;
 pub mod metrics;
 pub mod placement;

@@ -60,6 +60,7 @@ use tonic::{Code, Status};
 
 pub use keepalive::{KeepAlive, Lost};
 pub use placement_proto as proto;
+pub use rt::shutdown_signal;
 pub use tls::{TlsError, TlsSettings};
 /// The gRPC library the stubs are built on, for its `Channel`, `Request` and
 /// `Status` (same version as this crate's).

@@ -1,10 +1,13 @@
 //! TLS to the members: the settings (PEM read from files) and the gRPC
-//! endpoint that uses them. rustls with ring (tonic's `tls-ring`): no cmake,
-//! no system libraries, and no native or webpki roots, since members and
-//! clients trust the CA they are given. The simulation does not model TLS:
-//! an endpoint with TLS fails there.
+//! endpoint that uses them (in the runtime seam, `rt`, since the simulation
+//! has its own). rustls with ring (tonic's `tls-ring`): no cmake, no system
+//! libraries, and no native or webpki roots, since members and clients
+//! trust the CA they are given. The simulation does not model TLS: an
+//! endpoint with TLS fails there.
 
 use std::path::{Path, PathBuf};
+
+pub use crate::rt::endpoint;
 
 /// Certificates and keys for one side of TLS connections, as PEM read from
 /// files at startup.
@@ -81,33 +84,6 @@ impl TlsSettings {
     pub fn serves(&self) -> bool {
         self.identity.is_some()
     }
-}
-
-/// A client endpoint for `addr` (`host:port`): `http://`, or `https://` that
-/// verifies the server against `tls`'s CA and presents `tls`'s identity.
-#[cfg(not(madsim))]
-pub fn endpoint(addr: &str, tls: Option<&TlsSettings>) -> Result<tonic::transport::Endpoint, TlsError> {
-    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
-    let bad = |e: tonic::transport::Error| TlsError::Config(format!("address {addr}: {}", error_chain(&e)));
-    let Some(tls) = tls else { return Endpoint::from_shared(format!("http://{addr}")).map_err(bad) };
-    let mut config = ClientTlsConfig::new();
-    if let Some(ca) = &tls.ca {
-        config = config.ca_certificate(Certificate::from_pem(ca));
-    }
-    if let Some((cert, key)) = &tls.identity {
-        config = config.identity(Identity::from_pem(cert, key));
-    }
-    Endpoint::from_shared(format!("https://{addr}")).map_err(bad)?.tls_config(config).map_err(bad)
-}
-
-/// See the production definition: the simulation has no TLS.
-#[cfg(madsim)]
-pub fn endpoint(addr: &str, tls: Option<&TlsSettings>) -> Result<tonic::transport::Endpoint, TlsError> {
-    if tls.is_some() {
-        return Err(TlsError::Config("the simulation does not model TLS".into()));
-    }
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| TlsError::Config(format!("address {addr}: {e}")))
 }
 
 /// An error and its sources in one line (rustls's reason is in the source).

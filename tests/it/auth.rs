@@ -86,7 +86,7 @@ async fn etcdctl_turns_auth_on_and_permissions_hold_on_every_member_until_it_is_
 
     // placement-ctl: --user, the password from the environment.
     let ctl = |user: &str, password: &str, args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_placement-ctl"))
+        let out = std::process::Command::new(crate::ctl::ctl_binary())
             .env("PLACEMENT_PASSWORD", password)
             .env_remove("PLACEMENT_ENDPOINTS")
             .args(["--endpoints", &fep, "--user", user])

@@ -9,9 +9,20 @@ use placement_center::runtime;
 use crate::cluster::Cluster;
 use crate::etcdctl::Watching;
 
+/// placement-ctl's binary. It is a crate of its own (ctl/), so cargo does
+/// not name it to these tests; it builds it beside them, in the same target
+/// directory, when the crate is selected (it is a default member).
+pub fn ctl_binary() -> std::path::PathBuf {
+    let tests = std::env::current_exe().unwrap();
+    // target/<profile>/deps/it-<hash> -> target/<profile>/placement-ctl
+    let binary = tests.parent().and_then(|deps| deps.parent()).unwrap().join("placement-ctl");
+    assert!(binary.exists(), "no {}: build it with `cargo build -p placement-ctl`", binary.display());
+    binary
+}
+
 /// placement-ctl with `--endpoints` set to `endpoints`.
 fn ctl_command(endpoints: &str, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_placement-ctl"));
+    let mut command = Command::new(ctl_binary());
     command.env_remove("PLACEMENT_ENDPOINTS").arg("--endpoints").arg(endpoints).args(args);
     command
 }

@@ -77,7 +77,7 @@ async fn run(args: Args) -> Result<(), ClientError> {
     let mut keep_alive = client.keep_alive(&registration);
     // From now on: the watch resumes by itself on another member.
     let mut events = client.watch_nodes(&args.cluster, 0);
-    let shutdown = shutdown_signal();
+    let shutdown = placement_client::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -125,20 +125,4 @@ fn describe(node: &NodeInfo) -> String {
         out.push_str(&format!(" {role}={addr}"));
     }
     out
-}
-
-/// Ctrl-C or SIGTERM (Ctrl-C alone where SIGTERM cannot be caught).
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

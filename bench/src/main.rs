@@ -6,14 +6,16 @@
 
 mod load;
 mod report;
+mod rt;
 mod scenarios;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use placement_center::runtime::TlsSettings;
-use tonic::transport::Channel;
+use placement_client::tonic;
+use placement_client::tonic::transport::Channel;
+use placement_client::TlsSettings;
 
 use load::Load;
 
@@ -83,7 +85,7 @@ pub fn authed<T>(message: T) -> tonic::Request<T> {
 
 /// Authenticates as `user` with the password in PLACEMENT_PASSWORD.
 async fn authenticate(user: &str, channel: Channel) -> anyhow::Result<()> {
-    use placement_center::proto::etcdserverpb::{auth_client::AuthClient, AuthenticateRequest};
+    use placement_client::proto::etcdserverpb::{auth_client::AuthClient, AuthenticateRequest};
     let password =
         std::env::var("PLACEMENT_PASSWORD").map_err(|_| anyhow::anyhow!("--user needs PLACEMENT_PASSWORD"))?;
     let req = AuthenticateRequest { name: user.to_string(), password };
@@ -197,7 +199,7 @@ impl Args {
         let mut channels = Vec::new();
         for i in 0..self.conns() {
             let endpoint = endpoints[i % endpoints.len()];
-            let channel = placement_center::runtime::endpoint(endpoint, tls.as_ref())?
+            let channel = placement_client::tls::endpoint(endpoint, tls.as_ref())?
                 .connect_timeout(Duration::from_secs(5))
                 .connect()
                 .await

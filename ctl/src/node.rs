@@ -3,7 +3,6 @@
 use super::output::{event_json, event_line, node_json, node_table};
 use super::{parse_pair, Ctl, CtlError, Outcome};
 use crate::proto::placement::v1::{NodeInfo, RegisterNodeRequest, UnregisterNodeRequest};
-use crate::runtime;
 use clap::Subcommand;
 use serde_json::json;
 
@@ -89,7 +88,7 @@ impl Ctl {
                     labels: labels.into_iter().collect(),
                 };
                 // Listening before the output a script may act on (see shutdown_signal).
-                let interrupted = keep_alive.then(runtime::shutdown_signal);
+                let interrupted = keep_alive.then(placement_client::shutdown_signal);
                 let registration = self.client.register(req).await?;
                 let (interval, expiry) = (registration.heartbeat_interval, registration.expiry);
                 let node = registration.node.clone();
@@ -134,7 +133,7 @@ impl Ctl {
             }
             NodeCommand::Watch { cluster, rev } => {
                 let mut events = self.client.watch_nodes(&cluster, rev);
-                let mut interrupted = Box::pin(runtime::shutdown_signal());
+                let mut interrupted = Box::pin(placement_client::shutdown_signal());
                 loop {
                     let next = tokio::select! {
                         _ = &mut interrupted => return Ok(()),

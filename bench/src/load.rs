@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::rt::{self, Instant};
 use futures::future::BoxFuture;
 use hdrhistogram::Histogram;
-use placement_center::runtime::{self, Instant};
-use tonic::transport::Channel;
+use placement_client::tonic;
+use placement_client::tonic::transport::Channel;
 
 /// How much load, how fast.
 #[derive(Debug, Clone)]
@@ -52,28 +53,28 @@ pub async fn drive(
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let errors: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
-    let started = runtime::now();
+    let started = rt::now();
     let deadline = load.duration.map(|d| started + d);
     let (tx, mut rx) = tokio::sync::mpsc::channel(load.clients.max(1));
     for c in 0..load.clients.max(1) {
         let mut request = make(c, channels[c % channels.len()].clone());
         let (next, done, errors, tx) = (next.clone(), done.clone(), errors.clone(), tx.clone());
         let (total, rate) = (load.total, load.rate);
-        runtime::spawn_detached("bench-client", async move {
+        rt::spawn_detached("bench-client", async move {
             let result = async {
                 let mut hist = Histogram::<u64>::new(3)?;
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
-                    if total.is_some_and(|t| n >= t) || deadline.is_some_and(|d| runtime::now() >= d) {
+                    if total.is_some_and(|t| n >= t) || deadline.is_some_and(|d| rt::now() >= d) {
                         return Ok::<_, anyhow::Error>(hist);
                     }
                     let due = match rate {
                         Some(rate) => {
                             let due = started + Duration::from_secs_f64(n as f64 / rate);
-                            runtime::sleep(due.saturating_duration_since(runtime::now())).await;
+                            rt::sleep(due.saturating_duration_since(rt::now())).await;
                             due
                         }
-                        None => runtime::now(),
+                        None => rt::now(),
                     };
                     match request(n).await {
                         Ok(()) => hist.record((due.elapsed().as_micros() as u64).max(1))?,
@@ -115,11 +116,11 @@ pub async fn drive(
 fn progress(label: String, done: Arc<AtomicU64>, total: Option<u64>, started: Instant) -> Progress {
     let (stop, mut stopped) = tokio::sync::watch::channel(());
     if std::io::stderr().is_terminal() {
-        runtime::spawn_detached("bench-progress", async move {
+        rt::spawn_detached("bench-progress", async move {
             loop {
                 tokio::select! {
                     _ = stopped.changed() => return,
-                    _ = runtime::sleep(Duration::from_millis(500)) => {}
+                    _ = rt::sleep(Duration::from_millis(500)) => {}
                 }
                 let n = done.load(Ordering::Relaxed);
                 let rate = n as f64 / started.elapsed().as_secs_f64().max(0.001);

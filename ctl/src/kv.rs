@@ -6,8 +6,8 @@ use crate::client::{Client, ClientError, Retry};
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, WatchCreateRequest, WatchRequest};
 use crate::proto::mvccpb::event::EventType;
-use crate::runtime;
 use clap::Subcommand;
+use placement_client::tonic;
 use serde_json::json;
 
 /// `kv` subcommands.
@@ -135,12 +135,12 @@ impl Ctl {
         let request = WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) };
         let _ = requests_tx.send(request).await;
         let (channel, endpoint) = self.client.channel();
-        let requests = crate::api::context::receiver_stream(requests_rx);
+        let requests = futures::stream::unfold(requests_rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
         let status_error = |status: tonic::Status| ClientError::Status { endpoint: endpoint.to_string(), status };
         self.client.authenticate().await?;
         let requests = self.client.request(requests);
         let mut stream = Client::watch(channel).watch(requests).await.map_err(status_error)?.into_inner();
-        let mut interrupted = Box::pin(runtime::shutdown_signal());
+        let mut interrupted = Box::pin(placement_client::shutdown_signal());
         loop {
             let message = tokio::select! {
                 _ = &mut interrupted => return Ok(()),

@@ -5,27 +5,27 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::rt::{self, receiver_stream};
 use anyhow::Context;
 use futures::FutureExt;
 use hdrhistogram::Histogram;
-use placement_center::api::context::receiver_stream;
-use placement_center::client::{Client, ClientOptions};
-use placement_center::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
-use placement_center::proto::etcdserverpb::kv_client::KvClient;
-use placement_center::proto::etcdserverpb::lease_client::LeaseClient;
-use placement_center::proto::etcdserverpb::request_op::Request;
-use placement_center::proto::etcdserverpb::response_op::Response;
-use placement_center::proto::etcdserverpb::watch_client::WatchClient;
-use placement_center::proto::etcdserverpb::watch_request::RequestUnion;
-use placement_center::proto::etcdserverpb::{
+use placement_client::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use placement_client::proto::etcdserverpb::kv_client::KvClient;
+use placement_client::proto::etcdserverpb::lease_client::LeaseClient;
+use placement_client::proto::etcdserverpb::request_op::Request;
+use placement_client::proto::etcdserverpb::response_op::Response;
+use placement_client::proto::etcdserverpb::watch_client::WatchClient;
+use placement_client::proto::etcdserverpb::watch_request::RequestUnion;
+use placement_client::proto::etcdserverpb::{
     Compare, LeaseGrantRequest, LeaseKeepAliveRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
     WatchCreateRequest, WatchRequest,
 };
-use placement_center::proto::placement::v1::placement_client::PlacementClient;
-use placement_center::proto::placement::v1::{HeartbeatRequest, RegisterNodeRequest};
-use placement_center::runtime;
+use placement_client::proto::placement::v1::placement_client::PlacementClient;
+use placement_client::proto::placement::v1::{HeartbeatRequest, RegisterNodeRequest};
+use placement_client::tonic;
+use placement_client::tonic::transport::Channel;
+use placement_client::{Client, ClientOptions};
 use rand::Rng;
-use tonic::transport::Channel;
 
 use crate::load::{drive, Measured, Requester};
 use crate::report::Report;
@@ -52,7 +52,7 @@ pub async fn run(args: &Args, channels: &[Channel]) -> anyhow::Result<Report> {
         Scenario::TxnPut => {
             // Keys of this run's own (a prefix drawn per run), so every
             // client knows their versions from the start: version 0.
-            let run = format!("{:04x}/", runtime::rng().gen_range(0..0x10000u32));
+            let run = format!("{:04x}/", rt::rng().gen_range(0..0x10000u32));
             let measured = drive("txn-put", &load, channels, |c, ch| txn_put(args, c, ch, &run)).await?;
             ("txn-put", measured, "requests", None)
         }
@@ -99,7 +99,7 @@ fn put(args: &Args, sequential: bool, client: usize, channel: Channel) -> Reques
             number
         } else {
             let _ = n;
-            runtime::rng().gen_range(0..key_space)
+            rt::rng().gen_range(0..key_space)
         };
         let req = PutRequest { key: key(width, number), value: value.clone(), ..Default::default() };
         let mut kv = kv.clone();
@@ -118,7 +118,7 @@ fn range(args: &Args, consistency: Consistency, keys: u64, limit: i64, channel: 
     let kv = KvClient::new(channel);
     let (width, key_space) = (args.key_size, args.key_space.max(1));
     Box::new(move |_| {
-        let start = runtime::rng().gen_range(0..key_space);
+        let start = rt::rng().gen_range(0..key_space);
         let range_end = if keys > 1 { key(width, start + keys) } else { Vec::new() };
         let req = RangeRequest {
             key: key(width, start),
@@ -206,16 +206,16 @@ fn grant_with_key(ttl: i64, client: usize, channel: Channel) -> Requester {
 
 /// Waits `ttl`, then until no lease is left; returns how long after `ttl`.
 async fn until_no_lease(channels: &[Channel], ttl: Duration) -> anyhow::Result<Duration> {
-    use placement_center::proto::etcdserverpb::LeaseLeasesRequest;
+    use placement_client::proto::etcdserverpb::LeaseLeasesRequest;
     let mut lease = LeaseClient::new(channels.first().context("no endpoint")?.clone());
     tokio::time::sleep(ttl).await;
-    let start = runtime::now();
+    let start = rt::now();
     loop {
         let left = lease.lease_leases(LeaseLeasesRequest {}).await?.into_inner().leases.len();
         if left == 0 {
-            return Ok(runtime::now() - start);
+            return Ok(rt::now() - start);
         }
-        anyhow::ensure!(runtime::now() - start < Duration::from_secs(300), "{left} leases left 300 s after their TTL");
+        anyhow::ensure!(rt::now() - start < Duration::from_secs(300), "{left} leases left 300 s after their TTL");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -223,7 +223,7 @@ async fn until_no_lease(channels: &[Channel], ttl: Duration) -> anyhow::Result<D
 fn keepalive(channel: Channel) -> Requester {
     type Stream = (
         tokio::sync::mpsc::Sender<LeaseKeepAliveRequest>,
-        tonic::Streaming<placement_center::proto::etcdserverpb::LeaseKeepAliveResponse>,
+        tonic::Streaming<placement_client::proto::etcdserverpb::LeaseKeepAliveResponse>,
         i64,
     );
     let lease = LeaseClient::new(channel);
@@ -253,7 +253,7 @@ fn keepalive(channel: Channel) -> Requester {
 }
 
 fn kept_alive(
-    resp: Option<placement_center::proto::etcdserverpb::LeaseKeepAliveResponse>,
+    resp: Option<placement_client::proto::etcdserverpb::LeaseKeepAliveResponse>,
 ) -> Result<(), tonic::Status> {
     match resp {
         Some(resp) if resp.ttl > 0 => Ok(()),
@@ -273,12 +273,12 @@ async fn heartbeats(
     let clients = load.clients as u64;
     let per_client = (nodes / clients).max(1);
     let endpoints: Vec<String> = args.endpoints.split(',').map(|e| e.trim().to_string()).collect();
-    let started = runtime::now();
+    let started = rt::now();
     let (tx, mut rx) = tokio::sync::mpsc::channel(load.clients);
     for c in 0..clients {
         let endpoint = endpoints[c as usize % endpoints.len()].clone();
         let tx = tx.clone();
-        runtime::spawn_detached("bench-register", async move {
+        rt::spawn_detached("bench-register", async move {
             let result = async {
                 let client = Client::new(std::slice::from_ref(&endpoint), ClientOptions::default())?;
                 let mut epochs = Vec::new();
@@ -331,7 +331,7 @@ async fn watch_latency(
     channels: &[Channel],
     watchers: usize,
 ) -> anyhow::Result<(Measured, u64)> {
-    let epoch = runtime::now();
+    let epoch = rt::now();
     let prefix = b"/watch-latency/".to_vec();
     let mut end = prefix.clone();
     if let Some(last) = end.last_mut() {
@@ -346,7 +346,7 @@ async fn watch_latency(
         let (ready_tx, done_tx, mut stopped) = (ready_tx.clone(), done_tx.clone(), stopped.clone());
         let delivered = delivered.clone();
         let create = WatchCreateRequest { key: prefix.clone(), range_end: end.clone(), ..Default::default() };
-        runtime::spawn_detached("bench-watcher", async move {
+        rt::spawn_detached("bench-watcher", async move {
             let result = async {
                 let (tx, rx) = tokio::sync::mpsc::channel(1);
                 tx.send(WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }).await?;
@@ -394,9 +394,9 @@ async fn watch_latency(
     .await?;
     let expected = writes.latency.len() * watchers as u64;
     // Let the last deliveries arrive (10 s at most).
-    let deadline = runtime::now() + Duration::from_secs(10);
-    while delivered.load(std::sync::atomic::Ordering::Relaxed) < expected && runtime::now() < deadline {
-        runtime::sleep(Duration::from_millis(20)).await;
+    let deadline = rt::now() + Duration::from_secs(10);
+    while delivered.load(std::sync::atomic::Ordering::Relaxed) < expected && rt::now() < deadline {
+        rt::sleep(Duration::from_millis(20)).await;
     }
     let _ = stop.send(true);
     let (mut received, mut latency) = (0, Histogram::<u64>::new(3)?);

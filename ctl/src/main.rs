@@ -1,5 +1,6 @@
-//! placement-ctl: the command line for operators and scripts, over the
-//! [`client`](crate::client) library.
+//! placement-ctl: keys, broker registrations, members and leases of a
+//! Placement Center cluster from the command line, for operators and
+//! scripts, over the `placement-client` library alone (no RocksDB, no Raft).
 //!
 //! Exit codes (stable, for scripts): 0 success; 1 the cluster could not
 //! answer (unavailable, timeout, internal); 2 bad usage or an argument the
@@ -18,10 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use tonic::Code;
+use placement_client::tonic::Code;
 
 pub use output::Format;
 use output::Shown;
+
+use placement_client as client;
+use placement_client::proto;
 
 use crate::client::{Client, ClientError, ClientOptions, Credentials};
 
@@ -140,6 +144,15 @@ fn not_found(message: String) -> CtlError {
 
 type Outcome = Result<(), CtlError>;
 
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    std::process::exit(run(Cli::parse()).await);
+}
+
 /// Runs the command line; the process exit code.
 pub async fn run(cli: Cli) -> i32 {
     match execute(cli).await {
@@ -156,7 +169,7 @@ async fn execute(cli: Cli) -> Outcome {
         clap_complete::generate(shell, &mut Cli::command(), "placement-ctl", &mut std::io::stdout());
         return Ok(());
     }
-    let tls = crate::runtime::TlsSettings::for_client(cli.cacert.as_deref(), cli.cert.as_deref(), cli.key.as_deref())
+    let tls = crate::client::TlsSettings::for_client(cli.cacert.as_deref(), cli.cert.as_deref(), cli.key.as_deref())
         .map_err(|e| CtlError { code: 2, message: e.to_string() })?;
     let credentials = credentials(cli.user.as_deref())?;
     let options = ClientOptions {
