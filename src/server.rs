@@ -191,13 +191,16 @@ impl Server {
         let node = RaftNode::start(opts, engine).await?;
         let peer_tasks = TaskGroup::new();
         let gate = PeerGate::new(&config);
-        let peer_router = runtime::server_builder(peer_tls.as_ref()).map_err(|e| tls("peer TLS", e))?.add_service(
+        let peer_acceptor = runtime::acceptor(peer_tls.as_ref(), false).map_err(|e| tls("peer TLS", e))?;
+        let peer_router = runtime::server_builder().add_service(
             RaftServer::new(RaftService::new(node.clone(), gate, peer_tasks.shutdown_signal()))
                 .max_decoding_message_size(crate::raft::network::MAX_PEER_MESSAGE_BYTES),
         );
         let mut stop = peer_tasks.shutdown_signal();
         peer_tasks.spawn("peer-grpc", async move {
-            if let Err(e) = runtime::serve(peer_router, listeners.peer, async move { stop.wait().await }).await {
+            if let Err(e) =
+                runtime::serve(peer_router, listeners.peer, peer_acceptor, async move { stop.wait().await }).await
+            {
                 tracing::error!(cause = %e, "peer server failed");
             }
         });
@@ -214,8 +217,8 @@ impl Server {
             .max_decoding_message_size(max_message);
         // etcd's JSON gateway beside gRPC (see runtime::client_server_builder).
         let gateway = crate::api::gateway::GatewayLayer::new(node.clone(), max_message);
-        let mut client_builder =
-            runtime::client_server_builder(client_tls.as_ref(), gateway).map_err(|e| tls("client TLS", e))?;
+        let client_acceptor = runtime::acceptor(client_tls.as_ref(), true).map_err(|e| tls("client TLS", e))?;
+        let mut client_builder = runtime::client_server_builder(gateway);
         let client_router = client_builder
             .add_service(kv)
             .add_service(watch)
@@ -312,7 +315,9 @@ impl Server {
         });
         let mut stop = client_tasks.shutdown_signal();
         client_tasks.spawn("client-grpc", async move {
-            if let Err(e) = runtime::serve(client_router, listeners.client, async move { stop.wait().await }).await {
+            if let Err(e) =
+                runtime::serve(client_router, listeners.client, client_acceptor, async move { stop.wait().await }).await
+            {
                 tracing::error!(cause = %e, "client server failed");
             }
         });

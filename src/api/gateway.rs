@@ -385,13 +385,16 @@ fn frame(proto: &[u8]) -> Bytes {
 }
 
 /// The gRPC request stream of a streaming route: each JSON object of the
-/// body as it arrives, as a frame. A body that is not JSON ends it.
+/// body as it arrives, as a frame. A body that is not JSON (or not the
+/// request's JSON) ends it there, as the body's end does: grpc-gateway, in
+/// front of etcd, logs the decode error and closes its sending side too, so
+/// the answers to the requests before it go on.
 fn requests(body: Body, encode: fn(&[u8]) -> Result<Vec<u8>, String>, max_pending: usize, hold_open: bool) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     crate::runtime::spawn_detached("gateway-requests", async move {
         let mut body = body;
         let mut pending = BytesMut::new();
-        while let Some(Ok(chunk)) = body.frame().await {
+        'body: while let Some(Ok(chunk)) = body.frame().await {
             let Ok(data) = chunk.into_data() else { continue };
             pending.extend_from_slice(&data);
             loop {
@@ -399,18 +402,27 @@ fn requests(body: Body, encode: fn(&[u8]) -> Result<Vec<u8>, String>, max_pendin
                 let end = match values.next() {
                     Some(Ok(_)) => values.byte_offset(),
                     Some(Err(e)) if e.is_eof() => break,
-                    // Not JSON: the stream ends here.
-                    Some(Err(_)) => return,
+                    Some(Err(e)) => {
+                        tracing::debug!(cause = %e, "gateway: a streamed request is not JSON; the requests end there");
+                        break 'body;
+                    }
                     None => break,
                 };
-                let Ok(proto) = encode(&pending[..end]) else { return };
+                let proto = match encode(&pending[..end]) {
+                    Ok(proto) => proto,
+                    Err(e) => {
+                        tracing::debug!(cause = %e, "gateway: a streamed request does not decode; the requests end there");
+                        break 'body;
+                    }
+                };
                 pending.advance(end);
                 if tx.send(frame(&proto)).await.is_err() {
                     return;
                 }
             }
             if pending.len() > max_pending {
-                return;
+                tracing::debug!(max_pending, "gateway: a streamed request is too large; the requests end there");
+                break;
             }
         }
         if hold_open {

@@ -27,7 +27,9 @@ pub use signal::{notify_service_manager, shutdown_signal};
 #[cfg(madsim)]
 pub use skew::{reset_clocks, skew_clock, with_node_clock, SkewedInstant};
 pub use tasks::{spawn_detached, Shutdown, TaskGroup};
-pub use tls::{client_server_builder, endpoint, peer_certificates, server_builder, TlsError, TlsSettings};
+pub use tls::{
+    acceptor, client_server_builder, endpoint, peer_certificates, server_builder, TlsAcceptor, TlsError, TlsSettings,
+};
 
 /// A node's own monotonic clock, for decisions a node makes by its clock
 /// alone (lease deadlines). In simulation each node's clock can be skewed.

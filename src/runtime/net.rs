@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 
 use tonic::transport::server::Router;
 
+use super::tls::TlsAcceptor;
+
 /// A bound listening address.
 #[cfg(not(madsim))]
 pub struct Listener(tokio::net::TcpListener);
@@ -95,15 +97,16 @@ pub async fn await_resolvable(_addr: &str, _attempts: u32) -> Result<(), String>
 /// buffers and HTTP/2 state; brokers hold one each).
 pub const MAX_CONNECTIONS: usize = 16_384;
 
-/// Serves `router` on `listener` until `shutdown` completes, with at most
-/// [`MAX_CONNECTIONS`] connections open.
+/// Serves `router` on `listener` (over TLS with `tls`) until `shutdown`
+/// completes, with at most [`MAX_CONNECTIONS`] connections open.
 #[cfg(not(madsim))]
 pub async fn serve<L: RoutesLayer>(
     router: Router<L>,
     listener: Listener,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    serve_limited(router, listener, MAX_CONNECTIONS, shutdown).await
+    serve_limited(router, listener, tls, MAX_CONNECTIONS, shutdown).await
 }
 
 /// What serves a connection's requests: the gRPC routes, maybe wrapped.
@@ -141,11 +144,13 @@ pub trait RoutesLayer: tower_layer::Layer<tonic::service::Routes, Service: Route
 #[cfg(not(madsim))]
 impl<L: tower_layer::Layer<tonic::service::Routes, Service: RoutesService>> RoutesLayer for L {}
 
-/// [`serve`] with `limit` connections at most.
+/// [`serve`] with `limit` connections at most. A connection counts from its
+/// accept, through its TLS handshake, to its close.
 #[cfg(not(madsim))]
 pub async fn serve_limited<L: RoutesLayer>(
     router: Router<L>,
     listener: Listener,
+    tls: Option<TlsAcceptor>,
     limit: usize,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
@@ -179,8 +184,43 @@ pub async fn serve_limited<L: RoutesLayer>(
             }
         })
         .filter_map(std::future::ready);
-    router.serve_with_incoming_shutdown(incoming, shutdown).await
+    let Some(TlsAcceptor(acceptor)) = tls else { return router.serve_with_incoming_shutdown(incoming, shutdown).await };
+    // Handshakes run side by side (a slow client holds up no other), at
+    // most MAX_HANDSHAKES at once, each for HANDSHAKE_TIMEOUT at most; a
+    // failed one closes its connection.
+    let handshaken = incoming
+        .map(move |accepted| {
+            let acceptor = acceptor.clone();
+            async move {
+                let connection = match accepted {
+                    Ok(connection) => connection,
+                    Err(e) => return Some(Err(e)),
+                };
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(connection)).await {
+                    Ok(Ok(stream)) => Some(Ok(stream)),
+                    Ok(Err(e)) => {
+                        tracing::debug!(cause = %e, "TLS handshake failed");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake timed out after {HANDSHAKE_TIMEOUT:?}");
+                        None
+                    }
+                }
+            }
+        })
+        .buffer_unordered(MAX_HANDSHAKES)
+        .filter_map(std::future::ready);
+    router.serve_with_incoming_shutdown(handshaken, shutdown).await
 }
+
+/// TLS handshakes in progress at once on one listener.
+#[cfg(not(madsim))]
+const MAX_HANDSHAKES: usize = 1024;
+
+/// How long a TLS handshake may take.
+#[cfg(not(madsim))]
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// An accepted connection holding its place among the open ones.
 #[cfg(not(madsim))]
@@ -256,17 +296,20 @@ const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 pub async fn serve_limited(
     router: Router,
     listener: Listener,
+    tls: Option<TlsAcceptor>,
     _limit: usize,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    serve(router, listener, shutdown).await
+    serve(router, listener, tls, shutdown).await
 }
 
-/// Serves `router` on `listener` until `shutdown` completes.
+/// Serves `router` on `listener` until `shutdown` completes (no TLS: the
+/// simulation never builds an acceptor).
 #[cfg(madsim)]
 pub async fn serve(
     router: Router,
     listener: Listener,
+    _tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     router.serve_with_shutdown(listener.0, shutdown).await

@@ -45,7 +45,7 @@ async fn connections_past_the_limit_are_closed_until_one_closes() {
     let addr = listener.local_addr().unwrap();
     let router = tonic::transport::Server::builder().add_service(HealthServer::new(AlwaysServing));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime::serve_limited(router, listener, 2, async move {
+    let server = runtime::serve_limited(router, listener, None, 2, async move {
         let _ = stopped.await;
     });
     let client = async move {

@@ -54,10 +54,10 @@ async fn etcdctl_and_peers_speak_tls_and_untrusted_or_forged_peers_are_refused()
     assert!(!ok, "a plain-TCP client was served on a TLS port");
 
     // The JSON gateway over TLS, with the client's certificate as its
-    // identity (HTTP/2: tonic's TLS offers only h2 by ALPN).
+    // identity, in HTTP/2 and in HTTP/1.1 (ALPN offers both).
     let curl = |extra: &[&str]| {
         let out = std::process::Command::new("curl")
-            .args(["-s", "--max-time", "5", "--cacert"])
+            .args(["-s", "--max-time", "5", "-w", "\n%{http_version}", "--cacert"])
             .arg(&pki.ca_file)
             .args(extra)
             .args(["-X", "POST", &format!("{https}/v3/kv/range"), "-d", r#"{"key": "L3NlY3VyZQ=="}"#])
@@ -66,9 +66,15 @@ async fn etcdctl_and_peers_speak_tls_and_untrusted_or_forged_peers_are_refused()
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let (cert_file, key_file) = (client.cert.to_str().unwrap(), client.key.to_str().unwrap());
-    let answer = curl(&["--cert", cert_file, "--key", key_file]);
-    assert!(answer.contains(r#""value":"eWVz""#), "{answer}");
-    assert!(!curl(&[]).contains("eWVz"), "the gateway served a client without a certificate");
+    // A client that connects and never starts its handshake holds up no other.
+    let _silent = std::net::TcpStream::connect(https.trim_start_matches("https://")).unwrap();
+    for (version, spoken) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let answer = curl(&[version, "--cert", cert_file, "--key", key_file]);
+        assert!(answer.contains(r#""value":"eWVz""#), "{version}: {answer}");
+        assert!(answer.ends_with(&format!("\n{spoken}")), "{version} was not spoken: {answer}");
+        let refused = curl(&[version]);
+        assert!(!refused.contains("eWVz"), "the gateway served a client without a certificate ({version}): {refused}");
+    }
 
     // placement-ctl takes the same flags.
     let (code, out, err) = crate::ctl::ctl(&https, &[&ca, &cert, &key, "kv", "get", "/secure"]);
