@@ -359,12 +359,7 @@ fn leader_power_loss_read() -> Vec<String> {
             let put_to = addr.clone();
             let put = client.spawn(async move {
                 let mut kv = KvClient::new(crate::channel(&put_to));
-                let put = PutRequest {
-                    key: b"scenario/k".to_vec(),
-                    value: round.to_string().into_bytes(),
-                    ..Default::default()
-                };
-                matches!(runtime::timeout(Duration::from_secs(2), kv.put(put)).await, Ok(Ok(_)))
+                matches!(runtime::timeout(Duration::from_secs(2), kv.put(scenario_put(round))).await, Ok(Ok(_)))
             });
             if !put.await.unwrap_or(false) {
                 continue;
@@ -372,20 +367,7 @@ fn leader_power_loss_read() -> Vec<String> {
             acknowledged += 1;
             cluster.power_loss_all(leader);
             cluster.restart(leader);
-            let read = client.spawn(async move {
-                let mut kv = KvClient::new(crate::channel(&addr));
-                let until = runtime::now() + Duration::from_secs(5);
-                while runtime::now() < until {
-                    let read = RangeRequest { key: b"scenario/k".to_vec(), ..Default::default() };
-                    if let Ok(Ok(resp)) = runtime::timeout(Duration::from_millis(500), kv.range(read)).await {
-                        let value =
-                            resp.into_inner().kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
-                        return Some(value);
-                    }
-                    runtime::sleep(Duration::from_millis(20)).await;
-                }
-                None
-            });
+            let read = client.spawn(read_scenario_k(vec![addr], Duration::from_secs(5), Duration::from_millis(20)));
             match read.await.ok().flatten() {
                 Some(value) if value.as_deref() != Some(round.to_string().as_str()) => violations.push(format!(
                     "leader-power-loss-read: round {round}: {leader}, restarted after a power loss, \
@@ -907,9 +889,7 @@ fn nospace_raised_after_its_disarm() -> Vec<String> {
             let mut i = 0u32;
             while !writing.load(Ordering::Relaxed) {
                 i += 1;
-                let put =
-                    PutRequest { key: b"scenario/k".to_vec(), value: i.to_string().into_bytes(), ..Default::default() };
-                if let Ok(Ok(_)) = runtime::timeout(Duration::from_millis(500), kv.put(put)).await {
+                if let Ok(Ok(_)) = runtime::timeout(Duration::from_millis(500), kv.put(scenario_put(i))).await {
                     counted.fetch_add(1, Ordering::Relaxed);
                 }
                 runtime::sleep(Duration::from_millis(2)).await;
@@ -1073,9 +1053,31 @@ fn put_on(
 ) -> madsim::task::JoinHandle<Result<Result<tonic::Response<PutResponse>, tonic::Status>, runtime::Elapsed>> {
     client.spawn(async move {
         let mut kv = KvClient::new(crate::channel(&addr));
-        let put = PutRequest { key: b"scenario/k".to_vec(), value: i.to_string().into_bytes(), ..Default::default() };
-        runtime::timeout(wait, kv.put(put)).await
+        runtime::timeout(wait, kv.put(scenario_put(i))).await
     })
+}
+
+/// The put of `scenario/k` = `i` most scenarios write.
+fn scenario_put(i: impl ToString) -> PutRequest {
+    PutRequest { key: b"scenario/k".to_vec(), value: i.to_string().into_bytes(), ..Default::default() }
+}
+
+/// A linearizable read of `scenario/k`, asked of `addrs` in turn (500 ms an
+/// attempt, `pause` between) until one answers or `within` has passed:
+/// `Some(the value)` (`Some(None)`: no such key), `None` if none answered.
+async fn read_scenario_k(addrs: Vec<String>, within: Duration, pause: Duration) -> Option<Option<String>> {
+    let until = runtime::now() + within;
+    let mut attempt = 0;
+    while runtime::now() < until {
+        let mut kv = KvClient::new(crate::channel(&addrs[attempt % addrs.len()]));
+        attempt += 1;
+        let read = RangeRequest { key: b"scenario/k".to_vec(), ..Default::default() };
+        if let Ok(Ok(resp)) = runtime::timeout(Duration::from_millis(500), kv.range(read)).await {
+            return Some(resp.into_inner().kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned()));
+        }
+        runtime::sleep(pause).await;
+    }
+    None
 }
 
 /// Writes with `put` (numbered from 1, `tries` at most) until `slot`'s Raft
@@ -1234,12 +1236,9 @@ fn whole_cluster_power_loss() -> Vec<String> {
                 .spawn(async move {
                     for attempt in 0..20 {
                         let mut kv = KvClient::new(crate::channel(&put_to[attempt % put_to.len()]));
-                        let put = PutRequest {
-                            key: b"scenario/k".to_vec(),
-                            value: put_value.clone().into_bytes(),
-                            ..Default::default()
-                        };
-                        if let Ok(Ok(_)) = runtime::timeout(Duration::from_secs(2), kv.put(put)).await {
+                        if let Ok(Ok(_)) =
+                            runtime::timeout(Duration::from_secs(2), kv.put(scenario_put(&put_value))).await
+                        {
                             return true;
                         }
                         runtime::sleep(Duration::from_millis(100)).await;
@@ -1258,23 +1257,7 @@ fn whole_cluster_power_loss() -> Vec<String> {
             for slot in 1..=5 {
                 cluster.restart(slot);
             }
-            let read_from = addrs.clone();
-            let read = client.spawn(async move {
-                let until = runtime::now() + Duration::from_secs(10);
-                let mut attempt = 0;
-                while runtime::now() < until {
-                    attempt += 1;
-                    let mut kv = KvClient::new(crate::channel(&read_from[attempt % read_from.len()]));
-                    let read = RangeRequest { key: b"scenario/k".to_vec(), ..Default::default() };
-                    if let Ok(Ok(resp)) = runtime::timeout(Duration::from_millis(500), kv.range(read)).await {
-                        return Some(
-                            resp.into_inner().kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned()),
-                        );
-                    }
-                    runtime::sleep(Duration::from_millis(50)).await;
-                }
-                None
-            });
+            let read = client.spawn(read_scenario_k(addrs, Duration::from_secs(10), Duration::from_millis(50)));
             match read.await.ok().flatten() {
                 None => violations.push(format!("{NAME}: round {round}: no linearizable read answered within 10 s")),
                 Some(read) if read.as_deref() != Some(value.as_str()) => violations.push(format!(

@@ -32,6 +32,7 @@ use tonic::body::Body;
 use tonic::{Code, Status};
 
 use crate::raft::RaftNode;
+use crate::runtime::RoutesService;
 
 /// How a gateway route's gRPC method streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,11 +270,7 @@ pub struct Gateway<S> {
 
 type Answer = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
-impl<S> tower_service::Service<Request<Body>> for Gateway<S>
-where
-    S: tower_service::Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
+impl<S: RoutesService> tower_service::Service<Request<Body>> for Gateway<S> {
     type Response = Response<Body>;
     type Error = Infallible;
     /// gRPC's own future, or the gateway's (no extra allocation on the gRPC path).
@@ -298,10 +295,12 @@ where
 }
 
 /// The gateway's answer to `req`.
-async fn answer<S>(routes: S, node: Arc<RaftNode>, max_body: usize, req: Request<Body>) -> Response<Body>
-where
-    S: tower_service::Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
-{
+async fn answer<S: RoutesService>(
+    routes: S,
+    node: Arc<RaftNode>,
+    max_body: usize,
+    req: Request<Body>,
+) -> Response<Body> {
     let path = req.uri().path();
     if req.method() == http::Method::GET {
         match path {

@@ -21,7 +21,7 @@ mod tls;
 pub use async_rt::{raft_now, PlacementRuntime};
 pub use clock::{now, sleep, timeout, wall_clock_millis, Elapsed, Instant};
 pub use disk::{blocking, engine_closed, open_engine};
-pub use net::{await_resolvable, serve_limited};
+pub use net::{await_resolvable, serve_limited, RoutesService};
 pub use net::{serve, serve_http, HttpHandler, Listener, MAX_CONNECTIONS};
 pub use signal::{notify_service_manager, shutdown_signal};
 #[cfg(madsim)]

@@ -109,27 +109,26 @@ pub async fn serve<L: RoutesLayer>(
     serve_limited(router, listener, tls, MAX_CONNECTIONS, shutdown).await
 }
 
-/// What serves a connection's requests: the gRPC routes, maybe wrapped.
-#[cfg(not(madsim))]
+/// What serves a connection's requests: the gRPC routes, maybe wrapped
+/// (the gateway wraps them in both flavours, so this bound is in both).
 pub trait RoutesService:
     tower_service::Service<
         http::Request<tonic::body::Body>,
         Response = http::Response<tonic::body::Body>,
         Error = std::convert::Infallible,
-        Future: Send,
+        Future: Send + 'static,
     > + Clone
     + Send
     + 'static
 {
 }
 
-#[cfg(not(madsim))]
 impl<S> RoutesService for S where
     S: tower_service::Service<
             http::Request<tonic::body::Body>,
             Response = http::Response<tonic::body::Body>,
             Error = std::convert::Infallible,
-            Future: Send,
+            Future: Send + 'static,
         > + Clone
         + Send
         + 'static
