@@ -134,6 +134,13 @@ mod tests {
             s(20, 1, (2, 2, true), false),
         ];
         assert!(check(&samples).is_empty());
+        // Seed 108: openraft's leader ids are (term, node), so two nodes may
+        // each lead under their own id in one term; one leader per term is
+        // not an invariant of ours.
+        assert!(
+            check(&[s(0, 1, (3, 1, true), true), s(5, 2, (3, 2, true), true)]).is_empty(),
+            "two leader ids, one term"
+        );
     }
 
     #[test]
