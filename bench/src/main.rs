@@ -151,6 +151,17 @@ pub enum Scenario {
         #[arg(long, default_value_t = 10_000)]
         nodes: u64,
     },
+    /// Consumer offsets: each client commits the offsets of `--shards`
+    /// shards for one of `--groups` groups, again and again; reports (on
+    /// stderr) how many Raft writes (revisions) the commits took.
+    OffsetCommit {
+        /// Consumer groups, spread over the clients.
+        #[arg(long, default_value_t = 1000)]
+        groups: u64,
+        /// Shards each commit covers.
+        #[arg(long, default_value_t = 4)]
+        shards: u32,
+    },
 }
 
 impl Args {

@@ -21,7 +21,9 @@ use placement_client::proto::etcdserverpb::{
     WatchCreateRequest, WatchRequest,
 };
 use placement_client::proto::placement::v1::placement_client::PlacementClient;
-use placement_client::proto::placement::v1::{HeartbeatRequest, RegisterNodeRequest};
+use placement_client::proto::placement::v1::{
+    CommitOffsetsRequest, HeartbeatRequest, RegisterNodeRequest, ShardOffset,
+};
 use placement_client::tonic;
 use placement_client::tonic::transport::Channel;
 use placement_client::{Client, ClientOptions};
@@ -75,6 +77,21 @@ pub async fn run(args: &Args, channels: &[Channel]) -> anyhow::Result<Report> {
             settings.insert("nodes", (*nodes).into());
             let measured = heartbeats(args, &load, channels, *nodes).await?;
             ("heartbeat", measured, "heartbeats", None)
+        }
+        Scenario::OffsetCommit { groups, shards } => {
+            settings.insert("groups", (*groups).into());
+            settings.insert("shards", (*shards).into());
+            let before = revision(&channels[0]).await?;
+            let measured =
+                drive("offset-commit", &load, channels, |c, ch| offset_commit(*groups, *shards, c, ch)).await?;
+            let writes = revision(&channels[0]).await? - before;
+            settings.insert("raft_writes", writes.into());
+            let commits = measured.latency.len();
+            eprintln!(
+                "offset-commit: {commits} commits took {writes} writes ({:.1} commits a write)",
+                commits as f64 / writes.max(1) as f64
+            );
+            ("offset-commit", measured, "commits", None)
         }
         Scenario::WatchLatency { watchers } => {
             settings.insert("watchers", (*watchers).into());
@@ -260,6 +277,29 @@ fn kept_alive(
         Some(_) => Err(tonic::Status::not_found("lease expired")),
         None => Err(tonic::Status::unavailable("keepalive stream ended")),
     }
+}
+
+/// Commits of client `client`: group `client % groups` (and the next ones,
+/// `groups` apart, when there are fewer clients), every shard, offset `n`.
+fn offset_commit(groups: u64, shards: u32, client: usize, channel: Channel) -> Requester {
+    let placement = PlacementClient::new(channel);
+    Box::new(move |n| {
+        let group = (client as u64 + n * 7919) % groups.max(1);
+        let offsets = (0..shards)
+            .map(|shard| ShardOffset { topic: "orders".into(), shard, offset: n as i64, metadata: String::new() })
+            .collect();
+        let req = CommitOffsetsRequest { cluster: "bench".into(), group: format!("g{group}"), generation: 0, offsets };
+        let mut placement = placement.clone();
+        let req = crate::authed(req);
+        async move { placement.commit_offsets(req).await.map(drop) }.boxed()
+    })
+}
+
+/// The store's revision now (a linearizable read).
+async fn revision(channel: &Channel) -> anyhow::Result<i64> {
+    let req = RangeRequest { key: b"\0".to_vec(), count_only: true, ..Default::default() };
+    let resp = KvClient::new(channel.clone()).range(crate::authed(req)).await?.into_inner();
+    Ok(resp.header.map_or(0, |h| h.revision))
 }
 
 /// Registers `nodes` brokers (through the client library, spread over the

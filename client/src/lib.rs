@@ -75,8 +75,9 @@ use crate::proto::etcdserverpb::watch_client::WatchClient;
 use crate::proto::etcdserverpb::{AuthenticateRequest, MemberListRequest, StatusRequest};
 use crate::proto::placement::v1::placement_client::PlacementClient;
 use crate::proto::placement::v1::{
-    HeartbeatRequest, HeartbeatResponse, ListNodesRequest, ListNodesResponse, NodeInfo, RegisterNodeRequest,
-    RegisterNodeResponse, UnregisterNodeRequest, WatchNodesRequest, WatchNodesResponse,
+    CommitOffsetsRequest, CommitOffsetsResponse, FetchOffsetsRequest, FetchOffsetsResponse, HeartbeatRequest,
+    HeartbeatResponse, ListNodesRequest, ListNodesResponse, NodeInfo, RegisterNodeRequest, RegisterNodeResponse,
+    UnregisterNodeRequest, WatchNodesRequest, WatchNodesResponse,
 };
 
 /// Why a call failed.
@@ -498,6 +499,51 @@ impl Client {
         self.call(Retry::Idempotent, |ch| {
             let req = self.request(req.clone());
             async move { PlacementClient::new(ch).heartbeat(req).await }
+        })
+        .await
+    }
+
+    /// Commits a consumer group's offsets, all or none; with a generation
+    /// (not 0), refused with FailedPrecondition if the group has seen a
+    /// higher one. Retried only when it certainly did not reach a member:
+    /// a retry of one that was applied could meet a newer generation and
+    /// report as refused a commit that took effect.
+    ///
+    /// ```no_run
+    /// use placement_client::proto::placement::v1::{CommitOffsetsRequest, ShardOffset};
+    ///
+    /// # async fn example(client: &placement_client::Client) -> Result<(), placement_client::ClientError> {
+    /// let offsets = (0..4)
+    ///     .map(|shard| ShardOffset { topic: "orders".into(), shard, offset: 1200, metadata: String::new() })
+    ///     .collect();
+    /// let req = CommitOffsetsRequest { cluster: "mq".into(), group: "billing".into(), generation: 7, offsets };
+    /// client.commit_offsets(req).await?;
+    /// let fetched = client.fetch_offsets("mq", "billing", "orders").await?;
+    /// assert_eq!(fetched.generation, 7);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn commit_offsets(&self, req: CommitOffsetsRequest) -> Result<CommitOffsetsResponse, ClientError> {
+        self.call(Retry::OnlyIfNotSent, |ch| {
+            let req = self.request(req.clone());
+            async move { PlacementClient::new(ch).commit_offsets(req).await }
+        })
+        .await
+    }
+
+    /// `group`'s committed offsets of `topic` ("": every topic) and its
+    /// generation, linearizable (idempotent: retried).
+    pub async fn fetch_offsets(
+        &self,
+        cluster: &str,
+        group: &str,
+        topic: &str,
+    ) -> Result<FetchOffsetsResponse, ClientError> {
+        let req =
+            FetchOffsetsRequest { cluster: cluster.to_string(), group: group.to_string(), topic: topic.to_string() };
+        self.call(Retry::Idempotent, |ch| {
+            let req = self.request(req.clone());
+            async move { PlacementClient::new(ch).fetch_offsets(req).await }
         })
         .await
     }

@@ -13,6 +13,7 @@ mod cluster;
 mod kv;
 mod lease;
 mod node;
+mod offsets;
 mod output;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub use cluster::{ClusterCommand, ConfigCommand};
 pub use kv::KvCommand;
 pub use lease::LeaseCommand;
 pub use node::NodeCommand;
+pub use offsets::OffsetsCommand;
 
 /// Command line of placement-ctl.
 #[derive(Parser, Debug)]
@@ -96,6 +98,9 @@ pub enum Command {
     /// Leases.
     #[command(subcommand)]
     Lease(LeaseCommand),
+    /// Consumer groups' committed offsets.
+    #[command(subcommand)]
+    Offsets(OffsetsCommand),
     /// Prints a shell completion script (e.g. `placement-ctl completions bash > /etc/bash_completion.d/placement-ctl`).
     Completions {
         /// The shell.
@@ -186,6 +191,7 @@ async fn execute(cli: Cli) -> Outcome {
         Command::Node(c) => ctl.node(c).await,
         Command::Cluster(c) => ctl.cluster(c).await,
         Command::Lease(c) => ctl.lease(c).await,
+        Command::Offsets(c) => ctl.offsets(c).await,
         Command::Completions { .. } => Ok(()),
     }
 }

@@ -23,6 +23,8 @@ pub mod brokers;
 #[cfg(madsim)]
 pub mod cluster;
 #[cfg(madsim)]
+pub mod consumers;
+#[cfg(madsim)]
 pub mod forgery;
 #[cfg(madsim)]
 pub mod nemesis;

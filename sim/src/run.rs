@@ -14,7 +14,7 @@ use crate::checker::{self, raft_invariants};
 use crate::cluster::SimCluster;
 use crate::history::{Call, Outcome, TraceHash};
 use crate::nemesis::{self, FaultKind, NemesisLog};
-use crate::{auth, brokers, watchers, workload};
+use crate::{auth, brokers, consumers, watchers, workload};
 
 /// Watch clients per run.
 const WATCHERS: u32 = 2;
@@ -77,6 +77,10 @@ pub struct Report {
     pub heartbeats: usize,
     /// Node events the node watcher saw leave (expired or unregistered).
     pub nodes_left: usize,
+    /// Offset commits acknowledged.
+    pub offset_commits: usize,
+    /// Offset commits refused for a stale generation (the fence at work).
+    pub offset_commits_fenced: usize,
     /// Whether auth was on.
     pub auth: bool,
     /// Times the prober's role was revoked (and the window checked).
@@ -165,6 +169,8 @@ async fn run(opts: RunOptions) -> Report {
     let mut others = watchers::start_watchers(WATCHERS, &addrs, until, &sessions);
     others.extend(watchers::start_lease_clients(LEASE_CLIENTS, &addrs, start, until, &episodes));
     others.extend(brokers::start(BROKERS, &addrs, start, until, &broker_history));
+    let consumed = consumers::Recorded::default();
+    others.extend(consumers::start(&addrs, start, until, &consumed));
     let probes = Arc::new(Mutex::new(Vec::new()));
     if auth_on {
         let node = madsim::runtime::Handle::current().create_node().name("prober").ip(crate::cluster::ip(246)).build();
@@ -325,6 +331,15 @@ async fn run(opts: RunOptions) -> Report {
     if events_seen == 0 {
         violations.push("the watchers saw no event: the watch check checked nothing".to_string());
     }
+    // Consumer groups: each shard's offsets as a register, and the fence.
+    let offset_ops = consumed.ops.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    violations.extend(checker::linearizability::check(&offset_ops).into_iter().map(|v| format!("offsets: {v}")));
+    let commits = consumed.commits.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    violations.extend(checker::offsets::check(&commits));
+    let offset_commits = commits.iter().filter(|c| matches!(c.ended, checker::offsets::Ended::Acked(_))).count();
+    if offset_commits == 0 {
+        violations.push("the consumers had no commit acknowledged: the offsets checks checked nothing".to_string());
+    }
     let probes = probes.lock().unwrap_or_else(|e| e.into_inner()).clone();
     violations.extend(auth::check(&revocations.windows, &probes));
     if auth_on && (revocations.windows.is_empty() || !probes.iter().any(|p| p.succeeded)) {
@@ -355,6 +370,12 @@ async fn run(opts: RunOptions) -> Report {
     for op in &broker_history {
         trace.feed_display(op);
     }
+    for op in &offset_ops {
+        trace.feed_display(op);
+    }
+    for commit in &commits {
+        trace.feed_display(commit);
+    }
     trace.feed_display(&format!("{observed:?}"));
     Report {
         seed: opts.seed,
@@ -373,6 +394,8 @@ async fn run(opts: RunOptions) -> Report {
         registrations,
         heartbeats,
         nodes_left,
+        offset_commits,
+        offset_commits_fenced: commits.iter().filter(|c| matches!(c.ended, checker::offsets::Ended::Stale(_))).count(),
         auth: auth_on,
         revocation_windows: revocations.windows.len(),
         probes_denied: probes.iter().filter(|p| !p.succeeded).count(),

@@ -243,7 +243,36 @@ impl ApiContext {
     /// auth store, and the command carries that store's revision: if auth
     /// changed by the time it applies, it is refused there.
     pub async fn propose(&self, caller: &Caller, request: command::Request) -> Result<CommandResult, ApiError> {
-        if crate::state::grows(&request) {
+        let auth_revision = {
+            let state = read_state(self.node.state());
+            state.authorize(caller.user(), &request)?;
+            state.auth().revision()
+        };
+        self.propose_checked(auth_revision, request).await
+    }
+
+    /// Proposes a write whose callers' permissions were checked against this
+    /// member's auth store at `auth_revision` (a batch made for several
+    /// callers: the offset committer's): if auth changed by the time it
+    /// applies, it is refused there, as [`ApiContext::propose`]'s is. The
+    /// quota and the size limit apply.
+    pub async fn propose_checked(
+        &self,
+        auth_revision: u64,
+        request: command::Request,
+    ) -> Result<CommandResult, ApiError> {
+        self.check_quota(&request).await?;
+        self.propose_command(Command {
+            auth_revision: Some(auth_revision),
+            alarm_disarms: None,
+            request: Some(request),
+        })
+        .await
+    }
+
+    /// Refuses a write that grows the store past the quota (NOSPACE).
+    async fn check_quota(&self, request: &command::Request) -> Result<(), ApiError> {
+        if crate::state::grows(request) {
             let cost = request.encoded_len() as u64;
             // A short reading is taken again before it raises the alarm.
             if self.quota.exceeded_by(&self.node, cost).is_some()
@@ -252,17 +281,7 @@ impl ApiContext {
                 return Err(StateError::NoSpace.into());
             }
         }
-        let auth_revision = {
-            let state = read_state(self.node.state());
-            state.authorize(caller.user(), &request)?;
-            state.auth().revision()
-        };
-        self.propose_command(Command {
-            auth_revision: Some(auth_revision),
-            alarm_disarms: None,
-            request: Some(request),
-        })
-        .await
+        Ok(())
     }
 
     /// Raises this member's NOSPACE alarm if `short` (a reading of the

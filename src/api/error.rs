@@ -118,9 +118,11 @@ fn placement_status(e: &PlacementError) -> Status {
         | PlacementError::NoEpoch
         | PlacementError::BadConfig(_) => Code::InvalidArgument,
         PlacementError::NotRegistered { .. } => Code::NotFound,
-        PlacementError::StaleEpoch { .. } | PlacementError::NoLease { .. } => Code::FailedPrecondition,
+        PlacementError::StaleEpoch { .. } | PlacementError::NoLease { .. } | PlacementError::StaleGeneration { .. } => {
+            Code::FailedPrecondition
+        }
         PlacementError::Compacted { .. } => Code::OutOfRange,
-        PlacementError::Raced { .. } => Code::Aborted,
+        PlacementError::Raced { .. } | PlacementError::GenerationRaced { .. } => Code::Aborted,
     };
     Status::new(code, format!("placement: {e}"))
 }

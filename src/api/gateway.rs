@@ -233,6 +233,12 @@ fn method(path: &str) -> Option<Method> {
         "/v1/placement/status" => {
             route!("/placement.v1.Placement/ClusterStatus", Unary, p::ClusterStatusRequest, p::ClusterStatusResponse)
         }
+        "/v1/placement/offsets/commit" => {
+            route!("/placement.v1.Placement/CommitOffsets", Unary, p::CommitOffsetsRequest, p::CommitOffsetsResponse)
+        }
+        "/v1/placement/offsets/fetch" => {
+            route!("/placement.v1.Placement/FetchOffsets", Unary, p::FetchOffsetsRequest, p::FetchOffsetsResponse)
+        }
         _ => return None,
     })
 }

@@ -10,6 +10,7 @@ pub mod health;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
+pub mod offsets;
 pub mod placement;
 pub mod tokens;
 pub mod watch;

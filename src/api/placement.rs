@@ -19,8 +19,9 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::context::{receiver_stream, ApiContext, Caller, ResponseStream};
+use super::offsets::OffsetCommitter;
 use super::ApiError;
-use crate::placement::{self, ClusterConfig, NodeRecord, PlacementError};
+use crate::placement::{self, offsets, ClusterConfig, NodeRecord, PlacementError};
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use crate::proto::etcdserverpb::request_op::Request as Op;
@@ -31,10 +32,11 @@ use crate::proto::mvccpb::event::EventType;
 use crate::proto::mvccpb::{Event, KeyValue};
 use crate::proto::placement::v1::placement_server::Placement;
 use crate::proto::placement::v1::{
-    node_event, ClusterConfigResponse, ClusterNodes, ClusterStatusRequest, ClusterStatusResponse,
-    GetClusterConfigRequest, Header, HeartbeatRequest, HeartbeatResponse, ListNodesRequest, ListNodesResponse,
-    MemberStatus, NodeEvent, NodeInfo, RegisterNodeRequest, RegisterNodeResponse, SetClusterConfigRequest,
-    UnregisterNodeRequest, UnregisterNodeResponse, WatchNodesRequest, WatchNodesResponse,
+    node_event, ClusterConfigResponse, ClusterNodes, ClusterStatusRequest, ClusterStatusResponse, CommitOffsetsRequest,
+    CommitOffsetsResponse, FetchOffsetsRequest, FetchOffsetsResponse, GetClusterConfigRequest, Header,
+    HeartbeatRequest, HeartbeatResponse, ListNodesRequest, ListNodesResponse, MemberStatus, NodeEvent, NodeInfo,
+    RegisterNodeRequest, RegisterNodeResponse, SetClusterConfigRequest, UnregisterNodeRequest, UnregisterNodeResponse,
+    WatchNodesRequest, WatchNodesResponse,
 };
 use crate::proto::raft::v1::command;
 use crate::proto::raft::v1::command_result::Response as Applied;
@@ -53,12 +55,15 @@ pub struct PlacementService {
     /// Expiries below this are not served as is (the shortest lease TTL,
     /// which outlives a leader election).
     min_ttl: i64,
+    /// Batches the offset commits arriving here.
+    committer: OffsetCommitter,
 }
 
 impl PlacementService {
     /// The service; `min_ttl` in seconds, as the Lease service has it.
     pub fn new(ctx: Arc<ApiContext>, min_ttl: i64) -> Self {
-        Self { ctx, min_ttl }
+        let committer = OffsetCommitter::start(ctx.clone());
+        Self { ctx, min_ttl, committer }
     }
 
     fn header(&self, revision: i64) -> Header {
@@ -478,6 +483,43 @@ impl Placement for PlacementService {
                     members,
                     clusters: clusters.into_values().collect(),
                 }))
+            })
+            .await
+    }
+
+    #[instrument(skip_all, fields(cluster = %req.get_ref().cluster, group = %req.get_ref().group))]
+    async fn commit_offsets(
+        &self,
+        req: Request<CommitOffsetsRequest>,
+    ) -> Result<Response<CommitOffsetsResponse>, Status> {
+        self.ctx
+            .observe("Placement/CommitOffsets", async move {
+                let caller = self.ctx.caller(&req)?;
+                let req = req.into_inner();
+                self.ctx.check_size(&req)?;
+                offsets::validate_commit(&req).map_err(ApiError::from)?;
+                let (revision, generation) = self.committer.commit(caller, req).await?;
+                Ok(Response::new(CommitOffsetsResponse { header: Some(self.header(revision)), generation }))
+            })
+            .await
+    }
+
+    #[instrument(skip_all, fields(cluster = %req.get_ref().cluster, group = %req.get_ref().group))]
+    async fn fetch_offsets(&self, req: Request<FetchOffsetsRequest>) -> Result<Response<FetchOffsetsResponse>, Status> {
+        self.ctx
+            .observe("Placement/FetchOffsets", async move {
+                let caller = self.ctx.caller(&req)?;
+                let req = req.into_inner();
+                placement::check_cluster(&req.cluster).map_err(ApiError::from)?;
+                offsets::check_segment("group", &req.group).map_err(ApiError::from)?;
+                if !req.topic.is_empty() {
+                    offsets::check_segment("topic", &req.topic).map_err(ApiError::from)?;
+                }
+                let (key, end) = offsets::offsets_range(&req.cluster, &req.group, &req.topic);
+                self.ctx.check(&caller, Access::Read, &key, &end)?;
+                self.ctx.check(&caller, Access::Read, &offsets::group_key(&req.cluster, &req.group), &[])?;
+                let (generation, offsets, revision) = self.read(|s| super::offsets::fetch(s, &req)).await?;
+                Ok(Response::new(FetchOffsetsResponse { header: Some(self.header(revision)), generation, offsets }))
             })
             .await
     }

@@ -8,6 +8,9 @@
 //!   with the lease its heartbeats keep alive; its `mod_revision` is the
 //!   registration's epoch (any rewrite of the record makes a new epoch).
 //! - `/placement/clusters/<cluster>`: a [`ClusterConfig`] as JSON.
+//! - consumer offsets and group generations: see [`offsets`].
+
+pub mod offsets;
 
 use std::collections::BTreeMap;
 
@@ -98,6 +101,27 @@ pub enum PlacementError {
         cluster: String,
         /// The node.
         node_id: u64,
+    },
+    /// An offset commit's generation is below the group's.
+    #[error("stale generation {given} for group {group} of cluster {cluster}: the group is at generation {current}")]
+    StaleGeneration {
+        /// The group's cluster.
+        cluster: String,
+        /// The consumer group.
+        group: String,
+        /// The generation in the request.
+        given: i64,
+        /// The group's generation.
+        current: i64,
+    },
+    /// The group's generation kept changing under the commit (other members
+    /// committing for it with other generations).
+    #[error("group {group} of cluster {cluster} changed generation while committing: try again")]
+    GenerationRaced {
+        /// The group's cluster.
+        cluster: String,
+        /// The consumer group.
+        group: String,
     },
 }
 

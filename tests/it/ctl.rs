@@ -245,3 +245,31 @@ async fn placement_ctl_kv_lease_and_cluster_commands_print_what_scripts_rely_on(
     assert_eq!((code, stderr.as_str()), (2, "Error: invalid endpoint \"nonsense\": expected host:port\n"));
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_ctl_commits_and_gets_a_groups_offsets_and_exits_4_when_fenced() {
+    let cluster = Cluster::start(3).await;
+    cluster.wait_leader().await;
+    let ep = endpoints(&cluster);
+    let ep = ep.as_str();
+    let commit = ["offsets", "commit", "--cluster", "mq", "--group", "billing"];
+    let out = ok(ep, &[&commit[..], &["--generation", "3", "orders/0=120", "orders/1=98"]].concat());
+    assert!(out.starts_with("committed 2 offsets of group billing at revision "), "{out}");
+    assert!(out.ends_with(" (generation 3)\n"), "{out}");
+    ok(ep, &[&commit[..], &["--metadata", "last", "refunds/0=7"]].concat());
+    assert_eq!(
+        ok(ep, &["offsets", "get", "--cluster", "mq", "--group", "billing"]),
+        "TOPIC    SHARD  OFFSET  METADATA\norders   0      120\norders   1      98\nrefunds  0      7       last\n"
+    );
+    let got = json(ep, &["offsets", "get", "--cluster", "mq", "--group", "billing", "--topic", "refunds"]);
+    assert_eq!(got["generation"], 3);
+    assert_eq!(got["offsets"], serde_json::json!([{"topic": "refunds", "shard": 0, "offset": 7, "metadata": "last"}]));
+    let (code, _, err) = ctl(ep, &[&commit[..], &["--generation", "2", "orders/0=1"]].concat());
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(
+        err,
+        "Error: placement: stale generation 2 for group billing of cluster mq: the group is at generation 3\n"
+    );
+    let (code, _, err) = ctl(ep, &[&commit[..], &["orders=1"]].concat());
+    assert_eq!(code, 2, "{err}");
+}

@@ -203,6 +203,20 @@ async fn errors_have_grpc_gateways_shape_and_status() {
     assert_eq!(status, 405);
     let (status, err) = post(addr, "/v3/kv/range", json!({"key": b64("k"), "limit": "x"})).await;
     assert_eq!((status, &err["code"]), (400, &json!(3)), "{err}");
+
+    // Consumer offsets: JSON in, JSON out, and a stale generation is 400 FAILED_PRECONDITION.
+    let commit = |generation: &str| {
+        json!({"cluster": "mq", "group": "billing", "generation": generation,
+               "offsets": [{"topic": "orders", "shard": 1, "offset": "42"}]})
+    };
+    let (status, done) = post(addr, "/v1/placement/offsets/commit", commit("2")).await;
+    assert_eq!((status, &done["generation"]), (200, &json!("2")), "{done}");
+    let (status, fetched) =
+        post(addr, "/v1/placement/offsets/fetch", json!({"cluster": "mq", "group": "billing"})).await;
+    assert_eq!(status, 200, "{fetched}");
+    assert_eq!(fetched["offsets"], json!([{"topic": "orders", "shard": 1, "offset": "42"}]));
+    let (status, err) = post(addr, "/v1/placement/offsets/commit", commit("1")).await;
+    assert_eq!((status, &err["code"]), (400, &json!(9)), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

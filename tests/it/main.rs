@@ -13,6 +13,7 @@ mod gateway;
 mod health;
 mod limits;
 mod membership;
+mod offsets;
 mod peer_security;
 mod placement;
 mod quota;

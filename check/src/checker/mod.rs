@@ -4,6 +4,7 @@
 pub mod brokers;
 pub mod lease;
 pub mod linearizability;
+pub mod offsets;
 pub mod raft_invariants;
 pub mod watch;
 

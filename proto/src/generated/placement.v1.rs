@@ -291,6 +291,68 @@ pub struct ClusterStatusResponse {
     #[prost(message, repeated, tag = "5")]
     pub clusters: ::prost::alloc::vec::Vec<ClusterNodes>,
 }
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ShardOffset {
+    /// letters, digits, '.', '\_', '-'
+    #[prost(string, tag = "1")]
+    pub topic: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "2")]
+    pub shard: u32,
+    /// the next offset to consume: 0 or more
+    #[prost(int64, tag = "3")]
+    pub offset: i64,
+    /// free text kept with the offset (Kafka's commit metadata), at most 4 KiB
+    #[prost(string, tag = "4")]
+    pub metadata: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct CommitOffsetsRequest {
+    #[prost(string, tag = "1")]
+    pub cluster: ::prost::alloc::string::String,
+    /// the consumer group: letters, digits, '.', '\_', '-'
+    #[prost(string, tag = "2")]
+    pub group: ::prost::alloc::string::String,
+    /// 0: no fence. Else refused if the group has seen a higher generation.
+    #[prost(int64, tag = "3")]
+    pub generation: i64,
+    /// 1 to 1,000 offsets; a shard named twice keeps the last
+    #[prost(message, repeated, tag = "4")]
+    pub offsets: ::prost::alloc::vec::Vec<ShardOffset>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CommitOffsetsResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: ::core::option::Option<Header>,
+    /// the group's generation after the commit
+    #[prost(int64, tag = "2")]
+    pub generation: i64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FetchOffsetsRequest {
+    #[prost(string, tag = "1")]
+    pub cluster: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub group: ::prost::alloc::string::String,
+    /// empty: every topic
+    #[prost(string, tag = "3")]
+    pub topic: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct FetchOffsetsResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: ::core::option::Option<Header>,
+    /// the group's generation (0: never fenced)
+    #[prost(int64, tag = "2")]
+    pub generation: i64,
+    /// by topic, then shard
+    #[prost(message, repeated, tag = "3")]
+    pub offsets: ::prost::alloc::vec::Vec<ShardOffset>,
+}
 /// Generated client implementations.
 pub mod placement_client {
     #![allow(
@@ -587,6 +649,60 @@ pub mod placement_client {
                 .insert(GrpcMethod::new("placement.v1.Placement", "ClusterStatus"));
             self.inner.unary(req, path, codec).await
         }
+        /// Commits a consumer group's offsets, all or none. Commits that arrive
+        /// together (from any groups) share one Raft entry, and a shard committed
+        /// twice in it is written once, with the last offset. With a generation,
+        /// FAILED_PRECONDITION if the group has seen a higher one; else the group's
+        /// generation becomes this one (fencing the members of older generations).
+        pub async fn commit_offsets(
+            &mut self,
+            request: impl tonic::IntoRequest<super::CommitOffsetsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::CommitOffsetsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/placement.v1.Placement/CommitOffsets",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("placement.v1.Placement", "CommitOffsets"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// A group's committed offsets (linearizable), of one topic or all.
+        pub async fn fetch_offsets(
+            &mut self,
+            request: impl tonic::IntoRequest<super::FetchOffsetsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::FetchOffsetsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/placement.v1.Placement/FetchOffsets",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("placement.v1.Placement", "FetchOffsets"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -672,6 +788,26 @@ pub mod placement_server {
             request: tonic::Request<super::ClusterStatusRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ClusterStatusResponse>,
+            tonic::Status,
+        >;
+        /// Commits a consumer group's offsets, all or none. Commits that arrive
+        /// together (from any groups) share one Raft entry, and a shard committed
+        /// twice in it is written once, with the last offset. With a generation,
+        /// FAILED_PRECONDITION if the group has seen a higher one; else the group's
+        /// generation becomes this one (fencing the members of older generations).
+        async fn commit_offsets(
+            &self,
+            request: tonic::Request<super::CommitOffsetsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::CommitOffsetsResponse>,
+            tonic::Status,
+        >;
+        /// A group's committed offsets (linearizable), of one topic or all.
+        async fn fetch_offsets(
+            &self,
+            request: tonic::Request<super::FetchOffsetsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::FetchOffsetsResponse>,
             tonic::Status,
         >;
     }
@@ -1097,6 +1233,96 @@ pub mod placement_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ClusterStatusSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/placement.v1.Placement/CommitOffsets" => {
+                    #[allow(non_camel_case_types)]
+                    struct CommitOffsetsSvc<T: Placement>(pub Arc<T>);
+                    impl<
+                        T: Placement,
+                    > tonic::server::UnaryService<super::CommitOffsetsRequest>
+                    for CommitOffsetsSvc<T> {
+                        type Response = super::CommitOffsetsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::CommitOffsetsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Placement>::commit_offsets(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = CommitOffsetsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/placement.v1.Placement/FetchOffsets" => {
+                    #[allow(non_camel_case_types)]
+                    struct FetchOffsetsSvc<T: Placement>(pub Arc<T>);
+                    impl<
+                        T: Placement,
+                    > tonic::server::UnaryService<super::FetchOffsetsRequest>
+                    for FetchOffsetsSvc<T> {
+                        type Response = super::FetchOffsetsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::FetchOffsetsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Placement>::fetch_offsets(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = FetchOffsetsSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -140,7 +140,7 @@ mod sweep {
         let wall = started.elapsed();
         let status = if report.violations.is_empty() { "ok" } else { "FAIL" };
         println!(
-            "seed {seed:>6} {status:<4} ops={} unknown={} watch={}/{}/{} leases={}/{} brokers={}/{}/{} virtual={:.1}s trace={:016x}",
+            "seed {seed:>6} {status:<4} ops={} unknown={} watch={}/{}/{} leases={}/{} brokers={}/{}/{} offsets={}/{} virtual={:.1}s trace={:016x}",
             report.ops,
             report.unknown,
             report.watch_events,
@@ -151,6 +151,8 @@ mod sweep {
             report.registrations,
             report.heartbeats,
             report.nodes_left,
+            report.offset_commits,
+            report.offset_commits_fenced,
             report.virtual_time.as_secs_f64(),
             report.trace_hash
         );
