@@ -32,7 +32,9 @@ pub const EXPIRY: Duration = Duration::from_secs(3);
 /// What the brokers did, shared by them.
 pub type BrokerHistory = Arc<Mutex<Vec<BrokerOp>>>;
 
-fn client(addrs: &[String]) -> Arc<Client> {
+/// A client as the simulated brokers and consumers use it: short timeouts,
+/// few attempts, and root's credentials on auth seeds.
+pub(crate) fn client(addrs: &[String]) -> Arc<Client> {
     let options = ClientOptions {
         connect_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(2),

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use madsim::runtime::Handle;
-use placement_center::client::{Client, ClientError, ClientOptions};
+use placement_center::client::{Client, ClientError};
 use placement_center::proto::placement::v1::{CommitOffsetsRequest, ShardOffset};
 use placement_center::runtime::{self, Instant};
 use rand::Rng;
@@ -41,19 +41,6 @@ pub struct Recorded {
     pub commits: Arc<Mutex<Vec<Commit>>>,
 }
 
-fn client(addrs: &[String]) -> Arc<Client> {
-    let options = ClientOptions {
-        connect_timeout: Duration::from_secs(1),
-        request_timeout: Duration::from_secs(2),
-        attempts: 3,
-        initial_backoff: Duration::from_millis(100),
-        max_backoff: Duration::from_millis(500),
-        tls: None,
-        credentials: crate::auth::credentials(),
-    };
-    Client::new(addrs, options).expect("valid member addresses")
-}
-
 /// Starts every group's consumers, each on a simulated node of its own,
 /// until `until`.
 pub fn start(
@@ -73,7 +60,7 @@ pub fn start(
                 id,
                 group: format!("g{group}"),
                 coordinator: coordinator.clone(),
-                client: client(addrs),
+                client: crate::brokers::client(addrs),
                 start,
                 recorded: recorded.clone(),
             };
