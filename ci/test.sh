@@ -24,7 +24,14 @@ step "crates: generated code current, docs without warnings, the client's doc ex
 cargo run -q -p placement-proto-codegen -- --check
 RUSTDOCFLAGS="-D warnings" cargo doc -q --workspace --no-deps
 cargo test -q --doc -p placement-proto -p placement-client
-cargo package -q --allow-dirty -p placement-proto -p placement-client
+# A target dir of its own each time: cargo unpacks the packaged crates under
+# ~/.cargo/registry/src/<hash of that path>/ and reuses what an earlier run
+# unpacked there (a stale placement-proto), so the path must be new.
+(
+    package_dir=$(mktemp -d /tmp/pc-package.XXXXXX)
+    trap 'rm -rf "$package_dir"' EXIT
+    cargo package -q --allow-dirty -p placement-proto -p placement-client --target-dir "$package_dir"
+)
 
 step "tests (tokio + RocksDB: units, openraft storage suite, 3-node clusters, etcdctl)"
 cargo nextest run --no-fail-fast
