@@ -230,8 +230,7 @@ fn permitted(state: &KvState, w: &Waiting) -> Result<(), ApiError> {
 /// `group`'s generation in `state` (an unreadable record, written by hand,
 /// counts as none, logged).
 fn generation(state: &KvState, cluster: &str, group: &str) -> ReadGeneration {
-    let req = RangeRequest { key: offsets::group_key(cluster, group), ..Default::default() };
-    let Some(kv) = state.range(&req).ok().and_then(|r| r.kvs.into_iter().next()) else {
+    let Some(kv) = super::placement::get(state, &offsets::group_key(cluster, group)) else {
         return ReadGeneration::default();
     };
     let generation = GroupRecord::decode(&kv.value).map(|g| g.generation).unwrap_or_else(|cause| {

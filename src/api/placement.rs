@@ -178,7 +178,7 @@ fn header(ctx: &ApiContext, revision: i64) -> Header {
 }
 
 /// The live record of `key`.
-fn get(state: &KvState, key: &[u8]) -> Option<KeyValue> {
+pub(super) fn get(state: &KvState, key: &[u8]) -> Option<KeyValue> {
     let req = RangeRequest { key: key.to_vec(), ..Default::default() };
     state.range(&req).ok().and_then(|r| r.kvs.into_iter().next())
 }

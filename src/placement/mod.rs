@@ -301,7 +301,12 @@ pub fn node_key(cluster: &str, node_id: u64) -> Vec<u8> {
 /// The key range of `cluster`'s nodes, or of every cluster's when empty:
 /// (key, range_end) as etcd's prefix reads take it.
 pub fn nodes_range(cluster: &str) -> (Vec<u8>, Vec<u8>) {
-    let prefix = if cluster.is_empty() { NODES_PREFIX.to_string() } else { format!("{NODES_PREFIX}{cluster}/") };
+    prefix_range(if cluster.is_empty() { NODES_PREFIX.to_string() } else { format!("{NODES_PREFIX}{cluster}/") })
+}
+
+/// The key range of every key under `prefix` (which ends in '/'): (key,
+/// range_end) as etcd's prefix reads take it.
+fn prefix_range(prefix: String) -> (Vec<u8>, Vec<u8>) {
     let key = prefix.into_bytes();
     let mut end = key.clone();
     // The prefixes end in '/', which is below 0xff: bumping the last byte is the prefix end.

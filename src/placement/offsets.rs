@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_cluster, PlacementError};
+use super::{check_cluster, prefix_range, PlacementError};
 use crate::proto::mvccpb::KeyValue;
 use crate::proto::placement::v1::{CommitOffsetsRequest, ShardOffset};
 
@@ -68,18 +68,11 @@ pub fn group_key(cluster: &str, group: &str) -> Vec<u8> {
 /// The key range of `group`'s offsets of `topic` (every topic's when
 /// empty): (key, range_end) as etcd's prefix reads take it.
 pub fn offsets_range(cluster: &str, group: &str, topic: &str) -> (Vec<u8>, Vec<u8>) {
-    let prefix = if topic.is_empty() {
+    prefix_range(if topic.is_empty() {
         format!("{OFFSETS_PREFIX}{cluster}/{group}/")
     } else {
         format!("{OFFSETS_PREFIX}{cluster}/{group}/{topic}/")
-    };
-    let key = prefix.into_bytes();
-    let mut end = key.clone();
-    // The prefix ends in '/', below 0xff: bumping it gives the prefix end.
-    if let Some(last) = end.last_mut() {
-        *last += 1;
-    }
-    (key, end)
+    })
 }
 
 /// Checks a group or topic name: one key segment, as a cluster name.
