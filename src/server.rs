@@ -300,6 +300,8 @@ impl Server {
                 probe_node.ask_whether_removed().await;
             }
         });
+        // The placement controller, acting only while this member leads.
+        client_tasks.spawn("placement-controller", crate::api::controller::run(ctx.clone()));
         let mut compactor = AutoCompaction::new(&config);
         let compact_node = node.clone();
         let mut stop = client_tasks.shutdown_signal();

@@ -47,10 +47,13 @@
 //! # }
 //! ```
 
+mod assignments;
 mod keepalive;
 mod rt;
 pub mod tls;
+mod topics;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +61,7 @@ use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+pub use assignments::Assignments;
 pub use keepalive::{KeepAlive, Lost};
 pub use placement_proto as proto;
 pub use rt::shutdown_signal;
@@ -557,15 +561,43 @@ impl Client {
         cluster: &str,
         start_revision: i64,
     ) -> tokio::sync::mpsc::Receiver<Result<WatchNodesResponse, ClientError>> {
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
         let client = self.clone();
         let cluster = cluster.to_string();
-        rt::spawn_detached("client-watch-nodes", async move {
+        let pin = {
+            let (client, cluster) = (client.clone(), cluster.clone());
+            // "From now" must survive a broken stream: pin now to a revision.
+            async move { client.list_nodes(&cluster, "").await.map(|r| r.header.map_or(0, |h| h.revision + 1)) }
+        };
+        self.resumed_stream("client-watch-nodes", start_revision, pin, move |channel, next| {
+            let req = client.request(WatchNodesRequest { cluster: cluster.clone(), start_revision: next });
+            async move { PlacementClient::new(channel).watch_nodes(req).await }
+        })
+    }
+
+    /// A server stream that is resumed on another endpoint from the last
+    /// revision seen when it breaks: `open` starts it from a revision, and
+    /// `pin` (run once, when `start_revision` is 0) says which revision
+    /// "from now" is. Ends with the error that cannot be resumed.
+    fn resumed_stream<R, P, O, F>(
+        self: &Arc<Self>,
+        name: &'static str,
+        start_revision: i64,
+        pin: P,
+        open: O,
+    ) -> tokio::sync::mpsc::Receiver<Result<R, ClientError>>
+    where
+        R: Revisioned + Send + 'static,
+        P: Future<Output = Result<i64, ClientError>> + Send + 'static,
+        O: Fn(Channel, i64) -> F + Send + 'static,
+        F: Future<Output = Result<tonic::Response<tonic::Streaming<R>>, Status>> + Send,
+    {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let client = self.clone();
+        rt::spawn_detached(name, async move {
             let mut next = start_revision;
             if next <= 0 {
-                // "From now" must survive a broken stream: pin now to a revision.
-                match client.list_nodes(&cluster, "").await {
-                    Ok(resp) => next = resp.header.map_or(0, |h| h.revision + 1),
+                match pin.await {
+                    Ok(pinned) => next = pinned,
                     Err(e) => {
                         let _ = tx.send(Err(e)).await;
                         return;
@@ -576,16 +608,15 @@ impl Client {
             loop {
                 let (channel, endpoint) = client.channel();
                 let endpoint = endpoint.to_string();
-                let req = client.request(WatchNodesRequest { cluster: cluster.clone(), start_revision: next });
-                let broke = match PlacementClient::new(channel).watch_nodes(req).await {
+                let broke = match open(channel, next).await {
                     Ok(stream) => {
                         let mut stream = stream.into_inner();
                         loop {
                             match stream.message().await {
                                 Ok(Some(resp)) => {
                                     backoff = client.options.initial_backoff;
-                                    if let Some(h) = &resp.header {
-                                        next = h.revision + 1;
+                                    if let Some(revision) = resp.revision() {
+                                        next = revision + 1;
                                     }
                                     if tx.send(Ok(resp)).await.is_err() {
                                         return;
@@ -612,6 +643,18 @@ impl Client {
             }
         });
         rx
+    }
+}
+
+/// A streamed response that says which revision it reflects.
+pub trait Revisioned {
+    /// The revision of the response's header, if it has one.
+    fn revision(&self) -> Option<i64>;
+}
+
+impl Revisioned for WatchNodesResponse {
+    fn revision(&self) -> Option<i64> {
+        self.header.as_ref().map(|h| h.revision)
     }
 }
 

@@ -117,12 +117,21 @@ fn placement_status(e: &PlacementError) -> Status {
         | PlacementError::BadField { .. }
         | PlacementError::NoEpoch
         | PlacementError::BadConfig(_) => Code::InvalidArgument,
-        PlacementError::NotRegistered { .. } => Code::NotFound,
-        PlacementError::StaleEpoch { .. } | PlacementError::NoLease { .. } | PlacementError::StaleGeneration { .. } => {
-            Code::FailedPrecondition
-        }
+        PlacementError::NotRegistered { .. }
+        | PlacementError::TopicNotFound { .. }
+        | PlacementError::ShardNotFound { .. } => Code::NotFound,
+        PlacementError::TopicExists { .. } => Code::AlreadyExists,
+        PlacementError::StaleEpoch { .. }
+        | PlacementError::NoLease { .. }
+        | PlacementError::StaleGeneration { .. }
+        | PlacementError::Changed { .. }
+        | PlacementError::StaleLeaderEpoch { .. }
+        | PlacementError::NotShardLeader { .. }
+        | PlacementError::BadMove { .. } => Code::FailedPrecondition,
         PlacementError::Compacted { .. } => Code::OutOfRange,
-        PlacementError::Raced { .. } | PlacementError::GenerationRaced { .. } => Code::Aborted,
+        PlacementError::Raced { .. } | PlacementError::GenerationRaced { .. } | PlacementError::WriteRaced { .. } => {
+            Code::Aborted
+        }
     };
     Status::new(code, format!("placement: {e}"))
 }

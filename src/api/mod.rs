@@ -4,7 +4,9 @@
 pub mod auth;
 pub mod cluster;
 pub mod context;
+pub mod controller;
 pub mod error;
+mod follow;
 pub mod gateway;
 pub mod health;
 pub mod kv;
@@ -13,6 +15,7 @@ pub mod maintenance;
 pub mod offsets;
 pub mod placement;
 pub mod tokens;
+pub mod topics;
 pub mod watch;
 
 pub use auth::AuthService;

@@ -19,7 +19,9 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::context::{receiver_stream, ApiContext, Caller, ResponseStream};
+use super::follow::{Follow, Respond};
 use super::offsets::OffsetCommitter;
+use super::topics::Topics;
 use super::ApiError;
 use crate::placement::{self, offsets, ClusterConfig, NodeRecord, PlacementError};
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
@@ -33,10 +35,13 @@ use crate::proto::mvccpb::{Event, KeyValue};
 use crate::proto::placement::v1::placement_server::Placement;
 use crate::proto::placement::v1::{
     node_event, ClusterConfigResponse, ClusterNodes, ClusterStatusRequest, ClusterStatusResponse, CommitOffsetsRequest,
-    CommitOffsetsResponse, FetchOffsetsRequest, FetchOffsetsResponse, GetClusterConfigRequest, Header,
-    HeartbeatRequest, HeartbeatResponse, ListNodesRequest, ListNodesResponse, MemberStatus, NodeEvent, NodeInfo,
-    RegisterNodeRequest, RegisterNodeResponse, SetClusterConfigRequest, UnregisterNodeRequest, UnregisterNodeResponse,
-    WatchNodesRequest, WatchNodesResponse,
+    CommitOffsetsResponse, CreateTopicRequest, DeleteTopicRequest, DeleteTopicResponse, FetchOffsetsRequest,
+    FetchOffsetsResponse, GetClusterConfigRequest, GetTopicRequest, GetTopicResponse, Header, HeartbeatRequest,
+    HeartbeatResponse, ListNodesRequest, ListNodesResponse, ListShardsRequest, ListShardsResponse, ListTopicsRequest,
+    ListTopicsResponse, MemberStatus, MoveShardRequest, MoveShardResponse, NodeEvent, NodeInfo, RegisterNodeRequest,
+    RegisterNodeResponse, ReportShardStatusRequest, ReportShardStatusResponse, SetClusterConfigRequest, TopicResponse,
+    UnregisterNodeRequest, UnregisterNodeResponse, UpdateTopicRequest, WatchAssignmentsRequest,
+    WatchAssignmentsResponse, WatchNodesRequest, WatchNodesResponse,
 };
 use crate::proto::raft::v1::command;
 use crate::proto::raft::v1::command_result::Response as Applied;
@@ -57,13 +62,16 @@ pub struct PlacementService {
     min_ttl: i64,
     /// Batches the offset commits arriving here.
     committer: OffsetCommitter,
+    /// Topics and shards.
+    topics: Topics,
 }
 
 impl PlacementService {
     /// The service; `min_ttl` in seconds, as the Lease service has it.
     pub fn new(ctx: Arc<ApiContext>, min_ttl: i64) -> Self {
         let committer = OffsetCommitter::start(ctx.clone());
-        Self { ctx, min_ttl, committer }
+        let topics = Topics::new(ctx.clone());
+        Self { ctx, min_ttl, committer, topics }
     }
 
     fn header(&self, revision: i64) -> Header {
@@ -401,7 +409,12 @@ impl Placement for PlacementService {
                 let (key, end) = placement::nodes_range(&req.cluster);
                 self.ctx.check(&caller, Access::Read, &key, &end)?;
                 let (out, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
-                let watch = NodeWatch { ctx: self.ctx.clone(), cluster: req.cluster, out };
+                let ctx = self.ctx.clone();
+                let respond: Respond<WatchNodesResponse> = Box::new(move |revision, events| {
+                    let events: Vec<NodeEvent> = events.iter().filter_map(|e| node_event(e, revision)).collect();
+                    (!events.is_empty()).then(|| WatchNodesResponse { header: Some(header(&ctx, revision)), events })
+                });
+                let watch = Follow { ctx: self.ctx.clone(), range: (key, end), out, respond };
                 runtime::spawn_detached("watch-nodes", watch.run(req.start_revision));
                 let stream: Self::WatchNodesStream = Box::pin(receiver_stream(rx));
                 Ok(Response::new(stream))
@@ -523,70 +536,143 @@ impl Placement for PlacementService {
             })
             .await
     }
-}
 
-/// One WatchNodes stream: reads the history from its next revision after
-/// every apply, as the etcd Watch service does, so events come in revision
-/// order with no gap and no duplicate, one response per revision.
-struct NodeWatch {
-    ctx: Arc<ApiContext>,
-    /// "" for every cluster.
-    cluster: String,
-    out: tokio::sync::mpsc::Sender<Result<WatchNodesResponse, Status>>,
-}
-
-impl NodeWatch {
-    async fn run(self, start_revision: i64) {
-        let mut applied = self.ctx.node.applied_revision();
-        let mut shutdown = self.ctx.shutdown.clone();
-        let mut next =
-            if start_revision > 0 { start_revision } else { read_state(self.ctx.node.state()).revision() + 1 };
-        loop {
-            match self.pending(next) {
-                Err(compact_revision) => {
-                    let refused = ApiError::from(PlacementError::Compacted { compact_revision });
-                    let _ = self.out.send(Err(refused.into())).await;
-                    return;
-                }
-                Ok((responses, following)) => {
-                    next = following;
-                    for resp in responses {
-                        if self.out.send(Ok(resp)).await.is_err() {
-                            return; // the client went away
-                        }
-                    }
-                }
-            }
-            tokio::select! {
-                biased;
-                _ = shutdown.wait() => return,
-                _ = self.out.closed() => return,
-                changed = applied.changed() => if changed.is_err() { return },
-            }
-        }
+    #[instrument(skip_all)]
+    async fn create_topic(&self, req: Request<CreateTopicRequest>) -> Result<Response<TopicResponse>, Status> {
+        self.ctx
+            .observe("Placement/CreateTopic", async move {
+                let caller = self.ctx.caller(&req)?;
+                let (topic, revision) = self.topics.create(&caller, req.into_inner()).await?;
+                tracing::info!(revision, "topic created");
+                Ok(Response::new(TopicResponse { header: Some(self.header(revision)), topic: Some(topic) }))
+            })
+            .await
     }
 
-    /// The responses for the revisions from `next` on, and the next revision
-    /// to look at after them; `Err` with the compact revision when `next`'s
-    /// history is gone.
-    fn pending(&self, next: i64) -> Result<(Vec<WatchNodesResponse>, i64), i64> {
-        let state = read_state(self.ctx.node.state());
-        let current = state.revision();
-        if next > current {
-            return Ok((Vec::new(), next));
-        }
-        let (key, end) = placement::nodes_range(&self.cluster);
-        let mut responses = Vec::new();
-        for (revision, events) in state.events_from(next)? {
-            let events: Vec<NodeEvent> = events
-                .iter()
-                .filter(|e| e.kv.as_ref().is_some_and(|kv| kv.key >= key && kv.key < end))
-                .filter_map(|e| node_event(e, *revision))
-                .collect();
-            if !events.is_empty() {
-                responses.push(WatchNodesResponse { header: Some(header(&self.ctx, *revision)), events });
-            }
-        }
-        Ok((responses, current + 1))
+    #[instrument(skip_all)]
+    async fn update_topic(&self, req: Request<UpdateTopicRequest>) -> Result<Response<TopicResponse>, Status> {
+        self.ctx
+            .observe("Placement/UpdateTopic", async move {
+                let caller = self.ctx.caller(&req)?;
+                let (topic, revision) = self.topics.update(&caller, req.into_inner()).await?;
+                Ok(Response::new(TopicResponse { header: Some(self.header(revision)), topic: Some(topic) }))
+            })
+            .await
+    }
+
+    #[instrument(skip_all, fields(cluster = %req.get_ref().cluster, topic = %req.get_ref().name))]
+    async fn get_topic(&self, req: Request<GetTopicRequest>) -> Result<Response<GetTopicResponse>, Status> {
+        self.ctx
+            .observe("Placement/GetTopic", async move {
+                let caller = self.ctx.caller(&req)?;
+                let (topic, shards, revision) = self.topics.get(&caller, req.into_inner()).await?;
+                Ok(Response::new(GetTopicResponse { header: Some(self.header(revision)), topic: Some(topic), shards }))
+            })
+            .await
+    }
+
+    #[instrument(skip_all, fields(cluster = %req.get_ref().cluster))]
+    async fn list_topics(&self, req: Request<ListTopicsRequest>) -> Result<Response<ListTopicsResponse>, Status> {
+        self.ctx
+            .observe("Placement/ListTopics", async move {
+                let caller = self.ctx.caller(&req)?;
+                let (topics, revision) = self.topics.list(&caller, req.into_inner()).await?;
+                Ok(Response::new(ListTopicsResponse { header: Some(self.header(revision)), topics }))
+            })
+            .await
+    }
+
+    #[instrument(skip_all, fields(cluster = %req.get_ref().cluster, topic = %req.get_ref().name))]
+    async fn delete_topic(&self, req: Request<DeleteTopicRequest>) -> Result<Response<DeleteTopicResponse>, Status> {
+        self.ctx
+            .observe("Placement/DeleteTopic", async move {
+                let caller = self.ctx.caller(&req)?;
+                let (deleted, revision) = self.topics.delete(&caller, req.into_inner()).await?;
+                Ok(Response::new(DeleteTopicResponse { header: Some(self.header(revision)), deleted }))
+            })
+            .await
+    }
+
+    #[instrument(skip_all, fields(cluster = %req.get_ref().cluster, topic = %req.get_ref().topic))]
+    async fn list_shards(&self, req: Request<ListShardsRequest>) -> Result<Response<ListShardsResponse>, Status> {
+        self.ctx
+            .observe("Placement/ListShards", async move {
+                let caller = self.ctx.caller(&req)?;
+                let (shards, revision) = self.topics.list_shards(&caller, req.into_inner()).await?;
+                Ok(Response::new(ListShardsResponse { header: Some(self.header(revision)), shards }))
+            })
+            .await
+    }
+
+    #[instrument(skip_all, fields(cluster = %req.get_ref().cluster, topic = %req.get_ref().topic, shard = req.get_ref().shard))]
+    async fn move_shard(&self, req: Request<MoveShardRequest>) -> Result<Response<MoveShardResponse>, Status> {
+        self.ctx
+            .observe("Placement/MoveShard", async move {
+                let caller = self.ctx.caller(&req)?;
+                let (shard, revision) = self.topics.move_shard(&caller, req.into_inner()).await?;
+                Ok(Response::new(MoveShardResponse { header: Some(self.header(revision)), shard: Some(shard) }))
+            })
+            .await
+    }
+
+    #[instrument(skip_all, fields(cluster = %req.get_ref().cluster, node_id = req.get_ref().node_id))]
+    async fn report_shard_status(
+        &self,
+        req: Request<ReportShardStatusRequest>,
+    ) -> Result<Response<ReportShardStatusResponse>, Status> {
+        self.ctx
+            .observe("Placement/ReportShardStatus", async move {
+                let caller = self.ctx.caller(&req)?;
+                let req = req.into_inner();
+                self.ctx.check_size(&req)?;
+                let revision = self.topics.report(&caller, req).await?;
+                Ok(Response::new(ReportShardStatusResponse { header: Some(self.header(revision)) }))
+            })
+            .await
+    }
+
+    type WatchAssignmentsStream = ResponseStream<WatchAssignmentsResponse>;
+
+    #[instrument(skip_all, fields(cluster = %req.get_ref().cluster, broker = req.get_ref().broker))]
+    async fn watch_assignments(
+        &self,
+        req: Request<WatchAssignmentsRequest>,
+    ) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
+        self.ctx
+            .observe("Placement/WatchAssignments", async move {
+                let caller = self.ctx.caller(&req)?;
+                let req = req.into_inner();
+                placement::check_node(&req.cluster, req.broker).map_err(ApiError::from)?;
+                let (key, end) = crate::placement::topics::shards_range(&req.cluster, "");
+                self.ctx.check(&caller, Access::Read, &key, &end)?;
+                let (out, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+                let mut start = req.start_revision;
+                if start <= 0 {
+                    // The whole assignment first, then the changes after it.
+                    self.ctx.node.read_barrier().await.map_err(ApiError::from)?;
+                    let (assignments, revision) = {
+                        let state = read_state(self.ctx.node.state());
+                        (super::topics::assignments(&state, &req.cluster, req.broker), state.revision())
+                    };
+                    let first =
+                        WatchAssignmentsResponse { header: Some(self.header(revision)), snapshot: true, assignments };
+                    let _ = out.try_send(Ok(first));
+                    start = revision + 1;
+                }
+                let (ctx, broker) = (self.ctx.clone(), req.broker);
+                let respond: Respond<WatchAssignmentsResponse> = Box::new(move |revision, events| {
+                    let assignments = super::topics::assignment_changes(broker, revision, events);
+                    (!assignments.is_empty()).then(|| WatchAssignmentsResponse {
+                        header: Some(header(&ctx, revision)),
+                        snapshot: false,
+                        assignments,
+                    })
+                });
+                let watch = Follow { ctx: self.ctx.clone(), range: (key, end), out, respond };
+                runtime::spawn_detached("watch-assignments", watch.run(start));
+                let stream: Self::WatchAssignmentsStream = Box::pin(receiver_stream(rx));
+                Ok(Response::new(stream))
+            })
+            .await
     }
 }

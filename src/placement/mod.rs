@@ -9,8 +9,12 @@
 //!   registration's epoch (any rewrite of the record makes a new epoch).
 //! - `/placement/clusters/<cluster>`: a [`ClusterConfig`] as JSON.
 //! - consumer offsets and group generations: see [`offsets`].
+//! - topics and shards: see [`topics`]; the controller's decisions about
+//!   them: see [`controller`].
 
+pub mod controller;
 pub mod offsets;
+pub mod topics;
 
 use std::collections::BTreeMap;
 
@@ -123,6 +127,94 @@ pub enum PlacementError {
         /// The consumer group.
         group: String,
     },
+    /// CreateTopic of a topic that exists.
+    #[error("topic {topic} of cluster {cluster} already exists")]
+    TopicExists {
+        /// The topic's cluster.
+        cluster: String,
+        /// The topic.
+        topic: String,
+    },
+    /// No such topic.
+    #[error("topic {topic} of cluster {cluster} not found")]
+    TopicNotFound {
+        /// The topic's cluster.
+        cluster: String,
+        /// The topic.
+        topic: String,
+    },
+    /// No such shard (its topic is missing or it is not placed yet).
+    #[error("shard {topic}/{shard} of cluster {cluster} not found (no such topic, or not placed yet)")]
+    ShardNotFound {
+        /// The shard's cluster.
+        cluster: String,
+        /// The shard's topic.
+        topic: String,
+        /// The shard.
+        shard: u32,
+    },
+    /// A compare-and-set on a record that has changed since the revision given.
+    #[error("{what} of cluster {cluster} is at revision {current}, not {given}: read it again")]
+    Changed {
+        /// The record, e.g. "topic orders".
+        what: String,
+        /// Its cluster.
+        cluster: String,
+        /// The revision in the request.
+        given: i64,
+        /// The record's revision.
+        current: i64,
+    },
+    /// A shard report whose leader epoch is not the shard's.
+    #[error(
+        "stale leader epoch {given} for shard {topic}/{shard} of cluster {cluster}: the shard is at leader epoch {current}"
+    )]
+    StaleLeaderEpoch {
+        /// The shard's cluster.
+        cluster: String,
+        /// The shard's topic.
+        topic: String,
+        /// The shard.
+        shard: u32,
+        /// The leader epoch in the request.
+        given: i64,
+        /// The shard's leader epoch.
+        current: i64,
+    },
+    /// A shard report from a broker that does not lead the shard.
+    #[error("node {node_id} does not lead shard {topic}/{shard} of cluster {cluster} (its leader is {leader})")]
+    NotShardLeader {
+        /// The shard's cluster.
+        cluster: String,
+        /// The shard's topic.
+        topic: String,
+        /// The shard.
+        shard: u32,
+        /// The reporting node.
+        node_id: u64,
+        /// The shard's leader (0: none).
+        leader: u64,
+    },
+    /// A move the shard cannot take.
+    #[error("cannot move shard {topic}/{shard} of cluster {cluster}: {why}")]
+    BadMove {
+        /// The shard's cluster.
+        cluster: String,
+        /// The shard's topic.
+        topic: String,
+        /// The shard.
+        shard: u32,
+        /// Why.
+        why: String,
+    },
+    /// A record changed between the read and the write: nothing was written.
+    #[error("{what} of cluster {cluster} changed while being written: try again")]
+    WriteRaced {
+        /// The record, e.g. "shard orders/3".
+        what: String,
+        /// Its cluster.
+        cluster: String,
+    },
 }
 
 /// What is stored for a registered node (the epoch and lease are the
@@ -213,7 +305,7 @@ pub fn check_node(cluster: &str, node_id: u64) -> Result<(), PlacementError> {
     Ok(())
 }
 
-fn check_name(what: &'static str, name: &str) -> Result<(), PlacementError> {
+pub(crate) fn check_name(what: &'static str, name: &str) -> Result<(), PlacementError> {
     let why = if name.is_empty() {
         "must not be empty".to_string()
     } else if name.len() > MAX_NAME {

@@ -19,5 +19,6 @@ mod placement;
 mod quota;
 mod replication;
 mod tls;
+mod topics;
 mod upgrade;
 mod watch;

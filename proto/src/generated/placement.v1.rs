@@ -353,6 +353,313 @@ pub struct FetchOffsetsResponse {
     #[prost(message, repeated, tag = "3")]
     pub offsets: ::prost::alloc::vec::Vec<ShardOffset>,
 }
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TopicSpec {
+    #[prost(string, tag = "1")]
+    pub cluster: ::prost::alloc::string::String,
+    /// letters, digits, '.', '\_', '-'
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    /// 1 to 10,000 shards; a topic's shard count only grows
+    #[prost(uint32, tag = "3")]
+    pub shards: u32,
+    /// replicas per shard: 1 to 7
+    #[prost(uint32, tag = "4")]
+    pub replication_factor: u32,
+    /// only brokers with this role hold its shards (empty: any broker)
+    #[prost(string, tag = "5")]
+    pub role: ::prost::alloc::string::String,
+    /// when set, the replicas of a shard are on brokers with distinct values of
+    /// this label (e.g. "zone"); brokers without the label hold none
+    #[prost(string, tag = "6")]
+    pub spread_label: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Topic {
+    #[prost(message, optional, tag = "1")]
+    pub spec: ::core::option::Option<TopicSpec>,
+    /// the revision the topic was last written at (for UpdateTopic and DeleteTopic)
+    #[prost(int64, tag = "2")]
+    pub revision: i64,
+    #[prost(int64, tag = "3")]
+    pub create_revision: i64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CreateTopicRequest {
+    #[prost(message, optional, tag = "1")]
+    pub spec: ::core::option::Option<TopicSpec>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UpdateTopicRequest {
+    #[prost(message, optional, tag = "1")]
+    pub spec: ::core::option::Option<TopicSpec>,
+    /// the topic's revision as read: the update applies only if it still is
+    #[prost(int64, tag = "2")]
+    pub revision: i64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TopicResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: ::core::option::Option<Header>,
+    #[prost(message, optional, tag = "2")]
+    pub topic: ::core::option::Option<Topic>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetTopicRequest {
+    #[prost(string, tag = "1")]
+    pub cluster: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GetTopicResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: ::core::option::Option<Header>,
+    #[prost(message, optional, tag = "2")]
+    pub topic: ::core::option::Option<Topic>,
+    /// the shards placed so far, by number
+    #[prost(message, repeated, tag = "3")]
+    pub shards: ::prost::alloc::vec::Vec<Shard>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListTopicsRequest {
+    #[prost(string, tag = "1")]
+    pub cluster: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListTopicsResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: ::core::option::Option<Header>,
+    #[prost(message, repeated, tag = "2")]
+    pub topics: ::prost::alloc::vec::Vec<Topic>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DeleteTopicRequest {
+    #[prost(string, tag = "1")]
+    pub cluster: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    /// 0: whatever is there; else only at that revision (FAILED_PRECONDITION)
+    #[prost(int64, tag = "3")]
+    pub revision: i64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DeleteTopicResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: ::core::option::Option<Header>,
+    /// false: there was no such topic
+    #[prost(bool, tag = "2")]
+    pub deleted: bool,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Shard {
+    #[prost(string, tag = "1")]
+    pub topic: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "2")]
+    pub shard: u32,
+    /// brokers holding a replica, in placement order
+    #[prost(uint64, repeated, tag = "3")]
+    pub replicas: ::prost::alloc::vec::Vec<u64>,
+    /// the broker leading it; 0: none (no live in-sync replica)
+    #[prost(uint64, tag = "4")]
+    pub leader: u64,
+    /// grows with every change of leader; a leader's reports must carry it
+    #[prost(int64, tag = "5")]
+    pub leader_epoch: i64,
+    /// the replicas in sync with the leader, as it last reported them
+    #[prost(uint64, repeated, tag = "6")]
+    pub in_sync: ::prost::alloc::vec::Vec<u64>,
+    /// the high watermark the leader last reported
+    #[prost(int64, tag = "7")]
+    pub high_watermark: i64,
+    /// the registration epoch of each replica's broker when it was placed: a
+    /// replica whose broker registered again since is moved
+    #[prost(btree_map = "uint64, int64", tag = "8")]
+    pub broker_epochs: ::prost::alloc::collections::BTreeMap<u64, i64>,
+    /// the revision the shard was last written at
+    #[prost(int64, tag = "9")]
+    pub revision: i64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListShardsRequest {
+    #[prost(string, tag = "1")]
+    pub cluster: ::prost::alloc::string::String,
+    /// empty: every topic
+    #[prost(string, tag = "2")]
+    pub topic: ::prost::alloc::string::String,
+    /// 0: every broker; else the shards it holds a replica of
+    #[prost(uint64, tag = "3")]
+    pub broker: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListShardsResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: ::core::option::Option<Header>,
+    /// by topic, then shard
+    #[prost(message, repeated, tag = "2")]
+    pub shards: ::prost::alloc::vec::Vec<Shard>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MoveShardRequest {
+    #[prost(string, tag = "1")]
+    pub cluster: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub topic: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "3")]
+    pub shard: u32,
+    /// a broker to lead it: one of its in-sync replicas (0: keep the leader)
+    #[prost(uint64, tag = "4")]
+    pub leader: u64,
+    /// with `leader`: allow a live replica outside the in-sync set, or any live
+    /// eligible broker (an unclean election: data the in-sync set had may be lost)
+    #[prost(bool, tag = "5")]
+    pub unclean: bool,
+    /// with `to`: the replica to move away (0: none)
+    #[prost(uint64, tag = "6")]
+    pub from: u64,
+    /// the broker to take `from`'s replica
+    #[prost(uint64, tag = "7")]
+    pub to: u64,
+    /// 0: whatever the shard is at; else only at that revision
+    #[prost(int64, tag = "8")]
+    pub revision: i64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct MoveShardResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: ::core::option::Option<Header>,
+    #[prost(message, optional, tag = "2")]
+    pub shard: ::core::option::Option<Shard>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ShardStatus {
+    #[prost(string, tag = "1")]
+    pub topic: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "2")]
+    pub shard: u32,
+    /// the shard's leader epoch as the broker knows it
+    #[prost(int64, tag = "3")]
+    pub leader_epoch: i64,
+    /// the replicas in sync (must include the leader, all of them replicas)
+    #[prost(uint64, repeated, tag = "4")]
+    pub in_sync: ::prost::alloc::vec::Vec<u64>,
+    #[prost(int64, tag = "5")]
+    pub high_watermark: i64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ReportShardStatusRequest {
+    #[prost(string, tag = "1")]
+    pub cluster: ::prost::alloc::string::String,
+    /// the reporting broker: the shards' leader
+    #[prost(uint64, tag = "2")]
+    pub node_id: u64,
+    /// its registration epoch
+    #[prost(int64, tag = "3")]
+    pub epoch: i64,
+    /// 1 to 128 shards, all or none applied
+    #[prost(message, repeated, tag = "4")]
+    pub shards: ::prost::alloc::vec::Vec<ShardStatus>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReportShardStatusResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: ::core::option::Option<Header>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WatchAssignmentsRequest {
+    #[prost(string, tag = "1")]
+    pub cluster: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "2")]
+    pub broker: u64,
+    /// 0: every shard the broker holds now, then changes; else changes from it
+    #[prost(int64, tag = "3")]
+    pub start_revision: i64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Assignment {
+    #[prost(enumeration = "assignment::Role", tag = "1")]
+    pub role: i32,
+    #[prost(message, optional, tag = "2")]
+    pub shard: ::core::option::Option<Shard>,
+}
+/// Nested message and enum types in `Assignment`.
+pub mod assignment {
+    #[allow(clippy::all)]
+    #[derive(
+        Clone,
+        Copy,
+        Debug,
+        PartialEq,
+        Eq,
+        Hash,
+        PartialOrd,
+        Ord,
+        ::prost::Enumeration
+    )]
+    #[repr(i32)]
+    pub enum Role {
+        /// the broker no longer holds the shard (moved, or its topic deleted)
+        Removed = 0,
+        Leader = 1,
+        Follower = 2,
+    }
+    impl Role {
+        /// String value of the enum field names used in the ProtoBuf definition.
+        ///
+        /// The values are not transformed in any way and thus are considered stable
+        /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+        pub fn as_str_name(&self) -> &'static str {
+            match self {
+                Self::Removed => "REMOVED",
+                Self::Leader => "LEADER",
+                Self::Follower => "FOLLOWER",
+            }
+        }
+        /// Creates an enum from field names used in the ProtoBuf definition.
+        pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+            match value {
+                "REMOVED" => Some(Self::Removed),
+                "LEADER" => Some(Self::Leader),
+                "FOLLOWER" => Some(Self::Follower),
+                _ => None,
+            }
+        }
+    }
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct WatchAssignmentsResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: ::core::option::Option<Header>,
+    /// true: the broker's whole assignment as of header.revision (the first
+    /// response of a watch from 0)
+    #[prost(bool, tag = "2")]
+    pub snapshot: bool,
+    /// every change of one revision in one response
+    #[prost(message, repeated, tag = "3")]
+    pub assignments: ::prost::alloc::vec::Vec<Assignment>,
+}
 /// Generated client implementations.
 pub mod placement_client {
     #![allow(
@@ -703,6 +1010,233 @@ pub mod placement_client {
                 .insert(GrpcMethod::new("placement.v1.Placement", "FetchOffsets"));
             self.inner.unary(req, path, codec).await
         }
+        /// Creates a topic. The controller (on the Raft leader) places its shards on
+        /// live brokers and elects their leaders. ALREADY_EXISTS if it exists.
+        pub async fn create_topic(
+            &mut self,
+            request: impl tonic::IntoRequest<super::CreateTopicRequest>,
+        ) -> std::result::Result<tonic::Response<super::TopicResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/placement.v1.Placement/CreateTopic",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("placement.v1.Placement", "CreateTopic"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Changes a topic (more shards, another replication factor or constraint)
+        /// if it is still at the revision given: FAILED_PRECONDITION otherwise.
+        pub async fn update_topic(
+            &mut self,
+            request: impl tonic::IntoRequest<super::UpdateTopicRequest>,
+        ) -> std::result::Result<tonic::Response<super::TopicResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/placement.v1.Placement/UpdateTopic",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("placement.v1.Placement", "UpdateTopic"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// A topic and its shards (linearizable). NOT_FOUND if there is none.
+        pub async fn get_topic(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetTopicRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetTopicResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/placement.v1.Placement/GetTopic",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("placement.v1.Placement", "GetTopic"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// A cluster's topics (linearizable), by name.
+        pub async fn list_topics(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListTopicsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListTopicsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/placement.v1.Placement/ListTopics",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("placement.v1.Placement", "ListTopics"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Deletes a topic and its shards (if at the revision given, when given).
+        pub async fn delete_topic(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DeleteTopicRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DeleteTopicResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/placement.v1.Placement/DeleteTopic",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("placement.v1.Placement", "DeleteTopic"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// A cluster's shards (linearizable), of one topic and/or one broker.
+        pub async fn list_shards(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListShardsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListShardsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/placement.v1.Placement/ListShards",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("placement.v1.Placement", "ListShards"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// An operator's move: a shard's leadership to another in-sync replica, or
+        /// a replica to another broker. Forcing a leader outside the in-sync set
+        /// (an unclean election) must be asked for.
+        pub async fn move_shard(
+            &mut self,
+            request: impl tonic::IntoRequest<super::MoveShardRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::MoveShardResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/placement.v1.Placement/MoveShard",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("placement.v1.Placement", "MoveShard"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// A shard leader reports its in-sync set and high watermark. Refused with
+        /// FAILED_PRECONDITION, naming both epochs, when the broker's registration
+        /// epoch or the shard's leader epoch is not the current one.
+        pub async fn report_shard_status(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ReportShardStatusRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ReportShardStatusResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/placement.v1.Placement/ReportShardStatus",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("placement.v1.Placement", "ReportShardStatus"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// The shards a broker must lead or follow: first all of them (unless
+        /// resuming), then every change, in revision order, resumable from any kept
+        /// revision (pass the last revision seen + 1).
+        pub async fn watch_assignments(
+            &mut self,
+            request: impl tonic::IntoRequest<super::WatchAssignmentsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::WatchAssignmentsResponse>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/placement.v1.Placement/WatchAssignments",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("placement.v1.Placement", "WatchAssignments"));
+            self.inner.server_streaming(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -808,6 +1342,89 @@ pub mod placement_server {
             request: tonic::Request<super::FetchOffsetsRequest>,
         ) -> std::result::Result<
             tonic::Response<super::FetchOffsetsResponse>,
+            tonic::Status,
+        >;
+        /// Creates a topic. The controller (on the Raft leader) places its shards on
+        /// live brokers and elects their leaders. ALREADY_EXISTS if it exists.
+        async fn create_topic(
+            &self,
+            request: tonic::Request<super::CreateTopicRequest>,
+        ) -> std::result::Result<tonic::Response<super::TopicResponse>, tonic::Status>;
+        /// Changes a topic (more shards, another replication factor or constraint)
+        /// if it is still at the revision given: FAILED_PRECONDITION otherwise.
+        async fn update_topic(
+            &self,
+            request: tonic::Request<super::UpdateTopicRequest>,
+        ) -> std::result::Result<tonic::Response<super::TopicResponse>, tonic::Status>;
+        /// A topic and its shards (linearizable). NOT_FOUND if there is none.
+        async fn get_topic(
+            &self,
+            request: tonic::Request<super::GetTopicRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetTopicResponse>,
+            tonic::Status,
+        >;
+        /// A cluster's topics (linearizable), by name.
+        async fn list_topics(
+            &self,
+            request: tonic::Request<super::ListTopicsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListTopicsResponse>,
+            tonic::Status,
+        >;
+        /// Deletes a topic and its shards (if at the revision given, when given).
+        async fn delete_topic(
+            &self,
+            request: tonic::Request<super::DeleteTopicRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DeleteTopicResponse>,
+            tonic::Status,
+        >;
+        /// A cluster's shards (linearizable), of one topic and/or one broker.
+        async fn list_shards(
+            &self,
+            request: tonic::Request<super::ListShardsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListShardsResponse>,
+            tonic::Status,
+        >;
+        /// An operator's move: a shard's leadership to another in-sync replica, or
+        /// a replica to another broker. Forcing a leader outside the in-sync set
+        /// (an unclean election) must be asked for.
+        async fn move_shard(
+            &self,
+            request: tonic::Request<super::MoveShardRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::MoveShardResponse>,
+            tonic::Status,
+        >;
+        /// A shard leader reports its in-sync set and high watermark. Refused with
+        /// FAILED_PRECONDITION, naming both epochs, when the broker's registration
+        /// epoch or the shard's leader epoch is not the current one.
+        async fn report_shard_status(
+            &self,
+            request: tonic::Request<super::ReportShardStatusRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ReportShardStatusResponse>,
+            tonic::Status,
+        >;
+        /// Server streaming response type for the WatchAssignments method.
+        type WatchAssignmentsStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<
+                    super::WatchAssignmentsResponse,
+                    tonic::Status,
+                >,
+            >
+            + std::marker::Send
+            + 'static;
+        /// The shards a broker must lead or follow: first all of them (unless
+        /// resuming), then every change, in revision order, resumable from any kept
+        /// revision (pass the last revision seen + 1).
+        async fn watch_assignments(
+            &self,
+            request: tonic::Request<super::WatchAssignmentsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<Self::WatchAssignmentsStream>,
             tonic::Status,
         >;
     }
@@ -1334,6 +1951,413 @@ pub mod placement_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/placement.v1.Placement/CreateTopic" => {
+                    #[allow(non_camel_case_types)]
+                    struct CreateTopicSvc<T: Placement>(pub Arc<T>);
+                    impl<
+                        T: Placement,
+                    > tonic::server::UnaryService<super::CreateTopicRequest>
+                    for CreateTopicSvc<T> {
+                        type Response = super::TopicResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::CreateTopicRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Placement>::create_topic(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = CreateTopicSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/placement.v1.Placement/UpdateTopic" => {
+                    #[allow(non_camel_case_types)]
+                    struct UpdateTopicSvc<T: Placement>(pub Arc<T>);
+                    impl<
+                        T: Placement,
+                    > tonic::server::UnaryService<super::UpdateTopicRequest>
+                    for UpdateTopicSvc<T> {
+                        type Response = super::TopicResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::UpdateTopicRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Placement>::update_topic(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = UpdateTopicSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/placement.v1.Placement/GetTopic" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetTopicSvc<T: Placement>(pub Arc<T>);
+                    impl<
+                        T: Placement,
+                    > tonic::server::UnaryService<super::GetTopicRequest>
+                    for GetTopicSvc<T> {
+                        type Response = super::GetTopicResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetTopicRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Placement>::get_topic(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetTopicSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/placement.v1.Placement/ListTopics" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListTopicsSvc<T: Placement>(pub Arc<T>);
+                    impl<
+                        T: Placement,
+                    > tonic::server::UnaryService<super::ListTopicsRequest>
+                    for ListTopicsSvc<T> {
+                        type Response = super::ListTopicsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListTopicsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Placement>::list_topics(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListTopicsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/placement.v1.Placement/DeleteTopic" => {
+                    #[allow(non_camel_case_types)]
+                    struct DeleteTopicSvc<T: Placement>(pub Arc<T>);
+                    impl<
+                        T: Placement,
+                    > tonic::server::UnaryService<super::DeleteTopicRequest>
+                    for DeleteTopicSvc<T> {
+                        type Response = super::DeleteTopicResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DeleteTopicRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Placement>::delete_topic(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DeleteTopicSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/placement.v1.Placement/ListShards" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListShardsSvc<T: Placement>(pub Arc<T>);
+                    impl<
+                        T: Placement,
+                    > tonic::server::UnaryService<super::ListShardsRequest>
+                    for ListShardsSvc<T> {
+                        type Response = super::ListShardsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListShardsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Placement>::list_shards(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListShardsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/placement.v1.Placement/MoveShard" => {
+                    #[allow(non_camel_case_types)]
+                    struct MoveShardSvc<T: Placement>(pub Arc<T>);
+                    impl<
+                        T: Placement,
+                    > tonic::server::UnaryService<super::MoveShardRequest>
+                    for MoveShardSvc<T> {
+                        type Response = super::MoveShardResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::MoveShardRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Placement>::move_shard(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = MoveShardSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/placement.v1.Placement/ReportShardStatus" => {
+                    #[allow(non_camel_case_types)]
+                    struct ReportShardStatusSvc<T: Placement>(pub Arc<T>);
+                    impl<
+                        T: Placement,
+                    > tonic::server::UnaryService<super::ReportShardStatusRequest>
+                    for ReportShardStatusSvc<T> {
+                        type Response = super::ReportShardStatusResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ReportShardStatusRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Placement>::report_shard_status(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ReportShardStatusSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/placement.v1.Placement/WatchAssignments" => {
+                    #[allow(non_camel_case_types)]
+                    struct WatchAssignmentsSvc<T: Placement>(pub Arc<T>);
+                    impl<
+                        T: Placement,
+                    > tonic::server::ServerStreamingService<
+                        super::WatchAssignmentsRequest,
+                    > for WatchAssignmentsSvc<T> {
+                        type Response = super::WatchAssignmentsResponse;
+                        type ResponseStream = T::WatchAssignmentsStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::WatchAssignmentsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Placement>::watch_assignments(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = WatchAssignmentsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

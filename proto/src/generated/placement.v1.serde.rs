@@ -1,3 +1,187 @@
+impl serde::Serialize for Assignment {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.role != 0 {
+            len += 1;
+        }
+        if self.shard.is_some() {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("placement.v1.Assignment", len)?;
+        if self.role != 0 {
+            let v = assignment::Role::try_from(self.role)
+                .map_err(|_| serde::ser::Error::custom(format!("Invalid variant {}", self.role)))?;
+            struct_ser.serialize_field("role", &v)?;
+        }
+        if let Some(v) = self.shard.as_ref() {
+            struct_ser.serialize_field("shard", v)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for Assignment {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "role",
+            "shard",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Role,
+            Shard,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "role" => Ok(GeneratedField::Role),
+                            "shard" => Ok(GeneratedField::Shard),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = Assignment;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct placement.v1.Assignment")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<Assignment, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut role__ = None;
+                let mut shard__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Role => {
+                            if role__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("role"));
+                            }
+                            role__ = Some(map_.next_value::<assignment::Role>()? as i32);
+                        }
+                        GeneratedField::Shard => {
+                            if shard__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("shard"));
+                            }
+                            shard__ = map_.next_value()?;
+                        }
+                    }
+                }
+                Ok(Assignment {
+                    role: role__.unwrap_or_default(),
+                    shard: shard__,
+                })
+            }
+        }
+        deserializer.deserialize_struct("placement.v1.Assignment", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for assignment::Role {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        let variant = match self {
+            Self::Removed => "REMOVED",
+            Self::Leader => "LEADER",
+            Self::Follower => "FOLLOWER",
+        };
+        serializer.serialize_str(variant)
+    }
+}
+impl<'de> serde::Deserialize<'de> for assignment::Role {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "REMOVED",
+            "LEADER",
+            "FOLLOWER",
+        ];
+
+        struct GeneratedVisitor;
+
+        impl serde::de::Visitor<'_> for GeneratedVisitor {
+            type Value = assignment::Role;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(formatter, "expected one of: {:?}", &FIELDS)
+            }
+
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                i32::try_from(v)
+                    .ok()
+                    .and_then(|x| x.try_into().ok())
+                    .ok_or_else(|| {
+                        serde::de::Error::invalid_value(serde::de::Unexpected::Signed(v), &self)
+                    })
+            }
+
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                i32::try_from(v)
+                    .ok()
+                    .and_then(|x| x.try_into().ok())
+                    .ok_or_else(|| {
+                        serde::de::Error::invalid_value(serde::de::Unexpected::Unsigned(v), &self)
+                    })
+            }
+
+            fn visit_str<E>(self, value: &str) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                match value {
+                    "REMOVED" => Ok(assignment::Role::Removed),
+                    "LEADER" => Ok(assignment::Role::Leader),
+                    "FOLLOWER" => Ok(assignment::Role::Follower),
+                    _ => Err(serde::de::Error::unknown_variant(value, FIELDS)),
+                }
+            }
+        }
+        deserializer.deserialize_any(GeneratedVisitor)
+    }
+}
 impl serde::Serialize for ClusterConfigResponse {
     #[allow(deprecated)]
     fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
@@ -794,6 +978,334 @@ impl<'de> serde::Deserialize<'de> for CommitOffsetsResponse {
         deserializer.deserialize_struct("placement.v1.CommitOffsetsResponse", FIELDS, GeneratedVisitor)
     }
 }
+impl serde::Serialize for CreateTopicRequest {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.spec.is_some() {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("placement.v1.CreateTopicRequest", len)?;
+        if let Some(v) = self.spec.as_ref() {
+            struct_ser.serialize_field("spec", v)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for CreateTopicRequest {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "spec",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Spec,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "spec" => Ok(GeneratedField::Spec),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = CreateTopicRequest;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct placement.v1.CreateTopicRequest")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<CreateTopicRequest, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut spec__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Spec => {
+                            if spec__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("spec"));
+                            }
+                            spec__ = map_.next_value()?;
+                        }
+                    }
+                }
+                Ok(CreateTopicRequest {
+                    spec: spec__,
+                })
+            }
+        }
+        deserializer.deserialize_struct("placement.v1.CreateTopicRequest", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for DeleteTopicRequest {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.cluster.is_empty() {
+            len += 1;
+        }
+        if !self.name.is_empty() {
+            len += 1;
+        }
+        if self.revision != 0 {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("placement.v1.DeleteTopicRequest", len)?;
+        if !self.cluster.is_empty() {
+            struct_ser.serialize_field("cluster", &self.cluster)?;
+        }
+        if !self.name.is_empty() {
+            struct_ser.serialize_field("name", &self.name)?;
+        }
+        if self.revision != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser.serialize_field("revision", ToString::to_string(&self.revision).as_str())?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for DeleteTopicRequest {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "cluster",
+            "name",
+            "revision",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Cluster,
+            Name,
+            Revision,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "cluster" => Ok(GeneratedField::Cluster),
+                            "name" => Ok(GeneratedField::Name),
+                            "revision" => Ok(GeneratedField::Revision),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = DeleteTopicRequest;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct placement.v1.DeleteTopicRequest")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<DeleteTopicRequest, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut cluster__ = None;
+                let mut name__ = None;
+                let mut revision__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Cluster => {
+                            if cluster__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("cluster"));
+                            }
+                            cluster__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::Name => {
+                            if name__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("name"));
+                            }
+                            name__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::Revision => {
+                            if revision__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("revision"));
+                            }
+                            revision__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                    }
+                }
+                Ok(DeleteTopicRequest {
+                    cluster: cluster__.unwrap_or_default(),
+                    name: name__.unwrap_or_default(),
+                    revision: revision__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_struct("placement.v1.DeleteTopicRequest", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for DeleteTopicResponse {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.header.is_some() {
+            len += 1;
+        }
+        if self.deleted {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("placement.v1.DeleteTopicResponse", len)?;
+        if let Some(v) = self.header.as_ref() {
+            struct_ser.serialize_field("header", v)?;
+        }
+        if self.deleted {
+            struct_ser.serialize_field("deleted", &self.deleted)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for DeleteTopicResponse {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "header",
+            "deleted",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Header,
+            Deleted,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "header" => Ok(GeneratedField::Header),
+                            "deleted" => Ok(GeneratedField::Deleted),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = DeleteTopicResponse;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct placement.v1.DeleteTopicResponse")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<DeleteTopicResponse, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut header__ = None;
+                let mut deleted__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Header => {
+                            if header__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("header"));
+                            }
+                            header__ = map_.next_value()?;
+                        }
+                        GeneratedField::Deleted => {
+                            if deleted__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("deleted"));
+                            }
+                            deleted__ = Some(map_.next_value()?);
+                        }
+                    }
+                }
+                Ok(DeleteTopicResponse {
+                    header: header__,
+                    deleted: deleted__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_struct("placement.v1.DeleteTopicResponse", FIELDS, GeneratedVisitor)
+    }
+}
 impl serde::Serialize for FetchOffsetsRequest {
     #[allow(deprecated)]
     fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
@@ -1137,6 +1649,239 @@ impl<'de> serde::Deserialize<'de> for GetClusterConfigRequest {
             }
         }
         deserializer.deserialize_struct("placement.v1.GetClusterConfigRequest", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for GetTopicRequest {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.cluster.is_empty() {
+            len += 1;
+        }
+        if !self.name.is_empty() {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("placement.v1.GetTopicRequest", len)?;
+        if !self.cluster.is_empty() {
+            struct_ser.serialize_field("cluster", &self.cluster)?;
+        }
+        if !self.name.is_empty() {
+            struct_ser.serialize_field("name", &self.name)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for GetTopicRequest {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "cluster",
+            "name",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Cluster,
+            Name,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "cluster" => Ok(GeneratedField::Cluster),
+                            "name" => Ok(GeneratedField::Name),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = GetTopicRequest;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct placement.v1.GetTopicRequest")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<GetTopicRequest, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut cluster__ = None;
+                let mut name__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Cluster => {
+                            if cluster__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("cluster"));
+                            }
+                            cluster__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::Name => {
+                            if name__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("name"));
+                            }
+                            name__ = Some(map_.next_value()?);
+                        }
+                    }
+                }
+                Ok(GetTopicRequest {
+                    cluster: cluster__.unwrap_or_default(),
+                    name: name__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_struct("placement.v1.GetTopicRequest", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for GetTopicResponse {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.header.is_some() {
+            len += 1;
+        }
+        if self.topic.is_some() {
+            len += 1;
+        }
+        if !self.shards.is_empty() {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("placement.v1.GetTopicResponse", len)?;
+        if let Some(v) = self.header.as_ref() {
+            struct_ser.serialize_field("header", v)?;
+        }
+        if let Some(v) = self.topic.as_ref() {
+            struct_ser.serialize_field("topic", v)?;
+        }
+        if !self.shards.is_empty() {
+            struct_ser.serialize_field("shards", &self.shards)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for GetTopicResponse {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "header",
+            "topic",
+            "shards",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Header,
+            Topic,
+            Shards,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "header" => Ok(GeneratedField::Header),
+                            "topic" => Ok(GeneratedField::Topic),
+                            "shards" => Ok(GeneratedField::Shards),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = GetTopicResponse;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct placement.v1.GetTopicResponse")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<GetTopicResponse, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut header__ = None;
+                let mut topic__ = None;
+                let mut shards__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Header => {
+                            if header__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("header"));
+                            }
+                            header__ = map_.next_value()?;
+                        }
+                        GeneratedField::Topic => {
+                            if topic__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("topic"));
+                            }
+                            topic__ = map_.next_value()?;
+                        }
+                        GeneratedField::Shards => {
+                            if shards__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("shards"));
+                            }
+                            shards__ = Some(map_.next_value()?);
+                        }
+                    }
+                }
+                Ok(GetTopicResponse {
+                    header: header__,
+                    topic: topic__,
+                    shards: shards__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_struct("placement.v1.GetTopicResponse", FIELDS, GeneratedVisitor)
     }
 }
 impl serde::Serialize for Header {
@@ -1763,6 +2508,442 @@ impl<'de> serde::Deserialize<'de> for ListNodesResponse {
         deserializer.deserialize_struct("placement.v1.ListNodesResponse", FIELDS, GeneratedVisitor)
     }
 }
+impl serde::Serialize for ListShardsRequest {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.cluster.is_empty() {
+            len += 1;
+        }
+        if !self.topic.is_empty() {
+            len += 1;
+        }
+        if self.broker != 0 {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("placement.v1.ListShardsRequest", len)?;
+        if !self.cluster.is_empty() {
+            struct_ser.serialize_field("cluster", &self.cluster)?;
+        }
+        if !self.topic.is_empty() {
+            struct_ser.serialize_field("topic", &self.topic)?;
+        }
+        if self.broker != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser.serialize_field("broker", ToString::to_string(&self.broker).as_str())?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for ListShardsRequest {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "cluster",
+            "topic",
+            "broker",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Cluster,
+            Topic,
+            Broker,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "cluster" => Ok(GeneratedField::Cluster),
+                            "topic" => Ok(GeneratedField::Topic),
+                            "broker" => Ok(GeneratedField::Broker),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = ListShardsRequest;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct placement.v1.ListShardsRequest")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<ListShardsRequest, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut cluster__ = None;
+                let mut topic__ = None;
+                let mut broker__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Cluster => {
+                            if cluster__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("cluster"));
+                            }
+                            cluster__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::Topic => {
+                            if topic__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("topic"));
+                            }
+                            topic__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::Broker => {
+                            if broker__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("broker"));
+                            }
+                            broker__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                    }
+                }
+                Ok(ListShardsRequest {
+                    cluster: cluster__.unwrap_or_default(),
+                    topic: topic__.unwrap_or_default(),
+                    broker: broker__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_struct("placement.v1.ListShardsRequest", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for ListShardsResponse {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.header.is_some() {
+            len += 1;
+        }
+        if !self.shards.is_empty() {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("placement.v1.ListShardsResponse", len)?;
+        if let Some(v) = self.header.as_ref() {
+            struct_ser.serialize_field("header", v)?;
+        }
+        if !self.shards.is_empty() {
+            struct_ser.serialize_field("shards", &self.shards)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for ListShardsResponse {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "header",
+            "shards",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Header,
+            Shards,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "header" => Ok(GeneratedField::Header),
+                            "shards" => Ok(GeneratedField::Shards),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = ListShardsResponse;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct placement.v1.ListShardsResponse")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<ListShardsResponse, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut header__ = None;
+                let mut shards__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Header => {
+                            if header__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("header"));
+                            }
+                            header__ = map_.next_value()?;
+                        }
+                        GeneratedField::Shards => {
+                            if shards__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("shards"));
+                            }
+                            shards__ = Some(map_.next_value()?);
+                        }
+                    }
+                }
+                Ok(ListShardsResponse {
+                    header: header__,
+                    shards: shards__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_struct("placement.v1.ListShardsResponse", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for ListTopicsRequest {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.cluster.is_empty() {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("placement.v1.ListTopicsRequest", len)?;
+        if !self.cluster.is_empty() {
+            struct_ser.serialize_field("cluster", &self.cluster)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for ListTopicsRequest {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "cluster",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Cluster,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "cluster" => Ok(GeneratedField::Cluster),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = ListTopicsRequest;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct placement.v1.ListTopicsRequest")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<ListTopicsRequest, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut cluster__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Cluster => {
+                            if cluster__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("cluster"));
+                            }
+                            cluster__ = Some(map_.next_value()?);
+                        }
+                    }
+                }
+                Ok(ListTopicsRequest {
+                    cluster: cluster__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_struct("placement.v1.ListTopicsRequest", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for ListTopicsResponse {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.header.is_some() {
+            len += 1;
+        }
+        if !self.topics.is_empty() {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("placement.v1.ListTopicsResponse", len)?;
+        if let Some(v) = self.header.as_ref() {
+            struct_ser.serialize_field("header", v)?;
+        }
+        if !self.topics.is_empty() {
+            struct_ser.serialize_field("topics", &self.topics)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for ListTopicsResponse {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "header",
+            "topics",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Header,
+            Topics,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "header" => Ok(GeneratedField::Header),
+                            "topics" => Ok(GeneratedField::Topics),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = ListTopicsResponse;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct placement.v1.ListTopicsResponse")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<ListTopicsResponse, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut header__ = None;
+                let mut topics__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Header => {
+                            if header__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("header"));
+                            }
+                            header__ = map_.next_value()?;
+                        }
+                        GeneratedField::Topics => {
+                            if topics__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("topics"));
+                            }
+                            topics__ = Some(map_.next_value()?);
+                        }
+                    }
+                }
+                Ok(ListTopicsResponse {
+                    header: header__,
+                    topics: topics__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_struct("placement.v1.ListTopicsResponse", FIELDS, GeneratedVisitor)
+    }
+}
 impl serde::Serialize for MemberStatus {
     #[allow(deprecated)]
     fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
@@ -2005,6 +3186,342 @@ impl<'de> serde::Deserialize<'de> for MemberStatus {
             }
         }
         deserializer.deserialize_struct("placement.v1.MemberStatus", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for MoveShardRequest {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.cluster.is_empty() {
+            len += 1;
+        }
+        if !self.topic.is_empty() {
+            len += 1;
+        }
+        if self.shard != 0 {
+            len += 1;
+        }
+        if self.leader != 0 {
+            len += 1;
+        }
+        if self.unclean {
+            len += 1;
+        }
+        if self.from != 0 {
+            len += 1;
+        }
+        if self.to != 0 {
+            len += 1;
+        }
+        if self.revision != 0 {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("placement.v1.MoveShardRequest", len)?;
+        if !self.cluster.is_empty() {
+            struct_ser.serialize_field("cluster", &self.cluster)?;
+        }
+        if !self.topic.is_empty() {
+            struct_ser.serialize_field("topic", &self.topic)?;
+        }
+        if self.shard != 0 {
+            struct_ser.serialize_field("shard", &self.shard)?;
+        }
+        if self.leader != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser.serialize_field("leader", ToString::to_string(&self.leader).as_str())?;
+        }
+        if self.unclean {
+            struct_ser.serialize_field("unclean", &self.unclean)?;
+        }
+        if self.from != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser.serialize_field("from", ToString::to_string(&self.from).as_str())?;
+        }
+        if self.to != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser.serialize_field("to", ToString::to_string(&self.to).as_str())?;
+        }
+        if self.revision != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser.serialize_field("revision", ToString::to_string(&self.revision).as_str())?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for MoveShardRequest {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "cluster",
+            "topic",
+            "shard",
+            "leader",
+            "unclean",
+            "from",
+            "to",
+            "revision",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Cluster,
+            Topic,
+            Shard,
+            Leader,
+            Unclean,
+            From,
+            To,
+            Revision,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "cluster" => Ok(GeneratedField::Cluster),
+                            "topic" => Ok(GeneratedField::Topic),
+                            "shard" => Ok(GeneratedField::Shard),
+                            "leader" => Ok(GeneratedField::Leader),
+                            "unclean" => Ok(GeneratedField::Unclean),
+                            "from" => Ok(GeneratedField::From),
+                            "to" => Ok(GeneratedField::To),
+                            "revision" => Ok(GeneratedField::Revision),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = MoveShardRequest;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct placement.v1.MoveShardRequest")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<MoveShardRequest, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut cluster__ = None;
+                let mut topic__ = None;
+                let mut shard__ = None;
+                let mut leader__ = None;
+                let mut unclean__ = None;
+                let mut from__ = None;
+                let mut to__ = None;
+                let mut revision__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Cluster => {
+                            if cluster__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("cluster"));
+                            }
+                            cluster__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::Topic => {
+                            if topic__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("topic"));
+                            }
+                            topic__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::Shard => {
+                            if shard__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("shard"));
+                            }
+                            shard__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                        GeneratedField::Leader => {
+                            if leader__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("leader"));
+                            }
+                            leader__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                        GeneratedField::Unclean => {
+                            if unclean__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("unclean"));
+                            }
+                            unclean__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::From => {
+                            if from__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("from"));
+                            }
+                            from__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                        GeneratedField::To => {
+                            if to__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("to"));
+                            }
+                            to__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                        GeneratedField::Revision => {
+                            if revision__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("revision"));
+                            }
+                            revision__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                    }
+                }
+                Ok(MoveShardRequest {
+                    cluster: cluster__.unwrap_or_default(),
+                    topic: topic__.unwrap_or_default(),
+                    shard: shard__.unwrap_or_default(),
+                    leader: leader__.unwrap_or_default(),
+                    unclean: unclean__.unwrap_or_default(),
+                    from: from__.unwrap_or_default(),
+                    to: to__.unwrap_or_default(),
+                    revision: revision__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_struct("placement.v1.MoveShardRequest", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for MoveShardResponse {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.header.is_some() {
+            len += 1;
+        }
+        if self.shard.is_some() {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("placement.v1.MoveShardResponse", len)?;
+        if let Some(v) = self.header.as_ref() {
+            struct_ser.serialize_field("header", v)?;
+        }
+        if let Some(v) = self.shard.as_ref() {
+            struct_ser.serialize_field("shard", v)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for MoveShardResponse {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "header",
+            "shard",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Header,
+            Shard,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "header" => Ok(GeneratedField::Header),
+                            "shard" => Ok(GeneratedField::Shard),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = MoveShardResponse;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct placement.v1.MoveShardResponse")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<MoveShardResponse, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut header__ = None;
+                let mut shard__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Header => {
+                            if header__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("header"));
+                            }
+                            header__ = map_.next_value()?;
+                        }
+                        GeneratedField::Shard => {
+                            if shard__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("shard"));
+                            }
+                            shard__ = map_.next_value()?;
+                        }
+                    }
+                }
+                Ok(MoveShardResponse {
+                    header: header__,
+                    shard: shard__,
+                })
+            }
+        }
+        deserializer.deserialize_struct("placement.v1.MoveShardResponse", FIELDS, GeneratedVisitor)
     }
 }
 impl serde::Serialize for NodeEvent {
@@ -2739,6 +4256,248 @@ impl<'de> serde::Deserialize<'de> for RegisterNodeResponse {
         deserializer.deserialize_struct("placement.v1.RegisterNodeResponse", FIELDS, GeneratedVisitor)
     }
 }
+impl serde::Serialize for ReportShardStatusRequest {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.cluster.is_empty() {
+            len += 1;
+        }
+        if self.node_id != 0 {
+            len += 1;
+        }
+        if self.epoch != 0 {
+            len += 1;
+        }
+        if !self.shards.is_empty() {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("placement.v1.ReportShardStatusRequest", len)?;
+        if !self.cluster.is_empty() {
+            struct_ser.serialize_field("cluster", &self.cluster)?;
+        }
+        if self.node_id != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser.serialize_field("node_id", ToString::to_string(&self.node_id).as_str())?;
+        }
+        if self.epoch != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser.serialize_field("epoch", ToString::to_string(&self.epoch).as_str())?;
+        }
+        if !self.shards.is_empty() {
+            struct_ser.serialize_field("shards", &self.shards)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for ReportShardStatusRequest {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "cluster",
+            "node_id",
+            "nodeId",
+            "epoch",
+            "shards",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Cluster,
+            NodeId,
+            Epoch,
+            Shards,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "cluster" => Ok(GeneratedField::Cluster),
+                            "nodeId" | "node_id" => Ok(GeneratedField::NodeId),
+                            "epoch" => Ok(GeneratedField::Epoch),
+                            "shards" => Ok(GeneratedField::Shards),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = ReportShardStatusRequest;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct placement.v1.ReportShardStatusRequest")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<ReportShardStatusRequest, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut cluster__ = None;
+                let mut node_id__ = None;
+                let mut epoch__ = None;
+                let mut shards__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Cluster => {
+                            if cluster__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("cluster"));
+                            }
+                            cluster__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::NodeId => {
+                            if node_id__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("nodeId"));
+                            }
+                            node_id__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                        GeneratedField::Epoch => {
+                            if epoch__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("epoch"));
+                            }
+                            epoch__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                        GeneratedField::Shards => {
+                            if shards__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("shards"));
+                            }
+                            shards__ = Some(map_.next_value()?);
+                        }
+                    }
+                }
+                Ok(ReportShardStatusRequest {
+                    cluster: cluster__.unwrap_or_default(),
+                    node_id: node_id__.unwrap_or_default(),
+                    epoch: epoch__.unwrap_or_default(),
+                    shards: shards__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_struct("placement.v1.ReportShardStatusRequest", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for ReportShardStatusResponse {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.header.is_some() {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("placement.v1.ReportShardStatusResponse", len)?;
+        if let Some(v) = self.header.as_ref() {
+            struct_ser.serialize_field("header", v)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for ReportShardStatusResponse {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "header",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Header,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "header" => Ok(GeneratedField::Header),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = ReportShardStatusResponse;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct placement.v1.ReportShardStatusResponse")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<ReportShardStatusResponse, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut header__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Header => {
+                            if header__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("header"));
+                            }
+                            header__ = map_.next_value()?;
+                        }
+                    }
+                }
+                Ok(ReportShardStatusResponse {
+                    header: header__,
+                })
+            }
+        }
+        deserializer.deserialize_struct("placement.v1.ReportShardStatusResponse", FIELDS, GeneratedVisitor)
+    }
+}
 impl serde::Serialize for SetClusterConfigRequest {
     #[allow(deprecated)]
     fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
@@ -2868,6 +4627,266 @@ impl<'de> serde::Deserialize<'de> for SetClusterConfigRequest {
             }
         }
         deserializer.deserialize_struct("placement.v1.SetClusterConfigRequest", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for Shard {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.topic.is_empty() {
+            len += 1;
+        }
+        if self.shard != 0 {
+            len += 1;
+        }
+        if !self.replicas.is_empty() {
+            len += 1;
+        }
+        if self.leader != 0 {
+            len += 1;
+        }
+        if self.leader_epoch != 0 {
+            len += 1;
+        }
+        if !self.in_sync.is_empty() {
+            len += 1;
+        }
+        if self.high_watermark != 0 {
+            len += 1;
+        }
+        if !self.broker_epochs.is_empty() {
+            len += 1;
+        }
+        if self.revision != 0 {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("placement.v1.Shard", len)?;
+        if !self.topic.is_empty() {
+            struct_ser.serialize_field("topic", &self.topic)?;
+        }
+        if self.shard != 0 {
+            struct_ser.serialize_field("shard", &self.shard)?;
+        }
+        if !self.replicas.is_empty() {
+            struct_ser.serialize_field("replicas", &self.replicas.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        }
+        if self.leader != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser.serialize_field("leader", ToString::to_string(&self.leader).as_str())?;
+        }
+        if self.leader_epoch != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser.serialize_field("leader_epoch", ToString::to_string(&self.leader_epoch).as_str())?;
+        }
+        if !self.in_sync.is_empty() {
+            struct_ser.serialize_field("in_sync", &self.in_sync.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        }
+        if self.high_watermark != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser.serialize_field("high_watermark", ToString::to_string(&self.high_watermark).as_str())?;
+        }
+        if !self.broker_epochs.is_empty() {
+            let v: std::collections::HashMap<_, _> = self.broker_epochs.iter()
+                .map(|(k, v)| (k, v.to_string())).collect();
+            struct_ser.serialize_field("broker_epochs", &v)?;
+        }
+        if self.revision != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser.serialize_field("revision", ToString::to_string(&self.revision).as_str())?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for Shard {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "topic",
+            "shard",
+            "replicas",
+            "leader",
+            "leader_epoch",
+            "leaderEpoch",
+            "in_sync",
+            "inSync",
+            "high_watermark",
+            "highWatermark",
+            "broker_epochs",
+            "brokerEpochs",
+            "revision",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Topic,
+            Shard,
+            Replicas,
+            Leader,
+            LeaderEpoch,
+            InSync,
+            HighWatermark,
+            BrokerEpochs,
+            Revision,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "topic" => Ok(GeneratedField::Topic),
+                            "shard" => Ok(GeneratedField::Shard),
+                            "replicas" => Ok(GeneratedField::Replicas),
+                            "leader" => Ok(GeneratedField::Leader),
+                            "leaderEpoch" | "leader_epoch" => Ok(GeneratedField::LeaderEpoch),
+                            "inSync" | "in_sync" => Ok(GeneratedField::InSync),
+                            "highWatermark" | "high_watermark" => Ok(GeneratedField::HighWatermark),
+                            "brokerEpochs" | "broker_epochs" => Ok(GeneratedField::BrokerEpochs),
+                            "revision" => Ok(GeneratedField::Revision),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = Shard;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct placement.v1.Shard")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<Shard, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut topic__ = None;
+                let mut shard__ = None;
+                let mut replicas__ = None;
+                let mut leader__ = None;
+                let mut leader_epoch__ = None;
+                let mut in_sync__ = None;
+                let mut high_watermark__ = None;
+                let mut broker_epochs__ = None;
+                let mut revision__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Topic => {
+                            if topic__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("topic"));
+                            }
+                            topic__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::Shard => {
+                            if shard__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("shard"));
+                            }
+                            shard__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                        GeneratedField::Replicas => {
+                            if replicas__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("replicas"));
+                            }
+                            replicas__ = 
+                                Some(map_.next_value::<Vec<::pbjson::private::NumberDeserialize<_>>>()?
+                                    .into_iter().map(|x| x.0).collect())
+                            ;
+                        }
+                        GeneratedField::Leader => {
+                            if leader__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("leader"));
+                            }
+                            leader__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                        GeneratedField::LeaderEpoch => {
+                            if leader_epoch__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("leaderEpoch"));
+                            }
+                            leader_epoch__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                        GeneratedField::InSync => {
+                            if in_sync__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("inSync"));
+                            }
+                            in_sync__ = 
+                                Some(map_.next_value::<Vec<::pbjson::private::NumberDeserialize<_>>>()?
+                                    .into_iter().map(|x| x.0).collect())
+                            ;
+                        }
+                        GeneratedField::HighWatermark => {
+                            if high_watermark__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("highWatermark"));
+                            }
+                            high_watermark__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                        GeneratedField::BrokerEpochs => {
+                            if broker_epochs__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("brokerEpochs"));
+                            }
+                            broker_epochs__ = Some(
+                                map_.next_value::<std::collections::BTreeMap<::pbjson::private::NumberDeserialize<u64>, ::pbjson::private::NumberDeserialize<i64>>>()?
+                                    .into_iter().map(|(k,v)| (k.0, v.0)).collect()
+                            );
+                        }
+                        GeneratedField::Revision => {
+                            if revision__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("revision"));
+                            }
+                            revision__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                    }
+                }
+                Ok(Shard {
+                    topic: topic__.unwrap_or_default(),
+                    shard: shard__.unwrap_or_default(),
+                    replicas: replicas__.unwrap_or_default(),
+                    leader: leader__.unwrap_or_default(),
+                    leader_epoch: leader_epoch__.unwrap_or_default(),
+                    in_sync: in_sync__.unwrap_or_default(),
+                    high_watermark: high_watermark__.unwrap_or_default(),
+                    broker_epochs: broker_epochs__.unwrap_or_default(),
+                    revision: revision__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_struct("placement.v1.Shard", FIELDS, GeneratedVisitor)
     }
 }
 impl serde::Serialize for ShardOffset {
@@ -3016,6 +5035,605 @@ impl<'de> serde::Deserialize<'de> for ShardOffset {
             }
         }
         deserializer.deserialize_struct("placement.v1.ShardOffset", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for ShardStatus {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.topic.is_empty() {
+            len += 1;
+        }
+        if self.shard != 0 {
+            len += 1;
+        }
+        if self.leader_epoch != 0 {
+            len += 1;
+        }
+        if !self.in_sync.is_empty() {
+            len += 1;
+        }
+        if self.high_watermark != 0 {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("placement.v1.ShardStatus", len)?;
+        if !self.topic.is_empty() {
+            struct_ser.serialize_field("topic", &self.topic)?;
+        }
+        if self.shard != 0 {
+            struct_ser.serialize_field("shard", &self.shard)?;
+        }
+        if self.leader_epoch != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser.serialize_field("leader_epoch", ToString::to_string(&self.leader_epoch).as_str())?;
+        }
+        if !self.in_sync.is_empty() {
+            struct_ser.serialize_field("in_sync", &self.in_sync.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        }
+        if self.high_watermark != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser.serialize_field("high_watermark", ToString::to_string(&self.high_watermark).as_str())?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for ShardStatus {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "topic",
+            "shard",
+            "leader_epoch",
+            "leaderEpoch",
+            "in_sync",
+            "inSync",
+            "high_watermark",
+            "highWatermark",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Topic,
+            Shard,
+            LeaderEpoch,
+            InSync,
+            HighWatermark,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "topic" => Ok(GeneratedField::Topic),
+                            "shard" => Ok(GeneratedField::Shard),
+                            "leaderEpoch" | "leader_epoch" => Ok(GeneratedField::LeaderEpoch),
+                            "inSync" | "in_sync" => Ok(GeneratedField::InSync),
+                            "highWatermark" | "high_watermark" => Ok(GeneratedField::HighWatermark),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = ShardStatus;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct placement.v1.ShardStatus")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<ShardStatus, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut topic__ = None;
+                let mut shard__ = None;
+                let mut leader_epoch__ = None;
+                let mut in_sync__ = None;
+                let mut high_watermark__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Topic => {
+                            if topic__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("topic"));
+                            }
+                            topic__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::Shard => {
+                            if shard__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("shard"));
+                            }
+                            shard__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                        GeneratedField::LeaderEpoch => {
+                            if leader_epoch__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("leaderEpoch"));
+                            }
+                            leader_epoch__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                        GeneratedField::InSync => {
+                            if in_sync__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("inSync"));
+                            }
+                            in_sync__ = 
+                                Some(map_.next_value::<Vec<::pbjson::private::NumberDeserialize<_>>>()?
+                                    .into_iter().map(|x| x.0).collect())
+                            ;
+                        }
+                        GeneratedField::HighWatermark => {
+                            if high_watermark__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("highWatermark"));
+                            }
+                            high_watermark__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                    }
+                }
+                Ok(ShardStatus {
+                    topic: topic__.unwrap_or_default(),
+                    shard: shard__.unwrap_or_default(),
+                    leader_epoch: leader_epoch__.unwrap_or_default(),
+                    in_sync: in_sync__.unwrap_or_default(),
+                    high_watermark: high_watermark__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_struct("placement.v1.ShardStatus", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for Topic {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.spec.is_some() {
+            len += 1;
+        }
+        if self.revision != 0 {
+            len += 1;
+        }
+        if self.create_revision != 0 {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("placement.v1.Topic", len)?;
+        if let Some(v) = self.spec.as_ref() {
+            struct_ser.serialize_field("spec", v)?;
+        }
+        if self.revision != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser.serialize_field("revision", ToString::to_string(&self.revision).as_str())?;
+        }
+        if self.create_revision != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser.serialize_field("create_revision", ToString::to_string(&self.create_revision).as_str())?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for Topic {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "spec",
+            "revision",
+            "create_revision",
+            "createRevision",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Spec,
+            Revision,
+            CreateRevision,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "spec" => Ok(GeneratedField::Spec),
+                            "revision" => Ok(GeneratedField::Revision),
+                            "createRevision" | "create_revision" => Ok(GeneratedField::CreateRevision),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = Topic;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct placement.v1.Topic")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<Topic, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut spec__ = None;
+                let mut revision__ = None;
+                let mut create_revision__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Spec => {
+                            if spec__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("spec"));
+                            }
+                            spec__ = map_.next_value()?;
+                        }
+                        GeneratedField::Revision => {
+                            if revision__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("revision"));
+                            }
+                            revision__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                        GeneratedField::CreateRevision => {
+                            if create_revision__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("createRevision"));
+                            }
+                            create_revision__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                    }
+                }
+                Ok(Topic {
+                    spec: spec__,
+                    revision: revision__.unwrap_or_default(),
+                    create_revision: create_revision__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_struct("placement.v1.Topic", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for TopicResponse {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.header.is_some() {
+            len += 1;
+        }
+        if self.topic.is_some() {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("placement.v1.TopicResponse", len)?;
+        if let Some(v) = self.header.as_ref() {
+            struct_ser.serialize_field("header", v)?;
+        }
+        if let Some(v) = self.topic.as_ref() {
+            struct_ser.serialize_field("topic", v)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for TopicResponse {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "header",
+            "topic",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Header,
+            Topic,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "header" => Ok(GeneratedField::Header),
+                            "topic" => Ok(GeneratedField::Topic),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = TopicResponse;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct placement.v1.TopicResponse")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<TopicResponse, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut header__ = None;
+                let mut topic__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Header => {
+                            if header__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("header"));
+                            }
+                            header__ = map_.next_value()?;
+                        }
+                        GeneratedField::Topic => {
+                            if topic__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("topic"));
+                            }
+                            topic__ = map_.next_value()?;
+                        }
+                    }
+                }
+                Ok(TopicResponse {
+                    header: header__,
+                    topic: topic__,
+                })
+            }
+        }
+        deserializer.deserialize_struct("placement.v1.TopicResponse", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for TopicSpec {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.cluster.is_empty() {
+            len += 1;
+        }
+        if !self.name.is_empty() {
+            len += 1;
+        }
+        if self.shards != 0 {
+            len += 1;
+        }
+        if self.replication_factor != 0 {
+            len += 1;
+        }
+        if !self.role.is_empty() {
+            len += 1;
+        }
+        if !self.spread_label.is_empty() {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("placement.v1.TopicSpec", len)?;
+        if !self.cluster.is_empty() {
+            struct_ser.serialize_field("cluster", &self.cluster)?;
+        }
+        if !self.name.is_empty() {
+            struct_ser.serialize_field("name", &self.name)?;
+        }
+        if self.shards != 0 {
+            struct_ser.serialize_field("shards", &self.shards)?;
+        }
+        if self.replication_factor != 0 {
+            struct_ser.serialize_field("replication_factor", &self.replication_factor)?;
+        }
+        if !self.role.is_empty() {
+            struct_ser.serialize_field("role", &self.role)?;
+        }
+        if !self.spread_label.is_empty() {
+            struct_ser.serialize_field("spread_label", &self.spread_label)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for TopicSpec {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "cluster",
+            "name",
+            "shards",
+            "replication_factor",
+            "replicationFactor",
+            "role",
+            "spread_label",
+            "spreadLabel",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Cluster,
+            Name,
+            Shards,
+            ReplicationFactor,
+            Role,
+            SpreadLabel,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "cluster" => Ok(GeneratedField::Cluster),
+                            "name" => Ok(GeneratedField::Name),
+                            "shards" => Ok(GeneratedField::Shards),
+                            "replicationFactor" | "replication_factor" => Ok(GeneratedField::ReplicationFactor),
+                            "role" => Ok(GeneratedField::Role),
+                            "spreadLabel" | "spread_label" => Ok(GeneratedField::SpreadLabel),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = TopicSpec;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct placement.v1.TopicSpec")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<TopicSpec, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut cluster__ = None;
+                let mut name__ = None;
+                let mut shards__ = None;
+                let mut replication_factor__ = None;
+                let mut role__ = None;
+                let mut spread_label__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Cluster => {
+                            if cluster__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("cluster"));
+                            }
+                            cluster__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::Name => {
+                            if name__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("name"));
+                            }
+                            name__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::Shards => {
+                            if shards__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("shards"));
+                            }
+                            shards__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                        GeneratedField::ReplicationFactor => {
+                            if replication_factor__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("replicationFactor"));
+                            }
+                            replication_factor__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                        GeneratedField::Role => {
+                            if role__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("role"));
+                            }
+                            role__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::SpreadLabel => {
+                            if spread_label__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("spreadLabel"));
+                            }
+                            spread_label__ = Some(map_.next_value()?);
+                        }
+                    }
+                }
+                Ok(TopicSpec {
+                    cluster: cluster__.unwrap_or_default(),
+                    name: name__.unwrap_or_default(),
+                    shards: shards__.unwrap_or_default(),
+                    replication_factor: replication_factor__.unwrap_or_default(),
+                    role: role__.unwrap_or_default(),
+                    spread_label: spread_label__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_struct("placement.v1.TopicSpec", FIELDS, GeneratedVisitor)
     }
 }
 impl serde::Serialize for UnregisterNodeRequest {
@@ -3258,6 +5876,377 @@ impl<'de> serde::Deserialize<'de> for UnregisterNodeResponse {
             }
         }
         deserializer.deserialize_struct("placement.v1.UnregisterNodeResponse", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for UpdateTopicRequest {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.spec.is_some() {
+            len += 1;
+        }
+        if self.revision != 0 {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("placement.v1.UpdateTopicRequest", len)?;
+        if let Some(v) = self.spec.as_ref() {
+            struct_ser.serialize_field("spec", v)?;
+        }
+        if self.revision != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser.serialize_field("revision", ToString::to_string(&self.revision).as_str())?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for UpdateTopicRequest {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "spec",
+            "revision",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Spec,
+            Revision,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "spec" => Ok(GeneratedField::Spec),
+                            "revision" => Ok(GeneratedField::Revision),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = UpdateTopicRequest;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct placement.v1.UpdateTopicRequest")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<UpdateTopicRequest, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut spec__ = None;
+                let mut revision__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Spec => {
+                            if spec__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("spec"));
+                            }
+                            spec__ = map_.next_value()?;
+                        }
+                        GeneratedField::Revision => {
+                            if revision__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("revision"));
+                            }
+                            revision__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                    }
+                }
+                Ok(UpdateTopicRequest {
+                    spec: spec__,
+                    revision: revision__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_struct("placement.v1.UpdateTopicRequest", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for WatchAssignmentsRequest {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.cluster.is_empty() {
+            len += 1;
+        }
+        if self.broker != 0 {
+            len += 1;
+        }
+        if self.start_revision != 0 {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("placement.v1.WatchAssignmentsRequest", len)?;
+        if !self.cluster.is_empty() {
+            struct_ser.serialize_field("cluster", &self.cluster)?;
+        }
+        if self.broker != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser.serialize_field("broker", ToString::to_string(&self.broker).as_str())?;
+        }
+        if self.start_revision != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser.serialize_field("start_revision", ToString::to_string(&self.start_revision).as_str())?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for WatchAssignmentsRequest {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "cluster",
+            "broker",
+            "start_revision",
+            "startRevision",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Cluster,
+            Broker,
+            StartRevision,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "cluster" => Ok(GeneratedField::Cluster),
+                            "broker" => Ok(GeneratedField::Broker),
+                            "startRevision" | "start_revision" => Ok(GeneratedField::StartRevision),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = WatchAssignmentsRequest;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct placement.v1.WatchAssignmentsRequest")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<WatchAssignmentsRequest, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut cluster__ = None;
+                let mut broker__ = None;
+                let mut start_revision__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Cluster => {
+                            if cluster__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("cluster"));
+                            }
+                            cluster__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::Broker => {
+                            if broker__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("broker"));
+                            }
+                            broker__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                        GeneratedField::StartRevision => {
+                            if start_revision__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("startRevision"));
+                            }
+                            start_revision__ = 
+                                Some(map_.next_value::<::pbjson::private::NumberDeserialize<_>>()?.0)
+                            ;
+                        }
+                    }
+                }
+                Ok(WatchAssignmentsRequest {
+                    cluster: cluster__.unwrap_or_default(),
+                    broker: broker__.unwrap_or_default(),
+                    start_revision: start_revision__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_struct("placement.v1.WatchAssignmentsRequest", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for WatchAssignmentsResponse {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.header.is_some() {
+            len += 1;
+        }
+        if self.snapshot {
+            len += 1;
+        }
+        if !self.assignments.is_empty() {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("placement.v1.WatchAssignmentsResponse", len)?;
+        if let Some(v) = self.header.as_ref() {
+            struct_ser.serialize_field("header", v)?;
+        }
+        if self.snapshot {
+            struct_ser.serialize_field("snapshot", &self.snapshot)?;
+        }
+        if !self.assignments.is_empty() {
+            struct_ser.serialize_field("assignments", &self.assignments)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for WatchAssignmentsResponse {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "header",
+            "snapshot",
+            "assignments",
+        ];
+
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Header,
+            Snapshot,
+            Assignments,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(deserializer: D) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+
+                    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", &FIELDS)
+                    }
+
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(self, value: &str) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "header" => Ok(GeneratedField::Header),
+                            "snapshot" => Ok(GeneratedField::Snapshot),
+                            "assignments" => Ok(GeneratedField::Assignments),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = WatchAssignmentsResponse;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("struct placement.v1.WatchAssignmentsResponse")
+            }
+
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<WatchAssignmentsResponse, V::Error>
+                where
+                    V: serde::de::MapAccess<'de>,
+            {
+                let mut header__ = None;
+                let mut snapshot__ = None;
+                let mut assignments__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Header => {
+                            if header__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("header"));
+                            }
+                            header__ = map_.next_value()?;
+                        }
+                        GeneratedField::Snapshot => {
+                            if snapshot__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("snapshot"));
+                            }
+                            snapshot__ = Some(map_.next_value()?);
+                        }
+                        GeneratedField::Assignments => {
+                            if assignments__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("assignments"));
+                            }
+                            assignments__ = Some(map_.next_value()?);
+                        }
+                    }
+                }
+                Ok(WatchAssignmentsResponse {
+                    header: header__,
+                    snapshot: snapshot__.unwrap_or_default(),
+                    assignments: assignments__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_struct("placement.v1.WatchAssignmentsResponse", FIELDS, GeneratedVisitor)
     }
 }
 impl serde::Serialize for WatchNodesRequest {

@@ -1,0 +1,336 @@
+//! The controller's decisions: given one cluster's topics, shards and live
+//! brokers, which shard records to write. Pure and deterministic (ordered
+//! maps, ties broken by broker id): the same view gives the same decisions,
+//! so the simulator can replay them and a new Raft leader simply resumes.
+//!
+//! A replica is live while its broker is registered with the epoch it had
+//! when the replica was placed and still fits the topic (role, label). Per
+//! shard, in order:
+//! 1. a shard without a record is placed on the eligible brokers holding the
+//!    fewest replicas, with distinct values of the spread label; all of them
+//!    in sync, the one leading the fewest shards its leader, leader epoch 1;
+//! 2. replicas that are not live leave the replica and in-sync sets; a
+//!    leader that is not live (or left the in-sync set) is replaced by the
+//!    in-sync replica leading the fewest shards, or by none when no in-sync
+//!    replica lives: never by a replica that may have missed data. Any change
+//!    of leader bumps the leader epoch, which fences the old leader's reports;
+//! 3. missing replicas are added (out of sync until the leader reports them);
+//! 4. only when nothing needed repair: at most `moves` rebalancing moves, one
+//!    per shard, of shards whose replicas are all in sync: a replica from the
+//!    broker holding the most to an eligible one holding the fewest, or a
+//!    leadership from the broker leading the most to an in-sync replica
+//!    leading the fewest, while they differ by more than one.
+//!
+//! Each decision carries the conditions it relies on: its shard's record and
+//! topic unchanged, and every broker it places a replica on still registered
+//! with the epoch seen. Written as one transaction, a decision made on a
+//! stale view never applies.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::node_key;
+use super::topics::{shard_key, topic_key, ShardRecord, TopicRecord};
+
+/// A registered broker as the controller sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Broker {
+    /// Its registration epoch.
+    pub epoch: i64,
+    /// Its roles.
+    pub roles: Vec<String>,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One cluster's placement state, as read at one revision.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    /// The cluster.
+    pub cluster: String,
+    /// Topics by name, with their records' mod revisions.
+    pub topics: BTreeMap<String, (TopicRecord, i64)>,
+    /// Shards by (topic, number), with their records' mod revisions.
+    pub shards: BTreeMap<(String, u32), (ShardRecord, i64)>,
+    /// Registered brokers by node id.
+    pub brokers: BTreeMap<u64, Broker>,
+}
+
+/// Why a shard record is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reason {
+    /// A shard placed for the first time.
+    Place,
+    /// Replicas or a leader lost, or replicas missing.
+    Repair,
+    /// A rebalancing move.
+    Rebalance,
+}
+
+/// One shard record to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The shard's topic.
+    pub topic: String,
+    /// The shard.
+    pub shard: u32,
+    /// Its new record.
+    pub record: ShardRecord,
+    /// Why.
+    pub reason: Reason,
+    /// Keys whose mod revision must still be these for the write to apply
+    /// (0: the key must not exist).
+    pub conditions: BTreeMap<Vec<u8>, i64>,
+}
+
+/// Replicas and leaderships per broker, kept current as decisions are made.
+#[derive(Debug, Default)]
+struct Load {
+    replicas: BTreeMap<u64, usize>,
+    leaders: BTreeMap<u64, usize>,
+}
+
+impl Load {
+    fn of(view: &View) -> Self {
+        let mut load = Load::default();
+        for &b in view.brokers.keys() {
+            load.replicas.insert(b, 0);
+            load.leaders.insert(b, 0);
+        }
+        for (record, _) in view.shards.values() {
+            load.add(record, 1);
+        }
+        load
+    }
+
+    /// Counts `record`'s replicas and leader (`sign` 1) or uncounts them (-1),
+    /// for brokers that are registered.
+    fn add(&mut self, record: &ShardRecord, sign: isize) {
+        for b in &record.replicas {
+            if let Some(n) = self.replicas.get_mut(b) {
+                *n = n.saturating_add_signed(sign);
+            }
+        }
+        if let Some(n) = self.leaders.get_mut(&record.leader) {
+            *n = n.saturating_add_signed(sign);
+        }
+    }
+
+    fn replicas(&self, b: u64) -> usize {
+        self.replicas.get(&b).copied().unwrap_or(0)
+    }
+
+    fn leaders(&self, b: u64) -> usize {
+        self.leaders.get(&b).copied().unwrap_or(0)
+    }
+
+    /// Of `candidates`, the one leading the fewest shards (then the lowest id).
+    fn least_leading(&self, candidates: impl Iterator<Item = u64>) -> Option<u64> {
+        candidates.min_by_key(|&b| (self.leaders(b), b))
+    }
+}
+
+/// Whether `broker` may hold a replica of `topic`.
+pub(super) fn eligible(topic: &TopicRecord, broker: &Broker) -> bool {
+    (topic.role.is_empty() || broker.roles.contains(&topic.role))
+        && (topic.spread_label.is_empty() || broker.labels.contains_key(&topic.spread_label))
+}
+
+/// The spread label's value on `broker` (None without a constraint).
+pub(super) fn zone<'a>(topic: &TopicRecord, broker: &'a Broker) -> Option<&'a str> {
+    (!topic.spread_label.is_empty()).then(|| broker.labels.get(&topic.spread_label).map(String::as_str).unwrap_or(""))
+}
+
+/// The decisions for `view`, with at most `moves` rebalancing moves.
+pub fn decide(view: &View, moves: usize) -> Vec<Decision> {
+    let mut load = Load::of(view);
+    let mut decisions = Vec::new();
+    for (name, (topic, topic_revision)) in &view.topics {
+        for shard in 0..topic.shards {
+            let current = view.shards.get(&(name.clone(), shard));
+            let Some((record, reason)) = repair(view, topic, current.map(|(r, _)| r), &mut load) else { continue };
+            let revision = current.map_or(0, |(_, rev)| *rev);
+            decisions.push(decision(view, name, shard, *topic_revision, revision, record, reason));
+        }
+    }
+    if decisions.is_empty() {
+        decisions = rebalance(view, &mut load, moves);
+    }
+    decisions
+}
+
+fn decision(
+    view: &View,
+    topic: &str,
+    shard: u32,
+    topic_revision: i64,
+    shard_revision: i64,
+    record: ShardRecord,
+    reason: Reason,
+) -> Decision {
+    let mut conditions = BTreeMap::new();
+    conditions.insert(topic_key(&view.cluster, topic), topic_revision);
+    conditions.insert(shard_key(&view.cluster, topic, shard), shard_revision);
+    for (&b, &epoch) in &record.broker_epochs {
+        conditions.insert(node_key(&view.cluster, b), epoch);
+    }
+    Decision { topic: topic.to_string(), shard, record, reason, conditions }
+}
+
+/// `current` (None: not placed yet) made whole, or None when it is as it
+/// should be (or nothing can be done for it now).
+fn repair(
+    view: &View,
+    topic: &TopicRecord,
+    current: Option<&ShardRecord>,
+    load: &mut Load,
+) -> Option<(ShardRecord, Reason)> {
+    let live = |b: &u64, record: &ShardRecord| {
+        view.brokers
+            .get(b)
+            .is_some_and(|broker| record.broker_epochs.get(b) == Some(&broker.epoch) && eligible(topic, broker))
+    };
+    let Some(current) = current else {
+        let mut record = ShardRecord { leader_epoch: 0, ..Default::default() };
+        fill(view, topic, &mut record, load);
+        if record.replicas.is_empty() {
+            return None; // no eligible broker yet
+        }
+        record.in_sync = record.replicas.clone();
+        record.leader = load.least_leading(record.replicas.iter().copied()).unwrap_or(0);
+        record.leader_epoch = 1;
+        load.add(&record, 1);
+        return Some((record, Reason::Place));
+    };
+    let mut next = current.clone();
+    // Replicas that are gone, changed or no longer fit; then, with a spread
+    // constraint, later replicas sharing an earlier one's value.
+    let mut zones = BTreeSet::new();
+    next.replicas
+        .retain(|b| live(b, current) && zone(topic, &view.brokers[b]).is_none_or(|z| zones.insert(z.to_string())));
+    // Too many replicas (the replication factor went down): drop those out
+    // of sync first, never the leader.
+    while next.replicas.len() > topic.replication_factor as usize {
+        let drop = next
+            .replicas
+            .iter()
+            .rposition(|b| *b != next.leader && !next.in_sync.contains(b))
+            .or_else(|| next.replicas.iter().rposition(|b| *b != next.leader))
+            .unwrap_or(next.replicas.len() - 1);
+        next.replicas.remove(drop);
+    }
+    next.broker_epochs.retain(|b, _| next.replicas.contains(b));
+    next.in_sync.retain(|b| next.replicas.contains(b));
+    if !next.in_sync.contains(&next.leader) {
+        let elected = load.least_leading(next.in_sync.iter().copied()).unwrap_or(0);
+        next.leader = elected;
+    }
+    fill(view, topic, &mut next, load);
+    if next == *current {
+        return None;
+    }
+    if next.leader != current.leader {
+        next.leader_epoch = current.leader_epoch + 1;
+    }
+    load.add(current, -1);
+    load.add(&next, 1);
+    Some((next, Reason::Repair))
+}
+
+/// Adds replicas to `record` up to the topic's replication factor: eligible
+/// brokers holding the fewest replicas, with values of the spread label
+/// that none of its replicas has.
+fn fill(view: &View, topic: &TopicRecord, record: &mut ShardRecord, load: &Load) {
+    while record.replicas.len() < topic.replication_factor as usize {
+        let Some(b) = candidate(view, topic, record, None, load) else { return };
+        record.replicas.push(b);
+        record.broker_epochs.insert(b, view.brokers[&b].epoch);
+    }
+}
+
+/// The eligible broker holding the fewest replicas (then the lowest id)
+/// that could join `record`'s replicas, `leaving` replaced by it.
+fn candidate(view: &View, topic: &TopicRecord, record: &ShardRecord, leaving: Option<u64>, load: &Load) -> Option<u64> {
+    let taken: BTreeSet<&str> = record
+        .replicas
+        .iter()
+        .filter(|b| Some(**b) != leaving)
+        .filter_map(|b| view.brokers.get(b).and_then(|broker| zone(topic, broker)))
+        .collect();
+    view.brokers
+        .iter()
+        .filter(|(b, broker)| {
+            !record.replicas.contains(b)
+                && eligible(topic, broker)
+                && zone(topic, broker).is_none_or(|z| !taken.contains(z))
+        })
+        .map(|(b, _)| *b)
+        .min_by_key(|b| (load.replicas(*b), *b))
+}
+
+/// Up to `moves` moves, each the one that narrows the spread of replicas
+/// (then of leaderships) per broker the most, one per shard.
+fn rebalance(view: &View, load: &mut Load, moves: usize) -> Vec<Decision> {
+    let mut decisions: Vec<Decision> = Vec::new();
+    let mut moved: BTreeSet<(String, u32)> = BTreeSet::new();
+    while decisions.len() < moves {
+        let mut best: Option<(usize, (String, u32), ShardRecord)> = None;
+        for ((name, shard), (record, _)) in &view.shards {
+            let settled = record.leader != 0 && record.in_sync.len() == record.replicas.len();
+            if !settled || moved.contains(&(name.clone(), *shard)) {
+                continue;
+            }
+            let Some((topic, _)) = view.topics.get(name) else { continue };
+            for &from in &record.replicas {
+                let Some(to) = candidate(view, topic, record, Some(from), load) else { continue };
+                let gain = load.replicas(from).saturating_sub(load.replicas(to));
+                // A leader moves only with another in-sync replica to take over.
+                if gain > 1
+                    && (from != record.leader || record.in_sync.len() > 1)
+                    && best.as_ref().is_none_or(|b| gain > b.0)
+                {
+                    best = Some((gain, (name.clone(), *shard), moved_replica(record, from, to, view, load)));
+                }
+            }
+            let leading = record.leader;
+            if let Some(to) = load.least_leading(record.in_sync.iter().copied().filter(|b| *b != leading)) {
+                let gain = load.leaders(leading).saturating_sub(load.leaders(to));
+                if gain > 1 && best.as_ref().is_none_or(|b| gain > b.0) {
+                    let mut next = record.clone();
+                    next.leader = to;
+                    next.leader_epoch += 1;
+                    best = Some((gain, (name.clone(), *shard), next));
+                }
+            }
+        }
+        let Some((_, id, next)) = best else { break };
+        let (current, revision) = &view.shards[&id];
+        load.add(current, -1);
+        load.add(&next, 1);
+        let topic_revision = view.topics[&id.0].1;
+        decisions.push(decision(view, &id.0, id.1, topic_revision, *revision, next, Reason::Rebalance));
+        moved.insert(id);
+    }
+    decisions
+}
+
+/// `record` with `from`'s replica on `to` (out of sync), and a new leader
+/// if `from` led it.
+fn moved_replica(record: &ShardRecord, from: u64, to: u64, view: &View, load: &Load) -> ShardRecord {
+    let mut next = record.clone();
+    for b in next.replicas.iter_mut() {
+        if *b == from {
+            *b = to;
+        }
+    }
+    next.broker_epochs.remove(&from);
+    next.broker_epochs.insert(to, view.brokers[&to].epoch);
+    next.in_sync.retain(|b| *b != from);
+    if next.leader == from {
+        next.leader = load.least_leading(next.in_sync.iter().copied()).unwrap_or(0);
+        next.leader_epoch += 1;
+    }
+    next
+}
+
+#[cfg(test)]
+mod tests;
