@@ -1,4 +1,5 @@
-//! placement-ctl: keys, broker registrations, members and leases of a
+//! placement-ctl: keys, broker registrations, topics and shards, members
+//! and leases of a
 //! Placement Center cluster from the command line, for operators and
 //! scripts, over the `placement-client` library alone (no RocksDB, no Raft).
 //!
@@ -15,6 +16,7 @@ mod lease;
 mod node;
 mod offsets;
 mod output;
+mod topic;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +37,7 @@ pub use kv::KvCommand;
 pub use lease::LeaseCommand;
 pub use node::NodeCommand;
 pub use offsets::OffsetsCommand;
+pub use topic::{ShardCommand, TopicCommand};
 
 /// Command line of placement-ctl.
 #[derive(Parser, Debug)]
@@ -101,6 +104,12 @@ pub enum Command {
     /// Consumer groups' committed offsets.
     #[command(subcommand)]
     Offsets(OffsetsCommand),
+    /// Topics: shard counts, replication and placement constraints.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Shards: where they are placed, who leads them, operators' moves.
+    #[command(subcommand)]
+    Shard(ShardCommand),
     /// Prints a shell completion script (e.g. `placement-ctl completions bash > /etc/bash_completion.d/placement-ctl`).
     Completions {
         /// The shell.
@@ -192,6 +201,8 @@ async fn execute(cli: Cli) -> Outcome {
         Command::Cluster(c) => ctl.cluster(c).await,
         Command::Lease(c) => ctl.lease(c).await,
         Command::Offsets(c) => ctl.offsets(c).await,
+        Command::Topic(c) => ctl.topic(c).await,
+        Command::Shard(c) => ctl.shard(c).await,
         Command::Completions { .. } => Ok(()),
     }
 }

@@ -273,3 +273,91 @@ async fn placement_ctl_commits_and_gets_a_groups_offsets_and_exits_4_when_fenced
     let (code, _, err) = ctl(ep, &[&commit[..], &["orders=1"]].concat());
     assert_eq!(code, 2, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_ctl_creates_describes_moves_and_deletes_topics_and_shards() {
+    let cluster = Cluster::start(3).await;
+    cluster.wait_leader().await;
+    let ep = endpoints(&cluster);
+    let ep = ep.as_str();
+    for (id, zone) in [("1", "a"), ("2", "b"), ("3", "c")] {
+        ok(
+            ep,
+            &[
+                "node",
+                "register",
+                "--cluster",
+                "mq",
+                "--id",
+                id,
+                "--role",
+                "journal",
+                "--label",
+                &format!("zone={zone}"),
+            ],
+        );
+    }
+    let watch = Watching::spawn(ctl_command(ep, &["shard", "watch", "--cluster", "mq", "--broker", "1"]));
+    let create = ["topic", "create", "--cluster", "mq", "orders", "--shards", "3", "--replication-factor", "2"];
+    let created = ok(ep, &[&create[..], &["--role", "journal", "--spread-label", "zone"]].concat());
+    assert!(created.starts_with("created topic orders at revision "), "{created}");
+    let (code, _, err) = ctl(ep, &create);
+    assert_eq!((code, err.as_str()), (4, "Error: placement: topic orders of cluster mq already exists\n"));
+
+    // The controller places the shards; describe shows them.
+    let mut described = serde_json::Value::Null;
+    for _ in 0..100 {
+        described = json(ep, &["topic", "describe", "--cluster", "mq", "orders"]);
+        if described["placed"].as_array().unwrap().len() == 3 {
+            break;
+        }
+        runtime::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(described["placed"].as_array().unwrap().len(), 3, "{described}");
+    let table = ok(ep, &["topic", "describe", "--cluster", "mq", "orders"]);
+    assert!(
+        table.starts_with(
+            "NAME    SHARDS  REPLICATION  ROLE     SPREAD  REVISION\norders  3       2            journal  zone"
+        ),
+        "{table}"
+    );
+    assert!(table.contains("TOPIC   SHARD  LEADER  LEADER EPOCH  REPLICAS  IN SYNC  HIGH WATERMARK"), "{table}");
+    let listed = ok(ep, &["topic", "list", "--cluster", "mq"]);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    let of_1 = json(ep, &["shard", "list", "--cluster", "mq", "--broker", "1"]);
+    let held = of_1["shards"].as_array().unwrap().len();
+    assert!(held >= 1, "{of_1}");
+    let lines = watch.next(held);
+    assert!(lines.iter().all(|l| l.contains(" lead orders/") || l.contains(" follow orders/")), "{lines:?}");
+
+    // Leadership of shard 0 to its other replica.
+    let shard = &described["placed"][0];
+    let leader = shard["leader"].as_u64().unwrap();
+    let other =
+        shard["replicas"].as_array().unwrap().iter().map(|r| r.as_u64().unwrap()).find(|r| *r != leader).unwrap();
+    let moved = ok(
+        ep,
+        &["shard", "move", "--cluster", "mq", "--topic", "orders", "--shard", "0", "--leader", &other.to_string()],
+    );
+    assert!(
+        moved.starts_with(&format!("moved shard orders/0: leader {other} at leader epoch 2, replicas ")),
+        "{moved}"
+    );
+    let (code, _, err) = ctl(ep, &["shard", "move", "--cluster", "mq", "--topic", "orders", "--shard", "0"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("nothing to move"), "{err}");
+    let (code, _, err) =
+        ctl(ep, &["shard", "move", "--cluster", "mq", "--topic", "orders", "--shard", "9", "--leader", "1"]);
+    assert_eq!(code, 3, "{err}");
+
+    assert!(
+        ok(ep, &["topic", "delete", "--cluster", "mq", "orders"]).starts_with("deleted topic orders and its shards")
+    );
+    let (code, _, err) = ctl(ep, &["topic", "describe", "--cluster", "mq", "orders"]);
+    assert_eq!((code, err.as_str()), (3, "Error: placement: topic orders of cluster mq not found\n"));
+    let (code, _, _) = ctl(ep, &["topic", "delete", "--cluster", "mq", "orders"]);
+    assert_eq!(code, 3);
+    assert!(ok(ep, &["shard", "list", "--cluster", "mq"]).lines().count() == 1, "only the header");
+    let (code, _, err) = ctl(ep, &["topic", "create", "--cluster", "mq", "bad", "--shards", "0"]);
+    assert_eq!(code, 2, "{err}");
+}
