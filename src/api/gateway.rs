@@ -239,6 +239,39 @@ fn method(path: &str) -> Option<Method> {
         "/v1/placement/offsets/fetch" => {
             route!("/placement.v1.Placement/FetchOffsets", Unary, p::FetchOffsetsRequest, p::FetchOffsetsResponse)
         }
+        "/v1/placement/topics/create" => {
+            route!("/placement.v1.Placement/CreateTopic", Unary, p::CreateTopicRequest, p::TopicResponse)
+        }
+        "/v1/placement/topics/update" => {
+            route!("/placement.v1.Placement/UpdateTopic", Unary, p::UpdateTopicRequest, p::TopicResponse)
+        }
+        "/v1/placement/topics/get" => {
+            route!("/placement.v1.Placement/GetTopic", Unary, p::GetTopicRequest, p::GetTopicResponse)
+        }
+        "/v1/placement/topics/list" => {
+            route!("/placement.v1.Placement/ListTopics", Unary, p::ListTopicsRequest, p::ListTopicsResponse)
+        }
+        "/v1/placement/topics/delete" => {
+            route!("/placement.v1.Placement/DeleteTopic", Unary, p::DeleteTopicRequest, p::DeleteTopicResponse)
+        }
+        "/v1/placement/shards/list" => {
+            route!("/placement.v1.Placement/ListShards", Unary, p::ListShardsRequest, p::ListShardsResponse)
+        }
+        "/v1/placement/shards/move" => {
+            route!("/placement.v1.Placement/MoveShard", Unary, p::MoveShardRequest, p::MoveShardResponse)
+        }
+        "/v1/placement/shards/report" => route!(
+            "/placement.v1.Placement/ReportShardStatus",
+            Unary,
+            p::ReportShardStatusRequest,
+            p::ReportShardStatusResponse
+        ),
+        "/v1/placement/assignments/watch" => route!(
+            "/placement.v1.Placement/WatchAssignments",
+            ServerStream,
+            p::WatchAssignmentsRequest,
+            p::WatchAssignmentsResponse
+        ),
         _ => return None,
     })
 }

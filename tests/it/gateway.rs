@@ -217,6 +217,15 @@ async fn errors_have_grpc_gateways_shape_and_status() {
     assert_eq!(fetched["offsets"], json!([{"topic": "orders", "shard": 1, "offset": "42"}]));
     let (status, err) = post(addr, "/v1/placement/offsets/commit", commit("1")).await;
     assert_eq!((status, &err["code"]), (400, &json!(9)), "{err}");
+
+    // Topics: created, listed, and created again is 409 ALREADY_EXISTS.
+    let topic = json!({"spec": {"cluster": "mq", "name": "orders", "shards": 2, "replicationFactor": 1}});
+    let (status, created) = post(addr, "/v1/placement/topics/create", topic.clone()).await;
+    assert_eq!((status, &created["topic"]["spec"]["shards"]), (200, &json!(2)), "{created}");
+    let (status, listed) = post(addr, "/v1/placement/topics/list", json!({"cluster": "mq"})).await;
+    assert_eq!((status, &listed["topics"][0]["spec"]["name"]), (200, &json!("orders")), "{listed}");
+    let (status, err) = post(addr, "/v1/placement/topics/create", topic).await;
+    assert_eq!((status, &err["code"]), (409, &json!(6)), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
