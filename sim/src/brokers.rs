@@ -12,15 +12,17 @@ use std::time::Duration;
 
 #[cfg(madsim)]
 use madsim::runtime::Handle;
-use placement_center::client::{Client, ClientError, ClientOptions, Registration, Retry};
+use placement_center::client::{Assignments, Client, ClientError, ClientOptions, Registration, Retry};
 use placement_center::proto::placement::v1::node_event::Kind;
 use placement_center::proto::placement::v1::{
-    NodeInfo, RegisterNodeRequest, SetClusterConfigRequest, UnregisterNodeRequest,
+    NodeInfo, RegisterNodeRequest, ReportShardStatusRequest, SetClusterConfigRequest, ShardStatus,
+    UnregisterNodeRequest, WatchAssignmentsResponse,
 };
 use placement_center::runtime::{self, Instant};
 use rand::Rng;
 
 use crate::checker::brokers::{Answer, BrokerOp, Call, Observed};
+use crate::checker::shards::{Report, Reported};
 
 /// The broker cluster the simulated brokers belong to.
 pub const CLUSTER: &str = "sim";
@@ -31,6 +33,15 @@ pub const EXPIRY: Duration = Duration::from_secs(3);
 
 /// What the brokers did, shared by them.
 pub type BrokerHistory = Arc<Mutex<Vec<BrokerOp>>>;
+/// The shard statuses the brokers reported, shared by them.
+pub type ShardReports = Arc<Mutex<Vec<Report>>>;
+/// How often a broker reports the status of the shards it leads, per heartbeat.
+const REPORT_CHANCE: f64 = 0.5;
+
+/// Broker `id`'s zone label: three zones, round robin.
+pub fn zone(id: u64) -> String {
+    ["a", "b", "c"][(id % 3) as usize].to_string()
+}
 
 /// A client as the simulated brokers and consumers use it: short timeouts,
 /// few attempts, and root's credentials on auth seeds.
@@ -101,12 +112,20 @@ pub fn start(
     start: Instant,
     until: Instant,
     history: &BrokerHistory,
+    reports: &ShardReports,
 ) -> Vec<madsim::task::JoinHandle<()>> {
     (1..=n)
         .map(|id| {
             let node =
                 Handle::current().create_node().name(format!("broker{id}")).ip(crate::cluster::ip(180 + id)).build();
-            let broker = Broker { id, net_id: node.id(), client: client(addrs), start, history: history.clone() };
+            let broker = Broker {
+                id,
+                net_id: node.id(),
+                client: client(addrs),
+                start,
+                history: history.clone(),
+                reports: reports.clone(),
+            };
             node.spawn(broker.run(until))
         })
         .collect()
@@ -114,9 +133,16 @@ pub fn start(
 
 /// Runs `n` brokers (node ids 1..=n) as tasks until `until`.
 #[cfg(not(madsim))]
-pub async fn run(n: u64, addrs: &[String], start: Instant, until: Instant, history: &BrokerHistory) {
+pub async fn run(
+    n: u64,
+    addrs: &[String],
+    start: Instant,
+    until: Instant,
+    history: &BrokerHistory,
+    reports: &ShardReports,
+) {
     futures::future::join_all((1..=n).map(|id| {
-        let broker = Broker { id, client: client(addrs), start, history: history.clone() };
+        let broker = Broker { id, client: client(addrs), start, history: history.clone(), reports: reports.clone() };
         broker.run(until)
     }))
     .await;
@@ -138,6 +164,7 @@ struct Broker {
     client: Arc<Client>,
     start: Instant,
     history: BrokerHistory,
+    reports: ShardReports,
 }
 
 impl Broker {
@@ -175,7 +202,7 @@ impl Broker {
             node_id: self.id,
             roles: vec!["mqtt".into()],
             addresses: [("mqtt".to_string(), advertised(self.id))].into(),
-            labels: BTreeMap::new(),
+            labels: BTreeMap::from([("zone".to_string(), zone(self.id))]),
         };
         let invoked = runtime::now();
         let result = runtime::timeout(crate::caller_deadline(Duration::from_secs(5)), self.client.register(req)).await;
@@ -205,11 +232,56 @@ impl Broker {
         self.record(Call::List(found), invoked, answer(&result));
     }
 
+    /// Reports the status of the shards `work` says it leads (all replicas
+    /// in sync, a high watermark that grows), recording each shard's outcome.
+    async fn report(&self, node: &NodeInfo, work: &Assignments) {
+        let led: Vec<ShardStatus> = work
+            .led()
+            .map(|s| ShardStatus {
+                topic: s.topic.clone(),
+                shard: s.shard,
+                leader_epoch: s.leader_epoch,
+                in_sync: s.replicas.clone(),
+                high_watermark: (runtime::now() - self.start).as_millis() as i64,
+            })
+            .collect();
+        if led.is_empty() {
+            return;
+        }
+        let req = ReportShardStatusRequest {
+            cluster: CLUSTER.into(),
+            node_id: self.id,
+            epoch: node.epoch,
+            shards: led.clone(),
+        };
+        let result =
+            runtime::timeout(crate::caller_deadline(Duration::from_secs(2)), self.client.report_shard_status(req))
+                .await;
+        let ended = match (&result, answer(&result)) {
+            (Ok(Ok(resp)), _) => Reported::Acked(resp.header.as_ref().map_or(0, |h| h.revision)),
+            (_, Answer::Refused(_, message)) => Reported::Refused(message),
+            _ => Reported::Unknown,
+        };
+        let mut reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        for s in led {
+            reports.push(Report {
+                broker: self.id,
+                epoch: node.epoch,
+                shard: format!("{}/{}", s.topic, s.shard),
+                leader_epoch: s.leader_epoch,
+                ended: ended.clone(),
+            });
+        }
+    }
+
     /// Heartbeats and lists until the registration ends: lost, cut off,
-    /// unregistered, or replaced by the next registration.
+    /// unregistered, or replaced by the next registration. Meanwhile it
+    /// follows its assignment and reports on the shards it leads.
     async fn live(&self, registration: &Registration, until: Instant) {
         let node = &registration.node;
         let end = (runtime::now() + Duration::from_millis(runtime::rng().gen_range(2000..10000))).min(until);
+        let mut assignments = self.client.watch_assignments(CLUSTER, self.id, 0);
+        let mut work = Assignments::default();
         // Lists fall between heartbeats, where a registration that was not
         // really renewed would be seen gone.
         let half = registration.heartbeat_interval / 2;
@@ -222,11 +294,19 @@ impl Broker {
             if !self.heartbeat(node).await {
                 return; // lost: register again
             }
+            if !follow(&mut assignments, &mut work) {
+                assignments = self.client.watch_assignments(CLUSTER, self.id, 0);
+            }
+            if runtime::rng().gen_bool(REPORT_CHANCE) {
+                self.report(node, &work).await;
+            }
         }
         match runtime::rng().gen_range(0..4) {
             0 => {
-                // Silent for longer than the expiry.
+                // Silent for longer than the expiry; then, as a zombie, it
+                // reports on the shards it led (to be fenced).
                 self.go_silent(EXPIRY + Duration::from_millis(runtime::rng().gen_range(500..3000))).await;
+                self.report(node, &work).await;
                 self.heartbeat(node).await;
                 self.list().await;
             }
@@ -237,6 +317,26 @@ impl Broker {
                 self.record(Call::Unregister(node.epoch), invoked, answer(&result));
             }
             _ => {} // registers again while alive
+        }
+    }
+}
+
+/// Applies what the assignment watch has delivered to `work`; false when
+/// the watch ended (it is started again, from a whole assignment).
+fn follow(
+    assignments: &mut tokio::sync::mpsc::Receiver<Result<WatchAssignmentsResponse, ClientError>>,
+    work: &mut Assignments,
+) -> bool {
+    loop {
+        match assignments.try_recv() {
+            Ok(Ok(resp)) => {
+                work.apply(&resp);
+            }
+            Ok(Err(_)) | Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                *work = Assignments::default();
+                return false;
+            }
+            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => return true,
         }
     }
 }

@@ -34,6 +34,8 @@ pub mod robust;
 pub mod run;
 #[cfg(madsim)]
 pub mod scenarios;
+#[cfg(madsim)]
+pub mod shards;
 pub mod watchers;
 pub mod workload;
 

@@ -14,7 +14,7 @@ use crate::checker::{self, raft_invariants};
 use crate::cluster::SimCluster;
 use crate::history::{Call, Outcome, TraceHash};
 use crate::nemesis::{self, FaultKind, NemesisLog};
-use crate::{auth, brokers, consumers, watchers, workload};
+use crate::{auth, brokers, consumers, shards, watchers, workload};
 
 /// Watch clients per run.
 const WATCHERS: u32 = 2;
@@ -81,6 +81,14 @@ pub struct Report {
     pub offset_commits: usize,
     /// Offset commits refused for a stale generation (the fence at work).
     pub offset_commits_fenced: usize,
+    /// Shard placements checked against the registrations.
+    pub shard_placements: usize,
+    /// Shard leader changes.
+    pub shard_leader_changes: usize,
+    /// Shard status reports acknowledged (and checked), and refused.
+    pub shard_reports: (usize, usize),
+    /// Controller decisions replayed from the state they were decided from.
+    pub decisions_replayed: usize,
     /// Whether auth was on.
     pub auth: bool,
     /// Times the prober's role was revoked (and the window checked).
@@ -158,6 +166,7 @@ async fn run(opts: RunOptions) -> Report {
         violations.push("auth could not be set up before the faults began".to_string());
     }
     on_own_node("configure", 253, brokers::configure(addrs.clone())).await;
+    on_own_node("topic", 245, shards::create_topic(addrs.clone())).await;
     let until = runtime::now() + opts.duration;
     let broker_history = Arc::new(Mutex::new(Vec::new()));
     let observed = Arc::new(Mutex::new(checker::brokers::Observed::default()));
@@ -168,7 +177,8 @@ async fn run(opts: RunOptions) -> Report {
     let episodes = Arc::new(Mutex::new(Vec::new()));
     let mut others = watchers::start_watchers(WATCHERS, &addrs, until, &sessions);
     others.extend(watchers::start_lease_clients(LEASE_CLIENTS, &addrs, start, until, &episodes));
-    others.extend(brokers::start(BROKERS, &addrs, start, until, &broker_history));
+    let shard_reports = brokers::ShardReports::default();
+    others.extend(brokers::start(BROKERS, &addrs, start, until, &broker_history, &shard_reports));
     let consumed = consumers::Recorded::default();
     others.extend(consumers::start(&addrs, start, until, &consumed));
     let probes = Arc::new(Mutex::new(Vec::new()));
@@ -340,6 +350,18 @@ async fn run(opts: RunOptions) -> Report {
     if offset_commits == 0 {
         violations.push("the consumers had no commit acknowledged: the offsets checks checked nothing".to_string());
     }
+    // Shards: epochs, placements on live registrations, zones, fenced
+    // reports; and every decision replayed.
+    let shard_reports = shard_reports.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let zones: BTreeMap<u64, String> = (1..=BROKERS).map(|id| (id, brokers::zone(id))).collect();
+    let (shard_violations, shards_seen) =
+        checker::shards::check(&shards::history(&truth.events), &shard_reports, Some(&zones));
+    violations.extend(shard_violations.into_iter().map(|v| format!("shards: {v}")));
+    let (decisions_replayed, mismatches) = shards::replay(&truth.events);
+    violations.extend(mismatches.into_iter().map(|v| format!("controller replay: {v}")));
+    if shards_seen.placements == 0 {
+        violations.push("no shard was ever placed: the shard checks checked nothing".to_string());
+    }
     let probes = probes.lock().unwrap_or_else(|e| e.into_inner()).clone();
     violations.extend(auth::check(&revocations.windows, &probes));
     if auth_on && (revocations.windows.is_empty() || !probes.iter().any(|p| p.succeeded)) {
@@ -376,6 +398,9 @@ async fn run(opts: RunOptions) -> Report {
     for commit in &commits {
         trace.feed_display(commit);
     }
+    for report in &shard_reports {
+        trace.feed_display(&format!("{report:?}"));
+    }
     trace.feed_display(&format!("{observed:?}"));
     Report {
         seed: opts.seed,
@@ -396,6 +421,13 @@ async fn run(opts: RunOptions) -> Report {
         nodes_left,
         offset_commits,
         offset_commits_fenced: commits.iter().filter(|c| matches!(c.ended, checker::offsets::Ended::Stale(_))).count(),
+        shard_placements: shards_seen.placements,
+        shard_leader_changes: shards_seen.leader_changes,
+        shard_reports: (
+            shards_seen.reports,
+            shard_reports.iter().filter(|r| matches!(r.ended, checker::shards::Reported::Refused(_))).count(),
+        ),
+        decisions_replayed,
         auth: auth_on,
         revocation_windows: revocations.windows.len(),
         probes_denied: probes.iter().filter(|p| !p.succeeded).count(),

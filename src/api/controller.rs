@@ -99,9 +99,11 @@ pub fn views(state: &KvState) -> Vec<View> {
             tracing::warn!(cluster, topic = name, "unreadable topic record (written by hand?): not placed");
             continue;
         };
-        let view = by_cluster
-            .entry(cluster.to_string())
-            .or_insert_with(|| View { cluster: cluster.to_string(), ..Default::default() });
+        let view = by_cluster.entry(cluster.to_string()).or_insert_with(|| View {
+            cluster: cluster.to_string(),
+            revision: state.revision(),
+            ..Default::default()
+        });
         view.topics.insert(name.to_string(), (record, kv.mod_revision));
     }
     for view in by_cluster.values_mut() {

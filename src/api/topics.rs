@@ -233,8 +233,11 @@ impl Topics {
         }
         let next = topics::moved(&topic, &current, &brokers, &req)?;
         let mut compare = vec![mod_is(&key, shard_kv.mod_revision), mod_is(&topic_kv.key, topic_kv.mod_revision)];
-        for (b, epoch) in &next.broker_epochs {
-            compare.push(mod_is(&placement::node_key(&req.cluster, *b), *epoch));
+        // Every replica's registration as read: a gone broker kept as the
+        // last in-sync replica has none (or another epoch).
+        for b in next.broker_epochs.keys() {
+            let seen = brokers.get(b).map_or(0, |broker| broker.epoch);
+            compare.push(mod_is(&placement::node_key(&req.cluster, *b), seen));
         }
         let txn = TxnRequest { compare, success: vec![put(&key, next.encode())], failure: Vec::new() };
         let (succeeded, _, revision) = self.txn(caller, txn).await?;

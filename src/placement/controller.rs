@@ -11,17 +11,22 @@
 //!    in sync, the one leading the fewest shards its leader, leader epoch 1;
 //! 2. replicas that are not live leave the replica and in-sync sets; a
 //!    leader that is not live (or left the in-sync set) is replaced by the
-//!    in-sync replica leading the fewest shards, or by none when no in-sync
-//!    replica lives: never by a replica that may have missed data. Any change
-//!    of leader bumps the leader epoch, which fences the old leader's reports;
-//! 3. missing replicas are added (out of sync until the leader reports them);
+//!    in-sync replica leading the fewest shards: never by a replica that may
+//!    have missed data. When no in-sync replica lives, the last one stays in
+//!    the in-sync set, the shard without a leader, until that broker
+//!    registers again and leads it again (or an operator forces an unclean
+//!    election). Any change of leader bumps the leader epoch, which fences
+//!    the old leader's reports;
+//! 3. missing replicas are added (out of sync until the leader reports them)
+//!    while the shard has a leader;
 //! 4. only when nothing needed repair: at most `moves` rebalancing moves, one
 //!    per shard, of shards whose replicas are all in sync: a replica from the
 //!    broker holding the most to an eligible one holding the fewest, or a
 //!    leadership from the broker leading the most to an in-sync replica
 //!    leading the fewest, while they differ by more than one.
 //!
-//! Each decision carries the conditions it relies on: its shard's record and
+//! Each decision records the view's revision (`decided_at`) and carries the
+//! conditions it relies on: its shard's record and
 //! topic unchanged, and every broker it places a replica on still registered
 //! with the epoch seen. Written as one transaction, a decision made on a
 //! stale view never applies.
@@ -47,6 +52,8 @@ pub struct Broker {
 pub struct View {
     /// The cluster.
     pub cluster: String,
+    /// The revision the view was read at (each decision records it).
+    pub revision: i64,
     /// Topics by name, with their records' mod revisions.
     pub topics: BTreeMap<String, (TopicRecord, i64)>,
     /// Shards by (topic, number), with their records' mod revisions.
@@ -167,11 +174,17 @@ fn decision(
     record: ShardRecord,
     reason: Reason,
 ) -> Decision {
+    let mut record = record;
+    record.decided_at = view.revision;
     let mut conditions = BTreeMap::new();
     conditions.insert(topic_key(&view.cluster, topic), topic_revision);
     conditions.insert(shard_key(&view.cluster, topic, shard), shard_revision);
+    // Every replica's registration as seen: the epoch placed with, or for a
+    // last in-sync replica kept while gone, whatever is there now (none, or
+    // a registration it may not hold shards under).
     for (&b, &epoch) in &record.broker_epochs {
-        conditions.insert(node_key(&view.cluster, b), epoch);
+        let seen = view.brokers.get(&b).map_or(0, |broker| broker.epoch);
+        conditions.insert(node_key(&view.cluster, b), if seen == epoch { epoch } else { seen });
     }
     Decision { topic: topic.to_string(), shard, record, reason, conditions }
 }
@@ -202,11 +215,24 @@ fn repair(
         return Some((record, Reason::Place));
     };
     let mut next = current.clone();
+    // When no in-sync replica lives, the last one stays in the in-sync set
+    // (and its replica in place) although it is gone: it may come back
+    // with everything the shard had, and none other can lead without losing
+    // data (Kafka keeps its last in-sync replica the same way).
+    let last_in_sync = if current.in_sync.iter().any(|b| live(b, current)) {
+        None
+    } else if current.in_sync.contains(&current.leader) {
+        Some(current.leader)
+    } else {
+        current.in_sync.first().copied()
+    };
     // Replicas that are gone, changed or no longer fit; then, with a spread
     // constraint, later replicas sharing an earlier one's value.
     let mut zones = BTreeSet::new();
-    next.replicas
-        .retain(|b| live(b, current) && zone(topic, &view.brokers[b]).is_none_or(|z| zones.insert(z.to_string())));
+    next.replicas.retain(|b| {
+        Some(*b) == last_in_sync
+            || (live(b, current) && zone(topic, &view.brokers[b]).is_none_or(|z| zones.insert(z.to_string())))
+    });
     // Too many replicas (the replication factor went down): drop those out
     // of sync first, never the leader.
     while next.replicas.len() > topic.replication_factor as usize {
@@ -220,12 +246,31 @@ fn repair(
     }
     next.broker_epochs.retain(|b, _| next.replicas.contains(b));
     next.in_sync.retain(|b| next.replicas.contains(b));
-    if !next.in_sync.contains(&next.leader) {
-        let elected = load.least_leading(next.in_sync.iter().copied()).unwrap_or(0);
-        next.leader = elected;
+    match last_in_sync {
+        // The last in-sync replica is back (registered again, still fit):
+        // it leads again, under its new registration.
+        Some(b) if view.brokers.get(&b).is_some_and(|broker| eligible(topic, broker)) => {
+            let back = &view.brokers[&b];
+            next.broker_epochs.insert(b, back.epoch);
+            next.leader = b;
+            // It may be back in another zone: it keeps its replica, one
+            // sharing the zone goes.
+            if let Some(z) = zone(topic, back) {
+                next.replicas.retain(|r| *r == b || view.brokers.get(r).and_then(|o| zone(topic, o)) != Some(z));
+                next.broker_epochs.retain(|r, _| next.replicas.contains(r));
+                next.in_sync.retain(|r| next.replicas.contains(r));
+            }
+        }
+        // Gone: no leader, and no new replica (none could catch up without
+        // a leader, and the gone one's zone is not known to keep apart).
+        Some(_) => next.leader = 0,
+        None if next.in_sync.contains(&next.leader) => {}
+        None => next.leader = load.least_leading(next.in_sync.iter().copied()).unwrap_or(0),
     }
-    fill(view, topic, &mut next, load);
-    if next == *current {
+    if next.leader != 0 {
+        fill(view, topic, &mut next, load);
+    }
+    if next.placement() == current.placement() && next.broker_epochs == current.broker_epochs {
         return None;
     }
     if next.leader != current.leader {

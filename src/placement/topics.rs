@@ -63,6 +63,10 @@ pub struct ShardRecord {
     /// The high watermark the leader last reported.
     #[serde(default)]
     pub high_watermark: i64,
+    /// The revision of the state the controller decided this placement
+    /// from (0: an operator's move), so that a decision can be replayed.
+    #[serde(default)]
+    pub decided_at: i64,
 }
 
 impl TopicRecord {
@@ -282,6 +286,7 @@ pub fn moved(
         next.leader = target;
         next.leader_epoch = current.leader_epoch + 1;
     }
+    next.decided_at = 0;
     Ok(next)
 }
 

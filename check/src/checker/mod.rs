@@ -6,6 +6,7 @@ pub mod lease;
 pub mod linearizability;
 pub mod offsets;
 pub mod raft_invariants;
+pub mod shards;
 pub mod watch;
 
 use std::collections::BTreeMap;

@@ -140,7 +140,7 @@ mod sweep {
         let wall = started.elapsed();
         let status = if report.violations.is_empty() { "ok" } else { "FAIL" };
         println!(
-            "seed {seed:>6} {status:<4} ops={} unknown={} watch={}/{}/{} leases={}/{} brokers={}/{}/{} offsets={}/{} virtual={:.1}s trace={:016x}",
+            "seed {seed:>6} {status:<4} ops={} unknown={} watch={}/{}/{} leases={}/{} brokers={}/{}/{} offsets={}/{} shards={}/{}/{}/{}/{} virtual={:.1}s trace={:016x}",
             report.ops,
             report.unknown,
             report.watch_events,
@@ -153,6 +153,11 @@ mod sweep {
             report.nodes_left,
             report.offset_commits,
             report.offset_commits_fenced,
+            report.shard_placements,
+            report.shard_leader_changes,
+            report.shard_reports.0,
+            report.shard_reports.1,
+            report.decisions_replayed,
             report.virtual_time.as_secs_f64(),
             report.trace_hash
         );

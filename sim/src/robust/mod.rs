@@ -305,7 +305,8 @@ pub async fn run(cluster: &Cluster, opts: &Options) -> Report {
             runtime::sleep(quiet).await;
         }
     };
-    let brokers = brokers::run(BROKERS, &addrs, start, until, &broker_history);
+    let shard_reports = brokers::ShardReports::default();
+    let brokers = brokers::run(BROKERS, &addrs, start, until, &broker_history, &shard_reports);
     futures::join!(clients, watch, leases, brokers, nemesis, cluster.supervise(until));
     cluster.heal().await;
     cluster.note("heal: every fault undone; waiting for every member to serve");

@@ -19,6 +19,7 @@ fn topic(shards: u32, replication_factor: u32, spread: bool) -> TopicRecord {
 fn view(brokers: &[(u64, &str)], topics: &[(&str, TopicRecord)]) -> View {
     View {
         cluster: "mq".into(),
+        revision: 100,
         topics: topics.iter().map(|(n, t)| (n.to_string(), (t.clone(), 1))).collect(),
         shards: BTreeMap::new(),
         brokers: brokers.iter().map(|(id, z)| (*id, broker(10 + *id as i64, z))).collect(),
@@ -32,6 +33,7 @@ fn apply(view: &mut View, decisions: &[Decision]) {
         revision += 1;
         view.shards.insert((d.topic.clone(), d.shard), (d.record.clone(), revision));
     }
+    view.revision = revision;
 }
 
 /// Decides and applies until nothing is left to do (every leader reporting
@@ -85,8 +87,10 @@ fn check_record(view: &View, topic: &TopicRecord, record: &ShardRecord) {
     assert!(record.leader == 0 || record.in_sync.contains(&record.leader), "{record:?}");
     assert_eq!(record.broker_epochs.keys().copied().collect::<BTreeSet<_>>(), unique.into_iter().copied().collect());
     if !topic.spread_label.is_empty() {
-        let zones: BTreeSet<_> = record.replicas.iter().map(|b| &view.brokers[b].labels["zone"]).collect();
-        assert_eq!(zones.len(), record.replicas.len(), "replicas share a zone: {record:?}");
+        // (A gone broker's zone is not known: the one kept as the last in-sync replica.)
+        let known: Vec<_> = record.replicas.iter().filter_map(|b| view.brokers.get(b)).collect();
+        let zones: BTreeSet<_> = known.iter().map(|b| &b.labels["zone"]).collect();
+        assert_eq!(zones.len(), known.len(), "replicas share a zone: {record:?}");
     }
 }
 
@@ -97,7 +101,7 @@ fn a_new_topic_is_spread_over_zones_and_balanced_by_replicas_and_leaders() {
     let decisions = decide(&v, 0);
     assert_eq!(decisions.len(), 12);
     for d in &decisions {
-        assert_eq!((d.reason, d.record.leader_epoch), (Reason::Place, 1));
+        assert_eq!((d.reason, d.record.leader_epoch, d.record.decided_at), (Reason::Place, 1, 100));
         assert_eq!(d.record.in_sync, d.record.replicas, "a new shard's replicas start in sync");
         assert_eq!(d.conditions[&shard_key("mq", "orders", d.shard)], 0, "placed only if still unplaced");
         for b in &d.record.replicas {
@@ -140,25 +144,38 @@ fn a_leader_whose_registration_expired_is_replaced_by_an_in_sync_replica_with_a_
 }
 
 #[test]
-fn a_broker_registered_again_counts_as_gone_and_without_a_live_in_sync_replica_no_leader_is_elected() {
+fn a_broker_registered_again_loses_its_shards_leadership_and_the_out_of_sync_replica_is_never_elected() {
     let mut v = view(&[(1, "a"), (2, "b")], &[("t", topic(1, 2, false))]);
     settle(&mut v, 0, false, 3);
     let key = ("t".to_string(), 0);
-    // Broker 2 fell out of sync; then its leader registered again (a new epoch).
     let leader = v.shards[&key].0.leader;
     let other = if leader == 1 { 2 } else { 1 };
-    v.shards.get_mut(&key).unwrap().0.in_sync = vec![leader];
-    v.brokers.get_mut(&leader).unwrap().epoch += 100;
+    // The follower is registered again: it leaves, and comes back out of sync.
+    v.brokers.get_mut(&other).unwrap().epoch += 100;
+    let decisions = decide(&v, 0);
+    let record = &decisions[0].record;
+    assert_eq!((record.leader, record.leader_epoch), (leader, 1), "the leader stays: {record:?}");
+    assert_eq!(record.in_sync, vec![leader]);
+    assert_eq!(record.broker_epochs[&other], v.brokers[&other].epoch, "placed again as a new replica");
+    apply(&mut v, &decisions);
+    // The leader goes: the out-of-sync replica may have missed data, so
+    // none leads, and the leader stays the last in-sync replica.
+    let gone = v.brokers.remove(&leader).unwrap();
     let decisions = decide(&v, 0);
     assert_eq!(decisions.len(), 1);
     let record = &decisions[0].record;
-    assert_eq!(record.leader, 0, "the out-of-sync replica is not elected: {record:?}");
-    assert_eq!(record.leader_epoch, 2, "the old leader is fenced all the same");
-    assert!(record.in_sync.is_empty());
-    assert_eq!(record.replicas, vec![other, leader], "the re-registered broker is placed again, as a new replica");
-    assert_eq!(record.broker_epochs[&leader], v.brokers[&leader].epoch);
+    assert_eq!((record.leader, record.leader_epoch), (0, 2), "the old leader is fenced all the same: {record:?}");
+    assert_eq!(record.in_sync, vec![leader]);
+    assert!(record.holds(leader) && record.holds(other), "no replica replaced while leaderless: {record:?}");
+    assert_eq!(decisions[0].conditions[&node_key("mq", leader)], 0, "decided on its registration being gone");
     apply(&mut v, &decisions);
-    assert!(decide(&v, 4).is_empty(), "a shard without a live in-sync replica waits for an operator");
+    assert!(decide(&v, 4).is_empty(), "a shard without a live in-sync replica waits");
+    // It registers again: it leads again, under its new epoch.
+    v.brokers.insert(leader, Broker { epoch: gone.epoch + 500, ..gone });
+    let decisions = decide(&v, 0);
+    let record = &decisions[0].record;
+    assert_eq!((record.leader, record.leader_epoch), (leader, 3), "{record:?}");
+    assert_eq!(record.broker_epochs[&leader], v.brokers[&leader].epoch);
 }
 
 #[test]
@@ -268,7 +285,10 @@ proptest! {
         for d in &decisions {
             check_record(&v, &v.topics["t"].0, &d.record);
             for b in &d.record.replicas {
-                prop_assert_eq!(d.record.broker_epochs[b], v.brokers[b].epoch);
+                // Every replica is registered with the epoch recorded, but
+                // the last in-sync replica kept while its broker is gone.
+                let kept = d.record.leader == 0 && d.record.in_sync == vec![*b];
+                prop_assert!(kept || v.brokers.get(b).map(|x| x.epoch) == Some(d.record.broker_epochs[b]), "{:?}", d.record);
             }
             if let Some((old, _)) = before.get(&(d.topic.clone(), d.shard)) {
                 prop_assert!(d.record.leader_epoch >= old.leader_epoch);
