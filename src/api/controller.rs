@@ -149,7 +149,9 @@ fn txn(conditions: BTreeMap<Vec<u8>, i64>, success: Vec<crate::proto::etcdserver
 /// transactions at once.
 async fn write(ctx: &ApiContext, cluster: &str, decisions: &[Decision]) {
     let count = |reason| decisions.iter().filter(|d| d.reason == reason).count();
-    let (placed, repaired, moved) = (count(Reason::Place), count(Reason::Repair), count(Reason::Rebalance));
+    let placed = count(Reason::Place);
+    let (repaired, failed_over) = (count(Reason::Repair), count(Reason::Failover));
+    let (leaderless, moved) = (count(Reason::Leaderless), count(Reason::Rebalance));
     let txns = transactions(cluster, decisions);
     let results: Vec<bool> = futures::stream::iter(txns)
         .map(|t| async move {
@@ -172,10 +174,18 @@ async fn write(ctx: &ApiContext, cluster: &str, decisions: &[Decision]) {
         .collect()
         .await;
     let written = results.iter().filter(|ok| **ok).count();
+    if written > 0 && failed_over > 0 {
+        runtime::coverage::reached("shard-failed-over");
+    }
+    if written > 0 && leaderless > 0 {
+        runtime::coverage::reached("shard-left-without-leader");
+    }
     tracing::info!(
         cluster,
         placed,
         repaired,
+        failed_over,
+        leaderless,
         moved,
         transactions = results.len(),
         written,

@@ -375,7 +375,11 @@ fn reported(state: &KvState, req: &ReportShardStatusRequest) -> Result<(Vec<Comp
                 (ShardRecord::decode(&kv.value).map_err(|_| not_found())?, kv.mod_revision)
             }
         };
-        let next = topics::with_status(&req.cluster, req.node_id, &record, status)?;
+        let next = topics::with_status(&req.cluster, req.node_id, &record, status).inspect_err(|e| {
+            if matches!(e, PlacementError::StaleLeaderEpoch { .. }) {
+                crate::runtime::coverage::reached("shard-status-fenced");
+            }
+        })?;
         records.insert(key, (next, revision));
     }
     for (key, (record, _)) in records {

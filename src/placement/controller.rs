@@ -67,8 +67,13 @@ pub struct View {
 pub enum Reason {
     /// A shard placed for the first time.
     Place,
-    /// Replicas or a leader lost, or replicas missing.
+    /// Replicas lost or missing; the leader kept.
     Repair,
+    /// The leader lost, another in-sync replica elected (or the last one
+    /// back).
+    Failover,
+    /// The leader lost with no in-sync replica alive: none leads.
+    Leaderless,
     /// A rebalancing move.
     Rebalance,
 }
@@ -278,7 +283,12 @@ fn repair(
     }
     load.add(current, -1);
     load.add(&next, 1);
-    Some((next, Reason::Repair))
+    let reason = match next.leader {
+        leader if leader == current.leader => Reason::Repair,
+        0 => Reason::Leaderless,
+        _ => Reason::Failover,
+    };
+    Some((next, reason))
 }
 
 /// Adds replicas to `record` up to the topic's replication factor: eligible

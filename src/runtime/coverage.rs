@@ -5,7 +5,7 @@
 //! its harness takes the counts at the end (`take_reached`, simulation only).
 
 /// Every point, by name: a sweep reports each, and can require them all.
-pub const POINTS: [&str; 6] = [
+pub const POINTS: [&str; 9] = [
     // A follower installed a snapshot the leader sent (it was too far behind).
     "snapshot-installed",
     // A leadership transfer (MoveLeader, or a leader's graceful hand-over) landed.
@@ -18,6 +18,12 @@ pub const POINTS: [&str; 6] = [
     "proposal-batch-cut",
     // A ReadIndex round found no quorum behind the leader (the reads retried).
     "read-index-without-quorum",
+    // The controller moved a shard's leadership off a broker that was gone.
+    "shard-failed-over",
+    // A shard lost its last live in-sync replica: no leader until it is back.
+    "shard-left-without-leader",
+    // A shard status report was refused for a stale leader epoch.
+    "shard-status-fenced",
 ];
 
 /// Marks `point` (one of [`POINTS`]) as reached.

@@ -5,6 +5,8 @@
 //! - a shard's leader epoch never goes down, and its leader never changes
 //!   without a higher leader epoch: so no two brokers lead a shard in the
 //!   same leader epoch;
+//! - a new leader comes from the in-sync set before it (the simulation
+//!   forces no unclean election);
 //! - a placement (a record whose replicas, their epochs, leader or leader
 //!   epoch changed) names only brokers registered, at the revision before,
 //!   with the epoch it records: no shard goes to (or stays on) a broker
@@ -155,6 +157,13 @@ pub fn check(
                             violations.push(format!(
                                 "shard {shard}: leader epoch went down from {} to {} at revision {revision}",
                                 prev.leader_epoch, record.leader_epoch
+                            ));
+                        }
+                        if record.leader != prev.leader && record.leader != 0 && !prev.in_sync.contains(&record.leader)
+                        {
+                            violations.push(format!(
+                                "shard {shard}: broker {} was elected at revision {revision} from outside the in-sync set {:?}",
+                                record.leader, prev.in_sync
                             ));
                         }
                         if record.leader != prev.leader {
@@ -341,6 +350,25 @@ mod tests {
             violations[0].contains("broker 1 with epoch 9, but its registration then was Some(8)"),
             "{violations:?}"
         );
+    }
+
+    #[test]
+    fn a_leader_elected_from_outside_the_in_sync_set_is_caught() {
+        let mut applied = placed();
+        let lagging = Change::Shard {
+            shard: "t/0".into(),
+            record: Some(ShardState {
+                replicas: vec![1, 2],
+                broker_epochs: [(1, 1), (2, 2)].into(),
+                leader: 1,
+                leader_epoch: 1,
+                in_sync: vec![1],
+            }),
+        };
+        applied.push((4, vec![lagging]));
+        applied.push((5, vec![shard(&[1, 2], &[1, 2], 2, 2)]));
+        let (violations, _) = check(&applied, &[], None);
+        assert!(violations.iter().any(|v| v.contains("from outside the in-sync set [1]")), "{violations:?}");
     }
 
     #[test]
