@@ -37,6 +37,8 @@ pub type BrokerHistory = Arc<Mutex<Vec<BrokerOp>>>;
 pub type ShardReports = Arc<Mutex<Vec<Report>>>;
 /// How often a broker reports the status of the shards it leads, per heartbeat.
 const REPORT_CHANCE: f64 = 0.5;
+/// How often a report leaves a follower out of the in-sync set.
+const LAGGING_FOLLOWER: f64 = 0.3;
 
 /// Broker `id`'s zone label: three zones, round robin.
 pub fn zone(id: u64) -> String {
@@ -232,8 +234,22 @@ impl Broker {
         self.record(Call::List(found), invoked, answer(&result));
     }
 
-    /// Reports the status of the shards `work` says it leads (all replicas
-    /// in sync, a high watermark that grows), recording each shard's outcome.
+    /// The replicas it reports in sync for `shard`: now and then a follower
+    /// has fallen behind (so elections meet out-of-sync replicas).
+    fn in_sync(&self, shard: &placement_center::proto::placement::v1::Shard) -> Vec<u64> {
+        let mut in_sync = shard.replicas.clone();
+        if runtime::rng().gen_bool(LAGGING_FOLLOWER) {
+            let followers: Vec<u64> = in_sync.iter().copied().filter(|b| *b != self.id).collect();
+            if !followers.is_empty() {
+                let behind = followers[runtime::rng().gen_range(0..followers.len())];
+                in_sync.retain(|b| *b != behind);
+            }
+        }
+        in_sync
+    }
+
+    /// Reports the status of the shards `work` says it leads (its in-sync
+    /// set, a high watermark that grows), recording each shard's outcome.
     async fn report(&self, node: &NodeInfo, work: &Assignments) {
         let led: Vec<ShardStatus> = work
             .led()
@@ -241,7 +257,7 @@ impl Broker {
                 topic: s.topic.clone(),
                 shard: s.shard,
                 leader_epoch: s.leader_epoch,
-                in_sync: s.replicas.clone(),
+                in_sync: self.in_sync(s),
                 high_watermark: (runtime::now() - self.start).as_millis() as i64,
             })
             .collect();

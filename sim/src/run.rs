@@ -355,7 +355,7 @@ async fn run(opts: RunOptions) -> Report {
     let shard_reports = shard_reports.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let zones: BTreeMap<u64, String> = (1..=BROKERS).map(|id| (id, brokers::zone(id))).collect();
     let (shard_violations, shards_seen) =
-        checker::shards::check(&shards::history(&truth.events), &shard_reports, Some(&zones));
+        checker::shards::check(&shards::history(&truth.events), &shard_reports, &shards::spread(&zones));
     violations.extend(shard_violations.into_iter().map(|v| format!("shards: {v}")));
     let (decisions_replayed, mismatches) = shards::replay(&truth.events);
     violations.extend(mismatches.into_iter().map(|v| format!("controller replay: {v}")));

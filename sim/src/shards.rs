@@ -1,4 +1,4 @@
-//! Shards in the simulation: one topic whose shards the controller places on
+//! Shards in the simulation: topics whose shards the controller places on
 //! the simulated brokers (one zone each), which lead them and report their
 //! status (`brokers`); the checks over the applied history of the shard
 //! records and registrations (`checker::shards`), and the replay of every
@@ -19,34 +19,43 @@ use crate::brokers::{client, CLUSTER};
 use crate::checker::shards::{Change, ShardState};
 use crate::checker::watch::WatchEvent;
 
-/// The topic the brokers serve.
-pub const TOPIC: &str = "s";
-/// Its shards...
-pub const SHARDS: u32 = 4;
-/// ...of two replicas each, in distinct zones.
-pub const REPLICATION: u32 = 2;
-/// The label the replicas spread over.
-pub const ZONE: &str = "zone";
+/// The topics the brokers serve: (name, shards, replication factor, spread
+/// label). Two replicas in distinct zones leave a broker free to take a
+/// gone one's place; three (every broker) make elections choose between
+/// in-sync and lagging replicas.
+pub const TOPICS: [(&str, u32, u32, &str); 2] = [("s", 4, 2, "zone"), ("r", 2, 3, "")];
 
-/// Creates the topic (retried until done).
+/// Creates the topics (retried until done).
 pub async fn create_topic(addrs: Vec<String>) {
     let client = client(&addrs);
-    let spec = TopicSpec {
-        cluster: CLUSTER.into(),
-        name: TOPIC.into(),
-        shards: SHARDS,
-        replication_factor: REPLICATION,
-        role: "mqtt".into(),
-        spread_label: ZONE.into(),
-    };
-    for _ in 0..50 {
-        match client.create_topic(spec.clone()).await {
-            Ok(_) => return,
-            Err(e) if e.code() == tonic::Code::AlreadyExists => return,
-            Err(_) => runtime::sleep(Duration::from_millis(200)).await,
+    for (name, shards, replication_factor, spread_label) in TOPICS {
+        let spec = TopicSpec {
+            cluster: CLUSTER.into(),
+            name: name.into(),
+            shards,
+            replication_factor,
+            role: "mqtt".into(),
+            spread_label: spread_label.into(),
+        };
+        let mut created = false;
+        for _ in 0..50 {
+            match client.create_topic(spec.clone()).await {
+                Ok(_) => created = true,
+                Err(e) if e.code() == tonic::Code::AlreadyExists => created = true,
+                Err(_) => runtime::sleep(Duration::from_millis(200)).await,
+            }
+            if created {
+                break;
+            }
         }
+        assert!(created, "the simulated brokers' topic {name} could not be created");
     }
-    panic!("the simulated brokers' topic could not be created");
+}
+
+/// Per topic with a spread label, the brokers' values of it (`zones`: each
+/// broker's zone), as the shard checker takes them.
+pub fn spread(zones: &BTreeMap<u64, String>) -> BTreeMap<String, BTreeMap<u64, String>> {
+    TOPICS.iter().filter(|t| !t.3.is_empty()).map(|t| (t.0.to_string(), zones.clone())).collect()
 }
 
 fn state(record: &ShardRecord) -> ShardState {

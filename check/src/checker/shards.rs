@@ -102,12 +102,12 @@ pub struct Seen {
 }
 
 /// Checks `applied` (revision order; changes of shard and registration keys
-/// only, every such change of a revision) and `reports` against it. `zones`:
-/// each broker's spread-label value, when the topic has the constraint.
+/// only, every such change of a revision) and `reports` against it.
+/// `spread`: per topic with a spread constraint, each broker's label value.
 pub fn check(
     applied: &[(i64, Vec<Change>)],
     reports: &[Report],
-    zones: Option<&BTreeMap<u64, String>>,
+    spread: &BTreeMap<String, BTreeMap<u64, String>>,
 ) -> (Vec<String>, Seen) {
     let mut violations = Vec::new();
     let mut seen = Seen::default();
@@ -205,7 +205,8 @@ pub fn check(
                                 None => {}
                             }
                         }
-                        if let Some(zones) = zones {
+                        let topic = shard.rsplit_once('/').map_or(shard.as_str(), |(topic, _)| topic);
+                        if let Some(zones) = spread.get(topic) {
                             let mut used = BTreeSet::new();
                             // (Of replicas whose brokers are registered: a gone one
                             // kept as the last in-sync replica may be back elsewhere.)
@@ -289,7 +290,7 @@ mod tests {
         applied.push((4, vec![register(1, None)]));
         applied.push((5, vec![shard(&[2], &[2], 2, 2)]));
         applied.push((6, vec![shard(&[2], &[2], 2, 2)]));
-        let (violations, seen) = check(&applied, &[report(1, 1, 1, 3), report(2, 2, 2, 6)], None);
+        let (violations, seen) = check(&applied, &[report(1, 1, 1, 3), report(2, 2, 2, 6)], &BTreeMap::new());
         assert!(violations.is_empty(), "{violations:?}");
         assert_eq!((seen.placements, seen.leader_changes), (2, 1));
     }
@@ -299,7 +300,7 @@ mod tests {
         let mut expired = placed();
         expired.push((4, vec![register(1, None)]));
         expired.push((5, vec![shard(&[1, 2], &[1, 2], 2, 2)]));
-        let (violations, _) = check(&expired, &[], None);
+        let (violations, _) = check(&expired, &[], &BTreeMap::new());
         assert!(
             violations.iter().any(|v| v.contains("broker 1 with epoch 1, but its registration then was None")),
             "{violations:?}"
@@ -307,7 +308,7 @@ mod tests {
         let mut replaced = placed();
         replaced.push((4, vec![register(2, Some(4))]));
         replaced.push((5, vec![shard(&[1, 2], &[1, 2], 2, 2)]));
-        let (violations, _) = check(&replaced, &[], None);
+        let (violations, _) = check(&replaced, &[], &BTreeMap::new());
         assert!(violations.iter().any(|v| v.contains("registration then was Some(4)")), "{violations:?}");
     }
 
@@ -315,12 +316,12 @@ mod tests {
     fn two_leaders_in_one_epoch_and_epochs_going_down_are_caught() {
         let mut same_epoch = placed();
         same_epoch.push((4, vec![shard(&[1, 2], &[1, 2], 2, 1)]));
-        let (violations, _) = check(&same_epoch, &[], None);
+        let (violations, _) = check(&same_epoch, &[], &BTreeMap::new());
         assert!(violations.iter().any(|v| v.contains("without a new leader epoch")), "{violations:?}");
         assert!(violations.iter().any(|v| v.contains("both led it in leader epoch 1")), "{violations:?}");
         let mut down = placed();
         down.push((4, vec![shard(&[1, 2], &[1, 2], 1, 0)]));
-        let (violations, _) = check(&down, &[], None);
+        let (violations, _) = check(&down, &[], &BTreeMap::new());
         assert!(violations.iter().any(|v| v.contains("went down from 1 to 0")), "{violations:?}");
     }
 
@@ -329,9 +330,9 @@ mod tests {
         let mut applied = placed();
         applied.push((4, vec![shard(&[1, 2], &[1, 2], 2, 2)]));
         applied.push((5, vec![shard(&[1, 2], &[1, 2], 2, 2)]));
-        let (violations, _) = check(&applied, &[report(1, 1, 1, 5)], None);
+        let (violations, _) = check(&applied, &[report(1, 1, 1, 5)], &BTreeMap::new());
         assert!(violations.iter().any(|v| v.contains("led by 2 at leader epoch 2")), "{violations:?}");
-        let (violations, _) = check(&applied, &[report(2, 7, 2, 5)], None);
+        let (violations, _) = check(&applied, &[report(2, 7, 2, 5)], &BTreeMap::new());
         assert!(violations.iter().any(|v| v.contains("registration then was Some(2)")), "{violations:?}");
     }
 
@@ -344,7 +345,7 @@ mod tests {
         applied.push((7, vec![shard(&[1], &[1], 0, 2)])); // kept, leaderless
         applied.push((8, vec![register(1, Some(8))]));
         applied.push((9, vec![shard(&[1], &[9], 1, 3)])); // back, under a wrong epoch
-        let (violations, _) = check(&applied, &[], None);
+        let (violations, _) = check(&applied, &[], &BTreeMap::new());
         assert_eq!(violations.len(), 1, "{violations:?}");
         assert!(
             violations[0].contains("broker 1 with epoch 9, but its registration then was Some(8)"),
@@ -367,14 +368,14 @@ mod tests {
         };
         applied.push((4, vec![lagging]));
         applied.push((5, vec![shard(&[1, 2], &[1, 2], 2, 2)]));
-        let (violations, _) = check(&applied, &[], None);
+        let (violations, _) = check(&applied, &[], &BTreeMap::new());
         assert!(violations.iter().any(|v| v.contains("from outside the in-sync set [1]")), "{violations:?}");
     }
 
     #[test]
     fn replicas_sharing_a_zone_are_caught() {
         let zones: BTreeMap<u64, String> = [(1, "a".to_string()), (2, "a".to_string())].into();
-        let (violations, _) = check(&placed(), &[], Some(&zones));
+        let (violations, _) = check(&placed(), &[], &[("t".to_string(), zones)].into());
         assert!(violations.iter().any(|v| v.contains("share zone a")), "{violations:?}");
     }
 
@@ -383,7 +384,7 @@ mod tests {
         // Revision 4 (broker 1 registering again, say) was never collected.
         let mut applied = placed();
         applied.push((5, vec![shard(&[1, 2], &[5, 2], 1, 2)]));
-        let (violations, seen) = check(&applied, &[], None);
+        let (violations, seen) = check(&applied, &[], &BTreeMap::new());
         assert!(violations.is_empty(), "{violations:?}");
         assert_eq!(seen.placements, 1, "after the gap the record's change cannot be told from a report's");
     }
