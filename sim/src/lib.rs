@@ -35,6 +35,8 @@ pub mod run;
 #[cfg(madsim)]
 pub mod scenarios;
 #[cfg(madsim)]
+pub mod shard_scenarios;
+#[cfg(madsim)]
 pub mod shards;
 pub mod watchers;
 pub mod workload;

@@ -27,7 +27,7 @@ use crate::run::wait_for;
 pub type Scenario = fn() -> Vec<String>;
 
 /// Every scenario by name.
-pub const SCENARIOS: [(&str, Scenario); 15] = [
+pub const SCENARIOS: [(&str, Scenario); 16] = [
     ("lease-leader-cut-off", lease_leader_cut_off),
     ("readiness-replaced-skewed", readiness_replaced_skewed),
     ("leader-power-loss-read", leader_power_loss_read),
@@ -43,6 +43,7 @@ pub const SCENARIOS: [(&str, Scenario); 15] = [
     ("forwards-to-a-leader-stopped-by-eio", forwards_to_a_leader_stopped_by_eio),
     ("whole-cluster-power-loss", whole_cluster_power_loss),
     ("ready-only-once-published", ready_only_once_published),
+    ("shard-failover-and-last-in-sync-return", crate::shard_scenarios::shard_failover_and_last_in_sync_return),
 ];
 
 /// Runs scenario `name` in a simulation of its own (`None`: no such scenario).
@@ -52,7 +53,9 @@ pub fn run(name: &str) -> Option<Vec<String>> {
 
 /// A fresh simulation with a fixed seed and no BUGGIFY: the scenario fixes
 /// its faults.
-fn simulate<F: std::future::Future<Output = Vec<String>> + 'static>(scenario: impl FnOnce() -> F) -> Vec<String> {
+pub(crate) fn simulate<F: std::future::Future<Output = Vec<String>> + 'static>(
+    scenario: impl FnOnce() -> F,
+) -> Vec<String> {
     placement_center::runtime::buggify::turn_off();
     let mut rt = madsim::runtime::Runtime::with_seed_and_config(1, madsim::Config::default());
     rt.set_time_limit(Duration::from_secs(300));
@@ -60,7 +63,7 @@ fn simulate<F: std::future::Future<Output = Vec<String>> + 'static>(scenario: im
 }
 
 /// The simulated host a scenario's client calls run on.
-fn scenario_client() -> madsim::runtime::NodeHandle {
+pub(crate) fn scenario_client() -> madsim::runtime::NodeHandle {
     Handle::current().create_node().name("scenario-client").ip(ip(200)).build()
 }
 
