@@ -50,6 +50,12 @@ thread_local! {
     static ROOT_TOKEN: RefCell<Option<MetadataValue<Ascii>>> = const { RefCell::new(None) };
 }
 
+/// Forgets root's token: a new simulation on this thread starts with auth
+/// off (scenarios run one after another on one thread).
+pub fn forget_root() {
+    ROOT_TOKEN.with(|t| *t.borrow_mut() = None);
+}
+
 /// `message` as a request carrying root's token when auth is on.
 pub fn request<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);

@@ -57,6 +57,7 @@ pub(crate) fn simulate<F: std::future::Future<Output = Vec<String>> + 'static>(
     scenario: impl FnOnce() -> F,
 ) -> Vec<String> {
     placement_center::runtime::buggify::turn_off();
+    crate::auth::forget_root();
     let mut rt = madsim::runtime::Runtime::with_seed_and_config(1, madsim::Config::default());
     rt.set_time_limit(Duration::from_secs(300));
     rt.block_on(scenario())
