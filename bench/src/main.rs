@@ -4,6 +4,7 @@
 //!
 //! `placement-bench --endpoints 127.0.0.1:2379 --clients 100 --total 100000 put --val-size 256`
 
+mod failover;
 mod load;
 mod report;
 mod rt;
@@ -161,6 +162,27 @@ pub enum Scenario {
         /// Shards each commit covers.
         #[arg(long, default_value_t = 4)]
         shards: u32,
+    },
+    /// Shard failover: `--brokers` brokers kept alive, a topic of
+    /// `--shards` shards placed on them; then `--rounds` brokers go silent
+    /// one at a time. Latency: from a broker's registration leaving to each
+    /// shard it led having a new leader (the flags of the load are unused).
+    Failover {
+        /// Brokers registered (three zones, round robin).
+        #[arg(long, default_value_t = 100)]
+        brokers: u64,
+        /// Shards of the topic.
+        #[arg(long, default_value_t = 10_000)]
+        shards: u32,
+        /// Replicas per shard.
+        #[arg(long, default_value_t = 3)]
+        replication: u32,
+        /// The brokers' expiry, seconds.
+        #[arg(long, default_value_t = 5)]
+        expiry: u32,
+        /// Brokers that go silent, one after the other.
+        #[arg(long, default_value_t = 5)]
+        rounds: u64,
     },
 }
 

@@ -14,6 +14,11 @@ pub fn now() -> Instant {
     Instant::now()
 }
 
+/// `future`'s output, or Elapsed after `duration`.
+pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Output, tokio::time::error::Elapsed> {
+    tokio::time::timeout(duration, future).await
+}
+
 /// Waits for `duration`.
 pub async fn sleep(duration: Duration) {
     tokio::time::sleep(duration).await

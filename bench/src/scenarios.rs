@@ -93,6 +93,15 @@ pub async fn run(args: &Args, channels: &[Channel]) -> anyhow::Result<Report> {
             );
             ("offset-commit", measured, "commits", None)
         }
+        Scenario::Failover { brokers, shards, replication, expiry, rounds } => {
+            settings.insert("brokers", (*brokers).into());
+            settings.insert("shards", (*shards).into());
+            settings.insert("replication", (*replication).into());
+            let endpoints: Vec<String> = args.endpoints.split(',').map(|e| e.trim().to_string()).collect();
+            let found = crate::failover::run(&endpoints, *brokers, *shards, *replication, *expiry, *rounds).await?;
+            settings.insert("placed_in_s", found.placed_in.as_secs_f64().into());
+            ("failover", found.measured, "shards", Some(found.moved))
+        }
         Scenario::WatchLatency { watchers } => {
             settings.insert("watchers", (*watchers).into());
             let (measured, events) = watch_latency(args, &load, channels, *watchers).await?;

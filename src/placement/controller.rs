@@ -20,10 +20,10 @@
 //! 3. missing replicas are added (out of sync until the leader reports them)
 //!    while the shard has a leader;
 //! 4. only when nothing needed repair: at most `moves` rebalancing moves, one
-//!    per shard, of shards whose replicas are all in sync: a replica from the
-//!    broker holding the most to an eligible one holding the fewest, or a
-//!    leadership from the broker leading the most to an in-sync replica
-//!    leading the fewest, while they differ by more than one.
+//!    per shard, of shards whose replicas are all in sync: a replica from a
+//!    broker holding the most to the eligible one holding the fewest, or a
+//!    leadership from a broker leading the most to the in-sync replica
+//!    leading the fewest, while they differ by two or more.
 //!
 //! Each decision records the view's revision (`decided_at`) and carries the
 //! conditions it relies on: its shard's record and
@@ -322,42 +322,65 @@ fn candidate(view: &View, topic: &TopicRecord, record: &ShardRecord, leaving: Op
         .min_by_key(|b| (load.replicas(*b), *b))
 }
 
-/// Up to `moves` moves, each the one that narrows the spread of replicas
-/// (then of leaderships) per broker the most, one per shard.
+/// A shard by (topic, number).
+type ShardId = (String, u32);
+
+/// Up to `moves` moves, one per shard: a replica from a broker holding the
+/// most to an eligible one holding at least two fewer, else a leadership
+/// from a broker leading the most to an in-sync replica leading at least
+/// two fewer. Only shards whose replicas are all in sync move.
 fn rebalance(view: &View, load: &mut Load, moves: usize) -> Vec<Decision> {
-    let mut decisions: Vec<Decision> = Vec::new();
-    let mut moved: BTreeSet<(String, u32)> = BTreeSet::new();
-    while decisions.len() < moves {
-        let mut best: Option<(usize, (String, u32), ShardRecord)> = None;
-        for ((name, shard), (record, _)) in &view.shards {
-            let settled = record.leader != 0 && record.in_sync.len() == record.replicas.len();
-            if !settled || moved.contains(&(name.clone(), *shard)) {
-                continue;
-            }
-            let Some((topic, _)) = view.topics.get(name) else { continue };
-            for &from in &record.replicas {
-                let Some(to) = candidate(view, topic, record, Some(from), load) else { continue };
-                let gain = load.replicas(from).saturating_sub(load.replicas(to));
-                // A leader moves only with another in-sync replica to take over.
-                if gain > 1
-                    && (from != record.leader || record.in_sync.len() > 1)
-                    && best.as_ref().is_none_or(|b| gain > b.0)
-                {
-                    best = Some((gain, (name.clone(), *shard), moved_replica(record, from, to, view, load)));
-                }
-            }
-            let leading = record.leader;
-            if let Some(to) = load.least_leading(record.in_sync.iter().copied().filter(|b| *b != leading)) {
-                let gain = load.leaders(leading).saturating_sub(load.leaders(to));
-                if gain > 1 && best.as_ref().is_none_or(|b| gain > b.0) {
-                    let mut next = record.clone();
-                    next.leader = to;
-                    next.leader_epoch += 1;
-                    best = Some((gain, (name.clone(), *shard), next));
-                }
-            }
+    // Which shards each broker holds and leads, as the view has them (a
+    // shard moved here is skipped after: at most one move per shard).
+    let mut holding: BTreeMap<u64, Vec<&ShardId>> = BTreeMap::new();
+    let mut leading: BTreeMap<u64, Vec<&ShardId>> = BTreeMap::new();
+    for (id, (record, _)) in &view.shards {
+        for b in &record.replicas {
+            holding.entry(*b).or_default().push(id);
         }
-        let Some((_, id, next)) = best else { break };
+        leading.entry(record.leader).or_default().push(id);
+    }
+    let settled = |record: &ShardRecord| record.leader != 0 && record.in_sync.len() == record.replicas.len();
+    let mut decisions: Vec<Decision> = Vec::new();
+    let mut moved: BTreeSet<ShardId> = BTreeSet::new();
+    while decisions.len() < moves {
+        let replica_move = || {
+            for (count, from) in most_first(&load.replicas) {
+                for id in holding.get(&from).into_iter().flatten() {
+                    let (record, _) = &view.shards[*id];
+                    let Some((topic, _)) = view.topics.get(&id.0) else { continue };
+                    // A leader moves only with another in-sync replica to take over.
+                    if moved.contains(*id) || !settled(record) || (from == record.leader && record.in_sync.len() < 2) {
+                        continue;
+                    }
+                    let Some(to) = candidate(view, topic, record, Some(from), load) else { continue };
+                    if count >= load.replicas(to) + 2 {
+                        return Some(((*id).clone(), moved_replica(record, from, to, view, load)));
+                    }
+                }
+            }
+            None
+        };
+        let leader_move = || {
+            for (count, from) in most_first(&load.leaders) {
+                for id in leading.get(&from).into_iter().flatten() {
+                    let (record, _) = &view.shards[*id];
+                    if moved.contains(*id) || !settled(record) || !view.topics.contains_key(&id.0) {
+                        continue;
+                    }
+                    let others = record.in_sync.iter().copied().filter(|b| *b != from);
+                    let Some(to) = load.least_leading(others) else { continue };
+                    if count >= load.leaders(to) + 2 {
+                        let mut next = record.clone();
+                        next.leader = to;
+                        next.leader_epoch += 1;
+                        return Some(((*id).clone(), next));
+                    }
+                }
+            }
+            None
+        };
+        let Some((id, next)) = replica_move().or_else(leader_move) else { break };
         let (current, revision) = &view.shards[&id];
         load.add(current, -1);
         load.add(&next, 1);
@@ -366,6 +389,16 @@ fn rebalance(view: &View, load: &mut Load, moves: usize) -> Vec<Decision> {
         moved.insert(id);
     }
     decisions
+}
+
+/// The brokers of `counts` that could give a move (two or more above the
+/// fewest), most first (then by id).
+fn most_first(counts: &BTreeMap<u64, usize>) -> Vec<(usize, u64)> {
+    let floor = counts.values().min().copied().unwrap_or(0);
+    let mut brokers: Vec<(usize, u64)> =
+        counts.iter().filter(|(_, n)| **n >= floor + 2).map(|(b, n)| (*n, *b)).collect();
+    brokers.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    brokers
 }
 
 /// `record` with `from`'s replica on `to` (out of sync), and a new leader
