@@ -350,6 +350,36 @@ async fn placement_ctl_creates_describes_moves_and_deletes_topics_and_shards() {
         ctl(ep, &["shard", "move", "--cluster", "mq", "--topic", "orders", "--shard", "9", "--leader", "1"]);
     assert_eq!(code, 3, "{err}");
 
+    // A follower's replica to the broker without one. The controller may
+    // move the shard meanwhile (rebalancing leaderships): read it again then.
+    let mut replica_moved = serde_json::Value::Null;
+    for _ in 0..5 {
+        let now = json(ep, &["shard", "list", "--cluster", "mq", "--topic", "orders"])["shards"][0].clone();
+        let replicas: Vec<u64> = now["replicas"].as_array().unwrap().iter().map(|r| r.as_u64().unwrap()).collect();
+        let follower = *replicas.iter().find(|r| Some(**r) != now["leader"].as_u64()).unwrap();
+        let third = (1..=3u64).find(|b| !replicas.contains(b)).unwrap();
+        let (from, to, rev) = (follower.to_string(), third.to_string(), now["revision"].to_string());
+        let args =
+            ["shard", "move", "--cluster", "mq", "--topic", "orders", "--shard", "0", "--from", &from, "--to", &to];
+        let (code, out, err) = ctl(ep, &[&["-o", "json"][..], &args, &["--revision", &rev]].concat());
+        if code == 0 {
+            replica_moved = serde_json::from_str(&out).unwrap();
+            assert!(replica_moved["replicas"].as_array().unwrap().iter().any(|r| r.as_u64() == Some(third)));
+            break;
+        }
+        assert_eq!(code, 4, "{err}");
+    }
+    assert!(!replica_moved.is_null(), "the replica never moved");
+    // More shards, at the revision read.
+    let revision =
+        json(ep, &["topic", "describe", "--cluster", "mq", "orders"])["revision"].as_i64().unwrap().to_string();
+    let updated = ok(ep, &["topic", "update", "--cluster", "mq", "orders", "--revision", &revision, "--shards", "4"]);
+    assert!(updated.starts_with("updated topic orders at revision "), "{updated}");
+    let (code, _, err) =
+        ctl(ep, &["topic", "update", "--cluster", "mq", "orders", "--revision", &revision, "--shards", "5"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("is at revision") && err.contains(&format!("not {revision}")), "{err}");
+
     assert!(
         ok(ep, &["topic", "delete", "--cluster", "mq", "orders"]).starts_with("deleted topic orders and its shards")
     );
