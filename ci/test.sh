@@ -37,8 +37,8 @@ step "tests (tokio + RocksDB: units, openraft storage suite, 3-node clusters, et
 cargo nextest run --no-fail-fast
 
 step "clients: Python etcd3 (PyPI), Node etcd3 (npm) and our broker example against 3 members (tests/clients)"
-cargo build -q -p placement-broker-example
-bash tests/clients/run.sh --bin target/debug/placement-center --broker target/debug/broker
+cargo build -q -p placement-broker-example -p placement-ctl
+bash tests/clients/run.sh --bin target/debug/placement-center --broker target/debug/broker --ctl target/debug/placement-ctl
 
 step "multi-host: three members in network namespaces, named by a hosts file (tests/netns, needs root)"
 bash tests/netns/multi-host.sh target/debug/placement-center

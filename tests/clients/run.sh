@@ -4,7 +4,7 @@
 # requirements.txt and package-lock.json, and our broker example
 # (examples/broker, on placement-client alone).
 #   bash tests/clients/run.sh [--bin target/debug/placement-center]
-#        [--broker target/debug/broker] [python|node|broker ...]
+#        [--broker target/debug/broker] [--ctl target/debug/placement-ctl] [python|node|broker ...]
 # Installs the clients (a venv under target/clients, node_modules here), starts
 # three members on 127.0.0.1:2379x with data in a temporary directory, runs the
 # tests, and stops the members and removes their data also when a test fails.
@@ -13,13 +13,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 bin=$root/target/debug/placement-center
 broker=$root/target/debug/broker
+ctl=$root/target/debug/placement-ctl
 suites=()
 while [ $# -gt 0 ]; do
     case "$1" in
     --bin) bin=$(realpath "$2"); shift 2 ;;
     --broker) broker=$(realpath "$2"); shift 2 ;;
+    --ctl) ctl=$(realpath "$2"); shift 2 ;;
     python | node | broker) suites+=("$1"); shift ;;
-    *) echo "usage: $0 [--bin PATH] [--broker PATH] [python|node|broker ...]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--bin PATH] [--broker PATH] [--ctl PATH] [python|node|broker ...]" >&2; exit 2 ;;
     esac
 done
 [ ${#suites[@]} -gt 0 ] || suites=(python node broker)
@@ -37,7 +39,8 @@ for s in "${suites[@]}"; do
         command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
         (cd "$here" && npm ci --no-audit --no-fund --loglevel=error) ;;
     broker)
-        [ -x "$broker" ] || { echo "no broker example at $broker (cargo build -p placement-broker-example)" >&2; exit 2; } ;;
+        [ -x "$broker" ] || { echo "no broker example at $broker (cargo build -p placement-broker-example)" >&2; exit 2; }
+        [ -x "$ctl" ] || { echo "no placement-ctl at $ctl (cargo build -p placement-ctl)" >&2; exit 2; } ;;
     esac
 done
 
@@ -112,6 +115,10 @@ broker_suite() {
     local b2=$!
     pids+=("$b2")
     wait_for_line "$out.1" '^joined node 2 epoch [0-9]+ grpc=127.0.0.1:1228 mqtt=127.0.0.1:1884$' || return 1
+    # A topic of two shards, one replica each: each broker is told to lead one.
+    "$ctl" --endpoints "$endpoints" topic create --cluster mqtt orders --shards 2 >/dev/null || return 1
+    wait_for_line "$out.1" '^lead orders/[01] leader epoch 1$' || return 1
+    wait_for_line "$out.2" '^lead orders/[01] leader epoch 1$' || return 1
     kill -INT "$b2"
     wait "$b2" || { echo "broker 2 exited with $?" >&2; cat "$out.2" >&2; return 1; }
     wait_for_line "$out.2" '^unregistered node 2 epoch [0-9]+ \(removed: true\)$' || return 1
@@ -123,7 +130,7 @@ broker_suite() {
     local rc=0
     "$broker" "$endpoints" mqtt not-a-number >"$out.bad" 2>&1 || rc=$?
     [ "$rc" = 2 ] && grep -q 'NODE_ID "not-a-number" is not a number' "$out.bad" || { cat "$out.bad" >&2; return 1; }
-    echo "broker example: registered, saw the other join and leave, unregistered"
+    echo "broker example: registered, saw the other join and leave, led a shard, unregistered"
 }
 
 export PC_ENDPOINTS=$endpoints

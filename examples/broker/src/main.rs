@@ -5,7 +5,10 @@
 //! 2. keep the registration alive in the background, and register again (a
 //!    new epoch) if it is ever lost;
 //! 3. watch the cluster's nodes join, change and leave;
-//! 4. on Ctrl-C or SIGTERM, unregister its own epoch and exit.
+//! 4. follow its assignment: the shards the controller gives it to lead or
+//!    follow, and takes from it (a real broker would start and stop serving
+//!    them, and report the status of those it leads);
+//! 5. on Ctrl-C or SIGTERM, unregister its own epoch and exit.
 //!
 //! ```text
 //! broker ENDPOINTS CLUSTER NODE_ID [ROLE=ADDR ...]
@@ -13,14 +16,15 @@
 //! ```
 //!
 //! Each line it prints is one fact: `registered`, `joined`, `changed`,
-//! `left`, `lost`, `unregistered`.
+//! `left`, `lead`, `follow`, `drop`, `lost`, `unregistered`.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
+use placement_client::proto::placement::v1::assignment::Role;
 use placement_client::proto::placement::v1::node_event::Kind;
 use placement_client::proto::placement::v1::{NodeInfo, RegisterNodeRequest, UnregisterNodeRequest};
-use placement_client::{Client, ClientError, ClientOptions, Registration};
+use placement_client::{Assignments, Client, ClientError, ClientOptions, Registration};
 
 /// What the command line asks for.
 struct Args {
@@ -77,6 +81,9 @@ async fn run(args: Args) -> Result<(), ClientError> {
     let mut keep_alive = client.keep_alive(&registration);
     // From now on: the watch resumes by itself on another member.
     let mut events = client.watch_nodes(&args.cluster, 0);
+    // Its whole assignment first, then every change (resumed the same way).
+    let mut assigned = client.watch_assignments(&args.cluster, args.node_id, 0);
+    let mut work = Assignments::default();
     let shutdown = placement_client::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -95,6 +102,17 @@ async fn run(args: Args) -> Result<(), ClientError> {
                         Kind::Left => "left",
                     };
                     println!("{kind} {}", describe(&event.node.unwrap_or_default()));
+                }
+            }
+            response = assigned.recv() => {
+                let Some(response) = response else { break };
+                for (role, shard) in work.apply(&response?) {
+                    let what = match role {
+                        Role::Leader => "lead",
+                        Role::Follower => "follow",
+                        Role::Removed => "drop",
+                    };
+                    println!("{what} {}/{} leader epoch {}", shard.topic, shard.shard, shard.leader_epoch);
                 }
             }
             () = &mut shutdown => break,
