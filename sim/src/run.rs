@@ -24,6 +24,11 @@ const WATCHERS: u32 = 2;
 const LEASE_CLIENTS: u32 = 2;
 /// Brokers registering through the placement API per run.
 const BROKERS: u64 = 3;
+/// Revisions applied after a shard's leader's registration went within which
+/// the shard must have another leader (while an in-sync replica lives): the
+/// workload writes some 50 revisions a second, the controller acts on the
+/// first the leader applies.
+const FAILOVER_WITHIN: usize = 300;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -89,6 +94,8 @@ pub struct Report {
     pub shard_reports: (usize, usize),
     /// Controller decisions replayed from the state they were decided from.
     pub decisions_replayed: usize,
+    /// Failovers of a gone leader checked to have happened under progress.
+    pub shard_failovers: usize,
     /// Whether auth was on.
     pub auth: bool,
     /// Times the prober's role was revoked (and the window checked).
@@ -354,9 +361,20 @@ async fn run(opts: RunOptions) -> Report {
     // reports; and every decision replayed.
     let shard_reports = shard_reports.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let zones: BTreeMap<u64, String> = (1..=BROKERS).map(|id| (id, brokers::zone(id))).collect();
+    let shard_history = shards::history(&truth.events);
     let (shard_violations, shards_seen) =
-        checker::shards::check(&shards::history(&truth.events), &shard_reports, &shards::spread(&zones));
+        checker::shards::check(&shard_history, &shard_reports, &shards::spread(&zones));
     violations.extend(shard_violations.into_iter().map(|v| format!("shards: {v}")));
+    let (failovers, stuck) = checker::shards::check_failover(&shard_history, FAILOVER_WITHIN);
+    // The shard records and registrations as applied, to follow a shard violation.
+    if std::env::var_os("PLACEMENT_SIM_DUMP_SHARDS").is_some() {
+        for (r, c) in &shard_history {
+            if !c.is_empty() {
+                eprintln!("{r}: {c:?}");
+            }
+        }
+    }
+    violations.extend(stuck.into_iter().map(|v| format!("shards: {v}")));
     let (decisions_replayed, mismatches) = shards::replay(&truth.events);
     violations.extend(mismatches.into_iter().map(|v| format!("controller replay: {v}")));
     if shards_seen.placements == 0 {
@@ -428,6 +446,7 @@ async fn run(opts: RunOptions) -> Report {
             shard_reports.iter().filter(|r| matches!(r.ended, checker::shards::Reported::Refused(_))).count(),
         ),
         decisions_replayed,
+        shard_failovers: failovers,
         auth: auth_on,
         revocation_windows: revocations.windows.len(),
         probes_denied: probes.iter().filter(|p| !p.succeeded).count(),

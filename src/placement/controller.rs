@@ -278,13 +278,17 @@ fn repair(
     if next.placement() == current.placement() && next.broker_epochs == current.broker_epochs {
         return None;
     }
-    if next.leader != current.leader {
+    // A new leader, or the same broker leading under a new registration (it
+    // came back as the last in-sync replica): a new leader epoch either way.
+    let led_by = |r: &ShardRecord| (r.leader, r.broker_epochs.get(&r.leader).copied());
+    let new_leader = led_by(&next) != led_by(current);
+    if new_leader {
         next.leader_epoch = current.leader_epoch + 1;
     }
     load.add(current, -1);
     load.add(&next, 1);
     let reason = match next.leader {
-        leader if leader == current.leader => Reason::Repair,
+        _ if !new_leader => Reason::Repair,
         0 => Reason::Leaderless,
         _ => Reason::Failover,
     };

@@ -166,12 +166,15 @@ pub fn check(
                                 record.leader, prev.in_sync
                             ));
                         }
-                        if record.leader != prev.leader {
+                        // A leader is a broker under one registration: the same
+                        // broker registered again leads under a new epoch too.
+                        let led_by = |r: &ShardState| (r.leader, r.broker_epochs.get(&r.leader).copied());
+                        if led_by(record) != led_by(prev) {
                             seen.leader_changes += 1;
                             if record.leader_epoch <= prev.leader_epoch {
                                 violations.push(format!(
-                                    "shard {shard}: leader {} became {} at revision {revision} without a new leader epoch ({} then {})",
-                                    prev.leader, record.leader, prev.leader_epoch, record.leader_epoch
+                                    "shard {shard}: leader {:?} became {:?} (broker, registration) at revision {revision} without a new leader epoch ({} then {})",
+                                    led_by(prev), led_by(record), prev.leader_epoch, record.leader_epoch
                                 ));
                             }
                         }
@@ -252,6 +255,90 @@ pub fn check(
         }
     }
     (violations, seen)
+}
+
+/// Failover under progress: when a shard's leader's registration goes
+/// (deleted, or replaced by a new epoch) while another in-sync replica's
+/// broker is registered with the epoch the shard records, the shard gets
+/// another leader (or none) within `within` revisions of the change, unless
+/// the collected history ends or has a gap first. Counting revisions
+/// instead of time excuses whatever blocks the cluster's progress (a lost
+/// quorum applies nothing), but not a controller that stops acting while
+/// writes go on. The failovers checked, and the violations.
+pub fn check_failover(applied: &[(i64, Vec<Change>)], within: usize) -> (usize, Vec<String>) {
+    let mut violations = Vec::new();
+    let mut checked = 0;
+    let mut registered: BTreeMap<u64, Option<i64>> = BTreeMap::new();
+    let mut records: BTreeMap<&str, &ShardState> = BTreeMap::new();
+    for (i, (revision, changes)) in applied.iter().enumerate() {
+        let contiguous = i == 0 || applied[i - 1].0 + 1 == *revision;
+        if !contiguous {
+            registered.clear();
+            records.clear();
+        }
+        for change in changes {
+            let Change::Registration { broker, epoch } = change else { continue };
+            let previous = registered.insert(*broker, *epoch);
+            if previous.is_none() || previous == Some(*epoch) {
+                continue; // unknown before, or not a change
+            }
+            for (shard, record) in &records {
+                if record.leader != *broker {
+                    continue;
+                }
+                let successor = record.in_sync.iter().any(|c| {
+                    *c != *broker
+                        && registered.get(c).copied().flatten().is_some()
+                        && registered.get(c).copied().flatten() == record.broker_epochs.get(c).copied()
+                });
+                if !successor {
+                    continue;
+                }
+                // Look ahead, over contiguous history only.
+                let ahead = &applied[i + 1..];
+                let mut last = *revision;
+                let mut moved = None;
+                for (seen, (next, next_changes)) in ahead.iter().enumerate() {
+                    if *next != last + 1 || seen >= within {
+                        break;
+                    }
+                    last = *next;
+                    let led = next_changes.iter().find_map(|c| match c {
+                        Change::Shard { shard: s, record: r } if s == shard => Some(r.as_ref()),
+                        _ => None,
+                    });
+                    // Another leader, none, or a new leader epoch (the broker
+                    // back under a new registration as the last in-sync one).
+                    if let Some(now) = led {
+                        if now.is_none_or(|r| r.leader != *broker || r.leader_epoch > record.leader_epoch) {
+                            moved = Some(*next);
+                            break;
+                        }
+                    }
+                }
+                let progressed = last - revision >= within as i64;
+                match moved {
+                    Some(_) => checked += 1,
+                    None if progressed => violations.push(format!(
+                        "shard {shard}: its leader {broker}'s registration went at revision {revision} while an in-sync replica lived, and {within} revisions later it still had no other leader"
+                    )),
+                    None => {}
+                }
+            }
+        }
+        for change in changes {
+            match change {
+                Change::Shard { shard, record: Some(record) } => {
+                    records.insert(shard.as_str(), record);
+                }
+                Change::Shard { shard, record: None } => {
+                    records.remove(shard.as_str());
+                }
+                Change::Registration { .. } => {}
+            }
+        }
+    }
+    (checked, violations)
 }
 
 #[cfg(test)]
@@ -370,6 +457,34 @@ mod tests {
         applied.push((5, vec![shard(&[1, 2], &[1, 2], 2, 2)]));
         let (violations, _) = check(&applied, &[], &BTreeMap::new());
         assert!(violations.iter().any(|v| v.contains("from outside the in-sync set [1]")), "{violations:?}");
+    }
+
+    #[test]
+    fn a_shard_left_on_a_gone_leader_while_writes_go_on_is_caught_and_a_stalled_cluster_is_excused() {
+        let mut applied = placed();
+        applied.push((4, vec![register(1, None)]));
+        let filler = |from: i64, to: i64| (from..to).map(|r| (r, Vec::new())).collect::<Vec<_>>();
+        let mut stuck = applied.clone();
+        stuck.extend(filler(5, 20));
+        let (_, violations) = check_failover(&stuck, 10);
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert!(violations[0].contains("10 revisions later it still had no other leader"), "{violations:?}");
+        let (checked, violations) = check_failover(&stuck[..8], 10);
+        assert!(violations.is_empty() && checked == 0, "too little progress to tell");
+        let mut moved = applied.clone();
+        moved.extend(filler(5, 8));
+        moved.push((8, vec![shard(&[2], &[2], 2, 2)]));
+        moved.extend(filler(9, 30));
+        assert_eq!(check_failover(&moved, 10), (1, Vec::new()));
+    }
+
+    #[test]
+    fn the_same_broker_leading_under_a_new_registration_needs_a_new_leader_epoch() {
+        let mut applied = placed();
+        applied.push((4, vec![register(1, Some(4))]));
+        applied.push((5, vec![shard(&[1, 2], &[4, 2], 1, 1)]));
+        let (violations, _) = check(&applied, &[], &BTreeMap::new());
+        assert!(violations.iter().any(|v| v.contains("without a new leader epoch (1 then 1)")), "{violations:?}");
     }
 
     #[test]

@@ -140,7 +140,7 @@ mod sweep {
         let wall = started.elapsed();
         let status = if report.violations.is_empty() { "ok" } else { "FAIL" };
         println!(
-            "seed {seed:>6} {status:<4} ops={} unknown={} watch={}/{}/{} leases={}/{} brokers={}/{}/{} offsets={}/{} shards={}/{}/{}/{}/{} virtual={:.1}s trace={:016x}",
+            "seed {seed:>6} {status:<4} ops={} unknown={} watch={}/{}/{} leases={}/{} brokers={}/{}/{} offsets={}/{} shards={}/{}/{}/{}/{}/{} virtual={:.1}s trace={:016x}",
             report.ops,
             report.unknown,
             report.watch_events,
@@ -158,6 +158,7 @@ mod sweep {
             report.shard_reports.0,
             report.shard_reports.1,
             report.decisions_replayed,
+            report.shard_failovers,
             report.virtual_time.as_secs_f64(),
             report.trace_hash
         );

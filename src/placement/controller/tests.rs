@@ -179,6 +179,23 @@ fn a_broker_registered_again_loses_its_shards_leadership_and_the_out_of_sync_rep
 }
 
 #[test]
+fn a_leader_registered_again_as_the_last_in_sync_replica_leads_under_a_new_leader_epoch() {
+    let mut v = view(&[(1, "a"), (2, "b")], &[("t", topic(1, 2, false))]);
+    settle(&mut v, 0, false, 3);
+    let key = ("t".to_string(), 0);
+    let before = v.shards[&key].0.clone();
+    let other = if before.leader == 1 { 2 } else { 1 };
+    // Seed 10045: the follower is gone and the leader registered again before the controller looked.
+    v.brokers.remove(&other);
+    v.brokers.get_mut(&before.leader).unwrap().epoch += 100;
+    let decisions = decide(&v, 0);
+    let record = &decisions[0].record;
+    assert_eq!(record.leader, before.leader, "{record:?}");
+    assert_eq!(record.leader_epoch, before.leader_epoch + 1, "its old registration is fenced: {record:?}");
+    assert_eq!(decisions[0].reason, Reason::Failover);
+}
+
+#[test]
 fn with_too_few_zones_a_shard_gets_fewer_replicas_never_two_in_one_zone() {
     let mut v = view(&[(1, "a"), (2, "a"), (3, "b")], &[("t", topic(3, 3, true))]);
     settle(&mut v, 0, false, 3);
