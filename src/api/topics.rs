@@ -436,3 +436,55 @@ pub(super) fn assignment_changes(broker: u64, revision: i64, events: &[&Event]) 
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::placement::v1::ShardStatus;
+    use crate::proto::raft::v1::Command;
+
+    fn apply(state: &mut KvState, request: command::Request) {
+        let command = Command { auth_revision: None, alarm_disarms: None, request: Some(request) };
+        state.apply(&command).unwrap();
+    }
+
+    #[test]
+    fn the_largest_status_report_is_one_valid_transaction() {
+        let mut state = KvState::new();
+        let node = placement::node_key("mq", 1);
+        apply(&mut state, command::Request::Put(PutRequest { key: node, value: b"{}".to_vec(), ..Default::default() }));
+        let epoch = state.revision();
+        let record = ShardRecord {
+            replicas: vec![1],
+            broker_epochs: [(1, epoch)].into(),
+            leader: 1,
+            leader_epoch: 1,
+            in_sync: vec![1],
+            ..Default::default()
+        };
+        let shards = MAX_REPORTED_SHARDS as u32;
+        for shard in 0..shards {
+            let put =
+                PutRequest { key: topics::shard_key("mq", "t", shard), value: record.encode(), ..Default::default() };
+            apply(&mut state, command::Request::Put(put));
+        }
+        let status =
+            |shard| ShardStatus { topic: "t".into(), shard, leader_epoch: 1, in_sync: vec![1], high_watermark: 9 };
+        let req = ReportShardStatusRequest {
+            cluster: "mq".into(),
+            node_id: 1,
+            epoch,
+            shards: (0..shards).map(status).collect(),
+        };
+        let (compare, success) = reported(&state, &req).unwrap();
+        let txn = TxnRequest { compare, success, failure: Vec::new() };
+        let command = Command { auth_revision: None, alarm_disarms: None, request: Some(command::Request::Txn(txn)) };
+        KvState::validate(&command).unwrap();
+        let applied = state.apply(&command).unwrap();
+        assert!(matches!(applied.result.response, Some(Applied::Txn(ref t)) if t.succeeded));
+        // A stale leader epoch is named.
+        let stale = ReportShardStatusRequest { shards: vec![ShardStatus { leader_epoch: 0, ..status(3) }], ..req };
+        let refused = reported(&state, &stale).unwrap_err().to_string();
+        assert_eq!(refused, "stale leader epoch 0 for shard t/3 of cluster mq: the shard is at leader epoch 1");
+    }
+}

@@ -28,8 +28,9 @@ pub const SHARDS_PREFIX: &str = "/placement/shards/";
 pub const MAX_SHARDS: u32 = 10_000;
 /// Most replicas of one shard.
 pub const MAX_REPLICATION: u32 = 7;
-/// Most shards one status report may hold (one transaction's compares).
-pub const MAX_REPORTED_SHARDS: usize = 128;
+/// Most shards one status report may hold: its transaction compares each
+/// shard and the broker's registration, within a transaction's 128.
+pub const MAX_REPORTED_SHARDS: usize = 127;
 
 /// What is stored for a topic (its cluster and name are its key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

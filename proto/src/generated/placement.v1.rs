@@ -574,7 +574,7 @@ pub struct ReportShardStatusRequest {
     /// its registration epoch
     #[prost(int64, tag = "3")]
     pub epoch: i64,
-    /// 1 to 128 shards, all or none applied
+    /// 1 to 127 shards, all or none applied
     #[prost(message, repeated, tag = "4")]
     pub shards: ::prost::alloc::vec::Vec<ShardStatus>,
 }
