@@ -16,12 +16,12 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::context::{ApiContext, Caller};
+use super::topics::{mod_is, put};
 use super::ApiError;
 use crate::placement::offsets::{self, GroupId, GroupRecord, ReadGeneration};
 use crate::placement::PlacementError;
-use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::proto::etcdserverpb::request_op::Request as Op;
-use crate::proto::etcdserverpb::{Compare, PutRequest, RangeRequest, RequestOp, TxnRequest};
+use crate::proto::etcdserverpb::{RangeRequest, RequestOp, TxnRequest};
 use crate::proto::placement::v1::{CommitOffsetsRequest, FetchOffsetsRequest};
 use crate::proto::raft::v1::command;
 use crate::proto::raft::v1::command_result::Response as Applied;
@@ -244,24 +244,8 @@ fn generation(state: &KvState, cluster: &str, group: &str) -> ReadGeneration {
 /// mod revisions, its writes as puts in nested transactions of at most
 /// `MAX_TXN_OPS` each.
 fn transaction(plan: &offsets::Plan) -> TxnRequest {
-    let compare = plan
-        .conditions
-        .iter()
-        .map(|(key, mod_revision)| Compare {
-            result: CompareResult::Equal as i32,
-            target: CompareTarget::Mod as i32,
-            key: key.clone(),
-            target_union: Some(TargetUnion::ModRevision(*mod_revision)),
-            ..Default::default()
-        })
-        .collect();
-    let puts: Vec<RequestOp> = plan
-        .writes
-        .iter()
-        .map(|(key, value)| RequestOp {
-            request: Some(Op::RequestPut(PutRequest { key: key.clone(), value: value.clone(), ..Default::default() })),
-        })
-        .collect();
+    let compare = plan.conditions.iter().map(|(key, mod_revision)| mod_is(key, *mod_revision)).collect();
+    let puts: Vec<RequestOp> = plan.writes.iter().map(|(key, value)| put(key, value.clone())).collect();
     let success = puts
         .chunks(MAX_TXN_OPS)
         .map(|chunk| RequestOp {

@@ -21,14 +21,13 @@ use tracing::instrument;
 use super::context::{receiver_stream, ApiContext, Caller, ResponseStream};
 use super::follow::{Follow, Respond};
 use super::offsets::OffsetCommitter;
-use super::topics::Topics;
+use super::topics::{mod_is, Topics};
 use super::ApiError;
 use crate::placement::{self, offsets, ClusterConfig, NodeRecord, PlacementError};
-use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use crate::proto::etcdserverpb::request_op::Request as Op;
 use crate::proto::etcdserverpb::{
-    Compare, DeleteRangeRequest, LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp, StatusRequest, TxnRequest,
+    DeleteRangeRequest, LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp, StatusRequest, TxnRequest,
 };
 use crate::proto::mvccpb::event::EventType;
 use crate::proto::mvccpb::{Event, KeyValue};
@@ -352,13 +351,7 @@ impl Placement for PlacementService {
                 }
                 // Delete only the registration that was read: one made since wins.
                 let txn = TxnRequest {
-                    compare: vec![Compare {
-                        result: CompareResult::Equal as i32,
-                        target: CompareTarget::Mod as i32,
-                        key: kv.key.clone(),
-                        range_end: Vec::new(),
-                        target_union: Some(TargetUnion::ModRevision(kv.mod_revision)),
-                    }],
+                    compare: vec![mod_is(&kv.key, kv.mod_revision)],
                     success: vec![RequestOp {
                         request: Some(Op::RequestDeleteRange(DeleteRangeRequest { key: kv.key, ..Default::default() })),
                     }],
