@@ -27,6 +27,8 @@ pub mod consumers;
 #[cfg(madsim)]
 pub mod forgery;
 #[cfg(madsim)]
+pub mod lease_scenarios;
+#[cfg(madsim)]
 pub mod nemesis;
 #[cfg(not(madsim))]
 pub mod robust;

@@ -27,7 +27,7 @@ use crate::run::wait_for;
 pub type Scenario = fn() -> Vec<String>;
 
 /// Every scenario by name.
-pub const SCENARIOS: [(&str, Scenario); 16] = [
+pub const SCENARIOS: [(&str, Scenario); 17] = [
     ("lease-leader-cut-off", lease_leader_cut_off),
     ("readiness-replaced-skewed", readiness_replaced_skewed),
     ("leader-power-loss-read", leader_power_loss_read),
@@ -44,6 +44,7 @@ pub const SCENARIOS: [(&str, Scenario); 16] = [
     ("whole-cluster-power-loss", whole_cluster_power_loss),
     ("ready-only-once-published", ready_only_once_published),
     ("shard-failover-and-last-in-sync-return", crate::shard_scenarios::shard_failover_and_last_in_sync_return),
+    ("expiry-queued-across-terms", crate::lease_scenarios::expiry_queued_across_terms),
 ];
 
 /// Runs scenario `name` in a simulation of its own (`None`: no such scenario).
@@ -85,7 +86,7 @@ async fn until_it_succeeds<F: std::future::Future<Output = bool>>(
 }
 
 /// A new 3-node cluster and its leader's slot, or why `scenario` cannot go on.
-async fn three_nodes_led(scenario: &str) -> Result<(SimCluster, u64), Vec<String>> {
+pub(crate) async fn three_nodes_led(scenario: &str) -> Result<(SimCluster, u64), Vec<String>> {
     nodes_led(3, scenario).await
 }
 
@@ -246,7 +247,11 @@ async fn keep_alive(leases: &mut LeaseClient<tonic::transport::Channel>, id: i64
 
 /// One keepalive of lease `id`, waiting `wait` at most: whether it was
 /// acknowledged with a positive TTL.
-async fn keep_alive_within(leases: &mut LeaseClient<tonic::transport::Channel>, id: i64, wait: Duration) -> bool {
+pub(crate) async fn keep_alive_within(
+    leases: &mut LeaseClient<tonic::transport::Channel>,
+    id: i64,
+    wait: Duration,
+) -> bool {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let _ = tx.send(LeaseKeepAliveRequest { id }).await;
     let renewed = async {

@@ -176,6 +176,7 @@ fn in_term(leading_in: Option<u64>, callers: Vec<Caller>) -> Vec<Caller> {
         .into_iter()
         .filter_map(|caller| match caller.term {
             Some(term) if leading_in != Some(term) => {
+                runtime::coverage::reached_in_scenario("proposal-refused-in-a-later-term");
                 let not_leader = openraft::error::ForwardToLeader::empty();
                 let _ = caller.reply.send(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(not_leader))));
                 None

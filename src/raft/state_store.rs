@@ -525,6 +525,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if crate::runtime::buggify::buggify("apply-delay") {
             crate::runtime::sleep(std::time::Duration::from_millis(40)).await;
         }
+        let stall = self.engine.injected_write_stall();
+        if !stall.is_zero() {
+            crate::runtime::sleep(stall).await;
+        }
         let started = crate::runtime::now();
         let mut batch = WriteBatch::new();
         let mut answers = Vec::new();

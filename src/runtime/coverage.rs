@@ -35,6 +35,17 @@ pub fn reached(point: &'static str) {
     let _ = point;
 }
 
+/// Marks a path too rare for a sweep of seeds to require, which a regression
+/// scenario (sim/src/scenarios.rs) drives on purpose and checks it reached;
+/// reported as `scenario:<point>`.
+#[inline]
+pub fn reached_in_scenario(point: &'static str) {
+    #[cfg(madsim)]
+    sim::count("scenario:", point);
+    #[cfg(not(madsim))]
+    let _ = point;
+}
+
 /// Counts a BUGGIFY point's firing (reported as `buggify:<point>`; not
 /// required: a seed enables only some points).
 #[cfg(madsim)]

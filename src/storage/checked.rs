@@ -147,6 +147,10 @@ impl Engine for Checked {
     fn injected_latency(&self) -> Duration {
         self.inner.injected_latency()
     }
+
+    fn injected_write_stall(&self) -> Duration {
+        self.inner.injected_write_stall()
+    }
 }
 
 #[cfg(test)]

@@ -185,6 +185,12 @@ pub trait Engine: Send + Sync + 'static {
     fn injected_latency(&self) -> Duration {
         Duration::ZERO
     }
+
+    /// How long a simulated disk wants the state machine to wait before it
+    /// writes what it applied (a write stall); zero for real engines.
+    fn injected_write_stall(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// An engine that times its synced writes into a node's metrics.
@@ -262,5 +268,9 @@ impl Engine for Timed {
 
     fn injected_latency(&self) -> Duration {
         self.inner.injected_latency()
+    }
+
+    fn injected_write_stall(&self) -> Duration {
+        self.inner.injected_write_stall()
     }
 }

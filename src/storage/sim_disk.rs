@@ -32,6 +32,10 @@ pub struct DiskFaults {
     pub fail_syncs: bool,
     /// Latency callers are asked to wait before each I/O.
     pub latency: Duration,
+    /// How long the state machine waits before it writes what it applied: a
+    /// write stall (RocksDB stops writes while flushes and compactions catch
+    /// up), which the log's own appends and syncs do not wait for.
+    pub write_stall: Duration,
     /// Bytes the device holds (`None`: unbounded): a write that would take
     /// the live data past it fails with ENOSPC, like a full filesystem.
     pub capacity: Option<u64>,
@@ -310,6 +314,10 @@ impl Engine for SimDisk {
 
     fn injected_latency(&self) -> Duration {
         self.lock().faults.latency
+    }
+
+    fn injected_write_stall(&self) -> Duration {
+        self.lock().faults.write_stall
     }
 }
 
