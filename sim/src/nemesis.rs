@@ -42,6 +42,11 @@ pub enum FaultKind {
     DiskError,
     /// A node's disk gets slow.
     SlowDisk,
+    /// A node's state machine stalls before each write of what it applied
+    /// (RocksDB's write stall, while flushes and compactions catch up): its
+    /// log keeps up and it goes on voting and acknowledging appends, but it
+    /// applies late, so its answers, reads and keepalives wait.
+    WriteStall,
     /// Random packet loss on every link.
     PacketLoss,
     /// Much higher network latency.
@@ -110,7 +115,7 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 24] = [
+    pub const ALL: [FaultKind; 25] = [
         FaultKind::Partition,
         FaultKind::IsolateLeader,
         FaultKind::Bridge,
@@ -120,6 +125,7 @@ impl FaultKind {
         FaultKind::PowerLoss,
         FaultKind::DiskError,
         FaultKind::SlowDisk,
+        FaultKind::WriteStall,
         FaultKind::PacketLoss,
         FaultKind::LatencySpike,
         FaultKind::ClockSkew,
@@ -149,6 +155,7 @@ impl FaultKind {
             FaultKind::PowerLoss => "power-loss",
             FaultKind::DiskError => "disk-error",
             FaultKind::SlowDisk => "slow-disk",
+            FaultKind::WriteStall => "write-stall",
             FaultKind::PacketLoss => "packet-loss",
             FaultKind::LatencySpike => "latency-spike",
             FaultKind::ClockSkew => "clock-skew",
@@ -803,6 +810,16 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
                 runtime::sleep(hold).await;
                 disk.set_faults(DiskFaults::default());
                 log.note(start, format!("disk fast again on {victim}"));
+            }
+            FaultKind::WriteStall => {
+                let victim = random_node();
+                let write_stall = millis(&mut runtime::rng(), 50..1500);
+                let disk = &cluster.nodes[victim as usize - 1].disk;
+                log.note(start, format!("write stall on {victim} ({write_stall:?} per apply) for {hold:?}"));
+                disk.set_faults(DiskFaults { write_stall, ..Default::default() });
+                runtime::sleep(hold).await;
+                disk.set_faults(DiskFaults::default());
+                log.note(start, format!("writes flow again on {victim}"));
             }
             FaultKind::PacketLoss => {
                 let rate = runtime::rng().gen_range(0.02..0.2);

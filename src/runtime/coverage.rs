@@ -35,9 +35,9 @@ pub fn reached(point: &'static str) {
     let _ = point;
 }
 
-/// Marks a path too rare for a sweep of seeds to require, which a regression
-/// scenario (sim/src/scenarios.rs) drives on purpose and checks it reached;
-/// reported as `scenario:<point>`.
+/// Marks a path that a regression scenario (sim/src/scenarios.rs) drives on
+/// purpose and checks it reached, so that it cannot pass without its shape;
+/// sweeps report it as `scenario:<point>` but do not require it.
 #[inline]
 pub fn reached_in_scenario(point: &'static str) {
     #[cfg(madsim)]
