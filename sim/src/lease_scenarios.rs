@@ -130,35 +130,70 @@ async fn keep_alive_once_back(
     granted: tokio::sync::oneshot::Sender<Instant>,
     go: tokio::sync::oneshot::Receiver<()>,
 ) -> LeaseEpisode {
-    let mut leases = LeaseClient::new(crate::channel(&leader));
-    let mut kv = KvClient::new(crate::channel(&leader));
-    let since = |at: Instant| at - start;
-    let mut episode = LeaseEpisode { client: 0, ..Default::default() };
-    let grant = LeaseGrantRequest { ttl: TTL.as_secs() as i64, id: 0 };
-    let Ok(Ok(lease)) = runtime::timeout(Duration::from_secs(2), leases.lease_grant(grant)).await else {
-        return episode;
-    };
-    let granted_at = runtime::now();
-    let lease = lease.into_inner();
-    (episode.id, episode.ttl) = (lease.id, lease.ttl);
-    let key = b"scenario/lease-key".to_vec();
-    let put = PutRequest { key: key.clone(), value: b"alive".to_vec(), lease: lease.id, ..Default::default() };
-    episode.key_written = matches!(runtime::timeout(Duration::from_secs(2), kv.put(put)).await, Ok(Ok(_)));
-    if !episode.key_written || granted.send(granted_at).is_err() || go.await.is_err() {
-        return episode;
+    let mut client = LeaseHolder::new(&leader, start);
+    let Some(granted_at) = client.grant_with_key(TTL).await else { return client.episode };
+    if granted.send(granted_at).is_err() || go.await.is_err() {
+        return client.episode;
     }
     let last = runtime::now() + Duration::from_millis(1500);
-    while runtime::now() < last + TTL + Duration::from_secs(2) {
-        let now = runtime::now();
-        if now < last && keep_alive_within(&mut leases, lease.id, Duration::from_secs(3)).await {
-            episode.acks.push(since(now));
-        }
-        let invoked = runtime::now();
-        let read = RangeRequest { key: key.clone(), ..Default::default() };
-        if let Ok(Ok(resp)) = runtime::timeout(Duration::from_secs(3), kv.range(read)).await {
-            episode.reads.push((since(invoked), since(runtime::now()), !resp.into_inner().kvs.is_empty()));
-        }
-        runtime::sleep(Duration::from_millis(100)).await;
-    }
-    episode
+    client.keep_alive_and_read(last, last + TTL + Duration::from_secs(2), Duration::from_secs(3)).await;
+    client.episode
 }
+
+/// A scenario's lease client: one lease, its key, and what happened to them.
+pub(crate) struct LeaseHolder {
+    leases: LeaseClient<tonic::transport::Channel>,
+    kv: KvClient<tonic::transport::Channel>,
+    /// When the scenario started (the episode's times are relative to it).
+    start: Instant,
+    /// The lease, the keepalives acknowledged and the reads of its key.
+    pub(crate) episode: LeaseEpisode,
+}
+
+impl LeaseHolder {
+    /// A client of the member at `addr`.
+    pub(crate) fn new(addr: &str, start: Instant) -> Self {
+        Self {
+            leases: LeaseClient::new(crate::channel(addr)),
+            kv: KvClient::new(crate::channel(addr)),
+            start,
+            episode: LeaseEpisode { client: 0, ..Default::default() },
+        }
+    }
+
+    /// Grants a lease of `ttl` and attaches the key `scenario/lease-key` to
+    /// it; when the lease was granted, or `None` if either failed.
+    pub(crate) async fn grant_with_key(&mut self, ttl: Duration) -> Option<Instant> {
+        let grant = LeaseGrantRequest { ttl: ttl.as_secs() as i64, id: 0 };
+        let lease = runtime::timeout(Duration::from_secs(2), self.leases.lease_grant(grant)).await.ok()?.ok()?;
+        let granted_at = runtime::now();
+        let lease = lease.into_inner();
+        (self.episode.id, self.episode.ttl) = (lease.id, lease.ttl);
+        let put = PutRequest { key: KEY.to_vec(), value: b"alive".to_vec(), lease: lease.id, ..Default::default() };
+        self.episode.key_written =
+            matches!(runtime::timeout(Duration::from_secs(2), self.kv.put(put)).await, Ok(Ok(_)));
+        self.episode.key_written.then_some(granted_at)
+    }
+
+    /// Every 100 ms until `until`: a keepalive (while before `last`; each
+    /// waits 3 s at most) and a linearizable read of the key (each waits
+    /// `read_wait` at most).
+    pub(crate) async fn keep_alive_and_read(&mut self, last: Instant, until: Instant, read_wait: Duration) {
+        while runtime::now() < until {
+            let now = runtime::now();
+            if now < last && keep_alive_within(&mut self.leases, self.episode.id, Duration::from_secs(3)).await {
+                self.episode.acks.push(now - self.start);
+            }
+            let invoked = runtime::now();
+            let read = RangeRequest { key: KEY.to_vec(), ..Default::default() };
+            if let Ok(Ok(resp)) = runtime::timeout(read_wait, self.kv.range(read)).await {
+                let present = !resp.into_inner().kvs.is_empty();
+                self.episode.reads.push((invoked - self.start, runtime::now() - self.start, present));
+            }
+            runtime::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The key a scenario's lease holds.
+const KEY: &[u8] = b"scenario/lease-key";

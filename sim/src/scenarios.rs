@@ -456,40 +456,17 @@ async fn keep_alive_past_deadline(
     start: Instant,
     granted: tokio::sync::oneshot::Sender<()>,
 ) -> LeaseEpisode {
-    let mut leases = LeaseClient::new(crate::channel(&leader));
-    let mut kv = KvClient::new(crate::channel(&leader));
-    let since = |at: Instant| at - start;
-    let mut episode = LeaseEpisode { client: 0, ..Default::default() };
-    let grant = LeaseGrantRequest { ttl: REVOKED_TTL.as_secs() as i64, id: 0 };
-    let Ok(Ok(lease)) = runtime::timeout(Duration::from_secs(2), leases.lease_grant(grant)).await else {
-        return episode;
-    };
-    let granted_at = runtime::now();
-    let lease = lease.into_inner();
-    (episode.id, episode.ttl) = (lease.id, lease.ttl);
-    let key = b"scenario/lease-key".to_vec();
-    let put = PutRequest { key: key.clone(), value: b"alive".to_vec(), lease: lease.id, ..Default::default() };
-    episode.key_written = matches!(runtime::timeout(Duration::from_secs(2), kv.put(put)).await, Ok(Ok(_)));
+    let mut client = crate::lease_scenarios::LeaseHolder::new(&leader, start);
+    let Some(granted_at) = client.grant_with_key(REVOKED_TTL).await else { return client.episode };
     if granted.send(()).is_err() {
-        return episode;
+        return client.episode;
     }
-    let ttl = Duration::from_secs(lease.ttl.max(0) as u64);
+    let ttl = Duration::from_secs(client.episode.ttl.max(0) as u64);
     let first = granted_at + ttl + Duration::from_millis(700);
     let last = first + Duration::from_millis(1500);
     runtime::sleep(first.saturating_duration_since(runtime::now())).await;
-    while runtime::now() < last + ttl + Duration::from_secs(4) {
-        let now = runtime::now();
-        if now < last && keep_alive_within(&mut leases, lease.id, Duration::from_secs(3)).await {
-            episode.acks.push(since(now));
-        }
-        let invoked = runtime::now();
-        let read = RangeRequest { key: key.clone(), ..Default::default() };
-        if let Ok(Ok(resp)) = runtime::timeout(Duration::from_millis(500), kv.range(read)).await {
-            episode.reads.push((since(invoked), since(runtime::now()), !resp.into_inner().kvs.is_empty()));
-        }
-        runtime::sleep(Duration::from_millis(100)).await;
-    }
-    episode
+    client.keep_alive_and_read(last, last + ttl + Duration::from_secs(4), Duration::from_millis(500)).await;
+    client.episode
 }
 
 /// Puts 400 values on 10 keys through `addr` from a client machine of its
