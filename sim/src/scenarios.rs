@@ -416,7 +416,7 @@ fn keepalive_during_revoke() -> Vec<String> {
         let client = scenario_client();
         let holder = client.spawn(keep_alive_past_deadline(addr, start, granted));
         if granted_rx.await.is_err() {
-            return vec!["keepalive-during-revoke: the client could not grant a lease".into()];
+            return vec!["keepalive-during-revoke: the client could not grant a lease and attach its key".into()];
         }
         // The lease is granted and unrenewed: slow the followers' disks
         // before its deadline, so that its revoke commits about 2 s after

@@ -80,7 +80,7 @@ async fn flush_appends(
     mut queued: tokio::sync::mpsc::UnboundedReceiver<IOFlushed<TypeConfig>>,
 ) {
     while let Some(first) = queued.recv().await {
-        let latency = engine.injected_latency();
+        let latency = engine.injected_delays().io;
         if !latency.is_zero() {
             crate::runtime::sleep(latency).await;
         }
@@ -153,7 +153,7 @@ impl LogStore {
     }
 
     async fn disk_latency(&self) {
-        let latency = self.engine.injected_latency();
+        let latency = self.engine.injected_delays().io;
         if !latency.is_zero() {
             crate::runtime::sleep(latency).await;
         }

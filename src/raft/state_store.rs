@@ -525,7 +525,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if crate::runtime::buggify::buggify("apply-delay") {
             crate::runtime::sleep(std::time::Duration::from_millis(40)).await;
         }
-        let stall = self.engine.injected_write_stall();
+        let stall = self.engine.injected_delays().write_stall;
         if !stall.is_zero() {
             crate::runtime::sleep(stall).await;
         }

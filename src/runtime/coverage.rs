@@ -29,10 +29,7 @@ pub const POINTS: [&str; 9] = [
 /// Marks `point` (one of [`POINTS`]) as reached.
 #[inline]
 pub fn reached(point: &'static str) {
-    #[cfg(madsim)]
-    sim::count("", point);
-    #[cfg(not(madsim))]
-    let _ = point;
+    mark("", point);
 }
 
 /// Marks a path that a regression scenario (sim/src/scenarios.rs) drives on
@@ -40,10 +37,16 @@ pub fn reached(point: &'static str) {
 /// sweeps report it as `scenario:<point>` but do not require it.
 #[inline]
 pub fn reached_in_scenario(point: &'static str) {
+    mark("scenario:", point);
+}
+
+/// Counts `point`, reported as `<prefix><point>`, in a simulated seed.
+#[inline]
+fn mark(prefix: &'static str, point: &'static str) {
     #[cfg(madsim)]
-    sim::count("scenario:", point);
+    sim::count(prefix, point);
     #[cfg(not(madsim))]
-    let _ = point;
+    let _ = (prefix, point);
 }
 
 /// Counts a BUGGIFY point's firing (reported as `buggify:<point>`; not

@@ -11,9 +11,8 @@
 //! detection.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use super::{Engine, Pair, StorageError, WriteBatch, WriteOp};
+use super::{Engine, InjectedDelays, Pair, StorageError, WriteBatch, WriteOp};
 
 /// Bytes the checksum adds to each value.
 pub const TRAILER_BYTES: usize = 4;
@@ -144,12 +143,8 @@ impl Engine for Checked {
         self.inner.defragment()
     }
 
-    fn injected_latency(&self) -> Duration {
-        self.inner.injected_latency()
-    }
-
-    fn injected_write_stall(&self) -> Duration {
-        self.inner.injected_write_stall()
+    fn injected_delays(&self) -> InjectedDelays {
+        self.inner.injected_delays()
     }
 }
 

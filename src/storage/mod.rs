@@ -180,17 +180,22 @@ pub trait Engine: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Extra latency a simulated disk wants the caller to wait before an I/O;
-    /// zero for real engines (their latency is real).
-    fn injected_latency(&self) -> Duration {
-        Duration::ZERO
+    /// The waits a simulated disk asks of its callers; none for real
+    /// engines (their latency is real).
+    fn injected_delays(&self) -> InjectedDelays {
+        InjectedDelays::default()
     }
+}
 
-    /// How long a simulated disk wants the state machine to wait before it
-    /// writes what it applied (a write stall); zero for real engines.
-    fn injected_write_stall(&self) -> Duration {
-        Duration::ZERO
-    }
+/// What a simulated disk asks its callers to wait (see [`Engine::injected_delays`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InjectedDelays {
+    /// Before an I/O: the log's syncs and the vote's writes.
+    pub io: Duration,
+    /// Before the state machine writes what it applied: a write stall
+    /// (RocksDB stops writes while flushes and compactions catch up), which
+    /// the log's own appends and syncs do not wait for.
+    pub write_stall: Duration,
 }
 
 /// An engine that times its synced writes into a node's metrics.
@@ -266,11 +271,7 @@ impl Engine for Timed {
         self.inner.defragment()
     }
 
-    fn injected_latency(&self) -> Duration {
-        self.inner.injected_latency()
-    }
-
-    fn injected_write_stall(&self) -> Duration {
-        self.inner.injected_write_stall()
+    fn injected_delays(&self) -> InjectedDelays {
+        self.inner.injected_delays()
     }
 }

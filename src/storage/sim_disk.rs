@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use super::{Engine, Pair, StorageError, WriteBatch, WriteOp};
+use super::{Engine, InjectedDelays, Pair, StorageError, WriteBatch, WriteOp};
 
 type Tree = BTreeMap<Vec<u8>, Vec<u8>>;
 type Trees = BTreeMap<&'static str, Tree>;
@@ -32,9 +32,8 @@ pub struct DiskFaults {
     pub fail_syncs: bool,
     /// Latency callers are asked to wait before each I/O.
     pub latency: Duration,
-    /// How long the state machine waits before it writes what it applied: a
-    /// write stall (RocksDB stops writes while flushes and compactions catch
-    /// up), which the log's own appends and syncs do not wait for.
+    /// How long the state machine waits before it writes what it applied
+    /// (see [`InjectedDelays::write_stall`]).
     pub write_stall: Duration,
     /// Bytes the device holds (`None`: unbounded): a write that would take
     /// the live data past it fails with ENOSPC, like a full filesystem.
@@ -312,12 +311,9 @@ impl Engine for SimDisk {
         Ok(inner.live.get(cf).and_then(|t| t.last_key_value()).map(|(k, v)| (k.clone(), v.clone())))
     }
 
-    fn injected_latency(&self) -> Duration {
-        self.lock().faults.latency
-    }
-
-    fn injected_write_stall(&self) -> Duration {
-        self.lock().faults.write_stall
+    fn injected_delays(&self) -> InjectedDelays {
+        let inner = self.lock();
+        InjectedDelays { io: inner.faults.latency, write_stall: inner.faults.write_stall }
     }
 }
 

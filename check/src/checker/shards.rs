@@ -287,9 +287,8 @@ pub fn check_failover(applied: &[(i64, Vec<Change>)], within: usize) -> (usize, 
                     continue;
                 }
                 let successor = record.in_sync.iter().any(|c| {
-                    *c != *broker
-                        && registered.get(c).copied().flatten().is_some()
-                        && registered.get(c).copied().flatten() == record.broker_epochs.get(c).copied()
+                    let epoch = registered.get(c).copied().flatten();
+                    *c != *broker && epoch.is_some() && epoch == record.broker_epochs.get(c).copied()
                 });
                 if !successor {
                     continue;
