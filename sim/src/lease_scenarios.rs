@@ -1,18 +1,20 @@
-//! Regression scenarios for lease expiry across leader terms (see
-//! `scenarios` for why scenarios, not seeds).
+//! Regression scenarios for leases: a leader cut off from its peers, and
+//! expiry across leader terms (see `scenarios` for why scenarios, not seeds).
 
 use std::time::Duration;
 
+use madsim::net::NetSim;
+use placement_center::api::context::receiver_stream;
 use placement_center::proto::etcdserverpb::kv_client::KvClient;
 use placement_center::proto::etcdserverpb::lease_client::LeaseClient;
-use placement_center::proto::etcdserverpb::{LeaseGrantRequest, PutRequest, RangeRequest};
+use placement_center::proto::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest, PutRequest, RangeRequest};
 use placement_center::raft::MetricsWatch as _;
 use placement_center::runtime::{self, Instant};
 use placement_center::storage::sim_disk::DiskFaults;
 
 use crate::checker::lease::{self, LeaseEpisode};
 use crate::run::wait_for;
-use crate::scenarios::{keep_alive_within, scenario_client, simulate, three_nodes_led};
+use crate::scenarios::{scenario_client, simulate, three_nodes_led};
 
 /// The lease's TTL.
 const TTL: Duration = Duration::from_secs(3);
@@ -143,7 +145,10 @@ async fn keep_alive_once_back(
 /// A scenario's lease client: one lease, its key, and what happened to them.
 pub(crate) struct LeaseHolder {
     leases: LeaseClient<tonic::transport::Channel>,
+    /// Writes the key.
     kv: KvClient<tonic::transport::Channel>,
+    /// Reads the key.
+    reads: KvClient<tonic::transport::Channel>,
     /// When the scenario started (the episode's times are relative to it).
     start: Instant,
     /// The lease, the keepalives acknowledged and the reads of its key.
@@ -153,9 +158,16 @@ pub(crate) struct LeaseHolder {
 impl LeaseHolder {
     /// A client of the member at `addr`.
     pub(crate) fn new(addr: &str, start: Instant) -> Self {
+        Self::reading_through(addr, addr, start)
+    }
+
+    /// A client of the member at `addr` that reads the key through the
+    /// member at `reads`.
+    pub(crate) fn reading_through(addr: &str, reads: &str, start: Instant) -> Self {
         Self {
             leases: LeaseClient::new(crate::channel(addr)),
             kv: KvClient::new(crate::channel(addr)),
+            reads: KvClient::new(crate::channel(reads)),
             start,
             episode: LeaseEpisode { client: 0, ..Default::default() },
         }
@@ -180,20 +192,143 @@ impl LeaseHolder {
     /// `read_wait` at most).
     pub(crate) async fn keep_alive_and_read(&mut self, last: Instant, until: Instant, read_wait: Duration) {
         while runtime::now() < until {
-            let now = runtime::now();
-            if now < last && keep_alive_within(&mut self.leases, self.episode.id, Duration::from_secs(3)).await {
-                self.episode.acks.push(now - self.start);
+            if runtime::now() < last {
+                self.keep_alive(Duration::from_secs(3)).await;
             }
-            let invoked = runtime::now();
-            let read = RangeRequest { key: KEY.to_vec(), ..Default::default() };
-            if let Ok(Ok(resp)) = runtime::timeout(read_wait, self.kv.range(read)).await {
-                let present = !resp.into_inner().kvs.is_empty();
-                self.episode.reads.push((invoked - self.start, runtime::now() - self.start, present));
-            }
+            self.read(read_wait).await;
             runtime::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// One keepalive, waiting `wait` at most for its answer; an
+    /// acknowledgement counts from when it was sent.
+    pub(crate) async fn keep_alive(&mut self, wait: Duration) {
+        let sent = runtime::now();
+        if keep_alive_within(&mut self.leases, self.episode.id, wait).await {
+            self.episode.acks.push(sent - self.start);
+        }
+    }
+
+    /// One linearizable read of the key, waiting `wait` at most.
+    pub(crate) async fn read(&mut self, wait: Duration) {
+        let invoked = runtime::now();
+        let read = RangeRequest { key: KEY.to_vec(), ..Default::default() };
+        if let Ok(Ok(resp)) = runtime::timeout(wait, self.reads.range(read)).await {
+            let present = !resp.into_inner().kvs.is_empty();
+            self.episode.reads.push((invoked - self.start, runtime::now() - self.start, present));
         }
     }
 }
 
 /// The key a scenario's lease holds.
 const KEY: &[u8] = b"scenario/lease-key";
+
+/// How long `lease_leader_cut_off` cuts the leader off.
+const CUT: Duration = Duration::from_secs(8);
+
+/// Regression seed 238's bug class: the leader is cut off from its peers but
+/// not from a lease holder, which keeps sending it keepalives while a reader
+/// on the other side reads the lease's key. A leader that acknowledged those
+/// keepalives without a quorum promised a TTL the new leader, which never saw
+/// them, does not keep: the key goes before the promise ends.
+pub(crate) fn lease_leader_cut_off() -> Vec<String> {
+    simulate(|| async {
+        let (cluster, leader) = match three_nodes_led("lease-leader-cut-off").await {
+            Ok(led) => led,
+            Err(violations) => return violations,
+        };
+        let other = (1..=3).find(|id| *id != leader).unwrap_or(1);
+        let to_leader = cluster.nodes[leader as usize - 1].client_addr.clone();
+        let to_other = cluster.nodes[other as usize - 1].client_addr.clone();
+        let start = runtime::now();
+        // The client: a lease and its key through the leader, then
+        // keepalives to the leader and reads on the other side.
+        let (cut, cut_rx) = tokio::sync::oneshot::channel::<()>();
+        let (healed, healed_rx) = tokio::sync::oneshot::channel::<()>();
+        let client = scenario_client();
+        let holder = client.spawn(hold_lease_across_cut(to_leader, to_other, start, cut, healed_rx));
+        // The cut: the leader from both peers, both ways, for longer than an
+        // election and a TTL, so the lease runs out on the new leader unless
+        // keepalives reach it.
+        if cut_rx.await.is_err() {
+            return vec!["lease-leader-cut-off: the client could not grant a lease".into()];
+        }
+        let net = NetSim::current();
+        let sim_id = |id: u64| cluster.nodes[id as usize - 1].handle.id();
+        let peers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+        for peer in &peers {
+            net.clog_link(sim_id(leader), sim_id(*peer));
+            net.clog_link(sim_id(*peer), sim_id(leader));
+        }
+        runtime::sleep(CUT).await;
+        for peer in &peers {
+            net.unclog_link(sim_id(leader), sim_id(*peer));
+            net.unclog_link(sim_id(*peer), sim_id(leader));
+        }
+        let _ = healed.send(());
+        match holder.await {
+            Ok(episode) if episode.acks.is_empty() => {
+                vec!["lease-leader-cut-off: no keepalive was ever acknowledged".into()]
+            }
+            Ok(episode) => {
+                if std::env::var_os("PLACEMENT_SIM_DEBUG").is_some() {
+                    eprintln!("lease-leader-cut-off: leader {leader}, reader on {other}: {episode:?}");
+                }
+                lease::check(&[episode], &[]).into_iter().map(|v| v.to_string()).collect()
+            }
+            Err(_) => vec!["lease-leader-cut-off: the client task failed".into()],
+        }
+    })
+}
+
+/// The lease holder of `lease_leader_cut_off`: grants a lease, attaches a key
+/// and keeps it alive once through `leader`, says so on `granted`, then keeps
+/// the lease alive through `leader` until `healed` while reading the key
+/// through `other`, and reads on for a TTL and 3 s after the last keepalive.
+async fn hold_lease_across_cut(
+    leader: String,
+    other: String,
+    start: Instant,
+    granted: tokio::sync::oneshot::Sender<()>,
+    mut healed: tokio::sync::oneshot::Receiver<()>,
+) -> LeaseEpisode {
+    let mut holder = LeaseHolder::reading_through(&leader, &other, start);
+    if holder.grant_with_key(Duration::from_secs(crate::watchers::LEASE_TTL as u64)).await.is_none() {
+        return holder.episode;
+    }
+    let mut last_sent = runtime::now();
+    holder.keep_alive(KEEPALIVE_WAIT).await;
+    if granted.send(()).is_err() {
+        return holder.episode;
+    }
+    let mut keeping = true;
+    loop {
+        let now = runtime::now();
+        if keeping && healed.try_recv().is_ok() {
+            keeping = false;
+        }
+        if keeping {
+            last_sent = now;
+            holder.keep_alive(KEEPALIVE_WAIT).await;
+        } else if now > last_sent + Duration::from_secs(holder.episode.ttl.max(0) as u64 + 3) {
+            return holder.episode;
+        }
+        holder.read(Duration::from_millis(500)).await;
+        runtime::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How long `lease_leader_cut_off`'s keepalives wait for their answer.
+const KEEPALIVE_WAIT: Duration = Duration::from_millis(300);
+
+/// One keepalive of lease `id`, waiting `wait` at most: whether it was
+/// acknowledged with a positive TTL.
+async fn keep_alive_within(leases: &mut LeaseClient<tonic::transport::Channel>, id: i64, wait: Duration) -> bool {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let _ = tx.send(LeaseKeepAliveRequest { id }).await;
+    let renewed = async {
+        let mut stream = leases.lease_keep_alive(receiver_stream(rx)).await.ok()?.into_inner();
+        stream.message().await.ok()?
+    };
+    matches!(runtime::timeout(wait, renewed).await, Ok(Some(resp)) if resp.ttl > 0)
+}

@@ -8,12 +8,8 @@ use std::time::Duration;
 
 use madsim::net::NetSim;
 use madsim::runtime::Handle;
-use placement_center::api::context::receiver_stream;
 use placement_center::proto::etcdserverpb::kv_client::KvClient;
-use placement_center::proto::etcdserverpb::lease_client::LeaseClient;
-use placement_center::proto::etcdserverpb::{
-    LeaseGrantRequest, LeaseKeepAliveRequest, PutRequest, PutResponse, RangeRequest,
-};
+use placement_center::proto::etcdserverpb::{PutRequest, PutResponse, RangeRequest};
 use placement_center::runtime::{self, Instant};
 
 use placement_center::raft::membership::MemberChange;
@@ -28,7 +24,7 @@ pub type Scenario = fn() -> Vec<String>;
 
 /// Every scenario by name.
 pub const SCENARIOS: [(&str, Scenario); 17] = [
-    ("lease-leader-cut-off", lease_leader_cut_off),
+    ("lease-leader-cut-off", crate::lease_scenarios::lease_leader_cut_off),
     ("readiness-replaced-skewed", readiness_replaced_skewed),
     ("leader-power-loss-read", leader_power_loss_read),
     ("keepalive-during-revoke", keepalive_during_revoke),
@@ -125,140 +121,6 @@ async fn catches_up_by_snapshot(
         return vec![format!("{scenario}: {who} caught up without a snapshot")];
     }
     Vec::new()
-}
-
-/// How long `lease_leader_cut_off` cuts the leader off.
-const CUT: Duration = Duration::from_secs(8);
-
-/// Regression seed 238's bug class: the leader is cut off from its peers but
-/// not from a lease holder, which keeps sending it keepalives while a reader
-/// on the other side reads the lease's key. A leader that acknowledged those
-/// keepalives without a quorum promised a TTL the new leader, which never saw
-/// them, does not keep: the key goes before the promise ends.
-fn lease_leader_cut_off() -> Vec<String> {
-    simulate(|| async {
-        let (cluster, leader) = match three_nodes_led("lease-leader-cut-off").await {
-            Ok(led) => led,
-            Err(violations) => return violations,
-        };
-        let other = (1..=3).find(|id| *id != leader).unwrap_or(1);
-        let to_leader = cluster.nodes[leader as usize - 1].client_addr.clone();
-        let to_other = cluster.nodes[other as usize - 1].client_addr.clone();
-        let start = runtime::now();
-        // The client: a lease and its key through the leader, then
-        // keepalives to the leader and reads on the other side.
-        let (cut, cut_rx) = tokio::sync::oneshot::channel::<()>();
-        let (healed, healed_rx) = tokio::sync::oneshot::channel::<()>();
-        let client = scenario_client();
-        let holder = client.spawn(hold_lease_across_cut(to_leader, to_other, start, cut, healed_rx));
-        // The cut: the leader from both peers, both ways, for longer than an
-        // election and a TTL, so the lease runs out on the new leader unless
-        // keepalives reach it.
-        if cut_rx.await.is_err() {
-            return vec!["lease-leader-cut-off: the client could not grant a lease".into()];
-        }
-        let net = NetSim::current();
-        let sim_id = |id: u64| cluster.nodes[id as usize - 1].handle.id();
-        let peers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
-        for peer in &peers {
-            net.clog_link(sim_id(leader), sim_id(*peer));
-            net.clog_link(sim_id(*peer), sim_id(leader));
-        }
-        runtime::sleep(CUT).await;
-        for peer in &peers {
-            net.unclog_link(sim_id(leader), sim_id(*peer));
-            net.unclog_link(sim_id(*peer), sim_id(leader));
-        }
-        let _ = healed.send(());
-        match holder.await {
-            Ok(episode) if episode.acks.is_empty() => {
-                vec!["lease-leader-cut-off: no keepalive was ever acknowledged".into()]
-            }
-            Ok(episode) => {
-                if std::env::var_os("PLACEMENT_SIM_DEBUG").is_some() {
-                    eprintln!("lease-leader-cut-off: leader {leader}, reader on {other}: {episode:?}");
-                }
-                lease::check(&[episode], &[]).into_iter().map(|v| v.to_string()).collect()
-            }
-            Err(_) => vec!["lease-leader-cut-off: the client task failed".into()],
-        }
-    })
-}
-
-/// The lease holder of `lease_leader_cut_off`: grants a lease, attaches a key
-/// and keeps it alive once through `leader`, says so on `granted`, then keeps
-/// the lease alive through `leader` until `healed` while reading the key
-/// through `other`, and reads on for a TTL and 3 s after the last keepalive.
-async fn hold_lease_across_cut(
-    leader: String,
-    other: String,
-    start: Instant,
-    granted: tokio::sync::oneshot::Sender<()>,
-    mut healed: tokio::sync::oneshot::Receiver<()>,
-) -> LeaseEpisode {
-    let mut leases = LeaseClient::new(crate::channel(&leader));
-    let mut writes = KvClient::new(crate::channel(&leader));
-    let mut reads = KvClient::new(crate::channel(&other));
-    let since = |at: Instant| at - start;
-    let mut episode = LeaseEpisode { client: 0, ..Default::default() };
-    let grant = LeaseGrantRequest { ttl: crate::watchers::LEASE_TTL, id: 0 };
-    let Ok(Ok(lease)) = runtime::timeout(Duration::from_secs(2), leases.lease_grant(grant)).await else {
-        return episode;
-    };
-    let lease = lease.into_inner();
-    (episode.id, episode.ttl) = (lease.id, lease.ttl);
-    let key = b"scenario/lease-key".to_vec();
-    let put = PutRequest { key: key.clone(), value: b"alive".to_vec(), lease: lease.id, ..Default::default() };
-    episode.key_written = matches!(runtime::timeout(Duration::from_secs(2), writes.put(put)).await, Ok(Ok(_)));
-    let mut last_sent = runtime::now();
-    if keep_alive(&mut leases, lease.id).await {
-        episode.acks.push(since(last_sent));
-    }
-    if granted.send(()).is_err() {
-        return episode;
-    }
-    let mut keeping = true;
-    loop {
-        let now = runtime::now();
-        if keeping && healed.try_recv().is_ok() {
-            keeping = false;
-        }
-        if keeping {
-            last_sent = now;
-            if keep_alive(&mut leases, lease.id).await {
-                episode.acks.push(since(now));
-            }
-        } else if now > last_sent + Duration::from_secs(lease.ttl.max(0) as u64 + 3) {
-            return episode;
-        }
-        let invoked = runtime::now();
-        let read = RangeRequest { key: key.clone(), ..Default::default() };
-        if let Ok(Ok(resp)) = runtime::timeout(Duration::from_millis(500), reads.range(read)).await {
-            episode.reads.push((since(invoked), since(runtime::now()), !resp.into_inner().kvs.is_empty()));
-        }
-        runtime::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// One keepalive of lease `id`: whether it was acknowledged with a positive TTL.
-async fn keep_alive(leases: &mut LeaseClient<tonic::transport::Channel>, id: i64) -> bool {
-    keep_alive_within(leases, id, Duration::from_millis(300)).await
-}
-
-/// One keepalive of lease `id`, waiting `wait` at most: whether it was
-/// acknowledged with a positive TTL.
-pub(crate) async fn keep_alive_within(
-    leases: &mut LeaseClient<tonic::transport::Channel>,
-    id: i64,
-    wait: Duration,
-) -> bool {
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let _ = tx.send(LeaseKeepAliveRequest { id }).await;
-    let renewed = async {
-        let mut stream = leases.lease_keep_alive(receiver_stream(rx)).await.ok()?.into_inner();
-        stream.message().await.ok()?
-    };
-    matches!(runtime::timeout(wait, renewed).await, Ok(Some(resp)) if resp.ttl > 0)
 }
 
 /// A replaced member keeps its machine (slot) but gets a new member id.
