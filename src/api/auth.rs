@@ -73,8 +73,7 @@ impl AuthService {
     /// checks that the caller is root: for the read-only admin calls.
     async fn admin_read<T>(&self, req: &Request<T>) -> Result<ResponseHeader, ApiError> {
         self.ctx.admin(req)?;
-        self.ctx.node.read_barrier().await?;
-        let revision = read_state(self.ctx.node.state()).revision();
+        let revision = self.ctx.read_caught_up(|state| state.revision()).await?;
         Ok(self.ctx.header(revision))
     }
 }

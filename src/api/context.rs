@@ -379,6 +379,13 @@ impl ApiContext {
         KvState::validate(&command)?;
         Ok(self.node.propose(command).await?)
     }
+
+    /// Runs `read` on this member's state once it has applied what the
+    /// leader committed (a linearizable read).
+    pub async fn read_caught_up<T>(&self, read: impl FnOnce(&KvState) -> T) -> Result<T, ApiError> {
+        self.node.read_barrier().await?;
+        Ok(read(&read_state(self.node.state())))
+    }
 }
 
 impl ApiContext {

@@ -77,16 +77,11 @@ impl PlacementService {
         header(&self.ctx, revision)
     }
 
-    /// Runs `read` on this node's state once it has caught up with the leader.
-    async fn read<T>(&self, read: impl FnOnce(&KvState) -> T) -> Result<T, ApiError> {
-        self.ctx.node.read_barrier().await?;
-        Ok(read(&read_state(self.ctx.node.state())))
-    }
-
     /// `cluster`'s settings (the defaults when never set), whether they were
     /// set, and the revision read at.
     async fn cluster_config(&self, cluster: &str) -> Result<(ClusterConfig, bool, i64), ApiError> {
-        let (stored, revision) = self.read(|s| (get(s, &placement::cluster_key(cluster)), s.revision())).await?;
+        let (stored, revision) =
+            self.ctx.read_caught_up(|s| (get(s, &placement::cluster_key(cluster)), s.revision())).await?;
         match stored {
             None => Ok((ClusterConfig::default(), false, revision)),
             Some(kv) => match ClusterConfig::decode(&kv.value) {
@@ -101,7 +96,7 @@ impl PlacementService {
 
     /// Node `node_id`'s record, read linearizably.
     async fn registration(&self, cluster: &str, node_id: u64) -> Result<KeyValue, ApiError> {
-        Ok(self.read(|s| registered(s, cluster, node_id)).await??)
+        Ok(self.ctx.read_caught_up(|s| registered(s, cluster, node_id)).await??)
     }
 
     /// Renews the lease of node `node_id`'s registration if `epoch` is its
@@ -121,8 +116,7 @@ impl PlacementService {
         let ttl = match self.ctx.node.renew_lease_checked(check).await? {
             Some(answer) => answer?,
             None => {
-                self.ctx.node.read_barrier().await?;
-                let lease = check(&read_state(self.ctx.node.state()))?;
+                let lease = self.ctx.read_caught_up(check).await??;
                 self.ctx.node.renew_lease(lease).await?
             }
         };
@@ -382,7 +376,8 @@ impl Placement for PlacementService {
                 }
                 let (key, end) = placement::nodes_range(&req.cluster);
                 self.ctx.check(&caller, Access::Read, &key, &end)?;
-                let (nodes, revision) = self.read(|s| (nodes(s, &req.cluster, &req.role), s.revision())).await?;
+                let (nodes, revision) =
+                    self.ctx.read_caught_up(|s| (nodes(s, &req.cluster, &req.role), s.revision())).await?;
                 Ok(Response::new(ListNodesResponse { header: Some(self.header(revision)), nodes }))
             })
             .await
@@ -468,7 +463,7 @@ impl Placement for PlacementService {
                 let caller = self.ctx.caller(&req)?;
                 let (key, end) = placement::nodes_range("");
                 self.ctx.check(&caller, Access::Read, &key, &end)?;
-                let (all, revision) = self.read(|s| (nodes(s, "", ""), s.revision())).await?;
+                let (all, revision) = self.ctx.read_caught_up(|s| (nodes(s, "", ""), s.revision())).await?;
                 let mut clusters: BTreeMap<String, ClusterNodes> = BTreeMap::new();
                 for node in all {
                     let entry = clusters
@@ -524,7 +519,8 @@ impl Placement for PlacementService {
                 let (key, end) = offsets::offsets_range(&req.cluster, &req.group, &req.topic);
                 self.ctx.check(&caller, Access::Read, &key, &end)?;
                 self.ctx.check(&caller, Access::Read, &offsets::group_key(&req.cluster, &req.group), &[])?;
-                let (generation, offsets, revision) = self.read(|s| super::offsets::fetch(s, &req)).await?;
+                let (generation, offsets, revision) =
+                    self.ctx.read_caught_up(|s| super::offsets::fetch(s, &req)).await?;
                 Ok(Response::new(FetchOffsetsResponse { header: Some(self.header(revision)), generation, offsets }))
             })
             .await

@@ -24,7 +24,6 @@ use crate::proto::placement::v1::{
 };
 use crate::proto::raft::v1::command;
 use crate::proto::raft::v1::command_result::Response as Applied;
-use crate::raft::state_store::read_state;
 use crate::state::{Access, KvState};
 
 /// How often a status report is checked and written again when a shard
@@ -43,11 +42,6 @@ impl Topics {
     /// The calls on `ctx`.
     pub fn new(ctx: Arc<ApiContext>) -> Self {
         Self { ctx }
-    }
-
-    async fn read<T>(&self, read: impl FnOnce(&KvState) -> T) -> Result<T, ApiError> {
-        self.ctx.node.read_barrier().await?;
-        Ok(read(&read_state(self.ctx.node.state())))
     }
 
     /// Proposes `txn` for `caller`: whether it succeeded, its responses and
@@ -119,7 +113,7 @@ impl Topics {
     /// A topic's record and key value, read linearizably.
     async fn topic(&self, cluster: &str, name: &str) -> Result<(TopicRecord, KeyValue), ApiError> {
         let key = topics::topic_key(cluster, name);
-        let kv = self.read(|s| super::placement::get(s, &key)).await?;
+        let kv = self.ctx.read_caught_up(|s| super::placement::get(s, &key)).await?;
         let not_found = || PlacementError::TopicNotFound { cluster: cluster.to_string(), topic: name.to_string() };
         let kv = kv.ok_or_else(not_found)?;
         let record = TopicRecord::decode(&kv.value).map_err(|cause| {
@@ -137,7 +131,8 @@ impl Topics {
         let (start, end) = topics::shards_range(&req.cluster, &req.name);
         self.ctx.check(caller, Access::Read, &start, &end)?;
         let (topic, shards, revision) = self
-            .read(|s| {
+            .ctx
+            .read_caught_up(|s| {
                 let topic = super::placement::get(s, &topics::topic_key(&req.cluster, &req.name));
                 (topic, shards(s, &req.cluster, &req.name, 0), s.revision())
             })
@@ -153,20 +148,21 @@ impl Topics {
         check_cluster(&req.cluster)?;
         let (key, range_end) = topics::topics_range(&req.cluster);
         self.ctx.check(caller, Access::Read, &key, &range_end)?;
-        self.read(|s| {
-            let found = s.range(&RangeRequest { key, range_end, ..Default::default() }).map(|r| r.kvs);
-            let topics = found
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|kv| {
-                    let (cluster, name) = topics::parse_topic_key(&kv.key)?;
-                    let record = TopicRecord::decode(&kv.value).ok()?;
-                    Some(record.to_topic(cluster, name, kv))
-                })
-                .collect();
-            (topics, s.revision())
-        })
-        .await
+        self.ctx
+            .read_caught_up(|s| {
+                let found = s.range(&RangeRequest { key, range_end, ..Default::default() }).map(|r| r.kvs);
+                let topics = found
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|kv| {
+                        let (cluster, name) = topics::parse_topic_key(&kv.key)?;
+                        let record = TopicRecord::decode(&kv.value).ok()?;
+                        Some(record.to_topic(cluster, name, kv))
+                    })
+                    .collect();
+                (topics, s.revision())
+            })
+            .await
     }
 
     /// DeleteTopic: the topic and its shards gone; whether there was one.
@@ -203,7 +199,7 @@ impl Topics {
         }
         let (start, end) = topics::shards_range(&req.cluster, &req.topic);
         self.ctx.check(caller, Access::Read, &start, &end)?;
-        self.read(|s| (shards(s, &req.cluster, &req.topic, req.broker), s.revision())).await
+        self.ctx.read_caught_up(|s| (shards(s, &req.cluster, &req.topic, req.broker), s.revision())).await
     }
 
     /// MoveShard: the shard with its leadership or a replica moved.
@@ -213,7 +209,8 @@ impl Topics {
         let key = topics::shard_key(&req.cluster, &req.topic, req.shard);
         self.ctx.check(caller, Access::Read, &key, &[])?;
         let (topic, shard, brokers) = self
-            .read(|s| {
+            .ctx
+            .read_caught_up(|s| {
                 let topic = super::placement::get(s, &topics::topic_key(&req.cluster, &req.topic));
                 (topic, super::placement::get(s, &key), brokers(s, &req.cluster))
             })
@@ -269,7 +266,7 @@ impl Topics {
             }
         }
         for attempt in 1..=REPORT_ATTEMPTS {
-            let (compare, success) = self.read(|s| reported(s, &req)).await??;
+            let (compare, success) = self.ctx.read_caught_up(|s| reported(s, &req)).await??;
             let txn = TxnRequest { compare, success, failure: Vec::new() };
             let (succeeded, _, revision) = self.txn(caller, txn).await?;
             if succeeded {
