@@ -6,7 +6,9 @@
 //! revokes the prober's role and grants it back while the prober reads and
 //! writes; the revocation checker then holds that no prober request that
 //! started after a revoke was acknowledged, and ended before the grant back
-//! was proposed, succeeded.
+//! was proposed, succeeded; and that none that started after a grant was
+//! acknowledged, and ended before the next revoke was proposed, was refused
+//! for want of permission.
 //!
 //! The revoke and grant are proposed on the leader directly (as MoveLeader
 //! is): a change made through the Auth service goes the same way.
@@ -156,6 +158,8 @@ pub struct ProbeOp {
     pub what: String,
     /// Whether the server answered with success.
     pub succeeded: bool,
+    /// Whether the server refused it for want of permission.
+    pub denied: bool,
 }
 
 /// Reads and writes under `probe/` as the prober until `until`.
@@ -192,6 +196,7 @@ pub async fn probe(addrs: Vec<String>, start: Instant, until: Instant, ops: Arc<
             completed: runtime::now() - start,
             what: format!("{what} via {addr}: {answer:?}"),
             succeeded: matches!(answer, Ok(Ok(()))),
+            denied: matches!(&answer, Ok(Err(status)) if status.code() == tonic::Code::PermissionDenied),
         };
         ops.lock().unwrap_or_else(|e| e.into_inner()).push(op);
         runtime::sleep(Duration::from_millis(runtime::rng().gen_range(20..120))).await;
@@ -221,6 +226,10 @@ pub struct Revocations {
     /// (revoke acknowledged, grant back proposed), since the start: the
     /// prober held no permission in between.
     pub windows: Vec<(Duration, Duration)>,
+    /// (grant acknowledged, next revoke proposed), since the start: the
+    /// prober held its permission in between, on every member that had
+    /// caught up with the grant.
+    pub grants: Vec<(Duration, Duration)>,
     /// Events, for the nemesis log.
     pub events: Vec<String>,
 }
@@ -246,8 +255,12 @@ pub async fn revoke_and_grant(cluster: &SimCluster, start: Instant, until: Insta
     let at = |start: Instant| runtime::now() - start;
     let user = || PROBER.to_string();
     let role = || PROBE_ROLE.to_string();
+    let mut granted_at = None;
     while runtime::now() < until {
         runtime::sleep(Duration::from_millis(runtime::rng().gen_range(500..2500))).await;
+        if let Some(granted_at) = granted_at.take() {
+            log.grants.push((granted_at, at(start)));
+        }
         let revoked = on_leader(
             cluster,
             command::Request::UserRevokeRole(AuthUserRevokeRoleRequest { name: user(), role: role() }),
@@ -263,6 +276,7 @@ pub async fn revoke_and_grant(cluster: &SimCluster, start: Instant, until: Insta
             let granted = on_leader(cluster, command::Request::UserGrantRole(grant)).await;
             log.events.push(format!("[{:>8.3}s] grant the prober's role back: {granted:?}", at(start).as_secs_f64()));
             if let Some(Ok(revision)) = granted {
+                granted_at = Some(at(start));
                 break Some(revision);
             }
             if runtime::now() >= until + Duration::from_secs(20) {
@@ -276,16 +290,32 @@ pub async fn revoke_and_grant(cluster: &SimCluster, start: Instant, until: Insta
             }
         }
     }
+    if let Some(granted_at) = granted_at {
+        log.grants.push((granted_at, Duration::MAX));
+    }
 }
 
-/// The revocation checker: a prober request that started after a revoke was
-/// acknowledged and ended before the grant back was proposed must have failed.
-pub fn check(windows: &[(Duration, Duration)], probes: &[ProbeOp]) -> Vec<String> {
+/// The revocation checker, both ways: a prober request that started after
+/// a revoke was acknowledged and ended before the grant back was proposed
+/// must have failed; one that started after a grant was acknowledged and
+/// ended before the next revoke was proposed must not have been refused
+/// for want of permission (a member refuses only on an auth store that has
+/// caught up with the leader's, as etcd refuses only at apply).
+pub fn check(log: &Revocations, probes: &[ProbeOp]) -> Vec<String> {
+    let within = |windows: &[(Duration, Duration)], op: &ProbeOp| {
+        windows.iter().copied().find(|(from, to)| op.invoked >= *from && op.completed <= *to)
+    };
     let mut violations = Vec::new();
-    for op in probes.iter().filter(|op| op.succeeded) {
-        if let Some((from, to)) = windows.iter().find(|(from, to)| op.invoked >= *from && op.completed <= *to) {
+    for op in probes {
+        if let Some((from, to)) = within(&log.windows, op).filter(|_| op.succeeded) {
             violations.push(format!(
                 "auth: a request succeeded with a revoked permission: {} at [{:?}, {:?}], role revoked {from:?} until {to:?}",
+                op.what, op.invoked, op.completed
+            ));
+        }
+        if let Some((from, _)) = within(&log.grants, op).filter(|_| op.denied) {
+            violations.push(format!(
+                "auth: a request was refused a granted permission: {} at [{:?}, {:?}], role granted at {from:?}",
                 op.what, op.invoked, op.completed
             ));
         }
@@ -303,15 +333,33 @@ mod tests {
             completed: Duration::from_millis(completed),
             what: "put".into(),
             succeeded,
+            denied: false,
         }
+    }
+
+    fn denied(invoked: u64, completed: u64) -> ProbeOp {
+        ProbeOp { denied: true, ..op(invoked, completed, false) }
+    }
+
+    fn ms(from: u64, to: u64) -> (Duration, Duration) {
+        (Duration::from_millis(from), Duration::from_millis(to))
     }
 
     #[test]
     fn a_success_inside_a_revocation_is_a_violation_and_one_overlapping_its_edges_is_not() {
-        let windows = [(Duration::from_millis(100), Duration::from_millis(200))];
-        assert_eq!(check(&windows, &[op(120, 180, true)]).len(), 1);
-        assert!(check(&windows, &[op(120, 180, false)]).is_empty());
-        assert!(check(&windows, &[op(90, 150, true)]).is_empty(), "started before the revoke was acknowledged");
-        assert!(check(&windows, &[op(150, 210, true)]).is_empty(), "ended after the grant back was proposed");
+        let log = Revocations { windows: vec![ms(100, 200)], ..Default::default() };
+        assert_eq!(check(&log, &[op(120, 180, true)]).len(), 1);
+        assert!(check(&log, &[op(120, 180, false)]).is_empty());
+        assert!(check(&log, &[op(90, 150, true)]).is_empty(), "started before the revoke was acknowledged");
+        assert!(check(&log, &[op(150, 210, true)]).is_empty(), "ended after the grant back was proposed");
+    }
+
+    #[test]
+    fn a_permission_refused_inside_a_grant_is_a_violation_and_other_failures_are_not() {
+        let log = Revocations { grants: vec![ms(300, 500)], ..Default::default() };
+        assert_eq!(check(&log, &[denied(320, 380)]).len(), 1);
+        assert!(check(&log, &[op(320, 380, false)]).is_empty(), "a timeout or no leader is no refusal");
+        assert!(check(&log, &[denied(290, 380)]).is_empty(), "started before the grant was acknowledged");
+        assert!(check(&log, &[denied(450, 510)]).is_empty(), "ended after the next revoke was proposed");
     }
 }

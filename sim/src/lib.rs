@@ -19,6 +19,8 @@ pub use placement_check::{checker, history};
 
 #[cfg(madsim)]
 pub mod auth;
+#[cfg(madsim)]
+pub mod auth_scenarios;
 pub mod brokers;
 #[cfg(madsim)]
 pub mod cluster;

@@ -381,7 +381,7 @@ async fn run(opts: RunOptions) -> Report {
         violations.push("no shard was ever placed: the shard checks checked nothing".to_string());
     }
     let probes = probes.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    violations.extend(auth::check(&revocations.windows, &probes));
+    violations.extend(auth::check(&revocations, &probes));
     if auth_on && (revocations.windows.is_empty() || !probes.iter().any(|p| p.succeeded)) {
         log.events.push(format!(
             "auth: {} revocation windows, {} successful probes: the revocation check checked little",

@@ -23,7 +23,7 @@ use crate::run::wait_for;
 pub type Scenario = fn() -> Vec<String>;
 
 /// Every scenario by name.
-pub const SCENARIOS: [(&str, Scenario); 17] = [
+pub const SCENARIOS: [(&str, Scenario); 18] = [
     ("lease-leader-cut-off", crate::lease_scenarios::lease_leader_cut_off),
     ("readiness-replaced-skewed", readiness_replaced_skewed),
     ("leader-power-loss-read", leader_power_loss_read),
@@ -34,7 +34,8 @@ pub const SCENARIOS: [(&str, Scenario); 17] = [
     ("membership-change-given-up", membership_change_given_up),
     ("leader-lost-mid-membership-change", leader_lost_mid_membership_change),
     ("nospace-raised-after-its-disarm", nospace_raised_after_its_disarm),
-    ("revoked-put-through-a-lagging-follower", revoked_put_through_a_lagging_follower),
+    ("revoked-put-through-a-lagging-follower", crate::auth_scenarios::revoked_put_through_a_lagging_follower),
+    ("granted-put-through-a-lagging-follower", crate::auth_scenarios::granted_put_through_a_lagging_follower),
     ("writes-to-a-member-stopped-by-eio", writes_to_a_member_stopped_by_eio),
     ("forwards-to-a-leader-stopped-by-eio", forwards_to_a_leader_stopped_by_eio),
     ("whole-cluster-power-loss", whole_cluster_power_loss),
@@ -67,7 +68,7 @@ pub(crate) fn scenario_client() -> madsim::runtime::NodeHandle {
 
 /// Runs `attempt` up to `tries` times, `pause` apart, until it succeeds;
 /// whether it did.
-async fn until_it_succeeds<F: std::future::Future<Output = bool>>(
+pub(crate) async fn until_it_succeeds<F: std::future::Future<Output = bool>>(
     tries: u32,
     pause: Duration,
     mut attempt: impl FnMut() -> F,
@@ -97,7 +98,7 @@ async fn nodes_led(n: u64, scenario: &str) -> Result<(SimCluster, u64), Vec<Stri
 }
 
 /// Whether `slot` runs and has applied what `leader` has.
-fn caught_up(cluster: &SimCluster, slot: u64, leader: u64) -> bool {
+pub(crate) fn caught_up(cluster: &SimCluster, slot: u64, leader: u64) -> bool {
     let applied = |slot| cluster.node(slot).map(|n| n.raft.metrics().borrow_watched().last_applied);
     applied(slot).is_some() && applied(slot) == applied(leader)
 }
@@ -784,104 +785,6 @@ fn nospace_raised_after_its_disarm() -> Vec<String> {
         stop.store(true, Ordering::Relaxed);
         let _ = writer.await;
         violations
-    })
-}
-
-/// Rounds of `revoked_put_through_a_lagging_follower`.
-const REVOKE_ROUNDS: u32 = 10;
-
-/// Regression seeds 10005 and 10033's bug class (auth on): a follower's
-/// slow disk keeps its applied auth store behind the leader's. A put sent
-/// to it right after the writer's role was revoked passes the follower's
-/// permission check on its stale store; without the apply-time check of
-/// the auth revision the put carries, it was applied after the revoke.
-/// Each round slows the follower's disk, revokes the prober's role, puts
-/// through the follower 1 ms later than the last round, and grants the
-/// role back; no put may succeed between the revoke's acknowledgement and
-/// the grant.
-fn revoked_put_through_a_lagging_follower() -> Vec<String> {
-    use placement_center::storage::sim_disk::DiskFaults;
-    const NAME: &str = "revoked-put-through-a-lagging-follower";
-    simulate(|| async {
-        let (cluster, leader) = match three_nodes_led(NAME).await {
-            Ok(led) => led,
-            Err(violations) => return violations,
-        };
-        let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.client_addr.clone()).collect();
-        let client = scenario_client();
-        let setup = addrs.clone();
-        let Ok(Some(token)) = client
-            .spawn(async move {
-                if !crate::auth::setup(setup.clone()).await {
-                    return None;
-                }
-                crate::auth::prober_token(&setup).await
-            })
-            .await
-        else {
-            return vec![format!("{NAME}: auth could not be set up")];
-        };
-        let follower = leader % 3 + 1;
-        let disk = cluster.nodes[follower as usize - 1].disk.clone();
-        let addr = cluster.nodes[follower as usize - 1].client_addr.clone();
-        let mut stale_checks = 0;
-        for round in 1..=REVOKE_ROUNDS {
-            disk.set_faults(DiskFaults { latency: Duration::from_millis(30), ..Default::default() });
-            if !matches!(crate::auth::set_prober_role(&cluster, false).await, Some(Ok(_))) {
-                disk.set_faults(DiskFaults::default());
-                runtime::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-            let (to, token) = (addr.clone(), token.clone());
-            let delay = Duration::from_millis(u64::from(round - 1));
-            let behind = cluster.node(follower);
-            let put = client.spawn(async move {
-                runtime::sleep(delay).await;
-                // Whether the follower will check the put on a store from
-                // before the revoke.
-                let stale = behind.is_some_and(|node| {
-                    placement_center::raft::state_store::read_state(node.state())
-                        .auth()
-                        .check(Some("prober"), placement_center::state::Access::Write, b"probe/scenario", b"")
-                        .is_ok()
-                });
-                let mut kv = KvClient::new(crate::channel(&to));
-                let mut req = tonic::Request::new(PutRequest {
-                    key: b"probe/scenario".to_vec(),
-                    value: round.to_string().into_bytes(),
-                    ..Default::default()
-                });
-                req.metadata_mut().insert("token", token);
-                (stale, runtime::timeout(Duration::from_secs(5), kv.put(req)).await)
-            });
-            let Ok((stale, answer)) = put.await else {
-                return vec![format!("{NAME}: round {round}: the client task failed")];
-            };
-            disk.set_faults(DiskFaults::default());
-            let granted = until_it_succeeds(20, Duration::from_millis(200), || async {
-                matches!(crate::auth::set_prober_role(&cluster, true).await, Some(Ok(_)))
-            });
-            if !granted.await {
-                return vec![format!("{NAME}: round {round}: the role was never granted back")];
-            }
-            match answer {
-                Ok(Ok(_)) => {
-                    return vec![format!(
-                        "{NAME}: round {round}: a put through follower {follower} {delay:?} after the writer's role \
-                         was revoked succeeded"
-                    )]
-                }
-                Ok(Err(_)) => stale_checks += u32::from(stale),
-                Err(_) => {}
-            }
-            if !wait_for(Duration::from_secs(10), || caught_up(&cluster, follower, leader)).await {
-                return vec![format!("{NAME}: round {round}: the follower never caught up")];
-            }
-        }
-        if stale_checks == 0 {
-            return vec![format!("{NAME}: no put met a follower whose auth store was still behind the revoke")];
-        }
-        Vec::new()
     })
 }
 

@@ -307,7 +307,7 @@ impl Placement for PlacementService {
                 let req = req.into_inner();
                 placement::check_node(&req.cluster, req.node_id).map_err(ApiError::from)?;
                 // Renewing a registration writes it, as far as auth goes.
-                self.ctx.check(&caller, Access::Write, &placement::node_key(&req.cluster, req.node_id), &[])?;
+                self.ctx.check(&caller, Access::Write, &placement::node_key(&req.cluster, req.node_id), &[]).await?;
                 if req.epoch <= 0 {
                     return Err(ApiError::from(PlacementError::NoEpoch).into());
                 }
@@ -375,7 +375,7 @@ impl Placement for PlacementService {
                     placement::check_cluster(&req.cluster).map_err(ApiError::from)?;
                 }
                 let (key, end) = placement::nodes_range(&req.cluster);
-                self.ctx.check(&caller, Access::Read, &key, &end)?;
+                self.ctx.check(&caller, Access::Read, &key, &end).await?;
                 let (nodes, revision) =
                     self.ctx.read_caught_up(|s| (nodes(s, &req.cluster, &req.role), s.revision())).await?;
                 Ok(Response::new(ListNodesResponse { header: Some(self.header(revision)), nodes }))
@@ -395,7 +395,7 @@ impl Placement for PlacementService {
                     placement::check_cluster(&req.cluster).map_err(ApiError::from)?;
                 }
                 let (key, end) = placement::nodes_range(&req.cluster);
-                self.ctx.check(&caller, Access::Read, &key, &end)?;
+                self.ctx.check(&caller, Access::Read, &key, &end).await?;
                 let (out, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
                 let ctx = self.ctx.clone();
                 let respond: Respond<WatchNodesResponse> = Box::new(move |revision, events| {
@@ -446,7 +446,7 @@ impl Placement for PlacementService {
                 let caller = self.ctx.caller(&req)?;
                 let req = req.into_inner();
                 placement::check_cluster(&req.cluster).map_err(ApiError::from)?;
-                self.ctx.check(&caller, Access::Read, &placement::cluster_key(&req.cluster), &[])?;
+                self.ctx.check(&caller, Access::Read, &placement::cluster_key(&req.cluster), &[]).await?;
                 let (config, configured, revision) = self.cluster_config(&req.cluster).await?;
                 Ok(Response::new(config_response(self.header(revision), req.cluster, config, configured)))
             })
@@ -462,7 +462,7 @@ impl Placement for PlacementService {
             .observe("Placement/ClusterStatus", async move {
                 let caller = self.ctx.caller(&req)?;
                 let (key, end) = placement::nodes_range("");
-                self.ctx.check(&caller, Access::Read, &key, &end)?;
+                self.ctx.check(&caller, Access::Read, &key, &end).await?;
                 let (all, revision) = self.ctx.read_caught_up(|s| (nodes(s, "", ""), s.revision())).await?;
                 let mut clusters: BTreeMap<String, ClusterNodes> = BTreeMap::new();
                 for node in all {
@@ -517,8 +517,8 @@ impl Placement for PlacementService {
                     offsets::check_segment("topic", &req.topic).map_err(ApiError::from)?;
                 }
                 let (key, end) = offsets::offsets_range(&req.cluster, &req.group, &req.topic);
-                self.ctx.check(&caller, Access::Read, &key, &end)?;
-                self.ctx.check(&caller, Access::Read, &offsets::group_key(&req.cluster, &req.group), &[])?;
+                self.ctx.check(&caller, Access::Read, &key, &end).await?;
+                self.ctx.check(&caller, Access::Read, &offsets::group_key(&req.cluster, &req.group), &[]).await?;
                 let (generation, offsets, revision) =
                     self.ctx.read_caught_up(|s| super::offsets::fetch(s, &req)).await?;
                 Ok(Response::new(FetchOffsetsResponse { header: Some(self.header(revision)), generation, offsets }))
@@ -633,7 +633,7 @@ impl Placement for PlacementService {
                 let req = req.into_inner();
                 placement::check_node(&req.cluster, req.broker).map_err(ApiError::from)?;
                 let (key, end) = crate::placement::topics::shards_range(&req.cluster, "");
-                self.ctx.check(&caller, Access::Read, &key, &end)?;
+                self.ctx.check(&caller, Access::Read, &key, &end).await?;
                 let (out, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
                 let mut start = req.start_revision;
                 if start <= 0 {

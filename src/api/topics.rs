@@ -83,7 +83,7 @@ impl Topics {
             return Err(PlacementError::BadField { what: "revision", why }.into());
         }
         let key = topics::topic_key(&spec.cluster, &spec.name);
-        self.ctx.check(caller, Access::Read, &key, &[])?;
+        self.ctx.check(caller, Access::Read, &key, &[]).await?;
         let current = self.topic(&spec.cluster, &spec.name).await?;
         let what = format!("topic {}", spec.name);
         let changed = |current| PlacementError::Changed {
@@ -127,9 +127,9 @@ impl Topics {
     pub async fn get(&self, caller: &Caller, req: GetTopicRequest) -> Result<(Topic, Vec<Shard>, i64), ApiError> {
         check_cluster(&req.cluster)?;
         check_segment("topic", &req.name)?;
-        self.ctx.check(caller, Access::Read, &topics::topic_key(&req.cluster, &req.name), &[])?;
+        self.ctx.check(caller, Access::Read, &topics::topic_key(&req.cluster, &req.name), &[]).await?;
         let (start, end) = topics::shards_range(&req.cluster, &req.name);
-        self.ctx.check(caller, Access::Read, &start, &end)?;
+        self.ctx.check(caller, Access::Read, &start, &end).await?;
         let (topic, shards, revision) = self
             .ctx
             .read_caught_up(|s| {
@@ -147,7 +147,7 @@ impl Topics {
     pub async fn list(&self, caller: &Caller, req: ListTopicsRequest) -> Result<(Vec<Topic>, i64), ApiError> {
         check_cluster(&req.cluster)?;
         let (key, range_end) = topics::topics_range(&req.cluster);
-        self.ctx.check(caller, Access::Read, &key, &range_end)?;
+        self.ctx.check(caller, Access::Read, &key, &range_end).await?;
         self.ctx
             .read_caught_up(|s| {
                 let found = s.range(&RangeRequest { key, range_end, ..Default::default() }).map(|r| r.kvs);
@@ -198,7 +198,7 @@ impl Topics {
             check_segment("topic", &req.topic)?;
         }
         let (start, end) = topics::shards_range(&req.cluster, &req.topic);
-        self.ctx.check(caller, Access::Read, &start, &end)?;
+        self.ctx.check(caller, Access::Read, &start, &end).await?;
         self.ctx.read_caught_up(|s| (shards(s, &req.cluster, &req.topic, req.broker), s.revision())).await
     }
 
@@ -207,7 +207,7 @@ impl Topics {
         check_cluster(&req.cluster)?;
         check_segment("topic", &req.topic)?;
         let key = topics::shard_key(&req.cluster, &req.topic, req.shard);
-        self.ctx.check(caller, Access::Read, &key, &[])?;
+        self.ctx.check(caller, Access::Read, &key, &[]).await?;
         let (topic, shard, brokers) = self
             .ctx
             .read_caught_up(|s| {
