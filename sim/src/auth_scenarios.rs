@@ -1,6 +1,7 @@
 //! Regression scenarios for auth on a follower whose auth store is behind
 //! the leader's (see `scenarios` for why scenarios, not seeds).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use madsim::runtime::NodeHandle;
@@ -8,18 +9,34 @@ use placement_center::proto::etcdserverpb::kv_client::KvClient;
 use placement_center::proto::etcdserverpb::{PutRequest, PutResponse};
 use placement_center::raft::RaftNode;
 use placement_center::runtime;
-use placement_center::storage::sim_disk::DiskFaults;
+use placement_center::storage::sim_disk::{DiskFaults, SimDisk};
 use tonic::metadata::{Ascii, MetadataValue};
 
 use crate::cluster::SimCluster;
 use crate::run::wait_for;
 use crate::scenarios::{caught_up, scenario_client, simulate, three_nodes_led, until_it_succeeds};
 
-/// Turns auth on (root and the prober, as the auth seeds do) from
-/// `client`; the prober's token, or `None` if that failed.
-async fn auth_on(cluster: &SimCluster, client: &NodeHandle) -> Option<MetadataValue<Ascii>> {
+/// What both scenarios start from: a 3-node cluster with auth on (root and
+/// the prober, as the auth seeds set it up), the follower the prober puts
+/// through, and the prober's token.
+struct Setup {
+    cluster: SimCluster,
+    leader: u64,
+    follower: u64,
+    /// The follower's disk.
+    disk: Arc<SimDisk>,
+    /// The follower's client address.
+    addr: String,
+    client: NodeHandle,
+    token: MetadataValue<Ascii>,
+}
+
+/// Starts `scenario`'s [`Setup`], or says why it cannot go on.
+async fn set_up(scenario: &str) -> Result<Setup, Vec<String>> {
+    let (cluster, leader) = three_nodes_led(scenario).await?;
+    let client = scenario_client();
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.client_addr.clone()).collect();
-    client
+    let token = client
         .spawn(async move {
             if !crate::auth::setup(addrs.clone()).await {
                 return None;
@@ -29,6 +46,11 @@ async fn auth_on(cluster: &SimCluster, client: &NodeHandle) -> Option<MetadataVa
         .await
         .ok()
         .flatten()
+        .ok_or_else(|| vec![format!("{scenario}: auth could not be set up")])?;
+    let follower = leader % 3 + 1;
+    let node = &cluster.nodes[follower as usize - 1];
+    let (disk, addr) = (node.disk.clone(), node.client_addr.clone());
+    Ok(Setup { cluster, leader, follower, disk, addr, client, token })
 }
 
 /// Whether `node`'s auth store lets the prober write the scenarios' key now.
@@ -73,17 +95,10 @@ const REVOKE_ROUNDS: u32 = 10;
 pub(crate) fn revoked_put_through_a_lagging_follower() -> Vec<String> {
     const NAME: &str = "revoked-put-through-a-lagging-follower";
     simulate(|| async {
-        let (cluster, leader) = match three_nodes_led(NAME).await {
-            Ok(led) => led,
+        let Setup { cluster, leader, follower, disk, addr, client, token } = match set_up(NAME).await {
+            Ok(setup) => setup,
             Err(violations) => return violations,
         };
-        let client = scenario_client();
-        let Some(token) = auth_on(&cluster, &client).await else {
-            return vec![format!("{NAME}: auth could not be set up")];
-        };
-        let follower = leader % 3 + 1;
-        let disk = cluster.nodes[follower as usize - 1].disk.clone();
-        let addr = cluster.nodes[follower as usize - 1].client_addr.clone();
         let mut stale_checks = 0;
         for round in 1..=REVOKE_ROUNDS {
             disk.set_faults(DiskFaults { latency: Duration::from_millis(30), ..Default::default() });
@@ -152,17 +167,10 @@ const GRANT_STALL: Duration = Duration::from_millis(800);
 pub(crate) fn granted_put_through_a_lagging_follower() -> Vec<String> {
     const NAME: &str = "granted-put-through-a-lagging-follower";
     simulate(|| async {
-        let (cluster, leader) = match three_nodes_led(NAME).await {
-            Ok(led) => led,
+        let Setup { cluster, leader, follower, disk, addr, client, token } = match set_up(NAME).await {
+            Ok(setup) => setup,
             Err(violations) => return violations,
         };
-        let client = scenario_client();
-        let Some(token) = auth_on(&cluster, &client).await else {
-            return vec![format!("{NAME}: auth could not be set up")];
-        };
-        let follower = leader % 3 + 1;
-        let disk = cluster.nodes[follower as usize - 1].disk.clone();
-        let addr = cluster.nodes[follower as usize - 1].client_addr.clone();
         let mut met_stale = 0;
         for round in 1..=GRANT_ROUNDS {
             let revoked = until_it_succeeds(20, Duration::from_millis(200), || async {
