@@ -147,6 +147,24 @@ async fn authenticate(addrs: &[String], user: &str, password: &str) -> Option<Me
     resp.token.parse().ok()
 }
 
+/// Adds user `name` (password `password`) with the prober's role through
+/// `addrs`, as root, and authenticates it there: its token, or `None`.
+pub(crate) async fn add_prober_like(addrs: &[String], name: &str, password: &str) -> Option<MetadataValue<Ascii>> {
+    let add = AuthUserAddRequest { name: name.into(), password: password.into(), ..Default::default() };
+    until_done(addrs, "add a user", |ch| {
+        let req = add.clone();
+        async move { AuthClient::new(ch).user_add(request(req)).await }
+    })
+    .await?;
+    let grant = AuthUserGrantRoleRequest { user: name.into(), role: PROBE_ROLE.into() };
+    until_done(addrs, "grant it the probe role", |ch| {
+        let req = grant.clone();
+        async move { AuthClient::new(ch).user_grant_role(request(req)).await }
+    })
+    .await?;
+    authenticate(addrs, name, password).await
+}
+
 /// One request of the prober.
 #[derive(Debug, Clone)]
 pub struct ProbeOp {

@@ -219,3 +219,62 @@ pub(crate) fn granted_put_through_a_lagging_follower() -> Vec<String> {
         Vec::new()
     })
 }
+
+/// Rounds of `new_user_token_on_a_lagging_follower`.
+const NEW_USER_ROUNDS: u32 = 3;
+
+/// The token side of the auth follower race, which the seeds do not reach
+/// (their users exist before the workload starts): a follower that had not
+/// applied a user the leader added refused that user's token as "invalid
+/// auth token", on its auth store from before the user. Each round stalls
+/// the follower's state machine (its log keeps up), adds a user with the
+/// prober's role on the leader, authenticates it there and puts through the
+/// follower with its token at once: the put must not be refused. At least
+/// one put must have met a follower that did not know the user yet.
+pub(crate) fn new_user_token_on_a_lagging_follower() -> Vec<String> {
+    const NAME: &str = "new-user-token-on-a-lagging-follower";
+    simulate(|| async {
+        let Setup { cluster, leader, follower, disk, addr, client, .. } = match set_up(NAME).await {
+            Ok(setup) => setup,
+            Err(violations) => return violations,
+        };
+        let leader_addr = cluster.nodes[leader as usize - 1].client_addr.clone();
+        let mut met_stale = 0;
+        for round in 1..=NEW_USER_ROUNDS {
+            disk.set_faults(DiskFaults { write_stall: GRANT_STALL, ..Default::default() });
+            let (to, on_leader, user) = (addr.clone(), leader_addr.clone(), format!("newcomer-{round}"));
+            let behind = cluster.node(follower);
+            let put = client.spawn(async move {
+                let token = crate::auth::add_prober_like(&[on_leader], &user, "newcomer-password").await?;
+                let stale = behind.is_some_and(|node| {
+                    placement_center::raft::state_store::read_state(node.state()).auth().user(&user).is_none()
+                });
+                Some((stale, prober_put(&to, token, round).await))
+            });
+            let Ok(Some((stale, answer))) = put.await else {
+                return vec![format!("{NAME}: round {round}: the user could not be added")];
+            };
+            disk.set_faults(DiskFaults::default());
+            match answer {
+                Ok(Err(status))
+                    if matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) =>
+                {
+                    return vec![format!(
+                        "{NAME}: round {round}: a put through follower {follower} with the token of a user the \
+                         leader had just added was refused: {}",
+                        status.message()
+                    )]
+                }
+                Ok(Ok(_)) => met_stale += u32::from(stale),
+                _ => {}
+            }
+            if !wait_for(Duration::from_secs(10), || caught_up(&cluster, follower, leader)).await {
+                return vec![format!("{NAME}: round {round}: the follower never caught up")];
+            }
+        }
+        if met_stale == 0 {
+            return vec![format!("{NAME}: no put met a follower that did not know its user yet")];
+        }
+        Vec::new()
+    })
+}

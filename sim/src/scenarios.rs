@@ -23,7 +23,7 @@ use crate::run::wait_for;
 pub type Scenario = fn() -> Vec<String>;
 
 /// Every scenario by name.
-pub const SCENARIOS: [(&str, Scenario); 18] = [
+pub const SCENARIOS: [(&str, Scenario); 19] = [
     ("lease-leader-cut-off", crate::lease_scenarios::lease_leader_cut_off),
     ("readiness-replaced-skewed", readiness_replaced_skewed),
     ("leader-power-loss-read", leader_power_loss_read),
@@ -36,6 +36,7 @@ pub const SCENARIOS: [(&str, Scenario); 18] = [
     ("nospace-raised-after-its-disarm", nospace_raised_after_its_disarm),
     ("revoked-put-through-a-lagging-follower", crate::auth_scenarios::revoked_put_through_a_lagging_follower),
     ("granted-put-through-a-lagging-follower", crate::auth_scenarios::granted_put_through_a_lagging_follower),
+    ("new-user-token-on-a-lagging-follower", crate::auth_scenarios::new_user_token_on_a_lagging_follower),
     ("writes-to-a-member-stopped-by-eio", writes_to_a_member_stopped_by_eio),
     ("forwards-to-a-leader-stopped-by-eio", forwards_to_a_leader_stopped_by_eio),
     ("whole-cluster-power-loss", whole_cluster_power_loss),

@@ -45,7 +45,7 @@ impl AuthService {
 
     /// A root-only change.
     async fn admin_change<T>(&self, req: &Request<T>, command: Cmd) -> Result<ResponseHeader, ApiError> {
-        let caller = self.ctx.admin(req)?;
+        let caller = self.ctx.admin(req).await?;
         self.change(&caller, command).await
     }
 
@@ -72,7 +72,7 @@ impl AuthService {
     /// Waits until this member has applied what the leader committed, then
     /// checks that the caller is root: for the read-only admin calls.
     async fn admin_read<T>(&self, req: &Request<T>) -> Result<ResponseHeader, ApiError> {
-        self.ctx.admin(req)?;
+        self.ctx.admin(req).await?;
         let revision = self.ctx.read_caught_up(|state| state.revision()).await?;
         Ok(self.ctx.header(revision))
     }
@@ -102,7 +102,7 @@ impl Auth for AuthService {
             .observe("Auth/AuthEnable", async move {
                 // Anyone may turn auth on (there are no users to check until
                 // then); once on, only root (when it is a no-op).
-                let caller = self.ctx.admin(&req)?;
+                let caller = self.ctx.admin(&req).await?;
                 let mut token_key = vec![0u8; 32];
                 crate::runtime::rng().fill_bytes(&mut token_key);
                 let header = self.change(&caller, Cmd::AuthEnable(AuthEnable { token_key })).await?;
@@ -165,7 +165,7 @@ impl Auth for AuthService {
     async fn user_add(&self, req: Request<AuthUserAddRequest>) -> Result<Response<AuthUserAddResponse>, Status> {
         self.ctx
             .observe("Auth/UserAdd", async move {
-                let caller = self.ctx.admin(&req)?;
+                let caller = self.ctx.admin(&req).await?;
                 let mut add = req.into_inner();
                 self.ctx.check_size(&add)?;
                 let no_password = add.options.as_ref().is_some_and(|o| o.no_password);
@@ -217,7 +217,7 @@ impl Auth for AuthService {
     ) -> Result<Response<AuthUserChangePasswordResponse>, Status> {
         self.ctx
             .observe("Auth/UserChangePassword", async move {
-                let caller = self.ctx.admin(&req)?;
+                let caller = self.ctx.admin(&req).await?;
                 let mut change = req.into_inner();
                 self.ctx.check_size(&change)?;
                 change.hashed_password = hashed(&change.password, &change.hashed_password)?;

@@ -79,12 +79,12 @@ impl ClusterService {
 
     /// Membership changes are root's (etcd's rule), or a joining node's:
     /// one that proves it holds this cluster's token.
-    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+    async fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
         let ours = self.ctx.node.cluster_token();
         let joining = crate::raft::network::token_in(req.metadata())
             .is_some_and(|theirs| !ours.is_empty() && crate::raft::peer_gate::same_secret(&theirs, ours));
         if !joining {
-            self.ctx.admin(req)?;
+            self.ctx.admin(req).await?;
         }
         Ok(())
     }
@@ -123,7 +123,7 @@ impl Cluster for ClusterService {
         self.ctx
             .observe("Cluster/MemberAdd", async move {
                 self.check_token(&req)?;
-                self.authorize(&req)?;
+                self.authorize(&req).await?;
                 let req = req.into_inner();
                 let peer_addr = peer_addr(&req.peer_ur_ls)?;
                 // etcd: a member's name and client URLs are empty until it starts.
@@ -141,7 +141,7 @@ impl Cluster for ClusterService {
     async fn member_remove(&self, req: Request<MemberRemoveRequest>) -> Result<Response<MemberRemoveResponse>, Status> {
         self.ctx
             .observe("Cluster/MemberRemove", async move {
-                self.ctx.admin(&req)?;
+                self.ctx.admin(&req).await?;
                 self.change(MemberChange::Remove(req.into_inner().id)).await?;
                 let (header, members) = self.members(true).await?;
                 Ok(Response::new(MemberRemoveResponse { header: Some(header), members }))
@@ -154,7 +154,7 @@ impl Cluster for ClusterService {
         self.ctx
             .observe("Cluster/MemberUpdate", async move {
                 self.check_token(&req)?;
-                self.authorize(&req)?;
+                self.authorize(&req).await?;
                 let req = req.into_inner();
                 let peer_addr = peer_addr(&req.peer_ur_ls)?;
                 let change = MemberChange::Update {
@@ -178,7 +178,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberPromoteResponse>, Status> {
         self.ctx
             .observe("Cluster/MemberPromote", async move {
-                self.ctx.admin(&req)?;
+                self.ctx.admin(&req).await?;
                 self.change(MemberChange::Promote(req.into_inner().id)).await?;
                 let (header, members) = self.members(true).await?;
                 Ok(Response::new(MemberPromoteResponse { header: Some(header), members }))

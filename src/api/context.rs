@@ -1,6 +1,7 @@
 //! What every client-facing service shares: the node, the request size
 //! limit, response headers and the path of a write through Raft.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use prost::Message;
@@ -110,6 +111,16 @@ impl Quota {
     }
 }
 
+/// What a request offers to prove who sends it, taken from it at once.
+struct Credentials {
+    /// An auth token, without its "Bearer " prefix.
+    token: Option<String>,
+    /// The common name of its client certificate (with client-cert auth).
+    common_name: Option<String>,
+    /// Where it came from, for the log.
+    from: Option<std::net::SocketAddr>,
+}
+
 /// Who makes a request, as auth sees it: no user when auth is off or the
 /// request carries no credentials.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -146,57 +157,91 @@ impl ApiContext {
     /// Who makes `req`: the user its token names or, with client
     /// certificate auth, its certificate's common name. A token that is not
     /// valid is refused (etcd's "invalid auth token"; clients then
-    /// authenticate again).
-    /// A node whose Raft stopped (a fatal storage error) refuses every such
-    /// request, serializable reads too: its state is no longer kept up.
-    pub fn caller<T>(&self, req: &tonic::Request<T>) -> Result<Caller, ApiError> {
+    /// authenticate again), on an auth store caught up with the leader's:
+    /// a token issued for a user this member has not applied yet is good
+    /// (see [`ApiContext::refusing_only_caught_up`]).
+    pub fn caller<T>(&self, req: &tonic::Request<T>) -> impl Future<Output = Result<Caller, ApiError>> + Send + '_ {
+        // What the request says is taken now: the answer does not hold on
+        // to the request (a stream's is not `Sync`).
+        let credentials = self.credentials(req);
+        async move {
+            let credentials = credentials?;
+            self.refusing_only_caught_up(|state| self.identify(state, &credentials)).await
+        }
+    }
+
+    /// The caller of `req`, refused unless auth is off or it names a user
+    /// (for calls that need no permission on keys, as etcd's lease calls).
+    pub fn authenticated<T>(
+        &self,
+        req: &tonic::Request<T>,
+    ) -> impl Future<Output = Result<Caller, ApiError>> + Send + '_ {
+        let credentials = self.credentials(req);
+        async move {
+            let credentials = credentials?;
+            self.refusing_only_caught_up(|state| {
+                let caller = self.identify(state, &credentials)?;
+                if caller.user.is_none() && state.auth().enabled() {
+                    return Err(StateError::Auth(crate::state::AuthError::UserEmpty).into());
+                }
+                Ok(caller)
+            })
+            .await
+        }
+    }
+
+    /// The caller of `req`, refused unless auth is off or it is root.
+    pub fn admin<T>(&self, req: &tonic::Request<T>) -> impl Future<Output = Result<Caller, ApiError>> + Send + '_ {
+        let credentials = self.credentials(req);
+        async move {
+            let credentials = credentials?;
+            self.refusing_only_caught_up(|state| {
+                let caller = self.identify(state, &credentials)?;
+                state.auth().check_admin(caller.user()).map_err(StateError::from)?;
+                Ok(caller)
+            })
+            .await
+        }
+    }
+
+    /// What `req` offers to prove who sends it. A node whose Raft stopped
+    /// (a fatal storage error) refuses every request here, serializable
+    /// reads too: its state is no longer kept up.
+    fn credentials<T>(&self, req: &tonic::Request<T>) -> Result<Credentials, ApiError> {
         if self.node.raft_stopped() {
             // Nothing was proposed: the answer says so (clients may retry
             // elsewhere; a bare "server stopped" left writes unknown).
             return Err(ApiError::Node(crate::raft::NodeError::StoppedBeforeProposing));
         }
-        let state = read_state(self.node.state());
+        let token = TOKEN_KEYS.iter().find_map(|key| req.metadata().get(*key)).and_then(|v| v.to_str().ok());
+        let token = token.map(|token| token.strip_prefix("Bearer ").unwrap_or(token).to_string());
+        let common_name = if self.client_cert_auth && token.is_none() {
+            crate::runtime::peer_certificates(req)
+                .and_then(|chain| chain.first().and_then(|der| crate::raft::peer_gate::cert_names(der)))
+                .and_then(|names| names.common_name)
+        } else {
+            None
+        };
+        Ok(Credentials { token, common_name, from: req.remote_addr() })
+    }
+
+    /// Who `credentials` make the caller on the auth store of `state`.
+    fn identify(&self, state: &KvState, credentials: &Credentials) -> Result<Caller, ApiError> {
         let auth = state.auth();
         if !auth.enabled() {
             return Ok(Caller::default());
         }
-        let token = TOKEN_KEYS.iter().find_map(|key| req.metadata().get(*key)).and_then(|v| v.to_str().ok());
-        if let Some(token) = token {
-            let token = token.strip_prefix("Bearer ").unwrap_or(token);
+        if let Some(token) = &credentials.token {
             return match self.tokens.verify(auth, token) {
                 Ok(user) => Ok(Caller { user: Some(user) }),
                 Err(refused) => {
-                    tracing::debug!(from = ?req.remote_addr(), "refused an invalid auth token");
+                    tracing::debug!(from = ?credentials.from, "refused an invalid auth token");
                     Err(StateError::from(refused).into())
                 }
             };
         }
-        if self.client_cert_auth {
-            let cn = crate::runtime::peer_certificates(req)
-                .and_then(|chain| chain.first().and_then(|der| crate::raft::peer_gate::cert_names(der)))
-                .and_then(|names| names.common_name);
-            if let Some(cn) = cn.filter(|cn| auth.user(cn).is_some()) {
-                return Ok(Caller { user: Some(cn) });
-            }
-        }
-        Ok(Caller::default())
-    }
-
-    /// The caller of `req`, refused unless auth is off or it names a user
-    /// (for calls that need no permission on keys, as etcd's lease calls).
-    pub fn authenticated<T>(&self, req: &tonic::Request<T>) -> Result<Caller, ApiError> {
-        let caller = self.caller(req)?;
-        if caller.user.is_none() && read_state(self.node.state()).auth().enabled() {
-            return Err(StateError::Auth(crate::state::AuthError::UserEmpty).into());
-        }
-        Ok(caller)
-    }
-
-    /// The caller of `req`, refused unless auth is off or it is root.
-    pub fn admin<T>(&self, req: &tonic::Request<T>) -> Result<Caller, ApiError> {
-        let caller = self.caller(req)?;
-        read_state(self.node.state()).auth().check_admin(caller.user()).map_err(StateError::from)?;
-        Ok(caller)
+        let user = credentials.common_name.clone().filter(|cn| auth.user(cn).is_some());
+        Ok(Caller { user })
     }
 
     /// Refuses unless auth is off or `caller` may `access` `[key, range_end)`,
@@ -204,7 +249,7 @@ impl ApiContext {
     /// [`ApiContext::refusing_only_caught_up`]).
     pub async fn check(&self, caller: &Caller, access: Access, key: &[u8], range_end: &[u8]) -> Result<(), ApiError> {
         self.refusing_only_caught_up(|state| {
-            state.auth().check(caller.user(), access, key, range_end).map_err(StateError::from)
+            Ok(state.auth().check(caller.user(), access, key, range_end).map_err(StateError::from)?)
         })
         .await
     }
@@ -259,18 +304,20 @@ impl ApiContext {
     /// decided again after a read barrier. A member that had not yet
     /// applied a grant the leader acknowledged refused writes the caller was
     /// allowed (the simulator's grant windows: 30 of the 100 auth seeds in
-    /// 10000..10399, 41 in 60000..60399); etcd refuses only at apply. When the barrier fails, its error is the
-    /// answer: nothing was proposed, as a write there could not have been.
-    /// Checks that pass cost nothing more.
+    /// 10000..10399, 41 in 60000..60399), as one that had not yet applied a
+    /// new user refuses that user's token; etcd refuses writes only at
+    /// apply. When the barrier fails, its error is the answer: nothing was
+    /// proposed, as a write there could not have been. Decisions that pass
+    /// cost nothing more.
     async fn refusing_only_caught_up<T>(
         &self,
-        decide: impl Fn(&KvState) -> Result<T, StateError>,
+        decide: impl Fn(&KvState) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         let here = decide(&read_state(self.node.state()));
         if let Ok(allowed) = here {
             return Ok(allowed);
         }
-        Ok(self.read_caught_up(decide).await??)
+        self.read_caught_up(decide).await?
     }
 
     /// Proposes a write whose callers' permissions were checked against this

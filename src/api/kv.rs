@@ -38,7 +38,7 @@ impl Kv for KvService {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         self.ctx
             .observe("KV/Range", async move {
-                let caller = self.ctx.caller(&req)?;
+                let caller = self.ctx.caller(&req).await?;
                 let req = req.into_inner();
                 self.ctx.check_size(&req)?;
                 if !req.serializable {
@@ -60,7 +60,7 @@ impl Kv for KvService {
         self.ctx
             .observe("KV/Put", async move {
                 self.ctx
-                    .write(&self.ctx.caller(&req)?, command::Request::Put(req.into_inner()))
+                    .write(&self.ctx.caller(&req).await?, command::Request::Put(req.into_inner()))
                     .await
                     .map_err(Into::into)
             })
@@ -72,7 +72,7 @@ impl Kv for KvService {
         self.ctx
             .observe("KV/DeleteRange", async move {
                 self.ctx
-                    .write(&self.ctx.caller(&req)?, command::Request::DeleteRange(req.into_inner()))
+                    .write(&self.ctx.caller(&req).await?, command::Request::DeleteRange(req.into_inner()))
                     .await
                     .map_err(Into::into)
             })
@@ -84,7 +84,7 @@ impl Kv for KvService {
         self.ctx
             .observe("KV/Txn", async move {
                 self.ctx
-                    .write(&self.ctx.caller(&req)?, command::Request::Txn(req.into_inner()))
+                    .write(&self.ctx.caller(&req).await?, command::Request::Txn(req.into_inner()))
                     .await
                     .map_err(Into::into)
             })
@@ -97,7 +97,7 @@ impl Kv for KvService {
             .observe("KV/Compact", async move {
                 // Applied on every replica as part of the command: `physical` holds.
                 self.ctx
-                    .write(&self.ctx.caller(&req)?, command::Request::Compaction(req.into_inner()))
+                    .write(&self.ctx.caller(&req).await?, command::Request::Compaction(req.into_inner()))
                     .await
                     .map_err(Into::into)
             })

@@ -48,7 +48,7 @@ impl Lease for LeaseService {
     async fn lease_grant(&self, req: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
         self.ctx
             .observe("Lease/LeaseGrant", async move {
-                let caller = self.ctx.caller(&req)?;
+                let caller = self.ctx.caller(&req).await?;
                 let req = req.into_inner();
                 self.ctx.grant_lease(&caller, req.ttl.max(self.min_ttl), req.id).await.map_err(Into::into)
             })
@@ -60,7 +60,7 @@ impl Lease for LeaseService {
         self.ctx
             .observe("Lease/LeaseRevoke", async move {
                 self.ctx
-                    .write(&self.ctx.caller(&req)?, command::Request::LeaseRevoke(req.into_inner()))
+                    .write(&self.ctx.caller(&req).await?, command::Request::LeaseRevoke(req.into_inner()))
                     .await
                     .map_err(Into::into)
             })
@@ -75,7 +75,7 @@ impl Lease for LeaseService {
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         self.ctx
             .observe("Lease/LeaseKeepAlive", async move {
-                self.ctx.authenticated(&req)?;
+                self.ctx.authenticated(&req).await?;
                 let (out, rx) = tokio::sync::mpsc::channel(16);
                 runtime::spawn_detached("lease-keepalive", keep_alive(self.ctx.clone(), req.into_inner(), out));
                 let stream: Self::LeaseKeepAliveStream = Box::pin(receiver_stream(rx));
@@ -91,7 +91,7 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         self.ctx
             .observe("Lease/LeaseTimeToLive", async move {
-                let caller = self.ctx.authenticated(&req)?;
+                let caller = self.ctx.authenticated(&req).await?;
                 let req = req.into_inner();
                 let ttl = self.ctx.node.lease_ttl(req.id).await.map_err(ApiError::from)?;
                 let Some(ttl) = ttl else {
@@ -134,7 +134,7 @@ impl Lease for LeaseService {
     async fn lease_leases(&self, req: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
         self.ctx
             .observe("Lease/LeaseLeases", async move {
-                self.ctx.authenticated(&req)?;
+                self.ctx.authenticated(&req).await?;
                 self.ctx.node.read_barrier().await.map_err(ApiError::from)?;
                 let state = read_state(self.ctx.node.state());
                 let leases = state.leases().keys().map(|id| LeaseStatus { id: *id }).collect();

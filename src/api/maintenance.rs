@@ -99,7 +99,7 @@ impl Maintenance for MaintenanceService {
         self.ctx
             .observe("Maintenance/Defragment", async move {
                 // Root only, as in etcd.
-                self.ctx.admin(&req)?;
+                self.ctx.admin(&req).await?;
                 let node = self.ctx.node.clone();
                 node.defragment().await.map_err(ApiError::from)?;
                 let revision = read_state(node.state()).revision();
@@ -114,7 +114,7 @@ impl Maintenance for MaintenanceService {
     async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
         self.ctx
             .observe("Maintenance/Hash", async move {
-                self.ctx.admin(&req)?;
+                self.ctx.admin(&req).await?;
                 let (revision, hash) = scan_state(self.ctx.node.state(), |state| (state.revision(), state.hash()))
                     .await
                     .map_err(|e| Status::internal(e.to_string()))?;
@@ -129,7 +129,7 @@ impl Maintenance for MaintenanceService {
     async fn hash_kv(&self, req: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
         self.ctx
             .observe("Maintenance/HashKV", async move {
-                self.ctx.admin(&req)?;
+                self.ctx.admin(&req).await?;
                 let asked = req.into_inner().revision;
                 let (current, at, hash, compact_revision) = scan_state(self.ctx.node.state(), move |state| {
                     let current = state.revision();
@@ -157,7 +157,7 @@ impl Maintenance for MaintenanceService {
     async fn snapshot(&self, req: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
         self.ctx
             .observe("Maintenance/Snapshot", async move {
-                self.ctx.admin(&req)?;
+                self.ctx.admin(&req).await?;
                 let (revision, file) = scan_state(self.ctx.node.state(), |state| {
                     (state.revision(), crate::backup::encode(&snapshot_bytes(&state)))
                 })
@@ -189,7 +189,7 @@ impl Maintenance for MaintenanceService {
     async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
         self.ctx
             .observe("Maintenance/Alarm", async move {
-                let caller = self.ctx.admin(&req)?;
+                let caller = self.ctx.admin(&req).await?;
                 let req = req.into_inner();
                 if AlarmAction::try_from(req.action) == Ok(AlarmAction::Get) {
                     self.ctx.node.read_barrier().await.map_err(ApiError::from)?;
@@ -214,7 +214,7 @@ impl Maintenance for MaintenanceService {
     async fn move_leader(&self, req: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
         self.ctx
             .observe("Maintenance/MoveLeader", async move {
-                self.ctx.admin(&req)?;
+                self.ctx.admin(&req).await?;
                 let target = req.into_inner().target_id;
                 self.ctx.node.transfer_leadership(target).await.map_err(ApiError::from)?;
                 let revision = read_state(self.ctx.node.state()).revision();

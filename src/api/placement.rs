@@ -250,7 +250,7 @@ impl Placement for PlacementService {
     async fn register_node(&self, req: Request<RegisterNodeRequest>) -> Result<Response<RegisterNodeResponse>, Status> {
         self.ctx
             .observe("Placement/RegisterNode", async move {
-                let caller = self.ctx.caller(&req)?;
+                let caller = self.ctx.caller(&req).await?;
                 let req = req.into_inner();
                 self.ctx.check_size(&req)?;
                 let record = NodeRecord::from(req);
@@ -303,7 +303,7 @@ impl Placement for PlacementService {
     async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
         self.ctx
             .observe("Placement/Heartbeat", async move {
-                let caller = self.ctx.caller(&req)?;
+                let caller = self.ctx.caller(&req).await?;
                 let req = req.into_inner();
                 placement::check_node(&req.cluster, req.node_id).map_err(ApiError::from)?;
                 // Renewing a registration writes it, as far as auth goes.
@@ -325,7 +325,7 @@ impl Placement for PlacementService {
     ) -> Result<Response<UnregisterNodeResponse>, Status> {
         self.ctx
             .observe("Placement/UnregisterNode", async move {
-                let caller = self.ctx.caller(&req)?;
+                let caller = self.ctx.caller(&req).await?;
                 let req = req.into_inner();
                 placement::check_node(&req.cluster, req.node_id).map_err(ApiError::from)?;
                 let (cluster, node_id) = (req.cluster, req.node_id);
@@ -369,7 +369,7 @@ impl Placement for PlacementService {
     async fn list_nodes(&self, req: Request<ListNodesRequest>) -> Result<Response<ListNodesResponse>, Status> {
         self.ctx
             .observe("Placement/ListNodes", async move {
-                let caller = self.ctx.caller(&req)?;
+                let caller = self.ctx.caller(&req).await?;
                 let req = req.into_inner();
                 if !req.cluster.is_empty() {
                     placement::check_cluster(&req.cluster).map_err(ApiError::from)?;
@@ -389,7 +389,7 @@ impl Placement for PlacementService {
     async fn watch_nodes(&self, req: Request<WatchNodesRequest>) -> Result<Response<Self::WatchNodesStream>, Status> {
         self.ctx
             .observe("Placement/WatchNodes", async move {
-                let caller = self.ctx.caller(&req)?;
+                let caller = self.ctx.caller(&req).await?;
                 let req = req.into_inner();
                 if !req.cluster.is_empty() {
                     placement::check_cluster(&req.cluster).map_err(ApiError::from)?;
@@ -417,7 +417,7 @@ impl Placement for PlacementService {
     ) -> Result<Response<ClusterConfigResponse>, Status> {
         self.ctx
             .observe("Placement/SetClusterConfig", async move {
-                let caller = self.ctx.caller(&req)?;
+                let caller = self.ctx.caller(&req).await?;
                 let req = req.into_inner();
                 placement::check_cluster(&req.cluster).map_err(ApiError::from)?;
                 let config = ClusterConfig {
@@ -443,7 +443,7 @@ impl Placement for PlacementService {
     ) -> Result<Response<ClusterConfigResponse>, Status> {
         self.ctx
             .observe("Placement/GetClusterConfig", async move {
-                let caller = self.ctx.caller(&req)?;
+                let caller = self.ctx.caller(&req).await?;
                 let req = req.into_inner();
                 placement::check_cluster(&req.cluster).map_err(ApiError::from)?;
                 self.ctx.check(&caller, Access::Read, &placement::cluster_key(&req.cluster), &[]).await?;
@@ -460,7 +460,7 @@ impl Placement for PlacementService {
     ) -> Result<Response<ClusterStatusResponse>, Status> {
         self.ctx
             .observe("Placement/ClusterStatus", async move {
-                let caller = self.ctx.caller(&req)?;
+                let caller = self.ctx.caller(&req).await?;
                 let (key, end) = placement::nodes_range("");
                 self.ctx.check(&caller, Access::Read, &key, &end).await?;
                 let (all, revision) = self.ctx.read_caught_up(|s| (nodes(s, "", ""), s.revision())).await?;
@@ -495,7 +495,7 @@ impl Placement for PlacementService {
     ) -> Result<Response<CommitOffsetsResponse>, Status> {
         self.ctx
             .observe("Placement/CommitOffsets", async move {
-                let caller = self.ctx.caller(&req)?;
+                let caller = self.ctx.caller(&req).await?;
                 let req = req.into_inner();
                 self.ctx.check_size(&req)?;
                 offsets::validate_commit(&req).map_err(ApiError::from)?;
@@ -509,7 +509,7 @@ impl Placement for PlacementService {
     async fn fetch_offsets(&self, req: Request<FetchOffsetsRequest>) -> Result<Response<FetchOffsetsResponse>, Status> {
         self.ctx
             .observe("Placement/FetchOffsets", async move {
-                let caller = self.ctx.caller(&req)?;
+                let caller = self.ctx.caller(&req).await?;
                 let req = req.into_inner();
                 placement::check_cluster(&req.cluster).map_err(ApiError::from)?;
                 offsets::check_segment("group", &req.group).map_err(ApiError::from)?;
@@ -530,7 +530,7 @@ impl Placement for PlacementService {
     async fn create_topic(&self, req: Request<CreateTopicRequest>) -> Result<Response<TopicResponse>, Status> {
         self.ctx
             .observe("Placement/CreateTopic", async move {
-                let caller = self.ctx.caller(&req)?;
+                let caller = self.ctx.caller(&req).await?;
                 let (topic, revision) = self.topics.create(&caller, req.into_inner()).await?;
                 tracing::info!(revision, "topic created");
                 Ok(Response::new(TopicResponse { header: Some(self.header(revision)), topic: Some(topic) }))
@@ -542,7 +542,7 @@ impl Placement for PlacementService {
     async fn update_topic(&self, req: Request<UpdateTopicRequest>) -> Result<Response<TopicResponse>, Status> {
         self.ctx
             .observe("Placement/UpdateTopic", async move {
-                let caller = self.ctx.caller(&req)?;
+                let caller = self.ctx.caller(&req).await?;
                 let (topic, revision) = self.topics.update(&caller, req.into_inner()).await?;
                 Ok(Response::new(TopicResponse { header: Some(self.header(revision)), topic: Some(topic) }))
             })
@@ -553,7 +553,7 @@ impl Placement for PlacementService {
     async fn get_topic(&self, req: Request<GetTopicRequest>) -> Result<Response<GetTopicResponse>, Status> {
         self.ctx
             .observe("Placement/GetTopic", async move {
-                let caller = self.ctx.caller(&req)?;
+                let caller = self.ctx.caller(&req).await?;
                 let (topic, shards, revision) = self.topics.get(&caller, req.into_inner()).await?;
                 Ok(Response::new(GetTopicResponse { header: Some(self.header(revision)), topic: Some(topic), shards }))
             })
@@ -564,7 +564,7 @@ impl Placement for PlacementService {
     async fn list_topics(&self, req: Request<ListTopicsRequest>) -> Result<Response<ListTopicsResponse>, Status> {
         self.ctx
             .observe("Placement/ListTopics", async move {
-                let caller = self.ctx.caller(&req)?;
+                let caller = self.ctx.caller(&req).await?;
                 let (topics, revision) = self.topics.list(&caller, req.into_inner()).await?;
                 Ok(Response::new(ListTopicsResponse { header: Some(self.header(revision)), topics }))
             })
@@ -575,7 +575,7 @@ impl Placement for PlacementService {
     async fn delete_topic(&self, req: Request<DeleteTopicRequest>) -> Result<Response<DeleteTopicResponse>, Status> {
         self.ctx
             .observe("Placement/DeleteTopic", async move {
-                let caller = self.ctx.caller(&req)?;
+                let caller = self.ctx.caller(&req).await?;
                 let (deleted, revision) = self.topics.delete(&caller, req.into_inner()).await?;
                 Ok(Response::new(DeleteTopicResponse { header: Some(self.header(revision)), deleted }))
             })
@@ -586,7 +586,7 @@ impl Placement for PlacementService {
     async fn list_shards(&self, req: Request<ListShardsRequest>) -> Result<Response<ListShardsResponse>, Status> {
         self.ctx
             .observe("Placement/ListShards", async move {
-                let caller = self.ctx.caller(&req)?;
+                let caller = self.ctx.caller(&req).await?;
                 let (shards, revision) = self.topics.list_shards(&caller, req.into_inner()).await?;
                 Ok(Response::new(ListShardsResponse { header: Some(self.header(revision)), shards }))
             })
@@ -597,7 +597,7 @@ impl Placement for PlacementService {
     async fn move_shard(&self, req: Request<MoveShardRequest>) -> Result<Response<MoveShardResponse>, Status> {
         self.ctx
             .observe("Placement/MoveShard", async move {
-                let caller = self.ctx.caller(&req)?;
+                let caller = self.ctx.caller(&req).await?;
                 let (shard, revision) = self.topics.move_shard(&caller, req.into_inner()).await?;
                 Ok(Response::new(MoveShardResponse { header: Some(self.header(revision)), shard: Some(shard) }))
             })
@@ -611,7 +611,7 @@ impl Placement for PlacementService {
     ) -> Result<Response<ReportShardStatusResponse>, Status> {
         self.ctx
             .observe("Placement/ReportShardStatus", async move {
-                let caller = self.ctx.caller(&req)?;
+                let caller = self.ctx.caller(&req).await?;
                 let req = req.into_inner();
                 self.ctx.check_size(&req)?;
                 let revision = self.topics.report(&caller, req).await?;
@@ -629,7 +629,7 @@ impl Placement for PlacementService {
     ) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
         self.ctx
             .observe("Placement/WatchAssignments", async move {
-                let caller = self.ctx.caller(&req)?;
+                let caller = self.ctx.caller(&req).await?;
                 let req = req.into_inner();
                 placement::check_node(&req.cluster, req.broker).map_err(ApiError::from)?;
                 let (key, end) = crate::placement::topics::shards_range(&req.cluster, "");

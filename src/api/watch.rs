@@ -169,7 +169,7 @@ impl Watch for WatchService {
     async fn watch(&self, req: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
         self.ctx
             .observe("Watch/Watch", async move {
-                let caller = self.ctx.caller(&req)?;
+                let caller = self.ctx.caller(&req).await?;
                 let (out, rx) = mpsc::channel(STREAM_BUFFER);
                 let stream =
                     WatchStream { ctx: self.ctx.clone(), watchers: BTreeMap::new(), next_auto_id: 0, out, caller };
