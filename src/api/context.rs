@@ -159,7 +159,7 @@ impl ApiContext {
     /// valid is refused (etcd's "invalid auth token"; clients then
     /// authenticate again), on an auth store caught up with the leader's:
     /// a token issued for a user this member has not applied yet is good
-    /// (see [`ApiContext::refusing_only_caught_up`]).
+    /// (see `refusing_only_caught_up`).
     pub fn caller<T>(&self, req: &tonic::Request<T>) -> impl Future<Output = Result<Caller, ApiError>> + Send + '_ {
         // What the request says is taken now: the answer does not hold on
         // to the request (a stream's is not `Sync`).
@@ -246,7 +246,7 @@ impl ApiContext {
 
     /// Refuses unless auth is off or `caller` may `access` `[key, range_end)`,
     /// on an auth store caught up with the leader's (see
-    /// [`ApiContext::refusing_only_caught_up`]).
+    /// `refusing_only_caught_up`).
     pub async fn check(&self, caller: &Caller, access: Access, key: &[u8], range_end: &[u8]) -> Result<(), ApiError> {
         self.refusing_only_caught_up(|state| {
             Ok(state.auth().check(caller.user(), access, key, range_end).map_err(StateError::from)?)
