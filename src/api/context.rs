@@ -161,13 +161,7 @@ impl ApiContext {
     /// a token issued for a user this member has not applied yet is good
     /// (see `refusing_only_caught_up`).
     pub fn caller<T>(&self, req: &tonic::Request<T>) -> impl Future<Output = Result<Caller, ApiError>> + Send + '_ {
-        // What the request says is taken now: the answer does not hold on
-        // to the request (a stream's is not `Sync`).
-        let credentials = self.credentials(req);
-        async move {
-            let credentials = credentials?;
-            self.refusing_only_caught_up(|state| self.identify(state, &credentials)).await
-        }
+        self.identified(req, |_, _| Ok(()))
     }
 
     /// The caller of `req`, refused unless auth is off or it names a user
@@ -176,28 +170,34 @@ impl ApiContext {
         &self,
         req: &tonic::Request<T>,
     ) -> impl Future<Output = Result<Caller, ApiError>> + Send + '_ {
-        let credentials = self.credentials(req);
-        async move {
-            let credentials = credentials?;
-            self.refusing_only_caught_up(|state| {
-                let caller = self.identify(state, &credentials)?;
-                if caller.user.is_none() && state.auth().enabled() {
-                    return Err(StateError::Auth(crate::state::AuthError::UserEmpty).into());
-                }
-                Ok(caller)
-            })
-            .await
-        }
+        self.identified(req, |state, caller| {
+            if caller.user.is_none() && state.auth().enabled() {
+                return Err(StateError::Auth(crate::state::AuthError::UserEmpty).into());
+            }
+            Ok(())
+        })
     }
 
     /// The caller of `req`, refused unless auth is off or it is root.
     pub fn admin<T>(&self, req: &tonic::Request<T>) -> impl Future<Output = Result<Caller, ApiError>> + Send + '_ {
+        self.identified(req, |state, caller| Ok(state.auth().check_admin(caller.user()).map_err(StateError::from)?))
+    }
+
+    /// The caller of `req`, refused unless `allowed` holds of it; both
+    /// decided on an auth store caught up with the leader's when they
+    /// refuse. What the request says is taken at once: the answer does not
+    /// hold on to the request (a stream's is not `Sync`).
+    fn identified<T>(
+        &self,
+        req: &tonic::Request<T>,
+        allowed: impl Fn(&KvState, &Caller) -> Result<(), ApiError> + Send + Sync + 'static,
+    ) -> impl Future<Output = Result<Caller, ApiError>> + Send + '_ {
         let credentials = self.credentials(req);
         async move {
             let credentials = credentials?;
             self.refusing_only_caught_up(|state| {
                 let caller = self.identify(state, &credentials)?;
-                state.auth().check_admin(caller.user()).map_err(StateError::from)?;
+                allowed(state, &caller)?;
                 Ok(caller)
             })
             .await
