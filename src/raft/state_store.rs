@@ -418,22 +418,21 @@ fn history_key(revision: i64, index: u32) -> Vec<u8> {
     key
 }
 
-/// Adds one applied command's changes to `batch`.
-fn persist_changes(batch: &mut WriteBatch, revision: i64, changes: Vec<Change>) {
-    let mut index = 0u32;
+/// Adds one applied command's changes to `batch`: `events` are its key
+/// events (the history's at `revision`), `changes` the rest.
+fn persist_changes(batch: &mut WriteBatch, revision: i64, events: &[Event], changes: Vec<Change>) {
+    for (index, event) in events.iter().enumerate() {
+        if let Some(kv) = &event.kv {
+            if event.r#type == crate::proto::mvccpb::event::EventType::Put as i32 {
+                batch.put(CF_KV, kv.key.clone(), kv.encode_to_vec());
+            } else {
+                batch.delete(CF_KV, kv.key.clone());
+            }
+        }
+        batch.put(CF_HISTORY, history_key(revision, index as u32), event.encode_to_vec());
+    }
     for change in changes {
         match change {
-            Change::Key(event) => {
-                if let Some(kv) = &event.kv {
-                    if event.r#type == crate::proto::mvccpb::event::EventType::Put as i32 {
-                        batch.put(CF_KV, kv.key.clone(), kv.encode_to_vec());
-                    } else {
-                        batch.delete(CF_KV, kv.key.clone());
-                    }
-                }
-                batch.put(CF_HISTORY, history_key(revision, index), event.encode_to_vec());
-                index += 1;
-            }
             Change::LeaseGranted { id, ttl } => put_lease(batch, id, ttl),
             Change::LeaseRevoked(id) => batch.delete(CF_LEASE, id.to_be_bytes().to_vec()),
             Change::Compacted { below, boundary } => {
@@ -547,7 +546,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     for cmd in &proposal.commands {
                         match kv.apply(cmd) {
                             Ok(applied) => {
-                                persist_changes(&mut batch, applied.result.revision, applied.changes);
+                                let revision = applied.result.revision;
+                                let events = if applied.changed_keys { kv.events_at(revision) } else { &[] };
+                                persist_changes(&mut batch, revision, events, applied.changes);
                                 outcomes.push(Ok(applied.result));
                             }
                             // Refused deterministically on every replica; nothing to persist.

@@ -113,9 +113,6 @@ pub enum StateError {
 /// A change to persist, in the order applied.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
-    /// A key changed: the event says how (its `kv` is the new record, or the
-    /// key and the deleting revision for a delete) and keeps the old record.
-    Key(Event),
     /// A lease was granted with this TTL in seconds.
     LeaseGranted { id: i64, ttl: i64 },
     /// A lease was revoked (its keys are deleted by `Key` changes).
@@ -135,8 +132,12 @@ pub enum Change {
 pub struct Applied {
     /// The response, without header (the API layer fills it).
     pub result: CommandResult,
-    /// Changes, in order, to persist with the applied index.
+    /// Changes other than keys', in order, to persist with the applied index.
     pub changes: Vec<Change>,
+    /// The command changed keys: their events are the history's at the
+    /// result's revision ([`KvState::events_at`]), persisted from there
+    /// rather than from a copy.
+    pub changed_keys: bool,
 }
 
 /// A granted lease.
@@ -496,15 +497,16 @@ impl KvState {
                 Response::Auth(AuthChanged { auth_revision })
             }
         };
-        if !write.events.is_empty() {
+        let changed_keys = !write.events.is_empty();
+        if changed_keys {
             self.revision = write.revision;
             self.history_bytes += write.events.iter().map(history::event_bytes).sum::<u64>();
-            self.history.insert(write.revision, write.events.clone());
+            self.history.insert(write.revision, write.events);
         }
+        // Only revisions below the compact revision go, never this one.
         history::drop_compacted(self);
-        let mut changes: Vec<Change> = write.events.into_iter().map(Change::Key).collect();
-        changes.extend(write.other);
-        Ok(Applied { result: CommandResult { revision: self.revision, response: Some(response) }, changes })
+        let result = CommandResult { revision: self.revision, response: Some(response) };
+        Ok(Applied { result, changes: write.other, changed_keys })
     }
 
     /// Sets `key`'s record (None: deletes it) as part of `write`, keeping the
@@ -525,18 +527,16 @@ impl KvState {
 
     /// Sets `key`'s record without recording anything; keeps the lease index.
     fn replace(&mut self, key: &[u8], record: Option<KeyValue>) -> Option<KeyValue> {
-        if let Some(kv) = &record {
-            if let Some(lease) = self.leases.get_mut(&kv.lease) {
-                lease.keys.insert(key.to_vec());
-            }
+        let new_lease = record.as_ref().map(|kv| kv.lease);
+        if let Some(lease) = new_lease.and_then(|id| self.leases.get_mut(&id)) {
+            lease.keys.insert(key.to_vec());
         }
         let prev = match record {
             Some(kv) => self.keys.insert(key.to_vec(), kv),
             None => self.keys.remove(key),
         };
         if let Some(old) = &prev {
-            let still_attached = self.keys.get(key).is_some_and(|kv| kv.lease == old.lease);
-            if !still_attached {
+            if new_lease != Some(old.lease) {
                 if let Some(lease) = self.leases.get_mut(&old.lease) {
                     lease.keys.remove(key);
                 }
@@ -574,6 +574,12 @@ impl KvState {
     /// compact revision when `from` is below it.
     pub fn events_from(&self, from: i64) -> Result<impl Iterator<Item = (&i64, &Vec<Event>)>, i64> {
         history::events_from(self, from)
+    }
+
+    /// The events of `revision`, in the order its command made them (none if
+    /// it is not kept).
+    pub fn events_at(&self, revision: i64) -> &[Event] {
+        self.history.get(&revision).map_or(&[], Vec::as_slice)
     }
 
     /// All kept history, by revision: everything after the compact revision.
