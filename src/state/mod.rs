@@ -115,7 +115,7 @@ pub enum StateError {
 pub enum Change {
     /// A lease was granted with this TTL in seconds.
     LeaseGranted { id: i64, ttl: i64 },
-    /// A lease was revoked (its keys are deleted by `Key` changes).
+    /// A lease was revoked (the deletes of its keys are key events).
     LeaseRevoked(i64),
     /// History below `below` is gone, and the events at `below` are now
     /// `boundary` (without the records they replaced); empty: unchanged.
