@@ -546,9 +546,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     for cmd in &proposal.commands {
                         match kv.apply(cmd) {
                             Ok(applied) => {
-                                let revision = applied.result.revision;
-                                let events = if applied.changed_keys { kv.events_at(revision) } else { &[] };
-                                persist_changes(&mut batch, revision, events, applied.changes);
+                                let events = kv.events_of(&applied);
+                                persist_changes(&mut batch, applied.result.revision, events, applied.changes);
                                 outcomes.push(Ok(applied.result));
                             }
                             // Refused deterministically on every replica; nothing to persist.

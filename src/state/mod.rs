@@ -135,9 +135,9 @@ pub struct Applied {
     /// Changes other than keys', in order, to persist with the applied index.
     pub changes: Vec<Change>,
     /// The command changed keys: their events are the history's at the
-    /// result's revision ([`KvState::events_at`]), persisted from there
-    /// rather than from a copy.
-    pub changed_keys: bool,
+    /// result's revision ([`KvState::events_of`] gives them), persisted
+    /// from there rather than from a copy.
+    changed_keys: bool,
 }
 
 /// A granted lease.
@@ -576,10 +576,17 @@ impl KvState {
         history::events_from(self, from)
     }
 
-    /// The events of `revision`, in the order its command made them (none if
-    /// it is not kept).
-    pub fn events_at(&self, revision: i64) -> &[Event] {
-        self.history.get(&revision).map_or(&[], Vec::as_slice)
+    /// The key events of the command `applied` is the outcome of, in the
+    /// order it made them: the history's at its revision, where `apply` put
+    /// them (it drops only revisions below the compact revision). Called
+    /// right after that `apply`.
+    pub fn events_of(&self, applied: &Applied) -> &[Event] {
+        if !applied.changed_keys {
+            return &[];
+        }
+        let events = self.history.get(&applied.result.revision).map_or(&[][..], Vec::as_slice);
+        debug_assert!(!events.is_empty(), "the events of revision {} are not kept", applied.result.revision);
+        events
     }
 
     /// All kept history, by revision: everything after the compact revision.
