@@ -115,21 +115,39 @@ pub fn stored_membership_from_pb(m: &pb::StoredMembership) -> Result<StoredMembe
     Ok(StoredMembership::new(opt_log_id_from_pb(&m.log_id)?, membership_from_pb(membership)?))
 }
 
+/// The entry as a message of its own (a copy of its commands: what goes on
+/// the wire; the log store writes [`encode_entry`] instead).
 pub fn entry_to_pb(e: &Entry) -> pb::Entry {
     let payload = match &e.payload {
         EntryPayload::Blank => pb::entry::Payload::Blank(true),
-        EntryPayload::Normal(proposal) => pb::entry::Payload::Proposal(proposal.clone()),
+        EntryPayload::Normal(proposal) => pb::entry::Payload::Proposal(pb::Proposal::clone(proposal)),
         EntryPayload::Membership(m) => pb::entry::Payload::Membership(membership_to_pb(m)),
     };
     pb::Entry { log_id: Some(log_id_to_pb(&e.log_id)), payload: Some(payload) }
+}
+
+/// `pb::Entry`'s field number of a proposal (raft.proto).
+const ENTRY_PROPOSAL_FIELD: u32 = 5;
+
+/// The bytes of [`entry_to_pb`]`(e)`, without copying a proposal's commands
+/// into a message first: a message's encoding is its fields' encodings one
+/// after another, so the log id and then the proposal are written in turn.
+pub fn encode_entry(e: &Entry) -> Vec<u8> {
+    let EntryPayload::Normal(proposal) = &e.payload else {
+        return entry_to_pb(e).encode_to_vec();
+    };
+    let mut bytes = pb::Entry { log_id: Some(log_id_to_pb(&e.log_id)), payload: None }.encode_to_vec();
+    bytes.reserve(prost::encoding::message::encoded_len(ENTRY_PROPOSAL_FIELD, &**proposal));
+    prost::encoding::message::encode(ENTRY_PROPOSAL_FIELD, &**proposal, &mut bytes);
+    bytes
 }
 
 pub fn entry_from_pb(e: pb::Entry) -> Result<Entry, DecodeError> {
     let log_id = log_id_from_pb(e.log_id.as_ref().ok_or_else(|| DecodeError::missing("Entry", "log_id"))?)?;
     let payload = match e.payload.ok_or_else(|| DecodeError::missing("Entry", "payload"))? {
         pb::entry::Payload::Blank(_) => EntryPayload::Blank,
-        pb::entry::Payload::Normal(cmd) => EntryPayload::Normal(pb::Proposal { commands: vec![cmd] }),
-        pb::entry::Payload::Proposal(proposal) => EntryPayload::Normal(proposal),
+        pb::entry::Payload::Normal(cmd) => EntryPayload::Normal(pb::Proposal { commands: vec![cmd] }.into()),
+        pb::entry::Payload::Proposal(proposal) => EntryPayload::Normal(proposal.into()),
         pb::entry::Payload::Membership(m) => EntryPayload::Membership(membership_from_pb(&m)?),
     };
     Ok(Entry { log_id, payload })
@@ -587,7 +605,7 @@ mod tests {
         fn payload() -> impl Strategy<Value = EntryPayload> {
             prop_oneof![
                 Just(EntryPayload::Blank),
-                vec(command(), 0..8).prop_map(|commands| EntryPayload::Normal(pb::Proposal { commands })),
+                vec(command(), 0..8).prop_map(|commands| EntryPayload::Normal(pb::Proposal { commands }.into())),
                 membership().prop_map(EntryPayload::Membership),
             ]
         }
@@ -602,6 +620,7 @@ mod tests {
             fn every_entry_survives_its_bytes(log_id in log_id(), payload in payload()) {
                 let entry = Entry { log_id, payload };
                 let bytes = entry_to_pb(&entry).encode_to_vec();
+                prop_assert_eq!(&encode_entry(&entry), &bytes);
                 let back = entry_from_pb(decode("Entry", &bytes).unwrap()).unwrap();
                 prop_assert_eq!(back.log_id, entry.log_id);
                 // (openraft's Debug of an entry does not show a normal payload's data)

@@ -213,7 +213,7 @@ impl LogStore {
         }
         let mut written = Vec::new();
         for entry in entries {
-            let bytes = codec::entry_to_pb(&entry).encode_to_vec();
+            let bytes = codec::encode_entry(&entry);
             let size = bytes.len();
             batch.put(CF_LOG, index_key(entry.log_id.index), bytes);
             written.push((entry, size));

@@ -123,7 +123,8 @@ async fn proposals(raft: Raft, batch: Arc<ProposalBatch>, metrics: Arc<Metrics>,
             replies.push(caller.reply);
         }
         let count = commands.len() as u64;
-        let Ok(written) = runtime::timeout(request_timeout, raft.client_write(Proposal { commands })).await else {
+        let Ok(written) = runtime::timeout(request_timeout, raft.client_write(Proposal { commands }.into())).await
+        else {
             tracing::warn!(commands = count, "proposal unanswered after {request_timeout:?}; going on with the next");
             continue;
         };

@@ -3,7 +3,8 @@
 //! Every entry is read back soon after it is written: on every member to
 //! apply it, and on the leader once more per follower to replicate it. Each
 //! read opened a RocksDB iterator and decoded the entry's commands again.
-//! Served from here, a read clones the entries instead. In a profile of the
+//! Served from here, a read clones the entries instead (a clone shares the
+//! entry's commands, see `types::SharedProposal`). In a profile of the
 //! leader under 100 clients putting (`perf record --call-graph dwarf`, 3 s),
 //! those engine scans and decodes were 2.9% of its samples and sending
 //! entries to the followers 7.0%; with this, the scans are gone from the

@@ -128,9 +128,10 @@ fn an_installed_snapshot_of_a_compacted_state_keeps_its_history_across_a_reopen(
     requests.push(Request::Alarm(AlarmRequest { action: 1, member_id: 2, alarm: AlarmType::Nospace as i32 }));
     let entries = requests.into_iter().enumerate().map(|(i, request)| Entry {
         log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, i as u64 + 1),
-        payload: EntryPayload::Normal(Proposal {
-            commands: vec![Command { auth_revision: None, alarm_disarms: None, request: Some(request) }],
-        }),
+        payload: EntryPayload::Normal(
+            Proposal { commands: vec![Command { auth_revision: None, alarm_disarms: None, request: Some(request) }] }
+                .into(),
+        ),
     });
 
     futures::executor::block_on(async {
@@ -217,9 +218,12 @@ fn put_entry(index: u64, key: u8, value_len: usize) -> super::types::Entry {
     let put = PutRequest { key: vec![key], value: vec![key; value_len], ..Default::default() };
     super::types::Entry {
         log_id: super::types::LogId::new(crate::raft::types::LeaderId { term: 1, node_id: 1 }, index),
-        payload: openraft::EntryPayload::Normal(Proposal {
-            commands: vec![Command { auth_revision: None, alarm_disarms: None, request: Some(Request::Put(put)) }],
-        }),
+        payload: openraft::EntryPayload::Normal(
+            Proposal {
+                commands: vec![Command { auth_revision: None, alarm_disarms: None, request: Some(Request::Put(put)) }],
+            }
+            .into(),
+        ),
     }
 }
 
