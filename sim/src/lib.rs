@@ -11,7 +11,9 @@
 //! - `cluster`, `nemesis`, `run` (only with `--cfg madsim`): the harness,
 //!   the faults and one seed's run.
 //! - `scenarios` (only with `--cfg madsim`): regression scenarios, explicit
-//!   fault schedules that keep reproducing a bug's shape as the code moves.
+//!   fault schedules that keep reproducing a bug's shape as the code moves;
+//!   by subject in `auth_scenarios`, `disk_scenarios`, `lease_scenarios`,
+//!   `membership_scenarios` and `shard_scenarios`.
 //! - `robust` (only without madsim): the robustness suite, real processes in
 //!   network namespaces under real faults (`ci/robustness.sh`).
 
@@ -27,9 +29,13 @@ pub mod cluster;
 #[cfg(madsim)]
 pub mod consumers;
 #[cfg(madsim)]
+pub mod disk_scenarios;
+#[cfg(madsim)]
 pub mod forgery;
 #[cfg(madsim)]
 pub mod lease_scenarios;
+#[cfg(madsim)]
+pub mod membership_scenarios;
 #[cfg(madsim)]
 pub mod nemesis;
 #[cfg(not(madsim))]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use madsim::net::NetSim;
 use madsim::runtime::Handle;
 use placement_center::proto::etcdserverpb::kv_client::KvClient;
-use placement_center::proto::etcdserverpb::{PutRequest, PutResponse, RangeRequest};
+use placement_center::proto::etcdserverpb::{PutRequest, RangeRequest};
 use placement_center::runtime::{self, Instant};
 
 use placement_center::raft::membership::MemberChange;
@@ -31,14 +31,14 @@ pub const SCENARIOS: [(&str, Scenario); 19] = [
     ("snapshot-install-restart", snapshot_install_restart),
     ("install-on-a-full-disk", install_on_a_full_disk),
     ("proposal-lost-to-a-snapshot", proposal_lost_to_a_snapshot),
-    ("membership-change-given-up", membership_change_given_up),
-    ("leader-lost-mid-membership-change", leader_lost_mid_membership_change),
-    ("nospace-raised-after-its-disarm", nospace_raised_after_its_disarm),
+    ("membership-change-given-up", crate::membership_scenarios::membership_change_given_up),
+    ("leader-lost-mid-membership-change", crate::membership_scenarios::leader_lost_mid_membership_change),
+    ("nospace-raised-after-its-disarm", crate::disk_scenarios::nospace_raised_after_its_disarm),
     ("revoked-put-through-a-lagging-follower", crate::auth_scenarios::revoked_put_through_a_lagging_follower),
     ("granted-put-through-a-lagging-follower", crate::auth_scenarios::granted_put_through_a_lagging_follower),
     ("new-user-token-on-a-lagging-follower", crate::auth_scenarios::new_user_token_on_a_lagging_follower),
-    ("writes-to-a-member-stopped-by-eio", writes_to_a_member_stopped_by_eio),
-    ("forwards-to-a-leader-stopped-by-eio", forwards_to_a_leader_stopped_by_eio),
+    ("writes-to-a-member-stopped-by-eio", crate::disk_scenarios::writes_to_a_member_stopped_by_eio),
+    ("forwards-to-a-leader-stopped-by-eio", crate::disk_scenarios::forwards_to_a_leader_stopped_by_eio),
     ("whole-cluster-power-loss", whole_cluster_power_loss),
     ("ready-only-once-published", ready_only_once_published),
     ("shard-failover-and-last-in-sync-return", crate::shard_scenarios::shard_failover_and_last_in_sync_return),
@@ -89,7 +89,7 @@ pub(crate) async fn three_nodes_led(scenario: &str) -> Result<(SimCluster, u64),
 }
 
 /// A new cluster of `n` nodes and its leader's slot, or why `scenario` cannot go on.
-async fn nodes_led(n: u64, scenario: &str) -> Result<(SimCluster, u64), Vec<String>> {
+pub(crate) async fn nodes_led(n: u64, scenario: &str) -> Result<(SimCluster, u64), Vec<String>> {
     let cluster = SimCluster::start(n, 0);
     if !wait_for(Duration::from_secs(20), || cluster.leader().is_some()).await {
         return Err(vec![format!("{scenario}: no leader in 20 s")]);
@@ -534,283 +534,8 @@ fn proposal_lost_to_a_snapshot() -> Vec<String> {
     })
 }
 
-/// Whether the leader's membership is a joint configuration (`None`: no leader).
-fn leader_joint(cluster: &SimCluster) -> Option<bool> {
-    let node = cluster.node(cluster.leader()?)?;
-    let joint = node.raft.metrics().borrow_watched().membership_config.membership().get_joint_config().len() > 1;
-    Some(joint)
-}
-
-/// Whether member `id` is still a member, as the leader sees it.
-fn leader_knows(cluster: &SimCluster, id: u64) -> bool {
-    cluster.leader().and_then(|l| cluster.node(l)).is_some_and(|node| node.member(id).is_some())
-}
-
-/// Puts a new member in `slot`, whose member was removed, through the
-/// leader, and waits until every slot is a running voter again.
-async fn rejoin(cluster: &SimCluster, slot: u64) -> bool {
-    // Not through itself: a removed leader leads until it steps down.
-    if !wait_for(Duration::from_secs(20), || cluster.leader().is_some_and(|l| l != slot)).await {
-        return false;
-    }
-    let Some(leader) = cluster.leader().filter(|l| *l != slot) else { return false };
-    cluster.replace(slot, cluster.nodes[leader as usize - 1].client_addr.clone());
-    let n = cluster.nodes.len() as u64;
-    wait_for(Duration::from_secs(30), || (1..=n).all(|s| cluster.is_voter(s))).await
-}
-
-/// Rounds of the membership scenarios; each waits one step longer.
-const MEMBERSHIP_ROUNDS: u32 = 80;
-
-/// The step by which the membership scenarios move their cut.
-const MEMBERSHIP_STEP: Duration = Duration::from_micros(250);
-
-/// The step by which `leader_lost_mid_membership_change` moves its cut.
-const JOINT_STEP: Duration = Duration::from_micros(100);
-
-/// Soak seed 102634's bug class: a member change whose caller gave up (its
-/// deadline, or a dropped RPC: here a learner's promotion forwarded to the
-/// leader during a latency spike) stopped openraft's two-step change after
-/// the joint entry was proposed and before the uniform one was. The cluster
-/// stayed joint, every later change was refused "another membership change
-/// is in progress", and a replaced member never joined. Each round removes
-/// a follower with a caller deadline one step longer than the last; once
-/// the caller gives up after the removal began, the cluster must be out of
-/// the joint configuration within 3 s and the slot must join again.
-fn membership_change_given_up() -> Vec<String> {
-    const NAME: &str = "membership-change-given-up";
-    simulate(|| async {
-        let (cluster, _) = match three_nodes_led(NAME).await {
-            Ok(led) => led,
-            Err(violations) => return violations,
-        };
-        let mut given_up_midway = 0;
-        for round in 1..=MEMBERSHIP_ROUNDS {
-            if !wait_for(Duration::from_secs(20), || cluster.leader().is_some()).await {
-                return vec![format!("{NAME}: no leader in 20 s before round {round}")];
-            }
-            let Some(leader) = cluster.leader() else { continue };
-            let follower = leader % 3 + 1;
-            let (Some(leader_node), Some(old_id)) = (cluster.node(leader), cluster.node(follower).map(|n| n.id)) else {
-                continue;
-            };
-            let deadline = MEMBERSHIP_STEP * round;
-            let gave_up = cluster
-                .spawn_on(leader, async move {
-                    runtime::timeout(deadline, leader_node.change_members(MemberChange::Remove(old_id))).await.is_err()
-                })
-                .await
-                .unwrap_or(false);
-            if !wait_for(Duration::from_secs(3), || leader_joint(&cluster) == Some(false)).await {
-                return vec![format!(
-                    "{NAME}: round {round}: a removal whose caller gave up after {deadline:?} left the cluster in \
-                     a joint configuration for 3 s"
-                )];
-            }
-            if leader_knows(&cluster, old_id) {
-                continue;
-            }
-            given_up_midway += u32::from(gave_up);
-            if !rejoin(&cluster, follower).await {
-                return vec![format!("{NAME}: round {round}: slot {follower} never became a voter again")];
-            }
-            if given_up_midway >= 3 {
-                return Vec::new();
-            }
-        }
-        vec![format!(
-            "{NAME}: in {MEMBERSHIP_ROUNDS} rounds, {given_up_midway} callers gave up after their removal began"
-        )]
-    })
-}
-
-/// The other way to stop a change between its steps: its leader dies after
-/// the joint entry commits and before the uniform one does. openraft leaves
-/// the cluster joint then; etcd's joint changes leave by themselves, and
-/// so must ours: the next leader leaves it. Five nodes, so that the
-/// survivors are a quorum of both configurations. Each round removes a
-/// follower and cuts the leader's power one step later than the last;
-/// once a new leader finds the joint configuration, it must leave it
-/// within 10 s.
-fn leader_lost_mid_membership_change() -> Vec<String> {
-    const NAME: &str = "leader-lost-mid-membership-change";
-    simulate(|| async {
-        let (cluster, _) = match nodes_led(5, NAME).await {
-            Ok(led) => led,
-            Err(violations) => return violations,
-        };
-        for round in 1..=MEMBERSHIP_ROUNDS {
-            if !wait_for(Duration::from_secs(20), || cluster.leader().is_some()).await {
-                return vec![format!("{NAME}: no leader in 20 s before round {round}")];
-            }
-            let Some(leader) = cluster.leader() else { continue };
-            let follower = leader % 5 + 1;
-            let (Some(leader_node), Some(old_id)) = (cluster.node(leader), cluster.node(follower).map(|n| n.id)) else {
-                continue;
-            };
-            let watched = leader_node.clone();
-            let removal = cluster.spawn_on(leader, async move {
-                let _ = leader_node.change_members(MemberChange::Remove(old_id)).await;
-            });
-            // From the joint entry's append on, one step later each round.
-            let proposed = runtime::now();
-            while runtime::now() - proposed < Duration::from_secs(1)
-                && watched.raft.metrics().borrow_watched().membership_config.membership().get_joint_config().len() < 2
-            {
-                runtime::sleep(Duration::from_micros(20)).await;
-            }
-            runtime::sleep(JOINT_STEP * (round - 1)).await;
-            cluster.power_loss_all(leader);
-            drop(removal);
-            // Caught between the steps: every survivor holds the joint
-            // configuration, so the next leader does.
-            let found_joint = (1..=5).filter(|s| *s != leader).all(|s| {
-                cluster.node(s).is_some_and(|node| {
-                    node.raft.metrics().borrow_watched().membership_config.membership().get_joint_config().len() > 1
-                })
-            });
-            if !wait_for(Duration::from_secs(20), || cluster.leader().is_some_and(|l| l != leader)).await {
-                return vec![format!("{NAME}: round {round}: no new leader in 20 s after the old one lost power")];
-            }
-            if !wait_for(Duration::from_secs(10), || leader_joint(&cluster) == Some(false)).await {
-                return vec![format!(
-                    "{NAME}: round {round}: the leader lost power {:?} after appending a joint configuration, and \
-                     the cluster stayed in it for 10 s under the next leader",
-                    JOINT_STEP * (round - 1)
-                )];
-            }
-            cluster.restart(leader);
-            let removed = !leader_knows(&cluster, old_id);
-            if removed && !rejoin(&cluster, follower).await {
-                return vec![format!("{NAME}: round {round}: slot {follower} never became a voter again")];
-            }
-            if !wait_for(Duration::from_secs(30), || (1..=5).all(|s| cluster.is_voter(s))).await {
-                return vec![format!("{NAME}: round {round}: slot {leader} never ran as a voter again")];
-            }
-            if found_joint {
-                return Vec::new();
-            }
-        }
-        vec![format!("{NAME}: in {MEMBERSHIP_ROUNDS} rounds, no new leader found a joint configuration")]
-    })
-}
-
-/// Rounds of `nospace_raised_after_its_disarm`.
-const NOSPACE_ROUNDS: u32 = 12;
-
-/// Soak seed 100668's bug class: a member's disk fills and it raises
-/// NOSPACE; room comes back and the operator disarms at once. A write on
-/// that member, refused by a free-space reading cached from before the room
-/// came back, raised the alarm again after the disarm, and it stayed raised
-/// (every write and broker heartbeat failed until the end of the run).
-/// Each round fills the victim's disk while a client writes through it,
-/// waits for the alarm, frees the disk and disarms 5 ms later than the last
-/// round; the alarm must stay down.
-fn nospace_raised_after_its_disarm() -> Vec<String> {
-    use placement_center::proto::etcdserverpb::alarm_request::AlarmAction;
-    use placement_center::proto::etcdserverpb::{AlarmRequest, AlarmType};
-    use placement_center::raft::state_store::read_state;
-    use placement_center::storage::sim_disk::DiskFaults;
-    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-    use std::sync::Arc;
-    const NAME: &str = "nospace-raised-after-its-disarm";
-    simulate(|| async {
-        let (cluster, leader) = match three_nodes_led(NAME).await {
-            Ok(led) => led,
-            Err(violations) => return violations,
-        };
-        let victim = leader % 3 + 1;
-        let raised = |cluster: &SimCluster| {
-            cluster.leader().and_then(|l| cluster.node(l)).is_some_and(|node| {
-                read_state(node.state())
-                    .alarms()
-                    .iter()
-                    .any(|a| a.member_id == victim && a.alarm == AlarmType::Nospace as i32)
-            })
-        };
-        // A client writes through the victim every 2 ms.
-        let stop = Arc::new(AtomicBool::new(false));
-        let acknowledged = Arc::new(AtomicU32::new(0));
-        let client = scenario_client();
-        let addr = cluster.nodes[victim as usize - 1].client_addr.clone();
-        let (writing, counted) = (stop.clone(), acknowledged.clone());
-        let writer = client.spawn(async move {
-            let mut kv = KvClient::new(crate::channel(&addr));
-            let mut i = 0u32;
-            while !writing.load(Ordering::Relaxed) {
-                i += 1;
-                if let Ok(Ok(_)) = runtime::timeout(Duration::from_millis(500), kv.put(scenario_put(i))).await {
-                    counted.fetch_add(1, Ordering::Relaxed);
-                }
-                runtime::sleep(Duration::from_millis(2)).await;
-            }
-        });
-        let disk = cluster.nodes[victim as usize - 1].disk.clone();
-        let disarm = placement_center::proto::raft::v1::command::Request::Alarm(AlarmRequest {
-            action: AlarmAction::Deactivate as i32,
-            member_id: victim,
-            alarm: AlarmType::Nospace as i32,
-        });
-        let mut violations = Vec::new();
-        for round in 1..=NOSPACE_ROUNDS {
-            let room = placement_center::api::context::DISK_RESERVE_BYTES - 256 * 1024;
-            disk.set_faults(DiskFaults { capacity: Some(disk.used_bytes() + room), ..Default::default() });
-            if !wait_for(Duration::from_secs(5), || raised(&cluster)).await {
-                violations.push(format!("{NAME}: round {round}: a full disk raised no NOSPACE in 5 s"));
-                break;
-            }
-            runtime::sleep(Duration::from_millis(300)).await;
-            disk.set_faults(DiskFaults::default());
-            runtime::sleep(Duration::from_millis(5) * (round - 1)).await;
-            let disarmed = until_it_succeeds(20, Duration::from_millis(100), || async {
-                matches!(cluster.propose_on_leader(disarm.clone()).await, Some(Ok(_)))
-            });
-            if !disarmed.await {
-                violations.push(format!("{NAME}: round {round}: the disarm never applied"));
-                break;
-            }
-            let before = acknowledged.load(Ordering::Relaxed);
-            runtime::sleep(Duration::from_millis(1500)).await;
-            if raised(&cluster) {
-                violations.push(format!(
-                    "{NAME}: round {round}: NOSPACE raised again after room came back and it was disarmed {:?} later",
-                    Duration::from_millis(5) * (round - 1)
-                ));
-                break;
-            }
-            if acknowledged.load(Ordering::Relaxed) == before {
-                violations.push(format!("{NAME}: round {round}: no write went through after the disarm"));
-                break;
-            }
-        }
-        stop.store(true, Ordering::Relaxed);
-        let _ = writer.await;
-        violations
-    })
-}
-
-/// Makes every write and sync of `slot`'s disk fail with EIO.
-fn fail_disk(cluster: &SimCluster, slot: u64) {
-    use placement_center::storage::sim_disk::DiskFaults;
-    let faults = DiskFaults { fail_writes: true, fail_syncs: true, ..Default::default() };
-    cluster.nodes[slot as usize - 1].disk.set_faults(faults);
-}
-
-/// A put of `scenario/k` = `i` through `addr`, made from `client`, given `wait`.
-fn put_on(
-    client: &madsim::runtime::NodeHandle,
-    addr: String,
-    i: u32,
-    wait: Duration,
-) -> madsim::task::JoinHandle<Result<Result<tonic::Response<PutResponse>, tonic::Status>, runtime::Elapsed>> {
-    client.spawn(async move {
-        let mut kv = KvClient::new(crate::channel(&addr));
-        runtime::timeout(wait, kv.put(scenario_put(i))).await
-    })
-}
-
 /// The put of `scenario/k` = `i` most scenarios write.
-fn scenario_put(i: impl ToString) -> PutRequest {
+pub(crate) fn scenario_put(i: impl ToString) -> PutRequest {
     PutRequest { key: b"scenario/k".to_vec(), value: i.to_string().into_bytes(), ..Default::default() }
 }
 
@@ -830,131 +555,6 @@ async fn read_scenario_k(addrs: Vec<String>, within: Duration, pause: Duration) 
         runtime::sleep(pause).await;
     }
     None
-}
-
-/// Writes with `put` (numbered from 1, `tries` at most) until `slot`'s Raft
-/// stops; the last number used, or `None` if it never stopped.
-async fn write_until_stopped<F: std::future::Future>(
-    cluster: &SimCluster,
-    slot: u64,
-    tries: u32,
-    mut put: impl FnMut(u32) -> F,
-) -> Option<u32> {
-    let mut i = 0;
-    while cluster.is_healthy(slot) && i < tries {
-        i += 1;
-        let _ = put(i).await;
-    }
-    (!cluster.is_healthy(slot)).then_some(i)
-}
-
-/// Regression seed 10007's bug class: a follower's disk fails with EIO and
-/// its Raft stops. It answered every client call "etcdserver: server
-/// stopped" without saying that nothing was proposed, so clients held its
-/// writes as unknown outcomes (and the linearizability search blew up).
-/// Here every put through it, once its Raft has stopped, must be refused
-/// as not applied (`pc-not-applied`), and the others must go on writing.
-fn writes_to_a_member_stopped_by_eio() -> Vec<String> {
-    use placement_center::api::error::NOT_APPLIED_METADATA;
-    const NAME: &str = "writes-to-a-member-stopped-by-eio";
-    simulate(|| async {
-        let (cluster, leader) = match three_nodes_led(NAME).await {
-            Ok(led) => led,
-            Err(violations) => return violations,
-        };
-        let follower = leader % 3 + 1;
-        fail_disk(&cluster, follower);
-        let client = scenario_client();
-        let put_via = |addr: String, i: u32| put_on(&client, addr, i, Duration::from_secs(5));
-        // Writes through the leader reach the follower's failing disk.
-        let leader_addr = cluster.nodes[leader as usize - 1].client_addr.clone();
-        let Some(mut i) = write_until_stopped(&cluster, follower, 200, |i| put_via(leader_addr.clone(), i)).await
-        else {
-            return vec![format!("{NAME}: {follower}'s Raft never stopped on its failing disk")];
-        };
-        let follower_addr = cluster.nodes[follower as usize - 1].client_addr.clone();
-        let mut violations = Vec::new();
-        for round in 1..=5 {
-            i += 1;
-            match put_via(follower_addr.clone(), i).await {
-                Ok(Ok(Err(status))) if status.metadata().contains_key(NOT_APPLIED_METADATA) => {}
-                other => violations.push(format!(
-                    "{NAME}: put {round} through {follower}, whose Raft stopped, was not refused as not applied: \
-                     {other:?}"
-                )),
-            }
-        }
-        i += 1;
-        if !matches!(put_via(leader_addr, i).await, Ok(Ok(Ok(_)))) {
-            violations.push(format!("{NAME}: the leader took no write once {follower} had stopped"));
-        }
-        violations
-    })
-}
-
-/// Puts `forwards_to_a_leader_stopped_by_eio` sends through the follower
-/// once the leader's Raft has stopped, 100 ms apart.
-const PUTS_PAST_A_STOPPED_LEADER: u32 = 30;
-
-/// Regression seed 120's bug class: the leader's disk fails with EIO and its
-/// Raft stops, while the followers still take it for the leader until their
-/// election timeout runs out. A write forwarded to it meanwhile was answered
-/// as failed, so the follower reported an unknown outcome ("possibly due to
-/// connection lost") for a write nobody proposed. Here every put through a
-/// follower after the leader stopped must be applied (the follower tries the
-/// next leader) or refused as not applied; at least one must have been
-/// forwarded while the follower still took the stopped node for its leader.
-fn forwards_to_a_leader_stopped_by_eio() -> Vec<String> {
-    use placement_center::api::error::NOT_APPLIED_METADATA;
-    const NAME: &str = "forwards-to-a-leader-stopped-by-eio";
-    simulate(|| async {
-        let (cluster, leader) = match three_nodes_led(NAME).await {
-            Ok(led) => led,
-            Err(violations) => return violations,
-        };
-        let follower = leader % 3 + 1;
-        let client = scenario_client();
-        let put_via = |addr: String, i: u32| put_on(&client, addr, i, Duration::from_secs(10));
-        let leader_addr = cluster.nodes[leader as usize - 1].client_addr.clone();
-        let follower_addr = cluster.nodes[follower as usize - 1].client_addr.clone();
-        if !until_it_succeeds(50, Duration::from_millis(100), || {
-            let put = put_via(follower_addr.clone(), 0);
-            async move { matches!(put.await, Ok(Ok(Ok(_)))) }
-        })
-        .await
-        {
-            return vec![format!("{NAME}: no put through {follower} succeeded before the fault")];
-        }
-        fail_disk(&cluster, leader);
-        // A write on the leader reaches its failing disk.
-        let Some(mut i) = write_until_stopped(&cluster, leader, 100, |i| put_via(leader_addr.clone(), i)).await else {
-            return vec![format!("{NAME}: {leader}'s Raft never stopped on its failing disk")];
-        };
-        let takes_stopped_for_leader = || cluster.node(follower).is_some_and(|node| node.leader() == Some(leader));
-        let mut puts = Vec::new();
-        let mut met_the_stopped_leader = 0;
-        for _ in 0..PUTS_PAST_A_STOPPED_LEADER {
-            i += 1;
-            met_the_stopped_leader += u32::from(takes_stopped_for_leader());
-            puts.push((i, put_via(follower_addr.clone(), i)));
-            runtime::sleep(Duration::from_millis(100)).await;
-        }
-        let mut violations = Vec::new();
-        for (i, put) in puts {
-            match put.await {
-                Ok(Ok(Ok(_))) => {}
-                Ok(Ok(Err(status))) if status.metadata().contains_key(NOT_APPLIED_METADATA) => {}
-                other => violations.push(format!(
-                    "{NAME}: put {i} through {follower}, sent after {leader}'s Raft stopped, has no definite \
-                     outcome: {other:?}"
-                )),
-            }
-        }
-        if met_the_stopped_leader == 0 {
-            violations.push(format!("{NAME}: {follower} had left the stopped {leader} before the first put"));
-        }
-        violations
-    })
 }
 
 /// Rounds of `whole_cluster_power_loss`.
