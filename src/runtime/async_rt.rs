@@ -34,7 +34,7 @@ mod sim {
     use openraft::{AsyncRuntime, OptionalSend};
     use openraft_rt_tokio::{TokioMpsc, TokioMutex, TokioOneshot, TokioWatch};
 
-    use crate::runtime::skew;
+    use crate::runtime::{sim_time, skew};
 
     /// The `AsyncRuntime` of Placement Center's Raft in simulation.
     #[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
@@ -61,35 +61,15 @@ mod sim {
         }
     }
 
-    /// madsim's `timeout` returns an unnameable future; this one has a name.
-    pub struct SimTimeout<T> {
-        future: std::pin::Pin<Box<T>>,
-        sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
-    }
-
-    impl<T: Future> Future for SimTimeout<T> {
-        type Output = Result<T::Output, tokio::time::error::Elapsed>;
-
-        fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
-            use std::task::Poll;
-            if let Poll::Ready(out) = self.future.as_mut().poll(cx) {
-                return Poll::Ready(Ok(out));
-            }
-            match self.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(tokio::time::error::Elapsed)),
-                Poll::Pending => Poll::Pending,
-            }
-        }
-    }
-
     impl AsyncRuntime for PlacementRuntime {
         type JoinError = tokio::task::JoinError;
         type JoinHandle<T: OptionalSend + 'static> = tokio::task::JoinHandle<T>;
-        type Sleep = tokio::time::Sleep;
+        // One timer event per sleep (see sim_time), however often it is polled.
+        type Sleep = sim_time::Sleep;
         // Each simulated node's Raft timers run on its own (skewable) clock.
         type Instant = skew::SkewedInstant;
         type TimeoutError = tokio::time::error::Elapsed;
-        type Timeout<R, T: Future<Output = R> + OptionalSend> = SimTimeout<T>;
+        type Timeout<R, T: Future<Output = R> + OptionalSend> = sim_time::Timeout<T>;
         type ThreadLocalRng = SimRng;
         type Mpsc = TokioMpsc;
         type Watch = TokioWatch;
@@ -109,22 +89,22 @@ mod sim {
         }
 
         fn sleep(duration: Duration) -> Self::Sleep {
-            tokio::time::sleep(skew::global_duration(duration))
+            sim_time::sleep(skew::global_duration(duration))
         }
 
         fn sleep_until(deadline: Self::Instant) -> Self::Sleep {
-            tokio::time::sleep_until(deadline.to_global())
+            sim_time::sleep_until(deadline.to_global())
         }
 
         fn timeout<R, F: Future<Output = R> + OptionalSend>(duration: Duration, future: F) -> Self::Timeout<R, F> {
-            SimTimeout { future: Box::pin(future), sleep: Box::pin(Self::sleep(duration)) }
+            sim_time::timeout(skew::global_duration(duration), future)
         }
 
         fn timeout_at<R, F: Future<Output = R> + OptionalSend>(
             deadline: Self::Instant,
             future: F,
         ) -> Self::Timeout<R, F> {
-            SimTimeout { future: Box::pin(future), sleep: Box::pin(Self::sleep_until(deadline)) }
+            sim_time::timeout_at(deadline.to_global(), future)
         }
 
         fn is_panic(join_error: &Self::JoinError) -> bool {

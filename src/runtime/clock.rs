@@ -14,12 +14,18 @@ pub fn now() -> Instant {
 
 /// Waits for `duration` of (possibly virtual) time.
 pub async fn sleep(duration: Duration) {
-    tokio::time::sleep(duration).await
+    #[cfg(not(madsim))]
+    tokio::time::sleep(duration).await;
+    #[cfg(madsim)]
+    super::sim_time::sleep(duration).await;
 }
 
 /// Runs `future` for at most `duration`.
 pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Output, Elapsed> {
-    tokio::time::timeout(duration, future).await
+    #[cfg(not(madsim))]
+    return tokio::time::timeout(duration, future).await;
+    #[cfg(madsim)]
+    return super::sim_time::timeout(duration, future).await;
 }
 
 /// Milliseconds since the UNIX epoch, for display and logs only.

@@ -14,6 +14,8 @@ mod disk;
 mod net;
 mod signal;
 #[cfg(madsim)]
+pub mod sim_time;
+#[cfg(madsim)]
 mod skew;
 mod tasks;
 mod tls;

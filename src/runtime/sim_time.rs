@@ -1,0 +1,107 @@
+//! Sleeps and timeouts in simulation that each leave one timer event.
+//!
+//! madsim's `Sleep` adds an event to the simulation's timer heap (a boxed
+//! callback holding a clone of the waker) every time it is polled while
+//! pending, and the heap cannot drop an event before its deadline. A timeout
+//! around a future that wakes often (a call that waits on several messages, a
+//! Raft core turn) is polled once per wake-up of that future, so it piles up
+//! events that all fire, and wake the task again, at the deadline. The
+//! [`Sleep`] here registers one event on its first poll and keeps the latest
+//! waker in a slot that the event wakes. Which tasks run, in which order and at
+//! which virtual time is decided as before: only the spurious wake-ups go.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+/// Waits until a deadline of virtual time; see the module's doc.
+pub struct Sleep {
+    inner: tokio::time::Sleep,
+    /// Set on the first pending poll, with the one timer event registered.
+    slot: Option<Arc<WakerSlot>>,
+}
+
+/// The waker of the task that last polled a [`Sleep`].
+struct WakerSlot(Mutex<Option<Waker>>);
+
+impl Wake for WakerSlot {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let waker = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// See [`Sleep`].
+pub fn sleep(duration: Duration) -> Sleep {
+    Sleep { inner: tokio::time::sleep(duration), slot: None }
+}
+
+/// See [`Sleep`].
+pub fn sleep_until(deadline: tokio::time::Instant) -> Sleep {
+    Sleep { inner: tokio::time::sleep_until(deadline), slot: None }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.inner.is_elapsed() {
+            return Poll::Ready(());
+        }
+        match &self.slot {
+            Some(slot) => {
+                let mut parked = slot.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if !parked.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *parked = Some(cx.waker().clone());
+                }
+            }
+            None => {
+                let slot = Arc::new(WakerSlot(Mutex::new(Some(cx.waker().clone()))));
+                let event_waker = Waker::from(Arc::clone(&slot));
+                // Pending (not elapsed, checked above): this registers the event.
+                let _ = Pin::new(&mut self.inner).poll(&mut Context::from_waker(&event_waker));
+                self.slot = Some(slot);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+/// A future run for at most a [`Sleep`]'s time; the future is polled first,
+/// as tokio's and madsim's timeouts do.
+pub struct Timeout<F> {
+    future: Pin<Box<F>>,
+    sleep: Sleep,
+}
+
+/// Runs `future` for at most `duration`.
+pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
+    Timeout { future: Box::pin(future), sleep: sleep(duration) }
+}
+
+/// Runs `future` until `deadline` at most.
+pub fn timeout_at<F: Future>(deadline: tokio::time::Instant, future: F) -> Timeout<F> {
+    Timeout { future: Box::pin(future), sleep: sleep_until(deadline) }
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, tokio::time::error::Elapsed>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Poll::Ready(out) = self.future.as_mut().poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        match Pin::new(&mut self.sleep).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(tokio::time::error::Elapsed)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
