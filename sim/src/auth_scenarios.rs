@@ -83,6 +83,16 @@ async fn prober_put(
 /// Rounds of `revoked_put_through_a_lagging_follower`.
 const REVOKE_ROUNDS: u32 = 10;
 
+/// A round of scenario `name` ends once `follower` has caught up with
+/// `leader` again (10 s at most), so the next round starts level.
+async fn round_end(cluster: &SimCluster, follower: u64, leader: u64, name: &str, round: u32) -> Result<(), String> {
+    if wait_for(Duration::from_secs(10), || caught_up(cluster, follower, leader)).await {
+        Ok(())
+    } else {
+        Err(format!("{name}: round {round}: the follower never caught up"))
+    }
+}
+
 /// Regression seeds 10005 and 10033's bug class (auth on): a follower's
 /// slow disk keeps its applied auth store behind the leader's. A put sent
 /// to it right after the writer's role was revoked passes the follower's
@@ -137,8 +147,8 @@ pub(crate) fn revoked_put_through_a_lagging_follower() -> Vec<String> {
                 Ok(Err(_)) => stale_checks += u32::from(stale),
                 Err(_) => {}
             }
-            if !wait_for(Duration::from_secs(10), || caught_up(&cluster, follower, leader)).await {
-                return vec![format!("{NAME}: round {round}: the follower never caught up")];
+            if let Err(violation) = round_end(&cluster, follower, leader, NAME, round).await {
+                return vec![violation];
             }
         }
         if stale_checks == 0 {
@@ -209,8 +219,8 @@ pub(crate) fn granted_put_through_a_lagging_follower() -> Vec<String> {
                 Ok(Ok(_)) => met_stale += u32::from(stale),
                 _ => {}
             }
-            if !wait_for(Duration::from_secs(10), || caught_up(&cluster, follower, leader)).await {
-                return vec![format!("{NAME}: round {round}: the follower never caught up")];
+            if let Err(violation) = round_end(&cluster, follower, leader, NAME, round).await {
+                return vec![violation];
             }
         }
         if met_stale == 0 {
@@ -268,8 +278,8 @@ pub(crate) fn new_user_token_on_a_lagging_follower() -> Vec<String> {
                 Ok(Ok(_)) => met_stale += u32::from(stale),
                 _ => {}
             }
-            if !wait_for(Duration::from_secs(10), || caught_up(&cluster, follower, leader)).await {
-                return vec![format!("{NAME}: round {round}: the follower never caught up")];
+            if let Err(violation) = round_end(&cluster, follower, leader, NAME, round).await {
+                return vec![violation];
             }
         }
         if met_stale == 0 {

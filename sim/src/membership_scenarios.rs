@@ -2,10 +2,12 @@
 //! and a leader lost in the middle of one (see `scenarios` for why
 //! scenarios, not seeds).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use placement_center::raft::membership::MemberChange;
 use placement_center::raft::MetricsWatch as _;
+use placement_center::raft::RaftNode;
 use placement_center::runtime;
 
 use crate::cluster::SimCluster;
@@ -37,6 +39,30 @@ async fn rejoin(cluster: &SimCluster, slot: u64) -> bool {
     wait_for(Duration::from_secs(30), || (1..=n).all(|s| cluster.is_voter(s))).await
 }
 
+/// What a membership round starts from: the leader's slot and node, and the
+/// follower it removes (the slot after the leader's) with its member id.
+struct RoundStart {
+    leader: u64,
+    leader_node: Arc<RaftNode>,
+    follower: u64,
+    old_id: u64,
+}
+
+/// Waits up to 20 s for a leader of the `slots`-slot cluster before `round`
+/// (`Err`: a violation of scenario `name`); `Ok(None)` when the leader or its
+/// follower went away meanwhile, for the round to be skipped.
+async fn round_start(cluster: &SimCluster, slots: u64, name: &str, round: u32) -> Result<Option<RoundStart>, String> {
+    if !wait_for(Duration::from_secs(20), || cluster.leader().is_some()).await {
+        return Err(format!("{name}: no leader in 20 s before round {round}"));
+    }
+    let Some(leader) = cluster.leader() else { return Ok(None) };
+    let follower = leader % slots + 1;
+    let (Some(leader_node), Some(old_id)) = (cluster.node(leader), cluster.node(follower).map(|n| n.id)) else {
+        return Ok(None);
+    };
+    Ok(Some(RoundStart { leader, leader_node, follower, old_id }))
+}
+
 /// Rounds of the membership scenarios; each waits one step longer.
 const MEMBERSHIP_ROUNDS: u32 = 80;
 
@@ -64,13 +90,11 @@ pub(crate) fn membership_change_given_up() -> Vec<String> {
         };
         let mut given_up_midway = 0;
         for round in 1..=MEMBERSHIP_ROUNDS {
-            if !wait_for(Duration::from_secs(20), || cluster.leader().is_some()).await {
-                return vec![format!("{NAME}: no leader in 20 s before round {round}")];
-            }
-            let Some(leader) = cluster.leader() else { continue };
-            let follower = leader % 3 + 1;
-            let (Some(leader_node), Some(old_id)) = (cluster.node(leader), cluster.node(follower).map(|n| n.id)) else {
-                continue;
+            let RoundStart { leader, leader_node, follower, old_id } = match round_start(&cluster, 3, NAME, round).await
+            {
+                Ok(Some(start)) => start,
+                Ok(None) => continue,
+                Err(violation) => return vec![violation],
             };
             let deadline = MEMBERSHIP_STEP * round;
             let gave_up = cluster
@@ -118,13 +142,11 @@ pub(crate) fn leader_lost_mid_membership_change() -> Vec<String> {
             Err(violations) => return violations,
         };
         for round in 1..=MEMBERSHIP_ROUNDS {
-            if !wait_for(Duration::from_secs(20), || cluster.leader().is_some()).await {
-                return vec![format!("{NAME}: no leader in 20 s before round {round}")];
-            }
-            let Some(leader) = cluster.leader() else { continue };
-            let follower = leader % 5 + 1;
-            let (Some(leader_node), Some(old_id)) = (cluster.node(leader), cluster.node(follower).map(|n| n.id)) else {
-                continue;
+            let RoundStart { leader, leader_node, follower, old_id } = match round_start(&cluster, 5, NAME, round).await
+            {
+                Ok(Some(start)) => start,
+                Ok(None) => continue,
+                Err(violation) => return vec![violation],
             };
             let watched = leader_node.clone();
             let removal = cluster.spawn_on(leader, async move {
