@@ -12,9 +12,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
+
+use futures::task::AtomicWaker;
 
 /// Waits until a deadline of virtual time; see the module's doc.
 pub struct Sleep {
@@ -24,18 +26,16 @@ pub struct Sleep {
 }
 
 /// The waker of the task that last polled a [`Sleep`].
-struct WakerSlot(Mutex<Option<Waker>>);
+#[derive(Default)]
+struct WakerSlot(AtomicWaker);
 
 impl Wake for WakerSlot {
     fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
+        self.0.wake();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        let waker = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        self.0.wake();
     }
 }
 
@@ -57,14 +57,11 @@ impl Future for Sleep {
             return Poll::Ready(());
         }
         match &self.slot {
-            Some(slot) => {
-                let mut parked = slot.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                if !parked.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *parked = Some(cx.waker().clone());
-                }
-            }
+            // Clones the waker only if it is another task's.
+            Some(slot) => slot.0.register(cx.waker()),
             None => {
-                let slot = Arc::new(WakerSlot(Mutex::new(Some(cx.waker().clone()))));
+                let slot = Arc::new(WakerSlot::default());
+                slot.0.register(cx.waker());
                 let event_waker = Waker::from(Arc::clone(&slot));
                 // Pending (not elapsed, checked above): this registers the event.
                 let _ = Pin::new(&mut self.inner).poll(&mut Context::from_waker(&event_waker));
