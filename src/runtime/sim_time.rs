@@ -7,8 +7,9 @@
 //! Raft core turn) is polled once per wake-up of that future, so it piles up
 //! events that all fire, and wake the task again, at the deadline. The
 //! [`Sleep`] here registers one event on its first poll and keeps the latest
-//! waker in a slot that the event wakes. Which tasks run, in which order and at
-//! which virtual time is decided as before: only the spurious wake-ups go.
+//! waker in a slot that the event wakes. Every deadline still fires at its
+//! virtual time; only the spurious wake-ups go (so a seed's schedule is not
+//! the one it had with madsim's `Sleep`).
 
 use std::future::Future;
 use std::pin::Pin;
