@@ -1,6 +1,6 @@
 //! The simulation's sleeps and timeouts (`runtime::sim_time`), which register
 //! one timer event however often they are polled, still end at their
-//! deadline and wake whichever task polled them last.
+//! deadline and wake whichever task polled them last, and nobody once dropped.
 #![cfg(madsim)]
 
 use std::future::Future;
@@ -70,5 +70,33 @@ fn a_timeout_around_a_busy_future_lets_it_finish_and_a_stuck_one_elapse() {
         assert!(stuck.is_err());
         let waited = runtime::now() - start;
         assert!(waited >= Duration::from_millis(300) && waited < Duration::from_millis(301), "{waited:?}");
+    });
+}
+
+#[test]
+fn a_timeout_that_finished_wakes_nobody_at_its_deadline() {
+    simulate(async {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&polls);
+        let task = tokio::spawn(async move {
+            // Done long before its deadline, after being polled a thousand times.
+            let busy = async {
+                for _ in 0..1000 {
+                    tokio::task::yield_now().await;
+                }
+            };
+            sim_time::timeout(Duration::from_millis(100), busy).await.expect("done in time");
+            // Then wait past that deadline, counting every poll of this task.
+            let mut sleep = sim_time::sleep(Duration::from_millis(300));
+            std::future::poll_fn(|cx| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Pin::new(&mut sleep).poll(cx)
+            })
+            .await;
+        });
+        task.await.expect("no panic");
+        // Once to start, once when its own sleep ended: the finished timeout's
+        // deadline (madsim's own sleep left one event per poll there) woke nothing.
+        assert_eq!(polls.load(Ordering::SeqCst), 2);
     });
 }

@@ -73,6 +73,16 @@ impl Future for Sleep {
     }
 }
 
+impl Drop for Sleep {
+    /// The event stays in madsim's heap until its deadline; a sleep dropped
+    /// before then (a timeout whose future finished first) wakes nobody.
+    fn drop(&mut self) {
+        if let Some(slot) = &self.slot {
+            drop(slot.0.take());
+        }
+    }
+}
+
 /// A future run for at most a [`Sleep`]'s time; the future is polled first,
 /// as tokio's and madsim's timeouts do.
 pub struct Timeout<F> {
