@@ -83,31 +83,36 @@ impl Drop for Sleep {
     }
 }
 
-/// A future run for at most a [`Sleep`]'s time; the future is polled first,
-/// as tokio's and madsim's timeouts do.
-pub struct Timeout<F> {
-    future: Pin<Box<F>>,
-    sleep: Sleep,
+pin_project_lite::pin_project! {
+    /// A future run for at most a [`Sleep`]'s time; the future is polled
+    /// first, as tokio's and madsim's timeouts do. It is pinned in place, not
+    /// boxed: one allocation less per timeout.
+    pub struct Timeout<F> {
+        #[pin]
+        future: F,
+        sleep: Sleep,
+    }
 }
 
 /// Runs `future` for at most `duration`.
 pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
-    Timeout { future: Box::pin(future), sleep: sleep(duration) }
+    Timeout { future, sleep: sleep(duration) }
 }
 
 /// Runs `future` until `deadline` at most.
 pub fn timeout_at<F: Future>(deadline: tokio::time::Instant, future: F) -> Timeout<F> {
-    Timeout { future: Box::pin(future), sleep: sleep_until(deadline) }
+    Timeout { future, sleep: sleep_until(deadline) }
 }
 
 impl<F: Future> Future for Timeout<F> {
     type Output = Result<F::Output, tokio::time::error::Elapsed>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Poll::Ready(out) = self.future.as_mut().poll(cx) {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.future.poll(cx) {
             return Poll::Ready(Ok(out));
         }
-        match Pin::new(&mut self.sleep).poll(cx) {
+        match Pin::new(this.sleep).poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(tokio::time::error::Elapsed)),
             Poll::Pending => Poll::Pending,
         }
