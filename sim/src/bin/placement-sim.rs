@@ -65,9 +65,14 @@ mod sweep {
         /// point: src/runtime/coverage.rs) was never reached.
         #[arg(long)]
         require_coverage: bool,
-        /// Internal: run as a sweep's child and end with a machine-readable report line.
+        /// Internal: end with the machine-readable report line a sweep's seed
+        /// processes print.
         #[arg(long, hide = true)]
         child: bool,
+        /// Internal: serve a sweep's seeds, read one per line from stdin,
+        /// each in a child process forked from this one (see `zygote`).
+        #[arg(long, hide = true)]
+        zygote: bool,
     }
 
     /// The shortest workload a seed may run, in virtual seconds. A shorter
@@ -79,6 +84,9 @@ mod sweep {
 
     /// What a child process reports about its seed, on one machine-readable line.
     const REPORT_TAG: &str = "@report";
+
+    /// What a zygote prints when a seed's process has ended, with how.
+    const DONE_TAG: &str = "@done";
 
     pub fn main() {
         let args = Args::parse();
@@ -96,6 +104,9 @@ mod sweep {
                 }
             },
         };
+        if args.zygote {
+            zygote::serve(&args, &faults);
+        }
         match args.seed {
             Some(seed) => {
                 let ok = run_one(&args, seed, faults);
@@ -192,7 +203,7 @@ mod sweep {
         }
         let counts: Vec<String> = report.fault_counts.iter().map(|(k, n)| format!("{k}={n}")).collect();
         let reached: Vec<String> = report.coverage.iter().map(|(k, n)| format!("{k}={n}")).collect();
-        if args.child {
+        if args.child || args.zygote {
             println!(
                 "{REPORT_TAG} {status} {} {} faults:{} reached:{}",
                 report.virtual_time.as_nanos(),
@@ -226,73 +237,229 @@ mod sweep {
         reached: Vec<(String, u64)>,
     }
 
-    /// Runs `seed` in a child process: a process per seed is what makes a
-    /// seed in a sweep behave exactly as `--seed S` replays it (madsim and std
-    /// keep per-process state, e.g. task ids and hash keys, that a second
-    /// seed in the same process would inherit).
-    fn run_child(args: &Args, seed: u64) -> ChildOutcome {
-        let failed = |text: String| {
+    impl ChildOutcome {
+        /// A seed that could not run, or ended without its report.
+        fn failed(args: &Args, seed: u64, text: String) -> Self {
             ChildOutcome {
-            text: format!("seed {seed:>6} FAIL {text}\n  replay: ci/sim.sh --seed {seed} --nodes {} --duration {} --faults {} --verbose\n", args.nodes, args.duration, args.faults),
-            passed: false,
-            virtual_time: Duration::ZERO,
-            wall: Duration::ZERO,
-            fault_counts: Vec::new(),
-            reached: Vec::new(),
+                text: format!(
+                    "seed {seed:>6} FAIL {text}\n  replay: ci/sim.sh --seed {seed} --nodes {} --duration {} --faults {} --verbose\n",
+                    args.nodes, args.duration, args.faults
+                ),
+                passed: false,
+                virtual_time: Duration::ZERO,
+                wall: Duration::ZERO,
+                fault_counts: Vec::new(),
+                reached: Vec::new(),
+            }
         }
-        };
-        let exe = match std::env::current_exe() {
-            Ok(exe) => exe,
-            Err(e) => return failed(format!("cannot find this binary to run the seed: {e}")),
-        };
-        let mut command = std::process::Command::new(exe);
-        command
-            .args(["--seed", &seed.to_string(), "--nodes", &args.nodes.to_string()])
-            .args(["--duration", &args.duration.to_string(), "--clients", &args.clients.to_string()])
-            .args(["--keys", &args.keys.to_string(), "--faults", &args.faults, "--child"]);
-        if args.verbose {
-            command.arg("--verbose");
+
+        /// Reads what a seed's process printed and how it ended (`ended` is
+        /// "exit 0" when it exited with 0).
+        fn parse(args: &Args, seed: u64, printed: &str, ended: &str) -> Self {
+            let mut text = String::new();
+            let mut report = None;
+            for line in printed.lines() {
+                match line.strip_prefix(REPORT_TAG) {
+                    Some(rest) => report = Some(rest.split_whitespace().map(str::to_string).collect::<Vec<_>>()),
+                    None => {
+                        text.push_str(line);
+                        text.push('\n');
+                    }
+                }
+            }
+            let Some(fields) = report else {
+                return Self::failed(
+                    args,
+                    seed,
+                    format!("the seed's process ended ({ended}) without a report:\n{text}"),
+                );
+            };
+            let nanos = |i: usize| Duration::from_nanos(fields.get(i).and_then(|f| f.parse().ok()).unwrap_or(0));
+            // "faults:k=n,..." and "reached:k=n,...".
+            fn counts<N: std::str::FromStr>(fields: &[String], tag: &str) -> Vec<(String, N)> {
+                fields
+                    .iter()
+                    .find_map(|f| f.strip_prefix(tag))
+                    .map(|list| {
+                        list.split(',')
+                            .filter_map(|kv| kv.split_once('='))
+                            .filter_map(|(k, n)| Some((k.to_string(), n.parse().ok()?)))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            }
+            ChildOutcome {
+                text,
+                passed: fields.first().map(String::as_str) == Some("ok") && ended == "exit 0",
+                virtual_time: nanos(1),
+                wall: nanos(2),
+                fault_counts: counts(&fields, "faults:"),
+                reached: counts(&fields, "reached:"),
+            }
         }
-        let output = match command.stderr(std::process::Stdio::inherit()).output() {
-            Ok(output) => output,
-            Err(e) => return failed(format!("cannot start the seed's process: {e}")),
+    }
+
+    /// Runs `seed` in a process of its own, forked by this sweep job's
+    /// zygote (started on first use, and again after one is lost).
+    fn run_child(args: &Args, zygote: &mut Option<zygote::Zygote>, seed: u64) -> ChildOutcome {
+        let mut running = match zygote.take() {
+            Some(running) => running,
+            None => match zygote::Zygote::start(args) {
+                Ok(started) => started,
+                Err(e) => {
+                    return ChildOutcome::failed(args, seed, format!("cannot start the seeds' zygote process: {e}"))
+                }
+            },
         };
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let mut text = String::new();
-        let mut report = None;
-        for line in stdout.lines() {
-            match line.strip_prefix(REPORT_TAG) {
-                Some(rest) => report = Some(rest.split_whitespace().map(str::to_string).collect::<Vec<_>>()),
-                None => {
-                    text.push_str(line);
-                    text.push('\n');
+        match running.run(seed) {
+            Ok((printed, ended)) => {
+                *zygote = Some(running);
+                ChildOutcome::parse(args, seed, &printed, &ended)
+            }
+            Err(e) => ChildOutcome::failed(args, seed, e),
+        }
+    }
+
+    /// A sweep runs each seed in a process of its own: that is what makes a
+    /// seed in a sweep behave exactly as `--seed S` replays it (madsim and
+    /// std keep per-process state, e.g. task ids and hash keys, that a second
+    /// seed in the same process would inherit). The process is forked from a
+    /// zygote, one per sweep job, rather than started afresh: the zygote has
+    /// already built what every fresh process would build again, openraft's
+    /// latency-histogram tables (base2histogram fills a 26 MB `LazyLock` for
+    /// all its widths when the first `Raft` is built), and its children share
+    /// them. A fork copies the one thread that forks; the zygote never starts
+    /// another, so no lock can be left held in a child.
+    mod zygote {
+        use std::io::{BufRead, BufReader, Write};
+        use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+        use super::{run_one, Args, FaultKind, DONE_TAG};
+
+        /// The zygote's side: reads seeds, one per line, and answers each
+        /// with what its process printed and a `DONE_TAG` line. Never returns.
+        pub fn serve(args: &Args, faults: &[FaultKind]) -> ! {
+            // Built here once, instead of once per seed.
+            drop(base2histogram::Histogram::<()>::new());
+            match std::fs::read_dir("/proc/self/task").map(Iterator::count) {
+                Ok(1) => {}
+                threads => {
+                    eprintln!("placement-sim --zygote: cannot fork safely ({threads:?} threads, not one)");
+                    std::process::exit(2);
+                }
+            }
+            let mut stdout = std::io::stdout();
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                let Ok(seed) = line.trim().parse::<u64>() else {
+                    eprintln!("placement-sim --zygote: not a seed: {line:?}");
+                    std::process::exit(2);
+                };
+                // Nothing buffered may be copied into the child and printed twice.
+                let _ = stdout.flush();
+                let ended = fork_seed(args, faults, seed);
+                println!("{DONE_TAG} {ended}");
+                let _ = stdout.flush();
+            }
+            std::process::exit(0)
+        }
+
+        /// Runs `seed` in a forked child; says how the child ended ("exit 0"
+        /// when its seed passed).
+        fn fork_seed(args: &Args, faults: &[FaultKind], seed: u64) -> String {
+            // SAFETY: this process has one thread (checked in `serve`, and
+            // nothing in it starts another), so the child's copy of its
+            // memory holds no lock that another thread held at the fork.
+            match unsafe { libc::fork() } {
+                -1 => format!("fork failed: {}", std::io::Error::last_os_error()),
+                0 => {
+                    let run = std::panic::AssertUnwindSafe(|| run_one(args, seed, faults.to_vec()));
+                    let passed = std::panic::catch_unwind(run).unwrap_or(false);
+                    let _ = std::io::stdout().flush();
+                    // SAFETY: ends the child here (it must never go on into
+                    // the zygote's loop); its output is flushed above.
+                    unsafe { libc::_exit(if passed { 0 } else { 1 }) }
+                }
+                pid => {
+                    let mut status = 0;
+                    loop {
+                        // SAFETY: waits for this process's own child; `status` outlives the call.
+                        if unsafe { libc::waitpid(pid, &mut status, 0) } != -1 {
+                            break;
+                        }
+                        let e = std::io::Error::last_os_error();
+                        if e.kind() != std::io::ErrorKind::Interrupted {
+                            return format!("waitpid failed: {e}");
+                        }
+                    }
+                    if libc::WIFEXITED(status) {
+                        format!("exit {}", libc::WEXITSTATUS(status))
+                    } else if libc::WIFSIGNALED(status) {
+                        format!("signal {}", libc::WTERMSIG(status))
+                    } else {
+                        format!("wait status {status}")
+                    }
                 }
             }
         }
-        let Some(fields) = report else {
-            return failed(format!("the seed's process ended ({}) without a report:\n{text}", output.status));
-        };
-        let nanos = |i: usize| Duration::from_nanos(fields.get(i).and_then(|f| f.parse().ok()).unwrap_or(0));
-        // "faults:k=n,..." and "reached:k=n,...".
-        fn counts<N: std::str::FromStr>(fields: &[String], tag: &str) -> Vec<(String, N)> {
-            fields
-                .iter()
-                .find_map(|f| f.strip_prefix(tag))
-                .map(|list| {
-                    list.split(',')
-                        .filter_map(|kv| kv.split_once('='))
-                        .filter_map(|(k, n)| Some((k.to_string(), n.parse().ok()?)))
-                        .collect()
-                })
-                .unwrap_or_default()
+
+        /// A sweep job's zygote process (`--zygote`) and its pipes.
+        pub struct Zygote {
+            process: Child,
+            stdin: ChildStdin,
+            stdout: BufReader<ChildStdout>,
         }
-        ChildOutcome {
-            text,
-            passed: fields.first().map(String::as_str) == Some("ok") && output.status.success(),
-            virtual_time: nanos(1),
-            wall: nanos(2),
-            fault_counts: counts(&fields, "faults:"),
-            reached: counts(&fields, "reached:"),
+
+        impl Zygote {
+            pub fn start(args: &Args) -> std::io::Result<Self> {
+                let mut command = Command::new(std::env::current_exe()?);
+                command
+                    .args(["--nodes", &args.nodes.to_string(), "--duration", &args.duration.to_string()])
+                    .args(["--clients", &args.clients.to_string(), "--keys", &args.keys.to_string()])
+                    .args(["--faults", &args.faults, "--zygote"]);
+                if args.verbose {
+                    command.arg("--verbose");
+                }
+                let mut process =
+                    command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
+                let (Some(stdin), Some(stdout)) = (process.stdin.take(), process.stdout.take()) else {
+                    let _ = process.kill();
+                    let _ = process.wait();
+                    return Err(std::io::Error::other("the zygote's pipes were not set up"));
+                };
+                Ok(Zygote { process, stdin, stdout: BufReader::new(stdout) })
+            }
+
+            /// Runs `seed`: what its process printed, and how it ended; an
+            /// error if the zygote itself failed (it is then dropped).
+            pub fn run(&mut self, seed: u64) -> Result<(String, String), String> {
+                writeln!(self.stdin, "{seed}")
+                    .and_then(|()| self.stdin.flush())
+                    .map_err(|e| format!("cannot hand the seed to its zygote process: {e}"))?;
+                let mut printed = String::new();
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    match self.stdout.read_until(b'\n', &mut line) {
+                        Ok(0) => return Err(format!("the zygote process ended during the seed:\n{printed}")),
+                        Ok(_) => {}
+                        Err(e) => return Err(format!("cannot read the zygote process: {e}\n{printed}")),
+                    }
+                    let line = String::from_utf8_lossy(&line);
+                    if let Some(ended) = line.trim_end().strip_prefix(DONE_TAG) {
+                        return Ok((printed, ended.trim().to_string()));
+                    }
+                    printed.push_str(&line);
+                }
+            }
+        }
+
+        impl Drop for Zygote {
+            fn drop(&mut self) {
+                // Between seeds it has no child; stop it and reap it.
+                let _ = self.process.kill();
+                let _ = self.process.wait();
+            }
         }
     }
 
@@ -318,11 +485,14 @@ mod sweep {
             for _ in 0..jobs.min(seeds.len()) {
                 let tx = tx.clone();
                 let (next, seeds) = (&next, &seeds);
-                scope.spawn(move || loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(&seed) = seeds.get(i) else { break };
-                    if tx.send((i, run_child(args, seed))).is_err() {
-                        break;
+                scope.spawn(move || {
+                    let mut zygote = None;
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&seed) = seeds.get(i) else { break };
+                        if tx.send((i, run_child(args, &mut zygote, seed))).is_err() {
+                            break;
+                        }
                     }
                 });
             }
