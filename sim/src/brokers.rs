@@ -118,8 +118,11 @@ pub fn start(
 ) -> Vec<madsim::task::JoinHandle<()>> {
     (1..=n)
         .map(|id| {
-            let node =
-                Handle::current().create_node().name(format!("broker{id}")).ip(crate::cluster::ip(180 + id)).build();
+            let node = Handle::current()
+                .create_node()
+                .name(format!("broker{id}"))
+                .ip(crate::hosts::Host::Broker(id).ip())
+                .build();
             let broker = Broker {
                 id,
                 net_id: node.id(),

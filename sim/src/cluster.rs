@@ -7,7 +7,7 @@
 
 use placement_center::raft::MetricsWatch as _;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,7 @@ use placement_center::server::{Listeners, Server};
 use placement_center::storage::sim_disk::SimDisk;
 
 use crate::checker::raft_invariants::Sample;
+use crate::hosts::Host;
 
 thread_local! {
     /// Running Raft nodes by node id, for sampling invariants (cleared per run;
@@ -39,9 +40,9 @@ fn start_errors<R>(f: impl FnOnce(&mut BTreeMap<u64, String>) -> R) -> R {
     START_ERRORS.with(|r| f(&mut r.borrow_mut()))
 }
 
-/// Simulated IP of node `id` (clients use ids from 100).
+/// Simulated IP of member `id` (see [`crate::hosts`]).
 pub fn ip(id: u64) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(192, 0, 2, id as u8))
+    Host::Member(id).ip()
 }
 
 /// One simulated node.

@@ -54,8 +54,11 @@ pub fn start(
         let coordinator = Arc::new(AtomicI64::new(1));
         for i in 0..CONSUMERS {
             let id = group * CONSUMERS + i + 1;
-            let node =
-                Handle::current().create_node().name(format!("consumer{id}")).ip(crate::cluster::ip(200 + id)).build();
+            let node = Handle::current()
+                .create_node()
+                .name(format!("consumer{id}"))
+                .ip(crate::hosts::Host::Consumer(id).ip())
+                .build();
             let consumer = Consumer {
                 id,
                 group: format!("g{group}"),

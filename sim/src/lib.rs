@@ -9,7 +9,8 @@
 //!   and brokers recording histories, in both flavours (the simulator's
 //!   nodes, or real sockets).
 //! - `cluster`, `nemesis`, `run` (only with `--cfg madsim`): the harness,
-//!   the faults and one seed's run.
+//!   the faults and one seed's run; `hosts`: who sits at which simulated
+//!   address.
 //! - `scenarios` (only with `--cfg madsim`): regression scenarios, explicit
 //!   fault schedules that keep reproducing a bug's shape as the code moves;
 //!   by subject in `auth_scenarios`, `disk_scenarios`, `lease_scenarios`,
@@ -32,6 +33,8 @@ pub mod consumers;
 pub mod disk_scenarios;
 #[cfg(madsim)]
 pub mod forgery;
+#[cfg(madsim)]
+pub mod hosts;
 #[cfg(madsim)]
 pub mod lease_scenarios;
 #[cfg(madsim)]

@@ -16,7 +16,8 @@ use placement_center::raft::membership::MemberChange;
 use placement_center::raft::MetricsWatch as _;
 
 use crate::checker::lease::{self, LeaseEpisode};
-use crate::cluster::{ip, SimCluster};
+use crate::cluster::SimCluster;
+use crate::hosts::Host;
 use crate::run::wait_for;
 
 /// A scenario: it runs a simulation of its own and returns its violations.
@@ -64,7 +65,7 @@ pub(crate) fn simulate<F: std::future::Future<Output = Vec<String>> + 'static>(
 
 /// The simulated host a scenario's client calls run on.
 pub(crate) fn scenario_client() -> madsim::runtime::NodeHandle {
-    Handle::current().create_node().name("scenario-client").ip(ip(200)).build()
+    Handle::current().create_node().name("scenario-client").ip(Host::ScenarioClient(0).ip()).build()
 }
 
 /// Runs `attempt` up to `tries` times, `pause` apart, until it succeeds;
@@ -338,7 +339,7 @@ async fn keep_alive_past_deadline(
 /// and past the compaction, 100 revisions kept); returns how many were
 /// acknowledged.
 async fn write_past_a_snapshot(addr: String) -> u32 {
-    let client = Handle::current().create_node().name("scenario-writer").ip(ip(201)).build();
+    let client = Handle::current().create_node().name("scenario-writer").ip(Host::ScenarioClient(1).ip()).build();
     let writes = client.spawn(async move {
         let mut kv = KvClient::new(crate::channel(&addr));
         let mut written = 0;

@@ -55,7 +55,7 @@ pub fn start_watchers(
             let node = Handle::current()
                 .create_node()
                 .name(format!("watcher{i}"))
-                .ip(crate::cluster::ip(150 + u64::from(i)))
+                .ip(crate::hosts::Host::Watcher(i).ip())
                 .build();
             node.spawn(watcher_loop(i, addrs.to_vec(), until, sessions.clone()))
         })
@@ -164,7 +164,7 @@ pub fn start_lease_clients(
             let node = Handle::current()
                 .create_node()
                 .name(format!("leaser{i}"))
-                .ip(crate::cluster::ip(170 + u64::from(i)))
+                .ip(crate::hosts::Host::LeaseClient(i).ip())
                 .build();
             node.spawn(lease_loop(i, addrs.to_vec(), start, until, episodes.clone()))
         })

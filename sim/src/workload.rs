@@ -277,8 +277,7 @@ pub fn start_clients(
     let handle = Handle::current();
     (0..clients)
         .map(|i| {
-            let node =
-                handle.create_node().name(format!("client{i}")).ip(crate::cluster::ip(100 + u64::from(i))).build();
+            let node = handle.create_node().name(format!("client{i}")).ip(crate::hosts::Host::KvClient(i).ip()).build();
             let client = Client::new(i, addrs, start, history.clone());
             node.spawn(client_loop(client, keys, until))
         })

@@ -19,6 +19,7 @@ mod sweep {
 
     use clap::Parser;
     use placement_center::runtime::coverage;
+    use placement_sim::hosts::MAX_KV_CLIENTS;
     use placement_sim::nemesis::FaultKind;
     use placement_sim::run::{run_seed, RunOptions};
 
@@ -35,15 +36,16 @@ mod sweep {
         /// Number of seeds in a sweep.
         #[arg(long, default_value_t = 10)]
         seeds: u64,
-        /// Cluster size.
-        #[arg(long, default_value_t = 3)]
+        /// Cluster size (at most 99: sim/src/hosts.rs).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=99))]
         nodes: u64,
         /// Virtual seconds of workload under faults per seed, at least 10
         /// (see `MIN_DURATION`).
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(MIN_DURATION..))]
         duration: u64,
-        /// Concurrent clients.
-        #[arg(long, default_value_t = 4)]
+        /// Concurrent KV clients (the simulated address plan has room for
+        /// 50: sim/src/hosts.rs).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(..=i64::from(MAX_KV_CLIENTS)))]
         clients: u32,
         /// Distinct keys.
         #[arg(long, default_value_t = 3)]
