@@ -7,7 +7,6 @@
 
 use placement_center::raft::MetricsWatch as _;
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,11 +39,6 @@ fn start_errors<R>(f: impl FnOnce(&mut BTreeMap<u64, String>) -> R) -> R {
     START_ERRORS.with(|r| f(&mut r.borrow_mut()))
 }
 
-/// Simulated IP of member `id` (see [`crate::hosts`]).
-pub fn ip(id: u64) -> IpAddr {
-    Host::Member(id).ip()
-}
-
 /// One simulated node.
 pub struct SimNode {
     /// Raft node id (1-based).
@@ -75,7 +69,13 @@ impl SimCluster {
         let handle = Handle::current();
         let members: BTreeMap<u64, MemberConfig> = (1..=n)
             .map(|id| {
-                (id, MemberConfig { peer_addr: format!("{}:2380", ip(id)), client_addr: format!("{}:2379", ip(id)) })
+                (
+                    id,
+                    MemberConfig {
+                        peer_addr: format!("{}:2380", Host::Member(id).ip()),
+                        client_addr: format!("{}:2379", Host::Member(id).ip()),
+                    },
+                )
             })
             .collect();
         let mut nodes = Vec::new();
@@ -113,7 +113,7 @@ impl SimCluster {
             let node = handle
                 .create_node()
                 .name(format!("node{id}"))
-                .ip(ip(id))
+                .ip(Host::Member(id).ip())
                 .init(move || {
                     let config = shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
                     // The node's Raft timers run on its own skewable clock.
@@ -134,7 +134,13 @@ impl SimCluster {
                     })
                 })
                 .build();
-            nodes.push(SimNode { id, handle: node, disk, client_addr: format!("{}:2379", ip(id)), config });
+            nodes.push(SimNode {
+                id,
+                handle: node,
+                disk,
+                client_addr: format!("{}:2379", Host::Member(id).ip()),
+                config,
+            });
         }
         SimCluster { nodes }
     }

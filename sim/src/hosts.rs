@@ -66,6 +66,43 @@ pub enum Helper {
     NodeWatcher = 254,
 }
 
+impl Helper {
+    /// Every helper.
+    pub const ALL: [Helper; 10] = [
+        Helper::Topic,
+        Helper::Prober,
+        Helper::AuthSetup,
+        Helper::ServeChecker,
+        Helper::BrokerChecker,
+        Helper::Checker,
+        Helper::Convergence,
+        Helper::LeaseChecker,
+        Helper::Configure,
+        Helper::NodeWatcher,
+    ];
+
+    /// Its host's name in madsim's logs.
+    fn name(self) -> &'static str {
+        match self {
+            Helper::Topic => "topic",
+            Helper::Prober => "prober",
+            Helper::AuthSetup => "auth-setup",
+            Helper::ServeChecker => "serve-checker",
+            Helper::BrokerChecker => "broker-checker",
+            Helper::Checker => "checker",
+            Helper::Convergence => "convergence",
+            Helper::LeaseChecker => "lease-checker",
+            Helper::Configure => "configure",
+            Helper::NodeWatcher => "node-watcher",
+        }
+    }
+
+    /// A new simulated host for this helper, named and at its address.
+    pub fn node(self) -> madsim::runtime::NodeHandle {
+        madsim::runtime::Handle::current().create_node().name(self.name()).ip(Host::Helper(self).ip()).build()
+    }
+}
+
 /// The most KV clients the plan has room for.
 pub const MAX_KV_CLIENTS: u32 = 50;
 
@@ -105,18 +142,6 @@ mod tests {
 
     /// Every host a seed's world starts: all roles at their full ranges.
     fn a_seeds_hosts() -> Vec<Host> {
-        let helpers = [
-            Helper::Topic,
-            Helper::Prober,
-            Helper::AuthSetup,
-            Helper::ServeChecker,
-            Helper::BrokerChecker,
-            Helper::Checker,
-            Helper::Convergence,
-            Helper::LeaseChecker,
-            Helper::Configure,
-            Helper::NodeWatcher,
-        ];
         (1..=99)
             .map(Host::Member)
             .chain((0..MAX_KV_CLIENTS).map(Host::KvClient))
@@ -124,7 +149,7 @@ mod tests {
             .chain((0..10).map(Host::LeaseClient))
             .chain((1..=19).map(Host::Broker))
             .chain((1..=44).map(Host::Consumer))
-            .chain(helpers.map(Host::Helper))
+            .chain(Helper::ALL.map(Host::Helper))
             .collect()
     }
 

@@ -13,7 +13,7 @@ use placement_center::runtime::{self, Instant};
 use crate::checker::{self, raft_invariants};
 use crate::cluster::SimCluster;
 use crate::history::{Call, Outcome, TraceHash};
-use crate::hosts::{Helper, Host};
+use crate::hosts::Helper;
 use crate::nemesis::{self, FaultKind, NemesisLog};
 use crate::{auth, brokers, consumers, shards, watchers, workload};
 
@@ -170,20 +170,16 @@ async fn run(opts: RunOptions) -> Report {
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.client_addr.clone()).collect();
     // A quarter of the seeds run with auth on (sim/src/auth.rs).
     let auth_on = auth::enabled_for(opts.seed);
-    if auth_on && !on_own_node("auth-setup", Helper::AuthSetup, auth::setup(addrs.clone())).await {
+    if auth_on && !on_own_node(Helper::AuthSetup, auth::setup(addrs.clone())).await {
         violations.push("auth could not be set up before the faults began".to_string());
     }
-    on_own_node("configure", Helper::Configure, brokers::configure(addrs.clone())).await;
-    on_own_node("topic", Helper::Topic, shards::create_topic(addrs.clone())).await;
+    on_own_node(Helper::Configure, brokers::configure(addrs.clone())).await;
+    on_own_node(Helper::Topic, shards::create_topic(addrs.clone())).await;
     let until = runtime::now() + opts.duration;
     let broker_history = Arc::new(Mutex::new(Vec::new()));
     let observed = Arc::new(Mutex::new(checker::brokers::Observed::default()));
     let (stop_observer, observer_stop) = tokio::sync::watch::channel(false);
-    let observer = on_own_node(
-        "node-watcher",
-        Helper::NodeWatcher,
-        brokers::observe(addrs.clone(), observed.clone(), observer_stop),
-    );
+    let observer = on_own_node(Helper::NodeWatcher, brokers::observe(addrs.clone(), observed.clone(), observer_stop));
     let clients = workload::start_clients(opts.clients, opts.keys, &addrs, start, until, &history);
     let sessions = Arc::new(Mutex::new(Vec::new()));
     let episodes = Arc::new(Mutex::new(Vec::new()));
@@ -195,11 +191,7 @@ async fn run(opts: RunOptions) -> Report {
     others.extend(consumers::start(&addrs, start, until, &consumed));
     let probes = Arc::new(Mutex::new(Vec::new()));
     if auth_on {
-        let node = madsim::runtime::Handle::current()
-            .create_node()
-            .name("prober")
-            .ip(Host::Helper(Helper::Prober).ip())
-            .build();
+        let node = Helper::Prober.node();
         others.push(node.spawn(auth::probe(addrs.clone(), start, until, probes.clone())));
     }
     let mut revocations = auth::Revocations::default();
@@ -277,7 +269,7 @@ async fn run(opts: RunOptions) -> Report {
     // than the expiry by now. Their registrations must be gone, and the
     // node watcher must have seen them leave.
     let broker_history = broker_history.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let listed = on_own_node("broker-checker", Helper::BrokerChecker, {
+    let listed = on_own_node(Helper::BrokerChecker, {
         let addrs = addrs.clone();
         async move { brokers::still_listed(&addrs).await }
     })
@@ -467,11 +459,10 @@ async fn run(opts: RunOptions) -> Report {
 /// Runs `work` on a simulated node of its own (with an address, so it can
 /// reach the cluster) and waits for it.
 fn on_own_node<T: Send + 'static>(
-    name: &str,
     helper: Helper,
     work: impl std::future::Future<Output = T> + Send + 'static,
 ) -> impl std::future::Future<Output = T> {
-    let node = madsim::runtime::Handle::current().create_node().name(name).ip(Host::Helper(helper).ip()).build();
+    let node = helper.node();
     let handle = node.spawn(work);
     async move { handle.await.expect("the task on its own node panicked") }
 }
@@ -552,7 +543,7 @@ const SERVE_AFTER_HEAL: Duration = Duration::from_secs(10);
 /// transfer kept its writes and reads paused until restarted) fails the run.
 async fn every_node_serves(cluster: &SimCluster) -> Vec<String> {
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.client_addr.clone()).collect();
-    on_own_node("serve-checker", Helper::ServeChecker, async move {
+    on_own_node(Helper::ServeChecker, async move {
         let mut problems = Vec::new();
         for addr in addrs {
             let deadline = runtime::now() + SERVE_AFTER_HEAL;
@@ -586,8 +577,7 @@ async fn every_node_serves(cluster: &SimCluster) -> Vec<String> {
 /// write then shows up as a linearizability violation. The range read is
 /// atomic, so each key's projection of it is a valid read of that key.
 async fn final_reads(cluster: &SimCluster, start: Instant, history: &workload::History) {
-    let handle = madsim::runtime::Handle::current();
-    let node = handle.create_node().name("checker").ip(Host::Helper(Helper::Checker).ip()).build();
+    let node = Helper::Checker.node();
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.client_addr.clone()).collect();
     let history = history.clone();
     let reader = node.spawn(async move {
@@ -632,8 +622,7 @@ async fn final_reads(cluster: &SimCluster, start: Instant, history: &workload::H
 
 /// Every node's keys and revision, read locally (serializable), must agree.
 async fn convergence(cluster: &SimCluster) -> Option<String> {
-    let handle = madsim::runtime::Handle::current();
-    let node = handle.create_node().name("convergence").ip(Host::Helper(Helper::Convergence).ip()).build();
+    let node = Helper::Convergence.node();
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.client_addr.clone()).collect();
     let check = node.spawn(async move {
         let mut last = String::new();
@@ -782,8 +771,7 @@ async fn leases_expire(cluster: &SimCluster) -> Option<String> {
     use placement_center::proto::etcdserverpb::lease_client::LeaseClient;
     use placement_center::proto::etcdserverpb::LeaseLeasesRequest;
     runtime::sleep(Duration::from_secs(watchers::LEASE_TTL as u64 + 2)).await;
-    let handle = madsim::runtime::Handle::current();
-    let node = handle.create_node().name("lease-checker").ip(Host::Helper(Helper::LeaseChecker).ip()).build();
+    let node = Helper::LeaseChecker.node();
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.client_addr.clone()).collect();
     let check = node.spawn(async move {
         for attempt in 0..30 {
