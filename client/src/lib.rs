@@ -360,7 +360,9 @@ impl Client {
         let mut attempt = 1;
         loop {
             let i = self.preferred.load(Ordering::Relaxed) % self.channels.len();
-            let answer = rt::timeout(self.options.request_timeout, call(self.channels[i].clone()))
+            // Boxed: a call future is several KiB, and inline it would be
+            // copied into this loop's state and every caller's.
+            let answer = rt::timeout(self.options.request_timeout, Box::pin(call(self.channels[i].clone())))
                 .await
                 .unwrap_or_else(|_| Err(Status::deadline_exceeded("request timed out (client side)")));
             let status = match answer {

@@ -28,12 +28,13 @@ pub(crate) async fn sleep(duration: Duration) {
     tokio::time::sleep(duration).await
 }
 
-/// Runs `future` for at most `duration`.
-pub(crate) async fn timeout<F: Future>(
+/// Runs `future` for at most `duration`. A plain function, not an `async fn`,
+/// so the (large) call future is not copied into a wrapper state first.
+pub(crate) fn timeout<F: Future>(
     duration: Duration,
     future: F,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
-    tokio::time::timeout(duration, future).await
+) -> impl Future<Output = Result<F::Output, tokio::time::error::Elapsed>> {
+    tokio::time::timeout(duration, future)
 }
 
 /// Spawns a background task of the client; it ends by itself (its receiver

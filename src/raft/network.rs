@@ -234,14 +234,20 @@ impl PeerNetwork {
         self.client.clone().map_err(CallError::Unreachable)
     }
 
-    /// Sends one RPC with a deadline and maps transport failures.
-    async fn call<T, F>(&self, ttl: Duration, fut: F) -> Result<T, CallError>
+    /// Sends one RPC with a deadline and maps transport failures. The call's
+    /// future is boxed at once: a tonic call future is several KiB, and held
+    /// inline it would be copied again into every future that awaits this
+    /// one (openraft moves each AppendEntries future it makes).
+    fn call<'a, T, F>(&'a self, ttl: Duration, fut: F) -> impl std::future::Future<Output = Result<T, CallError>> + 'a
     where
-        F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+        F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>> + 'a,
     {
-        match crate::runtime::timeout(ttl, fut).await {
-            Err(_) => Err(self.silent(ttl)),
-            Ok(answer) => answered(&self.disowned, self.target, answer.map(tonic::Response::into_inner)),
+        let fut = Box::pin(fut);
+        async move {
+            match crate::runtime::timeout(ttl, fut).await {
+                Err(_) => Err(self.silent(ttl)),
+                Ok(answer) => answered(&self.disowned, self.target, answer.map(tonic::Response::into_inner)),
+            }
         }
     }
 

@@ -20,12 +20,14 @@ pub async fn sleep(duration: Duration) {
     super::sim_time::sleep(duration).await;
 }
 
-/// Runs `future` for at most `duration`.
-pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Output, Elapsed> {
+/// Runs `future` for at most `duration`. A plain function, not an `async fn`:
+/// an `async fn` would hold `future` in a state of its own, and every call
+/// would copy the whole future once more (callers pass futures of several KiB).
+pub fn timeout<F: Future>(duration: Duration, future: F) -> impl Future<Output = Result<F::Output, Elapsed>> {
     #[cfg(not(madsim))]
-    return tokio::time::timeout(duration, future).await;
+    return tokio::time::timeout(duration, future);
     #[cfg(madsim)]
-    return super::sim_time::timeout(duration, future).await;
+    return super::sim_time::timeout(duration, future);
 }
 
 /// Milliseconds since the UNIX epoch, for display and logs only.
