@@ -267,11 +267,18 @@ impl StateMachineStore {
         self.state.clone()
     }
 
-    fn bookkeeping(&self, batch: &mut WriteBatch, kv: &KvState) {
+    /// Adds the applied position (and the membership, when `membership_changed`)
+    /// to `batch`. The stored membership is rewritten only when it changed: it
+    /// is the record of a membership entry, not of every batch, and the
+    /// engine keeps writes in order (a batch that survives a crash has every
+    /// earlier one with it), so the stored record always matches the state.
+    fn bookkeeping(&self, batch: &mut WriteBatch, kv: &KvState, membership_changed: bool) {
         if let Some(applied) = &self.last_applied {
             batch.put(CF_SM, KEY_APPLIED, codec::log_id_to_pb(applied).encode_to_vec());
         }
-        batch.put(CF_SM, KEY_MEMBERSHIP, codec::stored_membership_to_pb(&self.membership).encode_to_vec());
+        if membership_changed {
+            batch.put(CF_SM, KEY_MEMBERSHIP, codec::stored_membership_to_pb(&self.membership).encode_to_vec());
+        }
         batch.put(CF_SM, KEY_REVISION, kv.revision().to_be_bytes().to_vec());
         batch.put(CF_SM, KEY_COMPACT, kv.compact_revision().to_be_bytes().to_vec());
     }
@@ -533,12 +540,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut answers = Vec::new();
         let state = self.state.clone();
         let mut kv = write_state(&state);
+        let mut membership_changed = false;
         for (entry, responder) in entries {
             self.last_applied = Some(entry.log_id);
             let results = match entry.payload {
                 EntryPayload::Blank => Vec::new(),
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
+                    membership_changed = true;
                     Vec::new()
                 }
                 EntryPayload::Normal(proposal) => {
@@ -561,7 +570,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 answers.push((responder, results));
             }
         }
-        self.bookkeeping(&mut batch, &kv);
+        self.bookkeeping(&mut batch, &kv, membership_changed);
         let revision = kv.revision();
         drop(kv);
         // One atomic batch: changes + last applied (see the module comment). Not
@@ -592,7 +601,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let new_state = replace_state(&self.engine, &mut batch, decoded)?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        self.bookkeeping(&mut batch, &new_state);
+        self.bookkeeping(&mut batch, &new_state, true);
         put_snapshot_record(&mut batch, meta);
         // Synced: the log before this point may be purged right after.
         self.engine.write(batch, true).map_err(|e| write_err("snapshot", e))?;

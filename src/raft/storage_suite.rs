@@ -227,6 +227,57 @@ fn put_entry(index: u64, key: u8, value_len: usize) -> super::types::Entry {
     }
 }
 
+/// A membership entry at `index` of term 1 whose voters are `voters`.
+fn membership_entry(index: u64, voters: &[u64]) -> super::types::Entry {
+    let nodes = voters.iter().map(|&id| (id, super::types::Member { name: format!("m{id}"), ..Default::default() }));
+    let membership = super::types::Membership::new(
+        vec![voters.iter().copied().collect()],
+        nodes.collect::<std::collections::BTreeMap<_, _>>(),
+    )
+    .expect("every voter has a node");
+    super::types::Entry {
+        log_id: super::types::LogId::new(crate::raft::types::LeaderId { term: 1, node_id: 1 }, index),
+        payload: openraft::EntryPayload::Membership(membership),
+    }
+}
+
+/// The membership a reopened state machine reports is the last one it
+/// applied, also when the batches after it did not write it again (apply
+/// writes the membership record only in a batch that changes it), and after
+/// a power loss that keeps any prefix of the unsynced batches.
+#[test]
+fn a_reopened_state_machine_has_the_last_applied_membership() {
+    use openraft::storage::RaftStateMachine;
+    use rand::SeedableRng;
+
+    for seed in 0..20 {
+        futures::executor::block_on(async {
+            let disk = Arc::new(SimDisk::new());
+            let engine: Arc<dyn crate::storage::Engine> = disk.clone();
+            let mut sm = StateMachineStore::open(engine.clone()).unwrap();
+            sm.apply(stream([membership_entry(1, &[1])])).await.unwrap();
+            sm.apply(stream((2..=3).map(|i| put_entry(i, i as u8, 10)))).await.unwrap();
+            sm.apply(stream([membership_entry(4, &[1, 2, 3])])).await.unwrap();
+            for i in 5..=7 {
+                sm.apply(stream([put_entry(i, i as u8, 10)])).await.unwrap();
+            }
+            let (applied, membership) = StateMachineStore::open(engine.clone()).unwrap().applied_state().await.unwrap();
+            assert_eq!(applied.map(|id| id.index), Some(7));
+            assert_eq!(membership.log_id().map(|id| id.index), Some(4), "seed {seed}: reopened without a power loss");
+            assert_eq!(membership.voter_ids().collect::<Vec<_>>(), vec![1, 2, 3]);
+
+            disk.power_loss(&mut rand::rngs::StdRng::seed_from_u64(seed));
+            let (applied, membership) = StateMachineStore::open(engine).unwrap().applied_state().await.unwrap();
+            let expected = match applied.map(|id| id.index) {
+                None => None,
+                Some(1..=3) => Some(1),
+                Some(_) => Some(4),
+            };
+            assert_eq!(membership.log_id().map(|id| id.index), expected, "seed {seed}: applied up to {applied:?}");
+        });
+    }
+}
+
 /// A built snapshot names the state applied when it was asked for; its bytes
 /// (read through `get_current_snapshot`) are that state, and installed on
 /// another store they give the same state. Once more is applied, the current
