@@ -48,7 +48,7 @@ pub struct Broker {
 }
 
 /// One cluster's placement state, as read at one revision.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct View {
     /// The cluster.
     pub cluster: String,
