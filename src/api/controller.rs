@@ -18,14 +18,14 @@ use super::context::ApiContext;
 use super::topics::{brokers, mod_is, put};
 use crate::placement::controller::{self, Decision, Reason, View};
 use crate::placement::topics::{self, ShardRecord, TopicRecord};
-use crate::placement::NODES_PREFIX;
+use crate::placement::{self, NODES_PREFIX};
 use crate::proto::etcdserverpb::{RangeRequest, TxnRequest};
 use crate::proto::mvccpb::event::EventType;
 use crate::proto::raft::v1::command_result::Response as Applied;
 use crate::proto::raft::v1::{command, Command};
 use crate::raft::state_store::read_state;
 use crate::runtime;
-use crate::state::{KvState, MAX_TXN_OPS};
+use crate::state::{KeyRange, KvState, MAX_TXN_OPS};
 
 /// How often the controller considers rebalancing (moves are rate limited
 /// to [`REBALANCE_MOVES`] per pause, so a broker joining does not move a
@@ -132,8 +132,7 @@ impl Views {
                 let deleted = event.r#type == EventType::Delete as i32;
                 if kv.key.starts_with(NODES_PREFIX.as_bytes()) {
                     changed = true;
-                    let under =
-                        |cluster: &String| kv.key.starts_with(placement_prefix(NODES_PREFIX, cluster).as_bytes());
+                    let under = |cluster: &String| inside(placement::nodes_range(cluster), &kv.key);
                     brokers_changed.extend(self.by_cluster.keys().filter(|c| under(c)).cloned());
                 } else if kv.key.starts_with(topics::TOPICS_PREFIX.as_bytes()) {
                     changed = true;
@@ -157,9 +156,7 @@ impl Views {
                     changed = true;
                     let Some((_, topic, shard)) = topics::parse_shard_key(&kv.key) else { continue };
                     let record = if deleted { None } else { ShardRecord::decode(&kv.value).ok() };
-                    let under = |view: &View| {
-                        kv.key.starts_with(placement_prefix(topics::SHARDS_PREFIX, &view.cluster).as_bytes())
-                    };
+                    let under = |view: &View| inside(topics::shards_range(&view.cluster, ""), &kv.key);
                     for view in self.by_cluster.values_mut().filter(|v| under(v)) {
                         let at = (topic.to_string(), shard);
                         match &record {
@@ -179,10 +176,11 @@ impl Views {
     }
 }
 
-/// The prefix of `cluster`'s keys under `prefix` (as `nodes_range` and
-/// `shards_range` name them).
-fn placement_prefix(prefix: &str, cluster: &str) -> String {
-    format!("{prefix}{cluster}/")
+/// Whether `inner` is inside the range (`key`, `range_end`), taken as the
+/// reads of [`views`] and [`brokers`] take it, so an update covers exactly
+/// the keys they read.
+fn inside((key, range_end): (Vec<u8>, Vec<u8>), inner: &[u8]) -> bool {
+    KeyRange::new(&key, &range_end).contains(inner)
 }
 
 /// The view of every cluster with topics in `state`, read whole.
@@ -310,7 +308,8 @@ mod tests {
     }
 
     fn change() -> impl Strategy<Value = Change> {
-        let cluster = 0..3u8;
+        // Cluster 3 has the empty name, as a key written by hand may have.
+        let cluster = 0..4u8;
         prop_oneof![
             (cluster.clone(), 0..3u8, any::<bool>()).prop_map(|(cluster, topic, readable)| Change::Topic {
                 cluster,
@@ -336,7 +335,7 @@ mod tests {
     }
 
     fn make(state: &mut KvState, change: &Change) {
-        let cluster = |c: u8| format!("c{c}");
+        let cluster = |c: u8| if c == 3 { String::new() } else { format!("c{c}") };
         let cmd = match change {
             Change::Topic { cluster: c, topic, readable } => {
                 let record =
