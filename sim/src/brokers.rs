@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[cfg(madsim)]
-use madsim::runtime::Handle;
 use placement_center::client::{Assignments, Client, ClientError, ClientOptions, Registration, Retry};
 use placement_center::proto::placement::v1::node_event::Kind;
 use placement_center::proto::placement::v1::{
@@ -118,11 +117,7 @@ pub fn start(
 ) -> Vec<madsim::task::JoinHandle<()>> {
     (1..=n)
         .map(|id| {
-            let node = Handle::current()
-                .create_node()
-                .name(format!("broker{id}"))
-                .ip(crate::hosts::Host::Broker(id).ip())
-                .build();
+            let node = crate::hosts::Host::Broker(id).node(format!("broker{id}"));
             let broker = Broker {
                 id,
                 net_id: node.id(),

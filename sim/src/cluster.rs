@@ -49,6 +49,8 @@ pub struct SimNode {
     pub disk: Arc<SimDisk>,
     /// Where clients connect.
     pub client_addr: String,
+    /// Where its peers connect (raft.v1).
+    pub peer_addr: String,
     /// Its config, read at every (re)start: a replaced node restarts with `join`.
     config: Arc<std::sync::Mutex<Config>>,
 }
@@ -138,7 +140,8 @@ impl SimCluster {
                 id,
                 handle: node,
                 disk,
-                client_addr: format!("{}:2379", Host::Member(id).ip()),
+                client_addr: members[&id].client_addr.clone(),
+                peer_addr: members[&id].peer_addr.clone(),
                 config,
             });
         }

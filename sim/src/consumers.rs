@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use madsim::runtime::Handle;
 use placement_center::client::{Client, ClientError};
 use placement_center::proto::placement::v1::{CommitOffsetsRequest, ShardOffset};
 use placement_center::runtime::{self, Instant};
@@ -54,11 +53,7 @@ pub fn start(
         let coordinator = Arc::new(AtomicI64::new(1));
         for i in 0..CONSUMERS {
             let id = group * CONSUMERS + i + 1;
-            let node = Handle::current()
-                .create_node()
-                .name(format!("consumer{id}"))
-                .ip(crate::hosts::Host::Consumer(id).ip())
-                .build();
+            let node = crate::hosts::Host::Consumer(id).node(format!("consumer{id}"));
             let consumer = Consumer {
                 id,
                 group: format!("g{group}"),

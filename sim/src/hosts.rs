@@ -99,7 +99,7 @@ impl Helper {
 
     /// A new simulated host for this helper, named and at its address.
     pub fn node(self) -> madsim::runtime::NodeHandle {
-        madsim::runtime::Handle::current().create_node().name(self.name()).ip(Host::Helper(self).ip()).build()
+        Host::Helper(self).node(self.name())
     }
 }
 
@@ -119,6 +119,12 @@ impl Host {
             Host::ScenarioClient(i) => (200..=201, i.into()),
             Host::Helper(helper) => (helper as u64..=helper as u64, 0),
         }
+    }
+
+    /// A new simulated host at this host's address, called `name` in
+    /// madsim's logs.
+    pub fn node(self, name: impl Into<String>) -> madsim::runtime::NodeHandle {
+        madsim::runtime::Handle::current().create_node().name(name).ip(self.ip()).build()
     }
 
     /// The host's address. Panics when its index does not fit its role's

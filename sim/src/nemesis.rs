@@ -670,7 +670,7 @@ pub async fn run(cluster: &SimCluster, kinds: &[FaultKind], start: Instant, unti
                     continue;
                 };
                 let forgery = crate::forgery::Forgery {
-                    peer_addr: format!("{}:2380", crate::hosts::Host::Member(target).ip()),
+                    peer_addr: cluster.nodes[target as usize - 1].peer_addr.clone(),
                     cluster_id: target_node.cluster_id(),
                     token: target_node.cluster_token().to_vec(),
                     leader: leader_node.id,

@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use madsim::net::NetSim;
-use madsim::runtime::Handle;
 use placement_center::proto::etcdserverpb::kv_client::KvClient;
 use placement_center::proto::etcdserverpb::{PutRequest, RangeRequest};
 use placement_center::runtime::{self, Instant};
@@ -65,7 +64,7 @@ pub(crate) fn simulate<F: std::future::Future<Output = Vec<String>> + 'static>(
 
 /// The simulated host a scenario's client calls run on.
 pub(crate) fn scenario_client() -> madsim::runtime::NodeHandle {
-    Handle::current().create_node().name("scenario-client").ip(Host::ScenarioClient(0).ip()).build()
+    Host::ScenarioClient(0).node("scenario-client")
 }
 
 /// Runs `attempt` up to `tries` times, `pause` apart, until it succeeds;
@@ -339,7 +338,7 @@ async fn keep_alive_past_deadline(
 /// and past the compaction, 100 revisions kept); returns how many were
 /// acknowledged.
 async fn write_past_a_snapshot(addr: String) -> u32 {
-    let client = Handle::current().create_node().name("scenario-writer").ip(Host::ScenarioClient(1).ip()).build();
+    let client = Host::ScenarioClient(1).node("scenario-writer");
     let writes = client.spawn(async move {
         let mut kv = KvClient::new(crate::channel(&addr));
         let mut written = 0;

@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[cfg(madsim)]
-use madsim::runtime::Handle;
 use placement_center::api::context::receiver_stream;
 use placement_center::proto::etcdserverpb::kv_client::KvClient;
 use placement_center::proto::etcdserverpb::lease_client::LeaseClient;
@@ -52,11 +51,7 @@ pub fn start_watchers(
 ) -> Vec<madsim::task::JoinHandle<()>> {
     (0..n)
         .map(|i| {
-            let node = Handle::current()
-                .create_node()
-                .name(format!("watcher{i}"))
-                .ip(crate::hosts::Host::Watcher(i).ip())
-                .build();
+            let node = crate::hosts::Host::Watcher(i).node(format!("watcher{i}"));
             node.spawn(watcher_loop(i, addrs.to_vec(), until, sessions.clone()))
         })
         .collect()
@@ -161,11 +156,7 @@ pub fn start_lease_clients(
 ) -> Vec<madsim::task::JoinHandle<()>> {
     (0..n)
         .map(|i| {
-            let node = Handle::current()
-                .create_node()
-                .name(format!("leaser{i}"))
-                .ip(crate::hosts::Host::LeaseClient(i).ip())
-                .build();
+            let node = crate::hosts::Host::LeaseClient(i).node(format!("leaser{i}"));
             node.spawn(lease_loop(i, addrs.to_vec(), start, until, episodes.clone()))
         })
         .collect()

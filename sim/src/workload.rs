@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[cfg(madsim)]
-use madsim::runtime::Handle;
 use placement_center::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use placement_center::proto::etcdserverpb::kv_client::KvClient;
 use placement_center::proto::etcdserverpb::request_op::Request;
@@ -274,10 +273,9 @@ pub fn start_clients(
     until: Instant,
     history: &History,
 ) -> Vec<madsim::task::JoinHandle<()>> {
-    let handle = Handle::current();
     (0..clients)
         .map(|i| {
-            let node = handle.create_node().name(format!("client{i}")).ip(crate::hosts::Host::KvClient(i).ip()).build();
+            let node = crate::hosts::Host::KvClient(i).node(format!("client{i}"));
             let client = Client::new(i, addrs, start, history.clone());
             node.spawn(client_loop(client, keys, until))
         })
