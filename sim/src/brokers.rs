@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-#[cfg(madsim)]
 use placement_center::client::{Assignments, Client, ClientError, ClientOptions, Registration, Retry};
 use placement_center::proto::placement::v1::node_event::Kind;
 use placement_center::proto::placement::v1::{

@@ -5,7 +5,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-#[cfg(madsim)]
 use placement_center::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use placement_center::proto::etcdserverpb::kv_client::KvClient;
 use placement_center::proto::etcdserverpb::request_op::Request;
